@@ -1,0 +1,276 @@
+//! Write Agora agents in Rust.
+//!
+//! An agent is a plain struct that implements [`Agent`]; [`export_agent!`] turns it into the
+//! component the host runs. The host creates the struct once through [`Agent::init`], hands it
+//! one message at a time through [`Agent::handle`], and calls [`Agent::terminate`] before a
+//! graceful exit. A trap or a panic ends the instance; the state goes with it.
+//!
+//! ```no_run
+//! use agora_guest::{Agent, Config, HandleError, Message, messaging, log};
+//!
+//! struct Greeter {
+//!     greeting: String,
+//!     greeted: u64,
+//! }
+//!
+//! impl Agent for Greeter {
+//!     fn init(config: Config) -> Result<Self, String> {
+//!         let greeting = config.get("greeting").unwrap_or("hello").to_string();
+//!         messaging::subscribe("greetings").map_err(|e| e.to_string())?;
+//!         Ok(Greeter { greeting, greeted: 0 })
+//!     }
+//!
+//!     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+//!         self.greeted += 1;
+//!         let who = String::from_utf8_lossy(&message.payload);
+//!         log::info(&format!("greeting {who} (#{})", self.greeted));
+//!         // A reply answers a `call`; for a plain `send` it is ignored.
+//!         Ok(Some(format!("{}, {who}", self.greeting).into_bytes()))
+//!     }
+//! }
+//!
+//! agora_guest::export_agent!(Greeter);
+//! ```
+//!
+//! Every import is denied unless the agent's manifest entry grants it (`grants = ["messaging",
+//! "registry", "logging"]`); a denied call returns [`Error::Denied`].
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "agent",
+        pub_export_macro: true,
+        export_macro_name: "__export_agent_world",
+        default_bindings_module: "agora_guest::bindings",
+    });
+}
+
+use std::cell::RefCell;
+use std::fmt;
+
+pub use bindings::agora::agent::types::{
+    Address, AgentId, Envelope as Message, Error, HandleError, PublishReport,
+};
+
+/// The manifest's `config` table for this agent, values rendered as strings.
+#[derive(Debug, Clone, Default)]
+pub struct Config(Vec<(String, String)>);
+
+impl Config {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parse a value, with the key named in the error so that a failed `init` says what is wrong.
+    pub fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String>
+    where
+        T::Err: fmt::Display,
+    {
+        self.get(key)
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|e| format!("config `{key}` = {v:?}: {e}"))
+            })
+            .transpose()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// What an agent is. One instance of the implementing type lives per running agent.
+pub trait Agent: Sized + 'static {
+    /// Build the agent's state. An error fails the start and is reported with the agent's name.
+    fn init(config: Config) -> Result<Self, String>;
+
+    /// Handle one message. `Ok(Some(reply))` answers a waiting `call`.
+    fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError>;
+
+    /// Called once before a graceful exit ("normal" or "shutdown").
+    fn terminate(&mut self, _reason: &str) {}
+}
+
+impl HandleError {
+    /// Reject this message only; the agent keeps running and a caller gets `Error::Failed`.
+    pub fn reject(message: impl Into<String>) -> Self {
+        HandleError {
+            fatal: false,
+            message: message.into(),
+        }
+    }
+
+    /// End this instance; its supervisor decides what happens next.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        HandleError {
+            fatal: true,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&str> for Address {
+    fn from(name: &str) -> Self {
+        Address::Name(name.to_string())
+    }
+}
+
+impl From<String> for Address {
+    fn from(name: String) -> Self {
+        Address::Name(name)
+    }
+}
+
+impl From<AgentId> for Address {
+    fn from(id: AgentId) -> Self {
+        Address::Id(id)
+    }
+}
+
+// `Error` implements `Display` and `std::error::Error` through the generated bindings.
+
+/// Messaging: bounded mailboxes, calls with timeouts, topics. Grant: "messaging".
+pub mod messaging {
+    use super::{Address, AgentId, Error, PublishReport};
+    use crate::bindings::agora::agent::messaging as wit;
+    use std::time::Duration;
+
+    fn millis(timeout: Duration) -> u32 {
+        timeout.as_millis().min(u32::MAX as u128) as u32
+    }
+
+    pub fn self_id() -> AgentId {
+        wit::self_id()
+    }
+
+    pub fn send(to: impl Into<Address>, payload: &[u8]) -> Result<(), Error> {
+        wit::send(&to.into(), payload)
+    }
+
+    pub fn send_timeout(
+        to: impl Into<Address>,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        wit::send_timeout(&to.into(), payload, millis(timeout))
+    }
+
+    pub fn call(
+        to: impl Into<Address>,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        wit::call(&to.into(), payload, millis(timeout))
+    }
+
+    pub fn reply(correlation: u64, payload: &[u8]) -> Result<(), Error> {
+        wit::reply(correlation, payload)
+    }
+
+    pub fn publish(topic: &str, payload: &[u8]) -> Result<PublishReport, Error> {
+        wit::publish(topic, payload)
+    }
+
+    pub fn subscribe(topic: &str) -> Result<(), Error> {
+        wit::subscribe(topic)
+    }
+
+    pub fn unsubscribe(topic: &str) -> Result<(), Error> {
+        wit::unsubscribe(topic)
+    }
+}
+
+/// Registry: unique names, metadata, capabilities. Grant: "registry".
+pub mod registry {
+    pub use crate::bindings::agora::agent::registry::*;
+}
+
+/// Logging into the host's log. Grant: "logging".
+pub mod log {
+    use crate::bindings::agora::agent::logging::{Level, log};
+
+    pub fn trace(message: &str) {
+        log(Level::Trace, message)
+    }
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+/// Ask the host to end this agent normally once the current callback returns.
+pub fn stop() {
+    bindings::agora::agent::lifecycle::stop()
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    thread_local! {
+        // A component instance is single-threaded; the state lives as long as the instance.
+        static STATE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
+    }
+
+    fn with_agent<A: Agent, R>(f: impl FnOnce(&mut A) -> R) -> R {
+        STATE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let agent = slot
+                .as_mut()
+                .and_then(|state| state.downcast_mut::<A>())
+                .expect("agora: a message arrived before init succeeded");
+            f(agent)
+        })
+    }
+
+    pub fn init<A: Agent>(config: Vec<(String, String)>) -> Result<(), String> {
+        let agent = A::init(Config(config))?;
+        STATE.with(|cell| *cell.borrow_mut() = Some(Box::new(agent)));
+        Ok(())
+    }
+
+    pub fn handle<A: Agent>(message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+        with_agent::<A, _>(|agent| agent.handle(message))
+    }
+
+    pub fn terminate<A: Agent>(reason: String) {
+        with_agent::<A, _>(|agent| agent.terminate(&reason))
+    }
+}
+
+/// Export a type implementing [`Agent`] as this component's agent.
+#[macro_export]
+macro_rules! export_agent {
+    ($agent:ty) => {
+        #[doc(hidden)]
+        struct __AgoraAgentExport;
+
+        impl $crate::bindings::Guest for __AgoraAgentExport {
+            fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
+                -> ::std::result::Result<(), ::std::string::String> {
+                $crate::__private::init::<$agent>(config)
+            }
+            fn handle(message: $crate::Message)
+                -> ::std::result::Result<::std::option::Option<::std::vec::Vec<u8>>, $crate::HandleError> {
+                $crate::__private::handle::<$agent>(message)
+            }
+            fn terminate(reason: ::std::string::String) {
+                $crate::__private::terminate::<$agent>(reason)
+            }
+        }
+
+        $crate::bindings::__export_agent_world!(__AgoraAgentExport with_types_in $crate::bindings);
+    };
+}

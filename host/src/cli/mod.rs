@@ -1,0 +1,157 @@
+//! The `agora` command line.
+
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::manifest::{HostSettings, Manifest};
+use crate::runtime::Runtime;
+use crate::runtime::modules::ModuleLoader;
+use crate::{bench, events, supervision};
+
+#[derive(Parser)]
+#[command(
+    name = "agora",
+    version,
+    about = "Run supervised, sandboxed WebAssembly agents from a manifest"
+)]
+struct Cli {
+    /// Log as text on stderr, or as one JSON object per line on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a manifest until every agent has stopped, or until Ctrl-C / SIGTERM.
+    Run { manifest: PathBuf },
+    /// Validate a manifest and its modules without running anything.
+    Check { manifest: PathBuf },
+    /// Compile components into the module cache so that the next start does not.
+    Compile {
+        /// Use this manifest's host settings (data_dir, pool) for the engine and the cache.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        #[arg(required = true)]
+        modules: Vec<PathBuf>,
+    },
+    /// Run the benchmarks and print their figures.
+    Bench(bench::BenchArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { manifest } => run(manifest).await,
+            Command::Check { manifest } => check(manifest),
+            Command::Compile { manifest, modules } => compile(manifest, modules),
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => fail(format!("{error:#}")),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("agora: error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let manifest = Manifest::load(&path)?;
+    let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
+    let summary = supervision::run(runtime, &manifest.agents, stop_signal()).await?;
+    let outcome = if summary.interrupted {
+        "interrupted"
+    } else {
+        "all_stopped"
+    };
+    events::run_finished(outcome, summary.normal, summary.shutdown, summary.crashed);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let manifest = Manifest::load(&path)?;
+    // Loading compiles (or finds in the cache) and links every module, so a component of the
+    // wrong world fails here rather than at run time.
+    Runtime::for_manifest(&manifest)?;
+    println!(
+        "{}: ok ({} modules, {} agents)",
+        path.display(),
+        manifest.modules.len(),
+        manifest.agents.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compile(manifest: Option<PathBuf>, modules: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let settings = match manifest {
+        Some(path) => Manifest::load(&path)?.host,
+        None => HostSettings::default(),
+    };
+    let engine = crate::runtime::engine::build(&settings)?;
+    let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"))?;
+    for module in modules {
+        let (artifact, outcome) = loader.precompile(&module)?;
+        println!(
+            "{} -> {} ({})",
+            module.display(),
+            artifact.display(),
+            outcome.as_str()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM. A second signal during the graceful shutdown exits at once.
+async fn stop_signal() {
+    wait_for_signal().await;
+    tracing::info!(
+        event = "shutdown_requested",
+        "stopping agents in reverse start order"
+    );
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("agora: second signal, exiting without waiting for agents");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

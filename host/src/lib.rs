@@ -1,0 +1,18 @@
+//! Agora: a host for fault-tolerant multi-agent systems in which every agent is a sandboxed
+//! WebAssembly component.
+//!
+//! The modules follow the path of the work: the [`manifest`] says what runs; the [`runtime`]
+//! compiles modules and runs each agent as a component instance in its own store and task;
+//! [`messaging`] carries messages between mailboxes; the [`registry`] names agents;
+//! [`capabilities`] holds the remaining host services an agent can be granted; [`supervision`]
+//! starts and stops agents; [`cli`] is the `agora` command.
+
+pub mod bench;
+pub mod capabilities;
+pub mod cli;
+pub mod events;
+pub mod manifest;
+pub mod messaging;
+pub mod registry;
+pub mod runtime;
+pub mod supervision;

@@ -1,0 +1,500 @@
+//! The manifest: which modules exist, which agents run, and with what limits and grants.
+//!
+//! Parsing is strict (`deny_unknown_fields` everywhere) and every error names the file, the
+//! line and column, and the key, because a typo in a manifest should never silently become a
+//! default. Paths are resolved against the manifest's own directory.
+
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::capabilities::{Grant, Grants};
+pub use units::{ByteSize, Span};
+
+/// A manifest that parsed and validated: every module it names exists and every value is in range.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub host: HostSettings,
+    pub modules: BTreeMap<String, PathBuf>,
+    pub agents: Vec<AgentSpec>,
+}
+
+/// Process-wide settings: they size the engine and its instance pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSettings {
+    /// Event store and compiled-module cache; relative to the manifest.
+    pub data_dir: PathBuf,
+    /// Instance-pool slots: the most agents alive at once.
+    pub max_agents: u32,
+    /// The largest memory cap any agent may be given (the pool's slot size).
+    pub max_memory: ByteSize,
+    /// Virtual address space reserved per memory slot. Smaller values fit more agents in one
+    /// process at the price of explicit bounds checks; see README "Density".
+    pub memory_reservation: Option<ByteSize>,
+    /// Guard region after each memory slot (with the reservation, it lets wasmtime elide checks).
+    pub memory_guard: Option<ByteSize>,
+    /// Largest message payload accepted by send, call, reply and publish.
+    pub max_message: ByteSize,
+    /// Epoch tick: the CPU time slice after which a running agent yields to others.
+    pub tick: Span,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        HostSettings {
+            data_dir: PathBuf::from(".agora"),
+            max_agents: 10_000,
+            max_memory: ByteSize::mib(64),
+            memory_reservation: None,
+            memory_guard: None,
+            max_message: ByteSize::mib(1),
+            tick: Span(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Per-agent limits; `[defaults]` sets them for all, an agent entry may override each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear-memory cap; growing past it traps the agent.
+    pub memory: ByteSize,
+    /// Mailbox capacity in messages.
+    pub mailbox: u32,
+    /// CPU time one callback (init, handle, terminate) may use before it is interrupted.
+    pub budget: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: ByteSize::mib(16),
+            mailbox: 1024,
+            budget: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub name: String,
+    pub module: String,
+    /// The `config` table, values rendered as strings (strings verbatim, others as TOML).
+    pub config: Vec<(String, String)>,
+    pub limits: Limits,
+    /// Capabilities advertised in the registry from the start.
+    pub capabilities: Vec<String>,
+    pub grants: Grants,
+}
+
+/// A manifest error, located in the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    host: HostSettings,
+    #[serde(default)]
+    defaults: RawLimits,
+    #[serde(default)]
+    modules: BTreeMap<String, Spanned<String>>,
+    #[serde(default, rename = "agent")]
+    agents: Vec<RawAgent>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<Spanned<ByteSize>>,
+    mailbox: Option<Spanned<u32>>,
+    budget: Option<Spanned<Span>>,
+    grants: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: Spanned<String>,
+    module: Spanned<String>,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    // The `[defaults]` keys again: serde's `flatten` would lose both spans and unknown-key checks.
+    memory: Option<Spanned<ByteSize>>,
+    mailbox: Option<Spanned<u32>>,
+    budget: Option<Spanned<Span>>,
+    grants: Option<Vec<Spanned<String>>>,
+}
+
+impl RawAgent {
+    fn limits(&self) -> RawLimits {
+        RawLimits {
+            memory: self.memory.clone(),
+            mailbox: self.mailbox.clone(),
+            budget: self.budget.clone(),
+            grants: self.grants.clone(),
+        }
+    }
+}
+
+impl Manifest {
+    /// Read, parse and validate a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: None,
+            message: format!("cannot read the manifest: {e}"),
+        })?;
+        Self::parse(path, &source)
+    }
+
+    /// Parse and validate manifest text; `path` locates errors and anchors relative paths.
+    pub fn parse(path: &Path, source: &str) -> Result<Manifest, ManifestError> {
+        let locate = Locator { file: path, source };
+        let raw: RawManifest = toml::from_str(source).map_err(|e| locate.toml_error(&e))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let mut host = raw.host;
+        host.data_dir = resolve(&host.data_dir);
+        let root_table = locate.at(0..0, None, String::new());
+        if host.max_agents == 0 {
+            return Err(ManifestError {
+                key: Some("host.max_agents".into()),
+                message: "must be at least 1".into(),
+                ..root_table
+            });
+        }
+        if host.tick.duration() < Duration::from_millis(1) {
+            return Err(ManifestError {
+                key: Some("host.tick".into()),
+                message: "must be at least 1ms".into(),
+                ..root_table
+            });
+        }
+
+        let mut modules = BTreeMap::new();
+        for (name, file) in &raw.modules {
+            let resolved = resolve(Path::new(file.get_ref()));
+            if !resolved.is_file() {
+                return Err(locate.at(
+                    file.span(),
+                    Some(format!("modules.{name}")),
+                    format!("module file not found: {}", resolved.display()),
+                ));
+            }
+            modules.insert(name.clone(), resolved);
+        }
+
+        let defaults =
+            resolve_limits(&locate, &host, Limits::default(), &raw.defaults, "defaults")?;
+        let default_grants = resolve_grants(
+            &locate,
+            raw.defaults.grants.as_deref(),
+            "defaults",
+            Grants::NONE,
+        )?;
+
+        let mut agents: Vec<AgentSpec> = Vec::with_capacity(raw.agents.len());
+        let mut first_seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (index, agent) in raw.agents.iter().enumerate() {
+            let key = |field: &str| format!("agent[{index}].{field}");
+            let name = agent.name.get_ref();
+            if let Err(why) = check_name(name) {
+                return Err(locate.at(agent.name.span(), Some(key("name")), why));
+            }
+            if let Some(first) = first_seen.insert(name, agent.name.span().start) {
+                return Err(locate.at(
+                    agent.name.span(),
+                    Some(key("name")),
+                    format!(
+                        "duplicate agent name {name:?} (first declared on line {})",
+                        locate.line_of(first)
+                    ),
+                ));
+            }
+            let module = agent.module.get_ref();
+            if !modules.contains_key(module) {
+                let known: Vec<&str> = modules.keys().map(String::as_str).collect();
+                return Err(locate.at(
+                    agent.module.span(),
+                    Some(key("module")),
+                    format!(
+                        "unknown module {module:?}; [modules] declares: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            let scope = format!("agent[{index}]");
+            let raw_limits = agent.limits();
+            agents.push(AgentSpec {
+                name: name.clone(),
+                module: module.clone(),
+                config: agent
+                    .config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), render_value(v)))
+                    .collect(),
+                limits: resolve_limits(&locate, &host, defaults, &raw_limits, &scope)?,
+                capabilities: agent.capabilities.clone(),
+                grants: resolve_grants(
+                    &locate,
+                    raw_limits.grants.as_deref(),
+                    &scope,
+                    default_grants,
+                )?,
+            });
+        }
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            host,
+            modules,
+            agents,
+        })
+    }
+
+    /// The manifest's directory; relative paths in it are resolved from here.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid agent name {name:?}: use 1-128 of A-Z a-z 0-9 - _ ."
+        ))
+    }
+}
+
+fn render_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn resolve_limits(
+    locate: &Locator,
+    host: &HostSettings,
+    inherited: Limits,
+    raw: &RawLimits,
+    scope: &str,
+) -> Result<Limits, ManifestError> {
+    let mut limits = inherited;
+    if let Some(memory) = &raw.memory {
+        let value = *memory.get_ref();
+        let bounds = ByteSize(64 << 10)..=host.max_memory;
+        if !bounds.contains(&value) {
+            return Err(locate.at(
+                memory.span(),
+                Some(format!("{scope}.memory")),
+                format!(
+                    "{value} is outside 64KiB..={} (raise host.max_memory to allow more)",
+                    host.max_memory
+                ),
+            ));
+        }
+        limits.memory = value;
+    }
+    if let Some(mailbox) = &raw.mailbox {
+        if *mailbox.get_ref() == 0 {
+            return Err(locate.at(
+                mailbox.span(),
+                Some(format!("{scope}.mailbox")),
+                "must be at least 1".into(),
+            ));
+        }
+        limits.mailbox = *mailbox.get_ref();
+    }
+    if let Some(budget) = &raw.budget {
+        let value = budget.get_ref().duration();
+        if value < host.tick.duration() {
+            return Err(locate.at(
+                budget.span(),
+                Some(format!("{scope}.budget")),
+                format!(
+                    "{} is shorter than one tick (host.tick = {})",
+                    budget.get_ref(),
+                    host.tick
+                ),
+            ));
+        }
+        limits.budget = value;
+    }
+    Ok(limits)
+}
+
+fn resolve_grants(
+    locate: &Locator,
+    raw: Option<&[Spanned<String>]>,
+    scope: &str,
+    inherited: Grants,
+) -> Result<Grants, ManifestError> {
+    let Some(raw) = raw else { return Ok(inherited) };
+    let mut grants = Grants::NONE;
+    for grant in raw {
+        match grant.get_ref().parse::<Grant>() {
+            Ok(g) => grants = grants.with(g),
+            Err(why) => return Err(locate.at(grant.span(), Some(format!("{scope}.grants")), why)),
+        }
+    }
+    Ok(grants)
+}
+
+/// Turns byte offsets into file:line:column errors.
+struct Locator<'a> {
+    file: &'a Path,
+    source: &'a str,
+}
+
+impl Locator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.source[..offset.min(self.source.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn at(&self, span: Range<usize>, key: Option<String>, message: String) -> ManifestError {
+        let offset = span.start.min(self.source.len());
+        let line_start = self.source[..offset].rfind('\n').map_or(0, |i| i + 1);
+        ManifestError {
+            file: self.file.to_path_buf(),
+            line: self.line_of(offset),
+            column: self.source[line_start..offset].chars().count() + 1,
+            key,
+            message,
+        }
+    }
+
+    /// A parser error carries a span but not the key; recover the key from the source line
+    /// (`key = value`), so that "invalid type" errors say which setting is wrong.
+    fn toml_error(&self, error: &toml::de::Error) -> ManifestError {
+        let span = error.span().unwrap_or(0..0);
+        let offset = span.start.min(self.source.len());
+        let line_start = self.source[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.source[offset..]
+            .find('\n')
+            .map_or(self.source.len(), |i| offset + i);
+        let line = &self.source[line_start..line_end];
+        let key = line
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_string())
+            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        let message = error.message().trim().to_string();
+        self.at(span, key, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(source: &str) -> Result<Manifest, ManifestError> {
+        let dir = std::env::temp_dir().join(format!("agora-manifest-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.wasm"), b"\0asm").unwrap();
+        Manifest::parse(&dir.join("m.toml"), source)
+    }
+
+    #[test]
+    fn defaults_and_overrides_apply() {
+        let m = parse(
+            "[defaults]\nmemory = \"8MiB\"\ngrants = [\"logging\"]\n[modules]\na = \"a.wasm\"\n\
+             [[agent]]\nname = \"x\"\nmodule = \"a\"\n\
+             [[agent]]\nname = \"y\"\nmodule = \"a\"\nmemory = \"2MiB\"\nmailbox = 4\ngrants = [\"messaging\"]\nconfig = { n = 3, s = \"t\" }\n",
+        )
+        .unwrap();
+        assert_eq!(m.agents[0].limits.memory, ByteSize::mib(8));
+        assert!(m.agents[0].grants.allows(Grant::Logging));
+        assert_eq!(m.agents[1].limits.memory, ByteSize::mib(2));
+        assert_eq!(m.agents[1].limits.mailbox, 4);
+        assert!(!m.agents[1].grants.allows(Grant::Logging));
+        assert!(m.agents[1].grants.allows(Grant::Messaging));
+        assert_eq!(
+            m.agents[1].config,
+            vec![("n".into(), "3".into()), ("s".into(), "t".into())]
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\nmemroy = \"1MiB\"\n").unwrap_err();
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.message.contains("unknown field `memroy`"), "{e}");
+
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\nmemory = \"12XB\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (6, Some("memory")), "{e}");
+
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (7, Some("agent[1].name")),
+            "{e}"
+        );
+        assert!(e.message.contains("duplicate"), "{e}");
+
+        let e = parse("[modules]\na = \"missing.wasm\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (2, Some("modules.a")), "{e}");
+
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"b\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("unknown module \"b\""), "{e}");
+
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\ngrants = [\"network\"]\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (6, Some("agent[0].grants")),
+            "{e}"
+        );
+
+        let e = parse("[defaults]\nbudget = \"1us\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("defaults.budget"), "{e}");
+    }
+}

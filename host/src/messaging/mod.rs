@@ -1,0 +1,223 @@
+//! Messaging: bounded mailboxes, one per agent, and topics.
+//!
+//! The path of one message: guest `send` → [`host`] import → [`Router::try_deliver`] into the
+//! target's bounded mailbox → the target's agent task (`runtime::agent`) → guest `handle` → the
+//! reply travels back on the message's own one-shot channel. No task sits in the middle: the
+//! router is a sharded map from agent id to mailbox sender.
+//!
+//! Nothing accepted is lost silently: a full mailbox refuses at once (`mailbox-full`); a message
+//! still queued when its target exits is counted in the exit report, and a caller waiting on one
+//! gets `stopped`.
+
+mod host;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::runtime::bindings::Error;
+
+/// Agent ids: the top 16 bits name the node (0 here), the rest are a per-node serial.
+pub type AgentId = u64;
+
+/// The answer to a call: the reply payload, or why there is none.
+pub type Reply = Result<Vec<u8>, Error>;
+
+/// One message in a mailbox.
+pub struct Message {
+    pub sender: Option<AgentId>,
+    pub topic: Option<Arc<str>>,
+    pub payload: Vec<u8>,
+    /// Present when the sender waits in `call`.
+    pub reply: Option<oneshot::Sender<Reply>>,
+}
+
+impl Message {
+    pub fn cast(sender: Option<AgentId>, payload: Vec<u8>) -> Self {
+        Message {
+            sender,
+            topic: None,
+            payload,
+            reply: None,
+        }
+    }
+}
+
+pub type Inbox = mpsc::Receiver<Message>;
+
+/// Every live mailbox and topic subscription of this host.
+pub struct Router {
+    mailboxes: DashMap<AgentId, mpsc::Sender<Message>>,
+    topics: DashMap<Arc<str>, Vec<AgentId>>,
+    max_message: usize,
+}
+
+impl Router {
+    pub fn new(max_message: usize) -> Self {
+        Router {
+            mailboxes: DashMap::new(),
+            topics: DashMap::new(),
+            max_message,
+        }
+    }
+
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    pub fn check_size(&self, len: usize) -> Result<(), Error> {
+        if len > self.max_message {
+            Err(Error::TooLarge(self.max_message as u64))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Open the mailbox of a new agent.
+    pub fn open(&self, id: AgentId, capacity: u32) -> Inbox {
+        let (sender, inbox) = mpsc::channel(capacity.max(1) as usize);
+        self.mailboxes.insert(id, sender);
+        inbox
+    }
+
+    /// Close an agent's mailbox and drop its subscriptions. Returns how many queued messages
+    /// were never handled; their callers get `stopped`.
+    pub fn close(&self, id: AgentId, topics: &[Arc<str>], inbox: &mut Inbox) -> usize {
+        self.mailboxes.remove(&id);
+        for topic in topics {
+            self.unsubscribe(id, topic);
+        }
+        inbox.close();
+        let mut undelivered = 0;
+        while let Ok(message) = inbox.try_recv() {
+            undelivered += 1;
+            if let Some(reply) = message.reply {
+                let _ = reply.send(Err(Error::Stopped));
+            }
+        }
+        undelivered
+    }
+
+    pub fn is_open(&self, id: AgentId) -> bool {
+        self.mailboxes.contains_key(&id)
+    }
+
+    /// Enqueue without waiting.
+    pub fn try_deliver(&self, to: AgentId, message: Message) -> Result<(), Error> {
+        let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?;
+        mailbox.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::MailboxFull,
+            mpsc::error::TrySendError::Closed(_) => Error::NotFound,
+        })
+    }
+
+    /// Enqueue, waiting up to `timeout` for room.
+    pub async fn deliver_timeout(
+        &self,
+        to: AgentId,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?.clone();
+        mailbox
+            .send_timeout(message, timeout)
+            .await
+            .map_err(|e| match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,
+                mpsc::error::SendTimeoutError::Closed(_) => Error::NotFound,
+            })
+    }
+
+    /// Returns false when the agent already was subscribed.
+    pub fn subscribe(&self, id: AgentId, topic: &Arc<str>) -> bool {
+        let mut subscribers = self.topics.entry(topic.clone()).or_default();
+        if subscribers.contains(&id) {
+            return false;
+        }
+        subscribers.push(id);
+        true
+    }
+
+    pub fn unsubscribe(&self, id: AgentId, topic: &str) -> bool {
+        let removed = match self.topics.get_mut(topic) {
+            Some(mut subscribers) => {
+                let before = subscribers.len();
+                subscribers.retain(|s| *s != id);
+                before != subscribers.len()
+            }
+            None => false,
+        };
+        self.topics
+            .remove_if(topic, |_, subscribers| subscribers.is_empty());
+        removed
+    }
+
+    /// Deliver a copy to every subscriber; report whose mailbox was full.
+    pub fn publish(&self, sender: AgentId, topic: &str, payload: &[u8]) -> (u32, Vec<AgentId>) {
+        let Some(entry) = self.topics.get(topic) else {
+            return (0, Vec::new());
+        };
+        let topic: Arc<str> = entry.key().clone();
+        let subscribers = entry.value().clone();
+        drop(entry);
+        let mut delivered = 0;
+        let mut full = Vec::new();
+        for subscriber in subscribers {
+            let message = Message {
+                sender: Some(sender),
+                topic: Some(topic.clone()),
+                payload: payload.to_vec(),
+                reply: None,
+            };
+            match self.try_deliver(subscriber, message) {
+                Ok(()) => delivered += 1,
+                Err(Error::MailboxFull) => full.push(subscriber),
+                // Exited between the snapshot and the send: it is no longer a subscriber.
+                Err(_) => {}
+            }
+        }
+        (delivered, full)
+    }
+
+    pub fn live_mailboxes(&self) -> usize {
+        self.mailboxes.len()
+    }
+}
+
+/// Per-agent messaging state.
+#[derive(Default)]
+pub struct AgentMessaging {
+    /// Calls this agent received and has not answered yet, by the correlation id it was shown.
+    pending_replies: HashMap<u64, oneshot::Sender<Reply>>,
+    next_correlation: u64,
+    /// Topics to leave when the agent exits.
+    pub topics: Vec<Arc<str>>,
+}
+
+/// Above this many unanswered calls, forget those whose callers have stopped waiting.
+const PENDING_PRUNE_THRESHOLD: usize = 1024;
+
+impl AgentMessaging {
+    /// Remember a call's reply channel; the returned id goes to the guest in the envelope.
+    pub fn expect_reply(&mut self, reply: oneshot::Sender<Reply>) -> u64 {
+        if self.pending_replies.len() >= PENDING_PRUNE_THRESHOLD {
+            self.pending_replies
+                .retain(|_, waiting| !waiting.is_closed());
+        }
+        self.next_correlation += 1;
+        self.pending_replies.insert(self.next_correlation, reply);
+        self.next_correlation
+    }
+
+    /// Answer a pending call. `not-found` if there is no such call; `timeout` if the caller gave up.
+    pub fn answer(&mut self, correlation: u64, reply: Reply) -> Result<(), Error> {
+        let waiting = self
+            .pending_replies
+            .remove(&correlation)
+            .ok_or(Error::NotFound)?;
+        waiting.send(reply).map_err(|_| Error::Timeout)
+    }
+}

@@ -1,0 +1,397 @@
+//! One agent's life: instantiate, `init`, then one message at a time until it stops, is shut
+//! down, or faults. Each agent is one tokio task that owns its store.
+//!
+//! CPU control: every callback starts with a deadline one epoch tick away. At each tick the
+//! epoch callback charges one tick to the callback's budget and yields to tokio (a custom yield,
+//! because wasmtime's built-in one would re-poll the same task first), so a looping agent shares
+//! the worker threads with everyone else until its budget is spent and it is interrupted.
+//!
+//! A trap poisons the instance: the store is dropped, never reused.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
+
+use super::Runtime;
+use super::bindings::{Agent, Envelope, Error, HandleError};
+use super::limits::{BudgetExceeded, MemoryCapExceeded};
+use super::modules::Module;
+use super::state::AgentState;
+use crate::events;
+use crate::manifest::AgentSpec;
+use crate::messaging::{AgentId, Inbox, Message};
+
+/// How an agent ended.
+#[derive(Debug, Clone)]
+pub enum ExitReason {
+    /// The agent asked to stop.
+    Normal,
+    /// The host stopped it (Ctrl-C, SIGTERM, its supervisor).
+    Shutdown,
+    Crashed(Fault),
+}
+
+impl ExitReason {
+    /// A stable, machine-readable code: `normal`, `shutdown`, or the fault kind.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExitReason::Normal => "normal",
+            ExitReason::Shutdown => "shutdown",
+            ExitReason::Crashed(fault) => fault.kind.code(),
+        }
+    }
+}
+
+/// A crash, with what is known about it.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub detail: String,
+    /// The wasm backtrace, when the fault was a trap.
+    pub backtrace: Option<String>,
+    /// The last lines the guest wrote to stderr (a Rust panic message, for example).
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Instantiation failed (missing pool capacity, a memory cap below the module's minimum).
+    Instantiate,
+    /// `init` returned an error.
+    InitError,
+    MemoryCap,
+    CpuBudget,
+    Panic,
+    StackOverflow,
+    /// Any other wasm trap (out-of-bounds access, `unreachable`, ...).
+    Trap,
+    /// `handle` returned an error marked fatal.
+    HandlerFatal,
+}
+
+impl FaultKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            FaultKind::Instantiate => "instantiate_failed",
+            FaultKind::InitError => "init_failed",
+            FaultKind::MemoryCap => "memory_cap",
+            FaultKind::CpuBudget => "cpu_budget",
+            FaultKind::Panic => "panic",
+            FaultKind::StackOverflow => "stack_overflow",
+            FaultKind::Trap => "trap",
+            FaultKind::HandlerFatal => "handler_fatal",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.detail)
+    }
+}
+
+impl Fault {
+    fn new(kind: FaultKind, detail: impl Into<String>) -> Fault {
+        Fault {
+            kind,
+            detail: detail.into(),
+            backtrace: None,
+            output: None,
+        }
+    }
+
+    /// Classify a wasmtime error from a guest call.
+    fn from_error(error: &wasmtime::Error, state: &AgentState, during: &str) -> Fault {
+        let output = Some(state.stderr.tail()).filter(|s| !s.is_empty());
+        let (kind, detail) = if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
+            (FaultKind::MemoryCap, cap.to_string())
+        } else if let Some(budget) = error.downcast_ref::<BudgetExceeded>() {
+            (FaultKind::CpuBudget, budget.to_string())
+        } else if let Some(trap) = error.downcast_ref::<Trap>() {
+            let panicked = output.as_deref().is_some_and(|o| o.contains("panicked at"));
+            let kind = match trap {
+                Trap::StackOverflow => FaultKind::StackOverflow,
+                Trap::UnreachableCodeReached if panicked => FaultKind::Panic,
+                _ => FaultKind::Trap,
+            };
+            (kind, trap.to_string())
+        } else {
+            (FaultKind::Trap, format!("{error:#}"))
+        };
+        Fault {
+            kind,
+            detail: format!("{detail} (in {during})"),
+            backtrace: error
+                .downcast_ref::<WasmBacktrace>()
+                .map(|bt| bt.to_string()),
+            output,
+        }
+    }
+}
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("agent {agent:?}: the name is already registered by another agent")]
+    NameTaken { agent: String },
+    #[error("agent {agent:?} failed to start: {fault}")]
+    Failed { agent: String, fault: Fault },
+}
+
+/// Sent to the agent's supervisor when a started agent ends.
+#[derive(Debug)]
+pub struct Exit {
+    pub id: AgentId,
+    pub name: Arc<str>,
+    pub reason: ExitReason,
+}
+
+/// A running agent, as its supervisor holds it.
+pub struct RunningAgent {
+    pub id: AgentId,
+    pub name: Arc<str>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAgent {
+    /// Ask for a graceful stop (`terminate("shutdown")`) and wait until the agent is gone.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Ask for a graceful stop without waiting.
+    pub fn request_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Start an agent and wait for its `init` to finish. Exits after a successful start are sent
+/// to `exits`; a failed start is returned instead.
+pub async fn start(
+    runtime: &Arc<Runtime>,
+    spec: &AgentSpec,
+    module: &Module,
+    exits: mpsc::UnboundedSender<Exit>,
+) -> Result<RunningAgent, StartError> {
+    let started = Instant::now();
+    let id = runtime.next_id();
+    let name: Arc<str> = spec.name.as_str().into();
+    runtime
+        .registry
+        .enter(id, &name, &spec.capabilities)
+        .map_err(|_| StartError::NameTaken {
+            agent: spec.name.clone(),
+        })?;
+    let inbox = runtime.router.open(id, spec.limits.mailbox);
+    let state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
+    let shutdown = CancellationToken::new();
+    let (ready, initialized) = oneshot::channel();
+    let instance = Instance {
+        store: new_store(runtime, state),
+        inbox,
+        shutdown: shutdown.clone(),
+    };
+    let task = tokio::spawn(instance.live(module.clone(), spec.config.clone(), ready, exits));
+    match initialized.await {
+        Ok(Ok(())) => {
+            events::agent_started(&name, id, &module.name, started.elapsed());
+            Ok(RunningAgent {
+                id,
+                name,
+                shutdown,
+                task,
+            })
+        }
+        Ok(Err(fault)) => Err(StartError::Failed {
+            agent: spec.name.clone(),
+            fault,
+        }),
+        Err(_) => Err(StartError::Failed {
+            agent: spec.name.clone(),
+            fault: Fault::new(
+                FaultKind::Instantiate,
+                "the agent task ended before init returned",
+            ),
+        }),
+    }
+}
+
+fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
+    let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.epoch_deadline_callback(|mut context| {
+        let budget = &mut context.data_mut().budget;
+        budget.ticks_used += 1;
+        if budget.ticks_used > budget.ticks_allowed {
+            return Err(wasmtime::Error::new(BudgetExceeded {
+                ticks: budget.ticks_used - 1,
+            }));
+        }
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+    store
+}
+
+struct Instance {
+    store: Store<AgentState>,
+    inbox: Inbox,
+    shutdown: CancellationToken,
+}
+
+impl Instance {
+    /// The agent task: start, serve, clean up, report.
+    async fn live(
+        mut self,
+        module: Module,
+        config: Vec<(String, String)>,
+        ready: oneshot::Sender<Result<(), Fault>>,
+        exits: mpsc::UnboundedSender<Exit>,
+    ) {
+        let agent = match self.boot(&module, &config).await {
+            Ok(agent) => agent,
+            Err(fault) => {
+                self.cleanup();
+                let _ = ready.send(Err(fault));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        let reason = self.serve(&agent).await;
+        let undelivered = self.cleanup();
+        let state = self.store.data();
+        events::agent_exited(
+            &state.name,
+            state.id,
+            &reason,
+            undelivered,
+            state.memory.peak(),
+        );
+        let _ = exits.send(Exit {
+            id: state.id,
+            name: state.name.clone(),
+            reason,
+        });
+    }
+
+    async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Agent, Fault> {
+        self.arm_budget();
+        let agent = module
+            .pre
+            .instantiate_async(&mut self.store)
+            .await
+            .map_err(|e| {
+                let fault = Fault::from_error(&e, self.store.data(), "instantiate");
+                match fault.kind {
+                    FaultKind::MemoryCap => fault,
+                    _ => Fault {
+                        kind: FaultKind::Instantiate,
+                        ..fault
+                    },
+                }
+            })?;
+        self.arm_budget();
+        match agent.call_init(&mut self.store, config).await {
+            Ok(Ok(())) => Ok(agent),
+            Ok(Err(message)) => Err(Fault::new(FaultKind::InitError, message)),
+            Err(e) => Err(Fault::from_error(&e, self.store.data(), "init")),
+        }
+    }
+
+    /// Handle messages until the agent stops, faults or is shut down.
+    async fn serve(&mut self, agent: &Agent) -> ExitReason {
+        if self.store.data().lifecycle.stop_requested {
+            return self.terminate(agent, ExitReason::Normal).await;
+        }
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return self.terminate(agent, ExitReason::Shutdown).await,
+                message = self.inbox.recv() => match message {
+                    Some(message) => message,
+                    None => return self.terminate(agent, ExitReason::Shutdown).await,
+                },
+            };
+            if let Err(fault) = self.handle(agent, message).await {
+                return ExitReason::Crashed(fault);
+            }
+            if self.store.data().lifecycle.stop_requested {
+                return self.terminate(agent, ExitReason::Normal).await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, agent: &Agent, message: Message) -> Result<(), Fault> {
+        let state = self.store.data_mut();
+        let correlation = message
+            .reply
+            .map(|reply| state.messaging.expect_reply(reply));
+        let envelope = Envelope {
+            sender: message.sender,
+            correlation,
+            topic: message.topic.map(|t| t.to_string()),
+            payload: message.payload,
+        };
+        self.arm_budget();
+        let outcome = agent.call_handle(&mut self.store, &envelope).await;
+        let state = self.store.data_mut();
+        match outcome {
+            Ok(Ok(reply)) => {
+                if let (Some(correlation), Some(reply)) = (correlation, reply) {
+                    let reply = state.runtime.router.check_size(reply.len()).map(|()| reply);
+                    // A caller that gave up is no error of this agent's.
+                    let _ = state.messaging.answer(correlation, reply);
+                }
+                Ok(())
+            }
+            Ok(Err(HandleError {
+                fatal: false,
+                message,
+            })) => {
+                if let Some(correlation) = correlation {
+                    let _ = state
+                        .messaging
+                        .answer(correlation, Err(Error::Failed(message)));
+                }
+                Ok(())
+            }
+            Ok(Err(HandleError {
+                fatal: true,
+                message,
+            })) => Err(Fault::new(FaultKind::HandlerFatal, message)),
+            Err(e) => Err(Fault::from_error(&e, state, "handle")),
+        }
+    }
+
+    async fn terminate(&mut self, agent: &Agent, reason: ExitReason) -> ExitReason {
+        self.arm_budget();
+        match agent.call_terminate(&mut self.store, reason.code()).await {
+            Ok(()) => reason,
+            Err(e) => ExitReason::Crashed(Fault::from_error(&e, self.store.data(), "terminate")),
+        }
+    }
+
+    /// Each callback gets the full budget, counted from one tick away.
+    fn arm_budget(&mut self) {
+        self.store.data_mut().budget.ticks_used = 0;
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Leave the registry and close the mailbox; returns how many messages were never handled.
+    fn cleanup(&mut self) -> usize {
+        let state = self.store.data();
+        state.runtime.registry.leave(state.id);
+        state
+            .runtime
+            .router
+            .close(state.id, &state.messaging.topics, &mut self.inbox)
+    }
+}

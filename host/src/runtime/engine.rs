@@ -1,0 +1,94 @@
+//! The one wasmtime engine of a host process, and the epoch ticker that drives CPU control.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::manifest::HostSettings;
+
+/// Wasm stack a guest may use before it traps with a stack overflow.
+const MAX_WASM_STACK: usize = 512 << 10;
+/// Native stack of the fiber an agent runs on: its wasm stack plus room for host functions.
+const ASYNC_STACK: usize = 1 << 20;
+/// Core instances one component may create; a Rust agent needs a handful, toolchains that
+/// bundle an interpreter need more.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 8;
+const TABLE_ELEMENTS: usize = 20_000;
+/// Memory kept resident in a freed pool slot, so that the next instantiation does not fault it in.
+const KEEP_RESIDENT: usize = 256 << 10;
+
+/// Build the engine: async (agents run as tokio tasks), epoch interruption (CPU control) and a
+/// pooling allocator sized by the manifest (fast instantiation, bounded virtual memory).
+pub fn build(settings: &HostSettings) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(MAX_WASM_STACK);
+    config.async_stack_size(ASYNC_STACK);
+    if let Some(reservation) = settings.memory_reservation {
+        config.memory_reservation(reservation.bytes());
+        config.memory_reservation_for_growth(0);
+    }
+    if let Some(guard) = settings.memory_guard {
+        config.memory_guard_size(guard.bytes());
+        config.guard_before_linear_memory(guard.bytes() > 0);
+    }
+
+    let slots = settings.max_agents;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(
+            slots
+                .saturating_mul(CORE_INSTANCES_PER_COMPONENT)
+                .min(1 << 20),
+        )
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(slots.saturating_mul(2))
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .total_tables(slots.saturating_mul(2))
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .table_elements(TABLE_ELEMENTS)
+        .max_memory_size(settings.max_memory.bytes() as usize)
+        .total_stacks(slots)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .async_stack_keep_resident(KEEP_RESIDENT);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))
+}
+
+/// Advances the engine's epoch every tick until dropped. It holds only a weak reference, so it
+/// never keeps an engine alive.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine, tick: Duration) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("agora-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

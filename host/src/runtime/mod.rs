@@ -1,0 +1,88 @@
+//! The runtime: one engine, the loaded modules, and the shared services every agent reaches
+//! through its store (router, registry).
+//!
+//! An agent is a component instance in its own `Store`, owned by one tokio task ([`agent`]);
+//! it handles one message at a time. Instances come from a pooling allocator through an
+//! `InstancePre`, so a start is "instantiate + init" with no compilation or linking.
+
+pub mod agent;
+pub mod bindings;
+pub mod engine;
+pub mod limits;
+pub mod modules;
+pub mod output;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmtime::Engine;
+
+use crate::manifest::{HostSettings, Manifest};
+use crate::messaging::{AgentId, Router};
+use crate::registry::Registry;
+use engine::EpochTicker;
+use modules::{Module, ModuleError, ModuleLoader};
+
+/// Shared state of one host process.
+pub struct Runtime {
+    pub engine: Engine,
+    pub settings: HostSettings,
+    pub router: Router,
+    pub registry: Registry,
+    pub loader: ModuleLoader,
+    modules: BTreeMap<String, Module>,
+    next_serial: AtomicU64,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Build the engine and services, without modules (see [`Runtime::with_modules`]).
+    pub fn new(settings: HostSettings) -> anyhow::Result<Runtime> {
+        let engine = engine::build(&settings)?;
+        let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"))?;
+        Ok(Runtime {
+            _ticker: EpochTicker::start(&engine, settings.tick.duration()),
+            router: Router::new(settings.max_message.bytes() as usize),
+            registry: Registry::default(),
+            modules: BTreeMap::new(),
+            next_serial: AtomicU64::new(1),
+            engine,
+            settings,
+            loader,
+        })
+    }
+
+    /// Build the runtime for a manifest and load (or compile) each of its modules.
+    pub fn for_manifest(manifest: &Manifest) -> anyhow::Result<Runtime> {
+        let mut runtime = Runtime::new(manifest.host.clone())?;
+        for (name, path) in &manifest.modules {
+            runtime.add_module(name, path)?;
+        }
+        Ok(runtime)
+    }
+
+    pub fn add_module(
+        &mut self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<Module, ModuleError> {
+        let module = Arc::new(self.loader.load(name, path)?);
+        self.modules.insert(name.to_string(), module.clone());
+        Ok(module)
+    }
+
+    pub fn module(&self, name: &str) -> Option<&Module> {
+        self.modules.get(name)
+    }
+
+    pub fn with_modules(self) -> Arc<Runtime> {
+        Arc::new(self)
+    }
+
+    /// A fresh agent id; ids are never reused within a process.
+    pub fn next_id(&self) -> AgentId {
+        self.next_serial.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,274 @@
+//! Loading agent modules: validate, compile once, cache the compiled artifact on disk, and link
+//! into an `InstancePre` so that starting an agent is only "instantiate + init".
+//!
+//! The cache key is the module's SHA-256 together with the engine's compatibility hash (wasmtime
+//! version and every codegen-relevant setting), so a changed module, a new wasmtime or a changed
+//! pool configuration each miss the cache instead of loading a stale artifact.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use super::bindings::{Agent, AgentPre};
+use super::state::AgentState;
+
+/// The exports every agent component must have, as named in the `agent` world.
+const REQUIRED_EXPORTS: [&str; 3] = ["init", "handle", "terminate"];
+const WORLD: &str = "agora:agent/agent@0.1.0";
+
+/// A module ready to instantiate.
+pub struct LoadedModule {
+    pub name: String,
+    pub path: PathBuf,
+    pub pre: AgentPre<AgentState>,
+    pub cache: CacheOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Compiled now and written to the cache.
+    Compiled,
+    /// Loaded from an artifact compiled earlier.
+    Hit,
+}
+
+impl CacheOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Compiled => "miss",
+            CacheOutcome::Hit => "hit",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("cannot read module {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a WebAssembly file (no \\0asm header)")]
+    NotWasm { path: PathBuf },
+    #[error(
+        "{path} is a core wasm module, not a component; build it for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule { path: PathBuf },
+    #[error("{path} is not a valid component: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path} does not implement the world {WORLD}: {reason}")]
+    WrongWorld { path: PathBuf, reason: String },
+    #[error("module cache {dir}: {source}")]
+    Cache {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Compiles and caches components for one engine.
+pub struct ModuleLoader {
+    engine: Engine,
+    linker: Linker<AgentState>,
+    cache_dir: PathBuf,
+    engine_key: String,
+}
+
+impl ModuleLoader {
+    pub fn new(engine: &Engine, cache_dir: PathBuf) -> anyhow::Result<Self> {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("linking the agora:agent interfaces: {e}"))?;
+        let mut hasher = StableHasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = hex(&hasher.0.finalize()[..8]);
+        Ok(ModuleLoader {
+            engine: engine.clone(),
+            linker,
+            cache_dir,
+            engine_key,
+        })
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Load one module: from the cache when a matching artifact exists, else compile it and
+    /// store the artifact.
+    pub fn load(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
+        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read {
+            path: path.into(),
+            source,
+        })?;
+        check_header(path, &bytes)?;
+        let artifact = self.artifact_path(&bytes);
+        let started = Instant::now();
+        let (component, cache) = match self.load_artifact(&artifact) {
+            Some(component) => (component, CacheOutcome::Hit),
+            None => (
+                self.compile(path, &bytes, &artifact)?,
+                CacheOutcome::Compiled,
+            ),
+        };
+        check_exports(&self.engine, path, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(AgentPre::new)
+            .map_err(|e| ModuleError::WrongWorld {
+                path: path.into(),
+                reason: format!("{e:#}"),
+            })?;
+        tracing::info!(
+            event = "module_loaded",
+            module = name,
+            path = %path.display(),
+            cache = cache.as_str(),
+            millis = started.elapsed().as_secs_f64() * 1e3,
+        );
+        Ok(LoadedModule {
+            name: name.to_string(),
+            path: path.into(),
+            pre,
+            cache,
+        })
+    }
+
+    /// Compile into the cache without linking (the `agora compile` command).
+    pub fn precompile(&self, path: &Path) -> Result<(PathBuf, CacheOutcome), ModuleError> {
+        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read {
+            path: path.into(),
+            source,
+        })?;
+        check_header(path, &bytes)?;
+        let artifact = self.artifact_path(&bytes);
+        if self.load_artifact(&artifact).is_some() {
+            return Ok((artifact, CacheOutcome::Hit));
+        }
+        let component = self.compile(path, &bytes, &artifact)?;
+        check_exports(&self.engine, path, &component)?;
+        Ok((artifact, CacheOutcome::Compiled))
+    }
+
+    fn artifact_path(&self, bytes: &[u8]) -> PathBuf {
+        let module_hash = hex(&Sha256::digest(bytes));
+        self.cache_dir
+            .join(format!("{module_hash}-{}.cwasm", self.engine_key))
+    }
+
+    fn load_artifact(&self, artifact: &Path) -> Option<Component> {
+        if !artifact.is_file() {
+            return None;
+        }
+        // SAFETY: the cache directory holds only artifacts this host serialized itself (written
+        // to a temporary file and renamed into place), and their names bind them to this
+        // engine's compatibility hash. wasmtime still checks the header and rejects mismatches.
+        match unsafe { Component::deserialize_file(&self.engine, artifact) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(artifact = %artifact.display(), "ignoring an unusable cached artifact: {e}");
+                None
+            }
+        }
+    }
+
+    fn compile(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        artifact: &Path,
+    ) -> Result<Component, ModuleError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid {
+            path: path.into(),
+            reason: format!("{e:#}"),
+        })?;
+        let serialized = component.serialize().map_err(|e| ModuleError::Invalid {
+            path: path.into(),
+            reason: format!("cannot serialize: {e}"),
+        })?;
+        let cache_error = |source| ModuleError::Cache {
+            dir: self.cache_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.cache_dir).map_err(cache_error)?;
+        // Write then rename, so that a crash mid-write never leaves a truncated artifact.
+        let temporary = artifact.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&temporary, &serialized).map_err(cache_error)?;
+        std::fs::rename(&temporary, artifact).map_err(cache_error)?;
+        Ok(component)
+    }
+}
+
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            Err(ModuleError::CoreModule { path: path.into() })
+        }
+        Some([0, b'a', b's', b'm', ..]) => Ok(()),
+        _ => Err(ModuleError::NotWasm { path: path.into() }),
+    }
+}
+
+/// Name the missing export instead of leaving it to a generic link error.
+fn check_exports(engine: &Engine, path: &Path, component: &Component) -> Result<(), ModuleError> {
+    let ty = component.component_type();
+    let exports: Vec<(&str, ComponentItem)> = ty
+        .exports(engine)
+        .map(|(name, item)| (name, item.ty))
+        .collect();
+    for required in REQUIRED_EXPORTS {
+        match exports.iter().find(|(name, _)| *name == required) {
+            Some((_, ComponentItem::ComponentFunc(_))) => {}
+            Some(_) => {
+                return Err(ModuleError::WrongWorld {
+                    path: path.into(),
+                    reason: format!("export `{required}` is not a function"),
+                });
+            }
+            None => {
+                let found: Vec<&str> = exports.iter().map(|(name, _)| *name).collect();
+                return Err(ModuleError::WrongWorld {
+                    path: path.into(),
+                    reason: format!(
+                        "missing export `{required}` (the component exports: {})",
+                        if found.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            found.join(", ")
+                        }
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Feeds `Hash` output into SHA-256, whose result is stable across processes and Rust versions
+/// (unlike `DefaultHasher`).
+struct StableHasher(Sha256);
+
+impl Hasher for StableHasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only the SHA-256 digest is read")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Shared handle to a loaded module.
+pub type Module = Arc<LoadedModule>;

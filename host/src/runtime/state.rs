@@ -1,0 +1,83 @@
+//! What one agent's store holds: its identity and grants, each capability's per-agent state,
+//! its limits, and its WASI context (no files, no network, no environment; output is captured).
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::Runtime;
+use super::limits::{Budget, MemoryCap};
+use super::output::GuestOutput;
+use crate::capabilities::{Grant, Grants, lifecycle, logging};
+use crate::manifest::Limits;
+use crate::messaging::{self, AgentId};
+use crate::runtime::bindings::Error;
+
+pub struct AgentState {
+    pub runtime: Arc<Runtime>,
+    pub id: AgentId,
+    pub name: Arc<str>,
+    pub grants: Grants,
+    pub messaging: messaging::AgentMessaging,
+    pub logging: logging::AgentLogging,
+    pub lifecycle: lifecycle::AgentLifecycle,
+    pub memory: MemoryCap,
+    pub budget: Budget,
+    pub stderr: GuestOutput,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl AgentState {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        id: AgentId,
+        name: Arc<str>,
+        grants: Grants,
+        limits: &Limits,
+    ) -> Self {
+        let stderr = GuestOutput::new(name.clone(), "stderr");
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(name.clone(), "stdout"))
+            .stderr(stderr.clone())
+            .build();
+        let tick = runtime.settings.tick.duration();
+        let ticks_allowed = (limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
+        AgentState {
+            runtime,
+            id,
+            name,
+            grants,
+            messaging: messaging::AgentMessaging::default(),
+            logging: logging::AgentLogging::default(),
+            lifecycle: lifecycle::AgentLifecycle::default(),
+            memory: MemoryCap::new(limits.memory.bytes()),
+            budget: Budget {
+                ticks_allowed,
+                ticks_used: 0,
+            },
+            stderr,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// Deny-by-default check at the top of every granted host function.
+    pub fn require(&self, grant: Grant) -> Result<(), Error> {
+        if self.grants.allows(grant) {
+            Ok(())
+        } else {
+            Err(Error::Denied)
+        }
+    }
+}
+
+impl WasiView for AgentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! An agent that fails on purpose, for the tests and the demo. The payload (or config `on_init`)
+//! says how: `hog` allocates until its memory cap stops it, `loop` spins forever, `panic` panics,
+//! `fatal` returns a fatal handler error, `reject` a non-fatal one. Anything else is echoed, and
+//! `tick` is counted so that progress between faults is visible.
+use agora_guest::{Agent, Config, HandleError, Message, log};
+
+struct Misbehave {
+    ticks: u64,
+}
+
+fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
+    match how {
+        "hog" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Touch every page so that the memory is really committed, not just reserved.
+                hoard.push(vec![0xA5; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "loop" => {
+            let mut spins: u64 = 0;
+            loop {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+        }
+        "panic" => panic!("misbehave: asked to panic"),
+        "fatal" => Err(HandleError::fatal("misbehave: asked to fail fatally")),
+        "reject" => Err(HandleError::reject("misbehave: asked to reject")),
+        _ => Ok(None),
+    }
+}
+
+impl Agent for Misbehave {
+    fn init(config: Config) -> Result<Self, String> {
+        if let Some(how) = config.get("on_init") {
+            if how == "error" {
+                return Err("misbehave: asked to fail init".into());
+            }
+            misbehave(how).map_err(|e| e.message)?;
+        }
+        Ok(Misbehave { ticks: 0 })
+    }
+
+    fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+        let text = String::from_utf8_lossy(&message.payload).into_owned();
+        if text == "tick" {
+            self.ticks += 1;
+            log::info(&format!("tick {}", self.ticks));
+            return Ok(Some(self.ticks.to_string().into_bytes()));
+        }
+        if text == "stop" {
+            agora_guest::stop();
+            return Ok(None);
+        }
+        Ok(misbehave(&text)?.or(Some(message.payload)))
+    }
+}
+
+agora_guest::export_agent!(Misbehave);

@@ -1,0 +1,113 @@
+//! One half of a ping-pong pair. `role = "ping"` starts the exchange with `peer` and stops both
+//! after `rounds` round trips; `role = "pong"` answers. With `mode = "call"` the ping side uses
+//! request/reply (`call`) instead of two one-way sends through the mailboxes.
+use std::time::Duration;
+
+use agora_guest::{Agent, Config, HandleError, Message, log, messaging};
+
+enum Mode {
+    Send,
+    Call,
+}
+
+struct PingPong {
+    ping: bool,
+    peer: String,
+    rounds: u64,
+    done: u64,
+    mode: Mode,
+}
+
+const STOP: &[u8] = b"stop";
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl PingPong {
+    fn finish(&mut self) -> Result<Option<Vec<u8>>, HandleError> {
+        log::info(&format!("ping-pong finished {} round trips", self.done));
+        messaging::send(self.peer.as_str(), STOP).map_err(|e| HandleError::fatal(e.to_string()))?;
+        agora_guest::stop();
+        Ok(None)
+    }
+
+    fn serve_calls(&mut self) -> Result<Option<Vec<u8>>, HandleError> {
+        while self.done < self.rounds {
+            let reply = messaging::call(self.peer.as_str(), &self.done.to_le_bytes(), CALL_TIMEOUT)
+                .map_err(|e| HandleError::fatal(format!("call {}: {e}", self.peer)))?;
+            if reply != self.done.to_le_bytes() {
+                return Err(HandleError::fatal("pong answered the wrong round"));
+            }
+            self.done += 1;
+        }
+        self.finish()
+    }
+}
+
+impl Agent for PingPong {
+    fn init(config: Config) -> Result<Self, String> {
+        let ping = match config.get("role") {
+            Some("ping") => true,
+            Some("pong") => false,
+            other => {
+                return Err(format!(
+                    "config `role` must be \"ping\" or \"pong\", not {other:?}"
+                ));
+            }
+        };
+        let mode = match config.get("mode").unwrap_or("send") {
+            "send" => Mode::Send,
+            "call" => Mode::Call,
+            other => {
+                return Err(format!(
+                    "config `mode` must be \"send\" or \"call\", not {other:?}"
+                ));
+            }
+        };
+        let agent = PingPong {
+            ping,
+            peer: config.get("peer").unwrap_or_default().to_string(),
+            rounds: config.parse("rounds")?.unwrap_or(1000),
+            done: 0,
+            mode,
+        };
+        if ping {
+            // Start in our own first message, so that init returns and the peer can be reached.
+            messaging::send(messaging::self_id(), b"start").map_err(|e| e.to_string())?;
+        }
+        Ok(agent)
+    }
+
+    fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+        if message.payload == STOP {
+            agora_guest::stop();
+            return Ok(None);
+        }
+        if !self.ping {
+            // Pong: answer a call with a reply, a plain send with a send back.
+            if message.correlation.is_some() {
+                return Ok(Some(message.payload));
+            }
+            let sender = message
+                .sender
+                .ok_or_else(|| HandleError::reject("no sender"))?;
+            messaging::send(sender, &message.payload)
+                .map_err(|e| HandleError::fatal(e.to_string()))?;
+            return Ok(None);
+        }
+        match self.mode {
+            Mode::Call => self.serve_calls(),
+            Mode::Send => {
+                if message.payload != b"start" {
+                    self.done += 1;
+                }
+                if self.done == self.rounds {
+                    return self.finish();
+                }
+                messaging::send(self.peer.as_str(), &self.done.to_le_bytes())
+                    .map_err(|e| HandleError::fatal(format!("send {}: {e}", self.peer)))?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+agora_guest::export_agent!(PingPong);

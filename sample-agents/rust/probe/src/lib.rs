@@ -1,0 +1,166 @@
+//! Runs a script of host calls and logs each outcome as `probe: <step> => <outcome>`, so that
+//! tests and operators can exercise the WIT contract from a manifest alone.
+//!
+//! `script` is a `;`-separated list of steps, run in order after init (from the probe's own first
+//! message, so that agents declared after it have started too). Steps:
+//! `send <to> <text>`, `call <to> <text> <timeout-ms>`, `big <to> <bytes>` (send that many bytes),
+//! `burst <to> <count>` (send without waiting; reports how many were accepted and the first error),
+//! `publish <topic> <text>`, `subscribe <topic>`, `register <name>`, `lookup <name>`,
+//! `meta <key> <value>`, `get-meta <name> <key>`, `capability <cap>`, `find <cap>`,
+//! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
+//! `<to>` is a registered name, or `#<id>` for a raw agent id.
+//! With `report_messages = "true"` every message the probe receives is logged too.
+use std::time::Duration;
+
+use agora_guest::{Address, Agent, Config, Error, HandleError, Message, log, messaging, registry};
+
+struct Probe {
+    script: String,
+    report_messages: bool,
+}
+
+fn address(to: &str) -> Address {
+    match to.strip_prefix('#').and_then(|id| id.parse().ok()) {
+        Some(id) => Address::Id(id),
+        None => Address::Name(to.to_string()),
+    }
+}
+
+fn outcome<T>(result: Result<T, Error>, ok: impl FnOnce(T) -> String) -> String {
+    match result {
+        Ok(value) => ok(value),
+        Err(error) => format!("error {}", error_code(&error)),
+    }
+}
+
+/// A stable code per error case, for tests to match on.
+fn error_code(error: &Error) -> String {
+    match error {
+        Error::NotFound => "not-found".into(),
+        Error::MailboxFull => "mailbox-full".into(),
+        Error::Timeout => "timeout".into(),
+        Error::Denied => "denied".into(),
+        Error::Invalid(why) => format!("invalid({why})"),
+        Error::TooLarge(max) => format!("too-large({max})"),
+        Error::AlreadyExists => "already-exists".into(),
+        Error::Stopped => "stopped".into(),
+        Error::Failed(why) => format!("failed({why})"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run_step(words: &[&str]) -> String {
+    let arg = |i: usize| words.get(i).copied().unwrap_or("");
+    let number = |i: usize| arg(i).parse::<u64>().unwrap_or(0);
+    match arg(0) {
+        "send" => outcome(
+            messaging::send(address(arg(1)), words[2..].join(" ").as_bytes()),
+            |_| "ok".into(),
+        ),
+        "call" => {
+            let timeout = Duration::from_millis(number(3));
+            outcome(
+                messaging::call(address(arg(1)), arg(2).as_bytes(), timeout),
+                |r| format!("reply {}", text(&r)),
+            )
+        }
+        "big" => outcome(
+            messaging::send(address(arg(1)), &vec![b'x'; number(2) as usize]),
+            |_| "ok".into(),
+        ),
+        "burst" => {
+            let mut accepted = 0;
+            let mut first_error = None;
+            for _ in 0..number(2) {
+                match messaging::send(address(arg(1)), b"tick") {
+                    Ok(()) => accepted += 1,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            let first_error = first_error
+                .map(|e| error_code(&e))
+                .unwrap_or_else(|| "none".into());
+            format!("accepted {accepted} first-error {first_error}")
+        }
+        "publish" => outcome(
+            messaging::publish(arg(1), words[2..].join(" ").as_bytes()),
+            |r| format!("delivered {} full {}", r.delivered, r.mailbox_full.len()),
+        ),
+        "subscribe" => outcome(messaging::subscribe(arg(1)), |_| "ok".into()),
+        "register" => outcome(registry::register(arg(1)), |_| "ok".into()),
+        "lookup" => outcome(registry::lookup(arg(1)), |id| format!("id {id}")),
+        "meta" => outcome(registry::set_metadata(arg(1), Some(arg(2))), |_| {
+            "ok".into()
+        }),
+        "get-meta" => outcome(
+            registry::lookup(arg(1)).and_then(|id| registry::get_metadata(id, arg(2))),
+            |v| format!("value {}", v.unwrap_or_else(|| "none".into())),
+        ),
+        "capability" => outcome(registry::add_capability(arg(1)), |_| "ok".into()),
+        "find" => outcome(registry::find_by_capability(arg(1)), |ids| {
+            let names: Vec<String> = ids
+                .iter()
+                .map(|id| registry::name_of(*id).unwrap_or_default())
+                .collect();
+            format!("found [{}]", names.join(","))
+        }),
+        "repeat" => {
+            let mut last = String::new();
+            for _ in 0..number(1) {
+                last = run_step(&words[2..]);
+            }
+            last
+        }
+        "sleep" => {
+            std::thread::sleep(Duration::from_millis(number(1)));
+            "ok".into()
+        }
+        "log" => words[1..].join(" "),
+        "stop" => {
+            agora_guest::stop();
+            "ok".into()
+        }
+        other => format!("unknown step {other:?}"),
+    }
+}
+
+impl Agent for Probe {
+    fn init(config: Config) -> Result<Self, String> {
+        let report_messages = config.get("report_messages") == Some("true");
+        let script = config.get("script").unwrap_or_default().to_string();
+        if !script.is_empty() {
+            messaging::send(messaging::self_id(), b"run-script").map_err(|e| e.to_string())?;
+        }
+        Ok(Probe {
+            script,
+            report_messages,
+        })
+    }
+
+    fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+        if message.sender == Some(messaging::self_id()) && message.payload == b"run-script" {
+            for step in self
+                .script
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                let words: Vec<&str> = step.split_whitespace().collect();
+                log::info(&format!("probe: {step} => {}", run_step(&words)));
+            }
+            return Ok(None);
+        }
+        if self.report_messages {
+            let topic = message.topic.as_deref().unwrap_or("-");
+            log::info(&format!("probe got [{topic}] {}", text(&message.payload)));
+        }
+        Ok(Some(message.payload))
+    }
+}
+
+agora_guest::export_agent!(Probe);
