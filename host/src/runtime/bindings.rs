@@ -11,6 +11,7 @@ wasmtime::component::bindgen!({
         "agora:agent/messaging.send-timeout": async,
     },
     exports: { default: async },
+    additional_derives: [PartialEq],
 });
 
 pub use agora::agent::types::{Address, Error, PublishReport};

@@ -1,6 +1,6 @@
 //! An agent that fails on purpose, for the tests and the demo. The payload (or config `on_init`)
 //! says how: `hog` allocates until its memory cap stops it, `loop` spins forever, `panic` panics,
-//! `fatal` returns a fatal handler error, `reject` a non-fatal one. Anything else is echoed, and
+//! `fatal` returns a fatal handler error, `reject` a non-fatal one, `ignore` never answers a call. Anything else is echoed, and
 //! `tick` is counted so that progress between faults is visible.
 use agora_guest::{Agent, Config, HandleError, Message, log};
 
@@ -53,7 +53,10 @@ impl Agent for Misbehave {
             agora_guest::stop();
             return Ok(None);
         }
-        Ok(misbehave(&text)?.or(Some(message.payload)))
+        match text.as_str() {
+            "ignore" => Ok(None),
+            _ => Ok(misbehave(&text)?.or(Some(message.payload))),
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! `meta <key> <value>`, `get-meta <name> <key>`, `capability <cap>`, `find <cap>`,
 //! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
-//! With `report_messages = "true"` every message the probe receives is logged too.
+//! With `report_messages = "true"` every message the probe receives is logged too; with
+//! `run_in_init = "true"` the script runs inside `init` (for probes without the messaging grant).
 use std::time::Duration;
 
 use agora_guest::{Address, Agent, Config, Error, HandleError, Message, log, messaging, registry};
@@ -129,10 +130,24 @@ fn run_step(words: &[&str]) -> String {
     }
 }
 
+fn run_script(script: &str) {
+    for step in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let words: Vec<&str> = step.split_whitespace().collect();
+        log::info(&format!("probe: {step} => {}", run_step(&words)));
+    }
+}
+
 impl Agent for Probe {
     fn init(config: Config) -> Result<Self, String> {
         let report_messages = config.get("report_messages") == Some("true");
         let script = config.get("script").unwrap_or_default().to_string();
+        if config.get("run_in_init") == Some("true") {
+            run_script(&script);
+            return Ok(Probe {
+                script: String::new(),
+                report_messages,
+            });
+        }
         if !script.is_empty() {
             messaging::send(messaging::self_id(), b"run-script").map_err(|e| e.to_string())?;
         }

@@ -1,0 +1,34 @@
+# The entry points a user needs. Each target installs what it needs first (the wasm target).
+
+CARGO ?= cargo
+AGENTS := echo ping-pong counter misbehave probe not-an-agent
+AGENT_FLAGS := --profile agent --target wasm32-wasip2 $(addprefix -p ,$(AGENTS))
+AGORA := target/release/agora
+
+.PHONY: setup build agents run test bench lint clean-cache
+
+setup:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+build: setup
+	$(CARGO) build --release -p agora-host
+
+agents: setup
+	$(CARGO) build $(AGENT_FLAGS)
+
+run: build agents
+	$(AGORA) run examples/demo.toml
+
+test: setup agents
+	$(CARGO) test --release -p agora-host -- --test-threads 2
+
+bench: build agents
+	$(AGORA) bench
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release -p agora-host --all-targets -- -D warnings
+	$(CARGO) clippy $(AGENT_FLAGS) -p agora-guest -- -D warnings
+
+clean-cache:
+	rm -rf .agora

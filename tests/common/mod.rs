@@ -1,0 +1,289 @@
+//! Shared harness: build the sample agents, write a manifest into a temporary directory, run
+//! the real `agora` binary on it and collect its JSON lifecycle events.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Generous: a run that takes this long is hung, not slow.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Build the sample agents once per test binary (a no-op when they are fresh).
+pub fn agent(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .current_dir(workspace())
+            .args(["build", "--profile", "agent", "--target", "wasm32-wasip2"])
+            .args([
+                "-p",
+                "echo",
+                "-p",
+                "ping-pong",
+                "-p",
+                "counter",
+                "-p",
+                "misbehave",
+                "-p",
+                "probe",
+            ])
+            .args(["-p", "not-an-agent"])
+            .status()
+            .expect("running cargo to build the sample agents");
+        assert!(status.success(), "building the sample agents failed");
+    });
+    let path = workspace()
+        .join("target/wasm32-wasip2/agent")
+        .join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+/// A temporary directory with a manifest in it.
+pub struct Scenario {
+    pub dir: tempfile::TempDir,
+    pub manifest: PathBuf,
+}
+
+/// The `[host]` and `[modules]` header every scenario shares; `host_extra` adds host keys.
+pub fn header(host_extra: &str) -> String {
+    let mut text = format!("[host]\ndata_dir = \"data\"\n{host_extra}\n[modules]\n");
+    for (name, file) in [
+        ("echo", "echo"),
+        ("ping-pong", "ping_pong"),
+        ("counter", "counter"),
+        ("misbehave", "misbehave"),
+        ("probe", "probe"),
+    ] {
+        text.push_str(&format!(
+            "{name} = {:?}\n",
+            agent(file).display().to_string()
+        ));
+    }
+    text
+}
+
+impl Scenario {
+    pub fn new(manifest: &str) -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.toml");
+        std::fs::write(&path, manifest).unwrap();
+        Scenario {
+            dir,
+            manifest: path,
+        }
+    }
+
+    /// A manifest made of the shared header and the given agent tables.
+    pub fn agents(host_extra: &str, agents: &str) -> Scenario {
+        Scenario::new(&format!("{}\n{agents}", header(host_extra)))
+    }
+
+    pub fn run(&self) -> Run {
+        run_agora(&[
+            "run",
+            "--log-format",
+            "json",
+            self.manifest.to_str().unwrap(),
+        ])
+    }
+
+    /// Run until `agent` has exited, then stop the host with SIGTERM: for manifests whose other
+    /// agents never stop by themselves.
+    pub fn run_until_exit_of(&self, agent: &str) -> Run {
+        let mut child = self.spawn();
+        let mut lines = lines_of(&mut child);
+        let mut events = Vec::new();
+        wait_for_event(&mut lines, &mut events, |e| {
+            e["event"] == "agent_exited" && e["agent"] == agent
+        });
+        terminate(&child);
+        events.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
+        let status = child.wait().unwrap();
+        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
+        Run {
+            status,
+            events,
+            stdout: String::new(),
+            stderr,
+        }
+    }
+
+    pub fn spawn(&self) -> Child {
+        agora()
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                self.manifest.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn agora() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agora"));
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// What a finished `agora` process left behind.
+pub struct Run {
+    pub status: ExitStatus,
+    pub events: Vec<Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run_agora(args: &[&str]) -> Run {
+    let mut child = agora()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            panic!("agora {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap();
+    let stderr = err.join().unwrap();
+    let events = parse_events(&stdout);
+    Run {
+        status,
+        events,
+        stdout,
+        stderr,
+    }
+}
+
+pub fn parse_events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect()
+}
+
+/// Read JSON events from a running child's stdout until one matches; returns all read so far.
+pub fn wait_for_event(
+    lines: &mut impl Iterator<Item = String>,
+    seen: &mut Vec<Value>,
+    pred: impl Fn(&Value) -> bool,
+) {
+    for line in lines.by_ref() {
+        if let Ok(event) = serde_json::from_str::<Value>(&line) {
+            let hit = pred(&event);
+            seen.push(event);
+            if hit {
+                return;
+            }
+        }
+    }
+    panic!("the process ended before the expected event; saw {seen:#?}");
+}
+
+pub fn lines_of(child: &mut Child) -> impl Iterator<Item = String> + use<> {
+    BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+}
+
+impl Run {
+    pub fn assert_success(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "agora failed: {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn assert_failure(&self) -> &Self {
+        assert!(
+            !self.status.success(),
+            "agora unexpectedly succeeded\nstdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    /// Events with this `event` field, for this agent when given.
+    pub fn events(&self, event: &str, agent: Option<&str>) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["event"] == event && agent.is_none_or(|a| e["agent"] == a))
+            .collect()
+    }
+
+    /// The messages an agent logged through the logging interface.
+    pub fn logs(&self, agent: &str) -> Vec<String> {
+        self.events("agent_log", Some(agent))
+            .iter()
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// The outcome the probe logged for a step (`probe: <step> => <outcome>`).
+    pub fn outcome(&self, agent: &str, step: &str) -> String {
+        let prefix = format!("probe: {step} => ");
+        self.logs(agent)
+            .iter()
+            .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{agent} logged no outcome for {step:?}; its log: {:#?}",
+                    self.logs(agent)
+                )
+            })
+    }
+
+    /// The exit event of an agent.
+    pub fn exit(&self, agent: &str) -> &Value {
+        self.events("agent_exited", Some(agent))
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("no agent_exited for {agent}; events: {:#?}", self.events))
+    }
+
+    /// Index of the first event matching, for ordering assertions.
+    pub fn position(&self, pred: impl Fn(&Value) -> bool) -> Option<usize> {
+        self.events.iter().position(pred)
+    }
+}

@@ -1,0 +1,144 @@
+//! Memory caps, CPU budgets and crashes: a misbehaving agent ends with a precise report while the
+//! others keep working.
+
+mod common;
+
+use common::Scenario;
+
+const GRANT_ALL: &str = "grants = [\"messaging\", \"registry\", \"logging\"]";
+
+#[test]
+fn memory_hog_is_stopped_at_its_cap_and_others_keep_working() {
+    let run = Scenario::agents(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"hog\"\nmodule = \"misbehave\"\nmemory = \"2MiB\"\n\
+             [[agent]]\nname = \"counter\"\nmodule = \"counter\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"call hog hog 10000; call counter inc 5000; send counter stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    // The caller learns that its target died.
+    assert_eq!(run.outcome("probe", "call hog hog 10000"), "error stopped");
+    assert_eq!(run.outcome("probe", "call counter inc 5000"), "reply 1");
+    let exit = run.exit("hog");
+    assert_eq!(exit["reason"], "memory_cap");
+    assert_eq!(exit["level"], "ERROR");
+    assert!(
+        exit["detail"]
+            .as_str()
+            .unwrap()
+            .contains("memory cap of 2097152 bytes exceeded"),
+        "{exit}"
+    );
+    assert!(exit["peak_memory"].as_u64().unwrap() <= 2 << 20);
+    assert_eq!(run.exit("counter")["reason"], "normal");
+}
+
+#[test]
+fn looping_agents_are_interrupted_while_others_make_progress() {
+    // Three agents spin on two cores; the probe still completes its calls long before the
+    // spinners' budgets run out, because a spinning agent yields at every epoch tick.
+    let run = Scenario::agents(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"spin-1\"\nmodule = \"misbehave\"\nbudget = \"5s\"\n\
+             [[agent]]\nname = \"spin-2\"\nmodule = \"misbehave\"\nbudget = \"5s\"\n\
+             [[agent]]\nname = \"spin-3\"\nmodule = \"misbehave\"\nbudget = \"5s\"\n\
+             [[agent]]\nname = \"counter\"\nmodule = \"counter\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"send spin-1 loop; send spin-2 loop; send spin-3 loop; repeat 20 call counter inc 30000; send counter stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(
+        run.outcome("probe", "repeat 20 call counter inc 30000"),
+        "reply 20"
+    );
+    let progress = run
+        .position(|e| e["message"] == "probe: repeat 20 call counter inc 30000 => reply 20")
+        .unwrap();
+    for spinner in ["spin-1", "spin-2", "spin-3"] {
+        let exit = run.exit(spinner);
+        assert_eq!(exit["reason"], "cpu_budget", "{exit}");
+        let interrupted = run
+            .position(|e| e["event"] == "agent_exited" && e["agent"] == spinner)
+            .unwrap();
+        assert!(
+            progress < interrupted,
+            "{spinner} was interrupted before the probe made progress"
+        );
+    }
+}
+
+#[test]
+fn a_panic_is_reported_with_its_message_and_backtrace() {
+    let run = Scenario::agents(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"fragile\"\nmodule = \"misbehave\"\n\
+             [[agent]]\nname = \"fatal\"\nmodule = \"misbehave\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"call fragile tick 5000; call fragile panic 5000; call fatal fatal 5000; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(run.outcome("probe", "call fragile tick 5000"), "reply 1");
+    assert_eq!(
+        run.outcome("probe", "call fragile panic 5000"),
+        "error stopped"
+    );
+    let exit = run.exit("fragile");
+    assert_eq!(exit["reason"], "panic", "{exit}");
+    assert!(
+        exit["output"]
+            .as_str()
+            .unwrap()
+            .contains("misbehave: asked to panic"),
+        "{exit}"
+    );
+    assert!(
+        exit["backtrace"].as_str().unwrap().contains("misbehave"),
+        "{exit}"
+    );
+    let exit = run.exit("fatal");
+    assert_eq!(exit["reason"], "handler_fatal", "{exit}");
+    assert_eq!(exit["detail"], "misbehave: asked to fail fatally");
+}
+
+#[test]
+fn an_init_error_fails_the_start_and_the_run() {
+    for (config, reason) in [
+        ("on_init = \"error\"", "init_failed"),
+        ("on_init = \"hog\"", "memory_cap"),
+    ] {
+        let run = Scenario::agents(
+            "",
+            &format!(
+                "[defaults]\n{GRANT_ALL}\nmemory = \"2MiB\"\n\
+                 [[agent]]\nname = \"fine\"\nmodule = \"echo\"\n\
+                 [[agent]]\nname = \"broken\"\nmodule = \"misbehave\"\nconfig = {{ {config} }}\n"
+            ),
+        )
+        .run();
+        run.assert_failure();
+        assert!(
+            run.stderr
+                .contains(&format!("agent \"broken\" failed to start: {reason}")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            run.events("agent_start_failed", Some("broken"))[0]["reason"],
+            reason
+        );
+        assert_eq!(run.exit("fine")["reason"], "shutdown");
+    }
+}

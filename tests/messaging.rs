@@ -1,0 +1,180 @@
+//! Messaging through the real binary and real agents: send, call, publish, and every refusal.
+
+mod common;
+
+use common::Scenario;
+
+const GRANT_ALL: &str = "grants = [\"messaging\", \"registry\", \"logging\"]";
+
+#[test]
+fn ping_pong_completes_its_round_trips_and_both_exit_normally() {
+    for mode in ["send", "call"] {
+        let run = Scenario::agents(
+            "",
+            &format!(
+                "[defaults]\n{GRANT_ALL}\n\
+                 [[agent]]\nname = \"pong\"\nmodule = \"ping-pong\"\nconfig = {{ role = \"pong\" }}\n\
+                 [[agent]]\nname = \"ping\"\nmodule = \"ping-pong\"\nconfig = {{ role = \"ping\", peer = \"pong\", rounds = 500, mode = \"{mode}\" }}\n"
+            ),
+        )
+        .run();
+        run.assert_success();
+        assert_eq!(
+            run.logs("ping"),
+            vec!["ping-pong finished 500 round trips"],
+            "mode {mode}"
+        );
+        assert_eq!(run.exit("ping")["reason"], "normal");
+        assert_eq!(run.exit("pong")["reason"], "normal");
+        assert_eq!(run.events("agent_started", None).len(), 2);
+        let finished = &run.events("run_finished", None)[0];
+        assert_eq!(
+            (finished["normal"].as_u64(), finished["crashed"].as_u64()),
+            (Some(2), Some(0))
+        );
+    }
+}
+
+#[test]
+fn call_gets_the_reply_and_state_persists_between_messages() {
+    let run = Scenario::agents(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"counter\"\nmodule = \"counter\"\nconfig = {{ start = 40 }}\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"send counter inc; call counter inc 5000; call counter get 5000; call counter bogus 5000; send counter stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(run.outcome("probe", "call counter inc 5000"), "reply 42");
+    assert_eq!(run.outcome("probe", "call counter get 5000"), "reply 42");
+    // A non-fatal handler error reaches the caller as `failed` and the agent keeps running.
+    assert_eq!(
+        run.outcome("probe", "call counter bogus 5000"),
+        "error failed(unknown command \"bogus\")"
+    );
+    assert_eq!(run.exit("counter")["reason"], "normal");
+}
+
+#[test]
+fn publish_reaches_every_subscriber() {
+    let run = Scenario::agents(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"a\"\nmodule = \"echo\"\nconfig = {{ topics = \"news,sports\" }}\n\
+             [[agent]]\nname = \"b\"\nmodule = \"echo\"\nconfig = {{ topics = \"news\" }}\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"publish news extra; publish sports goal; publish weather rain; call a sync 5000; call b sync 5000; send a stop; send b stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(
+        run.outcome("probe", "publish news extra"),
+        "delivered 2 full 0"
+    );
+    assert_eq!(
+        run.outcome("probe", "publish sports goal"),
+        "delivered 1 full 0"
+    );
+    assert_eq!(
+        run.outcome("probe", "publish weather rain"),
+        "delivered 0 full 0"
+    );
+    assert_eq!(
+        run.logs("a")[..2],
+        ["echo got news: extra", "echo got sports: goal"]
+    );
+    assert_eq!(run.logs("b")[0], "echo got news: extra");
+}
+
+#[test]
+fn full_mailbox_refuses_at_once_and_queued_messages_are_accounted_for() {
+    // `slow` is busy in a long loop, so its 3-slot mailbox cannot drain while the probe bursts.
+    let run = Scenario::agents(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"slow\"\nmodule = \"misbehave\"\nmailbox = 3\nbudget = \"3s\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"send slow loop; burst slow 10; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    let burst = run.outcome("probe", "burst slow 10");
+    let accepted: u64 = burst.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(burst.ends_with("first-error mailbox-full"), "{burst}");
+    // 3 slots, one possibly still holding the `loop` message itself.
+    assert!((2..=3).contains(&accepted), "{burst}");
+    let exit = run.exit("slow");
+    assert_eq!(exit["reason"], "cpu_budget");
+    // Accepted but never handled: reported, not silently lost.
+    assert_eq!(exit["undelivered"].as_u64(), Some(accepted));
+}
+
+#[test]
+fn call_times_out_when_no_reply_comes() {
+    let run = Scenario::agents(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"mute\"\nmodule = \"misbehave\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"call mute ignore 300; call mute tick 5000; call nobody x 300; send mute stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(
+        run.outcome("probe", "call mute ignore 300"),
+        "error timeout"
+    );
+    // The agent that did not answer is alive and answers the next call.
+    assert_eq!(run.outcome("probe", "call mute tick 5000"), "reply 1");
+    assert_eq!(run.outcome("probe", "call nobody x 300"), "error not-found");
+}
+
+#[test]
+fn oversized_messages_are_refused_with_the_limit() {
+    let run = Scenario::agents(
+        "max_message = \"1KiB\"",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"echo\"\nmodule = \"echo\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"big echo 1024; big echo 1025; send echo stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(run.outcome("probe", "big echo 1024"), "ok");
+    assert_eq!(
+        run.outcome("probe", "big echo 1025"),
+        "error too-large(1024)"
+    );
+}
+
+#[test]
+fn ungranted_interfaces_are_denied() {
+    let run = Scenario::agents(
+        "",
+        "[[agent]]\nname = \"target\"\nmodule = \"echo\"\n\
+         [[agent]]\nname = \"probe\"\nmodule = \"probe\"\ngrants = [\"logging\"]\n\
+         config = { run_in_init = \"true\", script = \"send target hi; call target hi 100; publish t x; subscribe t; register other; lookup target; stop\" }\n",
+    )
+    .run_until_exit_of("probe");
+    for step in [
+        "send target hi",
+        "call target hi 100",
+        "publish t x",
+        "subscribe t",
+        "register other",
+        "lookup target",
+    ] {
+        assert_eq!(run.outcome("probe", step), "error denied", "{step}");
+    }
+}
