@@ -1,10 +1,447 @@
-//! Benchmarks (`agora bench`).
+//! Benchmarks (`agora bench`): each figure is printed next to a baseline measured in the same
+//! run, so that the runtime's own overhead is visible, not just the machine's speed.
+//!
+//! - `density`: idle agents alive at once, and resident memory per agent (run first, because the
+//!   others leave pool slots resident).
+//! - `spawn`: agent start (registry entry, mailbox, instantiate, init, task) against raw
+//!   `InstancePre` instantiate + init of the same component in an identical store.
+//! - `messaging`: many ping-pong pairs exchanging messages through their mailboxes, against a
+//!   raw host-to-guest `handle` call loop on one store.
+//! - `call`: request/reply between two agents.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::capabilities::Grants;
+use crate::manifest::{AgentSpec, ByteSize, HostSettings, Limits};
+use crate::messaging::Message;
+use crate::runtime::Runtime;
+use crate::runtime::agent::{self, Exit, ExitReason, RunningAgent};
+use crate::runtime::bindings::Envelope;
+use crate::runtime::modules::Module;
+use crate::runtime::state::AgentState;
 
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Print one JSON object per line: {"bench", "value", "unit", "baseline"}.
+    #[arg(long)]
+    json: bool,
+    /// Where the sample agents were built (`make agents`).
+    #[arg(long, default_value = "target/wasm32-wasip2/agent")]
+    agents: PathBuf,
+    /// Agents started for the spawn benchmark.
+    #[arg(long, default_value_t = 5_000)]
+    spawns: usize,
+    /// Ping-pong pairs for the messaging benchmark.
+    #[arg(long, default_value_t = 1_000)]
+    pairs: usize,
+    /// Round trips per pair.
+    #[arg(long, default_value_t = 2_000)]
+    rounds: u64,
+    /// Calls for the call benchmark.
+    #[arg(long, default_value_t = 200_000)]
+    calls: u64,
+    /// Idle agents for the density benchmark (at most the pool size, `--max-agents`).
+    #[arg(long, default_value_t = 10_000)]
+    density: usize,
+    /// Pool slots (host.max_agents).
+    #[arg(long, default_value_t = 10_000)]
+    max_agents: u32,
+    /// Address space reserved per memory slot (host.memory_reservation); wasmtime's default if unset.
+    #[arg(long)]
+    memory_reservation: Option<ByteSize>,
+    /// Guard region per memory slot (host.memory_guard).
+    #[arg(long)]
+    memory_guard: Option<ByteSize>,
+    /// Memory cap of each agent in the density benchmark.
+    #[arg(long, default_value = "16MiB")]
+    density_memory: ByteSize,
+    /// Run only these benchmarks (density, spawn, messaging, call); all when empty.
+    only: Vec<String>,
+}
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+struct Report {
+    json: bool,
+}
+
+impl Report {
+    fn figure(&self, bench: &str, value: f64, unit: &str, baseline: Option<f64>, note: &str) {
+        if self.json {
+            let mut line =
+                serde_json::json!({ "bench": bench, "value": round(value), "unit": unit });
+            if let Some(baseline) = baseline {
+                line["baseline"] = serde_json::json!(round(baseline));
+            }
+            println!("{line}");
+        } else {
+            let baseline = baseline
+                .map(|b| format!("   baseline {} {unit}", round(b)))
+                .unwrap_or_default();
+            println!("{bench:<24} {:>12} {unit}{baseline}   {note}", round(value));
+        }
+    }
+}
+
+fn round(value: f64) -> f64 {
+    if value >= 100.0 {
+        value.round()
+    } else {
+        (value * 100.0).round() / 100.0
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let report = Report { json: args.json };
+    let wants = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let defaults = HostSettings::default();
+    let settings = HostSettings {
+        data_dir: PathBuf::from(".agora"),
+        max_agents: args.max_agents,
+        memory_reservation: args.memory_reservation,
+        memory_guard: args.memory_guard,
+        // A slot cannot be larger than the address space reserved for it.
+        max_memory: args
+            .memory_reservation
+            .map_or(defaults.max_memory, |r| r.min(defaults.max_memory)),
+        ..defaults
+    };
+    let mut runtime = Runtime::new(settings)?;
+    let echo = runtime.add_module("echo", &args.agents.join("echo.wasm"))?;
+    let ping_pong = runtime.add_module("ping-pong", &args.agents.join("ping_pong.wasm"))?;
+    let runtime = Arc::new(runtime);
+    if wants("density") {
+        density(&runtime, &echo, args.density, args.density_memory, &report).await?;
+    }
+    if wants("spawn") {
+        spawn(&runtime, &echo, args.spawns, &report).await?;
+    }
+    if wants("messaging") {
+        messaging(
+            &runtime,
+            &ping_pong,
+            &echo,
+            args.pairs,
+            args.rounds,
+            &report,
+        )
+        .await?;
+    }
+    if wants("call") {
+        call(&runtime, &ping_pong, args.calls, &report).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize) -> AgentSpec {
+    AgentSpec {
+        name,
+        module: module.to_string(),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        limits: Limits {
+            memory,
+            ..Limits::default()
+        },
+        capabilities: Vec::new(),
+        grants: Grants::all(),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[index].as_secs_f64() * 1e6
+}
+
+fn error(e: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
+}
+
+async fn spawn(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    count: usize,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let (exits, _keep) = mpsc::unbounded_channel();
+    let mut raw_times = Vec::with_capacity(count);
+    let mut agora_times = Vec::with_capacity(count);
+    let mut raw_stores = Vec::with_capacity(count);
+    let mut agents = Vec::with_capacity(count);
+    let limits = Limits::default();
+    // Interleaved, so that both see the same pool occupancy and machine state.
+    for i in 0..count {
+        let started = Instant::now();
+        let state = AgentState::new(
+            runtime.clone(),
+            u64::MAX - i as u64,
+            "raw".into(),
+            Grants::all(),
+            &limits,
+        );
+        let mut store = agent::new_store(runtime, state);
+        store.set_epoch_deadline(1);
+        let instance = module.pre.instantiate_async(&mut store).await?;
+        instance
+            .call_init(&mut store, &[])
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        raw_times.push(started.elapsed());
+        raw_stores.push(store);
+
+        let spec = spec(format!("spawn-{i}"), "echo", &[], limits.memory);
+        let started = Instant::now();
+        let agent = agent::start(runtime, &spec, module, exits.clone()).await?;
+        agora_times.push(started.elapsed());
+        agents.push(agent);
+    }
+    raw_times.sort();
+    agora_times.sort();
+    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (agora, raw) = (percentile(&agora_times, p), percentile(&raw_times, p));
+        let note = format!("({:.2}x raw, {count} starts)", agora / raw);
+        report.figure(&format!("spawn_{label}"), agora, "us", Some(raw), &note);
+    }
+    drop(raw_stores);
+    stop_all(agents).await;
+    Ok(())
+}
+
+async fn stop_all(agents: Vec<RunningAgent>) {
+    for agent in &agents {
+        agent.request_shutdown();
+    }
+    for agent in agents {
+        agent.shutdown().await;
+    }
+}
+
+/// Start pairs of ping-pong agents (ping waiting for a start message), fire them all, and wait
+/// until every agent has finished. Returns the elapsed time.
+async fn run_pairs(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    pairs: usize,
+    rounds: u64,
+    mode: &str,
+) -> anyhow::Result<Duration> {
+    let (exits, mut exited) = mpsc::unbounded_channel::<Exit>();
+    let mut pings = Vec::with_capacity(pairs);
+    let mut agents = Vec::with_capacity(pairs * 2);
+    for i in 0..pairs {
+        let pong = spec(
+            format!("{mode}-pong-{i}"),
+            "ping-pong",
+            &[("role", "pong".into())],
+            ByteSize::mib(16),
+        );
+        agents.push(agent::start(runtime, &pong, module, exits.clone()).await?);
+        let config = [
+            ("role", "ping".into()),
+            ("peer", pong.name.clone()),
+            ("rounds", rounds.to_string()),
+            ("mode", mode.into()),
+            ("autostart", "false".into()),
+        ];
+        let ping = spec(
+            format!("{mode}-ping-{i}"),
+            "ping-pong",
+            &config,
+            ByteSize::mib(16),
+        );
+        let agent = agent::start(runtime, &ping, module, exits.clone()).await?;
+        pings.push(agent.id);
+        agents.push(agent);
+    }
+    let started = Instant::now();
+    for ping in &pings {
+        runtime
+            .router
+            .try_deliver(*ping, Message::cast(None, b"start".to_vec()))
+            .map_err(error)?;
+    }
+    for _ in 0..pairs * 2 {
+        let exit = exited.recv().await.expect("agents report their exits");
+        anyhow::ensure!(
+            matches!(exit.reason, ExitReason::Normal),
+            "{} exited: {:?}",
+            exit.name,
+            exit.reason
+        );
+    }
+    Ok(started.elapsed())
+}
+
+/// Raw host-to-guest `handle` calls on one store: the floor under any message delivery.
+async fn raw_handle_rate(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    calls: u64,
+) -> anyhow::Result<f64> {
+    let state = AgentState::new(
+        runtime.clone(),
+        u64::MAX,
+        "raw".into(),
+        Grants::all(),
+        &Limits::default(),
+    );
+    let mut store = agent::new_store(runtime, state);
+    store.set_epoch_deadline(1);
+    let instance = module.pre.instantiate_async(&mut store).await?;
+    instance
+        .call_init(&mut store, &[])
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let envelope = Envelope {
+        sender: Some(1),
+        correlation: None,
+        topic: None,
+        payload: 7u64.to_le_bytes().to_vec(),
+    };
+    let started = Instant::now();
+    for _ in 0..calls {
+        store.set_epoch_deadline(1);
+        instance
+            .call_handle(&mut store, &envelope)
+            .await?
+            .map_err(error)?;
+    }
+    Ok(calls as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn messaging(
+    runtime: &Arc<Runtime>,
+    ping_pong: &Module,
+    echo: &Module,
+    pairs: usize,
+    rounds: u64,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let baseline = raw_handle_rate(runtime, echo, 1_000_000).await?;
+    let elapsed = run_pairs(runtime, ping_pong, pairs, rounds, "send").await?;
+    let messages = (pairs as u64 * rounds * 2) as f64;
+    let note = format!(
+        "({pairs} pairs x {rounds} round trips; baseline: raw handle calls/s on one store)"
+    );
+    report.figure(
+        "messaging",
+        messages / elapsed.as_secs_f64(),
+        "msgs/s",
+        Some(baseline),
+        &note,
+    );
+    Ok(())
+}
+
+async fn call(
+    runtime: &Arc<Runtime>,
+    ping_pong: &Module,
+    calls: u64,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let single = run_pairs(runtime, ping_pong, 1, calls, "call").await?;
+    let send = run_pairs(runtime, ping_pong, 1, calls, "send").await?;
+    let note =
+        "(one caller, one callee; baseline: the same pair with two one-way sends per round trip)";
+    report.figure(
+        "call",
+        calls as f64 / single.as_secs_f64(),
+        "calls/s",
+        Some(calls as f64 / send.as_secs_f64()),
+        note,
+    );
+    let pairs = 100;
+    let per_pair = calls / pairs as u64;
+    let many = run_pairs(runtime, ping_pong, pairs, per_pair, "call").await?;
+    let rate = (per_pair * pairs as u64) as f64 / many.as_secs_f64();
+    report.figure(
+        "call_100_pairs",
+        rate,
+        "calls/s",
+        None,
+        "(100 caller/callee pairs)",
+    );
+    Ok(())
+}
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+async fn density(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    count: usize,
+    memory: ByteSize,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let (exits, _keep) = mpsc::unbounded_channel();
+    let before = resident_bytes();
+    let started = Instant::now();
+    let mut agents = Vec::with_capacity(count);
+    for i in 0..count {
+        let spec = spec(format!("idle-{i}"), "echo", &[], memory);
+        match agent::start(runtime, &spec, module, exits.clone()).await {
+            Ok(agent) => agents.push(agent),
+            Err(e) => {
+                tracing::warn!("density: stopped at {i} live agents: {e}");
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    let live = agents.len();
+    // Every agent must be alive and answer, not just be allocated.
+    let mut answers = Vec::with_capacity(live);
+    for agent in &agents {
+        let (reply, answer) = oneshot::channel();
+        let message = Message {
+            sender: None,
+            topic: None,
+            payload: b"ping".to_vec(),
+            reply: Some(reply),
+        };
+        runtime
+            .router
+            .try_deliver(agent.id, message)
+            .map_err(error)?;
+        answers.push(answer);
+    }
+    for answer in answers {
+        let reply = answer.await?.map_err(error)?;
+        anyhow::ensure!(reply == b"ping", "an idle agent answered {reply:?}");
+    }
+    let after = resident_bytes();
+    let per_agent = after.saturating_sub(before) as f64 / live.max(1) as f64;
+    report.figure(
+        "density_live_agents",
+        live as f64,
+        "agents",
+        None,
+        &format!("(started in {:.2}s)", took.as_secs_f64()),
+    );
+    let note = format!(
+        "(RSS {} MiB -> {} MiB, all answering)",
+        before >> 20,
+        after >> 20
+    );
+    report.figure(
+        "density_rss_per_agent",
+        per_agent / 1024.0,
+        "KiB",
+        None,
+        &note,
+    );
+    stop_all(agents).await;
+    Ok(())
 }

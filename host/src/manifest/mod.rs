@@ -202,6 +202,16 @@ impl Manifest {
                 ..root_table
             });
         }
+        if let Some(reservation) = host.memory_reservation.filter(|r| *r < host.max_memory) {
+            return Err(ManifestError {
+                key: Some("host.max_memory".into()),
+                message: format!(
+                    "{} exceeds host.memory_reservation ({reservation})",
+                    host.max_memory
+                ),
+                ..root_table
+            });
+        }
         if host.tick.duration() < Duration::from_millis(1) {
             return Err(ManifestError {
                 key: Some("host.tick".into()),

@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 
@@ -171,8 +171,9 @@ impl RunningAgent {
     }
 }
 
-/// Start an agent and wait for its `init` to finish. Exits after a successful start are sent
-/// to `exits`; a failed start is returned instead.
+/// Start an agent: instantiate it and run its `init` on the caller's task (so that a start
+/// costs no cross-thread hand-off), then hand the instance to a task of its own. Exits after a
+/// successful start are sent to `exits`; a failed start is returned instead.
 pub async fn start(
     runtime: &Arc<Runtime>,
     spec: &AgentSpec,
@@ -191,16 +192,15 @@ pub async fn start(
     let inbox = runtime.router.open(id, spec.limits.mailbox);
     let state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
     let shutdown = CancellationToken::new();
-    let (ready, initialized) = oneshot::channel();
-    let instance = Instance {
+    let mut instance = Instance {
         store: new_store(runtime, state),
         inbox,
         shutdown: shutdown.clone(),
     };
-    let task = tokio::spawn(instance.live(module.clone(), spec.config.clone(), ready, exits));
-    match initialized.await {
-        Ok(Ok(())) => {
+    match instance.boot(module, &spec.config).await {
+        Ok(agent) => {
             events::agent_started(&name, id, &module.name, started.elapsed());
+            let task = tokio::spawn(instance.live(agent, exits));
             Ok(RunningAgent {
                 id,
                 name,
@@ -208,21 +208,18 @@ pub async fn start(
                 task,
             })
         }
-        Ok(Err(fault)) => Err(StartError::Failed {
-            agent: spec.name.clone(),
-            fault,
-        }),
-        Err(_) => Err(StartError::Failed {
-            agent: spec.name.clone(),
-            fault: Fault::new(
-                FaultKind::Instantiate,
-                "the agent task ended before init returned",
-            ),
-        }),
+        Err(fault) => {
+            instance.cleanup();
+            Err(StartError::Failed {
+                agent: spec.name.clone(),
+                fault,
+            })
+        }
     }
 }
 
-fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
+/// A store with the agent's memory cap and CPU-budget callback installed.
+pub fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.memory);
     store.epoch_deadline_callback(|mut context| {
@@ -248,23 +245,8 @@ struct Instance {
 }
 
 impl Instance {
-    /// The agent task: start, serve, clean up, report.
-    async fn live(
-        mut self,
-        module: Module,
-        config: Vec<(String, String)>,
-        ready: oneshot::Sender<Result<(), Fault>>,
-        exits: mpsc::UnboundedSender<Exit>,
-    ) {
-        let agent = match self.boot(&module, &config).await {
-            Ok(agent) => agent,
-            Err(fault) => {
-                self.cleanup();
-                let _ = ready.send(Err(fault));
-                return;
-            }
-        };
-        let _ = ready.send(Ok(()));
+    /// The agent task: serve, clean up, report.
+    async fn live(mut self, agent: Agent, exits: mpsc::UnboundedSender<Exit>) {
         let reason = self.serve(&agent).await;
         let undelivered = self.cleanup();
         let state = self.store.data();

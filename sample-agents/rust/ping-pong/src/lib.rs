@@ -1,6 +1,8 @@
 //! One half of a ping-pong pair. `role = "ping"` starts the exchange with `peer` and stops both
 //! after `rounds` round trips; `role = "pong"` answers. With `mode = "call"` the ping side uses
-//! request/reply (`call`) instead of two one-way sends through the mailboxes.
+//! request/reply (`call`) instead of two one-way sends through the mailboxes. With
+//! `autostart = "false"` the ping side waits for a `start` message (the benchmarks use this to
+//! start many pairs at once).
 use std::time::Duration;
 
 use agora_guest::{Agent, Config, HandleError, Message, log, messaging};
@@ -69,7 +71,7 @@ impl Agent for PingPong {
             done: 0,
             mode,
         };
-        if ping {
+        if ping && config.get("autostart") != Some("false") {
             // Start in our own first message, so that init returns and the peer can be reached.
             messaging::send(messaging::self_id(), b"start").map_err(|e| e.to_string())?;
         }
