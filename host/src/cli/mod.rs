@@ -67,7 +67,9 @@ pub fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    let result = runtime.block_on(async {
+    // The command runs as a task on a worker thread, not on the blocking main thread: agents it
+    // spawns then start on the same worker's queue instead of waking a parked thread per spawn.
+    let command = runtime.spawn(async move {
         match cli.command {
             Command::Run { manifest } => run(manifest).await,
             Command::Check { manifest } => check(manifest),
@@ -75,9 +77,10 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
         }
     });
-    match result {
-        Ok(code) => code,
-        Err(error) => fail(format!("{error:#}")),
+    match runtime.block_on(command) {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => fail(format!("{error:#}")),
+        Err(panic) => fail(format!("the command panicked: {panic}")),
     }
 }
 
