@@ -12,21 +12,9 @@ fn check(scenario: &Scenario) -> common::Run {
 fn malformed_and_foreign_wasm_files_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, Vec<u8>, &str); 3] = [
-        (
-            "garbage.wasm",
-            b"this is not wasm".to_vec(),
-            "is not a WebAssembly file",
-        ),
-        (
-            "core.wasm",
-            b"\0asm\x01\0\0\0".to_vec(),
-            "is a core wasm module, not a component",
-        ),
-        (
-            "truncated.wasm",
-            b"\0asm\x0d\0\x01\0\x01\x05".to_vec(),
-            "is not a valid component",
-        ),
+        ("garbage.wasm", b"this is not wasm".to_vec(), "is not a WebAssembly file"),
+        ("core.wasm", b"\0asm\x01\0\0\0".to_vec(), "is a core wasm module, not a component"),
+        ("truncated.wasm", b"\0asm\x0d\0\x01\0\x01\x05".to_vec(), "is not a valid component"),
     ];
     for (file, bytes, expected) in cases {
         let path = dir.path().join(file);
@@ -55,17 +43,8 @@ fn a_component_of_the_wrong_world_names_the_missing_export() {
     ));
     let run = check(&scenario);
     run.assert_failure();
-    assert!(
-        run.stderr
-            .contains("does not implement the world agora:agent/agent@0.1.0"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("missing export `init`"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.1.0"), "{}", run.stderr);
+    assert!(run.stderr.contains("missing export `init`"), "{}", run.stderr);
     assert!(run.stderr.contains("wasi:cli/run"), "{}", run.stderr);
 }
 
@@ -76,86 +55,35 @@ fn bad_manifests_name_file_line_and_key() {
     let header_lines = header.lines().count();
     let cases = [
         // (manifest, expected line, expected text)
-        (
-            format!("{header}{agents}memroy = \"1MiB\"\n"),
-            header_lines + 4,
-            "unknown field `memroy`",
-        ),
-        (
-            format!("{header}{agents}memory = \"12XB\"\n"),
-            header_lines + 4,
-            "`memory`: invalid size \"12XB\"",
-        ),
-        (
-            format!("{header}{agents}budget = \"soon\"\n"),
-            header_lines + 4,
-            "`budget`: invalid duration \"soon\"",
-        ),
-        (
-            format!("{header}{agents}mailbox = 0\n"),
-            header_lines + 4,
-            "`agent[0].mailbox`: must be at least 1",
-        ),
-        (
-            format!("{header}{agents}{agents}"),
-            header_lines + 5,
-            "`agent[1].name`: duplicate agent name \"a\"",
-        ),
-        (
-            format!("{header}[[agent]]\nname = \"a\"\nmodule = \"nope\"\n"),
-            header_lines + 3,
-            "unknown module \"nope\"",
-        ),
-        (
-            format!("{header}gone = \"missing.wasm\"\n"),
-            header_lines + 1,
-            "`modules.gone`: module file not found",
-        ),
-        (
-            format!("{header}{agents}grants = [\"net\"]\n"),
-            header_lines + 4,
-            "unknown grant \"net\"",
-        ),
-        (
-            "[host]\nmax_agents = \"many\"\n".to_string(),
-            2,
-            "`max_agents`: invalid type",
-        ),
+        (format!("{header}{agents}memroy = \"1MiB\"\n"), header_lines + 4, "unknown field `memroy`"),
+        (format!("{header}{agents}memory = \"12XB\"\n"), header_lines + 4, "`memory`: invalid size \"12XB\""),
+        (format!("{header}{agents}budget = \"soon\"\n"), header_lines + 4, "`budget`: invalid duration \"soon\""),
+        (format!("{header}{agents}mailbox = 0\n"), header_lines + 4, "`agent[0].mailbox`: must be at least 1"),
+        (format!("{header}{agents}{agents}"), header_lines + 5, "`agent[1].name`: duplicate agent name \"a\""),
+        (format!("{header}[[agent]]\nname = \"a\"\nmodule = \"nope\"\n"), header_lines + 3, "unknown module \"nope\""),
+        (format!("{header}gone = \"missing.wasm\"\n"), header_lines + 1, "`modules.gone`: module file not found"),
+        (format!("{header}{agents}grants = [\"net\"]\n"), header_lines + 4, "unknown grant \"net\""),
+        ("[host]\nmax_agents = \"many\"\n".to_string(), 2, "`max_agents`: invalid type"),
     ];
     for (manifest, line, expected) in cases {
         let scenario = Scenario::new(&manifest);
         for run in [check(&scenario), scenario.run()] {
             run.assert_failure();
             let location = format!("{}:{line}:", scenario.manifest.display());
-            assert!(
-                run.stderr.contains(&location),
-                "expected {location} in: {}",
-                run.stderr
-            );
-            assert!(
-                run.stderr.contains(expected),
-                "expected {expected:?} in: {}",
-                run.stderr
-            );
+            assert!(run.stderr.contains(&location), "expected {location} in: {}", run.stderr);
+            assert!(run.stderr.contains(expected), "expected {expected:?} in: {}", run.stderr);
         }
     }
     let missing = run_agora(&["check", "/nonexistent/manifest.toml"]);
     missing.assert_failure();
-    assert!(
-        missing.stderr.contains("cannot read the manifest"),
-        "{}",
-        missing.stderr
-    );
+    assert!(missing.stderr.contains("cannot read the manifest"), "{}", missing.stderr);
 }
 
 #[test]
 fn a_second_start_reuses_the_compiled_module() {
     let scenario = Scenario::agents("", "");
     let loads = |run: &common::Run| -> Vec<String> {
-        run.events("module_loaded", None)
-            .iter()
-            .map(|e| e["cache"].as_str().unwrap().to_string())
-            .collect()
+        run.events("module_loaded", None).iter().map(|e| e["cache"].as_str().unwrap().to_string()).collect()
     };
     let manifest = scenario.manifest.to_str().unwrap();
     let first = run_agora(&["check", "--log-format", "json", manifest]);
@@ -168,26 +96,11 @@ fn a_second_start_reuses_the_compiled_module() {
     // `agora compile` fills the same cache that `run` reads.
     let fresh = Scenario::agents("", "");
     let echo = agent("echo");
-    let compiled = run_agora(&[
-        "compile",
-        "--manifest",
-        fresh.manifest.to_str().unwrap(),
-        echo.to_str().unwrap(),
-    ]);
+    let compiled = run_agora(&["compile", "--manifest", fresh.manifest.to_str().unwrap(), echo.to_str().unwrap()]);
     compiled.assert_success();
     assert!(compiled.stdout.contains("(miss)"), "{}", compiled.stdout);
-    let run = run_agora(&[
-        "check",
-        "--log-format",
-        "json",
-        fresh.manifest.to_str().unwrap(),
-    ]);
-    let echo_load = run
-        .events("module_loaded", None)
-        .into_iter()
-        .find(|e| e["module"] == "echo")
-        .unwrap()
-        .clone();
+    let run = run_agora(&["check", "--log-format", "json", fresh.manifest.to_str().unwrap()]);
+    let echo_load = run.events("module_loaded", None).into_iter().find(|e| e["module"] == "echo").unwrap().clone();
     assert_eq!(echo_load["cache"], "hit");
 }
 
@@ -203,13 +116,8 @@ fn sigterm_and_ctrl_c_stop_agents_gracefully_in_reverse_order() {
         let mut child = scenario.spawn();
         let mut lines = common::lines_of(&mut child);
         let mut events = Vec::new();
-        common::wait_for_event(&mut lines, &mut events, |e| {
-            e["event"] == "agent_started" && e["agent"] == "second"
-        });
-        let status = std::process::Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
+        common::wait_for_event(&mut lines, &mut events, |e| e["event"] == "agent_started" && e["agent"] == "second");
+        let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
         assert!(status.success());
         events.extend(lines.filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok()));
         assert!(child.wait().unwrap().success(), "{signal}");
@@ -218,29 +126,12 @@ fn sigterm_and_ctrl_c_stop_agents_gracefully_in_reverse_order() {
             .filter(|e| e["event"] == "agent_exited")
             .map(|e| (e["agent"].as_str().unwrap(), e["reason"].as_str().unwrap()))
             .collect();
-        assert_eq!(
-            exits,
-            vec![("second", "shutdown"), ("first", "shutdown")],
-            "{signal}"
-        );
+        assert_eq!(exits, vec![("second", "shutdown"), ("first", "shutdown")], "{signal}");
         // `terminate` ran in each agent before it exited.
-        let said = |agent: &str, text: &str| {
-            events
-                .iter()
-                .any(|e| e["agent"] == agent && e["message"] == text)
-        };
-        assert!(
-            said("first", "echo terminating (shutdown) after 0 messages"),
-            "{events:#?}"
-        );
-        assert!(
-            said("second", "counter terminating (shutdown) at 0"),
-            "{events:#?}"
-        );
-        let finished = events
-            .iter()
-            .find(|e| e["event"] == "run_finished")
-            .unwrap();
+        let said = |agent: &str, text: &str| events.iter().any(|e| e["agent"] == agent && e["message"] == text);
+        assert!(said("first", "echo terminating (shutdown) after 0 messages"), "{events:#?}");
+        assert!(said("second", "counter terminating (shutdown) at 0"), "{events:#?}");
+        let finished = events.iter().find(|e| e["event"] == "run_finished").unwrap();
         assert_eq!(finished["reason"], "interrupted");
     }
 }
@@ -255,13 +146,9 @@ fn json_log_lines_carry_event_agent_and_reason() {
     run.assert_success();
     assert!(!run.stdout.is_empty());
     for line in run.stdout.lines() {
-        let event: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(event["event"].is_string(), "{line}");
     }
     let exit = run.exit("quick");
-    assert_eq!(
-        (exit["event"].as_str(), exit["reason"].as_str()),
-        (Some("agent_exited"), Some("normal"))
-    );
+    assert_eq!((exit["event"].as_str(), exit["reason"].as_str()), (Some("agent_exited"), Some("normal")));
 }

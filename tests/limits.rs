@@ -27,13 +27,7 @@ fn memory_hog_is_stopped_at_its_cap_and_others_keep_working() {
     let exit = run.exit("hog");
     assert_eq!(exit["reason"], "memory_cap");
     assert_eq!(exit["level"], "ERROR");
-    assert!(
-        exit["detail"]
-            .as_str()
-            .unwrap()
-            .contains("memory cap of 2097152 bytes exceeded"),
-        "{exit}"
-    );
+    assert!(exit["detail"].as_str().unwrap().contains("memory cap of 2097152 bytes exceeded"), "{exit}");
     assert!(exit["peak_memory"].as_u64().unwrap() <= 2 << 20);
     assert_eq!(run.exit("counter")["reason"], "normal");
 }
@@ -56,23 +50,13 @@ fn looping_agents_are_interrupted_while_others_make_progress() {
     )
     .run();
     run.assert_success();
-    assert_eq!(
-        run.outcome("probe", "repeat 20 call counter inc 30000"),
-        "reply 20"
-    );
-    let progress = run
-        .position(|e| e["message"] == "probe: repeat 20 call counter inc 30000 => reply 20")
-        .unwrap();
+    assert_eq!(run.outcome("probe", "repeat 20 call counter inc 30000"), "reply 20");
+    let progress = run.position(|e| e["message"] == "probe: repeat 20 call counter inc 30000 => reply 20").unwrap();
     for spinner in ["spin-1", "spin-2", "spin-3"] {
         let exit = run.exit(spinner);
         assert_eq!(exit["reason"], "cpu_budget", "{exit}");
-        let interrupted = run
-            .position(|e| e["event"] == "agent_exited" && e["agent"] == spinner)
-            .unwrap();
-        assert!(
-            progress < interrupted,
-            "{spinner} was interrupted before the probe made progress"
-        );
+        let interrupted = run.position(|e| e["event"] == "agent_exited" && e["agent"] == spinner).unwrap();
+        assert!(progress < interrupted, "{spinner} was interrupted before the probe made progress");
     }
 }
 
@@ -91,23 +75,11 @@ fn a_panic_is_reported_with_its_message_and_backtrace() {
     .run();
     run.assert_success();
     assert_eq!(run.outcome("probe", "call fragile tick 5000"), "reply 1");
-    assert_eq!(
-        run.outcome("probe", "call fragile panic 5000"),
-        "error stopped"
-    );
+    assert_eq!(run.outcome("probe", "call fragile panic 5000"), "error stopped");
     let exit = run.exit("fragile");
     assert_eq!(exit["reason"], "panic", "{exit}");
-    assert!(
-        exit["output"]
-            .as_str()
-            .unwrap()
-            .contains("misbehave: asked to panic"),
-        "{exit}"
-    );
-    assert!(
-        exit["backtrace"].as_str().unwrap().contains("misbehave"),
-        "{exit}"
-    );
+    assert!(exit["output"].as_str().unwrap().contains("misbehave: asked to panic"), "{exit}");
+    assert!(exit["backtrace"].as_str().unwrap().contains("misbehave"), "{exit}");
     let exit = run.exit("fatal");
     assert_eq!(exit["reason"], "handler_fatal", "{exit}");
     assert_eq!(exit["detail"], "misbehave: asked to fail fatally");
@@ -115,10 +87,7 @@ fn a_panic_is_reported_with_its_message_and_backtrace() {
 
 #[test]
 fn an_init_error_fails_the_start_and_the_run() {
-    for (config, reason) in [
-        ("on_init = \"error\"", "init_failed"),
-        ("on_init = \"hog\"", "memory_cap"),
-    ] {
+    for (config, reason) in [("on_init = \"error\"", "init_failed"), ("on_init = \"hog\"", "memory_cap")] {
         let run = Scenario::agents(
             "",
             &format!(
@@ -129,16 +98,8 @@ fn an_init_error_fails_the_start_and_the_run() {
         )
         .run();
         run.assert_failure();
-        assert!(
-            run.stderr
-                .contains(&format!("agent \"broken\" failed to start: {reason}")),
-            "{}",
-            run.stderr
-        );
-        assert_eq!(
-            run.events("agent_start_failed", Some("broken"))[0]["reason"],
-            reason
-        );
+        assert!(run.stderr.contains(&format!("agent \"broken\" failed to start: {reason}")), "{}", run.stderr);
+        assert_eq!(run.events("agent_start_failed", Some("broken"))[0]["reason"], reason);
         assert_eq!(run.exit("fine")["reason"], "shutdown");
     }
 }

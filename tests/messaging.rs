@@ -19,19 +19,12 @@ fn ping_pong_completes_its_round_trips_and_both_exit_normally() {
         )
         .run();
         run.assert_success();
-        assert_eq!(
-            run.logs("ping"),
-            vec!["ping-pong finished 500 round trips"],
-            "mode {mode}"
-        );
+        assert_eq!(run.logs("ping"), vec!["ping-pong finished 500 round trips"], "mode {mode}");
         assert_eq!(run.exit("ping")["reason"], "normal");
         assert_eq!(run.exit("pong")["reason"], "normal");
         assert_eq!(run.events("agent_started", None).len(), 2);
         let finished = &run.events("run_finished", None)[0];
-        assert_eq!(
-            (finished["normal"].as_u64(), finished["crashed"].as_u64()),
-            (Some(2), Some(0))
-        );
+        assert_eq!((finished["normal"].as_u64(), finished["crashed"].as_u64()), (Some(2), Some(0)));
     }
 }
 
@@ -51,10 +44,7 @@ fn call_gets_the_reply_and_state_persists_between_messages() {
     assert_eq!(run.outcome("probe", "call counter inc 5000"), "reply 42");
     assert_eq!(run.outcome("probe", "call counter get 5000"), "reply 42");
     // A non-fatal handler error reaches the caller as `failed` and the agent keeps running.
-    assert_eq!(
-        run.outcome("probe", "call counter bogus 5000"),
-        "error failed(unknown command \"bogus\")"
-    );
+    assert_eq!(run.outcome("probe", "call counter bogus 5000"), "error failed(unknown command \"bogus\")");
     assert_eq!(run.exit("counter")["reason"], "normal");
 }
 
@@ -72,22 +62,10 @@ fn publish_reaches_every_subscriber() {
     )
     .run();
     run.assert_success();
-    assert_eq!(
-        run.outcome("probe", "publish news extra"),
-        "delivered 2 full 0"
-    );
-    assert_eq!(
-        run.outcome("probe", "publish sports goal"),
-        "delivered 1 full 0"
-    );
-    assert_eq!(
-        run.outcome("probe", "publish weather rain"),
-        "delivered 0 full 0"
-    );
-    assert_eq!(
-        run.logs("a")[..2],
-        ["echo got news: extra", "echo got sports: goal"]
-    );
+    assert_eq!(run.outcome("probe", "publish news extra"), "delivered 2 full 0");
+    assert_eq!(run.outcome("probe", "publish sports goal"), "delivered 1 full 0");
+    assert_eq!(run.outcome("probe", "publish weather rain"), "delivered 0 full 0");
+    assert_eq!(run.logs("a")[..2], ["echo got news: extra", "echo got sports: goal"]);
     assert_eq!(run.logs("b")[0], "echo got news: extra");
 }
 
@@ -129,10 +107,7 @@ fn call_times_out_when_no_reply_comes() {
     )
     .run();
     run.assert_success();
-    assert_eq!(
-        run.outcome("probe", "call mute ignore 300"),
-        "error timeout"
-    );
+    assert_eq!(run.outcome("probe", "call mute ignore 300"), "error timeout");
     // The agent that did not answer is alive and answers the next call.
     assert_eq!(run.outcome("probe", "call mute tick 5000"), "reply 1");
     assert_eq!(run.outcome("probe", "call nobody x 300"), "error not-found");
@@ -152,10 +127,7 @@ fn oversized_messages_are_refused_with_the_limit() {
     .run();
     run.assert_success();
     assert_eq!(run.outcome("probe", "big echo 1024"), "ok");
-    assert_eq!(
-        run.outcome("probe", "big echo 1025"),
-        "error too-large(1024)"
-    );
+    assert_eq!(run.outcome("probe", "big echo 1025"), "error too-large(1024)");
 }
 
 #[test]
@@ -167,14 +139,9 @@ fn ungranted_interfaces_are_denied() {
          config = { run_in_init = \"true\", script = \"send target hi; call target hi 100; publish t x; subscribe t; register other; lookup target; stop\" }\n",
     )
     .run_until_exit_of("probe");
-    for step in [
-        "send target hi",
-        "call target hi 100",
-        "publish t x",
-        "subscribe t",
-        "register other",
-        "lookup target",
-    ] {
+    for step in
+        ["send target hi", "call target hi 100", "publish t x", "subscribe t", "register other", "lookup target"]
+    {
         assert_eq!(run.outcome("probe", step), "error denied", "{step}");
     }
 }

@@ -18,34 +18,14 @@ fn names_metadata_and_capabilities() {
     .run_until_exit_of("second");
     assert_eq!(run.outcome("first", "register leader"), "ok");
     // A second claimant gets an error, also for another agent's instance name.
-    assert_eq!(
-        run.outcome("second", "register leader"),
-        "error already-exists"
-    );
-    assert_eq!(
-        run.outcome("second", "register first"),
-        "error already-exists"
-    );
-    let first_id = run.events("agent_started", Some("first"))[0]["id"]
-        .as_u64()
-        .unwrap();
-    assert_eq!(
-        run.outcome("second", "lookup leader"),
-        format!("id {first_id}")
-    );
-    assert_eq!(
-        run.outcome("second", "lookup first"),
-        format!("id {first_id}")
-    );
+    assert_eq!(run.outcome("second", "register leader"), "error already-exists");
+    assert_eq!(run.outcome("second", "register first"), "error already-exists");
+    let first_id = run.events("agent_started", Some("first"))[0]["id"].as_u64().unwrap();
+    assert_eq!(run.outcome("second", "lookup leader"), format!("id {first_id}"));
+    assert_eq!(run.outcome("second", "lookup first"), format!("id {first_id}"));
     assert_eq!(run.outcome("second", "get-meta leader region"), "value eu");
-    assert_eq!(
-        run.outcome("second", "get-meta leader missing"),
-        "value none"
-    );
-    assert_eq!(
-        run.outcome("second", "find translate"),
-        "found [first,second]"
-    );
+    assert_eq!(run.outcome("second", "get-meta leader missing"), "value none");
+    assert_eq!(run.outcome("second", "find translate"), "found [first,second]");
     assert_eq!(run.outcome("second", "find summarize"), "found [first]");
     assert_eq!(run.outcome("second", "find nothing"), "found []");
 }
@@ -64,12 +44,8 @@ fn entries_disappear_when_their_agent_exits() {
     .run();
     run.assert_success();
     assert_eq!(run.exit("gone")["reason"], "normal");
-    let gone_exit = run
-        .position(|e| e["event"] == "agent_exited" && e["agent"] == "gone")
-        .unwrap();
-    let first_lookup = run
-        .position(|e| e["message"] == "probe: lookup gone => error not-found")
-        .unwrap();
+    let gone_exit = run.position(|e| e["event"] == "agent_exited" && e["agent"] == "gone").unwrap();
+    let first_lookup = run.position(|e| e["message"] == "probe: lookup gone => error not-found").unwrap();
     assert!(gone_exit < first_lookup);
     assert_eq!(run.outcome("watcher", "lookup alias"), "error not-found");
     assert_eq!(run.outcome("watcher", "find ephemeral"), "found []");
@@ -88,12 +64,7 @@ fn an_instance_name_taken_at_runtime_fails_the_later_start() {
     )
     .run();
     run.assert_failure();
-    assert!(
-        run.stderr
-            .contains("agent \"late\": the name is already registered"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("agent \"late\": the name is already registered"), "{}", run.stderr);
     // The agent started before it is shut down, in reverse order, not abandoned.
     assert_eq!(run.exit("squatter")["reason"], "shutdown");
 }

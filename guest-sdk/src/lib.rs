@@ -49,9 +49,7 @@ pub mod bindings {
 use std::cell::RefCell;
 use std::fmt;
 
-pub use bindings::agora::agent::types::{
-    Address, AgentId, Envelope as Message, Error, HandleError, PublishReport,
-};
+pub use bindings::agora::agent::types::{Address, AgentId, Envelope as Message, Error, HandleError, PublishReport};
 
 /// The manifest's `config` table for this agent, values rendered as strings.
 #[derive(Debug, Clone, Default)]
@@ -59,10 +57,7 @@ pub struct Config(Vec<(String, String)>);
 
 impl Config {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Parse a value, with the key named in the error so that a failed `init` says what is wrong.
@@ -70,12 +65,7 @@ impl Config {
     where
         T::Err: fmt::Display,
     {
-        self.get(key)
-            .map(|v| {
-                v.parse::<T>()
-                    .map_err(|e| format!("config `{key}` = {v:?}: {e}"))
-            })
-            .transpose()
+        self.get(key).map(|v| v.parse::<T>().map_err(|e| format!("config `{key}` = {v:?}: {e}"))).transpose()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -98,18 +88,12 @@ pub trait Agent: Sized + 'static {
 impl HandleError {
     /// Reject this message only; the agent keeps running and a caller gets `Error::Failed`.
     pub fn reject(message: impl Into<String>) -> Self {
-        HandleError {
-            fatal: false,
-            message: message.into(),
-        }
+        HandleError { fatal: false, message: message.into() }
     }
 
     /// End this instance; its supervisor decides what happens next.
     pub fn fatal(message: impl Into<String>) -> Self {
-        HandleError {
-            fatal: true,
-            message: message.into(),
-        }
+        HandleError { fatal: true, message: message.into() }
     }
 }
 
@@ -151,19 +135,11 @@ pub mod messaging {
         wit::send(&to.into(), payload)
     }
 
-    pub fn send_timeout(
-        to: impl Into<Address>,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Result<(), Error> {
+    pub fn send_timeout(to: impl Into<Address>, payload: &[u8], timeout: Duration) -> Result<(), Error> {
         wit::send_timeout(&to.into(), payload, millis(timeout))
     }
 
-    pub fn call(
-        to: impl Into<Address>,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>, Error> {
+    pub fn call(to: impl Into<Address>, payload: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
         wit::call(&to.into(), payload, millis(timeout))
     }
 

@@ -18,17 +18,9 @@ pub fn agent_started(agent: &str, id: AgentId, module: &str, took: Duration) {
     );
 }
 
-pub fn agent_exited(
-    agent: &str,
-    id: AgentId,
-    reason: &ExitReason,
-    undelivered: usize,
-    peak_memory: usize,
-) {
+pub fn agent_exited(agent: &str, id: AgentId, reason: &ExitReason, undelivered: usize, peak_memory: usize) {
     match reason {
-        ExitReason::Crashed(fault) => {
-            crashed(agent, id, "agent_exited", fault, undelivered, peak_memory)
-        }
+        ExitReason::Crashed(fault) => crashed(agent, id, "agent_exited", fault, undelivered, peak_memory),
         _ => tracing::info!(
             target: "agora::lifecycle",
             event = "agent_exited",
@@ -47,14 +39,7 @@ pub fn agent_start_failed(agent: &str, fault: &Fault) {
     crashed(agent, 0, "agent_start_failed", fault, 0, 0);
 }
 
-fn crashed(
-    agent: &str,
-    id: AgentId,
-    event: &str,
-    fault: &Fault,
-    undelivered: usize,
-    peak_memory: usize,
-) {
+fn crashed(agent: &str, id: AgentId, event: &str, fault: &Fault, undelivered: usize, peak_memory: usize) {
     tracing::error!(
         target: "agora::lifecycle",
         event,

@@ -14,10 +14,7 @@ use serde_json::Value;
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Build the sample agents once per test binary (a no-op when they are fresh).
@@ -27,26 +24,13 @@ pub fn agent(name: &str) -> PathBuf {
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace())
             .args(["build", "--profile", "agent", "--target", "wasm32-wasip2"])
-            .args([
-                "-p",
-                "echo",
-                "-p",
-                "ping-pong",
-                "-p",
-                "counter",
-                "-p",
-                "misbehave",
-                "-p",
-                "probe",
-            ])
+            .args(["-p", "echo", "-p", "ping-pong", "-p", "counter", "-p", "misbehave", "-p", "probe"])
             .args(["-p", "not-an-agent"])
             .status()
             .expect("running cargo to build the sample agents");
         assert!(status.success(), "building the sample agents failed");
     });
-    let path = workspace()
-        .join("target/wasm32-wasip2/agent")
-        .join(format!("{name}.wasm"));
+    let path = workspace().join("target/wasm32-wasip2/agent").join(format!("{name}.wasm"));
     assert!(path.is_file(), "{} is missing", path.display());
     path
 }
@@ -67,10 +51,7 @@ pub fn header(host_extra: &str) -> String {
         ("misbehave", "misbehave"),
         ("probe", "probe"),
     ] {
-        text.push_str(&format!(
-            "{name} = {:?}\n",
-            agent(file).display().to_string()
-        ));
+        text.push_str(&format!("{name} = {:?}\n", agent(file).display().to_string()));
     }
     text
 }
@@ -80,10 +61,7 @@ impl Scenario {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("manifest.toml");
         std::fs::write(&path, manifest).unwrap();
-        Scenario {
-            dir,
-            manifest: path,
-        }
+        Scenario { dir, manifest: path }
     }
 
     /// A manifest made of the shared header and the given agent tables.
@@ -92,12 +70,7 @@ impl Scenario {
     }
 
     pub fn run(&self) -> Run {
-        run_agora(&[
-            "run",
-            "--log-format",
-            "json",
-            self.manifest.to_str().unwrap(),
-        ])
+        run_agora(&["run", "--log-format", "json", self.manifest.to_str().unwrap()])
     }
 
     /// Run until `agent` has exited, then stop the host with SIGTERM: for manifests whose other
@@ -106,29 +79,17 @@ impl Scenario {
         let mut child = self.spawn();
         let mut lines = lines_of(&mut child);
         let mut events = Vec::new();
-        wait_for_event(&mut lines, &mut events, |e| {
-            e["event"] == "agent_exited" && e["agent"] == agent
-        });
+        wait_for_event(&mut lines, &mut events, |e| e["event"] == "agent_exited" && e["agent"] == agent);
         terminate(&child);
         events.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
         let status = child.wait().unwrap();
         let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
-        Run {
-            status,
-            events,
-            stdout: String::new(),
-            stderr,
-        }
+        Run { status, events, stdout: String::new(), stderr }
     }
 
     pub fn spawn(&self) -> Child {
         agora()
-            .args([
-                "run",
-                "--log-format",
-                "json",
-                self.manifest.to_str().unwrap(),
-            ])
+            .args(["run", "--log-format", "json", self.manifest.to_str().unwrap()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -137,10 +98,7 @@ impl Scenario {
 }
 
 pub fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
@@ -159,12 +117,7 @@ pub struct Run {
 }
 
 pub fn run_agora(args: &[&str]) -> Run {
-    let mut child = agora()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = agora().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
@@ -183,28 +136,15 @@ pub fn run_agora(args: &[&str]) -> Run {
     let stdout = out.join().unwrap();
     let stderr = err.join().unwrap();
     let events = parse_events(&stdout);
-    Run {
-        status,
-        events,
-        stdout,
-        stderr,
-    }
+    Run { status, events, stdout, stderr }
 }
 
 pub fn parse_events(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect()
+    stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect(l)).collect()
 }
 
 /// Read JSON events from a running child's stdout until one matches; returns all read so far.
-pub fn wait_for_event(
-    lines: &mut impl Iterator<Item = String>,
-    seen: &mut Vec<Value>,
-    pred: impl Fn(&Value) -> bool,
-) {
+pub fn wait_for_event(lines: &mut impl Iterator<Item = String>, seen: &mut Vec<Value>, pred: impl Fn(&Value) -> bool) {
     for line in lines.by_ref() {
         if let Ok(event) = serde_json::from_str::<Value>(&line) {
             let hit = pred(&event);
@@ -218,9 +158,7 @@ pub fn wait_for_event(
 }
 
 pub fn lines_of(child: &mut Child) -> impl Iterator<Item = String> + use<> {
-    BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
+    BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok)
 }
 
 impl Run {
@@ -236,28 +174,18 @@ impl Run {
     }
 
     pub fn assert_failure(&self) -> &Self {
-        assert!(
-            !self.status.success(),
-            "agora unexpectedly succeeded\nstdout:\n{}",
-            self.stdout
-        );
+        assert!(!self.status.success(), "agora unexpectedly succeeded\nstdout:\n{}", self.stdout);
         self
     }
 
     /// Events with this `event` field, for this agent when given.
     pub fn events(&self, event: &str, agent: Option<&str>) -> Vec<&Value> {
-        self.events
-            .iter()
-            .filter(|e| e["event"] == event && agent.is_none_or(|a| e["agent"] == a))
-            .collect()
+        self.events.iter().filter(|e| e["event"] == event && agent.is_none_or(|a| e["agent"] == a)).collect()
     }
 
     /// The messages an agent logged through the logging interface.
     pub fn logs(&self, agent: &str) -> Vec<String> {
-        self.events("agent_log", Some(agent))
-            .iter()
-            .map(|e| e["message"].as_str().unwrap_or("").to_string())
-            .collect()
+        self.events("agent_log", Some(agent)).iter().map(|e| e["message"].as_str().unwrap_or("").to_string()).collect()
     }
 
     /// The outcome the probe logged for a step (`probe: <step> => <outcome>`).
@@ -266,12 +194,7 @@ impl Run {
         self.logs(agent)
             .iter()
             .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{agent} logged no outcome for {step:?}; its log: {:#?}",
-                    self.logs(agent)
-                )
-            })
+            .unwrap_or_else(|| panic!("{agent} logged no outcome for {step:?}; its log: {:#?}", self.logs(agent)))
     }
 
     /// The exit event of an agent.

@@ -71,27 +71,20 @@ struct Report {
 impl Report {
     fn figure(&self, bench: &str, value: f64, unit: &str, baseline: Option<f64>, note: &str) {
         if self.json {
-            let mut line =
-                serde_json::json!({ "bench": bench, "value": round(value), "unit": unit });
+            let mut line = serde_json::json!({ "bench": bench, "value": round(value), "unit": unit });
             if let Some(baseline) = baseline {
                 line["baseline"] = serde_json::json!(round(baseline));
             }
             println!("{line}");
         } else {
-            let baseline = baseline
-                .map(|b| format!("   baseline {} {unit}", round(b)))
-                .unwrap_or_default();
+            let baseline = baseline.map(|b| format!("   baseline {} {unit}", round(b))).unwrap_or_default();
             println!("{bench:<24} {:>12} {unit}{baseline}   {note}", round(value));
         }
     }
 }
 
 fn round(value: f64) -> f64 {
-    if value >= 100.0 {
-        value.round()
-    } else {
-        (value * 100.0).round() / 100.0
-    }
+    if value >= 100.0 { value.round() } else { (value * 100.0).round() / 100.0 }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -104,9 +97,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         memory_reservation: args.memory_reservation,
         memory_guard: args.memory_guard,
         // A slot cannot be larger than the address space reserved for it.
-        max_memory: args
-            .memory_reservation
-            .map_or(defaults.max_memory, |r| r.min(defaults.max_memory)),
+        max_memory: args.memory_reservation.map_or(defaults.max_memory, |r| r.min(defaults.max_memory)),
         ..defaults
     };
     let mut runtime = Runtime::new(settings)?;
@@ -120,15 +111,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         spawn(&runtime, &echo, args.spawns, &report).await?;
     }
     if wants("messaging") {
-        messaging(
-            &runtime,
-            &ping_pong,
-            &echo,
-            args.pairs,
-            args.rounds,
-            &report,
-        )
-        .await?;
+        messaging(&runtime, &ping_pong, &echo, args.pairs, args.rounds, &report).await?;
     }
     if wants("call") {
         call(&runtime, &ping_pong, args.calls, &report).await?;
@@ -140,14 +123,8 @@ fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize)
     AgentSpec {
         name,
         module: module.to_string(),
-        config: config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        limits: Limits {
-            memory,
-            ..Limits::default()
-        },
+        config: config.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        limits: Limits { memory, ..Limits::default() },
         capabilities: Vec::new(),
         grants: Grants::all(),
     }
@@ -162,12 +139,7 @@ fn error(e: impl std::fmt::Debug) -> anyhow::Error {
     anyhow::anyhow!("{e:?}")
 }
 
-async fn spawn(
-    runtime: &Arc<Runtime>,
-    module: &Module,
-    count: usize,
-    report: &Report,
-) -> anyhow::Result<()> {
+async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &Report) -> anyhow::Result<()> {
     let (exits, _keep) = mpsc::unbounded_channel();
     let mut raw_times = Vec::with_capacity(count);
     let mut agora_times = Vec::with_capacity(count);
@@ -177,20 +149,11 @@ async fn spawn(
     // Interleaved, so that both see the same pool occupancy and machine state.
     for i in 0..count {
         let started = Instant::now();
-        let state = AgentState::new(
-            runtime.clone(),
-            u64::MAX - i as u64,
-            "raw".into(),
-            Grants::all(),
-            &limits,
-        );
+        let state = AgentState::new(runtime.clone(), u64::MAX - i as u64, "raw".into(), Grants::all(), &limits);
         let mut store = agent::new_store(runtime, state);
         store.set_epoch_deadline(1);
         let instance = module.pre.instantiate_async(&mut store).await?;
-        instance
-            .call_init(&mut store, &[])
-            .await?
-            .map_err(anyhow::Error::msg)?;
+        instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;
         raw_times.push(started.elapsed());
         raw_stores.push(store);
 
@@ -234,12 +197,7 @@ async fn run_pairs(
     let mut pings = Vec::with_capacity(pairs);
     let mut agents = Vec::with_capacity(pairs * 2);
     for i in 0..pairs {
-        let pong = spec(
-            format!("{mode}-pong-{i}"),
-            "ping-pong",
-            &[("role", "pong".into())],
-            ByteSize::mib(16),
-        );
+        let pong = spec(format!("{mode}-pong-{i}"), "ping-pong", &[("role", "pong".into())], ByteSize::mib(16));
         agents.push(agent::start(runtime, &pong, module, exits.clone()).await?);
         let config = [
             ("role", "ping".into()),
@@ -248,68 +206,34 @@ async fn run_pairs(
             ("mode", mode.into()),
             ("autostart", "false".into()),
         ];
-        let ping = spec(
-            format!("{mode}-ping-{i}"),
-            "ping-pong",
-            &config,
-            ByteSize::mib(16),
-        );
+        let ping = spec(format!("{mode}-ping-{i}"), "ping-pong", &config, ByteSize::mib(16));
         let agent = agent::start(runtime, &ping, module, exits.clone()).await?;
         pings.push(agent.id);
         agents.push(agent);
     }
     let started = Instant::now();
     for ping in &pings {
-        runtime
-            .router
-            .try_deliver(*ping, Message::cast(None, b"start".to_vec()))
-            .map_err(error)?;
+        runtime.router.try_deliver(*ping, Message::cast(None, b"start".to_vec())).map_err(error)?;
     }
     for _ in 0..pairs * 2 {
         let exit = exited.recv().await.expect("agents report their exits");
-        anyhow::ensure!(
-            matches!(exit.reason, ExitReason::Normal),
-            "{} exited: {:?}",
-            exit.name,
-            exit.reason
-        );
+        anyhow::ensure!(matches!(exit.reason, ExitReason::Normal), "{} exited: {:?}", exit.name, exit.reason);
     }
     Ok(started.elapsed())
 }
 
 /// Raw host-to-guest `handle` calls on one store: the floor under any message delivery.
-async fn raw_handle_rate(
-    runtime: &Arc<Runtime>,
-    module: &Module,
-    calls: u64,
-) -> anyhow::Result<f64> {
-    let state = AgentState::new(
-        runtime.clone(),
-        u64::MAX,
-        "raw".into(),
-        Grants::all(),
-        &Limits::default(),
-    );
+async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64) -> anyhow::Result<f64> {
+    let state = AgentState::new(runtime.clone(), u64::MAX, "raw".into(), Grants::all(), &Limits::default());
     let mut store = agent::new_store(runtime, state);
     store.set_epoch_deadline(1);
     let instance = module.pre.instantiate_async(&mut store).await?;
-    instance
-        .call_init(&mut store, &[])
-        .await?
-        .map_err(anyhow::Error::msg)?;
-    let envelope = Envelope {
-        sender: Some(1),
-        correlation: None,
-        topic: None,
-        payload: 7u64.to_le_bytes().to_vec(),
-    };
+    instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;
+    let envelope = Envelope { sender: Some(1), correlation: None, topic: None, payload: 7u64.to_le_bytes().to_vec() };
     let started = Instant::now();
     for _ in 0..calls {
         store.set_epoch_deadline(1);
-        instance
-            .call_handle(&mut store, &envelope)
-            .await?
-            .map_err(error)?;
+        instance.call_handle(&mut store, &envelope).await?.map_err(error)?;
     }
     Ok(calls as f64 / started.elapsed().as_secs_f64())
 }
@@ -325,29 +249,15 @@ async fn messaging(
     let baseline = raw_handle_rate(runtime, echo, 1_000_000).await?;
     let elapsed = run_pairs(runtime, ping_pong, pairs, rounds, "send").await?;
     let messages = (pairs as u64 * rounds * 2) as f64;
-    let note = format!(
-        "({pairs} pairs x {rounds} round trips; baseline: raw handle calls/s on one store)"
-    );
-    report.figure(
-        "messaging",
-        messages / elapsed.as_secs_f64(),
-        "msgs/s",
-        Some(baseline),
-        &note,
-    );
+    let note = format!("({pairs} pairs x {rounds} round trips; baseline: raw handle calls/s on one store)");
+    report.figure("messaging", messages / elapsed.as_secs_f64(), "msgs/s", Some(baseline), &note);
     Ok(())
 }
 
-async fn call(
-    runtime: &Arc<Runtime>,
-    ping_pong: &Module,
-    calls: u64,
-    report: &Report,
-) -> anyhow::Result<()> {
+async fn call(runtime: &Arc<Runtime>, ping_pong: &Module, calls: u64, report: &Report) -> anyhow::Result<()> {
     let single = run_pairs(runtime, ping_pong, 1, calls, "call").await?;
     let send = run_pairs(runtime, ping_pong, 1, calls, "send").await?;
-    let note =
-        "(one caller, one callee; baseline: the same pair with two one-way sends per round trip)";
+    let note = "(one caller, one callee; baseline: the same pair with two one-way sends per round trip)";
     report.figure(
         "call",
         calls as f64 / single.as_secs_f64(),
@@ -359,14 +269,14 @@ async fn call(
     let per_pair = calls / pairs as u64;
     let many = run_pairs(runtime, ping_pong, pairs, per_pair, "call").await?;
     let rate = (per_pair * pairs as u64) as f64 / many.as_secs_f64();
-    report.figure(
-        "call_100_pairs",
-        rate,
-        "calls/s",
-        None,
-        "(100 caller/callee pairs)",
-    );
+    report.figure("call_100_pairs", rate, "calls/s", None, "(100 caller/callee pairs)");
     Ok(())
+}
+
+/// Memory mappings of this process: wasmtime's pool splits them per slot, and the kernel caps
+/// them at `vm.max_map_count`.
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |maps| maps.lines().count())
 }
 
 fn resident_bytes() -> u64 {
@@ -405,16 +315,8 @@ async fn density(
     let mut answers = Vec::with_capacity(live);
     for agent in &agents {
         let (reply, answer) = oneshot::channel();
-        let message = Message {
-            sender: None,
-            topic: None,
-            payload: b"ping".to_vec(),
-            reply: Some(reply),
-        };
-        runtime
-            .router
-            .try_deliver(agent.id, message)
-            .map_err(error)?;
+        let message = Message { sender: None, topic: None, payload: b"ping".to_vec(), reply: Some(reply) };
+        runtime.router.try_deliver(agent.id, message).map_err(error)?;
         answers.push(answer);
     }
     for answer in answers {
@@ -430,18 +332,12 @@ async fn density(
         None,
         &format!("(started in {:.2}s)", took.as_secs_f64()),
     );
-    let note = format!(
-        "(RSS {} MiB -> {} MiB, all answering)",
-        before >> 20,
-        after >> 20
-    );
-    report.figure(
-        "density_rss_per_agent",
-        per_agent / 1024.0,
-        "KiB",
-        None,
-        &note,
-    );
+    let note = format!("(RSS {} MiB -> {} MiB, all answering)", before >> 20, after >> 20);
+    report.figure("density_rss_per_agent", per_agent / 1024.0, "KiB", None, &note);
+    let live_mappings = mappings();
     stop_all(agents).await;
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
+    let note = format!("({} after they stopped; vm.max_map_count = {})", mappings(), limit.trim());
+    report.figure("density_mappings", live_mappings as f64, "maps", None, &note);
     Ok(())
 }

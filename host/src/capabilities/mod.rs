@@ -35,16 +35,10 @@ impl FromStr for Grant {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, String> {
-        Grant::ALL
-            .into_iter()
-            .find(|g| g.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Grant::ALL.iter().map(|g| g.name()).collect();
-                format!(
-                    "unknown grant {name:?}; grantable interfaces: {}",
-                    known.join(", ")
-                )
-            })
+        Grant::ALL.into_iter().find(|g| g.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = Grant::ALL.iter().map(|g| g.name()).collect();
+            format!("unknown grant {name:?}; grantable interfaces: {}", known.join(", "))
+        })
     }
 }
 
@@ -70,13 +64,6 @@ impl Grants {
 
 impl fmt::Debug for Grants {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set()
-            .entries(
-                Grant::ALL
-                    .iter()
-                    .filter(|g| self.allows(**g))
-                    .map(|g| g.name()),
-            )
-            .finish()
+        f.debug_set().entries(Grant::ALL.iter().filter(|g| self.allows(**g)).map(|g| g.name())).finish()
     }
 }

@@ -6,9 +6,8 @@ use tracing_subscriber::EnvFilter;
 use super::LogFormat;
 
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_filter},wasmtime=warn,cranelift=warn"))
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_filter},wasmtime=warn,cranelift=warn")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.with_writer(std::io::stderr).init(),

@@ -14,11 +14,7 @@ use crate::runtime::modules::ModuleLoader;
 use crate::{bench, events, supervision};
 
 #[derive(Parser)]
-#[command(
-    name = "agora",
-    version,
-    about = "Run supervised, sandboxed WebAssembly agents from a manifest"
-)]
+#[command(name = "agora", version, about = "Run supervised, sandboxed WebAssembly agents from a manifest")]
 struct Cli {
     /// Log as text on stderr, or as one JSON object per line on stdout.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -54,16 +50,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Benchmarks start thousands of agents; their lifecycle lines would drown the figures.
-    let default_filter = if matches!(cli.command, Command::Bench(_)) {
-        "warn"
-    } else {
-        "info"
-    };
+    let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info" };
     logging::init(cli.log_format, default_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -93,11 +82,7 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&path)?;
     let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
     let summary = supervision::run(runtime, &manifest.agents, stop_signal()).await?;
-    let outcome = if summary.interrupted {
-        "interrupted"
-    } else {
-        "all_stopped"
-    };
+    let outcome = if summary.interrupted { "interrupted" } else { "all_stopped" };
     events::run_finished(outcome, summary.normal, summary.shutdown, summary.crashed);
     Ok(ExitCode::SUCCESS)
 }
@@ -107,12 +92,7 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     // Loading compiles (or finds in the cache) and links every module, so a component of the
     // wrong world fails here rather than at run time.
     Runtime::for_manifest(&manifest)?;
-    println!(
-        "{}: ok ({} modules, {} agents)",
-        path.display(),
-        manifest.modules.len(),
-        manifest.agents.len()
-    );
+    println!("{}: ok ({} modules, {} agents)", path.display(), manifest.modules.len(), manifest.agents.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -125,12 +105,7 @@ fn compile(manifest: Option<PathBuf>, modules: Vec<PathBuf>) -> anyhow::Result<E
     let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"))?;
     for module in modules {
         let (artifact, outcome) = loader.precompile(&module)?;
-        println!(
-            "{} -> {} ({})",
-            module.display(),
-            artifact.display(),
-            outcome.as_str()
-        );
+        println!("{} -> {} ({})", module.display(), artifact.display(), outcome.as_str());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -138,10 +113,7 @@ fn compile(manifest: Option<PathBuf>, modules: Vec<PathBuf>) -> anyhow::Result<E
 /// Resolves on Ctrl-C or SIGTERM. A second signal during the graceful shutdown exits at once.
 async fn stop_signal() {
     wait_for_signal().await;
-    tracing::info!(
-        event = "shutdown_requested",
-        "stopping agents in reverse start order"
-    );
+    tracing::info!(event = "shutdown_requested", "stopping agents in reverse start order");
     tokio::spawn(async {
         wait_for_signal().await;
         eprintln!("agora: second signal, exiting without waiting for agents");
@@ -150,15 +122,14 @@ async fn stop_signal() {
 }
 
 async fn wait_for_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

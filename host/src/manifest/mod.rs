@@ -75,11 +75,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory: ByteSize::mib(16),
-            mailbox: 1024,
-            budget: Duration::from_secs(1),
-        }
+        Limits { memory: ByteSize::mib(16), mailbox: 1024, budget: Duration::from_secs(1) }
     }
 }
 
@@ -185,11 +181,7 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(source).map_err(|e| locate.toml_error(&e))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
+            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
         };
 
         let mut host = raw.host;
@@ -205,10 +197,7 @@ impl Manifest {
         if let Some(reservation) = host.memory_reservation.filter(|r| *r < host.max_memory) {
             return Err(ManifestError {
                 key: Some("host.max_memory".into()),
-                message: format!(
-                    "{} exceeds host.memory_reservation ({reservation})",
-                    host.max_memory
-                ),
+                message: format!("{} exceeds host.memory_reservation ({reservation})", host.max_memory),
                 ..root_table
             });
         }
@@ -233,14 +222,8 @@ impl Manifest {
             modules.insert(name.clone(), resolved);
         }
 
-        let defaults =
-            resolve_limits(&locate, &host, Limits::default(), &raw.defaults, "defaults")?;
-        let default_grants = resolve_grants(
-            &locate,
-            raw.defaults.grants.as_deref(),
-            "defaults",
-            Grants::NONE,
-        )?;
+        let defaults = resolve_limits(&locate, &host, Limits::default(), &raw.defaults, "defaults")?;
+        let default_grants = resolve_grants(&locate, raw.defaults.grants.as_deref(), "defaults", Grants::NONE)?;
 
         let mut agents: Vec<AgentSpec> = Vec::with_capacity(raw.agents.len());
         let mut first_seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -254,10 +237,7 @@ impl Manifest {
                 return Err(locate.at(
                     agent.name.span(),
                     Some(key("name")),
-                    format!(
-                        "duplicate agent name {name:?} (first declared on line {})",
-                        locate.line_of(first)
-                    ),
+                    format!("duplicate agent name {name:?} (first declared on line {})", locate.line_of(first)),
                 ));
             }
             let module = agent.module.get_ref();
@@ -266,10 +246,7 @@ impl Manifest {
                 return Err(locate.at(
                     agent.module.span(),
                     Some(key("module")),
-                    format!(
-                        "unknown module {module:?}; [modules] declares: {}",
-                        known.join(", ")
-                    ),
+                    format!("unknown module {module:?}; [modules] declares: {}", known.join(", ")),
                 ));
             }
             let scope = format!("agent[{index}]");
@@ -277,27 +254,13 @@ impl Manifest {
             agents.push(AgentSpec {
                 name: name.clone(),
                 module: module.clone(),
-                config: agent
-                    .config
-                    .iter()
-                    .map(|(k, v)| (k.clone(), render_value(v)))
-                    .collect(),
+                config: agent.config.iter().map(|(k, v)| (k.clone(), render_value(v))).collect(),
                 limits: resolve_limits(&locate, &host, defaults, &raw_limits, &scope)?,
                 capabilities: agent.capabilities.clone(),
-                grants: resolve_grants(
-                    &locate,
-                    raw_limits.grants.as_deref(),
-                    &scope,
-                    default_grants,
-                )?,
+                grants: resolve_grants(&locate, raw_limits.grants.as_deref(), &scope, default_grants)?,
             });
         }
-        Ok(Manifest {
-            path: path.to_path_buf(),
-            host,
-            modules,
-            agents,
-        })
+        Ok(Manifest { path: path.to_path_buf(), host, modules, agents })
     }
 
     /// The manifest's directory; relative paths in it are resolved from here.
@@ -309,16 +272,8 @@ impl Manifest {
 fn check_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid agent name {name:?}: use 1-128 of A-Z a-z 0-9 - _ ."
-        ))
-    }
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid { Ok(()) } else { Err(format!("invalid agent name {name:?}: use 1-128 of A-Z a-z 0-9 - _ .")) }
 }
 
 fn render_value(value: &toml::Value) -> String {
@@ -343,21 +298,14 @@ fn resolve_limits(
             return Err(locate.at(
                 memory.span(),
                 Some(format!("{scope}.memory")),
-                format!(
-                    "{value} is outside 64KiB..={} (raise host.max_memory to allow more)",
-                    host.max_memory
-                ),
+                format!("{value} is outside 64KiB..={} (raise host.max_memory to allow more)", host.max_memory),
             ));
         }
         limits.memory = value;
     }
     if let Some(mailbox) = &raw.mailbox {
         if *mailbox.get_ref() == 0 {
-            return Err(locate.at(
-                mailbox.span(),
-                Some(format!("{scope}.mailbox")),
-                "must be at least 1".into(),
-            ));
+            return Err(locate.at(mailbox.span(), Some(format!("{scope}.mailbox")), "must be at least 1".into()));
         }
         limits.mailbox = *mailbox.get_ref();
     }
@@ -367,11 +315,7 @@ fn resolve_limits(
             return Err(locate.at(
                 budget.span(),
                 Some(format!("{scope}.budget")),
-                format!(
-                    "{} is shorter than one tick (host.tick = {})",
-                    budget.get_ref(),
-                    host.tick
-                ),
+                format!("{} is shorter than one tick (host.tick = {})", budget.get_ref(), host.tick),
             ));
         }
         limits.budget = value;
@@ -404,10 +348,7 @@ struct Locator<'a> {
 
 impl Locator<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.source[..offset.min(self.source.len())]
-            .matches('\n')
-            .count()
-            + 1
+        self.source[..offset.min(self.source.len())].matches('\n').count() + 1
     }
 
     fn at(&self, span: Range<usize>, key: Option<String>, message: String) -> ManifestError {
@@ -428,9 +369,7 @@ impl Locator<'_> {
         let span = error.span().unwrap_or(0..0);
         let offset = span.start.min(self.source.len());
         let line_start = self.source[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.source[offset..]
-            .find('\n')
-            .map_or(self.source.len(), |i| offset + i);
+        let line_end = self.source[offset..].find('\n').map_or(self.source.len(), |i| offset + i);
         let line = &self.source[line_start..line_end];
         let key = line
             .split_once('=')
@@ -466,43 +405,34 @@ mod tests {
         assert_eq!(m.agents[1].limits.mailbox, 4);
         assert!(!m.agents[1].grants.allows(Grant::Logging));
         assert!(m.agents[1].grants.allows(Grant::Messaging));
-        assert_eq!(
-            m.agents[1].config,
-            vec![("n".into(), "3".into()), ("s".into(), "t".into())]
-        );
+        assert_eq!(m.agents[1].config, vec![("n".into(), "3".into()), ("s".into(), "t".into())]);
     }
 
     #[test]
     fn errors_name_line_and_key() {
-        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\nmemroy = \"1MiB\"\n").unwrap_err();
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\nmemroy = \"1MiB\"\n")
+            .unwrap_err();
         assert_eq!(e.line, 6, "{e}");
         assert!(e.message.contains("unknown field `memroy`"), "{e}");
 
-        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\nmemory = \"12XB\"\n").unwrap_err();
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\nmemory = \"12XB\"\n")
+            .unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (6, Some("memory")), "{e}");
 
         let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\n")
             .unwrap_err();
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (7, Some("agent[1].name")),
-            "{e}"
-        );
+        assert_eq!((e.line, e.key.as_deref()), (7, Some("agent[1].name")), "{e}");
         assert!(e.message.contains("duplicate"), "{e}");
 
         let e = parse("[modules]\na = \"missing.wasm\"\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (2, Some("modules.a")), "{e}");
 
-        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"b\"\n")
-            .unwrap_err();
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"b\"\n").unwrap_err();
         assert!(e.message.contains("unknown module \"b\""), "{e}");
 
-        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\ngrants = [\"network\"]\n").unwrap_err();
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (6, Some("agent[0].grants")),
-            "{e}"
-        );
+        let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\ngrants = [\"network\"]\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (6, Some("agent[0].grants")), "{e}");
 
         let e = parse("[defaults]\nbudget = \"1us\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("defaults.budget"), "{e}");

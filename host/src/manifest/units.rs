@@ -26,10 +26,7 @@ impl ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-        match UNITS
-            .iter()
-            .find(|(unit, _)| self.0 >= *unit && self.0 % unit == 0)
-        {
+        match UNITS.iter().find(|(unit, _)| self.0 >= *unit && self.0 % unit == 0) {
             Some((unit, name)) => write!(f, "{}{name}", self.0 / unit),
             None => write!(f, "{}B", self.0),
         }
@@ -41,9 +38,7 @@ impl std::str::FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
         let multiplier: u64 = match unit.trim() {
             "" | "B" => 1,
@@ -54,9 +49,7 @@ impl std::str::FromStr for ByteSize {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             _ => {
-                return Err(format!(
-                    "invalid size {text:?}: use a whole number with B, KiB, MiB or GiB"
-                ));
+                return Err(format!("invalid size {text:?}: use a whole number with B, KiB, MiB or GiB"));
             }
         };
         digits
@@ -64,9 +57,7 @@ impl std::str::FromStr for ByteSize {
             .ok()
             .and_then(|n| n.checked_mul(multiplier))
             .map(ByteSize)
-            .ok_or_else(|| {
-                format!("invalid size {text:?}: use a whole number with B, KiB, MiB or GiB")
-            })
+            .ok_or_else(|| format!("invalid size {text:?}: use a whole number with B, KiB, MiB or GiB"))
     }
 }
 
@@ -79,9 +70,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 f.write_str("a size such as \"16MiB\" or a number of bytes")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 v.parse().map_err(E::custom)
@@ -111,9 +100,7 @@ impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text).map(Span).map_err(|e| {
-            de::Error::custom(format!(
-                "invalid duration {text:?} ({e}): write it like \"250ms\" or \"5s\""
-            ))
+            de::Error::custom(format!("invalid duration {text:?} ({e}): write it like \"250ms\" or \"5s\""))
         })
     }
 }

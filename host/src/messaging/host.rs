@@ -37,44 +37,22 @@ impl messaging::Host for AgentState {
 
     fn send(&mut self, to: Address, payload: Vec<u8>) -> Result<(), Error> {
         let target = self.outbound(&to, &payload)?;
-        self.runtime
-            .router
-            .try_deliver(target, Message::cast(Some(self.id), payload))
+        self.runtime.router.try_deliver(target, Message::cast(Some(self.id), payload))
     }
 
-    async fn send_timeout(
-        &mut self,
-        to: Address,
-        payload: Vec<u8>,
-        timeout_ms: u32,
-    ) -> Result<(), Error> {
+    async fn send_timeout(&mut self, to: Address, payload: Vec<u8>, timeout_ms: u32) -> Result<(), Error> {
         let target = self.outbound(&to, &payload)?;
         let message = Message::cast(Some(self.id), payload);
-        self.runtime
-            .router
-            .deliver_timeout(target, message, millis(timeout_ms))
-            .await
+        self.runtime.router.deliver_timeout(target, message, millis(timeout_ms)).await
     }
 
-    async fn call(
-        &mut self,
-        to: Address,
-        payload: Vec<u8>,
-        timeout_ms: u32,
-    ) -> Result<Vec<u8>, Error> {
+    async fn call(&mut self, to: Address, payload: Vec<u8>, timeout_ms: u32) -> Result<Vec<u8>, Error> {
         let target = self.outbound(&to, &payload)?;
         if target == self.id {
-            return Err(Error::Invalid(
-                "an agent cannot call itself: it handles one message at a time".into(),
-            ));
+            return Err(Error::Invalid("an agent cannot call itself: it handles one message at a time".into()));
         }
         let (reply, answer) = oneshot::channel();
-        let message = Message {
-            sender: Some(self.id),
-            topic: None,
-            payload,
-            reply: Some(reply),
-        };
+        let message = Message { sender: Some(self.id), topic: None, payload, reply: Some(reply) };
         self.runtime.router.try_deliver(target, message)?;
         match tokio::time::timeout(millis(timeout_ms), answer).await {
             Ok(Ok(reply)) => reply,
@@ -93,18 +71,13 @@ impl messaging::Host for AgentState {
         self.require(Grant::Messaging)?;
         self.runtime.router.check_size(payload.len())?;
         let (delivered, mailbox_full) = self.runtime.router.publish(self.id, &topic, &payload);
-        Ok(PublishReport {
-            delivered,
-            mailbox_full,
-        })
+        Ok(PublishReport { delivered, mailbox_full })
     }
 
     fn subscribe(&mut self, topic: String) -> Result<(), Error> {
         self.require(Grant::Messaging)?;
         if topic.is_empty() || topic.starts_with("agora:") {
-            return Err(Error::Invalid(format!(
-                "topic {topic:?}: empty, or in the host's reserved `agora:` space"
-            )));
+            return Err(Error::Invalid(format!("topic {topic:?}: empty, or in the host's reserved `agora:` space")));
         }
         let topic: Arc<str> = topic.into();
         if self.runtime.router.subscribe(self.id, &topic) {

@@ -37,12 +37,7 @@ pub struct Message {
 
 impl Message {
     pub fn cast(sender: Option<AgentId>, payload: Vec<u8>) -> Self {
-        Message {
-            sender,
-            topic: None,
-            payload,
-            reply: None,
-        }
+        Message { sender, topic: None, payload, reply: None }
     }
 }
 
@@ -57,11 +52,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(max_message: usize) -> Self {
-        Router {
-            mailboxes: DashMap::new(),
-            topics: DashMap::new(),
-            max_message,
-        }
+        Router { mailboxes: DashMap::new(), topics: DashMap::new(), max_message }
     }
 
     pub fn max_message(&self) -> usize {
@@ -69,11 +60,7 @@ impl Router {
     }
 
     pub fn check_size(&self, len: usize) -> Result<(), Error> {
-        if len > self.max_message {
-            Err(Error::TooLarge(self.max_message as u64))
-        } else {
-            Ok(())
-        }
+        if len > self.max_message { Err(Error::TooLarge(self.max_message as u64)) } else { Ok(()) }
     }
 
     /// Open the mailbox of a new agent.
@@ -115,20 +102,12 @@ impl Router {
     }
 
     /// Enqueue, waiting up to `timeout` for room.
-    pub async fn deliver_timeout(
-        &self,
-        to: AgentId,
-        message: Message,
-        timeout: Duration,
-    ) -> Result<(), Error> {
+    pub async fn deliver_timeout(&self, to: AgentId, message: Message, timeout: Duration) -> Result<(), Error> {
         let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?.clone();
-        mailbox
-            .send_timeout(message, timeout)
-            .await
-            .map_err(|e| match e {
-                mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,
-                mpsc::error::SendTimeoutError::Closed(_) => Error::NotFound,
-            })
+        mailbox.send_timeout(message, timeout).await.map_err(|e| match e {
+            mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,
+            mpsc::error::SendTimeoutError::Closed(_) => Error::NotFound,
+        })
     }
 
     /// Returns false when the agent already was subscribed.
@@ -150,8 +129,7 @@ impl Router {
             }
             None => false,
         };
-        self.topics
-            .remove_if(topic, |_, subscribers| subscribers.is_empty());
+        self.topics.remove_if(topic, |_, subscribers| subscribers.is_empty());
         removed
     }
 
@@ -166,12 +144,8 @@ impl Router {
         let mut delivered = 0;
         let mut full = Vec::new();
         for subscriber in subscribers {
-            let message = Message {
-                sender: Some(sender),
-                topic: Some(topic.clone()),
-                payload: payload.to_vec(),
-                reply: None,
-            };
+            let message =
+                Message { sender: Some(sender), topic: Some(topic.clone()), payload: payload.to_vec(), reply: None };
             match self.try_deliver(subscriber, message) {
                 Ok(()) => delivered += 1,
                 Err(Error::MailboxFull) => full.push(subscriber),
@@ -204,8 +178,7 @@ impl AgentMessaging {
     /// Remember a call's reply channel; the returned id goes to the guest in the envelope.
     pub fn expect_reply(&mut self, reply: oneshot::Sender<Reply>) -> u64 {
         if self.pending_replies.len() >= PENDING_PRUNE_THRESHOLD {
-            self.pending_replies
-                .retain(|_, waiting| !waiting.is_closed());
+            self.pending_replies.retain(|_, waiting| !waiting.is_closed());
         }
         self.next_correlation += 1;
         self.pending_replies.insert(self.next_correlation, reply);
@@ -214,10 +187,7 @@ impl AgentMessaging {
 
     /// Answer a pending call. `not-found` if there is no such call; `timeout` if the caller gave up.
     pub fn answer(&mut self, correlation: u64, reply: Reply) -> Result<(), Error> {
-        let waiting = self
-            .pending_replies
-            .remove(&correlation)
-            .ok_or(Error::NotFound)?;
+        let waiting = self.pending_replies.remove(&correlation).ok_or(Error::NotFound)?;
         waiting.send(reply).map_err(|_| Error::Timeout)
     }
 }

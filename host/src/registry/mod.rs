@@ -37,12 +37,7 @@ struct Entry {
 
 impl Registry {
     /// Enter a new agent under its instance name; fails when the name is taken.
-    pub fn enter(
-        &self,
-        id: AgentId,
-        name: &Arc<str>,
-        capabilities: &[String],
-    ) -> Result<(), Error> {
+    pub fn enter(&self, id: AgentId, name: &Arc<str>, capabilities: &[String]) -> Result<(), Error> {
         self.claim(id, name)?;
         self.agents.insert(
             id,
@@ -71,8 +66,7 @@ impl Registry {
             if let Some(mut holders) = self.by_capability.get_mut(capability) {
                 holders.remove(&id);
             }
-            self.by_capability
-                .remove_if(capability, |_, holders| holders.is_empty());
+            self.by_capability.remove_if(capability, |_, holders| holders.is_empty());
         }
     }
 
@@ -101,9 +95,7 @@ impl Registry {
 
     pub fn register(&self, id: AgentId, name: &str) -> Result<(), Error> {
         if name.is_empty() || name.len() > MAX_NAME {
-            return Err(Error::Invalid(format!(
-                "a name must be 1..={MAX_NAME} bytes"
-            )));
+            return Err(Error::Invalid(format!("a name must be 1..={MAX_NAME} bytes")));
         }
         let name: Arc<str> = name.into();
         let mut entry = self.agents.get_mut(&id).ok_or(Error::NotFound)?;
@@ -117,15 +109,9 @@ impl Registry {
     pub fn unregister(&self, id: AgentId, name: &str) -> Result<(), Error> {
         let mut entry = self.agents.get_mut(&id).ok_or(Error::NotFound)?;
         if *entry.name == *name {
-            return Err(Error::Invalid(
-                "the instance name stays registered while the agent lives".into(),
-            ));
+            return Err(Error::Invalid("the instance name stays registered while the agent lives".into()));
         }
-        if self
-            .names
-            .remove_if(name, |_, holder| *holder == id)
-            .is_none()
-        {
+        if self.names.remove_if(name, |_, holder| *holder == id).is_none() {
             return Err(Error::NotFound);
         }
         entry.names.retain(|n| **n != *name);
@@ -144,30 +130,15 @@ impl Registry {
     }
 
     pub fn find_by_capability(&self, capability: &str) -> Vec<AgentId> {
-        self.by_capability
-            .get(capability)
-            .map(|holders| holders.iter().copied().collect())
-            .unwrap_or_default()
+        self.by_capability.get(capability).map(|holders| holders.iter().copied().collect()).unwrap_or_default()
     }
 
-    pub fn set_metadata(
-        &self,
-        id: AgentId,
-        key: String,
-        value: Option<String>,
-    ) -> Result<(), Error> {
+    pub fn set_metadata(&self, id: AgentId, key: String, value: Option<String>) -> Result<(), Error> {
         let mut entry = self.agents.get_mut(&id).ok_or(Error::NotFound)?;
         match value {
-            Some(value) if value.len() > MAX_METADATA_VALUE => {
-                Err(Error::TooLarge(MAX_METADATA_VALUE as u64))
-            }
-            Some(_)
-                if entry.metadata.len() >= MAX_METADATA_ENTRIES
-                    && !entry.metadata.contains_key(&key) =>
-            {
-                Err(Error::Invalid(format!(
-                    "at most {MAX_METADATA_ENTRIES} metadata entries per agent"
-                )))
+            Some(value) if value.len() > MAX_METADATA_VALUE => Err(Error::TooLarge(MAX_METADATA_VALUE as u64)),
+            Some(_) if entry.metadata.len() >= MAX_METADATA_ENTRIES && !entry.metadata.contains_key(&key) => {
+                Err(Error::Invalid(format!("at most {MAX_METADATA_ENTRIES} metadata entries per agent")))
             }
             Some(value) => {
                 entry.metadata.insert(key, value);
@@ -228,11 +199,7 @@ impl registry::Host for AgentState {
 
     fn name_of(&mut self, agent: AgentId) -> Result<String, Error> {
         self.require(Grant::Registry)?;
-        self.runtime
-            .registry
-            .name_of(agent)
-            .map(|name| name.to_string())
-            .ok_or(Error::NotFound)
+        self.runtime.registry.name_of(agent).map(|name| name.to_string()).ok_or(Error::NotFound)
     }
 }
 
@@ -245,10 +212,7 @@ mod tests {
         let registry = Registry::default();
         registry.enter(1, &"a".into(), &["cap".into()]).unwrap();
         registry.enter(2, &"b".into(), &["cap".into()]).unwrap();
-        assert_eq!(
-            registry.enter(3, &"a".into(), &[]),
-            Err(Error::AlreadyExists)
-        );
+        assert_eq!(registry.enter(3, &"a".into(), &[]), Err(Error::AlreadyExists));
         registry.register(1, "alias").unwrap();
         assert_eq!(registry.register(2, "alias"), Err(Error::AlreadyExists));
         assert_eq!(registry.find_by_capability("cap"), vec![1, 2]);
@@ -264,9 +228,7 @@ mod tests {
     fn concurrent_claims_have_one_winner() {
         let registry = Arc::new(Registry::default());
         for id in 1..=8 {
-            registry
-                .enter(id, &format!("agent-{id}").into(), &[])
-                .unwrap();
+            registry.enter(id, &format!("agent-{id}").into(), &[]).unwrap();
         }
         let winners: usize = std::thread::scope(|scope| {
             let handles: Vec<_> = (1..=8)

@@ -96,12 +96,7 @@ impl fmt::Display for Fault {
 
 impl Fault {
     fn new(kind: FaultKind, detail: impl Into<String>) -> Fault {
-        Fault {
-            kind,
-            detail: detail.into(),
-            backtrace: None,
-            output: None,
-        }
+        Fault { kind, detail: detail.into(), backtrace: None, output: None }
     }
 
     /// Classify a wasmtime error from a guest call.
@@ -125,9 +120,7 @@ impl Fault {
         Fault {
             kind,
             detail: format!("{detail} (in {during})"),
-            backtrace: error
-                .downcast_ref::<WasmBacktrace>()
-                .map(|bt| bt.to_string()),
+            backtrace: error.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string()),
             output,
         }
     }
@@ -186,34 +179,20 @@ pub async fn start(
     runtime
         .registry
         .enter(id, &name, &spec.capabilities)
-        .map_err(|_| StartError::NameTaken {
-            agent: spec.name.clone(),
-        })?;
+        .map_err(|_| StartError::NameTaken { agent: spec.name.clone() })?;
     let inbox = runtime.router.open(id, spec.limits.mailbox);
     let state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
     let shutdown = CancellationToken::new();
-    let mut instance = Instance {
-        store: new_store(runtime, state),
-        inbox,
-        shutdown: shutdown.clone(),
-    };
+    let mut instance = Instance { store: new_store(runtime, state), inbox, shutdown: shutdown.clone() };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
             events::agent_started(&name, id, &module.name, started.elapsed());
             let task = tokio::spawn(instance.live(agent, exits));
-            Ok(RunningAgent {
-                id,
-                name,
-                shutdown,
-                task,
-            })
+            Ok(RunningAgent { id, name, shutdown, task })
         }
         Err(fault) => {
             instance.cleanup();
-            Err(StartError::Failed {
-                agent: spec.name.clone(),
-                fault,
-            })
+            Err(StartError::Failed { agent: spec.name.clone(), fault })
         }
     }
 }
@@ -226,14 +205,9 @@ pub fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
         let budget = &mut context.data_mut().budget;
         budget.ticks_used += 1;
         if budget.ticks_used > budget.ticks_allowed {
-            return Err(wasmtime::Error::new(BudgetExceeded {
-                ticks: budget.ticks_used - 1,
-            }));
+            return Err(wasmtime::Error::new(BudgetExceeded { ticks: budget.ticks_used - 1 }));
         }
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(tokio::task::yield_now()),
-        ))
+        Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
     });
     store
 }
@@ -250,36 +224,19 @@ impl Instance {
         let reason = self.serve(&agent).await;
         let undelivered = self.cleanup();
         let state = self.store.data();
-        events::agent_exited(
-            &state.name,
-            state.id,
-            &reason,
-            undelivered,
-            state.memory.peak(),
-        );
-        let _ = exits.send(Exit {
-            id: state.id,
-            name: state.name.clone(),
-            reason,
-        });
+        events::agent_exited(&state.name, state.id, &reason, undelivered, state.memory.peak());
+        let _ = exits.send(Exit { id: state.id, name: state.name.clone(), reason });
     }
 
     async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Agent, Fault> {
         self.arm_budget();
-        let agent = module
-            .pre
-            .instantiate_async(&mut self.store)
-            .await
-            .map_err(|e| {
-                let fault = Fault::from_error(&e, self.store.data(), "instantiate");
-                match fault.kind {
-                    FaultKind::MemoryCap => fault,
-                    _ => Fault {
-                        kind: FaultKind::Instantiate,
-                        ..fault
-                    },
-                }
-            })?;
+        let agent = module.pre.instantiate_async(&mut self.store).await.map_err(|e| {
+            let fault = Fault::from_error(&e, self.store.data(), "instantiate");
+            match fault.kind {
+                FaultKind::MemoryCap => fault,
+                _ => Fault { kind: FaultKind::Instantiate, ..fault },
+            }
+        })?;
         self.arm_budget();
         match agent.call_init(&mut self.store, config).await {
             Ok(Ok(())) => Ok(agent),
@@ -313,9 +270,7 @@ impl Instance {
 
     async fn handle(&mut self, agent: &Agent, message: Message) -> Result<(), Fault> {
         let state = self.store.data_mut();
-        let correlation = message
-            .reply
-            .map(|reply| state.messaging.expect_reply(reply));
+        let correlation = message.reply.map(|reply| state.messaging.expect_reply(reply));
         let envelope = Envelope {
             sender: message.sender,
             correlation,
@@ -334,21 +289,13 @@ impl Instance {
                 }
                 Ok(())
             }
-            Ok(Err(HandleError {
-                fatal: false,
-                message,
-            })) => {
+            Ok(Err(HandleError { fatal: false, message })) => {
                 if let Some(correlation) = correlation {
-                    let _ = state
-                        .messaging
-                        .answer(correlation, Err(Error::Failed(message)));
+                    let _ = state.messaging.answer(correlation, Err(Error::Failed(message)));
                 }
                 Ok(())
             }
-            Ok(Err(HandleError {
-                fatal: true,
-                message,
-            })) => Err(Fault::new(FaultKind::HandlerFatal, message)),
+            Ok(Err(HandleError { fatal: true, message })) => Err(Fault::new(FaultKind::HandlerFatal, message)),
             Err(e) => Err(Fault::from_error(&e, state, "handle")),
         }
     }
@@ -371,9 +318,6 @@ impl Instance {
     fn cleanup(&mut self) -> usize {
         let state = self.store.data();
         state.runtime.registry.leave(state.id);
-        state
-            .runtime
-            .router
-            .close(state.id, &state.messaging.topics, &mut self.inbox)
+        state.runtime.router.close(state.id, &state.messaging.topics, &mut self.inbox)
     }
 }

@@ -28,6 +28,7 @@ pub fn build(settings: &HostSettings) -> anyhow::Result<Engine> {
     config.epoch_interruption(true);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.async_stack_size(ASYNC_STACK);
+    config.memory_init_cow(false);
     if let Some(reservation) = settings.memory_reservation {
         config.memory_reservation(reservation.bytes());
         config.memory_reservation_for_growth(0);
@@ -40,11 +41,7 @@ pub fn build(settings: &HostSettings) -> anyhow::Result<Engine> {
     let slots = settings.max_agents;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
-        .total_core_instances(
-            slots
-                .saturating_mul(CORE_INSTANCES_PER_COMPONENT)
-                .min(1 << 20),
-        )
+        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT).min(1 << 20))
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .total_memories(slots.saturating_mul(2))
         .max_memories_per_component(MEMORIES_PER_COMPONENT)

@@ -20,11 +20,7 @@ pub struct MemoryCapExceeded {
 
 impl fmt::Display for MemoryCapExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "memory cap of {} bytes exceeded (the agent asked for {} bytes)",
-            self.cap, self.requested
-        )
+        write!(f, "memory cap of {} bytes exceeded (the agent asked for {} bytes)", self.cap, self.requested)
     }
 }
 
@@ -32,10 +28,7 @@ impl std::error::Error for MemoryCapExceeded {}
 
 impl MemoryCap {
     pub fn new(cap: u64) -> Self {
-        MemoryCap {
-            cap: usize::try_from(cap).unwrap_or(usize::MAX),
-            peak: 0,
-        }
+        MemoryCap { cap: usize::try_from(cap).unwrap_or(usize::MAX), peak: 0 }
     }
 
     /// The largest linear memory this store has reached.
@@ -48,28 +41,15 @@ impl MemoryCap {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.cap {
-            return Err(wasmtime::Error::new(MemoryCapExceeded {
-                cap: self.cap,
-                requested: desired,
-            }));
+            return Err(wasmtime::Error::new(MemoryCapExceeded { cap: self.cap, requested: desired }));
         }
         self.peak = self.peak.max(desired);
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -92,11 +72,7 @@ pub struct BudgetExceeded {
 
 impl fmt::Display for BudgetExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "CPU budget exhausted after {} ticks in one callback",
-            self.ticks
-        )
+        write!(f, "CPU budget exhausted after {} ticks in one callback", self.ticks)
     }
 }
 

@@ -63,11 +63,7 @@ impl Runtime {
         Ok(runtime)
     }
 
-    pub fn add_module(
-        &mut self,
-        name: &str,
-        path: &std::path::Path,
-    ) -> Result<Module, ModuleError> {
+    pub fn add_module(&mut self, name: &str, path: &std::path::Path) -> Result<Module, ModuleError> {
         let module = Arc::new(self.loader.load(name, path)?);
         self.modules.insert(name.to_string(), module.clone());
         Ok(module)

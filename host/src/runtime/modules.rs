@@ -50,10 +50,7 @@ impl CacheOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
     #[error("cannot read module {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a WebAssembly file (no \\0asm header)")]
     NotWasm { path: PathBuf },
     #[error(
@@ -65,10 +62,7 @@ pub enum ModuleError {
     #[error("{path} does not implement the world {WORLD}: {reason}")]
     WrongWorld { path: PathBuf, reason: String },
     #[error("module cache {dir}: {source}")]
-    Cache {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    Cache { dir: PathBuf, source: std::io::Error },
 }
 
 /// Compiles and caches components for one engine.
@@ -82,19 +76,13 @@ pub struct ModuleLoader {
 impl ModuleLoader {
     pub fn new(engine: &Engine, cache_dir: PathBuf) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("linking the agora:agent interfaces: {e}"))?;
         let mut hasher = StableHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = hex(&hasher.0.finalize()[..8]);
-        Ok(ModuleLoader {
-            engine: engine.clone(),
-            linker,
-            cache_dir,
-            engine_key,
-        })
+        Ok(ModuleLoader { engine: engine.clone(), linker, cache_dir, engine_key })
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -104,29 +92,20 @@ impl ModuleLoader {
     /// Load one module: from the cache when a matching artifact exists, else compile it and
     /// store the artifact.
     pub fn load(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
-        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
         check_header(path, &bytes)?;
         let artifact = self.artifact_path(&bytes);
         let started = Instant::now();
         let (component, cache) = match self.load_artifact(&artifact) {
             Some(component) => (component, CacheOutcome::Hit),
-            None => (
-                self.compile(path, &bytes, &artifact)?,
-                CacheOutcome::Compiled,
-            ),
+            None => (self.compile(path, &bytes, &artifact)?, CacheOutcome::Compiled),
         };
         check_exports(&self.engine, path, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .and_then(AgentPre::new)
-            .map_err(|e| ModuleError::WrongWorld {
-                path: path.into(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(|e| ModuleError::WrongWorld { path: path.into(), reason: format!("{e:#}") })?;
         tracing::info!(
             event = "module_loaded",
             module = name,
@@ -134,20 +113,12 @@ impl ModuleLoader {
             cache = cache.as_str(),
             millis = started.elapsed().as_secs_f64() * 1e3,
         );
-        Ok(LoadedModule {
-            name: name.to_string(),
-            path: path.into(),
-            pre,
-            cache,
-        })
+        Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache })
     }
 
     /// Compile into the cache without linking (the `agora compile` command).
     pub fn precompile(&self, path: &Path) -> Result<(PathBuf, CacheOutcome), ModuleError> {
-        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
         check_header(path, &bytes)?;
         let artifact = self.artifact_path(&bytes);
         if self.load_artifact(&artifact).is_some() {
@@ -160,8 +131,7 @@ impl ModuleLoader {
 
     fn artifact_path(&self, bytes: &[u8]) -> PathBuf {
         let module_hash = hex(&Sha256::digest(bytes));
-        self.cache_dir
-            .join(format!("{module_hash}-{}.cwasm", self.engine_key))
+        self.cache_dir.join(format!("{module_hash}-{}.cwasm", self.engine_key))
     }
 
     fn load_artifact(&self, artifact: &Path) -> Option<Component> {
@@ -180,24 +150,13 @@ impl ModuleLoader {
         }
     }
 
-    fn compile(
-        &self,
-        path: &Path,
-        bytes: &[u8],
-        artifact: &Path,
-    ) -> Result<Component, ModuleError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid {
-            path: path.into(),
-            reason: format!("{e:#}"),
-        })?;
-        let serialized = component.serialize().map_err(|e| ModuleError::Invalid {
-            path: path.into(),
-            reason: format!("cannot serialize: {e}"),
-        })?;
-        let cache_error = |source| ModuleError::Cache {
-            dir: self.cache_dir.clone(),
-            source,
-        };
+    fn compile(&self, path: &Path, bytes: &[u8], artifact: &Path) -> Result<Component, ModuleError> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ModuleError::Invalid { path: path.into(), reason: format!("{e:#}") })?;
+        let serialized = component
+            .serialize()
+            .map_err(|e| ModuleError::Invalid { path: path.into(), reason: format!("cannot serialize: {e}") })?;
+        let cache_error = |source| ModuleError::Cache { dir: self.cache_dir.clone(), source };
         std::fs::create_dir_all(&self.cache_dir).map_err(cache_error)?;
         // Write then rename, so that a crash mid-write never leaves a truncated artifact.
         let temporary = artifact.with_extension(format!("tmp{}", std::process::id()));
@@ -209,9 +168,7 @@ impl ModuleLoader {
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {
     match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
-            Err(ModuleError::CoreModule { path: path.into() })
-        }
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(ModuleError::CoreModule { path: path.into() }),
         Some([0, b'a', b's', b'm', ..]) => Ok(()),
         _ => Err(ModuleError::NotWasm { path: path.into() }),
     }
@@ -220,10 +177,7 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {
 /// Name the missing export instead of leaving it to a generic link error.
 fn check_exports(engine: &Engine, path: &Path, component: &Component) -> Result<(), ModuleError> {
     let ty = component.component_type();
-    let exports: Vec<(&str, ComponentItem)> = ty
-        .exports(engine)
-        .map(|(name, item)| (name, item.ty))
-        .collect();
+    let exports: Vec<(&str, ComponentItem)> = ty.exports(engine).map(|(name, item)| (name, item.ty)).collect();
     for required in REQUIRED_EXPORTS {
         match exports.iter().find(|(name, _)| *name == required) {
             Some((_, ComponentItem::ComponentFunc(_))) => {}
@@ -239,11 +193,7 @@ fn check_exports(engine: &Engine, path: &Path, component: &Component) -> Result<
                     path: path.into(),
                     reason: format!(
                         "missing export `{required}` (the component exports: {})",
-                        if found.is_empty() {
-                            "nothing".to_string()
-                        } else {
-                            found.join(", ")
-                        }
+                        if found.is_empty() { "nothing".to_string() } else { found.join(", ") }
                     ),
                 });
             }

@@ -29,11 +29,7 @@ struct Buffer {
 
 impl GuestOutput {
     pub fn new(agent: Arc<str>, stream: &'static str) -> Self {
-        GuestOutput {
-            agent,
-            stream,
-            buffer: Arc::default(),
-        }
+        GuestOutput { agent, stream, buffer: Arc::default() }
     }
 
     /// The last lines the guest wrote, for crash reports.
@@ -100,11 +96,7 @@ impl Pollable for GuestOutput {
 }
 
 impl tokio::io::AsyncWrite for GuestOutput {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, bytes: &[u8]) -> Poll<std::io::Result<usize>> {
         self.append(bytes);
         Poll::Ready(Ok(bytes.len()))
     }

@@ -30,18 +30,9 @@ pub struct AgentState {
 }
 
 impl AgentState {
-    pub fn new(
-        runtime: Arc<Runtime>,
-        id: AgentId,
-        name: Arc<str>,
-        grants: Grants,
-        limits: &Limits,
-    ) -> Self {
+    pub fn new(runtime: Arc<Runtime>, id: AgentId, name: Arc<str>, grants: Grants, limits: &Limits) -> Self {
         let stderr = GuestOutput::new(name.clone(), "stderr");
-        let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(name.clone(), "stdout"))
-            .stderr(stderr.clone())
-            .build();
+        let wasi = WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build();
         let tick = runtime.settings.tick.duration();
         let ticks_allowed = (limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
         AgentState {
@@ -53,10 +44,7 @@ impl AgentState {
             logging: logging::AgentLogging::default(),
             lifecycle: lifecycle::AgentLifecycle::default(),
             memory: MemoryCap::new(limits.memory.bytes()),
-            budget: Budget {
-                ticks_allowed,
-                ticks_used: 0,
-            },
+            budget: Budget { ticks_allowed, ticks_used: 0 },
             stderr,
             wasi,
             table: ResourceTable::new(),
@@ -65,19 +53,12 @@ impl AgentState {
 
     /// Deny-by-default check at the top of every granted host function.
     pub fn require(&self, grant: Grant) -> Result<(), Error> {
-        if self.grants.allows(grant) {
-            Ok(())
-        } else {
-            Err(Error::Denied)
-        }
+        if self.grants.allows(grant) { Ok(()) } else { Err(Error::Denied) }
     }
 }
 
 impl WasiView for AgentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }

@@ -38,10 +38,7 @@ pub async fn run(
     let mut order: Vec<AgentId> = Vec::with_capacity(specs.len());
     let mut running: HashMap<AgentId, RunningAgent> = HashMap::with_capacity(specs.len());
     for spec in specs {
-        let module = runtime
-            .module(&spec.module)
-            .expect("the manifest validated its module names")
-            .clone();
+        let module = runtime.module(&spec.module).expect("the manifest validated its module names").clone();
         match agent::start(&runtime, spec, &module, exits_sender.clone()).await {
             Ok(agent) => {
                 order.push(agent.id);

@@ -8,9 +8,7 @@ struct Counter {
 
 impl Agent for Counter {
     fn init(config: Config) -> Result<Self, String> {
-        Ok(Counter {
-            value: config.parse("start")?.unwrap_or(0),
-        })
+        Ok(Counter { value: config.parse("start")?.unwrap_or(0) })
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
@@ -19,9 +17,7 @@ impl Agent for Counter {
         match (words.next(), words.next()) {
             (Some("inc"), None) => self.value += 1,
             (Some("add"), Some(n)) => {
-                self.value += n
-                    .parse::<i64>()
-                    .map_err(|e| HandleError::reject(format!("add {n}: {e}")))?
+                self.value += n.parse::<i64>().map_err(|e| HandleError::reject(format!("add {n}: {e}")))?
             }
             (Some("get"), None) => {}
             (Some("stop"), None) => agora_guest::stop(),

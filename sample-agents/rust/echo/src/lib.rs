@@ -8,12 +8,7 @@ struct Echo {
 
 impl Agent for Echo {
     fn init(config: Config) -> Result<Self, String> {
-        for topic in config
-            .get("topics")
-            .unwrap_or("")
-            .split(',')
-            .filter(|t| !t.is_empty())
-        {
+        for topic in config.get("topics").unwrap_or("").split(',').filter(|t| !t.is_empty()) {
             messaging::subscribe(topic).map_err(|e| format!("subscribe {topic}: {e}"))?;
         }
         Ok(Echo { handled: 0 })
@@ -26,19 +21,13 @@ impl Agent for Echo {
             return Ok(None);
         }
         if let Some(topic) = &message.topic {
-            log::info(&format!(
-                "echo got {topic}: {}",
-                String::from_utf8_lossy(&message.payload)
-            ));
+            log::info(&format!("echo got {topic}: {}", String::from_utf8_lossy(&message.payload)));
         }
         Ok(Some(message.payload))
     }
 
     fn terminate(&mut self, reason: &str) {
-        log::info(&format!(
-            "echo terminating ({reason}) after {} messages",
-            self.handled
-        ));
+        log::info(&format!("echo terminating ({reason}) after {} messages", self.handled));
     }
 }
 

@@ -50,18 +50,14 @@ impl Agent for PingPong {
             Some("ping") => true,
             Some("pong") => false,
             other => {
-                return Err(format!(
-                    "config `role` must be \"ping\" or \"pong\", not {other:?}"
-                ));
+                return Err(format!("config `role` must be \"ping\" or \"pong\", not {other:?}"));
             }
         };
         let mode = match config.get("mode").unwrap_or("send") {
             "send" => Mode::Send,
             "call" => Mode::Call,
             other => {
-                return Err(format!(
-                    "config `mode` must be \"send\" or \"call\", not {other:?}"
-                ));
+                return Err(format!("config `mode` must be \"send\" or \"call\", not {other:?}"));
             }
         };
         let agent = PingPong {
@@ -88,11 +84,8 @@ impl Agent for PingPong {
             if message.correlation.is_some() {
                 return Ok(Some(message.payload));
             }
-            let sender = message
-                .sender
-                .ok_or_else(|| HandleError::reject("no sender"))?;
-            messaging::send(sender, &message.payload)
-                .map_err(|e| HandleError::fatal(e.to_string()))?;
+            let sender = message.sender.ok_or_else(|| HandleError::reject("no sender"))?;
+            messaging::send(sender, &message.payload).map_err(|e| HandleError::fatal(e.to_string()))?;
             return Ok(None);
         }
         match self.mode {

@@ -57,21 +57,12 @@ fn run_step(words: &[&str]) -> String {
     let arg = |i: usize| words.get(i).copied().unwrap_or("");
     let number = |i: usize| arg(i).parse::<u64>().unwrap_or(0);
     match arg(0) {
-        "send" => outcome(
-            messaging::send(address(arg(1)), words[2..].join(" ").as_bytes()),
-            |_| "ok".into(),
-        ),
+        "send" => outcome(messaging::send(address(arg(1)), words[2..].join(" ").as_bytes()), |_| "ok".into()),
         "call" => {
             let timeout = Duration::from_millis(number(3));
-            outcome(
-                messaging::call(address(arg(1)), arg(2).as_bytes(), timeout),
-                |r| format!("reply {}", text(&r)),
-            )
+            outcome(messaging::call(address(arg(1)), arg(2).as_bytes(), timeout), |r| format!("reply {}", text(&r)))
         }
-        "big" => outcome(
-            messaging::send(address(arg(1)), &vec![b'x'; number(2) as usize]),
-            |_| "ok".into(),
-        ),
+        "big" => outcome(messaging::send(address(arg(1)), &vec![b'x'; number(2) as usize]), |_| "ok".into()),
         "burst" => {
             let mut accepted = 0;
             let mut first_error = None;
@@ -83,31 +74,22 @@ fn run_step(words: &[&str]) -> String {
                     }
                 }
             }
-            let first_error = first_error
-                .map(|e| error_code(&e))
-                .unwrap_or_else(|| "none".into());
+            let first_error = first_error.map(|e| error_code(&e)).unwrap_or_else(|| "none".into());
             format!("accepted {accepted} first-error {first_error}")
         }
-        "publish" => outcome(
-            messaging::publish(arg(1), words[2..].join(" ").as_bytes()),
-            |r| format!("delivered {} full {}", r.delivered, r.mailbox_full.len()),
-        ),
+        "publish" => outcome(messaging::publish(arg(1), words[2..].join(" ").as_bytes()), |r| {
+            format!("delivered {} full {}", r.delivered, r.mailbox_full.len())
+        }),
         "subscribe" => outcome(messaging::subscribe(arg(1)), |_| "ok".into()),
         "register" => outcome(registry::register(arg(1)), |_| "ok".into()),
         "lookup" => outcome(registry::lookup(arg(1)), |id| format!("id {id}")),
-        "meta" => outcome(registry::set_metadata(arg(1), Some(arg(2))), |_| {
-            "ok".into()
+        "meta" => outcome(registry::set_metadata(arg(1), Some(arg(2))), |_| "ok".into()),
+        "get-meta" => outcome(registry::lookup(arg(1)).and_then(|id| registry::get_metadata(id, arg(2))), |v| {
+            format!("value {}", v.unwrap_or_else(|| "none".into()))
         }),
-        "get-meta" => outcome(
-            registry::lookup(arg(1)).and_then(|id| registry::get_metadata(id, arg(2))),
-            |v| format!("value {}", v.unwrap_or_else(|| "none".into())),
-        ),
         "capability" => outcome(registry::add_capability(arg(1)), |_| "ok".into()),
         "find" => outcome(registry::find_by_capability(arg(1)), |ids| {
-            let names: Vec<String> = ids
-                .iter()
-                .map(|id| registry::name_of(*id).unwrap_or_default())
-                .collect();
+            let names: Vec<String> = ids.iter().map(|id| registry::name_of(*id).unwrap_or_default()).collect();
             format!("found [{}]", names.join(","))
         }),
         "repeat" => {
@@ -143,28 +125,17 @@ impl Agent for Probe {
         let script = config.get("script").unwrap_or_default().to_string();
         if config.get("run_in_init") == Some("true") {
             run_script(&script);
-            return Ok(Probe {
-                script: String::new(),
-                report_messages,
-            });
+            return Ok(Probe { script: String::new(), report_messages });
         }
         if !script.is_empty() {
             messaging::send(messaging::self_id(), b"run-script").map_err(|e| e.to_string())?;
         }
-        Ok(Probe {
-            script,
-            report_messages,
-        })
+        Ok(Probe { script, report_messages })
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
         if message.sender == Some(messaging::self_id()) && message.payload == b"run-script" {
-            for step in self
-                .script
-                .split(';')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            {
+            for step in self.script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 let words: Vec<&str> = step.split_whitespace().collect();
                 log::info(&format!("probe: {step} => {}", run_step(&words)));
             }
