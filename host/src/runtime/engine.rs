@@ -28,6 +28,9 @@ pub fn build(settings: &HostSettings) -> anyhow::Result<Engine> {
     config.epoch_interruption(true);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.async_stack_size(ASYNC_STACK);
+    // A copy-on-write data image maps the module file into every slot that ever ran it, and the
+    // split mappings outlive the instance: with 10,000 slots that alone reaches the kernel's
+    // 65,530-mapping limit. Copying a Rust agent's few KiB of data costs a few microseconds.
     config.memory_init_cow(false);
     if let Some(reservation) = settings.memory_reservation {
         config.memory_reservation(reservation.bytes());
