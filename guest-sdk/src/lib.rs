@@ -36,6 +36,7 @@
 //! "registry", "logging"]`); a denied call returns [`Error::Denied`].
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
