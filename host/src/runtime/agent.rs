@@ -148,14 +148,17 @@ pub struct RunningAgent {
     pub id: AgentId,
     pub name: Arc<str>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    /// None when the agent asked to stop during `init` and was finished before `start` returned.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningAgent {
     /// Ask for a graceful stop (`terminate("shutdown")`) and wait until the agent is gone.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
     }
 
     /// Ask for a graceful stop without waiting.
@@ -187,7 +190,15 @@ pub async fn start(
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
             events::agent_started(&name, id, &module.name, started.elapsed());
-            let task = tokio::spawn(instance.live(agent, exits));
+            // An agent that stopped in `init` is finished here, so that its registry entries are
+            // gone before the next sibling starts.
+            let task = if instance.store.data().lifecycle.stop_requested {
+                let reason = instance.terminate(&agent, ExitReason::Normal).await;
+                instance.finish(reason, &exits);
+                None
+            } else {
+                Some(tokio::spawn(instance.live(agent, exits)))
+            };
             Ok(RunningAgent { id, name, shutdown, task })
         }
         Err(fault) => {
@@ -222,6 +233,11 @@ impl Instance {
     /// The agent task: serve, clean up, report.
     async fn live(mut self, agent: Agent, exits: mpsc::UnboundedSender<Exit>) {
         let reason = self.serve(&agent).await;
+        self.finish(reason, &exits);
+    }
+
+    /// Clean up, report the exit, tell the supervisor.
+    fn finish(&mut self, reason: ExitReason, exits: &mpsc::UnboundedSender<Exit>) {
         let undelivered = self.cleanup();
         let state = self.store.data();
         events::agent_exited(&state.name, state.id, &reason, undelivered, state.memory.peak());
@@ -247,9 +263,6 @@ impl Instance {
 
     /// Handle messages until the agent stops, faults or is shut down.
     async fn serve(&mut self, agent: &Agent) -> ExitReason {
-        if self.store.data().lifecycle.stop_requested {
-            return self.terminate(agent, ExitReason::Normal).await;
-        }
         loop {
             let message = tokio::select! {
                 biased;
