@@ -78,7 +78,7 @@ fn full_mailbox_refuses_at_once_and_queued_messages_are_accounted_for() {
             "[defaults]\n{GRANT_ALL}\n\
              [[agent]]\nname = \"slow\"\nmodule = \"misbehave\"\nmailbox = 3\nbudget = \"3s\"\n\
              [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
-             config = {{ script = \"send slow loop; burst slow 10; stop\" }}\n"
+             config = {{ script = \"send slow loop; burst slow 10; send-timeout slow 200 late; stop\" }}\n"
         ),
     )
     .run();
@@ -88,10 +88,20 @@ fn full_mailbox_refuses_at_once_and_queued_messages_are_accounted_for() {
     assert!(burst.ends_with("first-error mailbox-full"), "{burst}");
     // 3 slots, one possibly still holding the `loop` message itself.
     assert!((2..=3).contains(&accepted), "{burst}");
+    // Waiting for room helps only if `slow` had not yet taken `loop` out of its mailbox during
+    // the burst; once it loops, no room appears.
+    let waited = run.outcome("probe", "send-timeout slow 200 late");
+    let late_accepted = match accepted {
+        3 => {
+            assert_eq!(waited, "error mailbox-full");
+            0
+        }
+        _ => u64::from(waited == "ok"),
+    };
     let exit = run.exit("slow");
     assert_eq!(exit["reason"], "cpu_budget");
     // Accepted but never handled: reported, not silently lost.
-    assert_eq!(exit["undelivered"].as_u64(), Some(accepted));
+    assert_eq!(exit["undelivered"].as_u64(), Some(accepted + late_accepted));
 }
 
 #[test]

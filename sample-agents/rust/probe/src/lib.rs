@@ -3,7 +3,7 @@
 //!
 //! `script` is a `;`-separated list of steps, run in order after init (from the probe's own first
 //! message, so that agents declared after it have started too). Steps:
-//! `send <to> <text>`, `call <to> <text> <timeout-ms>`, `big <to> <bytes>` (send that many bytes),
+//! `send <to> <text>`, `send-timeout <to> <timeout-ms> <text>`, `call <to> <text> <timeout-ms>`, `big <to> <bytes>` (send that many bytes),
 //! `burst <to> <count>` (send without waiting; reports how many were accepted and the first error),
 //! `publish <topic> <text>`, `subscribe <topic>`, `register <name>`, `lookup <name>`,
 //! `meta <key> <value>`, `get-meta <name> <key>`, `capability <cap>`, `find <cap>`,
@@ -58,6 +58,10 @@ fn run_step(words: &[&str]) -> String {
     let number = |i: usize| arg(i).parse::<u64>().unwrap_or(0);
     match arg(0) {
         "send" => outcome(messaging::send(address(arg(1)), words[2..].join(" ").as_bytes()), |_| "ok".into()),
+        "send-timeout" => {
+            let timeout = Duration::from_millis(number(2));
+            outcome(messaging::send_timeout(address(arg(1)), words[3..].join(" ").as_bytes(), timeout), |_| "ok".into())
+        }
         "call" => {
             let timeout = Duration::from_millis(number(3));
             outcome(messaging::call(address(arg(1)), arg(2).as_bytes(), timeout), |r| format!("reply {}", text(&r)))
