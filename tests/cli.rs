@@ -59,7 +59,7 @@ fn bad_manifests_name_file_line_and_key() {
         (format!("{header}{agents}memory = \"12XB\"\n"), header_lines + 4, "`memory`: invalid size \"12XB\""),
         (format!("{header}{agents}budget = \"soon\"\n"), header_lines + 4, "`budget`: invalid duration \"soon\""),
         (format!("{header}{agents}mailbox = 0\n"), header_lines + 4, "`agent[0].mailbox`: must be at least 1"),
-        (format!("{header}{agents}{agents}"), header_lines + 5, "`agent[1].name`: duplicate agent name \"a\""),
+        (format!("{header}{agents}{agents}"), header_lines + 5, "`agent[1].name`: duplicate name \"a\""),
         (format!("{header}[[agent]]\nname = \"a\"\nmodule = \"nope\"\n"), header_lines + 3, "unknown module \"nope\""),
         (format!("{header}gone = \"missing.wasm\"\n"), header_lines + 1, "`modules.gone`: module file not found"),
         (format!("{header}{agents}grants = [\"net\"]\n"), header_lines + 4, "unknown grant \"net\""),
@@ -140,7 +140,7 @@ fn sigterm_and_ctrl_c_stop_agents_gracefully_in_reverse_order() {
 fn json_log_lines_carry_event_agent_and_reason() {
     let run = Scenario::agents(
         "",
-        "[[agent]]\nname = \"quick\"\nmodule = \"probe\"\nconfig = { run_in_init = \"true\", script = \"stop\" }\n",
+        "[[agent]]\nname = \"quick\"\nmodule = \"probe\"\nrestart = \"temporary\"\nconfig = { run_in_init = \"true\", script = \"stop\" }\n",
     )
     .run();
     run.assert_success();

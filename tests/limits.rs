@@ -5,7 +5,8 @@ mod common;
 
 use common::Scenario;
 
-const GRANT_ALL: &str = "grants = [\"messaging\", \"registry\", \"logging\"]";
+/// Every interface granted; no restarts, so that each scenario ends when its agents stop.
+const GRANT_ALL: &str = "grants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"";
 
 #[test]
 fn memory_hog_is_stopped_at_its_cap_and_others_keep_working() {

@@ -4,7 +4,8 @@ mod common;
 
 use common::Scenario;
 
-const GRANT_ALL: &str = "grants = [\"messaging\", \"registry\", \"logging\"]";
+/// Every interface granted; no restarts, so that each scenario ends when its agents stop.
+const GRANT_ALL: &str = "grants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"";
 
 #[test]
 fn ping_pong_completes_its_round_trips_and_both_exit_normally() {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::messaging::AgentId;
+use crate::runtime::ExitTally;
 use crate::runtime::agent::{ExitReason, Fault};
 
 pub fn agent_started(agent: &str, id: AgentId, module: &str, took: Duration) {
@@ -55,14 +56,64 @@ fn crashed(agent: &str, id: AgentId, event: &str, fault: &Fault, undelivered: us
     );
 }
 
-pub fn run_finished(outcome: &str, normal: usize, shutdown: usize, crashed: usize) {
+pub fn run_finished(outcome: &str, tally: &ExitTally) {
+    let count = |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (normal, shutdown, killed, crashed) =
+        (count(&tally.normal), count(&tally.shutdown), count(&tally.killed), count(&tally.crashed));
     tracing::info!(
         target: "agora::lifecycle",
         event = "run_finished",
         reason = outcome,
         normal,
         shutdown,
+        killed,
         crashed,
-        "run finished ({outcome}): {normal} normal, {shutdown} shut down, {crashed} crashed"
+        "run finished ({outcome}): agents exited {normal} normal, {shutdown} shutdown, {killed} killed, {crashed} crashed"
+    );
+}
+
+pub fn supervisor_started(supervisor: &str, id: AgentId, children: usize) {
+    tracing::info!(
+        target: "agora::lifecycle",
+        event = "supervisor_started",
+        supervisor,
+        id,
+        children,
+        "supervisor {supervisor} started {children} children"
+    );
+}
+
+pub fn supervisor_failed(supervisor: &str, id: AgentId, fault: &Fault) {
+    tracing::error!(
+        target: "agora::lifecycle",
+        event = "supervisor_failed",
+        supervisor,
+        id,
+        reason = fault.kind.code(),
+        detail = %fault.detail,
+        "supervisor {supervisor} failed: {fault}; stopping its children"
+    );
+}
+
+pub fn supervisor_exited(supervisor: &str, id: AgentId, reason: &ExitReason) {
+    tracing::info!(
+        target: "agora::lifecycle",
+        event = "supervisor_exited",
+        supervisor,
+        id,
+        reason = reason.code(),
+        "supervisor {supervisor} exited: {}",
+        reason.code()
+    );
+}
+
+pub fn child_restarted(agent: &str, id: AgentId, restarts: u32) {
+    tracing::info!(
+        target: "agora::lifecycle",
+        event = "agent_restarted",
+        agent,
+        id,
+        restarts,
+        "{agent} restarted (restart {restarts})"
     );
 }

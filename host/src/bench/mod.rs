@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::capabilities::Grants;
-use crate::manifest::{AgentSpec, ByteSize, HostSettings, Limits};
+use crate::manifest::{AgentSpec, ByteSize, HostSettings, Limits, Restart, Shutdown};
 use crate::messaging::Message;
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Exit, ExitReason, RunningAgent};
@@ -127,6 +127,8 @@ fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize)
         limits: Limits { memory, ..Limits::default() },
         capabilities: Vec::new(),
         grants: Grants::all(),
+        restart: Restart::Temporary,
+        shutdown: Shutdown::Infinity,
     }
 }
 
@@ -180,7 +182,7 @@ async fn stop_all(agents: Vec<RunningAgent>) {
         agent.request_shutdown();
     }
     for agent in agents {
-        agent.shutdown().await;
+        agent.stop(Shutdown::Infinity).await;
     }
 }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::manifest::{HostSettings, Manifest};
 use crate::runtime::Runtime;
+use crate::runtime::agent::ExitReason;
 use crate::runtime::modules::ModuleLoader;
 use crate::{bench, events, supervision};
 
@@ -81,9 +82,14 @@ fn fail(message: String) -> ExitCode {
 async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&path)?;
     let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
-    let summary = supervision::run(runtime, &manifest.agents, stop_signal()).await?;
-    let outcome = if summary.interrupted { "interrupted" } else { "all_stopped" };
-    events::run_finished(outcome, summary.normal, summary.shutdown, summary.crashed);
+    let outcome = supervision::run(runtime.clone(), &manifest.root, stop_signal()).await;
+    let reason = match &outcome {
+        Ok(ExitReason::Shutdown) => "interrupted",
+        Ok(_) => "all_stopped",
+        Err(_) => "failed",
+    };
+    events::run_finished(reason, &runtime.tally);
+    outcome?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -92,7 +98,7 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     // Loading compiles (or finds in the cache) and links every module, so a component of the
     // wrong world fails here rather than at run time.
     Runtime::for_manifest(&manifest)?;
-    println!("{}: ok ({} modules, {} agents)", path.display(), manifest.modules.len(), manifest.agents.len());
+    println!("{}: ok ({} modules, {} agents)", path.display(), manifest.modules.len(), manifest.agents().len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,6 +4,7 @@
 //! line and column, and the key, because a typo in a manifest should never silently become a
 //! default. Paths are resolved against the manifest's own directory.
 
+mod tree;
 mod units;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::capabilities::{Grant, Grants};
+pub use tree::{Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
 pub use units::{ByteSize, Span};
 
 /// A manifest that parsed and validated: every module it names exists and every value is in range.
@@ -24,7 +26,8 @@ pub struct Manifest {
     pub path: PathBuf,
     pub host: HostSettings,
     pub modules: BTreeMap<String, PathBuf>,
-    pub agents: Vec<AgentSpec>,
+    /// The root supervisor and, below it, every agent.
+    pub root: SupervisorSpec,
 }
 
 /// Process-wide settings: they size the engine and its instance pool.
@@ -89,6 +92,8 @@ pub struct AgentSpec {
     /// Capabilities advertised in the registry from the start.
     pub capabilities: Vec<String>,
     pub grants: Grants,
+    pub restart: Restart,
+    pub shutdown: Shutdown,
 }
 
 /// A manifest error, located in the source.
@@ -119,47 +124,12 @@ struct RawManifest {
     #[serde(default)]
     host: HostSettings,
     #[serde(default)]
-    defaults: RawLimits,
+    defaults: tree::RawDefaults,
     #[serde(default)]
     modules: BTreeMap<String, Spanned<String>>,
+    supervisor: Option<tree::RawChild>,
     #[serde(default, rename = "agent")]
-    agents: Vec<RawAgent>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    memory: Option<Spanned<ByteSize>>,
-    mailbox: Option<Spanned<u32>>,
-    budget: Option<Spanned<Span>>,
-    grants: Option<Vec<Spanned<String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAgent {
-    name: Spanned<String>,
-    module: Spanned<String>,
-    #[serde(default)]
-    config: toml::Table,
-    #[serde(default)]
-    capabilities: Vec<String>,
-    // The `[defaults]` keys again: serde's `flatten` would lose both spans and unknown-key checks.
-    memory: Option<Spanned<ByteSize>>,
-    mailbox: Option<Spanned<u32>>,
-    budget: Option<Spanned<Span>>,
-    grants: Option<Vec<Spanned<String>>>,
-}
-
-impl RawAgent {
-    fn limits(&self) -> RawLimits {
-        RawLimits {
-            memory: self.memory.clone(),
-            mailbox: self.mailbox.clone(),
-            budget: self.budget.clone(),
-            grants: self.grants.clone(),
-        }
-    }
+    agents: Vec<tree::RawChild>,
 }
 
 impl Manifest {
@@ -222,45 +192,31 @@ impl Manifest {
             modules.insert(name.clone(), resolved);
         }
 
-        let defaults = resolve_limits(&locate, &host, Limits::default(), &raw.defaults, "defaults")?;
-        let default_grants = resolve_grants(&locate, raw.defaults.grants.as_deref(), "defaults", Grants::NONE)?;
+        let defaults = &raw.defaults;
+        let limits = resolve_limits(
+            &locate,
+            &host,
+            Limits::default(),
+            (&defaults.memory, &defaults.mailbox, &defaults.budget),
+            "defaults",
+        )?;
+        let grants = resolve_grants(&locate, defaults.grants.as_deref(), "defaults", Grants::NONE)?;
+        let mut builder = tree::TreeBuilder {
+            locate: &locate,
+            host: &host,
+            modules: &modules,
+            limits,
+            grants,
+            defaults,
+            names: BTreeMap::new(),
+        };
+        let root = builder.root(raw.supervisor, raw.agents)?;
+        Ok(Manifest { path: path.to_path_buf(), host, modules, root })
+    }
 
-        let mut agents: Vec<AgentSpec> = Vec::with_capacity(raw.agents.len());
-        let mut first_seen: BTreeMap<&str, usize> = BTreeMap::new();
-        for (index, agent) in raw.agents.iter().enumerate() {
-            let key = |field: &str| format!("agent[{index}].{field}");
-            let name = agent.name.get_ref();
-            if let Err(why) = check_name(name) {
-                return Err(locate.at(agent.name.span(), Some(key("name")), why));
-            }
-            if let Some(first) = first_seen.insert(name, agent.name.span().start) {
-                return Err(locate.at(
-                    agent.name.span(),
-                    Some(key("name")),
-                    format!("duplicate agent name {name:?} (first declared on line {})", locate.line_of(first)),
-                ));
-            }
-            let module = agent.module.get_ref();
-            if !modules.contains_key(module) {
-                let known: Vec<&str> = modules.keys().map(String::as_str).collect();
-                return Err(locate.at(
-                    agent.module.span(),
-                    Some(key("module")),
-                    format!("unknown module {module:?}; [modules] declares: {}", known.join(", ")),
-                ));
-            }
-            let scope = format!("agent[{index}]");
-            let raw_limits = agent.limits();
-            agents.push(AgentSpec {
-                name: name.clone(),
-                module: module.clone(),
-                config: agent.config.iter().map(|(k, v)| (k.clone(), render_value(v))).collect(),
-                limits: resolve_limits(&locate, &host, defaults, &raw_limits, &scope)?,
-                capabilities: agent.capabilities.clone(),
-                grants: resolve_grants(&locate, raw_limits.grants.as_deref(), &scope, default_grants)?,
-            });
-        }
-        Ok(Manifest { path: path.to_path_buf(), host, modules, agents })
+    /// Every agent in the tree, in start order.
+    pub fn agents(&self) -> Vec<&AgentSpec> {
+        self.root.agents()
     }
 
     /// The manifest's directory; relative paths in it are resolved from here.
@@ -269,29 +225,17 @@ impl Manifest {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid { Ok(()) } else { Err(format!("invalid agent name {name:?}: use 1-128 of A-Z a-z 0-9 - _ .")) }
-}
-
-fn render_value(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
+type RawLimits<'a> = (&'a Option<Spanned<ByteSize>>, &'a Option<Spanned<u32>>, &'a Option<Spanned<Span>>);
 
 fn resolve_limits(
     locate: &Locator,
     host: &HostSettings,
     inherited: Limits,
-    raw: &RawLimits,
+    (memory, mailbox, budget): RawLimits,
     scope: &str,
 ) -> Result<Limits, ManifestError> {
     let mut limits = inherited;
-    if let Some(memory) = &raw.memory {
+    if let Some(memory) = memory {
         let value = *memory.get_ref();
         let bounds = ByteSize(64 << 10)..=host.max_memory;
         if !bounds.contains(&value) {
@@ -303,13 +247,13 @@ fn resolve_limits(
         }
         limits.memory = value;
     }
-    if let Some(mailbox) = &raw.mailbox {
+    if let Some(mailbox) = mailbox {
         if *mailbox.get_ref() == 0 {
             return Err(locate.at(mailbox.span(), Some(format!("{scope}.mailbox")), "must be at least 1".into()));
         }
         limits.mailbox = *mailbox.get_ref();
     }
-    if let Some(budget) = &raw.budget {
+    if let Some(budget) = budget {
         let value = budget.get_ref().duration();
         if value < host.tick.duration() {
             return Err(locate.at(
@@ -399,13 +343,13 @@ mod tests {
              [[agent]]\nname = \"y\"\nmodule = \"a\"\nmemory = \"2MiB\"\nmailbox = 4\ngrants = [\"messaging\"]\nconfig = { n = 3, s = \"t\" }\n",
         )
         .unwrap();
-        assert_eq!(m.agents[0].limits.memory, ByteSize::mib(8));
-        assert!(m.agents[0].grants.allows(Grant::Logging));
-        assert_eq!(m.agents[1].limits.memory, ByteSize::mib(2));
-        assert_eq!(m.agents[1].limits.mailbox, 4);
-        assert!(!m.agents[1].grants.allows(Grant::Logging));
-        assert!(m.agents[1].grants.allows(Grant::Messaging));
-        assert_eq!(m.agents[1].config, vec![("n".into(), "3".into()), ("s".into(), "t".into())]);
+        assert_eq!(m.agents()[0].limits.memory, ByteSize::mib(8));
+        assert!(m.agents()[0].grants.allows(Grant::Logging));
+        assert_eq!(m.agents()[1].limits.memory, ByteSize::mib(2));
+        assert_eq!(m.agents()[1].limits.mailbox, 4);
+        assert!(!m.agents()[1].grants.allows(Grant::Logging));
+        assert!(m.agents()[1].grants.allows(Grant::Messaging));
+        assert_eq!(m.agents()[1].config, vec![("n".into(), "3".into()), ("s".into(), "t".into())]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::limits::{BudgetExceeded, MemoryCapExceeded};
 use super::modules::Module;
 use super::state::AgentState;
 use crate::events;
-use crate::manifest::AgentSpec;
+use crate::manifest::{AgentSpec, Shutdown};
 use crate::messaging::{AgentId, Inbox, Message};
 
 /// How an agent ended.
@@ -32,6 +32,8 @@ pub enum ExitReason {
     Normal,
     /// The host stopped it (Ctrl-C, SIGTERM, its supervisor).
     Shutdown,
+    /// Its supervisor killed it: `brutal_kill`, or `terminate` overran the shutdown timeout.
+    Killed,
     Crashed(Fault),
 }
 
@@ -41,8 +43,15 @@ impl ExitReason {
         match self {
             ExitReason::Normal => "normal",
             ExitReason::Shutdown => "shutdown",
+            ExitReason::Killed => "killed",
             ExitReason::Crashed(fault) => fault.kind.code(),
         }
+    }
+
+    /// OTP's notion: anything but `normal` and `shutdown` is abnormal (a transient child is
+    /// restarted after it, a link propagates it).
+    pub fn is_abnormal(&self) -> bool {
+        !matches!(self, ExitReason::Normal | ExitReason::Shutdown)
     }
 }
 
@@ -71,6 +80,8 @@ pub enum FaultKind {
     Trap,
     /// `handle` returned an error marked fatal.
     HandlerFatal,
+    /// A supervisor exceeded its restart intensity and gave up.
+    RestartIntensity,
 }
 
 impl FaultKind {
@@ -84,6 +95,7 @@ impl FaultKind {
             FaultKind::StackOverflow => "stack_overflow",
             FaultKind::Trap => "trap",
             FaultKind::HandlerFatal => "handler_fatal",
+            FaultKind::RestartIntensity => "max_restart_intensity",
         }
     }
 }
@@ -95,7 +107,7 @@ impl fmt::Display for Fault {
 }
 
 impl Fault {
-    fn new(kind: FaultKind, detail: impl Into<String>) -> Fault {
+    pub fn new(kind: FaultKind, detail: impl Into<String>) -> Fault {
         Fault { kind, detail: detail.into(), backtrace: None, output: None }
     }
 
@@ -148,14 +160,28 @@ pub struct RunningAgent {
     pub id: AgentId,
     pub name: Arc<str>,
     shutdown: CancellationToken,
+    kill: CancellationToken,
     /// None when the agent asked to stop during `init` and was finished before `start` returned.
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningAgent {
-    /// Ask for a graceful stop (`terminate("shutdown")`) and wait until the agent is gone.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
+    /// Stop the agent as its supervisor does, and wait until it is gone (its exit has then
+    /// been sent): `terminate("shutdown")` within the timeout, else killed.
+    pub async fn stop(mut self, policy: Shutdown) {
+        match policy {
+            Shutdown::BrutalKill => self.kill.cancel(),
+            Shutdown::Infinity => self.shutdown.cancel(),
+            Shutdown::Timeout(limit) => {
+                self.shutdown.cancel();
+                if let Some(task) = self.task.as_mut() {
+                    if tokio::time::timeout(limit, task).await.is_ok() {
+                        return;
+                    }
+                }
+                self.kill.cancel();
+            }
+        }
         if let Some(task) = self.task {
             let _ = task.await;
         }
@@ -185,8 +211,9 @@ pub async fn start(
         .map_err(|_| StartError::NameTaken { agent: spec.name.clone() })?;
     let inbox = runtime.router.open(id, spec.limits.mailbox);
     let state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
-    let shutdown = CancellationToken::new();
-    let mut instance = Instance { store: new_store(runtime, state), inbox, shutdown: shutdown.clone() };
+    let (shutdown, kill) = (CancellationToken::new(), CancellationToken::new());
+    let mut instance =
+        Instance { store: new_store(runtime, state), inbox, shutdown: shutdown.clone(), kill: kill.clone() };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
             events::agent_started(&name, id, &module.name, started.elapsed());
@@ -199,7 +226,7 @@ pub async fn start(
             } else {
                 Some(tokio::spawn(instance.live(agent, exits)))
             };
-            Ok(RunningAgent { id, name, shutdown, task })
+            Ok(RunningAgent { id, name, shutdown, kill, task })
         }
         Err(fault) => {
             instance.cleanup();
@@ -227,6 +254,9 @@ struct Instance {
     store: Store<AgentState>,
     inbox: Inbox,
     shutdown: CancellationToken,
+    /// Cancels even a callback in progress (dropping a wasm call mid-flight is safe: the store
+    /// is never entered again, only its data read for the exit report).
+    kill: CancellationToken,
 }
 
 impl Instance {
@@ -240,6 +270,7 @@ impl Instance {
     fn finish(&mut self, reason: ExitReason, exits: &mpsc::UnboundedSender<Exit>) {
         let undelivered = self.cleanup();
         let state = self.store.data();
+        state.runtime.tally.record(&reason);
         events::agent_exited(&state.name, state.id, &reason, undelivered, state.memory.peak());
         let _ = exits.send(Exit { id: state.id, name: state.name.clone(), reason });
     }
@@ -263,16 +294,23 @@ impl Instance {
 
     /// Handle messages until the agent stops, faults or is shut down.
     async fn serve(&mut self, agent: &Agent) -> ExitReason {
+        let kill = self.kill.clone();
         loop {
             let message = tokio::select! {
                 biased;
+                _ = kill.cancelled() => return ExitReason::Killed,
                 _ = self.shutdown.cancelled() => return self.terminate(agent, ExitReason::Shutdown).await,
                 message = self.inbox.recv() => match message {
                     Some(message) => message,
                     None => return self.terminate(agent, ExitReason::Shutdown).await,
                 },
             };
-            if let Err(fault) = self.handle(agent, message).await {
+            let handled = tokio::select! {
+                biased;
+                _ = kill.cancelled() => return ExitReason::Killed,
+                handled = self.handle(agent, message) => handled,
+            };
+            if let Err(fault) = handled {
                 return ExitReason::Crashed(fault);
             }
             if self.store.data().lifecycle.stop_requested {
@@ -315,7 +353,13 @@ impl Instance {
 
     async fn terminate(&mut self, agent: &Agent, reason: ExitReason) -> ExitReason {
         self.arm_budget();
-        match agent.call_terminate(&mut self.store, reason.code()).await {
+        let kill = self.kill.clone();
+        let terminated = tokio::select! {
+            biased;
+            _ = kill.cancelled() => return ExitReason::Killed,
+            terminated = agent.call_terminate(&mut self.store, reason.code()) => terminated,
+        };
+        match terminated {
             Ok(()) => reason,
             Err(e) => ExitReason::Crashed(Fault::from_error(&e, self.store.data(), "terminate")),
         }

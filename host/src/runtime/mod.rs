@@ -15,7 +15,7 @@ pub mod state;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use wasmtime::Engine;
 
@@ -34,6 +34,7 @@ pub struct Runtime {
     pub loader: ModuleLoader,
     modules: BTreeMap<String, Module>,
     next_serial: AtomicU64,
+    pub tally: ExitTally,
     _ticker: EpochTicker,
 }
 
@@ -48,6 +49,7 @@ impl Runtime {
             registry: Registry::default(),
             modules: BTreeMap::new(),
             next_serial: AtomicU64::new(1),
+            tally: ExitTally::default(),
             engine,
             settings,
             loader,
@@ -80,5 +82,26 @@ impl Runtime {
     /// A fresh agent id; ids are never reused within a process.
     pub fn next_id(&self) -> AgentId {
         self.next_serial.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// How agents have ended so far, for the end-of-run summary.
+#[derive(Default)]
+pub struct ExitTally {
+    pub normal: AtomicUsize,
+    pub shutdown: AtomicUsize,
+    pub killed: AtomicUsize,
+    pub crashed: AtomicUsize,
+}
+
+impl ExitTally {
+    pub fn record(&self, reason: &agent::ExitReason) {
+        let counter = match reason {
+            agent::ExitReason::Normal => &self.normal,
+            agent::ExitReason::Shutdown => &self.shutdown,
+            agent::ExitReason::Killed => &self.killed,
+            agent::ExitReason::Crashed(_) => &self.crashed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }

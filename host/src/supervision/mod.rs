@@ -1,93 +1,399 @@
-//! Supervision of the manifest's agents.
+//! Supervisors: OTP's `supervisor` semantics for wasm agents.
 //!
-//! Children start one at a time in declared order, each waiting for the previous `init` to
-//! return, and stop in reverse order, as in OTP. This first level does not restart: a crash is
-//! reported (with its fault, backtrace and guest output) and the child stays down while the
-//! others keep running. Restart strategies, intensity and nested supervisors build on this loop.
+//! A supervisor starts its children one at a time in declared order (each `init` returns before
+//! the next child starts) and stops them in reverse order. When a child exits, its restart type
+//! decides whether it comes back (`permanent` always, `transient` after an abnormal exit,
+//! `temporary` never); the strategy decides which siblings restart with it (`one_for_one`: none,
+//! `one_for_all`: all, `rest_for_one`: those started after it, stopped in reverse order first).
+//! More than `intensity` restarts within `period` and the supervisor stops all its children and
+//! exits with `max_restart_intensity`, which its own parent treats like any crash; at the root it
+//! ends `agora run` with a non-zero exit.
+//!
+//! Each supervisor is one task that owns its children's handles; exits reach it through its own
+//! channel, so supervisors never share a lock or a central process.
+//!
+//! Where Agora differs from OTP: a supervisor whose children have all exited for good (and none
+//! is waiting for a restart) exits `normal` itself, so that a run ends when its work is done; an
+//! agent that calls `stop` during `init` counts as started and exited normally (OTP would call
+//! that `ignore`); restarts can wait with an exponential backoff (off by default).
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::events;
-use crate::manifest::AgentSpec;
+use crate::manifest::{ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
-use crate::runtime::agent::{self, ExitReason, RunningAgent, StartError};
+use crate::runtime::agent::{self, Exit, ExitReason, Fault, FaultKind, RunningAgent, StartError};
 
-/// How a run ended.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub normal: usize,
-    pub shutdown: usize,
-    pub crashed: usize,
-    /// True when the run ended because the host was asked to stop.
-    pub interrupted: bool,
-}
-
-/// Start every agent, then wait until all have exited or `stop` resolves (then shut the rest
-/// down in reverse start order).
+/// Run a supervision tree until its root exits, or until `stop` resolves (then shut it down).
+/// The root's crash (restart intensity reached, or a child that cannot start) is the error.
 pub async fn run(
     runtime: Arc<Runtime>,
-    specs: &[AgentSpec],
+    root: &SupervisorSpec,
     stop: impl Future<Output = ()>,
-) -> Result<Summary, StartError> {
-    let (exits_sender, mut exits) = mpsc::unbounded_channel();
-    let mut order: Vec<AgentId> = Vec::with_capacity(specs.len());
-    let mut running: HashMap<AgentId, RunningAgent> = HashMap::with_capacity(specs.len());
-    for spec in specs {
-        let module = runtime.module(&spec.module).expect("the manifest validated its module names").clone();
-        match agent::start(&runtime, spec, &module, exits_sender.clone()).await {
-            Ok(agent) => {
-                order.push(agent.id);
-                running.insert(agent.id, agent);
-            }
-            Err(error) => {
-                if let StartError::Failed { agent, fault } = &error {
-                    events::agent_start_failed(agent, fault);
+) -> Result<ExitReason, SupervisionError> {
+    let (exits, mut exited) = mpsc::unbounded_channel();
+    let running = start_supervisor(&runtime, root, exits).await?;
+    tokio::pin!(stop);
+    let reason = tokio::select! {
+        exit = exited.recv() => exit.map_or(ExitReason::Normal, |exit| exit.reason),
+        _ = &mut stop => {
+            running.stop(Shutdown::Infinity).await;
+            exited.recv().await.map_or(ExitReason::Shutdown, |exit| exit.reason)
+        }
+    };
+    match reason {
+        ExitReason::Crashed(fault) => Err(SupervisionError::Failed { supervisor: root.name.clone(), fault }),
+        other => Ok(other),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisionError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("supervisor {supervisor:?} failed: {fault}")]
+    Failed { supervisor: String, fault: Fault },
+}
+
+/// A running child of a supervisor.
+enum Child {
+    Agent(RunningAgent),
+    Supervisor(RunningSupervisor),
+}
+
+impl Child {
+    fn id(&self) -> AgentId {
+        match self {
+            Child::Agent(agent) => agent.id,
+            Child::Supervisor(supervisor) => supervisor.id,
+        }
+    }
+
+    async fn stop(self, policy: Shutdown) {
+        match self {
+            Child::Agent(agent) => agent.stop(policy).await,
+            Child::Supervisor(supervisor) => supervisor.stop(policy).await,
+        }
+    }
+}
+
+/// A supervisor running as its own task, as its parent holds it.
+pub struct RunningSupervisor {
+    pub id: AgentId,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSupervisor {
+    async fn stop(mut self, policy: Shutdown) {
+        match policy {
+            Shutdown::BrutalKill => self.kill.cancel(),
+            Shutdown::Infinity => self.shutdown.cancel(),
+            Shutdown::Timeout(limit) => {
+                self.shutdown.cancel();
+                if tokio::time::timeout(limit, &mut self.task).await.is_ok() {
+                    return;
                 }
-                shutdown_in_reverse(&order, &mut running).await;
+                self.kill.cancel();
+            }
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// One child position: its spec and, while it runs, its handle.
+struct Slot {
+    spec: ChildSpec,
+    running: Option<Child>,
+    /// Restarts of this child so far, for the `agent_restarted` event.
+    restarts: u32,
+    /// A temporary child that exited is gone for good (OTP deletes its spec).
+    removed: bool,
+    /// The next backoff delay, when backoff is configured.
+    next_delay: Option<Duration>,
+    started_at: Instant,
+}
+
+struct Supervisor {
+    runtime: Arc<Runtime>,
+    name: String,
+    id: AgentId,
+    strategy: Strategy,
+    intensity: u32,
+    period: Duration,
+    backoff: Option<crate::manifest::Backoff>,
+    slots: Vec<Slot>,
+    /// When each restart within the current period happened.
+    recent_restarts: VecDeque<Instant>,
+    /// Children this supervisor is stopping itself; their exits are expected, not failures.
+    stopping: HashSet<AgentId>,
+    /// Children's exits.
+    exits: mpsc::UnboundedReceiver<Exit>,
+    exits_sender: mpsc::UnboundedSender<Exit>,
+    /// Restarts that are due after a backoff delay: these slots, in this order.
+    due: mpsc::UnboundedReceiver<Vec<usize>>,
+    due_sender: mpsc::UnboundedSender<Vec<usize>>,
+    pending_restarts: usize,
+}
+
+/// Start a supervisor and all its children (in order), then hand it to a task of its own. If a
+/// child cannot start, the children already started are stopped and the error returned.
+///
+/// Boxed with an explicit `Send`, because supervisors start supervisors: the recursion would
+/// otherwise hide whether the future is `Send`.
+pub fn start_supervisor<'a>(
+    runtime: &'a Arc<Runtime>,
+    spec: &'a SupervisorSpec,
+    parent: mpsc::UnboundedSender<Exit>,
+) -> Pin<Box<dyn Future<Output = Result<RunningSupervisor, StartError>> + Send + 'a>> {
+    Box::pin(async move {
+        let (exits_sender, exits) = mpsc::unbounded_channel();
+        let (due_sender, due) = mpsc::unbounded_channel();
+        let mut supervisor = Supervisor {
+            runtime: runtime.clone(),
+            name: spec.name.clone(),
+            id: runtime.next_id(),
+            strategy: spec.strategy,
+            intensity: spec.intensity,
+            period: spec.period,
+            backoff: spec.backoff,
+            slots: spec
+                .children
+                .iter()
+                .map(|child| Slot {
+                    spec: child.clone(),
+                    running: None,
+                    restarts: 0,
+                    removed: false,
+                    next_delay: spec.backoff.map(|b| b.initial),
+                    started_at: Instant::now(),
+                })
+                .collect(),
+            recent_restarts: VecDeque::new(),
+            stopping: HashSet::new(),
+            exits,
+            exits_sender,
+            due,
+            due_sender,
+            pending_restarts: 0,
+        };
+        for index in 0..supervisor.slots.len() {
+            if let Err(error) = supervisor.start_slot(index).await {
+                supervisor.stop_children(0..index).await;
                 return Err(error);
             }
         }
-    }
-    drop(exits_sender);
+        events::supervisor_started(&supervisor.name, supervisor.id, supervisor.slots.len());
+        let (shutdown, kill) = (CancellationToken::new(), CancellationToken::new());
+        let id = supervisor.id;
+        let task = tokio::spawn(supervisor.supervise(shutdown.clone(), kill.clone(), parent));
+        Ok(RunningSupervisor { id, shutdown, kill, task })
+    })
+}
 
-    let mut summary = Summary::default();
-    tokio::pin!(stop);
-    while !running.is_empty() {
-        tokio::select! {
-            exit = exits.recv() => {
-                let Some(exit) = exit else { break };
-                running.remove(&exit.id);
-                count(&mut summary, &exit.reason);
+impl Supervisor {
+    async fn supervise(
+        mut self,
+        shutdown: CancellationToken,
+        kill: CancellationToken,
+        parent: mpsc::UnboundedSender<Exit>,
+    ) {
+        let reason = loop {
+            if self.pending_restarts == 0 && self.slots.iter().all(|slot| slot.running.is_none()) {
+                break ExitReason::Normal;
             }
-            _ = &mut stop => {
-                summary.interrupted = true;
-                shutdown_in_reverse(&order, &mut running).await;
+            let outcome = tokio::select! {
+                biased;
+                _ = kill.cancelled() => break ExitReason::Killed,
+                _ = shutdown.cancelled() => {
+                    let everyone = 0..self.slots.len();
+                    tokio::select! {
+                        biased;
+                        _ = kill.cancelled() => break ExitReason::Killed,
+                        _ = self.stop_children(everyone) => break ExitReason::Shutdown,
+                    }
+                }
+                exit = self.exits.recv() => self.on_exit(exit.expect("the supervisor holds a sender")).await,
+                slots = self.due.recv() => {
+                    self.pending_restarts -= 1;
+                    self.restart_slots(slots.expect("the supervisor holds a sender")).await
+                }
+            };
+            if let Err(fault) = outcome {
+                events::supervisor_failed(&self.name, self.id, &fault);
+                self.stop_children(0..self.slots.len()).await;
+                break ExitReason::Crashed(fault);
+            }
+        };
+        if matches!(reason, ExitReason::Killed) {
+            // Killed from above: take the children down without waiting for `terminate`.
+            for slot in self.slots.iter_mut().rev() {
+                if let Some(child) = slot.running.take() {
+                    child.stop(Shutdown::BrutalKill).await;
+                }
             }
         }
+        events::supervisor_exited(&self.name, self.id, &reason);
+        let name: Arc<str> = self.name.as_str().into();
+        let _ = parent.send(Exit { id: self.id, name, reason });
     }
-    while let Ok(exit) = exits.try_recv() {
-        count(&mut summary, &exit.reason);
-    }
-    Ok(summary)
-}
 
-fn count(summary: &mut Summary, reason: &ExitReason) {
-    match reason {
-        ExitReason::Normal => summary.normal += 1,
-        ExitReason::Shutdown => summary.shutdown += 1,
-        ExitReason::Crashed(_) => summary.crashed += 1,
+    /// Start (or restart) the child in one slot; its exits are routed to this supervisor.
+    async fn start_slot(&mut self, index: usize) -> Result<(), StartError> {
+        let exits = self.exits_sender.clone();
+        let child = match &self.slots[index].spec {
+            ChildSpec::Agent(spec) => {
+                let module = self.runtime.module(&spec.module).expect("the manifest validated its modules").clone();
+                let started = agent::start(&self.runtime, spec, &module, exits).await;
+                if let Err(StartError::Failed { agent, fault }) = &started {
+                    events::agent_start_failed(agent, fault);
+                }
+                Child::Agent(started?)
+            }
+            ChildSpec::Supervisor(spec) => Child::Supervisor(start_supervisor(&self.runtime, spec, exits).await?),
+        };
+        let slot = &mut self.slots[index];
+        slot.running = Some(child);
+        slot.started_at = Instant::now();
+        Ok(())
     }
-}
 
-async fn shutdown_in_reverse(order: &[AgentId], running: &mut HashMap<AgentId, RunningAgent>) {
-    for id in order.iter().rev() {
-        if let Some(agent) = running.remove(id) {
-            agent.shutdown().await;
+    async fn on_exit(&mut self, exit: Exit) -> Result<(), Fault> {
+        if self.stopping.remove(&exit.id) {
+            return Ok(());
+        }
+        let Some(index) = self.slots.iter().position(|s| s.running.as_ref().is_some_and(|c| c.id() == exit.id)) else {
+            return Ok(());
+        };
+        let slot = &mut self.slots[index];
+        slot.running = None;
+        let restart = match slot.spec.restart() {
+            Restart::Permanent => true,
+            Restart::Transient => exit.reason.is_abnormal(),
+            Restart::Temporary => false,
+        };
+        if !restart {
+            slot.removed = slot.spec.restart() == Restart::Temporary;
+            return Ok(());
+        }
+        if let (Some(backoff), true) = (self.backoff, slot.started_at.elapsed() > self.period) {
+            // It ran well for a whole period: start the backoff over.
+            slot.next_delay = Some(backoff.initial);
+        }
+        self.count_restart(&exit)?;
+        let group: Vec<usize> = match self.strategy {
+            Strategy::OneForOne => vec![index],
+            Strategy::OneForAll => (0..self.slots.len()).collect(),
+            Strategy::RestForOne => (index..self.slots.len()).collect(),
+        };
+        // Siblings that restart with it are stopped first, in reverse start order.
+        let siblings: Vec<usize> = group.iter().copied().filter(|i| *i != index).collect();
+        self.stop_children_at(&siblings).await;
+        for &sibling in &siblings {
+            let slot = &mut self.slots[sibling];
+            // A temporary sibling stopped by its supervisor is not restarted (OTP deletes it).
+            slot.removed |= slot.spec.restart() == Restart::Temporary;
+        }
+        let group: Vec<usize> = group.into_iter().filter(|i| !self.slots[*i].removed).collect();
+        let delay = self.slots[index].next_delay;
+        match (self.backoff, delay) {
+            (Some(backoff), Some(delay)) => {
+                self.slots[index].next_delay = Some((delay * 2).min(backoff.max));
+                self.pending_restarts += 1;
+                let due = self.due_sender.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = due.send(group);
+                });
+                Ok(())
+            }
+            _ => self.restart_slots(group).await,
+        }
+    }
+
+    /// Record one restart; fail once the intensity is exceeded within the period.
+    fn count_restart(&mut self, exit: &Exit) -> Result<(), Fault> {
+        let now = Instant::now();
+        while self.recent_restarts.front().is_some_and(|at| now.duration_since(*at) > self.period) {
+            self.recent_restarts.pop_front();
+        }
+        self.recent_restarts.push_back(now);
+        if self.recent_restarts.len() as u32 > self.intensity {
+            return Err(Fault::new(
+                FaultKind::RestartIntensity,
+                format!(
+                    "more than {} restarts within {:?}; the last: {} exited with {}",
+                    self.intensity,
+                    self.period,
+                    exit.name,
+                    exit.reason.code()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn restart_slots(&mut self, slots: Vec<usize>) -> Result<(), Fault> {
+        for index in slots {
+            if self.slots[index].running.is_some() || self.slots[index].removed {
+                continue;
+            }
+            self.slots[index].restarts += 1;
+            match self.start_slot(index).await {
+                Ok(()) => {
+                    let slot = &self.slots[index];
+                    events::child_restarted(
+                        slot.spec.name(),
+                        slot.running.as_ref().map_or(0, Child::id),
+                        slot.restarts,
+                    );
+                }
+                Err(error) => {
+                    // A restart that fails to start counts as another crash of that child.
+                    let fault = match error {
+                        StartError::Failed { fault, .. } => fault,
+                        StartError::NameTaken { agent } => Fault::new(
+                            FaultKind::InitError,
+                            format!("the name {agent:?} is registered by another agent"),
+                        ),
+                    };
+                    let name: Arc<str> = self.slots[index].spec.name().into();
+                    let exit = Exit { id: 0, name, reason: ExitReason::Crashed(fault) };
+                    self.count_restart(&exit)?;
+                    self.pending_restarts += 1;
+                    let _ = self.due_sender.send(vec![index]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop the running children in `range`, in reverse start order.
+    async fn stop_children(&mut self, range: std::ops::Range<usize>) {
+        let indices: Vec<usize> = range.collect();
+        self.stop_children_at(&indices).await;
+    }
+
+    async fn stop_children_at(&mut self, indices: &[usize]) {
+        for &index in indices.iter().rev() {
+            let slot = &mut self.slots[index];
+            if let Some(child) = slot.running.take() {
+                let policy = match &slot.spec {
+                    ChildSpec::Agent(agent) => agent.shutdown,
+                    ChildSpec::Supervisor(supervisor) => supervisor.shutdown,
+                };
+                self.stopping.insert(child.id());
+                child.stop(policy).await;
+            }
         }
     }
 }

@@ -1,0 +1,352 @@
+//! The supervision tree as the manifest declares it.
+//!
+//! `[supervisor]` is the root; `[[supervisor.children]]` are its children, each an agent (it
+//! has a `module`) or a supervisor (it has none, and may have `children` of its own). Top-level
+//! `[[agent]]` tables are shorthand for children of the root. Defaults follow OTP: strategy
+//! `one_for_one`, intensity 1 restart per period of 5s, children `permanent`, agents shut down
+//! within 5s, supervisors given all the time their children need.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{AgentSpec, ByteSize, HostSettings, Limits, Locator, ManifestError, Span};
+use crate::capabilities::Grants;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Restart only the child that exited.
+    OneForOne,
+    /// Stop all other children (in reverse start order), then restart all.
+    OneForAll,
+    /// Stop the children started after the one that exited, then restart it and them.
+    RestForOne,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Restart {
+    /// Always restarted.
+    #[default]
+    Permanent,
+    /// Restarted only after an abnormal exit (not `normal` or `shutdown`).
+    Transient,
+    /// Never restarted.
+    Temporary,
+}
+
+/// How long a child may take to `terminate` when its supervisor stops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Killed at once, without `terminate`.
+    BrutalKill,
+    /// Killed if it has not exited within this time.
+    Timeout(Duration),
+    /// Waited for as long as it takes (the default for supervisors).
+    Infinity,
+}
+
+impl<'de> Deserialize<'de> for Shutdown {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "brutal_kill" => Ok(Shutdown::BrutalKill),
+            "infinity" => Ok(Shutdown::Infinity),
+            other => humantime::parse_duration(other).map(Shutdown::Timeout).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid shutdown {other:?} ({e}): use a duration like \"5s\", \"infinity\" or \"brutal_kill\""
+                ))
+            }),
+        }
+    }
+}
+
+/// Agora's extension: wait before a restart, doubling from `initial` up to `max` while the child
+/// keeps failing. Off unless configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SupervisorSpec {
+    pub name: String,
+    pub strategy: Strategy,
+    /// At most `intensity` restarts within `period`; one more and the supervisor gives up.
+    pub intensity: u32,
+    pub period: Duration,
+    pub backoff: Option<Backoff>,
+    /// How its own parent treats it.
+    pub restart: Restart,
+    pub shutdown: Shutdown,
+    pub children: Vec<ChildSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChildSpec {
+    Agent(AgentSpec),
+    Supervisor(SupervisorSpec),
+}
+
+impl ChildSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            ChildSpec::Agent(agent) => &agent.name,
+            ChildSpec::Supervisor(supervisor) => &supervisor.name,
+        }
+    }
+
+    pub fn restart(&self) -> Restart {
+        match self {
+            ChildSpec::Agent(agent) => agent.restart,
+            ChildSpec::Supervisor(supervisor) => supervisor.restart,
+        }
+    }
+}
+
+impl SupervisorSpec {
+    /// Every agent in the tree, depth first in start order.
+    pub fn agents(&self) -> Vec<&AgentSpec> {
+        let mut agents = Vec::new();
+        for child in &self.children {
+            match child {
+                ChildSpec::Agent(agent) => agents.push(agent),
+                ChildSpec::Supervisor(supervisor) => agents.extend(supervisor.agents()),
+            }
+        }
+        agents
+    }
+}
+
+/// A child table: an agent or a supervisor. One struct for both, so that a typo in either is an
+/// unknown-key error with its line, and mixing the two kinds is caught with a clear message.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChild {
+    name: Option<Spanned<String>>,
+    restart: Option<Restart>,
+    shutdown: Option<Shutdown>,
+    // Agents.
+    module: Option<Spanned<String>>,
+    config: Option<Spanned<toml::Table>>,
+    capabilities: Option<Spanned<Vec<String>>>,
+    memory: Option<Spanned<ByteSize>>,
+    mailbox: Option<Spanned<u32>>,
+    budget: Option<Spanned<Span>>,
+    grants: Option<Vec<Spanned<String>>>,
+    // Supervisors.
+    strategy: Option<Spanned<Strategy>>,
+    intensity: Option<Spanned<u32>>,
+    period: Option<Spanned<Span>>,
+    backoff: Option<RawBackoff>,
+    children: Option<Vec<RawChild>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    initial: Span,
+    max: Span,
+}
+
+/// `[defaults]`: inherited by every agent.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub memory: Option<Spanned<ByteSize>>,
+    pub mailbox: Option<Spanned<u32>>,
+    pub budget: Option<Spanned<Span>>,
+    pub grants: Option<Vec<Spanned<String>>>,
+    restart: Option<Restart>,
+    shutdown: Option<Shutdown>,
+}
+
+const AGENT_SHUTDOWN: Shutdown = Shutdown::Timeout(Duration::from_secs(5));
+
+/// Resolves raw child tables into specs, checking names, modules and values as it goes.
+pub(super) struct TreeBuilder<'a> {
+    pub locate: &'a Locator<'a>,
+    pub host: &'a HostSettings,
+    pub modules: &'a BTreeMap<String, std::path::PathBuf>,
+    pub limits: Limits,
+    pub grants: Grants,
+    pub defaults: &'a RawDefaults,
+    /// Every name in the tree, with where it was first declared.
+    pub names: BTreeMap<String, usize>,
+}
+
+impl TreeBuilder<'_> {
+    pub fn root(&mut self, raw: Option<RawChild>, agents: Vec<RawChild>) -> Result<SupervisorSpec, ManifestError> {
+        let mut raw = raw.unwrap_or_default();
+        if raw.module.is_some() {
+            return Err(self.error(
+                raw.module.as_ref().unwrap().span(),
+                "supervisor.module",
+                "the root is a supervisor",
+            ));
+        }
+        if !agents.is_empty() && raw.children.as_ref().is_some_and(|c| !c.is_empty()) {
+            let span = raw.name.as_ref().map_or(0..0, |n| n.span());
+            return Err(self.error(
+                span,
+                "agent",
+                "declare children either as [[agent]] tables or as [[supervisor.children]], not both",
+            ));
+        }
+        // Errors in `[[agent]]` tables name them as such.
+        let children_key = if agents.is_empty() { "supervisor.children" } else { "agent" };
+        if !agents.is_empty() {
+            raw.children = Some(agents);
+        }
+        let name = raw.name.take().map_or_else(|| "root".to_string(), Spanned::into_inner);
+        self.names.insert(name.clone(), 0);
+        self.supervisor(name, raw, "supervisor", children_key)
+    }
+
+    fn error(&self, span: std::ops::Range<usize>, key: &str, message: impl Into<String>) -> ManifestError {
+        self.locate.at(span, Some(key.to_string()), message.into())
+    }
+
+    fn supervisor(
+        &mut self,
+        name: String,
+        raw: RawChild,
+        scope: &str,
+        children_key: &str,
+    ) -> Result<SupervisorSpec, ManifestError> {
+        let agent_only = [
+            ("config", raw.config.as_ref().map(|c| c.span())),
+            ("capabilities", raw.capabilities.as_ref().map(|c| c.span())),
+            ("memory", raw.memory.as_ref().map(|c| c.span())),
+            ("mailbox", raw.mailbox.as_ref().map(|c| c.span())),
+            ("budget", raw.budget.as_ref().map(|c| c.span())),
+            ("grants", raw.grants.as_ref().and_then(|g| g.first()).map(|c| c.span())),
+        ];
+        if let Some((key, Some(span))) = agent_only.into_iter().find(|(_, span)| span.is_some()) {
+            return Err(self.error(
+                span,
+                &format!("{scope}.{key}"),
+                format!("{name:?} has no `module`, so it is a supervisor, and `{key}` belongs to agents"),
+            ));
+        }
+        let intensity = raw.intensity.map_or(1, Spanned::into_inner);
+        let period = match raw.period {
+            Some(period) if period.get_ref().duration().is_zero() => {
+                return Err(self.error(period.span(), &format!("{scope}.period"), "must be longer than 0s"));
+            }
+            Some(period) => period.into_inner().duration(),
+            None => Duration::from_secs(5),
+        };
+        let backoff = match raw.backoff {
+            Some(RawBackoff { initial, max })
+                if initial.duration() > max.duration() || initial.duration().is_zero() =>
+            {
+                let span = raw.name.as_ref().map_or(0..0, |n| n.span());
+                return Err(self.error(span, &format!("{scope}.backoff"), "needs 0 < initial <= max"));
+            }
+            Some(RawBackoff { initial, max }) => Some(Backoff { initial: initial.duration(), max: max.duration() }),
+            None => None,
+        };
+        let mut children = Vec::new();
+        for (index, child) in raw.children.unwrap_or_default().into_iter().enumerate() {
+            children.push(self.child(child, &format!("{children_key}[{index}]"))?);
+        }
+        Ok(SupervisorSpec {
+            name,
+            strategy: raw.strategy.map_or(Strategy::OneForOne, Spanned::into_inner),
+            intensity,
+            period,
+            backoff,
+            restart: raw.restart.unwrap_or_default(),
+            shutdown: raw.shutdown.unwrap_or(Shutdown::Infinity),
+            children,
+        })
+    }
+
+    fn child(&mut self, mut raw: RawChild, scope: &str) -> Result<ChildSpec, ManifestError> {
+        let Some(name) = raw.name.take() else {
+            let span = raw.module.as_ref().map_or(0..0, |m| m.span());
+            return Err(self.error(span, &format!("{scope}.name"), "every child needs a `name`"));
+        };
+        if let Err(why) = check_name(name.get_ref()) {
+            return Err(self.error(name.span(), &format!("{scope}.name"), why));
+        }
+        if let Some(first) = self.names.insert(name.get_ref().clone(), name.span().start) {
+            let message =
+                format!("duplicate name {:?} (first declared on line {})", name.get_ref(), self.locate.line_of(first));
+            return Err(self.error(name.span(), &format!("{scope}.name"), message));
+        }
+        let span = name.span();
+        let name = name.into_inner();
+        match raw.module.take() {
+            None => Ok(ChildSpec::Supervisor(self.supervisor(name, raw, scope, &format!("{scope}.children"))?)),
+            Some(module) => {
+                let supervisor_only = [
+                    ("strategy", raw.strategy.as_ref().map(|s| s.span())),
+                    ("intensity", raw.intensity.as_ref().map(|s| s.span())),
+                    ("period", raw.period.as_ref().map(|s| s.span())),
+                    ("backoff", raw.backoff.as_ref().map(|_| span.clone())),
+                    ("children", raw.children.as_ref().map(|_| span.clone())),
+                ];
+                if let Some((key, Some(at))) = supervisor_only.into_iter().find(|(_, s)| s.is_some()) {
+                    return Err(self.error(
+                        at,
+                        &format!("{scope}.{key}"),
+                        format!("{name:?} has a `module`, so it is an agent, and `{key}` belongs to supervisors"),
+                    ));
+                }
+                Ok(ChildSpec::Agent(self.agent(name, module, raw, scope)?))
+            }
+        }
+    }
+
+    fn agent(
+        &self,
+        name: String,
+        module: Spanned<String>,
+        raw: RawChild,
+        scope: &str,
+    ) -> Result<AgentSpec, ManifestError> {
+        if !self.modules.contains_key(module.get_ref()) {
+            let known: Vec<&str> = self.modules.keys().map(String::as_str).collect();
+            let message = format!("unknown module {:?}; [modules] declares: {}", module.get_ref(), known.join(", "));
+            return Err(self.error(module.span(), &format!("{scope}.module"), message));
+        }
+        let limits = super::resolve_limits(
+            self.locate,
+            self.host,
+            self.limits,
+            (&raw.memory, &raw.mailbox, &raw.budget),
+            scope,
+        )?;
+        let config = raw.config.map(Spanned::into_inner).unwrap_or_default();
+        Ok(AgentSpec {
+            name,
+            module: module.into_inner(),
+            config: config.iter().map(|(k, v)| (k.clone(), render_value(v))).collect(),
+            limits,
+            capabilities: raw.capabilities.map(Spanned::into_inner).unwrap_or_default(),
+            grants: super::resolve_grants(self.locate, raw.grants.as_deref(), scope, self.grants)?,
+            restart: raw.restart.or(self.defaults.restart).unwrap_or_default(),
+            shutdown: raw.shutdown.or(self.defaults.shutdown).unwrap_or(AGENT_SHUTDOWN),
+        })
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid { Ok(()) } else { Err(format!("invalid name {name:?}: use 1-128 of A-Z a-z 0-9 - _ .")) }
+}
+
+fn render_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
