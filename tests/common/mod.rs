@@ -143,22 +143,55 @@ pub fn parse_events(stdout: &str) -> Vec<Value> {
     stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect(l)).collect()
 }
 
-/// Read JSON events from a running child's stdout until one matches; returns all read so far.
-pub fn wait_for_event(lines: &mut impl Iterator<Item = String>, seen: &mut Vec<Value>, pred: impl Fn(&Value) -> bool) {
-    for line in lines.by_ref() {
-        if let Ok(event) = serde_json::from_str::<Value>(&line) {
-            let hit = pred(&event);
-            seen.push(event);
-            if hit {
-                return;
+/// Read JSON events from a running child's stdout until one matches; collects all read so far.
+/// Panics if the process ends first or nothing matches within [`RUN_TIMEOUT`].
+pub fn wait_for_event(lines: &mut Lines, seen: &mut Vec<Value>, pred: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.receiver.recv_timeout(left) {
+            Ok(line) => {
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    let hit = pred(&event);
+                    seen.push(event);
+                    if hit {
+                        return;
+                    }
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("no expected event within {RUN_TIMEOUT:?}; saw {seen:#?}")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("the process ended before the expected event; saw {seen:#?}")
             }
         }
     }
-    panic!("the process ended before the expected event; saw {seen:#?}");
 }
 
-pub fn lines_of(child: &mut Child) -> impl Iterator<Item = String> + use<> {
-    BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok)
+/// A child's stdout lines, read on a thread so that waiting for them can time out.
+pub struct Lines {
+    receiver: std::sync::mpsc::Receiver<String>,
+}
+
+impl Iterator for Lines {
+    type Item = String;
+    fn next(&mut self) -> Option<String> {
+        self.receiver.recv_timeout(RUN_TIMEOUT).ok()
+    }
+}
+
+pub fn lines_of(child: &mut Child) -> Lines {
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Lines { receiver }
 }
 
 impl Run {

@@ -7,6 +7,9 @@
 //! `burst <to> <count>` (send without waiting; reports how many were accepted and the first error),
 //! `publish <topic> <text>`, `subscribe <topic>`, `register <name>`, `lookup <name>`,
 //! `meta <key> <value>`, `get-meta <name> <key>`, `capability <cap>`, `find <cap>`,
+//! `await <name> <timeout-ms>` (until the name is registered, e.g. by a restarted agent),
+//! `await-new <name> <timeout-ms>` (until the name points to another agent than at this probe's
+//! last `lookup` of it),
 //! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `report_messages = "true"` every message the probe receives is logged too; with
@@ -18,6 +21,11 @@ use agora_guest::{Address, Agent, Config, Error, HandleError, Message, log, mess
 struct Probe {
     script: String,
     report_messages: bool,
+}
+
+thread_local! {
+    /// The id each name had at this probe's last `lookup` of it.
+    static SEEN: std::cell::RefCell<std::collections::HashMap<String, u64>> = Default::default();
 }
 
 fn address(to: &str) -> Address {
@@ -86,7 +94,10 @@ fn run_step(words: &[&str]) -> String {
         }),
         "subscribe" => outcome(messaging::subscribe(arg(1)), |_| "ok".into()),
         "register" => outcome(registry::register(arg(1)), |_| "ok".into()),
-        "lookup" => outcome(registry::lookup(arg(1)), |id| format!("id {id}")),
+        "lookup" => outcome(registry::lookup(arg(1)), |id| {
+            SEEN.with(|seen| seen.borrow_mut().insert(arg(1).to_string(), id));
+            format!("id {id}")
+        }),
         "meta" => outcome(registry::set_metadata(arg(1), Some(arg(2))), |_| "ok".into()),
         "get-meta" => outcome(registry::lookup(arg(1)).and_then(|id| registry::get_metadata(id, arg(2))), |v| {
             format!("value {}", v.unwrap_or_else(|| "none".into()))
@@ -102,6 +113,22 @@ fn run_step(words: &[&str]) -> String {
                 last = run_step(&words[2..]);
             }
             last
+        }
+        "await" | "await-new" => {
+            let deadline = number(2);
+            let previous = SEEN.with(|seen| seen.borrow().get(arg(1)).copied()).filter(|_| arg(0) == "await-new");
+            let mut waited = 0;
+            loop {
+                match registry::lookup(arg(1)) {
+                    Ok(id) if Some(id) != previous => break format!("id {id}"),
+                    Ok(_) | Err(Error::NotFound) if waited < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        waited += 1;
+                    }
+                    Ok(_) | Err(Error::NotFound) => break "error timeout".into(),
+                    Err(e) => break format!("error {}", error_code(&e)),
+                }
+            }
         }
         "sleep" => {
             std::thread::sleep(Duration::from_millis(number(1)));

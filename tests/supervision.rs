@@ -1,0 +1,217 @@
+//! OTP supervisor behaviour, through manifests and the real binary: strategies, restart types,
+//! intensity and escalation, shutdown order and timeouts, names kept across restarts.
+//!
+//! Each scenario puts the supervisor under test (`sup`) beside a `probe` that drives it, then
+//! stops the host with SIGTERM once the probe is done, and reads the lifecycle events.
+
+mod common;
+
+use common::{Run, Scenario};
+use serde_json::Value;
+
+const GRANTS: &str = "grants = [\"messaging\", \"registry\", \"logging\"]";
+
+/// A manifest: `sup` with the given settings and misbehave children, then a temporary probe.
+fn scenario(sup_settings: &str, children: &[(&str, &str)], script: &str) -> Scenario {
+    let mut text = format!("[defaults]\n{GRANTS}\n[supervisor]\nintensity = 5\n");
+    text.push_str(&format!("[[supervisor.children]]\nname = \"sup\"\n{sup_settings}\n"));
+    for (name, extra) in children {
+        text.push_str(&format!(
+            "[[supervisor.children.children]]\nname = \"{name}\"\nmodule = \"misbehave\"\n{extra}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nconfig = {{ script = \"{script}\" }}\n"
+    ));
+    Scenario::agents("", &text)
+}
+
+/// The lifecycle events after the first one matching `from`, as (event, agent, reason) triples,
+/// up to the probe's exit.
+fn after<'a>(run: &'a Run, from: impl Fn(&Value) -> bool) -> Vec<(&'a str, &'a str, &'a str)> {
+    let start = run.position(from).expect("the starting event");
+    run.events[start + 1..]
+        .iter()
+        .take_while(|e| !(e["event"] == "agent_exited" && e["agent"] == "probe"))
+        .filter(|e| matches!(e["event"].as_str(), Some("agent_started" | "agent_exited" | "agent_restarted")))
+        .filter(|e| e["agent"] != "probe")
+        .map(|e| (e["event"].as_str().unwrap(), e["agent"].as_str().unwrap(), e["reason"].as_str().unwrap_or("")))
+        .collect()
+}
+
+fn crash_of(agent: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["event"] == "agent_exited" && e["agent"] == agent && e["reason"] == "panic"
+}
+
+#[test]
+fn one_for_one_restarts_only_the_crashed_child() {
+    let run = scenario(
+        "strategy = \"one_for_one\"",
+        &[("a", ""), ("b", ""), ("c", "")],
+        "call b panic 5000; await b 5000; call b tick 5000; stop",
+    )
+    .run_until_exit_of("probe");
+    assert_eq!(run.outcome("probe", "call b tick 5000"), "reply 1");
+    assert_eq!(
+        after(&run, crash_of("b")),
+        vec![("agent_started", "b", ""), ("agent_restarted", "b", "")],
+        "{:#?}",
+        run.events
+    );
+}
+
+#[test]
+fn one_for_all_stops_the_others_in_reverse_and_restarts_all_in_order() {
+    let run = scenario(
+        "strategy = \"one_for_all\"",
+        &[("a", ""), ("b", ""), ("c", "")],
+        "lookup c; call b panic 5000; await-new c 5000; call a tick 5000; call c tick 5000; stop",
+    )
+    .run_until_exit_of("probe");
+    assert_eq!(run.outcome("probe", "call c tick 5000"), "reply 1");
+    assert_eq!(
+        after(&run, crash_of("b")),
+        vec![
+            ("agent_exited", "c", "shutdown"),
+            ("agent_exited", "a", "shutdown"),
+            ("agent_started", "a", ""),
+            ("agent_restarted", "a", ""),
+            ("agent_started", "b", ""),
+            ("agent_restarted", "b", ""),
+            ("agent_started", "c", ""),
+            ("agent_restarted", "c", ""),
+        ]
+    );
+}
+
+#[test]
+fn rest_for_one_restarts_the_crashed_child_and_those_started_after_it() {
+    let run = scenario(
+        "strategy = \"rest_for_one\"",
+        &[("a", ""), ("b", ""), ("c", ""), ("d", "")],
+        "lookup d; call b panic 5000; await-new d 5000; call d tick 5000; stop",
+    )
+    .run_until_exit_of("probe");
+    assert_eq!(
+        after(&run, crash_of("b")),
+        vec![
+            ("agent_exited", "d", "shutdown"),
+            ("agent_exited", "c", "shutdown"),
+            ("agent_started", "b", ""),
+            ("agent_restarted", "b", ""),
+            ("agent_started", "c", ""),
+            ("agent_restarted", "c", ""),
+            ("agent_started", "d", ""),
+            ("agent_restarted", "d", ""),
+        ]
+    );
+}
+
+#[test]
+fn restart_types_decide_after_normal_and_abnormal_exits() {
+    let run = scenario(
+        "strategy = \"one_for_one\"\nintensity = 5",
+        &[
+            ("perm", "restart = \"permanent\""),
+            ("trans", "restart = \"transient\""),
+            ("temp", "restart = \"temporary\""),
+            ("trans2", "restart = \"transient\""),
+        ],
+        "call perm stop 5000; await perm 5000; call trans stop 5000; call temp panic 5000; \
+         call trans2 panic 5000; await trans2 5000; call trans2 tick 5000; lookup trans; lookup temp; stop",
+    )
+    .run_until_exit_of("probe");
+    // A permanent child comes back even after a normal exit.
+    assert!(run.outcome("probe", "await perm 5000").starts_with("id "));
+    // A transient one only after a crash; a temporary one never.
+    assert_eq!(run.outcome("probe", "call trans2 tick 5000"), "reply 1");
+    assert_eq!(run.outcome("probe", "lookup trans"), "error not-found");
+    assert_eq!(run.outcome("probe", "lookup temp"), "error not-found");
+    let restarted: Vec<&str> =
+        run.events("agent_restarted", None).iter().map(|e| e["agent"].as_str().unwrap()).collect();
+    assert_eq!(restarted, vec!["perm", "trans2"]);
+}
+
+#[test]
+fn too_many_restarts_escalate_up_the_tree_and_fail_the_run() {
+    // `sup` allows 2 restarts in 30s; the root allows none, so sup's failure ends the run.
+    let text = format!(
+        "[defaults]\n{GRANTS}\n[supervisor]\nintensity = 0\n\
+         [[supervisor.children]]\nname = \"sup\"\nintensity = 2\nperiod = \"30s\"\n\
+         [[supervisor.children.children]]\nname = \"a\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children.children]]\nname = \"flaky\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ script = \"call flaky panic 5000; await flaky 5000; call flaky panic 5000; await flaky 5000; call flaky panic 5000; stop\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run();
+    run.assert_failure();
+    let failures: Vec<(&str, &str)> = run
+        .events("supervisor_failed", None)
+        .iter()
+        .map(|e| (e["supervisor"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(failures, vec![("sup", "max_restart_intensity"), ("root", "max_restart_intensity")]);
+    assert_eq!(run.events("agent_restarted", Some("flaky")).len(), 2);
+    // The failing supervisor stopped its remaining child before failing.
+    assert_eq!(run.exit("a")["reason"], "shutdown");
+    assert!(run.stderr.contains("supervisor \"root\" failed: max_restart_intensity"), "{}", run.stderr);
+    assert_eq!(run.events("run_finished", None)[0]["reason"], "failed");
+}
+
+#[test]
+fn a_child_that_fails_to_start_fails_its_supervisor_start() {
+    let text = format!(
+        "[defaults]\n{GRANTS}\n\
+         [[supervisor.children]]\nname = \"first\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"broken\"\nmodule = \"misbehave\"\nconfig = {{ on_init = \"error\" }}\n\
+         [[supervisor.children]]\nname = \"never\"\nmodule = \"misbehave\"\n"
+    );
+    let run = Scenario::agents("", &text).run();
+    run.assert_failure();
+    assert_eq!(run.exit("first")["reason"], "shutdown");
+    assert!(run.events("agent_started", Some("never")).is_empty());
+}
+
+#[test]
+fn shutdown_stops_in_reverse_order_and_kills_past_the_timeout() {
+    let text = format!(
+        "[defaults]\n{GRANTS}\n\
+         [[supervisor.children]]\nname = \"first\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"stuck\"\nmodule = \"misbehave\"\nbudget = \"60s\"\nshutdown = \"300ms\"\n\
+         [[supervisor.children]]\nname = \"group\"\n\
+         [[supervisor.children.children]]\nname = \"inner-1\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children.children]]\nname = \"inner-2\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ script = \"send stuck loop; stop\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run_until_exit_of("probe");
+    assert!(run.status.success(), "{}", run.stderr);
+    let exits: Vec<(&str, &str)> = run
+        .events("agent_exited", None)
+        .iter()
+        .map(|e| (e["agent"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        exits,
+        vec![
+            ("probe", "normal"),
+            ("inner-2", "shutdown"),
+            ("inner-1", "shutdown"),
+            ("stuck", "killed"),
+            ("first", "shutdown"),
+        ]
+    );
+}
+
+#[test]
+fn restart_backoff_delays_restarts() {
+    let run = scenario(
+        "backoff = { initial = \"300ms\", max = \"1s\" }",
+        &[("a", "")],
+        "call a panic 5000; await a 100; await a 5000; stop",
+    )
+    .run_until_exit_of("probe");
+    // Not back within 100ms, back within the next seconds.
+    assert_eq!(run.outcome("probe", "await a 100"), "error timeout");
+    assert!(run.outcome("probe", "await a 5000").starts_with("id "));
+}
