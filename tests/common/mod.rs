@@ -129,7 +129,13 @@ pub fn run_agora(args: &[&str]) -> Run {
         }
         if started.elapsed() > RUN_TIMEOUT {
             let _ = child.kill();
-            panic!("agora {args:?} did not finish within {RUN_TIMEOUT:?}");
+            let _ = child.wait();
+            let stdout = out.join().unwrap();
+            let tail: Vec<&str> = stdout.lines().rev().take(40).collect();
+            panic!(
+                "agora {args:?} did not finish within {RUN_TIMEOUT:?}; its last lines, newest first:\n{}",
+                tail.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -82,7 +82,8 @@ fn fail(message: String) -> ExitCode {
 async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&path)?;
     let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
-    let outcome = supervision::run(runtime.clone(), &manifest.root, stop_signal()).await;
+    let stop = stop_signal()?;
+    let outcome = supervision::run(runtime.clone(), &manifest.root, stop).await;
     let reason = match &outcome {
         Ok(ExitReason::Shutdown) => "interrupted",
         Ok(_) => "all_stopped",
@@ -116,28 +117,26 @@ fn compile(manifest: Option<PathBuf>, modules: Vec<PathBuf>) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM. A second signal during the graceful shutdown exits at once.
-async fn stop_signal() {
-    wait_for_signal().await;
-    tracing::info!(event = "shutdown_requested", "stopping agents in reverse start order");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        eprintln!("agora: second signal, exiting without waiting for agents");
-        std::process::exit(130);
-    });
-}
-
-async fn wait_for_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Resolves on Ctrl-C or SIGTERM; a second signal during the graceful shutdown exits at once.
+/// The handlers are installed before this returns, so a signal that arrives while agents are
+/// still starting is not lost to the default action (which would kill the process).
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+        tracing::info!(event = "shutdown_requested", "stopping agents in reverse start order");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("agora: second signal, exiting without waiting for agents");
+            std::process::exit(130);
+        });
+    })
 }
