@@ -33,7 +33,7 @@
 //! ```
 //!
 //! Every import is denied unless the agent's manifest entry grants it (`grants = ["messaging",
-//! "registry", "logging"]`); a denied call returns [`Error::Denied`].
+//! "registry", "logging", "supervision"]`); a denied call returns [`Error::Denied`].
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // generated code
@@ -164,6 +164,51 @@ pub mod messaging {
 /// Registry: unique names, metadata, capabilities. Grant: "registry".
 pub mod registry {
     pub use crate::bindings::agora::agent::registry::*;
+}
+
+/// Supervision from inside: dynamic children, monitors, links, isolated jobs. Grant:
+/// "supervision".
+pub mod supervision {
+    pub use crate::bindings::agora::agent::supervision::*;
+    use crate::Message;
+
+    /// Topic of the message a monitor delivers when its target exits.
+    pub const DOWN_TOPIC: &str = "agora:down";
+    /// Topic of the message a linked agent's exit delivers while exits are trapped.
+    pub const EXIT_TOPIC: &str = "agora:exit";
+
+    /// A parsed `agora:down` or `agora:exit` notification.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Notice {
+        /// The monitor's ref (`agora:down` only).
+        pub reference: Option<u64>,
+        /// The agent that exited.
+        pub agent: AgentId,
+        /// Its exit reason: `normal`, `shutdown`, `killed`, `noproc`, or a fault such as `panic`.
+        pub reason: String,
+    }
+
+    impl Notice {
+        /// The notice in a message, if it is one.
+        pub fn parse(message: &Message) -> Option<Notice> {
+            match message.topic.as_deref() {
+                Some(DOWN_TOPIC | EXIT_TOPIC) => {}
+                _ => return None,
+            }
+            let text = std::str::from_utf8(&message.payload).ok()?;
+            let field = |key: &str| text.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+            Some(Notice {
+                reference: field("ref").and_then(|r| r.parse().ok()),
+                agent: field("id")?.parse().ok()?,
+                reason: field("reason")?.to_string(),
+            })
+        }
+    }
+
+    /// Limits that take every value from the manifest's `[defaults]`.
+    pub fn default_limits() -> Limits {
+        Limits { memory_bytes: None, budget_ms: None, mailbox: None }
+    }
 }
 
 /// Logging into the host's log. Grant: "logging".

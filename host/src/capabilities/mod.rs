@@ -17,16 +17,18 @@ pub enum Grant {
     Messaging,
     Registry,
     Logging,
+    Supervision,
 }
 
 impl Grant {
-    pub const ALL: [Grant; 3] = [Grant::Messaging, Grant::Registry, Grant::Logging];
+    pub const ALL: [Grant; 4] = [Grant::Messaging, Grant::Registry, Grant::Logging, Grant::Supervision];
 
     pub fn name(self) -> &'static str {
         match self {
             Grant::Messaging => "messaging",
             Grant::Registry => "registry",
             Grant::Logging => "logging",
+            Grant::Supervision => "supervision",
         }
     }
 }

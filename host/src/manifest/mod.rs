@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::capabilities::{Grant, Grants};
-pub use tree::{Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
+pub use tree::{Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec, check_name};
 pub use units::{ByteSize, Span};
 
 /// A manifest that parsed and validated: every module it names exists and every value is in range.
@@ -28,6 +28,8 @@ pub struct Manifest {
     pub modules: BTreeMap<String, PathBuf>,
     /// The root supervisor and, below it, every agent.
     pub root: SupervisorSpec,
+    /// `[defaults]`, resolved: what agents spawned at runtime start from.
+    pub defaults: Limits,
 }
 
 /// Process-wide settings: they size the engine and its instance pool.
@@ -211,7 +213,7 @@ impl Manifest {
             names: BTreeMap::new(),
         };
         let root = builder.root(raw.supervisor, raw.agents)?;
-        Ok(Manifest { path: path.to_path_buf(), host, modules, root })
+        Ok(Manifest { path: path.to_path_buf(), host, modules, root, defaults: limits })
     }
 
     /// Every agent in the tree, in start order.

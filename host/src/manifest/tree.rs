@@ -84,6 +84,8 @@ pub struct SupervisorSpec {
     pub restart: Restart,
     pub shutdown: Shutdown,
     pub children: Vec<ChildSpec>,
+    /// Set for a dynamic supervisor: children are spawned at runtime, at most this many at once.
+    pub max_children: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +111,10 @@ impl ChildSpec {
 }
 
 impl SupervisorSpec {
+    pub fn is_dynamic(&self) -> bool {
+        self.max_children.is_some()
+    }
+
     /// Every agent in the tree, depth first in start order.
     pub fn agents(&self) -> Vec<&AgentSpec> {
         let mut agents = Vec::new();
@@ -144,6 +150,8 @@ pub(super) struct RawChild {
     period: Option<Spanned<Span>>,
     backoff: Option<RawBackoff>,
     children: Option<Vec<RawChild>>,
+    dynamic: Option<bool>,
+    max_children: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +259,20 @@ impl TreeBuilder<'_> {
             Some(RawBackoff { initial, max }) => Some(Backoff { initial: initial.duration(), max: max.duration() }),
             None => None,
         };
+        let span = raw.name.as_ref().map_or(0..0, |n| n.span());
+        let max_children = match (raw.dynamic.unwrap_or(false), raw.max_children) {
+            (false, None) => None,
+            (false, Some(max)) => {
+                return Err(self.error(max.span(), &format!("{scope}.max_children"), "needs `dynamic = true`"));
+            }
+            (true, _) if raw.children.as_ref().is_some_and(|c| !c.is_empty()) => {
+                return Err(self.error(span, &format!("{scope}.children"), "a dynamic supervisor starts with no children"));
+            }
+            (true, _) if raw.strategy.as_ref().is_some_and(|s| *s.get_ref() != Strategy::OneForOne) => {
+                return Err(self.error(span, &format!("{scope}.strategy"), "a dynamic supervisor is one_for_one"));
+            }
+            (true, max) => Some(max.map_or(u32::MAX, Spanned::into_inner)),
+        };
         let mut children = Vec::new();
         for (index, child) in raw.children.unwrap_or_default().into_iter().enumerate() {
             children.push(self.child(child, &format!("{children_key}[{index}]"))?);
@@ -264,6 +286,7 @@ impl TreeBuilder<'_> {
             restart: raw.restart.unwrap_or_default(),
             shutdown: raw.shutdown.unwrap_or(Shutdown::Infinity),
             children,
+            max_children,
         })
     }
 
@@ -291,6 +314,8 @@ impl TreeBuilder<'_> {
                     ("period", raw.period.as_ref().map(|s| s.span())),
                     ("backoff", raw.backoff.as_ref().map(|_| span.clone())),
                     ("children", raw.children.as_ref().map(|_| span.clone())),
+                    ("dynamic", raw.dynamic.as_ref().map(|_| span.clone())),
+                    ("max_children", raw.max_children.as_ref().map(|m| m.span())),
                 ];
                 if let Some((key, Some(at))) = supervisor_only.into_iter().find(|(_, s)| s.is_some()) {
                     return Err(self.error(
@@ -337,7 +362,8 @@ impl TreeBuilder<'_> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+/// Names of agents and supervisors: also checked for children spawned at runtime.
+pub fn check_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 128
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));

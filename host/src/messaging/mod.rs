@@ -88,6 +88,11 @@ impl Router {
         undelivered
     }
 
+    /// A clone of an agent's mailbox sender, for a delivery that waits outside the router.
+    pub fn sender(&self, id: AgentId) -> Option<mpsc::Sender<Message>> {
+        self.mailboxes.get(&id).map(|sender| sender.clone())
+    }
+
     pub fn is_open(&self, id: AgentId) -> bool {
         self.mailboxes.contains_key(&id)
     }
@@ -103,7 +108,7 @@ impl Router {
 
     /// Enqueue, waiting up to `timeout` for room.
     pub async fn deliver_timeout(&self, to: AgentId, message: Message, timeout: Duration) -> Result<(), Error> {
-        let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?.clone();
+        let mailbox = self.sender(to).ok_or(Error::NotFound)?;
         mailbox.send_timeout(message, timeout).await.map_err(|e| match e {
             mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,
             mpsc::error::SendTimeoutError::Closed(_) => Error::NotFound,

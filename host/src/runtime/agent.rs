@@ -24,6 +24,7 @@ use super::state::AgentState;
 use crate::events;
 use crate::manifest::{AgentSpec, Shutdown};
 use crate::messaging::{AgentId, Inbox, Message};
+use crate::supervision::links::KillCause;
 
 /// How an agent ended.
 #[derive(Debug, Clone)]
@@ -82,6 +83,8 @@ pub enum FaultKind {
     HandlerFatal,
     /// A supervisor exceeded its restart intensity and gave up.
     RestartIntensity,
+    /// A linked agent exited abnormally, and this one did not trap exits.
+    Linked,
 }
 
 impl FaultKind {
@@ -96,6 +99,7 @@ impl FaultKind {
             FaultKind::Trap => "trap",
             FaultKind::HandlerFatal => "handler_fatal",
             FaultKind::RestartIntensity => "max_restart_intensity",
+            FaultKind::Linked => "linked",
         }
     }
 }
@@ -112,7 +116,7 @@ impl Fault {
     }
 
     /// Classify a wasmtime error from a guest call.
-    fn from_error(error: &wasmtime::Error, state: &AgentState, during: &str) -> Fault {
+    pub(crate) fn from_error(error: &wasmtime::Error, state: &AgentState, during: &str) -> Fault {
         let output = Some(state.stderr.tail()).filter(|s| !s.is_empty());
         let (kind, detail) = if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
             (FaultKind::MemoryCap, cap.to_string())
@@ -212,8 +216,15 @@ pub async fn start(
     let inbox = runtime.router.open(id, spec.limits.mailbox);
     let state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
     let (shutdown, kill) = (CancellationToken::new(), CancellationToken::new());
-    let mut instance =
-        Instance { store: new_store(runtime, state), inbox, shutdown: shutdown.clone(), kill: kill.clone() };
+    let kill_cause = KillCause::default();
+    runtime.links.enter(id, kill.clone(), kill_cause.clone());
+    let mut instance = Instance {
+        store: new_store(runtime, state),
+        inbox,
+        shutdown: shutdown.clone(),
+        kill: kill.clone(),
+        kill_cause,
+    };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
             events::agent_started(&name, id, &module.name, started.elapsed());
@@ -229,7 +240,7 @@ pub async fn start(
             Ok(RunningAgent { id, name, shutdown, kill, task })
         }
         Err(fault) => {
-            instance.cleanup();
+            instance.cleanup(&ExitReason::Crashed(fault.clone()));
             Err(StartError::Failed { agent: spec.name.clone(), fault })
         }
     }
@@ -257,6 +268,8 @@ struct Instance {
     /// Cancels even a callback in progress (dropping a wasm call mid-flight is safe: the store
     /// is never entered again, only its data read for the exit report).
     kill: CancellationToken,
+    /// Set when the kill comes from a linked agent's exit.
+    kill_cause: KillCause,
 }
 
 impl Instance {
@@ -268,7 +281,7 @@ impl Instance {
 
     /// Clean up, report the exit, tell the supervisor.
     fn finish(&mut self, reason: ExitReason, exits: &mpsc::UnboundedSender<Exit>) {
-        let undelivered = self.cleanup();
+        let undelivered = self.cleanup(&reason);
         let state = self.store.data();
         state.runtime.tally.record(&reason);
         events::agent_exited(&state.name, state.id, &reason, undelivered, state.memory.peak());
@@ -298,7 +311,7 @@ impl Instance {
         loop {
             let message = tokio::select! {
                 biased;
-                _ = kill.cancelled() => return ExitReason::Killed,
+                _ = kill.cancelled() => return self.killed(),
                 _ = self.shutdown.cancelled() => return self.terminate(agent, ExitReason::Shutdown).await,
                 message = self.inbox.recv() => match message {
                     Some(message) => message,
@@ -307,7 +320,7 @@ impl Instance {
             };
             let handled = tokio::select! {
                 biased;
-                _ = kill.cancelled() => return ExitReason::Killed,
+                _ = kill.cancelled() => return self.killed(),
                 handled = self.handle(agent, message) => handled,
             };
             if let Err(fault) = handled {
@@ -356,7 +369,7 @@ impl Instance {
         let kill = self.kill.clone();
         let terminated = tokio::select! {
             biased;
-            _ = kill.cancelled() => return ExitReason::Killed,
+            _ = kill.cancelled() => return self.killed(),
             terminated = agent.call_terminate(&mut self.store, reason.code()) => terminated,
         };
         match terminated {
@@ -371,10 +384,22 @@ impl Instance {
         self.store.set_epoch_deadline(1);
     }
 
-    /// Leave the registry and close the mailbox; returns how many messages were never handled.
-    fn cleanup(&mut self) -> usize {
+    /// Leave the registry, close the mailbox, notify monitors and links; returns how many
+    /// messages were never handled.
+    fn cleanup(&mut self, reason: &ExitReason) -> usize {
         let state = self.store.data();
-        state.runtime.registry.leave(state.id);
-        state.runtime.router.close(state.id, &state.messaging.topics, &mut self.inbox)
+        let runtime = &state.runtime;
+        runtime.registry.leave(state.id);
+        let undelivered = runtime.router.close(state.id, &state.messaging.topics, &mut self.inbox);
+        runtime.links.exit(&runtime.router, state.id, reason);
+        undelivered
+    }
+
+    /// The exit reason when the kill token fired: a link's cause, or a plain kill.
+    fn killed(&self) -> ExitReason {
+        match self.kill_cause.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(cause) => ExitReason::Crashed(Fault::new(FaultKind::Linked, cause)),
+            None => ExitReason::Killed,
+        }
     }
 }

@@ -9,10 +9,14 @@ wasmtime::component::bindgen!({
     imports: {
         "agora:agent/messaging.call": async,
         "agora:agent/messaging.send-timeout": async,
+        "agora:agent/supervision.spawn": async,
+        "agora:agent/supervision.stop-child": async,
+        "agora:agent/supervision.list-children": async,
+        "agora:agent/supervision.run-isolated": async,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
 });
 
 pub use agora::agent::types::{Address, Error, PublishReport};
-pub use agora::agent::{lifecycle, logging, messaging, registry, types};
+pub use agora::agent::{lifecycle, logging, messaging, registry, supervision, types};

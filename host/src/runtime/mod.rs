@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use wasmtime::Engine;
 
-use crate::manifest::{HostSettings, Manifest};
+use crate::manifest::{HostSettings, Limits, Manifest};
 use crate::messaging::{AgentId, Router};
 use crate::registry::Registry;
 use engine::EpochTicker;
@@ -31,6 +31,11 @@ pub struct Runtime {
     pub settings: HostSettings,
     pub router: Router,
     pub registry: Registry,
+    pub links: crate::supervision::links::Links,
+    /// Dynamic supervisors by name, for `supervision.spawn` and friends.
+    pub dynamic_supervisors: dashmap::DashMap<String, crate::supervision::Commands>,
+    /// The manifest's `[defaults]`: limits for agents spawned at runtime and isolated jobs.
+    pub defaults: Limits,
     pub loader: ModuleLoader,
     modules: BTreeMap<String, Module>,
     next_serial: AtomicU64,
@@ -47,6 +52,9 @@ impl Runtime {
             _ticker: EpochTicker::start(&engine, settings.tick.duration()),
             router: Router::new(settings.max_message.bytes() as usize),
             registry: Registry::default(),
+            links: Default::default(),
+            dynamic_supervisors: Default::default(),
+            defaults: Limits::default(),
             modules: BTreeMap::new(),
             next_serial: AtomicU64::new(1),
             tally: ExitTally::default(),
@@ -59,6 +67,7 @@ impl Runtime {
     /// Build the runtime for a manifest and load (or compile) each of its modules.
     pub fn for_manifest(manifest: &Manifest) -> anyhow::Result<Runtime> {
         let mut runtime = Runtime::new(manifest.host.clone())?;
+        runtime.defaults = manifest.defaults;
         for (name, path) in &manifest.modules {
             runtime.add_module(name, path)?;
         }

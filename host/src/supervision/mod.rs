@@ -17,17 +17,23 @@
 //! agent that calls `stop` during `init` counts as started and exited normally (OTP would call
 //! that `ignore`); restarts can wait with an exponential backoff (off by default).
 
+mod host;
+mod isolated;
+pub mod links;
+
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::events;
-use crate::manifest::{ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
+use crate::manifest::{AgentSpec, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
+use crate::runtime::bindings::Error;
+use crate::runtime::bindings::supervision::{ChildInfo, SpawnError};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Exit, ExitReason, Fault, FaultKind, RunningAgent, StartError};
@@ -62,6 +68,15 @@ pub enum SupervisionError {
     #[error("supervisor {supervisor:?} failed: {fault}")]
     Failed { supervisor: String, fault: Fault },
 }
+
+/// Requests to a dynamic supervisor, from the `supervision` interface.
+pub enum Command {
+    Spawn { spec: AgentSpec, reply: oneshot::Sender<Result<AgentId, SpawnError>> },
+    Stop { name: String, reply: oneshot::Sender<Result<(), Error>> },
+    List { reply: oneshot::Sender<Vec<ChildInfo>> },
+}
+
+pub type Commands = mpsc::UnboundedSender<Command>;
 
 /// A running child of a supervisor.
 enum Child {
@@ -110,7 +125,27 @@ impl RunningSupervisor {
     }
 }
 
+async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(commands) => commands.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One child position: its spec and, while it runs, its handle.
+impl Slot {
+    fn new(spec: ChildSpec, backoff: Option<crate::manifest::Backoff>) -> Slot {
+        Slot {
+            spec,
+            running: None,
+            restarts: 0,
+            removed: false,
+            next_delay: backoff.map(|b| b.initial),
+            started_at: Instant::now(),
+        }
+    }
+}
+
 struct Slot {
     spec: ChildSpec,
     running: Option<Child>,
@@ -143,6 +178,9 @@ struct Supervisor {
     due: mpsc::UnboundedReceiver<Vec<usize>>,
     due_sender: mpsc::UnboundedSender<Vec<usize>>,
     pending_restarts: usize,
+    /// For a dynamic supervisor: its limit and its requests.
+    max_children: Option<u32>,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
 }
 
 /// Start a supervisor and all its children (in order), then hand it to a task of its own. If a
@@ -166,18 +204,7 @@ pub fn start_supervisor<'a>(
             intensity: spec.intensity,
             period: spec.period,
             backoff: spec.backoff,
-            slots: spec
-                .children
-                .iter()
-                .map(|child| Slot {
-                    spec: child.clone(),
-                    running: None,
-                    restarts: 0,
-                    removed: false,
-                    next_delay: spec.backoff.map(|b| b.initial),
-                    started_at: Instant::now(),
-                })
-                .collect(),
+            slots: spec.children.iter().map(|child| Slot::new(child.clone(), spec.backoff)).collect(),
             recent_restarts: VecDeque::new(),
             stopping: HashSet::new(),
             exits,
@@ -185,7 +212,14 @@ pub fn start_supervisor<'a>(
             due,
             due_sender,
             pending_restarts: 0,
+            max_children: spec.max_children,
+            commands: None,
         };
+        if spec.is_dynamic() {
+            let (commands, requests) = mpsc::unbounded_channel();
+            runtime.dynamic_supervisors.insert(spec.name.clone(), commands);
+            supervisor.commands = Some(requests);
+        }
         for index in 0..supervisor.slots.len() {
             if let Err(error) = supervisor.start_slot(index).await {
                 supervisor.stop_children(0..index).await;
@@ -208,8 +242,13 @@ impl Supervisor {
         parent: mpsc::UnboundedSender<Exit>,
     ) {
         let reason = loop {
-            if self.pending_restarts == 0 && self.slots.iter().all(|slot| slot.running.is_none()) {
-                break ExitReason::Normal;
+            if self.pending_restarts == 0 {
+                if self.commands.is_some() {
+                    // A dynamic supervisor forgets its removed children; one that is empty waits.
+                    self.slots.retain(|slot| !slot.removed);
+                } else if self.slots.iter().all(|slot| slot.running.is_none()) {
+                    break ExitReason::Normal;
+                }
             }
             let outcome = tokio::select! {
                 biased;
@@ -227,6 +266,10 @@ impl Supervisor {
                     self.pending_restarts -= 1;
                     self.restart_slots(slots.expect("the supervisor holds a sender")).await
                 }
+                Some(command) = next_command(&mut self.commands) => {
+                    self.on_command(command).await;
+                    Ok(())
+                }
             };
             if let Err(fault) = outcome {
                 events::supervisor_failed(&self.name, self.id, &fault);
@@ -242,9 +285,64 @@ impl Supervisor {
                 }
             }
         }
+        if self.commands.is_some() {
+            self.runtime.dynamic_supervisors.remove(&self.name);
+        }
         events::supervisor_exited(&self.name, self.id, &reason);
         let name: Arc<str> = self.name.as_str().into();
         let _ = parent.send(Exit { id: self.id, name, reason });
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Spawn { spec, reply } => {
+                let _ = reply.send(self.spawn(spec).await);
+            }
+            Command::Stop { name, reply } => {
+                let found = self.slots.iter().position(|slot| !slot.removed && slot.spec.name() == name);
+                let result = match found {
+                    Some(index) => {
+                        self.stop_children_at(&[index]).await;
+                        self.slots[index].removed = true;
+                        Ok(())
+                    }
+                    None => Err(Error::NotFound),
+                };
+                let _ = reply.send(result);
+            }
+            Command::List { reply } => {
+                let children = self
+                    .slots
+                    .iter()
+                    .filter(|slot| !slot.removed)
+                    .map(|slot| ChildInfo {
+                        name: slot.spec.name().to_string(),
+                        id: slot.running.as_ref().map(Child::id),
+                        restarts: slot.restarts,
+                    })
+                    .collect();
+                let _ = reply.send(children);
+            }
+        }
+    }
+
+    async fn spawn(&mut self, spec: AgentSpec) -> Result<AgentId, SpawnError> {
+        let max = self.max_children.unwrap_or(u32::MAX);
+        if self.slots.iter().filter(|slot| !slot.removed).count() >= max as usize {
+            return Err(SpawnError::MaxChildren(max));
+        }
+        self.slots.push(Slot::new(ChildSpec::Agent(spec), self.backoff));
+        let index = self.slots.len() - 1;
+        match self.start_slot(index).await {
+            Ok(()) => Ok(self.slots[index].running.as_ref().map_or(0, Child::id)),
+            Err(error) => {
+                self.slots.pop();
+                Err(match error {
+                    StartError::NameTaken { .. } => SpawnError::AlreadyExists,
+                    StartError::Failed { fault, .. } => SpawnError::StartFailed(fault.to_string()),
+                })
+            }
+        }
     }
 
     /// Start (or restart) the child in one slot; its exits are routed to this supervisor.

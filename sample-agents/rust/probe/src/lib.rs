@@ -10,13 +10,16 @@
 //! `await <name> <timeout-ms>` (until the name is registered, e.g. by a restarted agent),
 //! `await-new <name> <timeout-ms>` (until the name points to another agent than at this probe's
 //! last `lookup` of it),
+//! `spawn <supervisor> <name> <module> <restart> [memory-bytes]`, `stop-child <supervisor> <name>`,
+//! `children <supervisor>`, `monitor <name-or-#id>`, `link <name>`, `trap-exits on|off`,
+//! `isolated <module> <input> <memory-bytes> <budget-ms>`,
 //! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `report_messages = "true"` every message the probe receives is logged too; with
 //! `run_in_init = "true"` the script runs inside `init` (for probes without the messaging grant).
 use std::time::Duration;
 
-use agora_guest::{Address, Agent, Config, Error, HandleError, Message, log, messaging, registry};
+use agora_guest::{Address, Agent, Config, Error, HandleError, Message, log, messaging, registry, supervision};
 
 struct Probe {
     script: String,
@@ -32,6 +35,14 @@ fn address(to: &str) -> Address {
     match to.strip_prefix('#').and_then(|id| id.parse().ok()) {
         Some(id) => Address::Id(id),
         None => Address::Name(to.to_string()),
+    }
+}
+
+/// A name through the registry, or `#<id>`.
+fn resolve(to: &str) -> Result<u64, Error> {
+    match address(to) {
+        Address::Id(id) => Ok(id),
+        Address::Name(name) => registry::lookup(&name),
     }
 }
 
@@ -128,6 +139,45 @@ fn run_step(words: &[&str]) -> String {
                     Ok(_) | Err(Error::NotFound) => break "error timeout".into(),
                     Err(e) => break format!("error {}", error_code(&e)),
                 }
+            }
+        }
+        "spawn" => {
+            let restart = match arg(4) {
+                "transient" => supervision::Restart::Transient,
+                "temporary" => supervision::Restart::Temporary,
+                _ => supervision::Restart::Permanent,
+            };
+            let mut limits = supervision::default_limits();
+            limits.memory_bytes = arg(5).parse().ok();
+            let child = supervision::Child {
+                name: arg(2).into(),
+                module: arg(3).into(),
+                config: Vec::new(),
+                limits,
+                restart,
+            };
+            match supervision::spawn(arg(1), &child) {
+                Ok(id) => format!("id {id}"),
+                Err(e) => format!("error {e:?}"),
+            }
+        }
+        "stop-child" => outcome(supervision::stop_child(arg(1), arg(2)), |_| "ok".into()),
+        "children" => outcome(supervision::list_children(arg(1)), |children| {
+            let listed: Vec<String> = children.iter().map(|c| format!("{}:{}", c.name, c.restarts)).collect();
+            format!("children [{}]", listed.join(","))
+        }),
+        "monitor" => outcome(resolve(arg(1)).and_then(supervision::monitor), |r| format!("ref {r}")),
+        "link" => outcome(resolve(arg(1)).and_then(supervision::link), |_| "ok".into()),
+        "trap-exits" => outcome(supervision::trap_exits(arg(1) == "on"), |_| "ok".into()),
+        "isolated" => {
+            let limits = supervision::Limits {
+                memory_bytes: arg(3).parse().ok(),
+                budget_ms: arg(4).parse().ok(),
+                mailbox: None,
+            };
+            match supervision::run_isolated(arg(1), arg(2).as_bytes(), limits) {
+                Ok(output) => format!("output {}", text(&output)),
+                Err(e) => format!("error {e:?}"),
             }
         }
         "sleep" => {

@@ -1,0 +1,132 @@
+//! The `supervision` interface as the guest sees it. Grant: "supervision".
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::Command;
+use crate::capabilities::Grant;
+use crate::manifest::{AgentSpec, ByteSize, Limits, Restart, Shutdown, check_name};
+use crate::messaging::AgentId;
+use crate::runtime::bindings::Error;
+use crate::runtime::bindings::supervision::{self, Child, ChildInfo, JobError, SpawnError};
+use crate::runtime::state::AgentState;
+
+impl AgentState {
+    /// The manifest's defaults with the guest's overrides, checked against the host's bounds.
+    fn limits(&self, requested: &supervision::Limits) -> Result<Limits, String> {
+        let settings = &self.runtime.settings;
+        let mut limits = self.runtime.defaults;
+        if let Some(memory) = requested.memory_bytes {
+            if !(64 << 10..=settings.max_memory.bytes()).contains(&memory) {
+                return Err(format!("memory {memory} is outside 64KiB..={}", settings.max_memory));
+            }
+            limits.memory = ByteSize(memory);
+        }
+        if let Some(budget) = requested.budget_ms {
+            let budget = Duration::from_millis(u64::from(budget));
+            if budget < settings.tick.duration() {
+                return Err(format!("a budget under one tick ({}) is not enforceable", settings.tick));
+            }
+            limits.budget = budget;
+        }
+        if let Some(mailbox) = requested.mailbox {
+            if mailbox == 0 {
+                return Err("a mailbox holds at least 1 message".into());
+            }
+            limits.mailbox = mailbox;
+        }
+        Ok(limits)
+    }
+
+    fn dynamic_supervisor(&self, name: &str) -> Option<super::Commands> {
+        self.runtime.dynamic_supervisors.get(name).map(|commands| commands.clone())
+    }
+}
+
+/// Ask a supervisor task; a supervisor that exits meanwhile answers `not-found`.
+async fn ask<T>(commands: &super::Commands, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+    let (reply, answer) = oneshot::channel();
+    commands.send(command(reply)).ok()?;
+    answer.await.ok()
+}
+
+impl supervision::Host for AgentState {
+    async fn spawn(&mut self, supervisor: String, child: Child) -> Result<AgentId, SpawnError> {
+        if !self.grants.allows(Grant::Supervision) {
+            return Err(SpawnError::Denied);
+        }
+        let commands = self
+            .dynamic_supervisor(&supervisor)
+            .ok_or_else(|| SpawnError::NotFound(format!("no dynamic supervisor {supervisor:?}")))?;
+        if self.runtime.module(&child.module).is_none() {
+            return Err(SpawnError::NotFound(format!("no module {:?} in the manifest", child.module)));
+        }
+        check_name(&child.name).map_err(SpawnError::Invalid)?;
+        let spec = AgentSpec {
+            limits: self.limits(&child.limits).map_err(SpawnError::Invalid)?,
+            name: child.name,
+            module: child.module,
+            config: child.config,
+            capabilities: Vec::new(),
+            // A child never holds more than the agent that spawned it.
+            grants: self.grants,
+            restart: match child.restart {
+                supervision::Restart::Permanent => Restart::Permanent,
+                supervision::Restart::Transient => Restart::Transient,
+                supervision::Restart::Temporary => Restart::Temporary,
+            },
+            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+        };
+        ask(&commands, |reply| Command::Spawn { spec, reply })
+            .await
+            .unwrap_or_else(|| Err(SpawnError::NotFound(format!("supervisor {supervisor:?} has exited"))))
+    }
+
+    async fn stop_child(&mut self, supervisor: String, name: String) -> Result<(), Error> {
+        self.require(Grant::Supervision)?;
+        let commands = self.dynamic_supervisor(&supervisor).ok_or(Error::NotFound)?;
+        ask(&commands, |reply| Command::Stop { name, reply }).await.unwrap_or(Err(Error::NotFound))
+    }
+
+    async fn list_children(&mut self, supervisor: String) -> Result<Vec<ChildInfo>, Error> {
+        self.require(Grant::Supervision)?;
+        let commands = self.dynamic_supervisor(&supervisor).ok_or(Error::NotFound)?;
+        ask(&commands, |reply| Command::List { reply }).await.ok_or(Error::NotFound)
+    }
+
+    fn monitor(&mut self, target: AgentId) -> Result<u64, Error> {
+        self.require(Grant::Supervision)?;
+        Ok(self.runtime.links.monitor(&self.runtime.router, self.id, target))
+    }
+
+    fn demonitor(&mut self, reference: u64) -> Result<(), Error> {
+        self.require(Grant::Supervision)?;
+        self.runtime.links.demonitor(self.id, reference)
+    }
+
+    fn link(&mut self, target: AgentId) -> Result<(), Error> {
+        self.require(Grant::Supervision)?;
+        self.runtime.links.link(self.id, target)
+    }
+
+    fn unlink(&mut self, target: AgentId) -> Result<(), Error> {
+        self.require(Grant::Supervision)?;
+        self.runtime.links.unlink(self.id, target);
+        Ok(())
+    }
+
+    fn trap_exits(&mut self, enabled: bool) -> Result<(), Error> {
+        self.require(Grant::Supervision)?;
+        self.runtime.links.set_trap_exits(self.id, enabled);
+        Ok(())
+    }
+
+    async fn run_isolated(&mut self, module: String, input: Vec<u8>, limits: supervision::Limits) -> Result<Vec<u8>, JobError> {
+        if !self.grants.allows(Grant::Supervision) {
+            return Err(JobError::Denied);
+        }
+        let limits = self.limits(&limits).map_err(JobError::Failed)?;
+        super::isolated::run(&self.runtime.clone(), self.id, &module, input, &limits).await
+    }
+}

@@ -1,0 +1,167 @@
+//! Monitors and links between agents, with Erlang's semantics.
+//!
+//! A monitor is one-way and one-shot: the watcher gets an `agora:down` message when the target
+//! exits, whatever the reason. A link is two-way: when one side exits abnormally, the other is
+//! killed with reason `linked`, unless it traps exits, in which case it gets an `agora:exit`
+//! message instead; a normal exit reaches only a side that traps exits. The table is sharded by
+//! agent, and an exit touches only the entries of the agents it concerns.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::messaging::{AgentId, Message, Router};
+use crate::runtime::agent::ExitReason;
+use crate::runtime::bindings::Error;
+
+pub const DOWN_TOPIC: &str = "agora:down";
+pub const EXIT_TOPIC: &str = "agora:exit";
+/// How long a notification may wait for room in a full mailbox before it is reported lost.
+const NOTIFY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Why a linked agent was killed; read by the agent's task when its kill token fires.
+pub type KillCause = Arc<Mutex<Option<String>>>;
+
+#[derive(Default)]
+pub struct Links {
+    agents: DashMap<AgentId, Entry>,
+    next_ref: std::sync::atomic::AtomicU64,
+}
+
+struct Entry {
+    kill: CancellationToken,
+    cause: KillCause,
+    trap_exits: bool,
+    links: HashSet<AgentId>,
+    /// Who watches this agent: (monitor ref, watcher).
+    watchers: Vec<(u64, AgentId)>,
+    /// Whom this agent watches, to clean up when it exits first: (monitor ref, target).
+    watching: Vec<(u64, AgentId)>,
+}
+
+impl Links {
+    pub fn enter(&self, id: AgentId, kill: CancellationToken, cause: KillCause) {
+        let entry =
+            Entry { kill, cause, trap_exits: false, links: HashSet::new(), watchers: Vec::new(), watching: Vec::new() };
+        self.agents.insert(id, entry);
+    }
+
+    pub fn set_trap_exits(&self, id: AgentId, enabled: bool) {
+        if let Some(mut entry) = self.agents.get_mut(&id) {
+            entry.trap_exits = enabled;
+        }
+    }
+
+    /// Returns the monitor's ref. A target that is gone already yields an immediate `noproc`.
+    pub fn monitor(&self, router: &Router, watcher: AgentId, target: AgentId) -> u64 {
+        let reference = self.next_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let alive = match self.agents.get_mut(&target) {
+            Some(mut entry) if target != watcher => {
+                entry.watchers.push((reference, watcher));
+                true
+            }
+            _ => false,
+        };
+        if alive {
+            if let Some(mut entry) = self.agents.get_mut(&watcher) {
+                entry.watching.push((reference, target));
+            }
+        } else {
+            notify(router, watcher, target, DOWN_TOPIC, format!("ref={reference} id={target} reason=noproc"));
+        }
+        reference
+    }
+
+    pub fn demonitor(&self, watcher: AgentId, reference: u64) -> Result<(), Error> {
+        let target = {
+            let mut entry = self.agents.get_mut(&watcher).ok_or(Error::NotFound)?;
+            let index = entry.watching.iter().position(|(r, _)| *r == reference).ok_or(Error::NotFound)?;
+            entry.watching.swap_remove(index).1
+        };
+        if let Some(mut entry) = self.agents.get_mut(&target) {
+            entry.watchers.retain(|(r, _)| *r != reference);
+        }
+        Ok(())
+    }
+
+    pub fn link(&self, a: AgentId, b: AgentId) -> Result<(), Error> {
+        if a == b {
+            return Err(Error::Invalid("an agent cannot link to itself".into()));
+        }
+        // Insert on the target first: if it is gone, nothing changes.
+        self.agents.get_mut(&b).ok_or(Error::NotFound)?.links.insert(a);
+        match self.agents.get_mut(&a) {
+            Some(mut entry) => {
+                entry.links.insert(b);
+                Ok(())
+            }
+            None => {
+                self.unlink(b, a);
+                Err(Error::NotFound)
+            }
+        }
+    }
+
+    pub fn unlink(&self, a: AgentId, b: AgentId) {
+        if let Some(mut entry) = self.agents.get_mut(&a) {
+            entry.links.remove(&b);
+        }
+        if let Some(mut entry) = self.agents.get_mut(&b) {
+            entry.links.remove(&a);
+        }
+    }
+
+    /// An agent exited: tell its watchers, propagate along its links, forget it.
+    pub fn exit(&self, router: &Router, id: AgentId, reason: &ExitReason) {
+        let Some((_, entry)) = self.agents.remove(&id) else { return };
+        let code = reason.code();
+        for (reference, watcher) in entry.watchers {
+            if let Some(mut watcher_entry) = self.agents.get_mut(&watcher) {
+                watcher_entry.watching.retain(|(r, _)| *r != reference);
+            }
+            notify(router, watcher, id, DOWN_TOPIC, format!("ref={reference} id={id} reason={code}"));
+        }
+        for (reference, target) in entry.watching {
+            if let Some(mut target_entry) = self.agents.get_mut(&target) {
+                target_entry.watchers.retain(|(r, _)| *r != reference);
+            }
+        }
+        for linked in entry.links {
+            let Some(mut other) = self.agents.get_mut(&linked) else { continue };
+            other.links.remove(&id);
+            if other.trap_exits {
+                drop(other);
+                notify(router, linked, id, EXIT_TOPIC, format!("id={id} reason={code}"));
+            } else if reason.is_abnormal() {
+                *other.cause.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("linked agent {id} exited: {code}"));
+                other.kill.cancel();
+            }
+        }
+    }
+}
+
+/// Deliver a host notification. A full mailbox gets a bounded wait, and a notification that
+/// still cannot be delivered is reported, never dropped silently.
+fn notify(router: &Router, to: AgentId, about: AgentId, topic: &'static str, payload: String) {
+    let message = || Message { sender: Some(about), topic: Some(topic.into()), payload: payload.clone().into_bytes(), reply: None };
+    match router.try_deliver(to, message()) {
+        Ok(()) | Err(Error::NotFound) => {}
+        Err(_) => {
+            let mailbox = router.sender(to);
+            let message = message();
+            tokio::spawn(async move {
+                let delivered = match mailbox {
+                    Some(mailbox) => mailbox.send_timeout(message, NOTIFY_PATIENCE).await.is_ok(),
+                    None => true,
+                };
+                if !delivered {
+                    tracing::error!(event = "notification_lost", to, about, topic,
+                        "a {topic} notification found the mailbox full for {NOTIFY_PATIENCE:?}");
+                }
+            });
+        }
+    }
+}
