@@ -215,3 +215,133 @@ fn restart_backoff_delays_restarts() {
     assert_eq!(run.outcome("probe", "await a 100"), "error timeout");
     assert!(run.outcome("probe", "await a 5000").starts_with("id "));
 }
+
+const ALL_GRANTS: &str = "grants = [\"messaging\", \"registry\", \"logging\", \"supervision\"]";
+
+#[test]
+fn dynamic_children_are_spawned_listed_restarted_under_their_name_and_stopped() {
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"pool\"\ndynamic = true\nmax_children = 2\nintensity = 5\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ script = \"spawn pool w1 misbehave permanent; spawn pool w2 counter temporary; \
+         spawn pool w3 echo temporary; spawn pool w1 echo temporary; spawn nowhere x echo temporary; \
+         spawn pool w4 nomodule temporary; spawn pool bad/name echo temporary; \
+         call w1 panic 5000; await w1 5000; call w1 tick 5000; children pool; \
+         stop-child pool w1; lookup w1; children pool; spawn pool w3 echo temporary; call w3 hi 5000; \
+         stop-child pool ghost; stop\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run_until_exit_of("probe");
+    assert!(run.outcome("probe", "spawn pool w1 misbehave permanent").starts_with("id "));
+    assert!(run.outcome("probe", "spawn pool w2 counter temporary").starts_with("id "));
+    assert_eq!(run.outcome("probe", "spawn pool w3 echo temporary"), "error SpawnError::MaxChildren(2)");
+    assert_eq!(run.outcome("probe", "spawn pool w1 echo temporary"), "error SpawnError::MaxChildren(2)");
+    assert!(run.outcome("probe", "spawn nowhere x echo temporary").starts_with("error SpawnError::NotFound("));
+    assert!(run.outcome("probe", "spawn pool w4 nomodule temporary").starts_with("error SpawnError::NotFound("));
+    assert!(run.outcome("probe", "spawn pool bad/name echo temporary").starts_with("error SpawnError::Invalid("));
+    // The restarted child is reachable under the same name.
+    assert_eq!(run.outcome("probe", "call w1 tick 5000"), "reply 1");
+    assert_eq!(run.outcome("probe", "stop-child pool w1"), "ok");
+    assert_eq!(run.outcome("probe", "lookup w1"), "error not-found");
+    let lists: Vec<String> = run.logs("probe").into_iter().filter(|l| l.starts_with("probe: children pool")).collect();
+    assert_eq!(lists, vec!["probe: children pool => children [w1:1,w2:0]", "probe: children pool => children [w2:0]"]);
+    // A stopped child frees its place.
+    assert_eq!(run.outcome("probe", "call w3 hi 5000"), "reply hi");
+    assert_eq!(run.outcome("probe", "stop-child pool ghost"), "error not-found");
+    assert_eq!(run.exit("w1")["reason"], "panic");
+}
+
+#[test]
+fn spawning_needs_the_supervision_grant_and_a_child_gets_no_more_than_its_parent() {
+    let text = format!(
+        "[defaults]\n{GRANTS}\n\
+         [[supervisor.children]]\nname = \"pool\"\ndynamic = true\n\
+         [[supervisor.children]]\nname = \"plain\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ run_in_init = \"true\", script = \"spawn pool x echo temporary; monitor plain; isolated echo hi 1048576 1000\" }}\n\
+         [[supervisor.children]]\nname = \"parent\"\nmodule = \"probe\"\nrestart = \"temporary\"\n{ALL_GRANTS}\n\
+         config = {{ run_in_init = \"true\", script = \"spawn pool kid probe temporary; stop\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run_until_exit_of("parent");
+    assert_eq!(run.outcome("plain", "spawn pool x echo temporary"), "error SpawnError::Denied");
+    assert_eq!(run.outcome("plain", "monitor plain"), "error denied");
+    assert_eq!(run.outcome("plain", "isolated echo hi 1048576 1000"), "error JobError::Denied");
+    assert!(run.outcome("parent", "spawn pool kid probe temporary").starts_with("id "));
+}
+
+#[test]
+fn monitors_deliver_down_messages_with_the_reason() {
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\nrestart = \"temporary\"\n\
+         [[supervisor.children]]\nname = \"target\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"calm\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"watcher\"\nmodule = \"probe\"\n\
+         config = {{ report_messages = \"true\", run_in_init = \"true\", script = \"monitor target; monitor calm; monitor #999999\" }}\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\n\
+         config = {{ script = \"call target panic 5000; call calm stop 5000; call watcher sync 5000; stop\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run_until_exit_of("probe");
+    let target = run.events("agent_started", Some("target"))[0]["id"].as_u64().unwrap();
+    let calm = run.events("agent_started", Some("calm"))[0]["id"].as_u64().unwrap();
+    let got: Vec<String> =
+        run.logs("watcher").into_iter().filter(|l| l.starts_with("probe got [agora:down]")).collect();
+    assert_eq!(
+        got,
+        vec![
+            "probe got [agora:down] ref=3 id=999999 reason=noproc".to_string(),
+            format!("probe got [agora:down] ref=1 id={target} reason=panic"),
+            format!("probe got [agora:down] ref=2 id={calm} reason=normal"),
+        ]
+    );
+}
+
+#[test]
+fn links_take_partners_down_unless_they_trap_exits() {
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\nrestart = \"temporary\"\n\
+         [[supervisor.children]]\nname = \"doomed\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"graceful\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"partner\"\nmodule = \"probe\"\n\
+         config = {{ run_in_init = \"true\", script = \"link doomed; link graceful\" }}\n\
+         [[supervisor.children]]\nname = \"trapper\"\nmodule = \"probe\"\n\
+         config = {{ report_messages = \"true\", run_in_init = \"true\", script = \"trap-exits on; link doomed\" }}\n\
+         [[supervisor.children]]\nname = \"bystander\"\nmodule = \"probe\"\n\
+         config = {{ run_in_init = \"true\", script = \"link graceful\" }}\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\n\
+         config = {{ script = \"call graceful stop 5000; call bystander alive 5000; call doomed panic 5000; call trapper sync 5000; stop\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run_until_exit_of("probe");
+    // A normal exit does not propagate.
+    assert_eq!(run.outcome("probe", "call bystander alive 5000"), "reply alive");
+    // An abnormal one kills the non-trapping partner, and reaches the trapping one as a message.
+    let partner = run.exit("partner");
+    assert_eq!(partner["reason"], "linked");
+    let doomed = run.events("agent_started", Some("doomed"))[0]["id"].as_u64().unwrap();
+    assert_eq!(partner["detail"], format!("linked agent {doomed} exited: panic"));
+    assert!(run.logs("trapper").contains(&format!("probe got [agora:exit] id={doomed} reason=panic")));
+    assert_eq!(run.outcome("probe", "call trapper sync 5000"), "reply sync");
+}
+
+#[test]
+fn isolated_jobs_return_output_or_a_typed_error() {
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ script = \"isolated echo hello 1048576 1000; isolated misbehave hog 2097152 1000; \
+         isolated misbehave loop 4194304 200; isolated misbehave panic 1048576 1000; isolated misbehave reject 1048576 1000; \
+         isolated nothing x 1048576 1000; isolated echo again 1048576 1000; stop\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run();
+    run.assert_success();
+    assert_eq!(run.outcome("probe", "isolated echo hello 1048576 1000"), "output hello");
+    assert_eq!(run.outcome("probe", "isolated misbehave hog 2097152 1000"), "error JobError::MemoryCap(2097152)");
+    assert_eq!(run.outcome("probe", "isolated misbehave loop 4194304 200"), "error JobError::CpuBudget");
+    assert!(run.outcome("probe", "isolated misbehave panic 1048576 1000").starts_with("error JobError::Trap(\"panic:"));
+    assert_eq!(
+        run.outcome("probe", "isolated misbehave reject 1048576 1000"),
+        "error JobError::Failed(\"misbehave: asked to reject\")"
+    );
+    assert!(run.outcome("probe", "isolated nothing x 1048576 1000").starts_with("error JobError::NotFound("));
+    assert_eq!(run.outcome("probe", "isolated echo again 1048576 1000"), "output again");
+    // The jobs were never agents: nothing was started or registered for them.
+    assert_eq!(run.events("agent_started", None).len(), 1);
+}

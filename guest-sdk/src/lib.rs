@@ -169,8 +169,8 @@ pub mod registry {
 /// Supervision from inside: dynamic children, monitors, links, isolated jobs. Grant:
 /// "supervision".
 pub mod supervision {
-    pub use crate::bindings::agora::agent::supervision::*;
     use crate::Message;
+    pub use crate::bindings::agora::agent::supervision::*;
 
     /// Topic of the message a monitor delivers when its target exits.
     pub const DOWN_TOPIC: &str = "agora:down";

@@ -266,7 +266,11 @@ impl TreeBuilder<'_> {
                 return Err(self.error(max.span(), &format!("{scope}.max_children"), "needs `dynamic = true`"));
             }
             (true, _) if raw.children.as_ref().is_some_and(|c| !c.is_empty()) => {
-                return Err(self.error(span, &format!("{scope}.children"), "a dynamic supervisor starts with no children"));
+                return Err(self.error(
+                    span,
+                    &format!("{scope}.children"),
+                    "a dynamic supervisor starts with no children",
+                ));
             }
             (true, _) if raw.strategy.as_ref().is_some_and(|s| *s.get_ref() != Strategy::OneForOne) => {
                 return Err(self.error(span, &format!("{scope}.strategy"), "a dynamic supervisor is one_for_one"));

@@ -122,7 +122,12 @@ impl supervision::Host for AgentState {
         Ok(())
     }
 
-    async fn run_isolated(&mut self, module: String, input: Vec<u8>, limits: supervision::Limits) -> Result<Vec<u8>, JobError> {
+    async fn run_isolated(
+        &mut self,
+        module: String,
+        input: Vec<u8>,
+        limits: supervision::Limits,
+    ) -> Result<Vec<u8>, JobError> {
         if !self.grants.allows(Grant::Supervision) {
             return Err(JobError::Denied);
         }

@@ -136,7 +136,8 @@ impl Links {
                 drop(other);
                 notify(router, linked, id, EXIT_TOPIC, format!("id={id} reason={code}"));
             } else if reason.is_abnormal() {
-                *other.cause.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("linked agent {id} exited: {code}"));
+                *other.cause.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("linked agent {id} exited: {code}"));
                 other.kill.cancel();
             }
         }
@@ -146,7 +147,12 @@ impl Links {
 /// Deliver a host notification. A full mailbox gets a bounded wait, and a notification that
 /// still cannot be delivered is reported, never dropped silently.
 fn notify(router: &Router, to: AgentId, about: AgentId, topic: &'static str, payload: String) {
-    let message = || Message { sender: Some(about), topic: Some(topic.into()), payload: payload.clone().into_bytes(), reply: None };
+    let message = || Message {
+        sender: Some(about),
+        topic: Some(topic.into()),
+        payload: payload.clone().into_bytes(),
+        reply: None,
+    };
     match router.try_deliver(to, message()) {
         Ok(()) | Err(Error::NotFound) => {}
         Err(_) => {
@@ -158,8 +164,13 @@ fn notify(router: &Router, to: AgentId, about: AgentId, topic: &'static str, pay
                     None => true,
                 };
                 if !delivered {
-                    tracing::error!(event = "notification_lost", to, about, topic,
-                        "a {topic} notification found the mailbox full for {NOTIFY_PATIENCE:?}");
+                    tracing::error!(
+                        event = "notification_lost",
+                        to,
+                        about,
+                        topic,
+                        "a {topic} notification found the mailbox full for {NOTIFY_PATIENCE:?}"
+                    );
                 }
             });
         }

@@ -32,11 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events;
 use crate::manifest::{AgentSpec, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
-use crate::runtime::bindings::Error;
-use crate::runtime::bindings::supervision::{ChildInfo, SpawnError};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Exit, ExitReason, Fault, FaultKind, RunningAgent, StartError};
+use crate::runtime::bindings::Error;
+use crate::runtime::bindings::supervision::{ChildInfo, SpawnError};
 
 /// Run a supervision tree until its root exits, or until `stop` resolves (then shut it down).
 /// The root's crash (restart intensity reached, or a child that cannot start) is the error.

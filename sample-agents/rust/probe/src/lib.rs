@@ -149,13 +149,8 @@ fn run_step(words: &[&str]) -> String {
             };
             let mut limits = supervision::default_limits();
             limits.memory_bytes = arg(5).parse().ok();
-            let child = supervision::Child {
-                name: arg(2).into(),
-                module: arg(3).into(),
-                config: Vec::new(),
-                limits,
-                restart,
-            };
+            let child =
+                supervision::Child { name: arg(2).into(), module: arg(3).into(), config: Vec::new(), limits, restart };
             match supervision::spawn(arg(1), &child) {
                 Ok(id) => format!("id {id}"),
                 Err(e) => format!("error {e:?}"),
