@@ -40,6 +40,9 @@ pub struct Runtime {
     modules: BTreeMap<String, Module>,
     next_serial: AtomicU64,
     pub tally: ExitTally,
+    /// Stores alive right now (agents, isolated jobs, benchmark baselines): each holds one
+    /// instance-pool slot, so this returning to zero means no slot leaked.
+    pub live_instances: AtomicUsize,
     _ticker: EpochTicker,
 }
 
@@ -58,6 +61,7 @@ impl Runtime {
             modules: BTreeMap::new(),
             next_serial: AtomicU64::new(1),
             tally: ExitTally::default(),
+            live_instances: AtomicUsize::new(0),
             engine,
             settings,
             loader,

@@ -35,6 +35,7 @@ impl AgentState {
         let wasi = WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build();
         let tick = runtime.settings.tick.duration();
         let ticks_allowed = (limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
+        runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         AgentState {
             runtime,
             id,
@@ -54,6 +55,12 @@ impl AgentState {
     /// Deny-by-default check at the top of every granted host function.
     pub fn require(&self, grant: Grant) -> Result<(), Error> {
         if self.grants.allows(grant) { Ok(()) } else { Err(Error::Denied) }
+    }
+}
+
+impl Drop for AgentState {
+    fn drop(&mut self) {
+        self.runtime.live_instances.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -109,7 +109,8 @@ pub struct RunningSupervisor {
 }
 
 impl RunningSupervisor {
-    async fn stop(mut self, policy: Shutdown) {
+    /// Stop it as a parent does (its children first, in reverse order) and wait until it is gone.
+    pub async fn stop(mut self, policy: Shutdown) {
         match policy {
             Shutdown::BrutalKill => self.kill.cancel(),
             Shutdown::Infinity => self.shutdown.cancel(),
