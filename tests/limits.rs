@@ -104,3 +104,28 @@ fn an_init_error_fails_the_start_and_the_run() {
         assert_eq!(run.exit("fine")["reason"], "shutdown");
     }
 }
+
+#[test]
+fn a_panicking_host_service_is_restarted_and_logged() {
+    // The epoch ticker drives CPU control; the fault hook makes it panic once. It must come back,
+    // or the looping agent below would never be interrupted.
+    let scenario = Scenario::agents(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"spin\"\nmodule = \"misbehave\"\nbudget = \"500ms\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\nconfig = {{ script = \"send spin loop; stop\" }}\n"
+        ),
+    );
+    let output = common::agora()
+        .args(["run", "--log-format", "json", scenario.manifest.to_str().unwrap()])
+        .env("AGORA_INJECT_FAULT", "epoch-ticker")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let events = common::parse_events(&String::from_utf8_lossy(&output.stdout));
+    let restarted = events.iter().find(|e| e["event"] == "host_task_restarted").expect("a restart event");
+    assert_eq!(restarted["task"], "epoch_ticker");
+    let spin = events.iter().find(|e| e["event"] == "agent_exited" && e["agent"] == "spin").unwrap();
+    assert_eq!(spin["reason"], "cpu_budget");
+}

@@ -9,7 +9,10 @@
 //! A trap poisons the instance: the store is dropped, never reused.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -85,6 +88,8 @@ pub enum FaultKind {
     RestartIntensity,
     /// A linked agent exited abnormally, and this one did not trap exits.
     Linked,
+    /// A bug in the host panicked while serving this agent; the host caught it and carried on.
+    HostPanic,
 }
 
 impl FaultKind {
@@ -100,6 +105,7 @@ impl FaultKind {
             FaultKind::HandlerFatal => "handler_fatal",
             FaultKind::RestartIntensity => "max_restart_intensity",
             FaultKind::Linked => "linked",
+            FaultKind::HostPanic => "host_panic",
         }
     }
 }
@@ -140,6 +146,15 @@ impl Fault {
             output,
         }
     }
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Why an agent could not start.
@@ -275,7 +290,12 @@ struct Instance {
 impl Instance {
     /// The agent task: serve, clean up, report.
     async fn live(mut self, agent: Agent, exits: mpsc::UnboundedSender<Exit>) {
-        let reason = self.serve(&agent).await;
+        // A panic in host code must not leave a registered agent without a task: catch it,
+        // then clean up and report like any crash, so the supervisor can restart the agent.
+        let reason = match AssertUnwindSafe(self.serve(&agent)).catch_unwind().await {
+            Ok(reason) => reason,
+            Err(panic) => ExitReason::Crashed(Fault::new(FaultKind::HostPanic, panic_message(&*panic))),
+        };
         self.finish(reason, &exits);
     }
 

@@ -71,14 +71,37 @@ impl EpochTicker {
         let stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let flag = stop.clone();
+        // Tests set AGORA_INJECT_FAULT=epoch-ticker to prove that a panicking ticker is restarted.
+        let mut inject_panic = std::env::var("AGORA_INJECT_FAULT").is_ok_and(|v| v == "epoch-ticker");
         std::thread::Builder::new()
             .name("agora-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                // Without ticks no agent could be interrupted or made to yield: a panic here is
+                // logged and the loop restarted, never left as a silent hole.
+                let mut restarts = 0u32;
+                loop {
+                    let ticking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        while !flag.load(Ordering::Relaxed) {
+                            std::thread::sleep(tick);
+                            let Some(engine) = weak.upgrade() else { return };
+                            engine.increment_epoch();
+                            if std::mem::take(&mut inject_panic) {
+                                panic!("injected fault");
+                            }
+                        }
+                    }));
+                    match ticking {
+                        Ok(()) => return,
+                        Err(panic) => {
+                            restarts += 1;
+                            let message = crate::runtime::agent::panic_message(&*panic);
+                            tracing::error!(
+                                event = "host_task_restarted",
+                                task = "epoch_ticker",
+                                restarts,
+                                "the epoch ticker panicked ({message}); restarting it"
+                            );
+                        }
                     }
                 }
             })

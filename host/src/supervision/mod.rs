@@ -23,7 +23,10 @@ pub mod links;
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+
+use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +127,13 @@ impl RunningSupervisor {
         }
         let _ = self.task.await;
     }
+}
+
+enum Event {
+    Exit(Exit),
+    /// A restart scheduled after a backoff delay: these slots, in this order.
+    RestartDue(Vec<usize>),
+    Command(Command),
 }
 
 async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Option<Command> {
@@ -251,7 +261,7 @@ impl Supervisor {
                     break ExitReason::Normal;
                 }
             }
-            let outcome = tokio::select! {
+            let event = tokio::select! {
                 biased;
                 _ = kill.cancelled() => break ExitReason::Killed,
                 _ = shutdown.cancelled() => {
@@ -262,15 +272,15 @@ impl Supervisor {
                         _ = self.stop_children(everyone) => break ExitReason::Shutdown,
                     }
                 }
-                exit = self.exits.recv() => self.on_exit(exit.expect("the supervisor holds a sender")).await,
-                slots = self.due.recv() => {
-                    self.pending_restarts -= 1;
-                    self.restart_slots(slots.expect("the supervisor holds a sender")).await
-                }
-                Some(command) = next_command(&mut self.commands) => {
-                    self.on_command(command).await;
-                    Ok(())
-                }
+                exit = self.exits.recv() => Event::Exit(exit.expect("the supervisor holds a sender")),
+                slots = self.due.recv() => Event::RestartDue(slots.expect("the supervisor holds a sender")),
+                Some(command) = next_command(&mut self.commands) => Event::Command(command),
+            };
+            // A panic in this host code fails the supervisor (its parent restarts it) instead of
+            // leaving its children unsupervised.
+            let outcome = match AssertUnwindSafe(self.process(event)).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(Fault::new(FaultKind::HostPanic, agent::panic_message(&*panic))),
             };
             if let Err(fault) = outcome {
                 events::supervisor_failed(&self.name, self.id, &fault);
@@ -292,6 +302,20 @@ impl Supervisor {
         events::supervisor_exited(&self.name, self.id, &reason);
         let name: Arc<str> = self.name.as_str().into();
         let _ = parent.send(Exit { id: self.id, name, reason });
+    }
+
+    async fn process(&mut self, event: Event) -> Result<(), Fault> {
+        match event {
+            Event::Exit(exit) => self.on_exit(exit).await,
+            Event::RestartDue(slots) => {
+                self.pending_restarts -= 1;
+                self.restart_slots(slots).await
+            }
+            Event::Command(command) => {
+                self.on_command(command).await;
+                Ok(())
+            }
+        }
     }
 
     async fn on_command(&mut self, command: Command) {
