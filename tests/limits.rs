@@ -69,8 +69,9 @@ fn a_panic_is_reported_with_its_message_and_backtrace() {
             "[defaults]\n{GRANT_ALL}\n\
              [[agent]]\nname = \"fragile\"\nmodule = \"misbehave\"\n\
              [[agent]]\nname = \"fatal\"\nmodule = \"misbehave\"\n\
+             [[agent]]\nname = \"deep\"\nmodule = \"misbehave\"\n\
              [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
-             config = {{ script = \"call fragile tick 5000; call fragile panic 5000; call fatal fatal 5000; stop\" }}\n"
+             config = {{ script = \"call fragile tick 5000; call fragile panic 5000; call fatal fatal 5000; call deep recurse 5000; stop\" }}\n"
         ),
     )
     .run();
@@ -84,6 +85,9 @@ fn a_panic_is_reported_with_its_message_and_backtrace() {
     let exit = run.exit("fatal");
     assert_eq!(exit["reason"], "handler_fatal", "{exit}");
     assert_eq!(exit["detail"], "misbehave: asked to fail fatally");
+    let exit = run.exit("deep");
+    assert_eq!(exit["reason"], "stack_overflow", "{exit}");
+    assert!(exit["backtrace"].as_str().unwrap().contains("recurse"), "{exit}");
 }
 
 #[test]

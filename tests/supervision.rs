@@ -54,7 +54,7 @@ fn one_for_one_restarts_only_the_crashed_child() {
     assert_eq!(run.outcome("probe", "call b tick 5000"), "reply 1");
     assert_eq!(
         after(&run, crash_of("b")),
-        vec![("agent_started", "b", ""), ("agent_restarted", "b", "")],
+        vec![("agent_started", "b", ""), ("agent_restarted", "b", "panic")],
         "{:#?}",
         run.events
     );
@@ -75,11 +75,11 @@ fn one_for_all_stops_the_others_in_reverse_and_restarts_all_in_order() {
             ("agent_exited", "c", "shutdown"),
             ("agent_exited", "a", "shutdown"),
             ("agent_started", "a", ""),
-            ("agent_restarted", "a", ""),
+            ("agent_restarted", "a", "sibling_restart"),
             ("agent_started", "b", ""),
-            ("agent_restarted", "b", ""),
+            ("agent_restarted", "b", "panic"),
             ("agent_started", "c", ""),
-            ("agent_restarted", "c", ""),
+            ("agent_restarted", "c", "sibling_restart"),
         ]
     );
 }
@@ -98,11 +98,11 @@ fn rest_for_one_restarts_the_crashed_child_and_those_started_after_it() {
             ("agent_exited", "d", "shutdown"),
             ("agent_exited", "c", "shutdown"),
             ("agent_started", "b", ""),
-            ("agent_restarted", "b", ""),
+            ("agent_restarted", "b", "panic"),
             ("agent_started", "c", ""),
-            ("agent_restarted", "c", ""),
+            ("agent_restarted", "c", "sibling_restart"),
             ("agent_started", "d", ""),
-            ("agent_restarted", "d", ""),
+            ("agent_restarted", "d", "sibling_restart"),
         ]
     );
 }

@@ -107,13 +107,14 @@ pub fn supervisor_exited(supervisor: &str, id: AgentId, reason: &ExitReason) {
     );
 }
 
-pub fn child_restarted(agent: &str, id: AgentId, restarts: u32) {
+pub fn child_restarted(agent: &str, id: AgentId, restarts: u32, after: &str) {
     tracing::info!(
         target: "agora::lifecycle",
         event = "agent_restarted",
         agent,
         id,
         restarts,
-        "{agent} restarted (restart {restarts})"
+        reason = after,
+        "{agent} restarted after {after} (restart {restarts})"
     );
 }

@@ -153,6 +153,7 @@ impl Slot {
             removed: false,
             next_delay: backoff.map(|b| b.initial),
             started_at: Instant::now(),
+            last_exit: "",
         }
     }
 }
@@ -167,6 +168,8 @@ struct Slot {
     /// The next backoff delay, when backoff is configured.
     next_delay: Option<Duration>,
     started_at: Instant,
+    /// Why the child last exited, for the `agent_restarted` event.
+    last_exit: &'static str,
 }
 
 struct Supervisor {
@@ -399,6 +402,7 @@ impl Supervisor {
         };
         let slot = &mut self.slots[index];
         slot.running = None;
+        slot.last_exit = exit.reason.code();
         let restart = match slot.spec.restart() {
             Restart::Permanent => true,
             Restart::Transient => exit.reason.is_abnormal(),
@@ -423,6 +427,7 @@ impl Supervisor {
         self.stop_children_at(&siblings).await;
         for &sibling in &siblings {
             let slot = &mut self.slots[sibling];
+            slot.last_exit = "sibling_restart";
             // A temporary sibling stopped by its supervisor is not restarted (OTP deletes it).
             slot.removed |= slot.spec.restart() == Restart::Temporary;
         }
@@ -474,11 +479,8 @@ impl Supervisor {
             match self.start_slot(index).await {
                 Ok(()) => {
                     let slot = &self.slots[index];
-                    events::child_restarted(
-                        slot.spec.name(),
-                        slot.running.as_ref().map_or(0, Child::id),
-                        slot.restarts,
-                    );
+                    let id = slot.running.as_ref().map_or(0, Child::id);
+                    events::child_restarted(slot.spec.name(), id, slot.restarts, slot.last_exit);
                 }
                 Err(error) => {
                     // A restart that fails to start counts as another crash of that child.

@@ -1,6 +1,6 @@
 //! An agent that fails on purpose, for the tests and the demo. The payload (or config `on_init`)
 //! says how: `hog` allocates until its memory cap stops it, `loop` spins forever, `panic` panics,
-//! `fatal` returns a fatal handler error, `reject` a non-fatal one, `ignore` never answers a call. Anything else is echoed, and
+//! `recurse` overflows the stack, `fatal` returns a fatal handler error, `reject` a non-fatal one, `ignore` never answers a call. Anything else is echoed, and
 //! `tick` is counted so that progress between faults is visible.
 use agora_guest::{Agent, Config, HandleError, Message, log};
 
@@ -25,10 +25,21 @@ fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
             }
         }
         "panic" => panic!("misbehave: asked to panic"),
+        "recurse" => Ok(Some(recurse(std::hint::black_box(1)).to_le_bytes().to_vec())),
         "fatal" => Err(HandleError::fatal("misbehave: asked to fail fatally")),
         "reject" => Err(HandleError::reject("misbehave: asked to reject")),
         _ => Ok(None),
     }
+}
+
+/// Unbounded recursion that keeps nothing in linear memory, so that it exhausts the wasm stack
+/// rather than Rust's shadow stack; the multiply after the call keeps it from becoming a loop.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1).wrapping_mul(3).wrapping_add(depth)
 }
 
 impl Agent for Misbehave {
