@@ -19,7 +19,8 @@ agents: setup
 run: build agents
 	$(AGORA) run examples/demo.toml
 
-test: setup agents
+# Lint first: formatting and clippy are part of what CI enforces.
+test: setup agents lint
 	$(CARGO) test --release -p agora-host -- --test-threads 2
 
 bench: build agents

@@ -28,7 +28,7 @@ fn scenario(sup_settings: &str, children: &[(&str, &str)], script: &str) -> Scen
 
 /// The lifecycle events after the first one matching `from`, as (event, agent, reason) triples,
 /// up to the probe's exit.
-fn after<'a>(run: &'a Run, from: impl Fn(&Value) -> bool) -> Vec<(&'a str, &'a str, &'a str)> {
+fn after(run: &Run, from: impl Fn(&Value) -> bool) -> Vec<(&str, &str, &str)> {
     let start = run.position(from).expect("the starting event");
     run.events[start + 1..]
         .iter()

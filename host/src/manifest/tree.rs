@@ -190,12 +190,8 @@ pub(super) struct TreeBuilder<'a> {
 impl TreeBuilder<'_> {
     pub fn root(&mut self, raw: Option<RawChild>, agents: Vec<RawChild>) -> Result<SupervisorSpec, ManifestError> {
         let mut raw = raw.unwrap_or_default();
-        if raw.module.is_some() {
-            return Err(self.error(
-                raw.module.as_ref().unwrap().span(),
-                "supervisor.module",
-                "the root is a supervisor",
-            ));
+        if let Some(module) = &raw.module {
+            return Err(self.error(module.span(), "supervisor.module", "the root is a supervisor"));
         }
         if !agents.is_empty() && raw.children.as_ref().is_some_and(|c| !c.is_empty()) {
             let span = raw.name.as_ref().map_or(0..0, |n| n.span());

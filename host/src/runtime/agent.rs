@@ -193,10 +193,10 @@ impl RunningAgent {
             Shutdown::Infinity => self.shutdown.cancel(),
             Shutdown::Timeout(limit) => {
                 self.shutdown.cancel();
-                if let Some(task) = self.task.as_mut() {
-                    if tokio::time::timeout(limit, task).await.is_ok() {
-                        return;
-                    }
+                if let Some(task) = self.task.as_mut()
+                    && tokio::time::timeout(limit, task).await.is_ok()
+                {
+                    return;
                 }
                 self.kill.cancel();
             }

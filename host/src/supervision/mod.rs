@@ -143,7 +143,6 @@ async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<Command>>) -
     }
 }
 
-/// One child position: its spec and, while it runs, its handle.
 impl Slot {
     fn new(spec: ChildSpec, backoff: Option<crate::manifest::Backoff>) -> Slot {
         Slot {
@@ -158,6 +157,7 @@ impl Slot {
     }
 }
 
+/// One child position: its spec and, while it runs, its handle.
 struct Slot {
     spec: ChildSpec,
     running: Option<Child>,
