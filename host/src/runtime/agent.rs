@@ -16,7 +16,6 @@ use futures_util::FutureExt;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use super::Runtime;
@@ -174,12 +173,69 @@ pub struct Exit {
     pub reason: ExitReason,
 }
 
+/// How an agent is asked to end: `shutdown` (finish the current message, then `terminate`) or
+/// `kill` (at once). Checked with one atomic load per message; only an idle agent, or one whose
+/// callback is suspended, waits on the notification.
+#[derive(Clone, Default)]
+pub struct StopSignal {
+    inner: Arc<StopInner>,
+}
+
+#[derive(Default)]
+struct StopInner {
+    level: std::sync::atomic::AtomicU8,
+    changed: tokio::sync::Notify,
+}
+
+/// Stop levels (0 = running).
+const SHUTDOWN: u8 = 1;
+const KILL: u8 = 2;
+
+impl StopSignal {
+    pub fn shutdown(&self) {
+        self.raise(SHUTDOWN);
+    }
+
+    pub fn kill(&self) {
+        self.raise(KILL);
+    }
+
+    fn raise(&self, level: u8) {
+        self.inner.level.fetch_max(level, std::sync::atomic::Ordering::SeqCst);
+        self.inner.changed.notify_waiters();
+    }
+
+    fn level(&self) -> u8 {
+        self.inner.level.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.level() == KILL
+    }
+
+    /// Resolves once the level is at least `level`.
+    async fn reached(&self, level: u8) {
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.level() >= level {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    pub async fn killed(&self) {
+        self.reached(KILL).await
+    }
+}
+
 /// A running agent, as its supervisor holds it.
 pub struct RunningAgent {
     pub id: AgentId,
     pub name: Arc<str>,
-    shutdown: CancellationToken,
-    kill: CancellationToken,
+    stop: StopSignal,
     /// None when the agent asked to stop during `init` and was finished before `start` returned.
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -189,16 +245,16 @@ impl RunningAgent {
     /// been sent): `terminate("shutdown")` within the timeout, else killed.
     pub async fn stop(mut self, policy: Shutdown) {
         match policy {
-            Shutdown::BrutalKill => self.kill.cancel(),
-            Shutdown::Infinity => self.shutdown.cancel(),
+            Shutdown::BrutalKill => self.stop.kill(),
+            Shutdown::Infinity => self.stop.shutdown(),
             Shutdown::Timeout(limit) => {
-                self.shutdown.cancel();
+                self.stop.shutdown();
                 if let Some(task) = self.task.as_mut()
                     && tokio::time::timeout(limit, task).await.is_ok()
                 {
                     return;
                 }
-                self.kill.cancel();
+                self.stop.kill();
             }
         }
         if let Some(task) = self.task {
@@ -208,7 +264,7 @@ impl RunningAgent {
 
     /// Ask for a graceful stop without waiting.
     pub fn request_shutdown(&self) {
-        self.shutdown.cancel();
+        self.stop.shutdown();
     }
 }
 
@@ -230,16 +286,10 @@ pub async fn start(
         .map_err(|_| StartError::NameTaken { agent: spec.name.clone() })?;
     let inbox = runtime.router.open(id, spec.limits.mailbox);
     let state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
-    let (shutdown, kill) = (CancellationToken::new(), CancellationToken::new());
+    let stop = state.stop.clone();
     let kill_cause = KillCause::default();
-    runtime.links.enter(id, kill.clone(), kill_cause.clone());
-    let mut instance = Instance {
-        store: new_store(runtime, state),
-        inbox,
-        shutdown: shutdown.clone(),
-        kill: kill.clone(),
-        kill_cause,
-    };
+    runtime.links.enter(id, stop.clone(), kill_cause.clone());
+    let mut instance = Instance { store: new_store(runtime, state), inbox, stop: stop.clone(), kill_cause };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
             events::agent_started(&name, id, &module.name, started.elapsed());
@@ -252,7 +302,7 @@ pub async fn start(
             } else {
                 Some(tokio::spawn(instance.live(agent, exits)))
             };
-            Ok(RunningAgent { id, name, shutdown, kill, task })
+            Ok(RunningAgent { id, name, stop, task })
         }
         Err(fault) => {
             instance.cleanup(&ExitReason::Crashed(fault.clone()));
@@ -261,11 +311,26 @@ pub async fn start(
     }
 }
 
+/// The trap raised in a store whose agent is being killed.
+#[derive(Debug)]
+struct Killed;
+
+impl fmt::Display for Killed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("killed by its supervisor")
+    }
+}
+
+impl std::error::Error for Killed {}
+
 /// A store with the agent's memory cap and CPU-budget callback installed.
 pub fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.memory);
     store.epoch_deadline_callback(|mut context| {
+        if context.data().stop.is_killed() {
+            return Err(wasmtime::Error::new(Killed));
+        }
         let budget = &mut context.data_mut().budget;
         budget.ticks_used += 1;
         if budget.ticks_used > budget.ticks_allowed {
@@ -279,10 +344,9 @@ pub fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
 struct Instance {
     store: Store<AgentState>,
     inbox: Inbox,
-    shutdown: CancellationToken,
-    /// Cancels even a callback in progress (dropping a wasm call mid-flight is safe: the store
-    /// is never entered again, only its data read for the exit report).
-    kill: CancellationToken,
+    /// A kill ends even a callback in progress: the epoch callback traps running wasm, and a
+    /// suspended call is dropped (safe: the store is never entered again, only its data read).
+    stop: StopSignal,
     /// Set when the kill comes from a linked agent's exit.
     kill_cause: KillCause,
 }
@@ -327,24 +391,45 @@ impl Instance {
 
     /// Handle messages until the agent stops, faults or is shut down.
     async fn serve(&mut self, agent: &Agent) -> ExitReason {
-        let kill = self.kill.clone();
+        let stop = self.stop.clone();
         loop {
-            let message = tokio::select! {
-                biased;
-                _ = kill.cancelled() => return self.killed(),
-                _ = self.shutdown.cancelled() => return self.terminate(agent, ExitReason::Shutdown).await,
-                message = self.inbox.recv() => match message {
-                    Some(message) => message,
-                    None => return self.terminate(agent, ExitReason::Shutdown).await,
+            match stop.level() {
+                KILL => return self.killed(),
+                SHUTDOWN => return self.terminate(agent, ExitReason::Shutdown).await,
+                _ => {}
+            }
+            let message = match self.inbox.try_recv() {
+                Ok(message) => message,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return self.terminate(agent, ExitReason::Shutdown).await;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    biased;
+                    _ = stop.reached(SHUTDOWN) => continue,
+                    message = self.inbox.recv() => match message {
+                        Some(message) => message,
+                        None => return self.terminate(agent, ExitReason::Shutdown).await,
+                    },
                 },
             };
-            let handled = tokio::select! {
-                biased;
-                _ = kill.cancelled() => return self.killed(),
-                handled = self.handle(agent, message) => handled,
+            // Most callbacks finish in their first poll; only one that suspends (waiting in a
+            // host call, yielding at a tick) also waits on the kill signal.
+            let handled = {
+                let handling = self.handle(agent, message);
+                tokio::pin!(handling);
+                match futures_util::poll!(handling.as_mut()) {
+                    std::task::Poll::Ready(handled) => Some(handled),
+                    std::task::Poll::Pending => tokio::select! {
+                        biased;
+                        _ = stop.killed() => None,
+                        handled = &mut handling => Some(handled),
+                    },
+                }
             };
+            let Some(handled) = handled else { return self.killed() };
             if let Err(fault) = handled {
-                return ExitReason::Crashed(fault);
+                // A kill that landed while wasm ran surfaces as a trap; report it as the kill.
+                return if stop.is_killed() { self.killed() } else { ExitReason::Crashed(fault) };
             }
             if self.store.data().lifecycle.stop_requested {
                 return self.terminate(agent, ExitReason::Normal).await;
@@ -386,14 +471,15 @@ impl Instance {
 
     async fn terminate(&mut self, agent: &Agent, reason: ExitReason) -> ExitReason {
         self.arm_budget();
-        let kill = self.kill.clone();
+        let stop = self.stop.clone();
         let terminated = tokio::select! {
             biased;
-            _ = kill.cancelled() => return self.killed(),
+            _ = stop.killed() => return self.killed(),
             terminated = agent.call_terminate(&mut self.store, reason.code()) => terminated,
         };
         match terminated {
             Ok(()) => reason,
+            Err(_) if stop.is_killed() => self.killed(),
             Err(e) => ExitReason::Crashed(Fault::from_error(&e, self.store.data(), "terminate")),
         }
     }

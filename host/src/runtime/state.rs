@@ -7,6 +7,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Runtime;
+use super::agent::StopSignal;
 use super::limits::{Budget, MemoryCap};
 use super::output::GuestOutput;
 use crate::capabilities::{Grant, Grants, lifecycle, logging};
@@ -22,6 +23,8 @@ pub struct AgentState {
     pub messaging: messaging::AgentMessaging,
     pub logging: logging::AgentLogging,
     pub lifecycle: lifecycle::AgentLifecycle,
+    /// How the host asks this agent to end; the epoch callback reads it to cut a kill short.
+    pub stop: StopSignal,
     pub memory: MemoryCap,
     pub budget: Budget,
     pub stderr: GuestOutput,
@@ -44,6 +47,7 @@ impl AgentState {
             messaging: messaging::AgentMessaging::default(),
             logging: logging::AgentLogging::default(),
             lifecycle: lifecycle::AgentLifecycle::default(),
+            stop: StopSignal::default(),
             memory: MemoryCap::new(limits.memory.bytes()),
             budget: Budget { ticks_allowed, ticks_used: 0 },
             stderr,

@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio_util::sync::CancellationToken;
 
 use crate::messaging::{AgentId, Message, Router};
-use crate::runtime::agent::ExitReason;
+use crate::runtime::agent::{ExitReason, StopSignal};
 use crate::runtime::bindings::Error;
 
 pub const DOWN_TOPIC: &str = "agora:down";
@@ -32,7 +31,7 @@ pub struct Links {
 }
 
 struct Entry {
-    kill: CancellationToken,
+    stop: StopSignal,
     cause: KillCause,
     trap_exits: bool,
     links: HashSet<AgentId>,
@@ -43,9 +42,9 @@ struct Entry {
 }
 
 impl Links {
-    pub fn enter(&self, id: AgentId, kill: CancellationToken, cause: KillCause) {
+    pub fn enter(&self, id: AgentId, stop: StopSignal, cause: KillCause) {
         let entry =
-            Entry { kill, cause, trap_exits: false, links: HashSet::new(), watchers: Vec::new(), watching: Vec::new() };
+            Entry { stop, cause, trap_exits: false, links: HashSet::new(), watchers: Vec::new(), watching: Vec::new() };
         self.agents.insert(id, entry);
     }
 
@@ -138,7 +137,7 @@ impl Links {
             } else if reason.is_abnormal() {
                 *other.cause.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(format!("linked agent {id} exited: {code}"));
-                other.kill.cancel();
+                other.stop.kill();
             }
         }
     }
