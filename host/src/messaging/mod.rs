@@ -23,6 +23,13 @@ use crate::runtime::bindings::Error;
 /// Agent ids: the top 16 bits name the node (0 here), the rest are a per-node serial.
 pub type AgentId = u64;
 
+/// Hashing for maps keyed by agent id, looked up on every message: ids are host-assigned, so a
+/// fast hash is safe here.
+pub type IdHasher = foldhash::fast::RandomState;
+/// Hashing for maps keyed by names that guests choose: seeded and of higher quality, so that no
+/// agent can craft colliding names.
+pub type NameHasher = foldhash::quality::RandomState;
+
 /// The answer to a call: the reply payload, or why there is none.
 pub type Reply = Result<Vec<u8>, Error>;
 
@@ -45,14 +52,14 @@ pub type Inbox = mpsc::Receiver<Message>;
 
 /// Every live mailbox and topic subscription of this host.
 pub struct Router {
-    mailboxes: DashMap<AgentId, mpsc::Sender<Message>>,
-    topics: DashMap<Arc<str>, Vec<AgentId>>,
+    mailboxes: DashMap<AgentId, mpsc::Sender<Message>, IdHasher>,
+    topics: DashMap<Arc<str>, Vec<AgentId>, NameHasher>,
     max_message: usize,
 }
 
 impl Router {
     pub fn new(max_message: usize) -> Self {
-        Router { mailboxes: DashMap::new(), topics: DashMap::new(), max_message }
+        Router { mailboxes: DashMap::default(), topics: DashMap::default(), max_message }
     }
 
     pub fn max_message(&self) -> usize {

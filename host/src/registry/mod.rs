@@ -10,7 +10,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
 use crate::capabilities::Grant;
-use crate::messaging::AgentId;
+use crate::messaging::{AgentId, IdHasher, NameHasher};
 use crate::runtime::bindings::{Error, registry};
 use crate::runtime::state::AgentState;
 
@@ -20,9 +20,9 @@ const MAX_METADATA_VALUE: usize = 64 * 1024;
 
 #[derive(Default)]
 pub struct Registry {
-    names: DashMap<Arc<str>, AgentId>,
-    agents: DashMap<AgentId, Entry>,
-    by_capability: DashMap<Arc<str>, BTreeSet<AgentId>>,
+    names: DashMap<Arc<str>, AgentId, NameHasher>,
+    agents: DashMap<AgentId, Entry, IdHasher>,
+    by_capability: DashMap<Arc<str>, BTreeSet<AgentId>, NameHasher>,
 }
 
 /// What the registry knows about one live agent.

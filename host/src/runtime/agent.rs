@@ -181,10 +181,12 @@ pub struct StopSignal {
     inner: Arc<StopInner>,
 }
 
+/// Only the agent's own task ever waits on the signal, so one registered waker suffices
+/// (registering it is a compare-and-swap, where a `Notify` would take a lock per wait).
 #[derive(Default)]
 struct StopInner {
     level: std::sync::atomic::AtomicU8,
-    changed: tokio::sync::Notify,
+    waiter: futures_util::task::AtomicWaker,
 }
 
 /// Stop levels (0 = running).
@@ -202,7 +204,7 @@ impl StopSignal {
 
     fn raise(&self, level: u8) {
         self.inner.level.fetch_max(level, std::sync::atomic::Ordering::SeqCst);
-        self.inner.changed.notify_waiters();
+        self.inner.waiter.wake();
     }
 
     fn level(&self) -> u8 {
@@ -213,17 +215,17 @@ impl StopSignal {
         self.level() == KILL
     }
 
-    /// Resolves once the level is at least `level`.
+    /// Resolves once the level is at least `level`. For the agent's own task only.
     async fn reached(&self, level: u8) {
-        loop {
-            let changed = self.inner.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+        std::future::poll_fn(|context| {
             if self.level() >= level {
-                return;
+                return std::task::Poll::Ready(());
             }
-            changed.await;
-        }
+            self.inner.waiter.register(context.waker());
+            // Raised between the check and the registration: do not miss it.
+            if self.level() >= level { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+        })
+        .await
     }
 
     pub async fn killed(&self) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use crate::messaging::{AgentId, Message, Router};
+use crate::messaging::{AgentId, IdHasher, Message, Router};
 use crate::runtime::agent::{ExitReason, StopSignal};
 use crate::runtime::bindings::Error;
 
@@ -26,7 +26,7 @@ pub type KillCause = Arc<Mutex<Option<String>>>;
 
 #[derive(Default)]
 pub struct Links {
-    agents: DashMap<AgentId, Entry>,
+    agents: DashMap<AgentId, Entry, IdHasher>,
     next_ref: std::sync::atomic::AtomicU64,
 }
 
