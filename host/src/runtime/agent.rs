@@ -173,9 +173,9 @@ pub struct Exit {
     pub reason: ExitReason,
 }
 
-/// How an agent is asked to end: `shutdown` (finish the current message, then `terminate`) or
-/// `kill` (at once). Checked with one atomic load per message; only an idle agent, or one whose
-/// callback is suspended, waits on the notification.
+/// How an agent (or a supervisor) is asked to end: `shutdown` (finish the current message, then
+/// `terminate`) or `kill` (at once). Checked with one atomic load per message; only an idle
+/// agent, or one whose callback is suspended, waits on the notification.
 #[derive(Clone, Default)]
 pub struct StopSignal {
     inner: Arc<StopInner>,
@@ -231,6 +231,32 @@ impl StopSignal {
     pub async fn killed(&self) {
         self.reached(KILL).await
     }
+
+    /// Resolves once a shutdown (or a kill) has been asked for.
+    pub async fn shutdown_requested(&self) {
+        self.reached(SHUTDOWN).await
+    }
+
+    /// Apply a supervisor's shutdown policy to the task this signal belongs to, and wait until
+    /// the task has ended: ask for `terminate`, and kill once the timeout has passed.
+    pub async fn apply(&self, policy: Shutdown, mut task: Option<tokio::task::JoinHandle<()>>) {
+        match policy {
+            Shutdown::BrutalKill => self.kill(),
+            Shutdown::Infinity => self.shutdown(),
+            Shutdown::Timeout(limit) => {
+                self.shutdown();
+                if let Some(running) = task.as_mut()
+                    && tokio::time::timeout(limit, running).await.is_ok()
+                {
+                    return;
+                }
+                self.kill();
+            }
+        }
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
 }
 
 /// A running agent, as its supervisor holds it.
@@ -245,23 +271,8 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Stop the agent as its supervisor does, and wait until it is gone (its exit has then
     /// been sent): `terminate("shutdown")` within the timeout, else killed.
-    pub async fn stop(mut self, policy: Shutdown) {
-        match policy {
-            Shutdown::BrutalKill => self.stop.kill(),
-            Shutdown::Infinity => self.stop.shutdown(),
-            Shutdown::Timeout(limit) => {
-                self.stop.shutdown();
-                if let Some(task) = self.task.as_mut()
-                    && tokio::time::timeout(limit, task).await.is_ok()
-                {
-                    return;
-                }
-                self.stop.kill();
-            }
-        }
-        if let Some(task) = self.task {
-            let _ = task.await;
-        }
+    pub async fn stop(self, policy: Shutdown) {
+        self.stop.apply(policy, self.task).await
     }
 
     /// Ask for a graceful stop without waiting.

@@ -31,13 +31,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::events;
 use crate::manifest::{AgentSpec, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
-use crate::runtime::agent::{self, Exit, ExitReason, Fault, FaultKind, RunningAgent, StartError};
+use crate::runtime::agent::{self, Exit, ExitReason, Fault, FaultKind, RunningAgent, StartError, StopSignal};
 use crate::runtime::bindings::Error;
 use crate::runtime::bindings::supervision::{ChildInfo, SpawnError};
 
@@ -106,26 +105,14 @@ impl Child {
 /// A supervisor running as its own task, as its parent holds it.
 pub struct RunningSupervisor {
     pub id: AgentId,
-    shutdown: CancellationToken,
-    kill: CancellationToken,
+    stop: StopSignal,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningSupervisor {
     /// Stop it as a parent does (its children first, in reverse order) and wait until it is gone.
-    pub async fn stop(mut self, policy: Shutdown) {
-        match policy {
-            Shutdown::BrutalKill => self.kill.cancel(),
-            Shutdown::Infinity => self.shutdown.cancel(),
-            Shutdown::Timeout(limit) => {
-                self.shutdown.cancel();
-                if tokio::time::timeout(limit, &mut self.task).await.is_ok() {
-                    return;
-                }
-                self.kill.cancel();
-            }
-        }
-        let _ = self.task.await;
+    pub async fn stop(self, policy: Shutdown) {
+        self.stop.apply(policy, Some(self.task)).await
     }
 }
 
@@ -241,20 +228,15 @@ pub fn start_supervisor<'a>(
             }
         }
         events::supervisor_started(&supervisor.name, supervisor.id, supervisor.slots.len());
-        let (shutdown, kill) = (CancellationToken::new(), CancellationToken::new());
+        let stop = StopSignal::default();
         let id = supervisor.id;
-        let task = tokio::spawn(supervisor.supervise(shutdown.clone(), kill.clone(), parent));
-        Ok(RunningSupervisor { id, shutdown, kill, task })
+        let task = tokio::spawn(supervisor.supervise(stop.clone(), parent));
+        Ok(RunningSupervisor { id, stop, task })
     })
 }
 
 impl Supervisor {
-    async fn supervise(
-        mut self,
-        shutdown: CancellationToken,
-        kill: CancellationToken,
-        parent: mpsc::UnboundedSender<Exit>,
-    ) {
+    async fn supervise(mut self, stop: StopSignal, parent: mpsc::UnboundedSender<Exit>) {
         let reason = loop {
             if self.pending_restarts == 0 {
                 if self.commands.is_some() {
@@ -266,12 +248,12 @@ impl Supervisor {
             }
             let event = tokio::select! {
                 biased;
-                _ = kill.cancelled() => break ExitReason::Killed,
-                _ = shutdown.cancelled() => {
+                _ = stop.killed() => break ExitReason::Killed,
+                _ = stop.shutdown_requested() => {
                     let everyone = 0..self.slots.len();
                     tokio::select! {
                         biased;
-                        _ = kill.cancelled() => break ExitReason::Killed,
+                        _ = stop.killed() => break ExitReason::Killed,
                         _ = self.stop_children(everyone) => break ExitReason::Shutdown,
                     }
                 }
