@@ -152,6 +152,10 @@ fn too_many_restarts_escalate_up_the_tree_and_fail_the_run() {
         .collect();
     assert_eq!(failures, vec![("sup", "max_restart_intensity"), ("root", "max_restart_intensity")]);
     assert_eq!(run.events("agent_restarted", Some("flaky")).len(), 2);
+    // Each crash report carries how often the agent had been restarted before it.
+    let crash_restarts: Vec<u64> =
+        run.events("agent_exited", Some("flaky")).iter().map(|e| e["restarts"].as_u64().unwrap()).collect();
+    assert_eq!(crash_restarts, vec![0, 1, 2]);
     // The failing supervisor stopped its remaining child before failing.
     assert_eq!(run.exit("a")["reason"], "shutdown");
     assert!(run.stderr.contains("supervisor \"root\" failed: max_restart_intensity"), "{}", run.stderr);

@@ -7,27 +7,41 @@ use crate::messaging::AgentId;
 use crate::runtime::ExitTally;
 use crate::runtime::agent::{ExitReason, Fault};
 
-pub fn agent_started(agent: &str, id: AgentId, module: &str, took: Duration) {
+pub fn agent_started(agent: &str, id: AgentId, module: &str, took: Duration, restarts: u32) {
     tracing::info!(
         target: "agora::lifecycle",
         event = "agent_started",
         agent,
         id,
         module,
+        restarts,
         micros = took.as_micros() as u64,
         "agent {agent} started"
     );
 }
 
-pub fn agent_exited(agent: &str, id: AgentId, reason: &ExitReason, undelivered: usize, peak_memory: usize) {
+/// What is known about an agent when it exits.
+pub struct ExitReport<'a> {
+    pub agent: &'a str,
+    pub id: AgentId,
+    /// How many times its supervisor had restarted it before this incarnation.
+    pub restarts: u32,
+    /// Messages accepted into its mailbox and never handled.
+    pub undelivered: usize,
+    pub peak_memory: usize,
+}
+
+pub fn agent_exited(report: &ExitReport, reason: &ExitReason) {
+    let ExitReport { agent, id, restarts, undelivered, peak_memory } = *report;
     match reason {
-        ExitReason::Crashed(fault) => crashed(agent, id, "agent_exited", fault, undelivered, peak_memory),
+        ExitReason::Crashed(fault) => crashed("agent_exited", report, fault),
         _ => tracing::info!(
             target: "agora::lifecycle",
             event = "agent_exited",
             agent,
             id,
             reason = reason.code(),
+            restarts,
             undelivered,
             peak_memory,
             "agent {agent} exited: {}",
@@ -37,10 +51,12 @@ pub fn agent_exited(agent: &str, id: AgentId, reason: &ExitReason, undelivered: 
 }
 
 pub fn agent_start_failed(agent: &str, fault: &Fault) {
-    crashed(agent, 0, "agent_start_failed", fault, 0, 0);
+    let report = ExitReport { agent, id: 0, restarts: 0, undelivered: 0, peak_memory: 0 };
+    crashed("agent_start_failed", &report, fault);
 }
 
-fn crashed(agent: &str, id: AgentId, event: &str, fault: &Fault, undelivered: usize, peak_memory: usize) {
+fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
+    let ExitReport { agent, id, restarts, undelivered, peak_memory } = *report;
     tracing::error!(
         target: "agora::lifecycle",
         event,
@@ -50,6 +66,7 @@ fn crashed(agent: &str, id: AgentId, event: &str, fault: &Fault, undelivered: us
         detail = %fault.detail,
         output = fault.output.as_deref(),
         backtrace = fault.backtrace.as_deref(),
+        restarts,
         undelivered,
         peak_memory,
         "agent {agent} crashed: {fault}"

@@ -161,7 +161,7 @@ async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &R
 
         let spec = spec(format!("spawn-{i}"), "echo", &[], limits.memory);
         let started = Instant::now();
-        let agent = agent::start(runtime, &spec, module, exits.clone()).await?;
+        let agent = agent::start(runtime, &spec, module, exits.clone(), 0).await?;
         agora_times.push(started.elapsed());
         agents.push(agent);
     }
@@ -200,7 +200,7 @@ async fn run_pairs(
     let mut agents = Vec::with_capacity(pairs * 2);
     for i in 0..pairs {
         let pong = spec(format!("{mode}-pong-{i}"), "ping-pong", &[("role", "pong".into())], ByteSize::mib(16));
-        agents.push(agent::start(runtime, &pong, module, exits.clone()).await?);
+        agents.push(agent::start(runtime, &pong, module, exits.clone(), 0).await?);
         let config = [
             ("role", "ping".into()),
             ("peer", pong.name.clone()),
@@ -209,7 +209,7 @@ async fn run_pairs(
             ("autostart", "false".into()),
         ];
         let ping = spec(format!("{mode}-ping-{i}"), "ping-pong", &config, ByteSize::mib(16));
-        let agent = agent::start(runtime, &ping, module, exits.clone()).await?;
+        let agent = agent::start(runtime, &ping, module, exits.clone(), 0).await?;
         pings.push(agent.id);
         agents.push(agent);
     }
@@ -303,7 +303,7 @@ async fn density(
     let mut agents = Vec::with_capacity(count);
     for i in 0..count {
         let spec = spec(format!("idle-{i}"), "echo", &[], memory);
-        match agent::start(runtime, &spec, module, exits.clone()).await {
+        match agent::start(runtime, &spec, module, exits.clone(), 0).await {
             Ok(agent) => agents.push(agent),
             Err(e) => {
                 tracing::warn!("density: stopped at {i} live agents: {e}");

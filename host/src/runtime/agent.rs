@@ -284,11 +284,13 @@ impl RunningAgent {
 /// Start an agent: instantiate it and run its `init` on the caller's task (so that a start
 /// costs no cross-thread hand-off), then hand the instance to a task of its own. Exits after a
 /// successful start are sent to `exits`; a failed start is returned instead.
+/// `restarts` counts the earlier incarnations, for the lifecycle events.
 pub async fn start(
     runtime: &Arc<Runtime>,
     spec: &AgentSpec,
     module: &Module,
     exits: mpsc::UnboundedSender<Exit>,
+    restarts: u32,
 ) -> Result<RunningAgent, StartError> {
     let started = Instant::now();
     let id = runtime.next_id();
@@ -298,14 +300,15 @@ pub async fn start(
         .enter(id, &name, &spec.capabilities)
         .map_err(|_| StartError::NameTaken { agent: spec.name.clone() })?;
     let inbox = runtime.router.open(id, spec.limits.mailbox);
-    let state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
+    let mut state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
+    state.restarts = restarts;
     let stop = state.stop.clone();
     let kill_cause = KillCause::default();
     runtime.links.enter(id, stop.clone(), kill_cause.clone());
     let mut instance = Instance { store: new_store(runtime, state), inbox, stop: stop.clone(), kill_cause };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
-            events::agent_started(&name, id, &module.name, started.elapsed());
+            events::agent_started(&name, id, &module.name, started.elapsed(), restarts);
             // An agent that stopped in `init` is finished here, so that its registry entries are
             // gone before the next sibling starts.
             let task = if instance.store.data().lifecycle.stop_requested {
@@ -381,7 +384,14 @@ impl Instance {
         let undelivered = self.cleanup(&reason);
         let state = self.store.data();
         state.runtime.tally.record(&reason);
-        events::agent_exited(&state.name, state.id, &reason, undelivered, state.memory.peak());
+        let report = events::ExitReport {
+            agent: &state.name,
+            id: state.id,
+            restarts: state.restarts,
+            undelivered,
+            peak_memory: state.memory.peak(),
+        };
+        events::agent_exited(&report, &reason);
         let _ = exits.send(Exit { id: state.id, name: state.name.clone(), reason });
     }
 

@@ -20,6 +20,8 @@ pub struct AgentState {
     pub id: AgentId,
     pub name: Arc<str>,
     pub grants: Grants,
+    /// Earlier incarnations of this agent under its supervisor.
+    pub restarts: u32,
     pub messaging: messaging::AgentMessaging,
     pub logging: logging::AgentLogging,
     pub lifecycle: lifecycle::AgentLifecycle,
@@ -44,6 +46,7 @@ impl AgentState {
             id,
             name,
             grants,
+            restarts: 0,
             messaging: messaging::AgentMessaging::default(),
             logging: logging::AgentLogging::default(),
             lifecycle: lifecycle::AgentLifecycle::default(),

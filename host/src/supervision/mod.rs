@@ -361,7 +361,7 @@ impl Supervisor {
         let child = match &self.slots[index].spec {
             ChildSpec::Agent(spec) => {
                 let module = self.runtime.module(&spec.module).expect("the manifest validated its modules").clone();
-                let started = agent::start(&self.runtime, spec, &module, exits).await;
+                let started = agent::start(&self.runtime, spec, &module, exits, self.slots[index].restarts).await;
                 if let Err(StartError::Failed { agent, fault }) = &started {
                     events::agent_start_failed(agent, fault);
                 }
