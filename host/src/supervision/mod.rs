@@ -414,19 +414,31 @@ impl Supervisor {
             slot.removed |= slot.spec.restart() == Restart::Temporary;
         }
         let group: Vec<usize> = group.into_iter().filter(|i| !self.slots[*i].removed).collect();
-        let delay = self.slots[index].next_delay;
-        match (self.backoff, delay) {
-            (Some(backoff), Some(delay)) => {
-                self.slots[index].next_delay = Some((delay * 2).min(backoff.max));
-                self.pending_restarts += 1;
-                let due = self.due_sender.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = due.send(group);
-                });
-                Ok(())
-            }
-            _ => self.restart_slots(group).await,
+        if self.backoff.is_some() {
+            self.defer(group, index);
+            Ok(())
+        } else {
+            self.restart_slots(group).await
+        }
+    }
+
+    /// Restart `group` through the event loop: after the backoff delay of the child that caused
+    /// it (doubling that delay for next time), or at once without backoff.
+    fn defer(&mut self, group: Vec<usize>, cause: usize) {
+        let slot = &mut self.slots[cause];
+        let delay = slot.next_delay.unwrap_or_default();
+        if let Some(backoff) = self.backoff {
+            slot.next_delay = Some((delay * 2).clamp(backoff.initial, backoff.max));
+        }
+        self.pending_restarts += 1;
+        let due = self.due_sender.clone();
+        if delay.is_zero() {
+            let _ = due.send(group);
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = due.send(group);
+            });
         }
     }
 
@@ -476,8 +488,7 @@ impl Supervisor {
                     let name: Arc<str> = self.slots[index].spec.name().into();
                     let exit = Exit { id: 0, name, reason: ExitReason::Crashed(fault) };
                     self.count_restart(&exit)?;
-                    self.pending_restarts += 1;
-                    let _ = self.due_sender.send(vec![index]);
+                    self.defer(vec![index], index);
                 }
             }
         }
