@@ -1,6 +1,6 @@
 //! Messaging: bounded mailboxes, one per agent, and topics.
 //!
-//! The path of one message: guest `send` → [`host`] import → [`Router::try_deliver`] into the
+//! The path of one message: guest `send` → `host` import → [`Router::try_deliver`] into the
 //! target's bounded mailbox → the target's agent task (`runtime::agent`) → guest `handle` → the
 //! reply travels back on the message's own one-shot channel. No task sits in the middle: the
 //! router is a sharded map from agent id to mailbox sender.

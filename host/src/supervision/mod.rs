@@ -12,10 +12,13 @@
 //! Each supervisor is one task that owns its children's handles; exits reach it through its own
 //! channel, so supervisors never share a lock or a central process.
 //!
-//! Where Agora differs from OTP: a supervisor whose children have all exited for good (and none
-//! is waiting for a restart) exits `normal` itself, so that a run ends when its work is done; an
-//! agent that calls `stop` during `init` counts as started and exited normally (OTP would call
-//! that `ignore`); restarts can wait with an exponential backoff (off by default).
+//! Dynamic supervisors (`dynamic = true`) start empty and take `spawn`, `stop-child` and
+//! `list-children` requests from agents through the `supervision` interface (`host.rs`).
+//!
+//! Where Agora differs from OTP: a static supervisor whose children have all exited for good
+//! (and none is waiting for a restart) exits `normal` itself, so that a run ends when its work is
+//! done; an agent that calls `stop` during `init` counts as started and exited normally (OTP
+//! would call that `ignore`); restarts can wait with an exponential backoff (off by default).
 
 mod host;
 mod isolated;
@@ -25,11 +28,10 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-
-use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events;
