@@ -64,6 +64,7 @@ fn bad_manifests_name_file_line_and_key() {
         (format!("{header}gone = \"missing.wasm\"\n"), header_lines + 1, "`modules.gone`: module file not found"),
         (format!("{header}{agents}grants = [\"net\"]\n"), header_lines + 4, "unknown grant \"net\""),
         ("[host]\nmax_agents = \"many\"\n".to_string(), 2, "`max_agents`: invalid type"),
+        ("[host]\nspawn_paths = [\"nowhere\"]\n".to_string(), 2, "`host.spawn_paths`: "),
     ];
     for (manifest, line, expected) in cases {
         let scenario = Scenario::new(&manifest);

@@ -349,3 +349,29 @@ fn isolated_jobs_return_output_or_a_typed_error() {
     // The jobs were never agents: nothing was started or registered for them.
     assert_eq!(run.events("agent_started", None).len(), 1);
 }
+
+#[test]
+fn components_under_spawn_paths_can_be_spawned_and_run_by_path_others_not() {
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"pool\"\ndynamic = true\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ script = \"spawn pool p1 plugins/echo.wasm temporary; call p1 hi 5000; \
+         spawn pool p2 outside.wasm temporary; spawn pool p3 plugins/missing.wasm temporary; \
+         isolated plugins/echo.wasm hey 1048576 1000; isolated outside.wasm hey 1048576 1000; stop\" }}\n"
+    );
+    let scenario = Scenario::agents("spawn_paths = [\"plugins\"]", &text);
+    let plugins = scenario.dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(common::agent("echo"), plugins.join("echo.wasm")).unwrap();
+    std::fs::copy(common::agent("echo"), scenario.dir.path().join("outside.wasm")).unwrap();
+    let run = scenario.run_until_exit_of("probe");
+    assert!(run.outcome("probe", "spawn pool p1 plugins/echo.wasm temporary").starts_with("id "));
+    assert_eq!(run.outcome("probe", "call p1 hi 5000"), "reply hi");
+    assert_eq!(run.outcome("probe", "spawn pool p2 outside.wasm temporary"), "error SpawnError::Denied");
+    assert!(
+        run.outcome("probe", "spawn pool p3 plugins/missing.wasm temporary").starts_with("error SpawnError::NotFound(")
+    );
+    assert_eq!(run.outcome("probe", "isolated plugins/echo.wasm hey 1048576 1000"), "output hey");
+    assert_eq!(run.outcome("probe", "isolated outside.wasm hey 1048576 1000"), "error JobError::Denied");
+}

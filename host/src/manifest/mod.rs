@@ -51,6 +51,9 @@ pub struct HostSettings {
     pub max_message: ByteSize,
     /// Epoch tick: the CPU time slice after which a running agent yields to others.
     pub tick: Span,
+    /// Directories (relative to the manifest) whose components agents may spawn or run as
+    /// isolated jobs by path, besides the modules declared in `[modules]`. Empty: none.
+    pub spawn_paths: Vec<PathBuf>,
 }
 
 impl Default for HostSettings {
@@ -63,6 +66,7 @@ impl Default for HostSettings {
             memory_guard: None,
             max_message: ByteSize::mib(1),
             tick: Span(Duration::from_millis(10)),
+            spawn_paths: Vec::new(),
         }
     }
 }
@@ -158,6 +162,10 @@ impl Manifest {
 
         let mut host = raw.host;
         host.data_dir = resolve(&host.data_dir);
+        host.spawn_paths = host.spawn_paths.iter().map(|p| resolve(p)).collect();
+        if let Some(missing) = host.spawn_paths.iter().find(|dir| !dir.is_dir()) {
+            return Err(locate.toml_key_error("spawn_paths", format!("{} is not a directory", missing.display())));
+        }
         let root_table = locate.at(0..0, None, String::new());
         if host.max_agents == 0 {
             return Err(ManifestError {
@@ -307,6 +315,17 @@ impl Locator<'_> {
             key,
             message,
         }
+    }
+
+    /// An error about a key that was parsed without a span: located at the key's first line.
+    fn toml_key_error(&self, key: &str, message: String) -> ManifestError {
+        let offset = self
+            .source
+            .match_indices(key)
+            .map(|(at, _)| at)
+            .find(|at| self.source[*at + key.len()..].trim_start().starts_with('='))
+            .unwrap_or(0);
+        self.at(offset..offset, Some(format!("host.{key}")), message)
     }
 
     /// A parser error carries a span but not the key; recover the key from the source line

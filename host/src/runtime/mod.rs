@@ -38,6 +38,10 @@ pub struct Runtime {
     pub defaults: Limits,
     pub loader: ModuleLoader,
     modules: BTreeMap<String, Module>,
+    /// Components loaded at runtime from `host.spawn_paths`, by canonical path.
+    loaded: dashmap::DashMap<String, Module>,
+    /// The manifest's directory: relative component paths are resolved from here.
+    pub base_dir: std::path::PathBuf,
     next_serial: AtomicU64,
     pub tally: ExitTally,
     /// Stores alive right now (agents, isolated jobs, benchmark baselines): each holds one
@@ -59,6 +63,8 @@ impl Runtime {
             dynamic_supervisors: Default::default(),
             defaults: Limits::default(),
             modules: BTreeMap::new(),
+            loaded: Default::default(),
+            base_dir: std::path::PathBuf::from("."),
             next_serial: AtomicU64::new(1),
             tally: ExitTally::default(),
             live_instances: AtomicUsize::new(0),
@@ -72,6 +78,7 @@ impl Runtime {
     pub fn for_manifest(manifest: &Manifest) -> anyhow::Result<Runtime> {
         let mut runtime = Runtime::new(manifest.host.clone())?;
         runtime.defaults = manifest.defaults;
+        runtime.base_dir = manifest.base_dir().to_path_buf();
         for (name, path) in &manifest.modules {
             runtime.add_module(name, path)?;
         }
@@ -84,18 +91,52 @@ impl Runtime {
         Ok(module)
     }
 
-    pub fn module(&self, name: &str) -> Option<&Module> {
-        self.modules.get(name)
+    /// A module by its manifest name, or a component loaded earlier by its canonical path.
+    pub fn module(&self, name: &str) -> Option<Module> {
+        self.modules.get(name).cloned().or_else(|| self.loaded.get(name).map(|module| module.clone()))
     }
 
-    pub fn with_modules(self) -> Arc<Runtime> {
-        Arc::new(self)
+    /// Find the module an agent refers to: a name from `[modules]`, or the path of a component
+    /// inside one of `host.spawn_paths` (compiled on first use, off the async threads).
+    pub async fn resolve_module(self: &Arc<Self>, reference: &str) -> Result<Module, ModuleRefError> {
+        if let Some(module) = self.module(reference) {
+            return Ok(module);
+        }
+        let path = self.base_dir.join(reference);
+        let path = path.canonicalize().map_err(|_| ModuleRefError::NotFound(reference.to_string()))?;
+        let allowed =
+            self.settings.spawn_paths.iter().filter_map(|dir| dir.canonicalize().ok()).any(|dir| path.starts_with(dir));
+        if !allowed {
+            return Err(ModuleRefError::Denied(reference.to_string()));
+        }
+        let key = path.display().to_string();
+        if let Some(module) = self.module(&key) {
+            return Ok(module);
+        }
+        let runtime = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.loader.load(&key, &path))
+            .await
+            .map_err(|e| ModuleRefError::Invalid(format!("loading was interrupted: {e}")))?
+            .map_err(|e| ModuleRefError::Invalid(e.to_string()))?;
+        let module = Arc::new(loaded);
+        Ok(self.loaded.entry(module.name.clone()).or_insert(module).clone())
     }
 
     /// A fresh agent id; ids are never reused within a process.
     pub fn next_id(&self) -> AgentId {
         self.next_serial.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Why a module reference could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleRefError {
+    #[error("no module or component {0:?}")]
+    NotFound(String),
+    #[error("{0:?} is outside the manifest's host.spawn_paths")]
+    Denied(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// How agents have ended so far, for the end-of-run summary.

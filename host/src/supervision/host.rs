@@ -8,6 +8,7 @@ use super::Command;
 use crate::capabilities::Grant;
 use crate::manifest::{AgentSpec, ByteSize, Limits, Restart, Shutdown, check_name};
 use crate::messaging::AgentId;
+use crate::runtime::ModuleRefError;
 use crate::runtime::bindings::Error;
 use crate::runtime::bindings::supervision::{self, Child, ChildInfo, JobError, SpawnError};
 use crate::runtime::state::AgentState;
@@ -59,14 +60,17 @@ impl supervision::Host for AgentState {
         let commands = self
             .dynamic_supervisor(&supervisor)
             .ok_or_else(|| SpawnError::NotFound(format!("no dynamic supervisor {supervisor:?}")))?;
-        if self.runtime.module(&child.module).is_none() {
-            return Err(SpawnError::NotFound(format!("no module {:?} in the manifest", child.module)));
-        }
         check_name(&child.name).map_err(SpawnError::Invalid)?;
+        let limits = self.limits(&child.limits).map_err(SpawnError::Invalid)?;
+        let module = self.runtime.resolve_module(&child.module).await.map_err(|e| match e {
+            ModuleRefError::NotFound(_) => SpawnError::NotFound(e.to_string()),
+            ModuleRefError::Denied(_) => SpawnError::Denied,
+            ModuleRefError::Invalid(why) => SpawnError::Invalid(why),
+        })?;
         let spec = AgentSpec {
-            limits: self.limits(&child.limits).map_err(SpawnError::Invalid)?,
+            limits,
             name: child.name,
-            module: child.module,
+            module: module.name.clone(),
             config: child.config,
             capabilities: Vec::new(),
             // A child never holds more than the agent that spawned it.
@@ -132,6 +136,11 @@ impl supervision::Host for AgentState {
             return Err(JobError::Denied);
         }
         let limits = self.limits(&limits).map_err(JobError::Failed)?;
+        let module = self.runtime.resolve_module(&module).await.map_err(|e| match e {
+            ModuleRefError::NotFound(_) => JobError::NotFound(e.to_string()),
+            ModuleRefError::Denied(_) => JobError::Denied,
+            ModuleRefError::Invalid(why) => JobError::Failed(why),
+        })?;
         super::isolated::run(&self.runtime.clone(), self.id, &module, input, &limits).await
     }
 }

@@ -13,16 +13,16 @@ use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Fault, FaultKind};
 use crate::runtime::bindings::Envelope;
 use crate::runtime::bindings::supervision::JobError;
+use crate::runtime::modules::Module;
 use crate::runtime::state::AgentState;
 
 pub async fn run(
     runtime: &Arc<Runtime>,
     caller: AgentId,
-    module: &str,
+    module: &Module,
     input: Vec<u8>,
     limits: &Limits,
 ) -> Result<Vec<u8>, JobError> {
-    let module = runtime.module(module).ok_or_else(|| JobError::NotFound(format!("no module {module:?}")))?.clone();
     let name: Arc<str> = format!("isolated-{}", module.name).into();
     let state = AgentState::new(runtime.clone(), runtime.next_id(), name, Grants::NONE, limits);
     let mut store = agent::new_store(runtime, state);

@@ -362,7 +362,7 @@ impl Supervisor {
         let exits = self.exits_sender.clone();
         let child = match &self.slots[index].spec {
             ChildSpec::Agent(spec) => {
-                let module = self.runtime.module(&spec.module).expect("the manifest validated its modules").clone();
+                let module = self.runtime.module(&spec.module).expect("modules are resolved before a spec exists");
                 let started = agent::start(&self.runtime, spec, &module, exits, self.slots[index].restarts).await;
                 if let Err(StartError::Failed { agent, fault }) = &started {
                     events::agent_start_failed(agent, fault);
