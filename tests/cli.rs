@@ -153,3 +153,14 @@ fn json_log_lines_carry_event_agent_and_reason() {
     let exit = run.exit("quick");
     assert_eq!((exit["event"].as_str(), exit["reason"].as_str()), (Some("agent_exited"), Some("normal")));
 }
+
+#[test]
+fn the_demo_manifest_runs_to_completion() {
+    agent("probe");
+    let demo = common::workspace().join("examples/demo.toml");
+    let run = run_agora(&["run", "--log-format", "json", demo.to_str().unwrap()]);
+    run.assert_success();
+    assert_eq!(run.events("run_finished", None)[0]["reason"], "all_stopped");
+    assert_eq!(run.events("agent_restarted", Some("crasher"))[0]["reason"], "memory_cap");
+    assert_eq!(run.logs("ping"), vec!["ping-pong finished 10000 round trips"]);
+}
