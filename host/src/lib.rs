@@ -4,8 +4,10 @@
 //! The modules follow the path of the work: the [`manifest`] says what runs; the [`runtime`]
 //! compiles modules and runs each agent as a component instance in its own store and task;
 //! [`messaging`] carries messages between mailboxes; the [`registry`] names agents;
-//! [`capabilities`] holds the remaining host services an agent can be granted; [`supervision`]
-//! starts and stops agents; [`cli`] is the `agora` command.
+//! [`capabilities`] holds the grants and the smaller host services; [`supervision`] runs the
+//! supervision trees, links, monitors and isolated jobs (and serves the `supervision`
+//! interface); [`events`] names every lifecycle event; [`cli`] is the `agora` command and
+//! [`bench`] its benchmarks.
 
 pub mod bench;
 pub mod capabilities;

@@ -1,8 +1,8 @@
 //! Host capabilities an agent can be granted, one module per capability.
 //!
 //! Deny by default: an agent reaches an interface only when its manifest entry lists the grant.
-//! A denied call returns `error.denied` and changes nothing. Messaging and the registry are
-//! capabilities too, but large enough to have their own top-level modules.
+//! A denied call returns `error.denied` and changes nothing. Messaging, the registry and
+//! supervision are capabilities too, but large enough to have their own top-level modules.
 
 pub mod lifecycle;
 pub mod logging;
