@@ -62,10 +62,6 @@ impl Router {
         Router { mailboxes: DashMap::default(), topics: DashMap::default(), max_message }
     }
 
-    pub fn max_message(&self) -> usize {
-        self.max_message
-    }
-
     pub fn check_size(&self, len: usize) -> Result<(), Error> {
         if len > self.max_message { Err(Error::TooLarge(self.max_message as u64)) } else { Ok(()) }
     }

@@ -85,10 +85,6 @@ impl ModuleLoader {
         Ok(ModuleLoader { engine: engine.clone(), linker, cache_dir, engine_key })
     }
 
-    pub fn cache_dir(&self) -> &Path {
-        &self.cache_dir
-    }
-
     /// Load one module: from the cache when a matching artifact exists, else compile it and
     /// store the artifact.
     pub fn load(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
