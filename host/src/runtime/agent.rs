@@ -6,15 +6,17 @@
 //! because wasmtime's built-in one would re-poll the same task first), so a looping agent shares
 //! the worker threads with everyone else until its budget is spent and it is interrupted.
 //!
+//! Stopping: a [`StopSignal`] asks for `shutdown` (after the current message, `terminate` runs)
+//! or `kill` (running wasm traps at its next tick; a suspended callback is dropped).
+//!
 //! A trap poisons the instance: the store is dropped, never reused.
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-
-use futures_util::FutureExt;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 
