@@ -11,7 +11,8 @@ use serde_json::Value;
 
 const GRANTS: &str = "grants = [\"messaging\", \"registry\", \"logging\"]";
 
-/// A manifest: `sup` with the given settings and misbehave children, then a temporary probe.
+/// A manifest: `sup` with the given settings and misbehave children, then a temporary probe
+/// (with a budget for scripts that wait: every tick that passes while it polls costs one).
 fn scenario(sup_settings: &str, children: &[(&str, &str)], script: &str) -> Scenario {
     let mut text = format!("[defaults]\n{GRANTS}\n[supervisor]\nintensity = 5\n");
     text.push_str(&format!("[[supervisor.children]]\nname = \"sup\"\n{sup_settings}\n"));
@@ -21,7 +22,7 @@ fn scenario(sup_settings: &str, children: &[(&str, &str)], script: &str) -> Scen
         ));
     }
     text.push_str(&format!(
-        "[[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nconfig = {{ script = \"{script}\" }}\n"
+        "[[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"30s\"\nconfig = {{ script = \"{script}\" }}\n"
     ));
     Scenario::agents("", &text)
 }
@@ -210,12 +211,13 @@ fn shutdown_stops_in_reverse_order_and_kills_past_the_timeout() {
 #[test]
 fn restart_backoff_delays_restarts() {
     let run = scenario(
-        "backoff = { initial = \"300ms\", max = \"1s\" }",
+        "backoff = { initial = \"2s\", max = \"4s\" }",
         &[("a", "")],
         "call a panic 5000; await a 100; await a 5000; stop",
     )
     .run_until_exit_of("probe");
-    // Not back within 100ms, back within the next seconds.
+    // Not back within the first 100 ms (far inside the 2 s delay, even on a loaded machine), back
+    // within the next seconds.
     assert_eq!(run.outcome("probe", "await a 100"), "error timeout");
     assert!(run.outcome("probe", "await a 5000").starts_with("id "));
 }
