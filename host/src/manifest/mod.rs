@@ -51,8 +51,8 @@ pub struct HostSettings {
     pub max_message: ByteSize,
     /// Epoch tick: the CPU time slice after which a running agent yields to others.
     pub tick: Span,
-    /// Directories (relative to the manifest) whose components agents may spawn or run as
-    /// isolated jobs by path, besides the modules declared in `[modules]`. Empty: none.
+    /// Directories (relative to the manifest; canonical once parsed) whose components agents may
+    /// spawn or run as isolated jobs by path, besides the modules declared in `[modules]`.
     pub spawn_paths: Vec<PathBuf>,
 }
 
@@ -162,10 +162,19 @@ impl Manifest {
 
         let mut host = raw.host;
         host.data_dir = resolve(&host.data_dir);
-        host.spawn_paths = host.spawn_paths.iter().map(|p| resolve(p)).collect();
-        if let Some(missing) = host.spawn_paths.iter().find(|dir| !dir.is_dir()) {
-            return Err(locate.toml_key_error("spawn_paths", format!("{} is not a directory", missing.display())));
+        // Canonical once here, so that checking a spawned path against them needs no I/O.
+        let mut spawn_paths = Vec::with_capacity(host.spawn_paths.len());
+        for dir in &host.spawn_paths {
+            let dir = resolve(dir);
+            match dir.canonicalize() {
+                Ok(canonical) if canonical.is_dir() => spawn_paths.push(canonical),
+                _ => {
+                    let message = format!("{} is not a directory", dir.display());
+                    return Err(locate.toml_key_error("spawn_paths", message));
+                }
+            }
         }
+        host.spawn_paths = spawn_paths;
         let root_table = locate.at(0..0, None, String::new());
         if host.max_agents == 0 {
             return Err(ManifestError {

@@ -104,8 +104,7 @@ impl Runtime {
         }
         let path = self.base_dir.join(reference);
         let path = path.canonicalize().map_err(|_| ModuleRefError::NotFound(reference.to_string()))?;
-        let allowed =
-            self.settings.spawn_paths.iter().filter_map(|dir| dir.canonicalize().ok()).any(|dir| path.starts_with(dir));
+        let allowed = self.settings.spawn_paths.iter().any(|dir| path.starts_with(dir));
         if !allowed {
             return Err(ModuleRefError::Denied(reference.to_string()));
         }
