@@ -37,7 +37,7 @@ fn call_gets_the_reply_and_state_persists_between_messages() {
             "[defaults]\n{GRANT_ALL}\n\
              [[agent]]\nname = \"counter\"\nmodule = \"counter\"\nconfig = {{ start = 40 }}\n\
              [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
-             config = {{ script = \"send counter inc; call counter inc 5000; call counter get 5000; call counter bogus 5000; send counter stop; stop\" }}\n"
+             config = {{ script = \"send counter inc; call counter inc 5000; call counter get 5000; call counter bogus 5000; call counter hold 5000; send counter stop; stop\" }}\n"
         ),
     )
     .run();
@@ -46,6 +46,9 @@ fn call_gets_the_reply_and_state_persists_between_messages() {
     assert_eq!(run.outcome("probe", "call counter get 5000"), "reply 42");
     // A non-fatal handler error reaches the caller as `failed` and the agent keeps running.
     assert_eq!(run.outcome("probe", "call counter bogus 5000"), "error failed(unknown command \"bogus\")");
+    // A reply deferred past `handle` still reaches the caller; a second one finds no such call.
+    assert_eq!(run.outcome("probe", "call counter hold 5000"), "reply released 42");
+    assert_eq!(run.logs("counter")[0], "second reply: Err(Error::NotFound)");
     assert_eq!(run.exit("counter")["reason"], "normal");
 }
 
@@ -146,7 +149,7 @@ fn ungranted_interfaces_are_denied() {
     let run = Scenario::agents(
         "",
         "[[agent]]\nname = \"target\"\nmodule = \"echo\"\n\
-         [[agent]]\nname = \"probe\"\nmodule = \"probe\"\ngrants = [\"logging\"]\n\
+         [[agent]]\nname = \"probe\"\nmodule = \"probe\"\ngrants = [\"logging\"]\nrestart = \"temporary\"\n\
          config = { run_in_init = \"true\", script = \"send target hi; call target hi 100; publish t x; subscribe t; register other; lookup target; stop\" }\n",
     )
     .run_until_exit_of("probe");
@@ -155,4 +158,7 @@ fn ungranted_interfaces_are_denied() {
     {
         assert_eq!(run.outcome("probe", step), "error denied", "{step}");
     }
+    // `target` has no grants at all: the line its `terminate` logs is dropped, and said so once.
+    assert!(run.logs("target").is_empty());
+    assert_eq!(run.events("log_denied", Some("target")).len(), 1, "{:#?}", run.events);
 }

@@ -1,14 +1,19 @@
 //! A counter that keeps state between messages: `inc`, `add <n>`, `get` (replies with the value
 //! as decimal text), `stop`. It starts at config `start` (default 0).
-use agora_guest::{Agent, Config, HandleError, Message, log};
+//!
+//! `hold` shows a deferred reply: the call is not answered from `handle`; the counter sends
+//! itself `release`, and answers the held call from there with `messaging::reply` (and logs what
+//! a second reply to the same call returns).
+use agora_guest::{Agent, Config, HandleError, Message, log, messaging};
 
 struct Counter {
     value: i64,
+    held: Option<u64>,
 }
 
 impl Agent for Counter {
     fn init(config: Config) -> Result<Self, String> {
-        Ok(Counter { value: config.parse("start")?.unwrap_or(0) })
+        Ok(Counter { value: config.parse("start")?.unwrap_or(0), held: None })
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
@@ -21,6 +26,19 @@ impl Agent for Counter {
             }
             (Some("get"), None) => {}
             (Some("stop"), None) => agora_guest::stop(),
+            (Some("hold"), None) => {
+                self.held = message.correlation;
+                messaging::send(messaging::self_id(), b"release").map_err(|e| HandleError::reject(e.to_string()))?;
+                return Ok(None);
+            }
+            (Some("release"), None) => {
+                let held = self.held.take().ok_or_else(|| HandleError::reject("nothing held"))?;
+                let answer = format!("released {}", self.value);
+                messaging::reply(held, answer.as_bytes()).map_err(|e| HandleError::reject(e.to_string()))?;
+                let again = messaging::reply(held, b"twice");
+                log::info(&format!("second reply: {again:?}"));
+                return Ok(None);
+            }
             _ => return Err(HandleError::reject(format!("unknown command {text:?}"))),
         }
         Ok(Some(self.value.to_string().into_bytes()))
