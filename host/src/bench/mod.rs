@@ -127,6 +127,7 @@ fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize)
         limits: Limits { memory, ..Limits::default() },
         capabilities: Vec::new(),
         grants: Grants::all(),
+        outbound: Vec::new(),
         restart: Restart::Temporary,
         shutdown: Shutdown::Infinity,
     }

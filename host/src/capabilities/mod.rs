@@ -3,9 +3,17 @@
 //! Deny by default: an agent reaches an interface only when its manifest entry lists the grant.
 //! A denied call returns `error.denied` and changes nothing. Messaging, the registry and
 //! supervision are capabilities too, but large enough to have their own top-level modules.
+//!
+//! Each service module pairs its WIT interface (the `Host` impl for the agent's store), its
+//! manifest section, and its shared state; [`Services`] holds the shared state of one host.
 
+pub mod config;
+pub mod events;
 pub mod lifecycle;
 pub mod logging;
+pub mod outbound;
+pub mod rate_limits;
+pub mod telemetry;
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,10 +26,23 @@ pub enum Grant {
     Registry,
     Logging,
     Supervision,
+    Config,
+    Events,
+    Telemetry,
+    RateLimits,
 }
 
 impl Grant {
-    pub const ALL: [Grant; 4] = [Grant::Messaging, Grant::Registry, Grant::Logging, Grant::Supervision];
+    pub const ALL: [Grant; 8] = [
+        Grant::Messaging,
+        Grant::Registry,
+        Grant::Logging,
+        Grant::Supervision,
+        Grant::Config,
+        Grant::Events,
+        Grant::Telemetry,
+        Grant::RateLimits,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -29,6 +50,10 @@ impl Grant {
             Grant::Registry => "registry",
             Grant::Logging => "logging",
             Grant::Supervision => "supervision",
+            Grant::Config => "config",
+            Grant::Events => "events",
+            Grant::Telemetry => "telemetry",
+            Grant::RateLimits => "rate-limits",
         }
     }
 }
@@ -67,5 +92,45 @@ impl Grants {
 impl fmt::Debug for Grants {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(Grant::ALL.iter().filter(|g| self.allows(**g)).map(|g| g.name())).finish()
+    }
+}
+
+/// The manifest sections of the host services.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceSections {
+    pub config: config::ConfigSection,
+    pub events: events::EventsSettings,
+    pub telemetry: telemetry::TelemetrySettings,
+    pub rate_limits: std::collections::BTreeMap<String, rate_limits::LimiterSpec>,
+    pub outbound: std::collections::BTreeMap<String, outbound::TargetSpec>,
+}
+
+/// The shared state of every host service, built once per host.
+pub struct Services {
+    pub config: config::ConfigService,
+    pub events: events::EventsService,
+    pub telemetry: telemetry::Telemetry,
+    pub rate_limits: rate_limits::RateLimits,
+    pub outbound: outbound::Outbound,
+}
+
+impl Services {
+    /// `durable_events = false` keeps the event store in memory whatever the manifest says
+    /// (`agora check` must not lock the store of a running host).
+    pub fn start(
+        sections: &ServiceSections,
+        data_dir: &std::path::Path,
+        router: &std::sync::Arc<crate::messaging::Router>,
+        durable_events: bool,
+    ) -> anyhow::Result<Services> {
+        let mut events = sections.events.clone();
+        events.durable &= durable_events;
+        Ok(Services {
+            config: config::ConfigService::new(&sections.config, router.clone()),
+            events: events::EventsService::open(&events, data_dir, router.clone())?,
+            telemetry: telemetry::Telemetry::install(&sections.telemetry)?,
+            rate_limits: rate_limits::RateLimits::new(&sections.rate_limits),
+            outbound: outbound::Outbound::new(&sections.outbound)?,
+        })
     }
 }

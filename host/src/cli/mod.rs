@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::capabilities::events::lifecycle as events;
 use crate::manifest::{HostSettings, Manifest};
 use crate::runtime::Runtime;
 use crate::runtime::agent::ExitReason;
 use crate::runtime::modules::ModuleLoader;
-use crate::{bench, events, supervision};
+use crate::{admin, bench, supervision};
 
 #[derive(Parser)]
 #[command(name = "agora", version, about = "Run supervised, sandboxed WebAssembly agents from a manifest")]
@@ -31,9 +32,29 @@ pub enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum ConfigAction {
+    /// Print one value, or (without a path) every value as JSON.
+    Get { manifest: PathBuf, path: Option<String> },
+    /// Set the value at a path the manifest marks updatable; subscribed agents are notified.
+    Set { manifest: PathBuf, path: String, value: String },
+    /// Remove the value at an updatable path.
+    Unset { manifest: PathBuf, path: String },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a manifest until every agent has stopped, or until Ctrl-C / SIGTERM.
-    Run { manifest: PathBuf },
+    Run {
+        manifest: PathBuf,
+        /// Serve the admin endpoint here instead of at the manifest's `host.admin`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
+    /// Read or change the config of a running host, through its admin endpoint.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Validate a manifest and its modules without running anything.
     Check { manifest: PathBuf },
     /// Compile components into the module cache so that the next start does not.
@@ -61,7 +82,8 @@ pub fn main() -> ExitCode {
     // spawns then start on the same worker's queue instead of waking a parked thread per spawn.
     let command = runtime.spawn(async move {
         match cli.command {
-            Command::Run { manifest } => run(manifest).await,
+            Command::Run { manifest, admin } => run(manifest, admin).await,
+            Command::Config { action } => config(action).await,
             Command::Check { manifest } => check(manifest),
             Command::Compile { manifest, modules } => compile(manifest, modules),
             Command::Bench(args) => bench::run(args).await,
@@ -79,10 +101,13 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
+async fn run(path: PathBuf, admin: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&path)?;
     let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
     let stop = stop_signal()?;
+    if let Some(address) = admin.or(manifest.host.admin) {
+        admin::start(runtime.clone(), address).await?;
+    }
     let outcome = supervision::run(runtime.clone(), &manifest.root, stop).await;
     let reason = match &outcome {
         Ok(ExitReason::Shutdown) => "interrupted",
@@ -90,15 +115,40 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         Err(_) => "failed",
     };
     events::run_finished(reason, &runtime.tally);
+    let _ = std::fs::remove_file(admin::address_file(&runtime.settings.data_dir));
     outcome?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
+    let (manifest, method, path, body) = match action {
+        ConfigAction::Get { manifest, path } => (manifest, http::Method::GET, path.unwrap_or_default(), None),
+        ConfigAction::Set { manifest, path, value } => (manifest, http::Method::PUT, path, Some(value)),
+        ConfigAction::Unset { manifest, path } => (manifest, http::Method::DELETE, path, None),
+    };
+    let manifest = Manifest::load(&manifest)?;
+    let recorded = std::fs::read_to_string(admin::address_file(&manifest.host.data_dir)).ok();
+    let address = match recorded.and_then(|a| a.trim().parse().ok()).or(manifest.host.admin) {
+        Some(address) => address,
+        None => anyhow::bail!("no running host found: the manifest sets no host.admin and no host recorded one"),
+    };
+    let (status, body) = admin::request(address, method, &format!("/config/{path}"), body).await?;
+    if status.is_success() {
+        print!("{body}");
+        if !body.ends_with('\n') {
+            println!();
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!("{} ({status})", body.trim_end())
+    }
 }
 
 fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&path)?;
     // Loading compiles (or finds in the cache) and links every module, so a component of the
     // wrong world fails here rather than at run time.
-    Runtime::for_manifest(&manifest)?;
+    Runtime::for_check(&manifest)?;
     println!("{}: ok ({} modules, {} agents)", path.display(), manifest.modules.len(), manifest.agents().len());
     Ok(ExitCode::SUCCESS)
 }

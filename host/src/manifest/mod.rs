@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::capabilities::{Grant, Grants};
-pub use tree::{Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec, check_name};
+use crate::capabilities::{Grant, Grants, ServiceSections, config, events, outbound, rate_limits, telemetry};
+pub use tree::{Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec, check_name, render_value};
 pub use units::{ByteSize, Span};
 
 /// A manifest that parsed and validated: every module it names exists and every value is in range.
@@ -30,6 +30,9 @@ pub struct Manifest {
     pub root: SupervisorSpec,
     /// `[defaults]`, resolved: what agents spawned at runtime start from.
     pub defaults: Limits,
+    /// The host services' sections: `[config]`, `[events]`, `[telemetry]`, `[rate_limits.*]`,
+    /// `[outbound.*]`.
+    pub services: ServiceSections,
 }
 
 /// Process-wide settings: they size the engine and its instance pool.
@@ -54,6 +57,9 @@ pub struct HostSettings {
     /// Directories (relative to the manifest; canonical once parsed) whose components agents may
     /// spawn or run as isolated jobs by path, besides the modules declared in `[modules]`.
     pub spawn_paths: Vec<PathBuf>,
+    /// The admin HTTP endpoint (`/metrics` for Prometheus, `/config` for live updates); off
+    /// unless set. It has no authentication: bind it to loopback or a private network.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl Default for HostSettings {
@@ -67,6 +73,7 @@ impl Default for HostSettings {
             max_message: ByteSize::mib(1),
             tick: Span(Duration::from_millis(10)),
             spawn_paths: Vec::new(),
+            admin: None,
         }
     }
 }
@@ -98,6 +105,8 @@ pub struct AgentSpec {
     /// Capabilities advertised in the registry from the start.
     pub capabilities: Vec<String>,
     pub grants: Grants,
+    /// The `[outbound]` targets it may send HTTP requests to.
+    pub outbound: Vec<String>,
     pub restart: Restart,
     pub shutdown: Shutdown,
 }
@@ -136,6 +145,16 @@ struct RawManifest {
     supervisor: Option<tree::RawChild>,
     #[serde(default, rename = "agent")]
     agents: Vec<tree::RawChild>,
+    #[serde(default)]
+    config: config::ConfigSection,
+    #[serde(default)]
+    events: events::EventsSettings,
+    #[serde(default)]
+    telemetry: telemetry::TelemetrySettings,
+    #[serde(default)]
+    rate_limits: BTreeMap<String, rate_limits::LimiterSpec>,
+    #[serde(default)]
+    outbound: BTreeMap<String, outbound::TargetSpec>,
 }
 
 impl Manifest {
@@ -220,17 +239,21 @@ impl Manifest {
             "defaults",
         )?;
         let grants = resolve_grants(&locate, defaults.grants.as_deref(), "defaults", Grants::NONE)?;
+        let services = check_services(&locate, raw.config, raw.events, raw.telemetry, raw.rate_limits, raw.outbound)?;
+        let outbound = resolve_outbound(&locate, defaults.outbound.as_deref(), "defaults", &services, &[])?;
         let mut builder = tree::TreeBuilder {
             locate: &locate,
             host: &host,
             modules: &modules,
             limits,
             grants,
+            outbound,
+            services: &services,
             defaults,
             names: BTreeMap::new(),
         };
         let root = builder.root(raw.supervisor, raw.agents)?;
-        Ok(Manifest { path: path.to_path_buf(), host, modules, root, defaults: limits })
+        Ok(Manifest { path: path.to_path_buf(), host, modules, root, defaults: limits, services })
     }
 
     /// Every agent in the tree, in start order.
@@ -303,6 +326,62 @@ fn resolve_grants(
     Ok(grants)
 }
 
+/// Validate the service sections: what serde cannot check, located at the section's header.
+fn check_services(
+    locate: &Locator,
+    config: config::ConfigSection,
+    events: events::EventsSettings,
+    telemetry: telemetry::TelemetrySettings,
+    rate_limits: BTreeMap<String, rate_limits::LimiterSpec>,
+    outbound: BTreeMap<String, outbound::TargetSpec>,
+) -> Result<ServiceSections, ManifestError> {
+    for (index, path) in config.updatable.iter().enumerate() {
+        if !config::is_valid_path(path.get_ref()) {
+            let message = format!("invalid path {:?}: use dotted segments of A-Z a-z 0-9 - _", path.get_ref());
+            return Err(locate.at(path.span(), Some(format!("config.updatable[{index}]")), message));
+        }
+    }
+    if telemetry.quantiles.iter().any(|q| !(0.0..=1.0).contains(q)) {
+        return Err(locate.section_error("telemetry", "telemetry.quantiles", "quantiles lie in 0..=1".into()));
+    }
+    if events.retain_events == Some(0) {
+        return Err(locate.section_error("events", "events.retain_events", "must be at least 1".into()));
+    }
+    for (name, limiter) in &rate_limits {
+        if limiter.quota().is_none() {
+            let message = format!("{} per {} is finer than 1ns per cell", limiter.limit, limiter.per);
+            return Err(locate.section_error(&format!("rate_limits.{name}"), &format!("rate_limits.{name}"), message));
+        }
+    }
+    for (name, target) in &outbound {
+        if let Err(message) = target.validate() {
+            return Err(locate.section_error(&format!("outbound.{name}"), &format!("outbound.{name}"), message));
+        }
+    }
+    Ok(ServiceSections { config, events, telemetry, rate_limits, outbound })
+}
+
+fn resolve_outbound(
+    locate: &Locator,
+    raw: Option<&[Spanned<String>]>,
+    scope: &str,
+    services: &ServiceSections,
+    inherited: &[String],
+) -> Result<Vec<String>, ManifestError> {
+    let Some(raw) = raw else { return Ok(inherited.to_vec()) };
+    let mut targets = Vec::new();
+    for target in raw {
+        if !services.outbound.contains_key(target.get_ref()) {
+            let known: Vec<&str> = services.outbound.keys().map(String::as_str).collect();
+            let message =
+                format!("unknown outbound target {:?}; [outbound] declares: {}", target.get_ref(), known.join(", "));
+            return Err(locate.at(target.span(), Some(format!("{scope}.outbound")), message));
+        }
+        targets.push(target.get_ref().clone());
+    }
+    Ok(targets)
+}
+
 /// Turns byte offsets into file:line:column errors.
 struct Locator<'a> {
     file: &'a Path,
@@ -324,6 +403,14 @@ impl Locator<'_> {
             key,
             message,
         }
+    }
+
+    /// An error about a section parsed without spans: located at its `[section]` header, or at
+    /// the first mention of its name.
+    fn section_error(&self, section: &str, key: &str, message: String) -> ManifestError {
+        let header = format!("[{section}]");
+        let offset = self.source.find(&header).or_else(|| self.source.find(section)).unwrap_or(0);
+        self.at(offset..offset, Some(key.to_string()), message)
     }
 
     /// An error about a key that was parsed without a span: located at the key's first line.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{AgentSpec, ByteSize, HostSettings, Limits, Locator, ManifestError, Span};
-use crate::capabilities::Grants;
+use crate::capabilities::{Grants, ServiceSections};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,6 +144,7 @@ pub(super) struct RawChild {
     mailbox: Option<Spanned<u32>>,
     budget: Option<Spanned<Span>>,
     grants: Option<Vec<Spanned<String>>>,
+    outbound: Option<Vec<Spanned<String>>>,
     // Supervisors.
     strategy: Option<Spanned<Strategy>>,
     intensity: Option<Spanned<u32>>,
@@ -169,6 +170,7 @@ pub(super) struct RawDefaults {
     pub mailbox: Option<Spanned<u32>>,
     pub budget: Option<Spanned<Span>>,
     pub grants: Option<Vec<Spanned<String>>>,
+    pub outbound: Option<Vec<Spanned<String>>>,
     restart: Option<Restart>,
     shutdown: Option<Shutdown>,
 }
@@ -182,6 +184,8 @@ pub(super) struct TreeBuilder<'a> {
     pub modules: &'a BTreeMap<String, std::path::PathBuf>,
     pub limits: Limits,
     pub grants: Grants,
+    pub outbound: Vec<String>,
+    pub services: &'a ServiceSections,
     pub defaults: &'a RawDefaults,
     /// Every name in the tree, with where it was first declared.
     pub names: BTreeMap<String, usize>,
@@ -229,6 +233,7 @@ impl TreeBuilder<'_> {
             ("mailbox", raw.mailbox.as_ref().map(|c| c.span())),
             ("budget", raw.budget.as_ref().map(|c| c.span())),
             ("grants", raw.grants.as_ref().and_then(|g| g.first()).map(|c| c.span())),
+            ("outbound", raw.outbound.as_ref().and_then(|g| g.first()).map(|c| c.span())),
         ];
         if let Some((key, Some(span))) = agent_only.into_iter().find(|(_, span)| span.is_some()) {
             return Err(self.error(
@@ -356,6 +361,13 @@ impl TreeBuilder<'_> {
             limits,
             capabilities: raw.capabilities.map(Spanned::into_inner).unwrap_or_default(),
             grants: super::resolve_grants(self.locate, raw.grants.as_deref(), scope, self.grants)?,
+            outbound: super::resolve_outbound(
+                self.locate,
+                raw.outbound.as_deref(),
+                scope,
+                self.services,
+                &self.outbound,
+            )?,
             restart: raw.restart.or(self.defaults.restart).unwrap_or_default(),
             shutdown: raw.shutdown.or(self.defaults.shutdown).unwrap_or(AGENT_SHUTDOWN),
         })
@@ -370,7 +382,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if valid { Ok(()) } else { Err(format!("invalid name {name:?}: use 1-128 of A-Z a-z 0-9 - _ .")) }
 }
 
-fn render_value(value: &toml::Value) -> String {
+/// A TOML value as an agent sees it: strings verbatim, anything else as TOML.
+pub fn render_value(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),

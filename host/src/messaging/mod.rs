@@ -141,6 +141,11 @@ impl Router {
         removed
     }
 
+    /// The agents subscribed to `topic` now.
+    pub fn subscribers(&self, topic: &str) -> Vec<AgentId> {
+        self.topics.get(topic).map(|s| s.value().clone()).unwrap_or_default()
+    }
+
     /// Deliver a copy to every subscriber; report whose mailbox was full.
     pub fn publish(&self, sender: AgentId, topic: &str, payload: &[u8]) -> (u32, Vec<AgentId>) {
         let Some(entry) = self.topics.get(topic) else {

@@ -25,7 +25,7 @@ use super::bindings::{Agent, Envelope, Error, HandleError};
 use super::limits::{BudgetExceeded, MemoryCapExceeded};
 use super::modules::Module;
 use super::state::AgentState;
-use crate::events;
+use crate::capabilities::events::lifecycle as events;
 use crate::manifest::{AgentSpec, Shutdown};
 use crate::messaging::{AgentId, Inbox, Message};
 use crate::supervision::links::KillCause;
@@ -304,13 +304,14 @@ pub async fn start(
     let inbox = runtime.router.open(id, spec.limits.mailbox);
     let mut state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
     state.restarts = restarts;
+    state.grant_outbound(&spec.outbound);
     let stop = state.stop.clone();
     let kill_cause = KillCause::default();
     runtime.links.enter(id, stop.clone(), kill_cause.clone());
     let mut instance = Instance { store: new_store(runtime, state), inbox, stop: stop.clone(), kill_cause };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
-            events::agent_started(&name, id, &module.name, started.elapsed(), restarts);
+            events::agent_started(runtime.journal(), &name, id, &module.name, started.elapsed(), restarts);
             // An agent that stopped in `init` is finished here, so that its registry entries are
             // gone before the next sibling starts.
             let task = if instance.store.data().lifecycle.stop_requested {
@@ -393,7 +394,7 @@ impl Instance {
             undelivered,
             peak_memory: state.memory.peak(),
         };
-        events::agent_exited(&report, &reason);
+        events::agent_exited(state.runtime.journal(), &report, &reason);
         let _ = exits.send(Exit { id: state.id, name: state.name.clone(), reason });
     }
 

@@ -1,7 +1,8 @@
 //! Host-side bindings of the `agora:agent` world.
 //!
-//! Imports are synchronous except the two that wait (`call`, `send-timeout`): a synchronous host
-//! function costs less per call, and most messaging calls never wait.
+//! Imports are synchronous except those that wait (`call`, `send-timeout`, the supervision
+//! calls that start or stop agents, a durable `events.append`, a rate-limit `wait`): a
+//! synchronous host function costs less per call, and most calls never wait.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -13,10 +14,14 @@ wasmtime::component::bindgen!({
         "agora:agent/supervision.stop-child": async,
         "agora:agent/supervision.list-children": async,
         "agora:agent/supervision.run-isolated": async,
+        "agora:agent/events.append": async,
+        "agora:agent/rate-limits.wait": async,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
 });
 
 pub use agora::agent::types::{Address, Error, PublishReport};
-pub use agora::agent::{lifecycle, logging, messaging, registry, supervision, types};
+pub use agora::agent::{
+    config, events, lifecycle, logging, messaging, outbound, rate_limits, registry, supervision, telemetry, types,
+};

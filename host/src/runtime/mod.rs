@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use wasmtime::Engine;
 
+use crate::capabilities::config::UpdateError;
+use crate::capabilities::events::EventStore;
+use crate::capabilities::{ServiceSections, Services};
 use crate::manifest::{HostSettings, Limits, Manifest};
 use crate::messaging::{AgentId, Router};
 use crate::registry::Registry;
@@ -29,7 +32,7 @@ use modules::{Module, ModuleError, ModuleLoader};
 pub struct Runtime {
     pub engine: Engine,
     pub settings: HostSettings,
-    pub router: Router,
+    pub router: Arc<Router>,
     pub registry: Registry,
     pub links: crate::supervision::links::Links,
     /// Dynamic supervisors by name, for `supervision.spawn` and friends.
@@ -47,17 +50,32 @@ pub struct Runtime {
     /// Stores alive right now (agents, isolated jobs, benchmark baselines): each holds one
     /// instance-pool slot, so this returning to zero means no slot leaked.
     pub live_instances: AtomicUsize,
+    /// Config, events, telemetry, rate limits, outbound targets.
+    pub services: Services,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
-    /// Build the engine and services, without modules (see [`Runtime::with_modules`]).
+    /// Build the engine and services with default service settings, without modules.
     pub fn new(settings: HostSettings) -> anyhow::Result<Runtime> {
+        Self::with_services(settings, &ServiceSections::default(), true)
+    }
+
+    /// Build the engine and the services of `sections`, without modules. `durable_events =
+    /// false` keeps the event store in memory whatever the sections say.
+    pub fn with_services(
+        settings: HostSettings,
+        sections: &ServiceSections,
+        durable_events: bool,
+    ) -> anyhow::Result<Runtime> {
         let engine = engine::build(&settings)?;
         let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"))?;
+        let router = Arc::new(Router::new(settings.max_message.bytes() as usize));
+        let services = Services::start(sections, &settings.data_dir, &router, durable_events)?;
         Ok(Runtime {
             _ticker: EpochTicker::start(&engine, settings.tick.duration()),
-            router: Router::new(settings.max_message.bytes() as usize),
+            router,
+            services,
             registry: Registry::default(),
             links: Default::default(),
             dynamic_supervisors: Default::default(),
@@ -76,7 +94,17 @@ impl Runtime {
 
     /// Build the runtime for a manifest and load (or compile) each of its modules.
     pub fn for_manifest(manifest: &Manifest) -> anyhow::Result<Runtime> {
-        let mut runtime = Runtime::new(manifest.host.clone())?;
+        Self::load(manifest, true)
+    }
+
+    /// As [`Runtime::for_manifest`], but without opening the durable event store (which a
+    /// running host of the same manifest holds locked): for `agora check`.
+    pub fn for_check(manifest: &Manifest) -> anyhow::Result<Runtime> {
+        Self::load(manifest, false)
+    }
+
+    fn load(manifest: &Manifest, durable_events: bool) -> anyhow::Result<Runtime> {
+        let mut runtime = Runtime::with_services(manifest.host.clone(), &manifest.services, durable_events)?;
         runtime.defaults = manifest.defaults;
         runtime.base_dir = manifest.base_dir().to_path_buf();
         for (name, path) in &manifest.modules {
@@ -119,6 +147,18 @@ impl Runtime {
             .map_err(|e| ModuleRefError::Invalid(e.to_string()))?;
         let module = Arc::new(loaded);
         Ok(self.loaded.entry(module.name.clone()).or_insert(module).clone())
+    }
+
+    /// The event store, for the host's lifecycle events.
+    pub fn journal(&self) -> &EventStore {
+        &self.services.events.store
+    }
+
+    /// Change a config value (from the admin endpoint): notify subscribers, journal it.
+    pub fn update_config(&self, path: &str, value: Option<String>) -> Result<usize, UpdateError> {
+        let notified = self.services.config.update(path, value.clone())?;
+        crate::capabilities::events::lifecycle::config_changed(self.journal(), path, value.as_deref(), notified);
+        Ok(notified)
     }
 
     /// A fresh agent id; ids are never reused within a process.

@@ -77,6 +77,8 @@ impl ModuleLoader {
     pub fn new(engine: &Engine, cache_dir: PathBuf) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking wasi:http: {e}"))?;
         Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("linking the agora:agent interfaces: {e}"))?;
         let mut hasher = StableHasher(Sha256::new());

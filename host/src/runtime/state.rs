@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Runtime;
 use super::agent::StopSignal;
 use super::limits::{Budget, MemoryCap};
 use super::output::GuestOutput;
-use crate::capabilities::{Grant, Grants, lifecycle, logging};
+use crate::capabilities::outbound::AgentOutbound;
+use crate::capabilities::telemetry::AgentMetrics;
+use crate::capabilities::{Grant, Grants, config, lifecycle, logging};
 use crate::manifest::Limits;
 use crate::messaging::{self, AgentId};
 use crate::runtime::bindings::Error;
@@ -25,12 +28,17 @@ pub struct AgentState {
     pub messaging: messaging::AgentMessaging,
     pub logging: logging::AgentLogging,
     pub lifecycle: lifecycle::AgentLifecycle,
+    pub config: config::AgentConfig,
+    pub metrics: AgentMetrics,
+    /// The outbound targets this agent may reach, for its `wasi:http` requests.
+    pub outbound: AgentOutbound,
     /// How the host asks this agent to end; the epoch callback reads it to cut a kill short.
     pub stop: StopSignal,
     pub memory: MemoryCap,
     pub budget: Budget,
     pub stderr: GuestOutput,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
 }
 
@@ -41,8 +49,12 @@ impl AgentState {
         let tick = runtime.settings.tick.duration();
         let ticks_allowed = (limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
         runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let services = &runtime.services;
         AgentState {
-            runtime,
+            metrics: AgentMetrics::new(&name, services.telemetry.per_agent),
+            outbound: AgentOutbound::new(name.clone(), &[], &services.outbound),
+            config: config::AgentConfig::default(),
+            http: WasiHttpCtx::new(),
             id,
             name,
             grants,
@@ -56,7 +68,13 @@ impl AgentState {
             stderr,
             wasi,
             table: ResourceTable::new(),
+            runtime,
         }
+    }
+
+    /// Let the agent reach these outbound targets (none by default).
+    pub fn grant_outbound(&mut self, targets: &[String]) {
+        self.outbound = AgentOutbound::new(self.name.clone(), targets, &self.runtime.services.outbound);
     }
 
     /// Deny-by-default check at the top of every granted host function.
@@ -67,6 +85,7 @@ impl AgentState {
 
 impl Drop for AgentState {
     fn drop(&mut self) {
+        self.runtime.services.config.forget(self.id, &self.config.subscriptions);
         self.runtime.live_instances.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -74,5 +93,11 @@ impl Drop for AgentState {
 impl WasiView for AgentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for AgentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }

@@ -75,6 +75,7 @@ impl supervision::Host for AgentState {
             capabilities: Vec::new(),
             // A child never holds more than the agent that spawned it.
             grants: self.grants,
+            outbound: self.outbound.allowed.iter().map(|target| target.name.clone()).collect(),
             restart: match child.restart {
                 supervision::Restart::Permanent => Restart::Permanent,
                 supervision::Restart::Transient => Restart::Transient,

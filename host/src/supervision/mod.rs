@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events;
+use crate::capabilities::events::lifecycle as events;
 use crate::manifest::{AgentSpec, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
@@ -270,7 +270,7 @@ impl Supervisor {
                 Err(panic) => Err(Fault::new(FaultKind::HostPanic, agent::panic_message(&*panic))),
             };
             if let Err(fault) = outcome {
-                events::supervisor_failed(&self.name, self.id, &fault);
+                events::supervisor_failed(self.runtime.journal(), &self.name, self.id, &fault);
                 self.stop_children(0..self.slots.len()).await;
                 break ExitReason::Crashed(fault);
             }
@@ -365,7 +365,7 @@ impl Supervisor {
                 let module = self.runtime.module(&spec.module).expect("modules are resolved before a spec exists");
                 let started = agent::start(&self.runtime, spec, &module, exits, self.slots[index].restarts).await;
                 if let Err(StartError::Failed { agent, fault }) = &started {
-                    events::agent_start_failed(agent, fault);
+                    events::agent_start_failed(self.runtime.journal(), agent, fault);
                 }
                 Child::Agent(started?)
             }
@@ -476,7 +476,13 @@ impl Supervisor {
                 Ok(()) => {
                     let slot = &self.slots[index];
                     let id = slot.running.as_ref().map_or(0, Child::id);
-                    events::child_restarted(slot.spec.name(), id, slot.restarts, slot.last_exit);
+                    events::child_restarted(
+                        self.runtime.journal(),
+                        slot.spec.name(),
+                        id,
+                        slot.restarts,
+                        slot.last_exit,
+                    );
                 }
                 Err(error) => {
                     // A restart that fails to start counts as another crash of that child.

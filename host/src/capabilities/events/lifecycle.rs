@@ -1,13 +1,27 @@
-//! Lifecycle events. Each is one `tracing` event with an `event` field naming it, so that
-//! `--log-format json` yields one JSON object per line that tools and tests can match on.
+//! The host's lifecycle events. Each is one `tracing` event with an `event` field naming it, so
+//! that `--log-format json` yields one JSON object per line that tools and tests can match on;
+//! those about agents are also appended to the event store (without waiting for the commit).
 
 use std::time::Duration;
 
+use serde_json::json;
+
+use super::{EventStore, NewEvent};
 use crate::messaging::AgentId;
 use crate::runtime::ExitTally;
 use crate::runtime::agent::{ExitReason, Fault};
 
-pub fn agent_started(agent: &str, id: AgentId, module: &str, took: Duration, restarts: u32) {
+fn journal(store: &EventStore, kind: &str, agent: &str, payload: serde_json::Value) {
+    store.record(NewEvent {
+        kind: kind.to_string(),
+        agent: Some(agent.to_string()),
+        correlation: None,
+        payload: payload.to_string().into_bytes(),
+    });
+}
+
+pub fn agent_started(store: &EventStore, agent: &str, id: AgentId, module: &str, took: Duration, restarts: u32) {
+    journal(store, "agent_started", agent, json!({ "id": id, "module": module, "restarts": restarts }));
     tracing::info!(
         target: "agora::lifecycle",
         event = "agent_started",
@@ -31,8 +45,14 @@ pub struct ExitReport<'a> {
     pub peak_memory: usize,
 }
 
-pub fn agent_exited(report: &ExitReport, reason: &ExitReason) {
+pub fn agent_exited(store: &EventStore, report: &ExitReport, reason: &ExitReason) {
     let ExitReport { agent, id, restarts, undelivered, peak_memory } = *report;
+    let mut payload = json!({ "id": id, "reason": reason.code(), "restarts": restarts,
+        "undelivered": undelivered, "peak_memory": peak_memory });
+    if let ExitReason::Crashed(fault) = reason {
+        payload["detail"] = json!(fault.detail);
+    }
+    journal(store, "agent_exited", agent, payload);
     match reason {
         ExitReason::Crashed(fault) => crashed("agent_exited", report, fault),
         _ => tracing::info!(
@@ -50,7 +70,8 @@ pub fn agent_exited(report: &ExitReport, reason: &ExitReason) {
     }
 }
 
-pub fn agent_start_failed(agent: &str, fault: &Fault) {
+pub fn agent_start_failed(store: &EventStore, agent: &str, fault: &Fault) {
+    journal(store, "agent_start_failed", agent, json!({ "reason": fault.kind.code(), "detail": fault.detail }));
     let report = ExitReport { agent, id: 0, restarts: 0, undelivered: 0, peak_memory: 0 };
     crashed("agent_start_failed", &report, fault);
 }
@@ -100,7 +121,13 @@ pub fn supervisor_started(supervisor: &str, id: AgentId, children: usize) {
     );
 }
 
-pub fn supervisor_failed(supervisor: &str, id: AgentId, fault: &Fault) {
+pub fn supervisor_failed(store: &EventStore, supervisor: &str, id: AgentId, fault: &Fault) {
+    journal(
+        store,
+        "supervisor_failed",
+        supervisor,
+        json!({ "id": id, "reason": fault.kind.code(), "detail": fault.detail }),
+    );
     tracing::error!(
         target: "agora::lifecycle",
         event = "supervisor_failed",
@@ -124,7 +151,8 @@ pub fn supervisor_exited(supervisor: &str, id: AgentId, reason: &ExitReason) {
     );
 }
 
-pub fn child_restarted(agent: &str, id: AgentId, restarts: u32, after: &str) {
+pub fn child_restarted(store: &EventStore, agent: &str, id: AgentId, restarts: u32, after: &str) {
+    journal(store, "agent_restarted", agent, json!({ "id": id, "restarts": restarts, "after": after }));
     tracing::info!(
         target: "agora::lifecycle",
         event = "agent_restarted",
@@ -134,4 +162,15 @@ pub fn child_restarted(agent: &str, id: AgentId, restarts: u32, after: &str) {
         reason = after,
         "{agent} restarted after {after} (restart {restarts})"
     );
+}
+
+pub fn config_changed(store: &EventStore, path: &str, value: Option<&str>, notified: usize) {
+    store.record(NewEvent {
+        kind: "config_changed".into(),
+        agent: None,
+        correlation: None,
+        payload: json!({ "path": path, "value": value }).to_string().into_bytes(),
+    });
+    tracing::info!(target: "agora::lifecycle", event = "config_changed", path, value, notified,
+        "config {path} changed; {notified} subscribers notified");
 }

@@ -1,0 +1,260 @@
+//! The `config` capability: the manifest's `[config]` tree, readable by agents, changeable while
+//! the host runs at the paths the manifest marks updatable.
+//!
+//! ```toml
+//! [config]
+//! updatable = ["pricing", "features.beta"]   # these paths and everything under them
+//! [config.values]
+//! greeting = "hello"
+//! pricing = { rate = 3, currency = "EUR" }
+//! ```
+//!
+//! Values are kept flat, by dotted path, in a sorted map behind a read-write lock: reads vastly
+//! outnumber writes, and a prefix listing is a range scan. A change is published to the agents
+//! subscribed to any prefix of its path, each once, and journaled as a `config_changed` event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use serde::Deserialize;
+
+use crate::capabilities::Grant;
+use crate::messaging::{AgentId, Message, Router};
+use crate::runtime::bindings::{Error, config};
+use crate::runtime::state::AgentState;
+
+/// The topic every change notification arrives on.
+pub const CONFIG_TOPIC: &str = "agora:config";
+
+/// `[config]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSection {
+    #[serde(default)]
+    pub updatable: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    pub values: toml::Table,
+}
+
+/// Why an update was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpdateError {
+    #[error("config path {0:?} is not updatable; the manifest's [config] updatable list allows: {1}")]
+    NotUpdatable(String, String),
+    #[error("invalid config path {0:?}: use dotted segments of A-Z a-z 0-9 - _")]
+    InvalidPath(String),
+    #[error("config path {0:?} names a table; update its values one by one")]
+    IsTable(String),
+}
+
+/// The live config of one host.
+pub struct ConfigService {
+    values: RwLock<BTreeMap<String, String>>,
+    updatable: Vec<String>,
+    /// Subscribers by prefix ("" = everything).
+    subscribers: RwLock<BTreeMap<String, BTreeSet<AgentId>>>,
+    router: Arc<Router>,
+}
+
+impl ConfigService {
+    pub fn new(section: &ConfigSection, router: Arc<Router>) -> ConfigService {
+        let mut values = BTreeMap::new();
+        flatten("", &section.values, &mut values);
+        ConfigService {
+            values: RwLock::new(values),
+            updatable: section.updatable.iter().map(|p| p.get_ref().clone()).collect(),
+            subscribers: RwLock::default(),
+            router,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Option<String>, Error> {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(value) = values.get(path) {
+            return Ok(Some(value.clone()));
+        }
+        if !path.is_empty() && values.range(format!("{path}.")..).next().is_some_and(|(k, _)| is_under(k, path)) {
+            return Err(Error::Invalid(format!("config path {path:?} names a table; use `entries`")));
+        }
+        Ok(None)
+    }
+
+    pub fn list(&self, prefix: &str) -> Vec<(String, String)> {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        values
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| is_under(k, prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Change (or with `None`, remove) the value at `path`, if the manifest allows it; returns the
+    /// number of agents notified.
+    pub fn update(&self, path: &str, value: Option<String>) -> Result<usize, UpdateError> {
+        if !is_valid_path(path) {
+            return Err(UpdateError::InvalidPath(path.to_string()));
+        }
+        if !self.updatable.iter().any(|allowed| is_under(path, allowed)) {
+            let allowed = if self.updatable.is_empty() { "nothing".to_string() } else { self.updatable.join(", ") };
+            return Err(UpdateError::NotUpdatable(path.to_string(), allowed));
+        }
+        {
+            let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+            if values.range(format!("{path}.")..).next().is_some_and(|(k, _)| is_under(k, path)) {
+                return Err(UpdateError::IsTable(path.to_string()));
+            }
+            match &value {
+                Some(value) => values.insert(path.to_string(), value.clone()),
+                None => values.remove(path),
+            };
+        }
+        Ok(self.notify(path, value.as_deref().unwrap_or("")))
+    }
+
+    fn notify(&self, path: &str, value: &str) -> usize {
+        let watchers: BTreeSet<AgentId> = {
+            let subscribers = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
+            subscribers
+                .iter()
+                .filter(|(prefix, _)| is_under(path, prefix))
+                .flat_map(|(_, ids)| ids.iter().copied())
+                .collect()
+        };
+        let topic: Arc<str> = CONFIG_TOPIC.into();
+        let payload = format!("{path}={value}").into_bytes();
+        let mut notified = 0;
+        for id in watchers {
+            let message = Message { sender: None, topic: Some(topic.clone()), payload: payload.clone(), reply: None };
+            match self.router.try_deliver(id, message) {
+                Ok(()) => notified += 1,
+                Err(Error::MailboxFull) => {
+                    tracing::warn!(
+                        event = "notification_dropped",
+                        topic = CONFIG_TOPIC,
+                        agent = id,
+                        path,
+                        "config change not delivered: the subscriber's mailbox is full"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        notified
+    }
+
+    fn subscribe(&self, id: AgentId, prefix: &str) {
+        let mut subscribers = self.subscribers.write().unwrap_or_else(|p| p.into_inner());
+        subscribers.entry(prefix.to_string()).or_default().insert(id);
+    }
+
+    fn unsubscribe(&self, id: AgentId, prefix: &str) -> bool {
+        let mut subscribers = self.subscribers.write().unwrap_or_else(|p| p.into_inner());
+        let Some(ids) = subscribers.get_mut(prefix) else { return false };
+        let removed = ids.remove(&id);
+        if ids.is_empty() {
+            subscribers.remove(prefix);
+        }
+        removed
+    }
+
+    /// Drop an exited agent's subscriptions.
+    pub fn forget(&self, id: AgentId, prefixes: &[String]) {
+        for prefix in prefixes {
+            self.unsubscribe(id, prefix);
+        }
+    }
+}
+
+/// `path` is `prefix` or below it ("" is above everything).
+fn is_under(path: &str, prefix: &str) -> bool {
+    prefix.is_empty() || path == prefix || (path.starts_with(prefix) && path.as_bytes()[prefix.len()] == b'.')
+}
+
+/// Dotted segments of A-Z a-z 0-9 - _.
+pub fn is_valid_path(path: &str) -> bool {
+    let segment_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    path.split('.').all(segment_ok)
+}
+
+fn flatten(prefix: &str, table: &toml::Table, into: &mut BTreeMap<String, String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            toml::Value::Table(inner) => flatten(&path, inner, into),
+            other => {
+                into.insert(path, crate::manifest::render_value(other));
+            }
+        }
+    }
+}
+
+/// Per-agent state: the prefixes to drop from the subscriber lists when the agent exits.
+#[derive(Default)]
+pub struct AgentConfig {
+    pub subscriptions: Vec<String>,
+}
+
+impl config::Host for AgentState {
+    fn get(&mut self, path: String) -> Result<Option<String>, Error> {
+        self.require(Grant::Config)?;
+        self.runtime.services.config.get(&path)
+    }
+
+    fn entries(&mut self, prefix: String) -> Result<Vec<(String, String)>, Error> {
+        self.require(Grant::Config)?;
+        Ok(self.runtime.services.config.list(&prefix))
+    }
+
+    fn subscribe(&mut self, prefix: String) -> Result<(), Error> {
+        self.require(Grant::Config)?;
+        if !prefix.is_empty() && !is_valid_path(&prefix) {
+            return Err(Error::Invalid(UpdateError::InvalidPath(prefix).to_string()));
+        }
+        if !self.config.subscriptions.contains(&prefix) {
+            self.runtime.services.config.subscribe(self.id, &prefix);
+            self.config.subscriptions.push(prefix);
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, prefix: String) -> Result<(), Error> {
+        self.require(Grant::Config)?;
+        if self.runtime.services.config.unsubscribe(self.id, &prefix) {
+            self.config.subscriptions.retain(|p| *p != prefix);
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(source: &str) -> ConfigService {
+        let section: ConfigSection = toml::from_str(source).unwrap();
+        ConfigService::new(&section, Arc::new(Router::new(1024)))
+    }
+
+    #[test]
+    fn reads_updates_and_refusals() {
+        let config = service("updatable = [\"pricing\"]\n[values]\ngreeting = \"hi\"\npricing = { rate = 3 }\n");
+        assert_eq!(config.get("greeting"), Ok(Some("hi".into())));
+        assert_eq!(config.get("pricing.rate"), Ok(Some("3".into())));
+        assert!(matches!(config.get("pricing"), Err(Error::Invalid(_))));
+        assert_eq!(config.get("nope"), Ok(None));
+        assert_eq!(config.list("pricing"), vec![("pricing.rate".into(), "3".into())]);
+        assert_eq!(config.list("").len(), 2);
+
+        assert_eq!(config.update("pricing.rate", Some("4".into())), Ok(0));
+        assert_eq!(config.get("pricing.rate"), Ok(Some("4".into())));
+        assert_eq!(config.update("pricing.fee", Some("1".into())), Ok(0));
+        assert!(matches!(config.update("greeting", Some("x".into())), Err(UpdateError::NotUpdatable(..))));
+        assert!(matches!(config.update("pricingx", Some("x".into())), Err(UpdateError::NotUpdatable(..))));
+        assert!(matches!(config.update("pricing", Some("x".into())), Err(UpdateError::IsTable(_))));
+        assert!(matches!(config.update("pricing..x", None), Err(UpdateError::InvalidPath(_))));
+        assert_eq!(config.get("greeting"), Ok(Some("hi".into())));
+    }
+}

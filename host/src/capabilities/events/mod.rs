@@ -1,0 +1,182 @@
+//! The `events` capability: a durable, queryable event store that the host and the agents
+//! append to, with subscriptions by kind and automatic retention.
+//!
+//! ```toml
+//! [events]
+//! durable = true          # false: kept in memory only, gone when the host exits
+//! retain_events = 1000000 # keep at most this many (oldest go first)
+//! retain_for = "7d"       # and nothing older
+//! ```
+
+pub mod lifecycle;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::capabilities::Grant;
+use crate::manifest::{ByteSize, Span};
+use crate::messaging::{Message, Router};
+use crate::runtime::bindings::{Error, events};
+use crate::runtime::state::AgentState;
+pub use store::{Event, EventStore, NewEvent, Page, Query, Retention, StoreError};
+
+/// Subscribers of kind `k` listen on `agora:event/k`.
+pub const TOPIC_PREFIX: &str = "agora:event/";
+
+/// `[events]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSettings {
+    pub durable: bool,
+    pub retain_events: Option<u64>,
+    pub retain_for: Option<Span>,
+    /// Largest payload an agent may append.
+    pub max_payload: ByteSize,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        EventsSettings {
+            durable: true,
+            retain_events: Some(1_000_000),
+            retain_for: None,
+            max_payload: ByteSize(64 << 10),
+        }
+    }
+}
+
+/// The store, opened for one host.
+pub struct EventsService {
+    pub store: EventStore,
+    max_payload: usize,
+}
+
+impl EventsService {
+    /// Open `<data_dir>/events.redb` (or an in-memory store) and publish each commit to the
+    /// agents subscribed to its kinds.
+    pub fn open(
+        settings: &EventsSettings,
+        data_dir: &std::path::Path,
+        router: Arc<Router>,
+    ) -> Result<Self, StoreError> {
+        let retention = Retention {
+            max_events: settings.retain_events,
+            max_age: settings.retain_for.map(Span::duration),
+            check_every: Duration::from_secs(1),
+        };
+        let hook: store::CommitHook = Arc::new(move |events: &[Event]| publish(&router, events));
+        let store = if settings.durable {
+            EventStore::open(&data_dir.join("events.redb"), retention, Some(hook))?
+        } else {
+            EventStore::open_in_memory(retention, Some(hook))?
+        };
+        Ok(EventsService { store, max_payload: settings.max_payload.bytes() as usize })
+    }
+}
+
+fn publish(router: &Router, events: &[Event]) {
+    for event in events {
+        let topic = format!("{TOPIC_PREFIX}{}", event.kind);
+        let subscribers = router.subscribers(&topic);
+        if subscribers.is_empty() {
+            continue;
+        }
+        let mut payload = format!(
+            "seq={} time={} agent={} correlation={}\n",
+            event.seq,
+            event.time_ms,
+            event.agent.as_deref().unwrap_or(""),
+            event.correlation.as_deref().unwrap_or("")
+        )
+        .into_bytes();
+        payload.extend_from_slice(&event.payload);
+        let topic: Arc<str> = topic.into();
+        for id in subscribers {
+            let message = Message { sender: None, topic: Some(topic.clone()), payload: payload.clone(), reply: None };
+            if let Err(Error::MailboxFull) = router.try_deliver(id, message) {
+                tracing::warn!(event = "notification_dropped", topic = %topic, agent = id, seq = event.seq,
+                    "event not delivered to a subscriber: its mailbox is full (the event itself is stored)");
+            }
+        }
+    }
+}
+
+fn check_kind(kind: &str) -> Result<(), Error> {
+    let valid = !kind.is_empty()
+        && kind.len() <= 128
+        && kind.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
+    if valid { Ok(()) } else { Err(Error::Invalid(format!("event kind {kind:?}: use 1-128 of A-Z a-z 0-9 - _ . : /"))) }
+}
+
+fn store_error(error: StoreError) -> Error {
+    Error::Failed(error.to_string())
+}
+
+impl events::Host for AgentState {
+    async fn append(&mut self, kind: String, payload: Vec<u8>, correlation: Option<String>) -> Result<u64, Error> {
+        self.require(Grant::Events)?;
+        check_kind(&kind)?;
+        let service = &self.runtime.services.events;
+        if payload.len() > service.max_payload {
+            return Err(Error::TooLarge(service.max_payload as u64));
+        }
+        if correlation.as_ref().is_some_and(|c| c.is_empty() || c.len() > 256) {
+            return Err(Error::Invalid("correlation: 1-256 bytes".into()));
+        }
+        let event = NewEvent { kind, agent: Some(self.name.to_string()), correlation, payload };
+        service.store.append(event).await.map_err(store_error)
+    }
+
+    fn query(&mut self, filter: events::Filter) -> Result<events::Page, Error> {
+        self.require(Grant::Events)?;
+        let query = Query {
+            kind: filter.kind,
+            agent: filter.agent,
+            correlation: filter.correlation,
+            since_ms: filter.since_ms,
+            until_ms: filter.until_ms,
+            after: filter.after,
+            limit: filter.limit,
+        };
+        let page = self.runtime.services.events.store.query(&query).map_err(store_error)?;
+        Ok(events::Page {
+            events: page
+                .events
+                .into_iter()
+                .map(|e| events::Event {
+                    seq: e.seq,
+                    time_ms: e.time_ms,
+                    kind: e.kind,
+                    agent: e.agent,
+                    correlation: e.correlation,
+                    payload: e.payload,
+                })
+                .collect(),
+            next: page.next,
+        })
+    }
+
+    fn subscribe(&mut self, kind: String) -> Result<(), Error> {
+        self.require(Grant::Events)?;
+        check_kind(&kind)?;
+        let topic: Arc<str> = format!("{TOPIC_PREFIX}{kind}").into();
+        if self.runtime.router.subscribe(self.id, &topic) {
+            self.messaging.topics.push(topic);
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, kind: String) -> Result<(), Error> {
+        self.require(Grant::Events)?;
+        let topic = format!("{TOPIC_PREFIX}{kind}");
+        if self.runtime.router.unsubscribe(self.id, &topic) {
+            self.messaging.topics.retain(|t| **t != *topic);
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The durable event store: one redb file, one writer thread with group commit.
+//!
+//! Why one writer: redb allows one write transaction at a time, and an fsync per event caps a
+//! disk at a few hundred commits a second. The writer takes every append that is waiting, writes
+//! them in one transaction, commits once (durably), then acknowledges each. Throughput therefore
+//! grows with the number of concurrent appenders while each append still waits for its fsync.
+//!
+//! Layout: `events` maps a sequence number to the event; three index tables map (kind, seq),
+//! (agent, seq) and (correlation, seq) to nothing, so a filtered query walks only its matches.
+//! Every event of one commit gets the same timestamp, and timestamps never decrease with the
+//! sequence, so `by_time` (one row per commit, time → first seq) turns a time range into a seq
+//! range. Retention deletes from the oldest end, in bounded chunks between commits.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::oneshot;
+
+/// (time in ms since the Unix epoch, kind, agent, correlation, payload)
+type Row<'a> = (u64, &'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+const EVENTS: TableDefinition<u64, Row> = TableDefinition::new("events");
+const BY_KIND: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_kind");
+const BY_AGENT: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_agent");
+const BY_CORRELATION: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_correlation");
+const BY_TIME: TableDefinition<u64, u64> = TableDefinition::new("by_time");
+
+/// Appends taken into one commit at most; bounds the latency of the first one.
+const MAX_BATCH: usize = 16 * 1024;
+/// Events removed per retention pass, so that appends never wait long behind retention.
+const RETENTION_CHUNK: usize = 20_000;
+/// Rows one query may examine before it returns a partial page with a cursor.
+const SCAN_BUDGET: usize = 200_000;
+/// Largest page a query returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub kind: String,
+    /// The agent that appended it, or that it is about; none for host-wide events.
+    pub agent: Option<String>,
+    pub correlation: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// An event to append; the store assigns its sequence number and time.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent {
+    pub kind: String,
+    pub agent: Option<String>,
+    pub correlation: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// Filters for [`EventStore::query`]; every set field must match. Results come in ascending
+/// sequence order, starting after `after`.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub kind: Option<String>,
+    pub agent: Option<String>,
+    pub correlation: Option<String>,
+    /// Inclusive lower bound on the event time, ms since the Unix epoch.
+    pub since_ms: Option<u64>,
+    /// Exclusive upper bound on the event time.
+    pub until_ms: Option<u64>,
+    /// Continue after this sequence number (the previous page's `next`).
+    pub after: Option<u64>,
+    pub limit: u32,
+}
+
+/// One page of results; `next` is set when more may follow.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub events: Vec<Event>,
+    pub next: Option<u64>,
+}
+
+/// How long events are kept; both bounds apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_events: Option<u64>,
+    pub max_age: Option<Duration>,
+    /// How often the age bound is checked when no appends arrive.
+    pub check_every: Duration,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("event store: {0}")]
+    Database(String),
+    #[error("the event store has shut down")]
+    Closed,
+}
+
+impl StoreError {
+    fn from(error: impl std::fmt::Display) -> StoreError {
+        StoreError::Database(error.to_string())
+    }
+}
+
+/// Called after each commit with the events it made durable (for subscriptions).
+pub type CommitHook = Arc<dyn Fn(&[Event]) + Send + Sync>;
+
+struct Append {
+    event: NewEvent,
+    ack: Option<oneshot::Sender<Result<u64, StoreError>>>,
+}
+
+/// The store's handle: cheap appends from any thread, queries on the caller's thread.
+pub struct EventStore {
+    db: Arc<Database>,
+    appends: Option<mpsc::Sender<Append>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EventStore {
+    /// Open (or create) the store at `path` and start its writer. A store left by a killed
+    /// process is repaired by redb on open.
+    pub fn open(path: &Path, retention: Retention, on_commit: Option<CommitHook>) -> Result<EventStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::from(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|e| StoreError::from(format!("{}: {e}", path.display())))?;
+        Self::start(db, retention, on_commit)
+    }
+
+    /// A store that lives in memory only (`[events] durable = false`).
+    pub fn open_in_memory(retention: Retention, on_commit: Option<CommitHook>) -> Result<EventStore, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(StoreError::from)?;
+        Self::start(db, retention, on_commit)
+    }
+
+    fn start(db: Database, retention: Retention, on_commit: Option<CommitHook>) -> Result<EventStore, StoreError> {
+        let db = Arc::new(db);
+        let mut writer = Writer::new(db.clone(), retention, on_commit)?;
+        let (appends, receiver) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("agora-event-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(StoreError::from)?;
+        Ok(EventStore { db, appends: Some(appends), writer: Some(writer) })
+    }
+
+    /// Append and wait until the event is durable; returns its sequence number.
+    pub async fn append(&self, event: NewEvent) -> Result<u64, StoreError> {
+        let (ack, acked) = oneshot::channel();
+        self.send(Append { event, ack: Some(ack) })?;
+        acked.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Append without waiting (host lifecycle events): it is durable with the next commit.
+    pub fn record(&self, event: NewEvent) {
+        let _ = self.send(Append { event, ack: None });
+    }
+
+    fn send(&self, append: Append) -> Result<(), StoreError> {
+        let appends = self.appends.as_ref().ok_or(StoreError::Closed)?;
+        appends.send(append).map_err(|_| StoreError::Closed)
+    }
+
+    /// Events in the store now.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read().map_err(StoreError::from)?;
+        match read.open_table(EVENTS) {
+            Ok(table) => table.len().map_err(StoreError::from),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(StoreError::from(e)),
+        }
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Events matching `query`, oldest first. The most selective index among the filters
+    /// drives the scan; a scan stops after a fixed number of rows and returns a cursor.
+    pub fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        let limit = query.limit.clamp(1, MAX_PAGE) as usize;
+        let read = self.db.begin_read().map_err(StoreError::from)?;
+        let events = match read.open_table(EVENTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Page::default()),
+            Err(e) => return Err(StoreError::from(e)),
+        };
+        let mut first = query.after.map_or(0, |after| after.saturating_add(1));
+        if let Some(since) = query.since_ms {
+            let by_time = read.open_table(BY_TIME).map_err(StoreError::from)?;
+            let from =
+                by_time.range(since..).map_err(StoreError::from)?.next().transpose().map_err(StoreError::from)?;
+            match from {
+                Some((_, seq)) => first = first.max(seq.value()),
+                None => return Ok(Page::default()),
+            }
+        }
+        let mut page = Page::default();
+        let mut scanned = 0usize;
+        let mut last_seen = None;
+        let mut visit = |seq: u64, row: Row| -> std::ops::ControlFlow<()> {
+            scanned += 1;
+            last_seen = Some(seq);
+            let (time_ms, kind, agent, correlation, payload) = row;
+            if query.until_ms.is_some_and(|until| time_ms >= until) {
+                last_seen = None;
+                return std::ops::ControlFlow::Break(());
+            }
+            let matches = query.since_ms.is_none_or(|since| time_ms >= since)
+                && query.kind.as_deref().is_none_or(|k| k == kind)
+                && query.agent.as_deref().is_none_or(|a| Some(a) == agent)
+                && query.correlation.as_deref().is_none_or(|c| Some(c) == correlation);
+            if matches {
+                page.events.push(Event {
+                    seq,
+                    time_ms,
+                    kind: kind.to_string(),
+                    agent: agent.map(str::to_string),
+                    correlation: correlation.map(str::to_string),
+                    payload: payload.to_vec(),
+                });
+            }
+            if page.events.len() >= limit || scanned >= SCAN_BUDGET {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        };
+        let index = [(BY_CORRELATION, &query.correlation), (BY_AGENT, &query.agent), (BY_KIND, &query.kind)]
+            .into_iter()
+            .find_map(|(table, key)| key.as_deref().map(|key| (table, key)));
+        let mut exhausted = true;
+        match index {
+            Some((table, key)) => {
+                let index = read.open_table(table).map_err(StoreError::from)?;
+                for entry in index.range((key, first)..=(key, u64::MAX)).map_err(StoreError::from)? {
+                    let (entry, _) = entry.map_err(StoreError::from)?;
+                    let seq = entry.value().1;
+                    let Some(row) = events.get(seq).map_err(StoreError::from)? else { continue };
+                    if visit(seq, row.value()).is_break() {
+                        exhausted = false;
+                        break;
+                    }
+                }
+            }
+            None => {
+                for entry in events.range(first..).map_err(StoreError::from)? {
+                    let (seq, row) = entry.map_err(StoreError::from)?;
+                    if visit(seq.value(), row.value()).is_break() {
+                        exhausted = false;
+                        break;
+                    }
+                }
+            }
+        }
+        // A cursor when the scan stopped early (full page, scan budget) with more to look at.
+        page.next = if exhausted { None } else { last_seen };
+        Ok(page)
+    }
+}
+
+impl Drop for EventStore {
+    /// Stop taking appends, let the writer commit what it holds, and wait for it.
+    fn drop(&mut self) {
+        self.appends.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+struct Writer {
+    db: Arc<Database>,
+    retention: Retention,
+    on_commit: Option<CommitHook>,
+    last_seq: u64,
+    last_time_ms: u64,
+    /// Index rows of the first retained event's commit time exists; see `retain`.
+    last_retention: std::time::Instant,
+}
+
+impl Writer {
+    fn new(db: Arc<Database>, retention: Retention, on_commit: Option<CommitHook>) -> Result<Writer, StoreError> {
+        // Create the tables, so that readers never see a store without them.
+        let write = db.begin_write().map_err(StoreError::from)?;
+        let (last_seq, last_time_ms) = {
+            let events = write.open_table(EVENTS).map_err(StoreError::from)?;
+            for table in [BY_KIND, BY_AGENT, BY_CORRELATION] {
+                write.open_table(table).map_err(StoreError::from)?;
+            }
+            write.open_table(BY_TIME).map_err(StoreError::from)?;
+            match events.last().map_err(StoreError::from)? {
+                Some((seq, row)) => (seq.value(), row.value().0),
+                None => (0, 0),
+            }
+        };
+        write.commit().map_err(StoreError::from)?;
+        Ok(Writer { db, retention, on_commit, last_seq, last_time_ms, last_retention: std::time::Instant::now() })
+    }
+
+    fn run(&mut self, receiver: mpsc::Receiver<Append>) {
+        let mut batch = Vec::with_capacity(1024);
+        loop {
+            match receiver.recv_timeout(self.retention.check_every) {
+                Ok(append) => batch.push(append),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.retain();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(append) => batch.push(append),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+            if self.retention_due() {
+                self.retain();
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Append>) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let time_ms = now.max(self.last_time_ms);
+        let first_seq = self.last_seq + 1;
+        let written = self.write(batch, first_seq, time_ms);
+        match written {
+            Ok(()) => {
+                self.last_seq += batch.len() as u64;
+                self.last_time_ms = time_ms;
+                let committed: Option<Vec<Event>> = self.on_commit.as_ref().map(|_| {
+                    batch
+                        .iter()
+                        .zip(first_seq..)
+                        .map(|(append, seq)| Event {
+                            seq,
+                            time_ms,
+                            kind: append.event.kind.clone(),
+                            agent: append.event.agent.clone(),
+                            correlation: append.event.correlation.clone(),
+                            payload: append.event.payload.clone(),
+                        })
+                        .collect()
+                });
+                for (append, seq) in batch.drain(..).zip(first_seq..) {
+                    if let Some(ack) = append.ack {
+                        let _ = ack.send(Ok(seq));
+                    }
+                }
+                if let (Some(hook), Some(events)) = (&self.on_commit, committed) {
+                    hook(&events);
+                }
+            }
+            Err(error) => {
+                tracing::error!(event = "event_store_failed", %error, lost = batch.len(), "event store commit failed");
+                for append in batch.drain(..) {
+                    if let Some(ack) = append.ack {
+                        let _ = ack.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&self, batch: &[Append], first_seq: u64, time_ms: u64) -> Result<(), StoreError> {
+        let mut write = self.db.begin_write().map_err(StoreError::from)?;
+        // Recovery after a crash then needs no full scan of the file.
+        write.set_quick_repair(true);
+        {
+            let mut events = write.open_table(EVENTS).map_err(StoreError::from)?;
+            let mut by_kind = write.open_table(BY_KIND).map_err(StoreError::from)?;
+            let mut by_agent = write.open_table(BY_AGENT).map_err(StoreError::from)?;
+            let mut by_correlation = write.open_table(BY_CORRELATION).map_err(StoreError::from)?;
+            for (append, seq) in batch.iter().zip(first_seq..) {
+                let event = &append.event;
+                let row: Row =
+                    (time_ms, &event.kind, event.agent.as_deref(), event.correlation.as_deref(), &event.payload);
+                events.insert(seq, row).map_err(StoreError::from)?;
+                by_kind.insert((event.kind.as_str(), seq), ()).map_err(StoreError::from)?;
+                if let Some(agent) = &event.agent {
+                    by_agent.insert((agent.as_str(), seq), ()).map_err(StoreError::from)?;
+                }
+                if let Some(correlation) = &event.correlation {
+                    by_correlation.insert((correlation.as_str(), seq), ()).map_err(StoreError::from)?;
+                }
+            }
+            if time_ms > self.last_time_ms || self.last_seq == 0 {
+                let mut by_time = write.open_table(BY_TIME).map_err(StoreError::from)?;
+                by_time.insert(time_ms, first_seq).map_err(StoreError::from)?;
+            }
+        }
+        write.commit().map_err(StoreError::from)
+    }
+
+    fn retention_due(&self) -> bool {
+        self.last_retention.elapsed() >= self.retention.check_every
+    }
+
+    /// Delete what the retention bounds exclude, a chunk per commit until none is left.
+    fn retain(&mut self) {
+        self.last_retention = std::time::Instant::now();
+        loop {
+            match self.retain_chunk() {
+                Ok(0) => return,
+                Ok(removed) => {
+                    tracing::debug!(event = "event_retention", removed, "old events removed");
+                }
+                Err(error) => {
+                    tracing::error!(event = "event_store_failed", %error, "event retention failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The first sequence number to keep, per the bounds.
+    fn retained_from(&self, read: &redb::WriteTransaction) -> Result<u64, StoreError> {
+        let mut keep_from = 0;
+        if let Some(max) = self.retention.max_events {
+            keep_from = (self.last_seq + 1).saturating_sub(max);
+        }
+        if let Some(age) = self.retention.max_age {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let cutoff = now.saturating_sub(age.as_millis() as u64);
+            let by_time = read.open_table(BY_TIME).map_err(StoreError::from)?;
+            let first_young = by_time.range(cutoff..).map_err(StoreError::from)?.next();
+            let from = match first_young {
+                Some(entry) => entry.map_err(StoreError::from)?.1.value(),
+                None => self.last_seq + 1,
+            };
+            keep_from = keep_from.max(from);
+        }
+        Ok(keep_from)
+    }
+
+    fn retain_chunk(&mut self) -> Result<usize, StoreError> {
+        let write = self.db.begin_write().map_err(StoreError::from)?;
+        let removed = {
+            let keep_from = self.retained_from(&write)?;
+            let mut events = write.open_table(EVENTS).map_err(StoreError::from)?;
+            let mut doomed = Vec::new();
+            for entry in events.range(..keep_from).map_err(StoreError::from)?.take(RETENTION_CHUNK) {
+                let (seq, row) = entry.map_err(StoreError::from)?;
+                let (_, kind, agent, correlation, _) = row.value();
+                doomed.push((
+                    seq.value(),
+                    kind.to_string(),
+                    agent.map(str::to_string),
+                    correlation.map(str::to_string),
+                ));
+            }
+            let Some(&(last_doomed, ..)) = doomed.last() else { return Ok(0) };
+            let mut by_kind = write.open_table(BY_KIND).map_err(StoreError::from)?;
+            let mut by_agent = write.open_table(BY_AGENT).map_err(StoreError::from)?;
+            let mut by_correlation = write.open_table(BY_CORRELATION).map_err(StoreError::from)?;
+            for (seq, kind, agent, correlation) in &doomed {
+                by_kind.remove((kind.as_str(), *seq)).map_err(StoreError::from)?;
+                if let Some(agent) = agent {
+                    by_agent.remove((agent.as_str(), *seq)).map_err(StoreError::from)?;
+                }
+                if let Some(correlation) = correlation {
+                    by_correlation.remove((correlation.as_str(), *seq)).map_err(StoreError::from)?;
+                }
+            }
+            events.retain_in(..=last_doomed, |_, _| false).map_err(StoreError::from)?;
+            // Time rows pointing into the deleted range go; the oldest survivor's commit gets
+            // a row of its own, so that a time-range query still finds it.
+            let mut by_time = write.open_table(BY_TIME).map_err(StoreError::from)?;
+            by_time.retain(|_, seq| seq > last_doomed).map_err(StoreError::from)?;
+            if let Some((seq, row)) = events.first().map_err(StoreError::from)?.map(|(s, r)| (s.value(), r.value().0)) {
+                let time_ms = row;
+                let known = by_time.get(time_ms).map_err(StoreError::from)?.map(|s| s.value());
+                if known.is_none_or(|known| known > seq) {
+                    by_time.insert(time_ms, seq).map_err(StoreError::from)?;
+                }
+            }
+            doomed.len()
+        };
+        write.commit().map_err(StoreError::from)?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, agent: &str, correlation: Option<&str>) -> NewEvent {
+        NewEvent {
+            kind: kind.into(),
+            agent: Some(agent.into()),
+            correlation: correlation.map(Into::into),
+            payload: kind.as_bytes().to_vec(),
+        }
+    }
+
+    fn keep_all() -> Retention {
+        Retention { max_events: None, max_age: None, check_every: Duration::from_secs(3600) }
+    }
+
+    #[tokio::test]
+    async fn query_by_each_filter_with_paging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(&dir.path().join("e.redb"), keep_all(), None).unwrap();
+        for i in 0..30u32 {
+            let kind = if i % 3 == 0 { "order" } else { "tick" };
+            let agent = if i % 2 == 0 { "a" } else { "b" };
+            let correlation = (i == 7).then_some("c-7");
+            store.append(event(kind, agent, correlation)).await.unwrap();
+        }
+        let all = store.query(&Query { limit: 100, ..Default::default() }).unwrap();
+        assert_eq!(all.events.len(), 30);
+        assert_eq!(all.next, None);
+
+        let orders = store.query(&Query { kind: Some("order".into()), limit: 100, ..Default::default() }).unwrap();
+        assert_eq!(orders.events.len(), 10);
+        assert!(orders.events.iter().all(|e| e.kind == "order"));
+
+        let both = Query { kind: Some("order".into()), agent: Some("a".into()), limit: 100, ..Default::default() };
+        assert_eq!(store.query(&both).unwrap().events.len(), 5);
+
+        let by_correlation = Query { correlation: Some("c-7".into()), limit: 10, ..Default::default() };
+        let found = store.query(&by_correlation).unwrap();
+        assert_eq!(found.events.len(), 1);
+        assert_eq!(found.events[0].seq, 8);
+
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.query(&Query { agent: Some("b".into()), after, limit: 4, ..Default::default() }).unwrap();
+            seen.extend(page.events.iter().map(|e| e.seq));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (1..=15).map(|i| i * 2).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn time_ranges_and_count_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = Retention { max_events: Some(10), max_age: None, check_every: Duration::from_millis(1) };
+        let store = EventStore::open(&dir.path().join("e.redb"), retention, None).unwrap();
+        for _ in 0..5 {
+            store.append(event("early", "a", None)).await.unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let middle = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(5));
+        for _ in 0..5 {
+            store.append(event("late", "a", None)).await.unwrap();
+        }
+        let late = store.query(&Query { since_ms: Some(middle), limit: 100, ..Default::default() }).unwrap();
+        assert!(late.events.iter().all(|e| e.kind == "late"), "{late:?}");
+        assert_eq!(late.events.len(), 5);
+        let early = store.query(&Query { until_ms: Some(middle), limit: 100, ..Default::default() }).unwrap();
+        assert_eq!(early.events.len(), 5);
+        assert!(early.events.iter().all(|e| e.kind == "early"));
+
+        for _ in 0..20 {
+            store.append(event("more", "a", None)).await.unwrap();
+        }
+        // One more commit triggers the due retention pass.
+        std::thread::sleep(Duration::from_millis(5));
+        store.append(event("more", "a", None)).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.len().unwrap() > 10 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(store.len().unwrap(), 10);
+        let kept = store.query(&Query { agent: Some("a".into()), limit: 100, ..Default::default() }).unwrap();
+        assert_eq!(kept.events.first().map(|e| e.seq), Some(22));
+        assert_eq!(
+            store.query(&Query { kind: Some("early".into()), limit: 100, ..Default::default() }).unwrap().events.len(),
+            0
+        );
+    }
+}

@@ -1,0 +1,493 @@
+//! The outbound capability: agents' HTTP requests through the standard
+//! `wasi:http/outgoing-handler`, so that any language's WASI HTTP client works, with the host's
+//! protection applied per named target.
+//!
+//! ```toml
+//! [outbound.search]
+//! url = "http://127.0.0.1:8080/api"     # requests must fall under this origin and path
+//! connect_timeout = "2s"
+//! response_timeout = "10s"              # to the first byte, and between body chunks
+//! pool = { size = 4, overflow = 2, checkout_timeout = "500ms" }
+//! rate = { limit = 100, per = "1s", burst = 20 }          # the whole target
+//! rate_per_agent = { limit = 10, per = "1s" }             # each agent, by name
+//! breaker = { failures = 5, backoff_initial = "1s", backoff_max = "30s", probes = 1 }
+//! # or: breaker = { success_rate = 0.9, minimum_calls = 20, window = "10s" }
+//!
+//! [[agent]]
+//! outbound = ["search"]                 # deny by default: only the targets listed
+//! ```
+//!
+//! A request passes, in order: the allow-list (else `error-code.HTTP-request-denied`), the
+//! breaker (else a `503` response), the rate limits (else a `429` response), and a pool
+//! checkout (else `error-code.connection-limit-reached`). The two synthesized responses carry
+//! `retry-after` (seconds), `agora-retry-after-ms`, and `agora-rejected: circuit-open` or
+//! `rate-limited`, so that a guest tells them from the target's own answers while an ordinary
+//! HTTP client already does the right thing with them. Transport errors, timeouts and `5xx`
+//! answers count as failures for the breaker; any other answer as a success.
+
+pub mod breaker;
+pub mod pool;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::capabilities::rate_limits::{Limiter, LimiterSpec, Refusal};
+use crate::manifest::Span;
+use crate::runtime::bindings::Error;
+use crate::runtime::bindings::outbound::{self as wit, Circuit as WitCircuit, TargetStatus};
+use crate::runtime::state::AgentState;
+use breaker::{Breaker, BreakerSpec, Circuit, Trip};
+use pool::{CheckoutError, Pool, PoolSpec};
+
+/// `[outbound.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub url: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Span,
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Span,
+    #[serde(default)]
+    pub pool: PoolSection,
+    pub rate: Option<LimiterSpec>,
+    pub rate_per_agent: Option<LimiterSpec>,
+    pub breaker: Option<BreakerSection>,
+}
+
+fn default_connect_timeout() -> Span {
+    Span(Duration::from_secs(5))
+}
+
+fn default_response_timeout() -> Span {
+    Span(Duration::from_secs(30))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    pub size: u32,
+    pub overflow: u32,
+    pub checkout_timeout: Span,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        PoolSection { size: 8, overflow: 0, checkout_timeout: Span(Duration::from_secs(1)) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSection {
+    pub failures: Option<u32>,
+    pub success_rate: Option<f64>,
+    #[serde(default = "default_minimum_calls")]
+    pub minimum_calls: u32,
+    #[serde(default = "default_window")]
+    pub window: Span,
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial: Span,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Span,
+    #[serde(default = "default_probes")]
+    pub probes: u32,
+}
+
+fn default_minimum_calls() -> u32 {
+    10
+}
+fn default_window() -> Span {
+    Span(Duration::from_secs(10))
+}
+fn default_backoff_initial() -> Span {
+    Span(Duration::from_secs(1))
+}
+fn default_backoff_max() -> Span {
+    Span(Duration::from_secs(30))
+}
+fn default_probes() -> u32 {
+    1
+}
+
+/// Where a target's requests may go: an http origin and a path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl TargetSpec {
+    /// Check the values serde cannot; the text says what is wrong, the caller says where.
+    pub fn validate(&self) -> Result<Origin, String> {
+        let origin = parse_origin(&self.url)?;
+        if let Some(rate) = &self.rate
+            && rate.keyed
+        {
+            return Err("`rate` limits the whole target; per-agent limits go in `rate_per_agent`".into());
+        }
+        if self.pool.size + self.pool.overflow == 0 {
+            return Err("pool: size + overflow must be at least 1".into());
+        }
+        if let Some(breaker) = &self.breaker {
+            breaker.spec()?;
+        }
+        Ok(origin)
+    }
+}
+
+fn parse_origin(url: &str) -> Result<Origin, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(format!("url {url:?}: https targets are not supported yet (no TLS client)")),
+        _ => return Err(format!("url {url:?}: must start with http://")),
+    }
+    let host = uri.host().ok_or_else(|| format!("url {url:?}: no host"))?;
+    let path = uri.path().trim_end_matches('/').to_string();
+    Ok(Origin { host: host.to_ascii_lowercase(), port: uri.port_u16().unwrap_or(80), path })
+}
+
+impl BreakerSection {
+    pub fn spec(&self) -> Result<BreakerSpec, String> {
+        let trip = match (self.failures, self.success_rate) {
+            (Some(0), _) => return Err("breaker.failures must be at least 1".into()),
+            (Some(n), None) => Trip::ConsecutiveFailures(n),
+            (None, Some(rate)) if (0.0..=1.0).contains(&rate) => {
+                if self.window.duration() < Duration::from_secs(1) {
+                    return Err("breaker.window must be at least 1s".into());
+                }
+                Trip::SuccessRate { rate, minimum: self.minimum_calls, window: self.window.duration() }
+            }
+            (None, Some(rate)) => return Err(format!("breaker.success_rate {rate} is outside 0..=1")),
+            _ => return Err("breaker: set exactly one of `failures` and `success_rate`".into()),
+        };
+        if self.backoff_initial.duration().is_zero() || self.backoff_initial.duration() > self.backoff_max.duration() {
+            return Err("breaker: needs 0 < backoff_initial <= backoff_max".into());
+        }
+        Ok(BreakerSpec {
+            trip,
+            backoff_initial: self.backoff_initial.duration(),
+            backoff_max: self.backoff_max.duration(),
+            probes: self.probes.max(1),
+        })
+    }
+}
+
+/// One target, ready to carry requests.
+pub struct Target {
+    pub name: String,
+    origin: Origin,
+    pool: Arc<Pool>,
+    rate: Option<Limiter<()>>,
+    rate_per_agent: Option<Limiter<Arc<str>>>,
+    breaker: Option<Breaker>,
+    response_timeout: Duration,
+}
+
+/// The outbound targets of one host.
+pub struct Outbound {
+    targets: BTreeMap<String, Arc<Target>>,
+}
+
+impl Outbound {
+    /// Resolve each target's address once, at start.
+    pub fn new(specs: &BTreeMap<String, TargetSpec>) -> anyhow::Result<Outbound> {
+        let mut targets = BTreeMap::new();
+        for (name, spec) in specs {
+            let origin = spec.validate().map_err(|e| anyhow::anyhow!("outbound.{name}: {e}"))?;
+            let address: SocketAddr = (origin.host.as_str(), origin.port)
+                .to_socket_addrs()
+                .map_err(|e| anyhow::anyhow!("outbound.{name}: cannot resolve {}: {e}", origin.host))?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("outbound.{name}: {} has no address", origin.host))?;
+            let pool = PoolSpec {
+                size: spec.pool.size,
+                overflow: spec.pool.overflow,
+                checkout_timeout: spec.pool.checkout_timeout.duration(),
+                connect_timeout: spec.connect_timeout.duration(),
+            };
+            let quota = |limit: &Option<LimiterSpec>| limit.as_ref().and_then(LimiterSpec::quota);
+            let target = Target {
+                name: name.clone(),
+                origin,
+                pool: Arc::new(Pool::new(address, pool)),
+                rate: quota(&spec.rate).map(|q| Limiter::new(q, false)),
+                rate_per_agent: quota(&spec.rate_per_agent).map(|q| Limiter::new(q, true)),
+                breaker: spec
+                    .breaker
+                    .as_ref()
+                    .map(|b| b.spec().map(|s| Breaker::new(&s)))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                response_timeout: spec.response_timeout.duration(),
+            };
+            targets.insert(name.clone(), Arc::new(target));
+        }
+        Ok(Outbound { targets })
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Arc<Target>> {
+        self.targets.get(name)
+    }
+
+    /// Sweep the per-agent limiters (names of exited agents).
+    pub fn housekeep(&self) {
+        for target in self.targets.values() {
+            if let Some(limiter) = &target.rate_per_agent {
+                limiter.housekeep();
+            }
+        }
+    }
+}
+
+/// Why the host answered instead of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    CircuitOpen,
+    RateLimited,
+}
+
+impl Rejection {
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Rejection::CircuitOpen => "circuit-open",
+            Rejection::RateLimited => "rate-limited",
+        }
+    }
+
+    fn status(self) -> u16 {
+        match self {
+            Rejection::CircuitOpen => 503,
+            Rejection::RateLimited => 429,
+        }
+    }
+}
+
+type Sent = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>;
+
+fn rejected(rejection: Rejection, retry_after: Duration) -> Sent {
+    let millis = retry_after.as_millis().max(1) as u64;
+    let response = http::Response::builder()
+        .status(rejection.status())
+        .header(http::header::RETRY_AFTER, millis.div_ceil(1000).to_string())
+        .header("agora-rejected", rejection.header_value())
+        .header("agora-retry-after-ms", millis.to_string())
+        .body(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync())
+        .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+    Ok((response, Box::new(async { Ok(()) })))
+}
+
+fn count(target: &str, outcome: &'static str) {
+    metrics::counter!("agora_outbound_requests_total", "target" => target.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+impl Target {
+    /// Whether `uri` falls under this target's origin and path.
+    fn covers(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else { return false };
+        let port = uri.port_u16().unwrap_or(80);
+        let path = uri.path();
+        let under_path = self.origin.path.is_empty()
+            || path == self.origin.path
+            || path.strip_prefix(&self.origin.path).is_some_and(|rest| rest.starts_with('/'));
+        uri.scheme_str() == Some("http")
+            && host.eq_ignore_ascii_case(&self.origin.host)
+            && port == self.origin.port
+            && under_path
+    }
+
+    async fn send(
+        &self,
+        agent: &Arc<str>,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Sent {
+        let permit = match self.breaker.as_ref().map(Breaker::permit).transpose() {
+            Ok(permit) => permit,
+            Err(retry_after) => {
+                count(&self.name, "circuit_open");
+                return rejected(Rejection::CircuitOpen, retry_after);
+            }
+        };
+        let limited = self
+            .rate_per_agent
+            .as_ref()
+            .map_or(Ok(()), |limiter| limiter.check(agent))
+            .and_then(|()| self.rate.as_ref().map_or(Ok(()), |limiter| limiter.check(&())));
+        if let Err(refusal) = limited {
+            // One cell at a time is never more than the burst; only `Limited` happens here.
+            let retry_after = match refusal {
+                Refusal::Limited(after) => after,
+                Refusal::ExceedsBurst(_) => Duration::from_secs(1),
+            };
+            count(&self.name, "rate_limited");
+            return rejected(Rejection::RateLimited, retry_after);
+        }
+        let mut checkout = match self.pool.checkout().await {
+            Ok(checkout) => checkout,
+            Err(CheckoutError::Timeout) => {
+                count(&self.name, "pool_timeout");
+                return Err(HttpError::ConnectionLimitReached);
+            }
+            Err(CheckoutError::Connect(error)) => {
+                count(&self.name, "error");
+                if let Some(permit) = permit {
+                    permit.record(false);
+                }
+                return Err(error);
+            }
+        };
+        // On the wire the request line carries only the path; the origin is in `host`.
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+        *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(self.response_timeout);
+        let between_bytes = options.and_then(|o| o.between_bytes_timeout).unwrap_or(self.response_timeout);
+        let sender = checkout.sender.as_mut().expect("a checkout holds a connection");
+        let sent = tokio::time::timeout(first_byte, sender.send_request(request)).await;
+        let response = match sent {
+            Ok(Ok(response)) => response,
+            failed => {
+                count(&self.name, "error");
+                if let Some(permit) = permit {
+                    permit.record(false);
+                }
+                return Err(match failed {
+                    Err(_) => HttpError::ConnectionReadTimeout,
+                    Ok(Err(error)) => HttpError::from(error),
+                    Ok(Ok(_)) => unreachable!(),
+                });
+            }
+        };
+        let server_error = response.status().is_server_error();
+        count(&self.name, if server_error { "server_error" } else { "ok" });
+        if let Some(permit) = permit {
+            permit.record(!server_error);
+        }
+        let response = response.map(|incoming| PooledBody::new(incoming, checkout, between_bytes).boxed_unsync());
+        Ok((response, Box::new(async { Ok(()) })))
+    }
+
+    pub fn status(&self) -> (Circuit, Option<Duration>, u32, u32) {
+        let (circuit, retry_after) = match &self.breaker {
+            Some(breaker) => (breaker.circuit(), breaker.retry_after()),
+            None => (Circuit::Closed, None),
+        };
+        (circuit, retry_after, self.pool.in_use(), self.pool.capacity())
+    }
+}
+
+/// A response body that holds its connection until it ends, and fails when the target goes
+/// quiet for longer than the response timeout.
+struct PooledBody {
+    incoming: hyper::body::Incoming,
+    _checkout: pool::Checkout,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl PooledBody {
+    fn new(incoming: hyper::body::Incoming, checkout: pool::Checkout, idle: Duration) -> PooledBody {
+        PooledBody { incoming, _checkout: checkout, idle, deadline: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        match Pin::new(&mut self.incoming).poll_frame(context) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(HttpError::from(error)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.deadline.as_mut().poll(context) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+/// The per-agent side: which targets this agent may reach.
+pub struct AgentOutbound {
+    pub agent: Arc<str>,
+    pub allowed: Vec<Arc<Target>>,
+}
+
+impl AgentOutbound {
+    pub fn new(agent: Arc<str>, granted: &[String], outbound: &Outbound) -> AgentOutbound {
+        AgentOutbound { agent, allowed: granted.iter().filter_map(|name| outbound.target(name).cloned()).collect() }
+    }
+}
+
+impl WasiHttpHooks for AgentOutbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        let target = self.allowed.iter().find(|t| t.covers(request.uri())).cloned();
+        let agent = self.agent.clone();
+        Box::new(async move {
+            let Some(target) = target else {
+                tracing::warn!(event = "outbound_denied", agent = %agent, uri = %request.uri(),
+                    "outbound request outside the agent's granted targets");
+                metrics::counter!("agora_outbound_denied_total", "agent" => agent.to_string()).increment(1);
+                return Err(HttpError::HttpRequestDenied);
+            };
+            target.send(&agent, request, options).await
+        })
+    }
+}
+
+impl wit::Host for AgentState {
+    fn status(&mut self, target: String) -> Result<TargetStatus, Error> {
+        let Some(found) = self.outbound.allowed.iter().find(|t| t.name == target) else {
+            return Err(if self.runtime.services.outbound.target(&target).is_some() {
+                Error::Denied
+            } else {
+                Error::NotFound
+            });
+        };
+        let (circuit, retry_after, in_use, capacity) = found.status();
+        Ok(TargetStatus {
+            circuit: match circuit {
+                Circuit::Closed => WitCircuit::Closed,
+                Circuit::Open => WitCircuit::Open,
+                Circuit::HalfOpen => WitCircuit::HalfOpen,
+            },
+            retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+            in_use,
+            capacity,
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! The `rate-limits` capability: named GCRA rate limiters (governor) that agents check or wait
+//! on with their own keys. The outbound capability uses the same [`Limiter`] per target.
+//!
+//! ```toml
+//! [rate_limits.search]
+//! limit = 100        # cells per `per`
+//! per = "1s"
+//! burst = 20         # at most this many at once (default: limit)
+//! keyed = true       # one budget per key; false: one budget shared by every key
+//! ```
+//!
+//! A check is lock-free (one compare-and-swap on the key's state): no central actor, and it
+//! fails closed. Keyed limiters remember every key they have seen, so a housekeeping thread
+//! drops the keys whose budget has fully refilled (they are indistinguishable from new ones),
+//! and millions of one-off keys do not stay resident.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use governor::clock::{Clock, QuantaClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+
+use crate::capabilities::Grant;
+use crate::manifest::Span;
+use crate::runtime::bindings::rate_limits::{self, LimitError};
+use crate::runtime::state::AgentState;
+
+/// One limiter as the manifest declares it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterSpec {
+    pub limit: NonZeroU32,
+    #[serde(default = "one_second")]
+    pub per: Span,
+    pub burst: Option<NonZeroU32>,
+    #[serde(default)]
+    pub keyed: bool,
+}
+
+fn one_second() -> Span {
+    Span(Duration::from_secs(1))
+}
+
+impl LimiterSpec {
+    /// `limit` cells per `per`, refilled one at a time, at most `burst` at once.
+    pub fn quota(&self) -> Option<Quota> {
+        let interval = self.per.duration() / self.limit.get();
+        Some(Quota::with_period(interval)?.allow_burst(self.burst.unwrap_or(self.limit)))
+    }
+}
+
+/// Why a check did not pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the limit; it may pass after this long.
+    Limited(Duration),
+    /// More cells than the burst: it never passes.
+    ExceedsBurst(u32),
+}
+
+/// A direct or keyed limiter.
+pub enum Limiter<K: std::hash::Hash + Eq + Clone> {
+    Shared(DefaultDirectRateLimiter),
+    Keyed(DefaultKeyedRateLimiter<K>),
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
+    pub fn new(quota: Quota, keyed: bool) -> Limiter<K> {
+        if keyed { Limiter::Keyed(RateLimiter::keyed(quota)) } else { Limiter::Shared(RateLimiter::direct(quota)) }
+    }
+
+    /// Take one cell for `key`, or say when one may be free.
+    #[inline]
+    pub fn check(&self, key: &K) -> Result<(), Refusal> {
+        let outcome = match self {
+            Limiter::Shared(limiter) => limiter.check(),
+            Limiter::Keyed(limiter) => limiter.check_key(key),
+        };
+        outcome.map_err(|not_until| Refusal::Limited(not_until.wait_time_from(QuantaClock::default().now())))
+    }
+
+    /// Take `cost` cells at once (all or none).
+    pub fn check_n(&self, key: &K, cost: NonZeroU32) -> Result<(), Refusal> {
+        if cost.get() == 1 {
+            return self.check(key);
+        }
+        let outcome = match self {
+            Limiter::Shared(limiter) => limiter.check_n(cost),
+            Limiter::Keyed(limiter) => limiter.check_key_n(key, cost),
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Refusal::Limited(not_until.wait_time_from(QuantaClock::default().now()))),
+            Err(_) => Err(Refusal::ExceedsBurst(cost.get())),
+        }
+    }
+
+    /// Wait (on tokio's timer) until `cost` cells are taken, unless that takes past `timeout`.
+    pub async fn wait(&self, key: &K, cost: NonZeroU32, timeout: Duration) -> Result<(), Refusal> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.check_n(key, cost) {
+                Err(Refusal::Limited(after)) => {
+                    if tokio::time::Instant::now() + after > deadline {
+                        return Err(Refusal::Limited(after));
+                    }
+                    tokio::time::sleep(after).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Forget keys whose budget has refilled; returns how many keys remain.
+    pub fn housekeep(&self) -> usize {
+        match self {
+            Limiter::Shared(_) => 0,
+            Limiter::Keyed(limiter) => {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+                limiter.len()
+            }
+        }
+    }
+}
+
+/// The named limiters of one host.
+pub struct RateLimits {
+    limiters: Arc<BTreeMap<String, Limiter<String>>>,
+}
+
+/// How often keyed limiters are swept.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+
+impl RateLimits {
+    pub fn new(specs: &BTreeMap<String, LimiterSpec>) -> RateLimits {
+        let limiters: BTreeMap<String, Limiter<String>> = specs
+            .iter()
+            .filter_map(|(name, spec)| Some((name.clone(), Limiter::new(spec.quota()?, spec.keyed))))
+            .collect();
+        let limiters = Arc::new(limiters);
+        if limiters.values().any(|l| matches!(l, Limiter::Keyed(_))) {
+            spawn_housekeeping(Arc::downgrade(&limiters));
+        }
+        RateLimits { limiters }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Limiter<String>> {
+        self.limiters.get(name)
+    }
+
+    /// Sweep every keyed limiter now (the housekeeping thread does this periodically).
+    pub fn housekeep(&self) -> usize {
+        self.limiters.values().map(Limiter::housekeep).sum()
+    }
+}
+
+/// Sweeps until the limiters are dropped with their host.
+fn spawn_housekeeping(limiters: Weak<BTreeMap<String, Limiter<String>>>) {
+    let _ = std::thread::Builder::new().name("agora-rate-limit-sweep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(HOUSEKEEPING);
+            let Some(limiters) = limiters.upgrade() else { return };
+            for limiter in limiters.values() {
+                limiter.housekeep();
+            }
+        }
+    });
+}
+
+fn refusal(refusal: Refusal) -> LimitError {
+    match refusal {
+        Refusal::Limited(after) => LimitError::Limited(after.as_millis().max(1) as u64),
+        Refusal::ExceedsBurst(cost) => LimitError::ExceedsBurst(cost),
+    }
+}
+
+impl AgentState {
+    fn limiter(&self, name: &str, cost: u32) -> Result<(&Limiter<String>, NonZeroU32), LimitError> {
+        if !self.grants.allows(Grant::RateLimits) {
+            return Err(LimitError::Denied);
+        }
+        let limiter = self.runtime.services.rate_limits.get(name).ok_or(LimitError::NotFound)?;
+        Ok((limiter, NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN)))
+    }
+}
+
+impl rate_limits::Host for AgentState {
+    fn check(&mut self, limiter: String, key: String, cost: u32) -> Result<(), LimitError> {
+        let (limiter, cost) = self.limiter(&limiter, cost)?;
+        limiter.check_n(&key, cost).map_err(refusal)
+    }
+
+    async fn wait(&mut self, limiter: String, key: String, cost: u32, timeout_ms: u32) -> Result<(), LimitError> {
+        let runtime = self.runtime.clone();
+        let (_, cost) = self.limiter(&limiter, cost)?;
+        let limiter = runtime.services.rate_limits.get(&limiter).ok_or(LimitError::NotFound)?;
+        match limiter.wait(&key, cost, Duration::from_millis(timeout_ms.into())).await {
+            Ok(()) => Ok(()),
+            Err(Refusal::Limited(_)) => Err(LimitError::Timeout),
+            Err(other) => Err(refusal(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(limit: u32, per: Duration, keyed: bool) -> LimiterSpec {
+        LimiterSpec { limit: NonZeroU32::new(limit).unwrap(), per: Span(per), burst: None, keyed }
+    }
+
+    #[test]
+    fn keyed_budgets_are_separate_and_swept() {
+        let limiter: Limiter<String> = Limiter::new(spec(2, Duration::from_millis(20), true).quota().unwrap(), true);
+        assert_eq!(limiter.check(&"a".into()), Ok(()));
+        assert_eq!(limiter.check(&"a".into()), Ok(()));
+        assert!(matches!(limiter.check(&"a".into()), Err(Refusal::Limited(_))));
+        assert_eq!(limiter.check(&"b".into()), Ok(()));
+        assert_eq!(limiter.check_n(&"c".into(), NonZeroU32::new(3).unwrap()), Err(Refusal::ExceedsBurst(3)));
+        for key in 0..100_000 {
+            let _ = limiter.check(&format!("k{key}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(limiter.housekeep(), 0, "refilled keys are forgotten");
+    }
+}
