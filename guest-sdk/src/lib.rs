@@ -33,7 +33,9 @@
 //! ```
 //!
 //! Every import is denied unless the agent's manifest entry grants it (`grants = ["messaging",
-//! "registry", "logging", "supervision"]`); a denied call returns [`Error::Denied`].
+//! "registry", "logging", "supervision", "config", "events", "telemetry", "rate-limits"]`); a
+//! denied call returns [`Error::Denied`]. Outbound HTTP goes through the standard
+//! `wasi:http/outgoing-handler` to the targets listed in the agent's `outbound`.
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // generated code
@@ -208,6 +210,91 @@ pub mod supervision {
     /// Limits that take every value from the manifest's `[defaults]`.
     pub fn default_limits() -> Limits {
         Limits { memory_bytes: None, budget_ms: None, mailbox: None }
+    }
+}
+
+/// The host's live `[config]` tree. Grant: "config".
+pub mod config {
+    use crate::Message;
+    pub use crate::bindings::agora::agent::config::*;
+
+    /// Topic of the message a config change delivers to its subscribers.
+    pub const TOPIC: &str = "agora:config";
+
+    /// The `(path, new value)` in a change notification; an empty value means removed.
+    pub fn parse_change(message: &Message) -> Option<(String, String)> {
+        if message.topic.as_deref() != Some(TOPIC) {
+            return None;
+        }
+        let text = std::str::from_utf8(&message.payload).ok()?;
+        let (path, value) = text.split_once('=')?;
+        Some((path.to_string(), value.to_string()))
+    }
+}
+
+/// The durable event store. Grant: "events".
+pub mod events {
+    use crate::Message;
+    pub use crate::bindings::agora::agent::events::*;
+
+    /// Subscribers of kind `k` receive on `agora:event/k`.
+    pub const TOPIC_PREFIX: &str = "agora:event/";
+
+    /// A filter that matches everything, for struct-update syntax.
+    pub fn all(limit: u32) -> Filter {
+        Filter { kind: None, agent: None, correlation: None, since_ms: None, until_ms: None, after: None, limit }
+    }
+
+    /// The event in a subscription message, if it is one.
+    pub fn parse_notice(message: &Message) -> Option<Event> {
+        let kind = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
+        let split = message.payload.iter().position(|b| *b == b'\n')?;
+        let header = std::str::from_utf8(&message.payload[..split]).ok()?;
+        let field = |key: &str| header.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+        let optional = |value: Option<&str>| value.filter(|v| !v.is_empty()).map(str::to_string);
+        Some(Event {
+            seq: field("seq")?.parse().ok()?,
+            time_ms: field("time")?.parse().ok()?,
+            kind,
+            agent: optional(field("agent")),
+            correlation: optional(field("correlation")),
+            payload: message.payload[split + 1..].to_vec(),
+        })
+    }
+}
+
+/// The agent's own metrics on the host's Prometheus endpoint. Grant: "telemetry".
+pub mod telemetry {
+    pub use crate::bindings::agora::agent::telemetry::*;
+}
+
+/// Named rate limiters. Grant: "rate-limits".
+pub mod rate_limits {
+    pub use crate::bindings::agora::agent::rate_limits::*;
+}
+
+/// The host's protection on outbound HTTP targets. Requests themselves go through
+/// `wasi:http/outgoing-handler` (any WASI HTTP client); these helpers read the host's answers.
+pub mod outbound {
+    pub use crate::bindings::agora::agent::outbound::*;
+
+    /// Why the host answered in the target's place (`agora-rejected` header).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Rejection {
+        /// `503`: the target's breaker is open (or its half-open probes are all in flight).
+        CircuitOpen { retry_after_ms: u64 },
+        /// `429`: over the target's rate limit.
+        RateLimited { retry_after_ms: u64 },
+    }
+
+    /// Classify a response by its `agora-rejected` and `agora-retry-after-ms` headers.
+    pub fn rejection(header: impl Fn(&str) -> Option<String>) -> Option<Rejection> {
+        let retry_after_ms = header("agora-retry-after-ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+        match header("agora-rejected")?.as_str() {
+            "circuit-open" => Some(Rejection::CircuitOpen { retry_after_ms }),
+            "rate-limited" => Some(Rejection::RateLimited { retry_after_ms }),
+            _ => None,
+        }
     }
 }
 

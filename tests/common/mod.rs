@@ -249,3 +249,63 @@ impl Run {
         self.events.iter().position(pred)
     }
 }
+
+/// A real HTTP/1.1 server on loopback, run by the test, for the outbound tests.
+/// `/ok` answers 200 `hello`; `/slow` answers 200 after a second; `/fail` answers 500;
+/// `/api/<anything>` answers 200 with the path. Every request is counted by path.
+pub struct Upstream {
+    pub address: std::net::SocketAddr,
+    hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        use http_body_util::Full;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let address = listener.local_addr().unwrap();
+        let hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Default::default();
+        let counted = hits.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let path = request.uri().path().to_string();
+                        *counted.lock().unwrap().entry(path.clone()).or_default() += 1;
+                        async move {
+                            let (status, body) = match path.as_str() {
+                                "/ok" => (200, "hello".to_string()),
+                                "/slow" => {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                    (200, "slow".to_string())
+                                }
+                                "/fail" => (500, "failing".to_string()),
+                                other if other.starts_with("/api/") => (200, other.to_string()),
+                                _ => (404, "no such path".to_string()),
+                            };
+                            let mut response = hyper::Response::new(Full::new(bytes::Bytes::from(body)));
+                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { address, hits, _runtime: runtime }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Requests that reached the server on this path.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}

@@ -22,7 +22,9 @@ impl AgentState {
     fn outbound(&self, to: &Address, payload: &[u8]) -> Result<AgentId, Error> {
         self.require(Grant::Messaging)?;
         self.runtime.router.check_size(payload.len())?;
-        self.resolve(to)
+        let target = self.resolve(to)?;
+        self.metrics.messages_out.increment(1);
+        Ok(target)
     }
 }
 
@@ -71,6 +73,7 @@ impl messaging::Host for AgentState {
         self.require(Grant::Messaging)?;
         self.runtime.router.check_size(payload.len())?;
         let (delivered, mailbox_full) = self.runtime.router.publish(self.id, &topic, &payload);
+        self.metrics.messages_out.increment(1);
         Ok(PublishReport { delivered, mailbox_full })
     }
 

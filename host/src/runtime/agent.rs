@@ -330,6 +330,18 @@ pub async fn start(
     }
 }
 
+/// Per-message metrics, through the agent's held handles (atomic updates, no lookups).
+fn record_handle(state: &AgentState, took: std::time::Duration, queued: usize) {
+    let metrics = &state.metrics;
+    metrics.messages_in.increment(1);
+    metrics.handle_seconds.record(took.as_secs_f64());
+    metrics.mailbox_depth.set(queued as f64);
+    metrics.memory_peak.set(state.memory.peak() as f64);
+    if state.budget.ticks_used > 0 {
+        metrics.cpu_ticks.increment(state.budget.ticks_used);
+    }
+}
+
 /// The trap raised in a store whose agent is being killed.
 #[derive(Debug)]
 struct Killed;
@@ -473,8 +485,10 @@ impl Instance {
             payload: message.payload,
         };
         self.arm_budget();
+        let started = quanta::Instant::now();
         let outcome = agent.call_handle(&mut self.store, &envelope).await;
         let state = self.store.data_mut();
+        record_handle(state, started.elapsed(), self.inbox.len());
         match outcome {
             Ok(Ok(reply)) => {
                 if let (Some(correlation), Some(reply)) = (correlation, reply) {

@@ -13,13 +13,32 @@
 //! `spawn <supervisor> <name> <module> <restart> [memory-bytes]`, `stop-child <supervisor> <name>`,
 //! `children <supervisor>`, `monitor <name-or-#id>`, `link <name>`, `trap-exits on|off`,
 //! `isolated <module> <input> <memory-bytes> <budget-ms>`,
+//! `config-get <path>`, `config-entries <prefix>`, `config-subscribe <prefix>`,
+//! `event-append <kind> <correlation|-> <payload>`, `event-append-many <n> <kind>`,
+//! `event-query <field>=<value>...` (fields kind, agent, correlation, since, until, after, limit;
+//! `since`/`until` may be `mark`: the time of the last `mark` step),
+//! `event-all <page-size> <field>=<value>...` (pages through every match), `mark`,
+//! `event-stream <kind> <n> <every>` (n appends, logging `acked <count>` every `every`),
+//! `event-subscribe <kind>`,
+//! `counter <name> <n>`, `gauge <name> <value>`, `histogram <name> <value>`,
+//! `limit <limiter> <key> <cost>`, `limit-count <limiter> <key> <n>` (n checks: how many passed),
+//! `limit-wait <limiter> <key> <cost> <timeout-ms>`, `target <name>` (its outbound status),
+//! `http <method> <url>`, `http-count <n> <method> <url>` (outcome classes, counted),
+//! `http-for <ms> <method> <url>` (requests back to back for that long: classes counted, and
+//! the time taken), `http-pair <method> <url>` (two requests in flight at once),
 //! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `report_messages = "true"` every message the probe receives is logged too; with
 //! `run_in_init = "true"` the script runs inside `init` (for probes without the messaging grant).
 use std::time::Duration;
 
-use agora_guest::{Address, Agent, Config, Error, HandleError, Message, log, messaging, registry, supervision};
+mod http;
+
+use agora_guest::rate_limits::LimitError;
+use agora_guest::{
+    Address, Agent, Config, Error, HandleError, Message, config, events, log, messaging, rate_limits, registry,
+    supervision, telemetry,
+};
 
 struct Probe {
     script: String,
@@ -65,6 +84,47 @@ fn error_code(error: &Error) -> String {
         Error::AlreadyExists => "already-exists".into(),
         Error::Stopped => "stopped".into(),
         Error::Failed(why) => format!("failed({why})"),
+    }
+}
+
+thread_local! {
+    /// The time of the last `mark` step, for `since=mark` and `until=mark`.
+    static MARK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `kind=order agent=x since=mark limit=5 ...` as a filter.
+fn filter_of(fields: &[&str], limit: u32) -> events::Filter {
+    let mut filter = events::all(limit);
+    for field in fields {
+        let (key, value) = field.split_once('=').unwrap_or((field, ""));
+        let time = || if value == "mark" { Some(MARK.with(|m| m.get())) } else { value.parse().ok() };
+        match key {
+            "kind" => filter.kind = Some(value.into()),
+            "agent" => filter.agent = Some(value.into()),
+            "correlation" => filter.correlation = Some(value.into()),
+            "since" => filter.since_ms = time(),
+            "until" => filter.until_ms = time(),
+            "after" => filter.after = value.parse().ok(),
+            "limit" => filter.limit = value.parse().unwrap_or(limit),
+            _ => {}
+        }
+    }
+    filter
+}
+
+fn describe_event(event: &events::Event) -> String {
+    format!("{}:{}:{}", event.kind, event.agent.as_deref().unwrap_or("-"), text(&event.payload))
+}
+
+fn limit_outcome(result: Result<(), LimitError>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(LimitError::Limited(after)) => format!("error limited (retry after {after}ms)"),
+        Err(other) => format!("error {other:?}"),
     }
 }
 
@@ -174,6 +234,111 @@ fn run_step(words: &[&str]) -> String {
                 Ok(output) => format!("output {}", text(&output)),
                 Err(e) => format!("error {e:?}"),
             }
+        }
+        "config-get" => outcome(config::get(arg(1)), |v| format!("value {}", v.unwrap_or_else(|| "none".into()))),
+        "config-entries" => outcome(config::entries(arg(1)), |entries| {
+            let listed: Vec<String> = entries.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("entries [{}]", listed.join(","))
+        }),
+        "config-subscribe" => outcome(config::subscribe(arg(1)), |_| "ok".into()),
+        "event-append" => {
+            let correlation = Some(arg(2)).filter(|c| *c != "-");
+            outcome(events::append(arg(1), words[3..].join(" ").as_bytes(), correlation), |seq| format!("seq {seq}"))
+        }
+        "event-append-many" => {
+            let mut last = Ok(0);
+            for i in 0..number(1) {
+                last = events::append(arg(2), format!("{i}").as_bytes(), None);
+                if last.is_err() {
+                    break;
+                }
+            }
+            outcome(last, |seq| format!("last seq {seq}"))
+        }
+        "event-query" => outcome(events::query(&filter_of(&words[1..], 100)), |page| {
+            let listed: Vec<String> = page.events.iter().map(describe_event).collect();
+            let next = page.next.map_or_else(|| "none".to_string(), |n| n.to_string());
+            format!("events {} [{}] next {next}", page.events.len(), listed.join(","))
+        }),
+        "event-all" => {
+            // Page through every match, `limit` at a time.
+            let mut filter = filter_of(&words[2..], number(1) as u32);
+            let mut sizes = Vec::new();
+            let mut payloads = Vec::new();
+            loop {
+                match events::query(&filter) {
+                    Ok(page) => {
+                        sizes.push(page.events.len().to_string());
+                        payloads.extend(page.events.iter().map(|e| text(&e.payload)));
+                        match page.next {
+                            Some(next) => filter.after = Some(next),
+                            None => break format!("pages [{}] payloads [{}]", sizes.join(","), payloads.join(",")),
+                        }
+                    }
+                    Err(e) => break format!("error {}", error_code(&e)),
+                }
+            }
+        }
+        "event-stream" => {
+            // Append `n` events, logging each `every`-th acknowledgement as it arrives.
+            for i in 0..number(2) {
+                if let Err(e) = events::append(arg(1), i.to_string().as_bytes(), None) {
+                    return format!("error {} after {i}", error_code(&e));
+                }
+                if (i + 1) % number(3).max(1) == 0 {
+                    log::info(&format!("acked {}", i + 1));
+                }
+            }
+            "done".into()
+        }
+        "mark" => {
+            MARK.with(|mark| mark.set(now_ms()));
+            "ok".into()
+        }
+        "event-subscribe" => outcome(events::subscribe(arg(1)), |_| "ok".into()),
+        "counter" => outcome(telemetry::counter_add(arg(1), number(2)), |_| "ok".into()),
+        "gauge" => outcome(telemetry::gauge_set(arg(1), arg(2).parse().unwrap_or(0.0)), |_| "ok".into()),
+        "histogram" => outcome(telemetry::histogram_record(arg(1), arg(2).parse().unwrap_or(0.0)), |_| "ok".into()),
+        "limit" => limit_outcome(rate_limits::check(arg(1), arg(2), number(3) as u32)),
+        "limit-count" => {
+            let passed = (0..number(3)).filter(|_| rate_limits::check(arg(1), arg(2), 1).is_ok()).count();
+            format!("passed {passed}")
+        }
+        "limit-wait" => limit_outcome(rate_limits::wait(arg(1), arg(2), number(3) as u32, number(4) as u32)),
+        "target" => outcome(agora_guest::outbound::status(arg(1)), |s| {
+            let retry = s.retry_after_ms.map_or_else(|| "-".to_string(), |ms| ms.to_string());
+            let circuit = match s.circuit {
+                agora_guest::outbound::Circuit::Closed => "closed",
+                agora_guest::outbound::Circuit::Open => "open",
+                agora_guest::outbound::Circuit::HalfOpen => "half-open",
+            };
+            format!("circuit {circuit} retry-after-ms {retry} in-use {} capacity {}", s.in_use, s.capacity)
+        }),
+        "http" => http::describe(http::start(arg(1), arg(2)).and_then(http::finish)),
+        "http-count" => {
+            let mut counts = std::collections::BTreeMap::<String, u32>::new();
+            for _ in 0..number(1) {
+                *counts.entry(http::class(&http::start(arg(2), arg(3)).and_then(http::finish))).or_default() += 1;
+            }
+            let listed: Vec<String> = counts.iter().map(|(class, n)| format!("{class}:{n}")).collect();
+            format!("outcomes [{}]", listed.join(","))
+        }
+        "http-for" => {
+            let started = std::time::Instant::now();
+            let window = Duration::from_millis(number(1));
+            let mut counts = std::collections::BTreeMap::<String, u32>::new();
+            while started.elapsed() < window {
+                *counts.entry(http::class(&http::start(arg(2), arg(3)).and_then(http::finish))).or_default() += 1;
+            }
+            let listed: Vec<String> = counts.iter().map(|(class, n)| format!("{class}:{n}")).collect();
+            format!("outcomes [{}] elapsed-ms {}", listed.join(","), started.elapsed().as_millis())
+        }
+        "http-pair" => {
+            let first = http::start(arg(1), arg(2));
+            let second = http::start(arg(1), arg(2));
+            let mut classes = [first.and_then(http::finish), second.and_then(http::finish)].map(|o| http::class(&o));
+            classes.sort();
+            format!("outcomes [{}]", classes.join(","))
         }
         "sleep" => {
             std::thread::sleep(Duration::from_millis(number(1)));

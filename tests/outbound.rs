@@ -1,0 +1,158 @@
+//! Outbound HTTP through `wasi:http`, against a real server on loopback: the allow-list, rate
+//! limits, the circuit breaker and the connection pool.
+
+mod common;
+
+use common::{Scenario, Upstream};
+
+/// A probe agent that runs `script` with the given outbound targets.
+fn caller(name: &str, outbound: &str, script: &str) -> String {
+    format!(
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"30s\"\n\
+         grants = [\"messaging\", \"logging\"]\noutbound = [{outbound}]\nconfig = {{ script = \"{script}\" }}\n"
+    )
+}
+
+#[test]
+fn only_granted_targets_under_their_path_are_reachable() {
+    let upstream = Upstream::start();
+    let u = |path: &str| upstream.url(path);
+    let targets = format!("[outbound.api]\nurl = \"{}\"\n[outbound.other]\nurl = \"{}\"\n", u("/api"), u("/ok"));
+    let script = format!(
+        "http GET {}; http GET {}; http GET {}; http GET http://127.0.0.1:1/api/x; \
+         target api; target other; target nope; stop",
+        u("/api/v1"),
+        u("/ok"),
+        u("/apiary")
+    );
+    let stranger = format!("http GET {}; stop", u("/api/v1"));
+    let scenario = Scenario::agents(
+        "",
+        &format!("{targets}{}{}", caller("caller", "\"api\"", &script), caller("stranger", "", &stranger)),
+    );
+    let run = scenario.run();
+    run.assert_success();
+    assert_eq!(run.outcome("caller", &format!("http GET {}", u("/api/v1"))), "status 200 body /api/v1");
+    assert_eq!(run.outcome("caller", &format!("http GET {}", u("/ok"))), "error HttpRequestDenied");
+    assert_eq!(run.outcome("caller", &format!("http GET {}", u("/apiary"))), "error HttpRequestDenied");
+    assert_eq!(run.outcome("caller", "http GET http://127.0.0.1:1/api/x"), "error HttpRequestDenied");
+    assert_eq!(run.outcome("caller", "target api"), "circuit closed retry-after-ms - in-use 0 capacity 8");
+    assert_eq!(run.outcome("caller", "target other"), "error denied");
+    assert_eq!(run.outcome("caller", "target nope"), "error not-found");
+    assert_eq!(run.outcome("stranger", &format!("http GET {}", u("/api/v1"))), "error HttpRequestDenied");
+    assert_eq!(upstream.hits("/api/v1"), 1, "only the granted request reached the server");
+    assert_eq!(upstream.hits("/ok") + upstream.hits("/apiary"), 0);
+    assert!(!run.events("outbound_denied", Some("stranger")).is_empty());
+}
+
+/// `outcomes [200:7,rate-limited:30] elapsed-ms 1500` → (200s, rate-limited, elapsed ms).
+fn window_counts(outcome: &str) -> (u64, u64, u64) {
+    let count = |class: &str| {
+        outcome
+            .split(['[', ',', ']'])
+            .find_map(|part| part.strip_prefix(class)?.strip_prefix(':')?.parse().ok())
+            .unwrap_or(0)
+    };
+    let elapsed = outcome.rsplit(' ').next().unwrap().parse().unwrap();
+    (count("200"), count("rate-limited"), elapsed)
+}
+
+#[test]
+fn rate_limits_hold_over_a_window_per_target_and_per_agent() {
+    let upstream = Upstream::start();
+    let targets = format!(
+        "[outbound.quota]\nurl = \"{}\"\nrate = {{ limit = 20, per = \"1s\", burst = 5 }}\n\
+         [outbound.each]\nurl = \"{}\"\nrate_per_agent = {{ limit = 3, per = \"1m\" }}\n",
+        upstream.url("/ok"),
+        upstream.url("/api")
+    );
+    let window = format!("http-for 1500 GET {}; stop", upstream.url("/ok"));
+    let each = format!("http-count 6 GET {}; http GET {}; stop", upstream.url("/api/a"), upstream.url("/api/a"));
+    let scenario = Scenario::agents(
+        "",
+        &format!(
+            "{targets}{}{}{}",
+            caller("window", "\"quota\"", &window),
+            caller("first", "\"each\"", &each),
+            caller("second", "\"each\"", &each)
+        ),
+    );
+    let run = scenario.run();
+    run.assert_success();
+
+    // GCRA: the burst at once, then one every 50 ms.
+    let (accepted, limited, elapsed) = window_counts(&run.outcome("window", &window[..window.find(';').unwrap()]));
+    let expected = 5 + elapsed / 50;
+    assert!(
+        accepted + 1 >= expected && accepted <= expected + 1,
+        "{accepted} accepted in {elapsed} ms; the quota allows {expected}"
+    );
+    assert!(limited > 0, "the loop outran the limit");
+    assert_eq!(upstream.hits("/ok") as u64, accepted, "a limited request never reaches the target");
+
+    for agent in ["first", "second"] {
+        let step = format!("http-count 6 GET {}", upstream.url("/api/a"));
+        assert_eq!(run.outcome(agent, &step), "outcomes [200:3,rate-limited:3]", "{agent}");
+        let rejected = run.outcome(agent, &format!("http GET {}", upstream.url("/api/a")));
+        let retry: u64 =
+            rejected.strip_prefix("status 429 rejected rate-limited retry-after-ms ").unwrap().parse().unwrap();
+        assert!(retry > 0 && retry <= 20_000, "{rejected}");
+    }
+    assert_eq!(upstream.hits("/api/a"), 6);
+}
+
+#[test]
+fn the_breaker_opens_rejects_probes_once_in_half_open_and_closes() {
+    let upstream = Upstream::start();
+    let target = format!(
+        "[outbound.flaky]\nurl = \"{}\"\n\
+         breaker = {{ failures = 3, backoff_initial = \"1s\", backoff_max = \"1s\", probes = 1 }}\n",
+        upstream.url("")
+    );
+    let u = |path: &str| upstream.url(path);
+    let script = format!(
+        "http-count 3 GET {fail}; target flaky; http-count 4 GET {ok}; \
+         sleep 1100; http GET {fail}; target flaky; \
+         sleep 1100; http-pair GET {slow}; target flaky; http GET {ok}; stop",
+        fail = u("/fail"),
+        ok = u("/ok"),
+        slow = u("/slow")
+    );
+    let scenario = Scenario::agents("", &format!("{target}{}", caller("caller", "\"flaky\"", &script)));
+    let run = scenario.run();
+    run.assert_success();
+    let logs = run.logs("caller");
+    let outcomes: Vec<&str> = logs.iter().filter_map(|l| l.split(" => ").nth(1)).collect();
+    assert_eq!(outcomes[0], "outcomes [500:3]");
+    assert!(outcomes[1].starts_with("circuit open retry-after-ms "), "{outcomes:?}");
+    assert_eq!(outcomes[2], "outcomes [circuit-open:4]", "an open breaker rejects without calling");
+    assert_eq!(outcomes[4], "status 500 body failing", "the half-open probe reached the target");
+    assert!(outcomes[5].starts_with("circuit open"), "a failed probe reopens: {outcomes:?}");
+    assert_eq!(outcomes[7], "outcomes [200,circuit-open]", "half-open admits one probe at a time");
+    assert!(outcomes[8].starts_with("circuit closed"), "a successful probe closes: {outcomes:?}");
+    assert_eq!(outcomes[9], "status 200 body hello");
+    assert_eq!((upstream.hits("/fail"), upstream.hits("/ok"), upstream.hits("/slow")), (4, 1, 1));
+}
+
+#[test]
+fn pool_checkout_times_out_under_contention_and_overflow_absorbs_it() {
+    let upstream = Upstream::start();
+    let targets = format!(
+        "[outbound.single]\nurl = \"{u}\"\npool = {{ size = 1, overflow = 0, checkout_timeout = \"200ms\" }}\n\
+         [outbound.spill]\nurl = \"{u}\"\npool = {{ size = 1, overflow = 1, checkout_timeout = \"200ms\" }}\n",
+        u = upstream.url("")
+    );
+    let slow = upstream.url("/slow");
+    let script = format!("http-pair GET {slow}; target single; stop");
+    let spill = format!("http-pair GET {slow}; stop");
+    let scenario = Scenario::agents(
+        "",
+        &format!("{targets}{}{}", caller("single", "\"single\"", &script), caller("spill", "\"spill\"", &spill)),
+    );
+    let run = scenario.run();
+    run.assert_success();
+    assert_eq!(run.outcome("single", &format!("http-pair GET {slow}")), "outcomes [200,ConnectionLimitReached]");
+    assert_eq!(run.outcome("single", "target single"), "circuit closed retry-after-ms - in-use 0 capacity 1");
+    assert_eq!(run.outcome("spill", &format!("http-pair GET {slow}")), "outcomes [200,200]");
+    assert_eq!(upstream.hits("/slow"), 3);
+}

@@ -1,0 +1,329 @@
+//! Host services through the WIT contract, the manifest and the CLI: config with live updates,
+//! the durable event store (queries, subscriptions, retention, a SIGKILL in mid-write),
+//! telemetry on the Prometheus endpoint, and agent-visible rate limiters.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Child;
+
+use common::{Lines, Scenario, agora, lines_of, run_agora, terminate, wait_for_event};
+use serde_json::Value;
+
+fn probe(name: &str, grants: &str, extra: &str, script: &str) -> String {
+    format!(
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+         grants = [{grants}]\n{extra}\nconfig = {{ script = \"{script}\", report_messages = \"true\" }}\n"
+    )
+}
+
+/// Start the host with an admin endpoint on a free port; returns it with its output lines.
+fn start(scenario: &Scenario) -> (Child, Lines, Vec<Value>, String) {
+    let mut child = agora()
+        .args(["run", "--log-format", "json", "--admin", "127.0.0.1:0", scenario.manifest.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = lines_of(&mut child);
+    let mut seen = Vec::new();
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "admin_listening");
+    let address = seen.last().unwrap()["address"].as_str().unwrap().to_string();
+    (child, lines, seen, address)
+}
+
+fn wait_for_log(lines: &mut Lines, seen: &mut Vec<Value>, agent: &str, message: &str) {
+    wait_for_event(lines, seen, |e| {
+        e["agent"] == agent && e["message"].as_str().is_some_and(|m| m.starts_with(message))
+    });
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nhost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn logged(seen: &[Value], agent: &str) -> Vec<String> {
+    seen.iter()
+        .filter(|e| e["event"] == "agent_log" && e["agent"] == agent)
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn outcome(seen: &[Value], agent: &str, step: &str) -> String {
+    let prefix = format!("probe: {step} => ");
+    logged(seen, agent)
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .unwrap_or_else(|| panic!("{agent} logged nothing for {step:?}: {:#?}", logged(seen, agent)))
+}
+
+#[test]
+fn config_is_read_updated_at_allowed_paths_and_pushed_to_subscribers() {
+    let config = "[config]\nupdatable = [\"pricing\"]\n[config.values]\ngreeting = \"hello\"\n\
+                  pricing = { rate = 3, currency = \"EUR\" }\n";
+    let reader = probe(
+        "reader",
+        "\"messaging\", \"logging\", \"config\"",
+        "",
+        "config-get greeting; config-get pricing.rate; config-get pricing; config-get missing; \
+         config-entries pricing; config-subscribe pricing; log ready",
+    );
+    let outsider = probe("outsider", "\"messaging\", \"logging\"", "", "config-get greeting; stop");
+    let scenario = Scenario::agents("", &format!("{reader}{outsider}{config}"));
+    let (child, mut lines, mut seen, _) = start(&scenario);
+    wait_for_log(&mut lines, &mut seen, "reader", "probe: log ready");
+    let manifest = scenario.manifest.to_str().unwrap();
+
+    let set = run_agora(&["config", "set", manifest, "pricing.rate", "5"]);
+    set.assert_success();
+    assert!(set.stdout.contains("1 subscribers notified"), "{}", set.stdout);
+    let refused = run_agora(&["config", "set", manifest, "greeting", "bye"]);
+    refused.assert_failure();
+    assert!(refused.stderr.contains("\"greeting\" is not updatable"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("403"), "{}", refused.stderr);
+    let get = run_agora(&["config", "get", manifest, "pricing.rate"]);
+    get.assert_success();
+    assert_eq!(get.stdout.trim(), "5");
+    assert_eq!(run_agora(&["config", "get", manifest, "greeting"]).stdout.trim(), "hello");
+
+    wait_for_log(&mut lines, &mut seen, "reader", "probe got [agora:config]");
+    terminate(&child);
+    seen.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
+
+    assert_eq!(outcome(&seen, "reader", "config-get greeting"), "value hello");
+    assert_eq!(outcome(&seen, "reader", "config-get pricing.rate"), "value 3");
+    assert!(outcome(&seen, "reader", "config-get pricing").starts_with("error invalid("));
+    assert_eq!(outcome(&seen, "reader", "config-get missing"), "value none");
+    assert_eq!(outcome(&seen, "reader", "config-entries pricing"), "entries [pricing.currency=EUR,pricing.rate=3]");
+    assert_eq!(outcome(&seen, "outsider", "config-get greeting"), "error denied");
+    let pushed: Vec<String> =
+        logged(&seen, "reader").into_iter().filter(|l| l.starts_with("probe got [agora:config]")).collect();
+    assert_eq!(pushed, ["probe got [agora:config] pricing.rate=5"], "one change, one notification");
+    let changed: Vec<&Value> = seen.iter().filter(|e| e["event"] == "config_changed").collect();
+    assert_eq!(changed.len(), 1, "the refused update changed nothing");
+}
+
+#[test]
+fn events_are_appended_queried_by_each_filter_paged_and_pushed_by_kind() {
+    let listener = probe(
+        "listener",
+        "\"messaging\", \"logging\", \"events\", \"registry\"",
+        "",
+        "event-subscribe order; register listening",
+    );
+    let writer = probe(
+        "writer",
+        "\"messaging\", \"logging\", \"events\", \"registry\"",
+        "",
+        "await listening 10000; event-append order c-1 first; sleep 5; mark; sleep 5; \
+         event-append order - second; event-append tick - beat; event-append order c-2 third; \
+         event-query kind=order; event-query kind=tick agent=writer; event-query correlation=c-2; \
+         event-query kind=order since=mark; event-query kind=order until=mark; event-query agent=nobody; \
+         event-all 2 kind=order; event-query kind=agent_started agent=listener; \
+         event-append bad~kind - x; sleep 200; stop",
+    );
+    let outsider =
+        probe("outsider", "\"messaging\", \"logging\"", "", "event-append order - x; event-query kind=order; stop");
+    let run = Scenario::agents("", &format!("{listener}{writer}{outsider}")).run_until_exit_of("writer");
+
+    let query = |step: &str| run.outcome("writer", step);
+    assert!(query("event-append order c-1 first").starts_with("seq "));
+    assert_eq!(
+        query("event-query kind=order"),
+        "events 3 [order:writer:first,order:writer:second,order:writer:third] next none"
+    );
+    assert_eq!(query("event-query kind=tick agent=writer"), "events 1 [tick:writer:beat] next none");
+    assert_eq!(query("event-query correlation=c-2"), "events 1 [order:writer:third] next none");
+    assert_eq!(
+        query("event-query kind=order since=mark"),
+        "events 2 [order:writer:second,order:writer:third] next none"
+    );
+    assert_eq!(query("event-query kind=order until=mark"), "events 1 [order:writer:first] next none");
+    assert_eq!(query("event-query agent=nobody"), "events 0 [] next none");
+    assert_eq!(query("event-all 2 kind=order"), "pages [2,1] payloads [first,second,third]");
+    assert!(query("event-query kind=agent_started agent=listener").starts_with("events 1 [agent_started:listener:{"));
+    assert!(query("event-append bad~kind - x").starts_with("error invalid("));
+    assert_eq!(run.outcome("outsider", "event-append order - x"), "error denied");
+    assert_eq!(run.outcome("outsider", "event-query kind=order"), "error denied");
+
+    let pushed: Vec<String> =
+        run.logs("listener").into_iter().filter(|l| l.starts_with("probe got [agora:event/order]")).collect();
+    assert_eq!(pushed.len(), 3, "{pushed:#?}");
+    assert!(pushed[0].contains("agent=writer correlation=c-1\nfirst"), "{}", pushed[0]);
+    assert!(pushed[1].ends_with("correlation=\nsecond"), "{}", pushed[1]);
+}
+
+#[test]
+fn retention_keeps_the_newest_events_and_drops_old_ones() {
+    let counted = probe(
+        "counted",
+        "\"messaging\", \"logging\", \"events\"",
+        "",
+        "event-append-many 20 bulk; sleep 2500; event-all 100; stop",
+    );
+    let scenario = Scenario::agents("", &format!("{counted}\n[events]\nretain_events = 5\n"));
+    let run = scenario.run();
+    run.assert_success();
+    assert_eq!(run.outcome("counted", "event-all 100"), "pages [5] payloads [15,16,17,18,19]");
+
+    let aged = probe(
+        "aged",
+        "\"messaging\", \"logging\", \"events\"",
+        "",
+        "event-append-many 3 old; sleep 3000; event-append young - fresh; event-all 100 kind=old; event-all 100 kind=young; stop",
+    );
+    let scenario = Scenario::agents("", &format!("{aged}\n[events]\nretain_for = \"1s\"\n"));
+    let run = scenario.run();
+    run.assert_success();
+    assert_eq!(run.outcome("aged", "event-all 100 kind=old"), "pages [0] payloads []");
+    assert_eq!(run.outcome("aged", "event-all 100 kind=young"), "pages [1] payloads [fresh]");
+}
+
+#[test]
+fn every_acknowledged_event_survives_a_sigkill_in_mid_write() {
+    let writers: String = (0..4)
+        .map(|i| {
+            probe(
+                &format!("writer-{i}"),
+                "\"messaging\", \"logging\", \"events\"",
+                "",
+                "event-stream bulk 100000000 500",
+            )
+        })
+        .collect();
+    let scenario = Scenario::agents("", &writers);
+    let mut child = scenario.spawn();
+    let mut lines = lines_of(&mut child);
+    // Kill once every writer has had a few thousand appends acknowledged. A line read here was
+    // logged after its acknowledgement, so those appends were durable before the kill.
+    let mut acked = [0u64; 4];
+    for line in lines.by_ref() {
+        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+        if let (Some(agent), Some(message)) = (event["agent"].as_str(), event["message"].as_str())
+            && let (Some(index), Some(count)) = (agent.strip_prefix("writer-"), message.strip_prefix("acked "))
+        {
+            acked[index.parse::<usize>().unwrap()] = count.parse().unwrap();
+        }
+        if acked.iter().all(|n| *n >= 3000) {
+            break;
+        }
+    }
+    std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    let _ = child.wait();
+
+    // The host opens the store again (redb repairs it) and runs.
+    let reader = probe(
+        "reader",
+        "\"messaging\", \"logging\", \"events\"",
+        "",
+        "event-append after-crash - ok; event-query kind=after-crash; stop",
+    );
+    std::fs::write(&scenario.manifest, format!("{}\n{reader}", common::header(""))).unwrap();
+    let run = scenario.run();
+    run.assert_success();
+    assert_eq!(run.outcome("reader", "event-query kind=after-crash"), "events 1 [after-crash:reader:ok] next none");
+
+    // Every acknowledged append of every writer is in the store, in order.
+    let store = agora_host::capabilities::events::EventStore::open(
+        &scenario.dir.path().join("data/events.redb"),
+        agora_host::capabilities::events::Retention {
+            max_events: None,
+            max_age: None,
+            check_every: std::time::Duration::from_secs(3600),
+        },
+        None,
+    )
+    .unwrap();
+    for (index, count) in acked.iter().enumerate() {
+        let mut query = agora_host::capabilities::events::Query {
+            agent: Some(format!("writer-{index}")),
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut expected = 0u64;
+        loop {
+            let page = store.query(&query).unwrap();
+            for event in &page.events {
+                assert_eq!(event.payload, expected.to_string().into_bytes(), "writer-{index}: gap before {expected}");
+                expected += 1;
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert!(expected >= *count, "writer-{index}: {count} acknowledged, {expected} stored");
+    }
+}
+
+#[test]
+fn telemetry_reaches_the_prometheus_endpoint() {
+    let meter = probe(
+        "meter",
+        "\"messaging\", \"logging\", \"telemetry\"",
+        "",
+        "counter jobs_done 3; counter jobs_done 2; gauge queue_len 7.5; histogram latency_ms 12; \
+         histogram latency_ms 30; counter Bad-Name 1; gauge jobs_done 1; log ready",
+    );
+    let mute = probe("mute", "\"messaging\", \"logging\"", "", "counter jobs_done 1; stop");
+    let scenario = Scenario::agents("", &format!("{meter}{mute}"));
+    let (child, mut lines, mut seen, address) = start(&scenario);
+    wait_for_log(&mut lines, &mut seen, "meter", "probe: log ready");
+    let scraped = http_get(&address, "/metrics");
+    terminate(&child);
+    seen.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
+
+    assert!(scraped.starts_with("HTTP/1.0 200") || scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    for expected in [
+        "agora_agent_jobs_done{agent=\"meter\"} 5",
+        "agora_agent_queue_len{agent=\"meter\"} 7.5",
+        "agora_agent_latency_ms{agent=\"meter\",quantile=\"0.5\"}",
+        "agora_agent_latency_ms_count{agent=\"meter\"} 2",
+        "agora_messages_in_total{agent=\"meter\"}",
+        "agora_messages_out_total{agent=\"meter\"}",
+        "agora_handle_seconds{agent=\"meter\",quantile=\"0.99\"}",
+        "agora_memory_peak_bytes{agent=\"meter\"}",
+        "agora_mailbox_depth{agent=\"meter\"}",
+        "# TYPE agora_cpu_budget_ticks_total counter",
+    ] {
+        assert!(scraped.contains(expected), "missing {expected:?} in:\n{scraped}");
+    }
+    assert!(!scraped.contains("agora_agent_jobs_done{agent=\"mute\"}"), "an ungranted agent records nothing");
+    assert!(outcome(&seen, "meter", "counter Bad-Name 1").starts_with("error invalid("));
+    assert!(outcome(&seen, "meter", "gauge jobs_done 1").starts_with("error invalid("));
+    assert_eq!(outcome(&seen, "mute", "counter jobs_done 1"), "error denied");
+}
+
+#[test]
+fn named_rate_limiters_check_and_wait_per_key() {
+    let limits = "[rate_limits.api]\nlimit = 3\nper = \"1m\"\nkeyed = true\n\
+                  [rate_limits.shared]\nlimit = 3\nper = \"1m\"\n\
+                  [rate_limits.fast]\nlimit = 10\nper = \"1s\"\nburst = 1\n";
+    let user = probe(
+        "user",
+        "\"messaging\", \"logging\", \"rate-limits\"",
+        "",
+        "limit-count api alice 5; limit-count api bob 5; limit api alice 1; limit api carol 4; \
+         limit-count shared alice 2; limit-count shared bob 2; limit nope k 1; \
+         limit fast k 1; limit-wait fast k 1 1000; limit-wait fast k 1 1; stop",
+    );
+    let outsider = probe("outsider", "\"messaging\", \"logging\"", "", "limit api alice 1; stop");
+    let run = Scenario::agents("", &format!("{user}{outsider}{limits}")).run();
+    run.assert_success();
+    let step = |s: &str| run.outcome("user", s);
+    assert_eq!(step("limit-count api alice 5"), "passed 3");
+    assert_eq!(step("limit-count api bob 5"), "passed 3", "each key has its own budget");
+    assert!(step("limit api alice 1").starts_with("error limited (retry after "), "{}", step("limit api alice 1"));
+    assert_eq!(step("limit api carol 4"), "error ExceedsBurst(4)");
+    assert_eq!(step("limit-count shared alice 2"), "passed 2");
+    assert_eq!(step("limit-count shared bob 2"), "passed 1", "an unkeyed limiter is one budget");
+    assert_eq!(step("limit nope k 1"), "error NotFound");
+    assert_eq!(step("limit fast k 1"), "ok");
+    assert_eq!(step("limit-wait fast k 1 1000"), "ok", "waited for the next cell");
+    assert_eq!(step("limit-wait fast k 1 1"), "error Timeout");
+    assert_eq!(run.outcome("outsider", "limit api alice 1"), "error Denied");
+}
