@@ -240,6 +240,7 @@ fn every_acknowledged_event_survives_a_sigkill_in_mid_write() {
     .unwrap();
     for (index, count) in acked.iter().enumerate() {
         let mut query = agora_host::capabilities::events::Query {
+            kind: Some("bulk".into()),
             agent: Some(format!("writer-{index}")),
             limit: 1000,
             ..Default::default()
@@ -318,12 +319,12 @@ fn named_rate_limiters_check_and_wait_per_key() {
     assert_eq!(step("limit-count api alice 5"), "passed 3");
     assert_eq!(step("limit-count api bob 5"), "passed 3", "each key has its own budget");
     assert!(step("limit api alice 1").starts_with("error limited (retry after "), "{}", step("limit api alice 1"));
-    assert_eq!(step("limit api carol 4"), "error ExceedsBurst(4)");
+    assert_eq!(step("limit api carol 4"), "error LimitError::ExceedsBurst(4)");
     assert_eq!(step("limit-count shared alice 2"), "passed 2");
     assert_eq!(step("limit-count shared bob 2"), "passed 1", "an unkeyed limiter is one budget");
-    assert_eq!(step("limit nope k 1"), "error NotFound");
+    assert_eq!(step("limit nope k 1"), "error LimitError::NotFound");
     assert_eq!(step("limit fast k 1"), "ok");
     assert_eq!(step("limit-wait fast k 1 1000"), "ok", "waited for the next cell");
-    assert_eq!(step("limit-wait fast k 1 1"), "error Timeout");
-    assert_eq!(run.outcome("outsider", "limit api alice 1"), "error Denied");
+    assert_eq!(step("limit-wait fast k 1 1"), "error LimitError::Timeout");
+    assert_eq!(run.outcome("outsider", "limit api alice 1"), "error LimitError::Denied");
 }
