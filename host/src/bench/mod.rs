@@ -8,6 +8,9 @@
 //! - `messaging`: many ping-pong pairs exchanging messages through their mailboxes, against a
 //!   raw host-to-guest `handle` call loop on one store.
 //! - `call`: request/reply between two agents.
+//! - `rate-limit`, `metric`, `events`, `config`: the host services (see [`services`]).
+
+mod services;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::capabilities::Grants;
+use crate::capabilities::{Grants, ServiceSections};
 use crate::manifest::{AgentSpec, ByteSize, HostSettings, Limits, Restart, Shutdown};
 use crate::messaging::Message;
 use crate::runtime::Runtime;
@@ -60,7 +63,8 @@ pub struct BenchArgs {
     /// Memory cap of each agent in the density benchmark.
     #[arg(long, default_value = "16MiB")]
     density_memory: ByteSize,
-    /// Run only these benchmarks (density, spawn, messaging, call); all when empty.
+    /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
+    /// config); all when empty.
     only: Vec<String>,
 }
 
@@ -100,9 +104,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         max_memory: args.memory_reservation.map_or(defaults.max_memory, |r| r.min(defaults.max_memory)),
         ..defaults
     };
-    let mut runtime = Runtime::new(settings)?;
+    let mut sections = ServiceSections::default();
+    sections.config.values = toml::from_str("[bench]\nvalue = \"42\"\n")?;
+    let mut runtime = Runtime::with_services(settings, &sections, true)?;
     let echo = runtime.add_module("echo", &args.agents.join("echo.wasm"))?;
     let ping_pong = runtime.add_module("ping-pong", &args.agents.join("ping_pong.wasm"))?;
+    let probe = runtime.add_module("probe", &args.agents.join("probe.wasm"))?;
     let runtime = Arc::new(runtime);
     if wants("density") {
         density(&runtime, &echo, args.density, args.density_memory, &report).await?;
@@ -115,6 +122,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("call") {
         call(&runtime, &ping_pong, args.calls, &report).await?;
+    }
+    if wants("rate-limit") {
+        services::rate_limit(&report);
+    }
+    if wants("metric") {
+        services::metric(&report);
+    }
+    if wants("events") {
+        services::event_append(&runtime.settings.data_dir, &report).await?;
+    }
+    if wants("config") {
+        services::config_read(&runtime, &probe, &report).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

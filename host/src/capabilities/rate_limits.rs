@@ -19,8 +19,10 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use governor::clock::DefaultClock;
 use governor::clock::{Clock, QuantaClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::state::keyed::DashMapStateStore;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
 use crate::capabilities::Grant;
@@ -61,15 +63,23 @@ pub enum Refusal {
     ExceedsBurst(u32),
 }
 
+/// A keyed limiter's state: a dashmap with a fast hasher (SipHash, the default, made a keyed
+/// check cost half again as much). Keys come from agents, so the hasher is seeded per process.
+type KeyedState<K> = DashMapStateStore<K, foldhash::fast::RandomState>;
+
 /// A direct or keyed limiter.
 pub enum Limiter<K: std::hash::Hash + Eq + Clone> {
     Shared(DefaultDirectRateLimiter),
-    Keyed(DefaultKeyedRateLimiter<K>),
+    Keyed(RateLimiter<K, KeyedState<K>, DefaultClock>),
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
     pub fn new(quota: Quota, keyed: bool) -> Limiter<K> {
-        if keyed { Limiter::Keyed(RateLimiter::keyed(quota)) } else { Limiter::Shared(RateLimiter::direct(quota)) }
+        if keyed {
+            Limiter::Keyed(RateLimiter::dashmap_with_hasher(quota, Default::default()))
+        } else {
+            Limiter::Shared(RateLimiter::direct(quota))
+        }
     }
 
     /// Take one cell for `key`, or say when one may be free.

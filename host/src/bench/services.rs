@@ -1,0 +1,166 @@
+//! Benchmarks of the host services, each next to its baseline:
+//!
+//! - `rate_limit`: one limiter check (shared, and keyed over 1,024 keys) against governor's own
+//!   direct check.
+//! - `metric`: a counter increment through a held handle against naming the metric per call.
+//! - `event_append`: durable appends from many concurrent appenders (group commit) against one
+//!   appender waiting for each commit (an fsync per event).
+//! - `config_read`: `config.get` from a guest against the same host call when it is denied (the
+//!   bare cost of a host call with a string argument).
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{Quota, RateLimiter};
+use tokio::sync::mpsc;
+
+use super::{Report, spec};
+use crate::capabilities::Grants;
+use crate::capabilities::events::{EventStore, NewEvent, Retention};
+use crate::capabilities::rate_limits::Limiter;
+use crate::manifest::ByteSize;
+use crate::runtime::Runtime;
+use crate::runtime::agent;
+use crate::runtime::modules::Module;
+
+fn per_op(started: Instant, ops: u64) -> f64 {
+    started.elapsed().as_nanos() as f64 / ops as f64
+}
+
+pub fn rate_limit(report: &Report) {
+    const CHECKS: u64 = 20_000_000;
+    // Never limiting, so that every check takes the same (passing) path.
+    let quota = Quota::with_period(Duration::from_nanos(1)).unwrap().allow_burst(NonZeroU32::MAX);
+    let raw = RateLimiter::direct(quota);
+    let started = Instant::now();
+    for _ in 0..CHECKS {
+        black_box(raw.check().is_ok());
+    }
+    let baseline = per_op(started, CHECKS);
+
+    let shared: Limiter<()> = Limiter::new(quota, false);
+    let started = Instant::now();
+    for _ in 0..CHECKS {
+        black_box(shared.check(&()).is_ok());
+    }
+    report.figure(
+        "rate_limit_check",
+        per_op(started, CHECKS),
+        "ns",
+        Some(baseline),
+        "(shared limiter; baseline: governor direct check)",
+    );
+
+    let keyed: Limiter<String> = Limiter::new(quota, true);
+    let keys: Vec<String> = (0..1024).map(|i| format!("client-{i}")).collect();
+    let started = Instant::now();
+    for i in 0..CHECKS {
+        black_box(keyed.check(&keys[i as usize & 1023]).is_ok());
+    }
+    report.figure(
+        "rate_limit_check_keyed",
+        per_op(started, CHECKS),
+        "ns",
+        Some(baseline),
+        "(1,024 keys; baseline: governor direct check)",
+    );
+}
+
+pub fn metric(report: &Report) {
+    const INCREMENTS: u64 = 50_000_000;
+    let held = metrics::counter!("agora_bench_increments_total", "agent" => "bench");
+    let started = Instant::now();
+    for _ in 0..INCREMENTS {
+        held.increment(black_box(1));
+    }
+    let held_ns = per_op(started, INCREMENTS);
+    const LOOKUPS: u64 = 2_000_000;
+    let started = Instant::now();
+    for _ in 0..LOOKUPS {
+        metrics::counter!("agora_bench_increments_total", "agent" => "bench").increment(black_box(1));
+    }
+    let note = "(held handle, as the agent loop uses; baseline: naming the metric per increment)";
+    report.figure("metric_increment", held_ns, "ns", Some(per_op(started, LOOKUPS)), note);
+}
+
+pub async fn event_append(data_dir: &std::path::Path, report: &Report) -> anyhow::Result<()> {
+    const APPENDERS: usize = 4096;
+    const EVENTS: usize = 800_000;
+    let dir = data_dir.join("bench-events");
+    let _ = std::fs::remove_dir_all(&dir);
+    let keep = Retention { max_events: None, max_age: None, check_every: Duration::from_secs(3600) };
+    let store = Arc::new(EventStore::open(&dir.join("events.redb"), keep, None)?);
+    let event = |i: usize| NewEvent {
+        kind: "bench".into(),
+        agent: Some(format!("appender-{}", i % APPENDERS)),
+        correlation: None,
+        payload: vec![b'x'; 100],
+    };
+
+    // Baseline: one appender, so every event waits for a commit of its own.
+    let started = Instant::now();
+    let mut single = 0usize;
+    while started.elapsed() < Duration::from_secs(2) {
+        store.append(event(single)).await?;
+        single += 1;
+    }
+    let baseline = single as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(APPENDERS);
+    for appender in 0..APPENDERS {
+        let store = store.clone();
+        let events: Vec<NewEvent> = (0..EVENTS / APPENDERS).map(|i| event(appender + i * APPENDERS)).collect();
+        tasks.push(tokio::spawn(async move {
+            for event in events {
+                store.append(event).await?;
+            }
+            Ok::<_, crate::capabilities::events::StoreError>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (EVENTS / APPENDERS * APPENDERS) as f64 / started.elapsed().as_secs_f64();
+    let note = format!(
+        "({APPENDERS} concurrent appenders, 100-byte payloads, each acknowledged once durable; baseline: one appender)"
+    );
+    report.figure("event_append_durable", rate, "events/s", Some(baseline), &note);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Time a probe agent that runs `repeat <reads> config-get bench.value` in its `init`.
+async fn probe_loop(
+    runtime: &Arc<Runtime>,
+    probe: &Module,
+    reads: u64,
+    grants: Grants,
+    name: &str,
+) -> anyhow::Result<f64> {
+    let (exits, _keep) = mpsc::unbounded_channel();
+    let script = format!("repeat {reads} config-get bench.value");
+    let mut spec =
+        spec(name.into(), &probe.name, &[("script", script), ("run_in_init", "true".into())], ByteSize::mib(16));
+    spec.grants = grants;
+    spec.limits.budget = Duration::from_secs(600);
+    let started = Instant::now();
+    let running = agent::start(runtime, &spec, probe, exits, 0).await?;
+    let took = per_op(started, reads);
+    running.stop(crate::manifest::Shutdown::Infinity).await;
+    Ok(took)
+}
+
+pub async fn config_read(runtime: &Arc<Runtime>, probe: &Module, report: &Report) -> anyhow::Result<()> {
+    const READS: u64 = 500_000;
+    let with_logging = Grants::NONE.with(crate::capabilities::Grant::Logging);
+    let baseline = probe_loop(runtime, probe, READS, with_logging, "bench-config-denied").await?;
+    let read = probe_loop(runtime, probe, READS, with_logging.with(crate::capabilities::Grant::Config), "bench-config")
+        .await?;
+    let note = "(guest config.get of a 2-byte value, guest loop included; baseline: the same call, denied)";
+    report.figure("config_read", read, "ns", Some(baseline), note);
+    Ok(())
+}
