@@ -8,19 +8,26 @@
 //! ```
 //! The exposition is served at `/metrics` on the host's admin address (`[host] admin`).
 //!
-//! The hot path holds metric handles (an atomic add, ~5 ns) rather than naming the metric on
-//! each update (a registry lookup, ~60 ns): each agent resolves its handles once at start.
-//! Series stay after an agent exits, so a restarted agent continues its counters.
+//! The per-message path touches only the agent's own cells (plain stores, ~1 ns); each scrape
+//! passes what changed to the Prometheus series, and so does an agent's exit. Handle latency
+//! goes into per-agent log buckets first (12.5% precision) and reaches the endpoint's summary as
+//! bucket midpoints. Metrics the agents record themselves use held handles (an atomic add,
+//! ~9 ns) rather than naming the metric per update (a registry lookup, ~70 ns). Series stay
+//! after an agent exits, so a restarted agent continues its counters.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use dashmap::DashMap;
 
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 
 use crate::capabilities::Grant;
+use crate::messaging::{AgentId, IdHasher};
 use crate::runtime::bindings::{Error, telemetry};
 use crate::runtime::state::AgentState;
 
@@ -48,7 +55,9 @@ static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 pub struct Telemetry {
     handle: PrometheusHandle,
-    pub per_agent: bool,
+    per_agent: bool,
+    /// Agents alive now, whose cells the exporter reads at each scrape.
+    live: DashMap<AgentId, Arc<LiveAgent>, IdHasher>,
 }
 
 impl Telemetry {
@@ -76,11 +85,15 @@ impl Telemetry {
             Ok(handle)
         });
         let handle = handle.clone().map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-        Ok(Telemetry { handle, per_agent: settings.per_agent })
+        Ok(Telemetry { handle, per_agent: settings.per_agent, live: DashMap::default() })
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let live: Vec<Arc<LiveAgent>> = self.live.iter().map(|entry| entry.value().clone()).collect();
+        for agent in live {
+            agent.export();
+        }
         self.handle.run_upkeep();
         self.handle.render()
     }
@@ -99,15 +112,127 @@ fn describe() {
     );
 }
 
-/// The host's held handles for one agent's series.
+/// Latency buckets: under 64 ns, then four per power of two up to 2^36 ns (69 s); each is at
+/// most 25% wide, so a reported quantile is within 12.5% of the true one.
+const LATENCY_BUCKETS: usize = 1 + 30 * 4;
+
+fn latency_bucket(nanos: u64) -> usize {
+    if nanos < 64 {
+        return 0;
+    }
+    let octave = 63 - nanos.leading_zeros() as usize;
+    let quarter = (nanos >> (octave - 2)) as usize & 3;
+    ((octave - 6) * 4 + quarter + 1).min(LATENCY_BUCKETS - 1)
+}
+
+/// The middle of a bucket, in seconds.
+fn latency_midpoint(bucket: usize) -> f64 {
+    if bucket == 0 {
+        return 32e-9;
+    }
+    let (octave, quarter) = ((bucket - 1) / 4 + 6, (bucket - 1) % 4);
+    let lower = ((4 + quarter as u64) << (octave - 2)) as f64;
+    (lower * 1.125) * 1e-9
+}
+
+/// A value written by one agent's task only: a plain load and store, no read-modify-write, so
+/// that counting a message costs about a nanosecond. The exporter reads it at scrape time.
+#[derive(Default)]
+struct Cell(AtomicU64);
+
+impl Cell {
+    #[inline]
+    fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed)
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The host-kept metrics of one agent incarnation.
+struct Cells {
+    messages_in: Cell,
+    messages_out: Cell,
+    mailbox_depth: Cell,
+    memory_peak: Cell,
+    cpu_ticks: Cell,
+    latency: [Cell; LATENCY_BUCKETS],
+}
+
+/// What the exporter has passed on from one agent's cells, and the series it passes them to
+/// (registered on the first scrape, not at start, so that a start costs no registry work).
+#[derive(Default)]
+struct Exported {
+    series: Option<Series>,
+    messages_in: u64,
+    messages_out: u64,
+    cpu_ticks: u64,
+    latency: Vec<u64>,
+}
+
+struct Series {
+    messages_in: Counter,
+    messages_out: Counter,
+    mailbox_depth: Gauge,
+    handle_seconds: Histogram,
+    memory_peak: Gauge,
+    cpu_ticks: Counter,
+}
+
+struct LiveAgent {
+    name: Arc<str>,
+    cells: Arc<Cells>,
+    exported: Mutex<Exported>,
+}
+
+impl LiveAgent {
+    /// Pass what changed since the last export to the Prometheus series.
+    fn export(&self) {
+        let mut guard = self.exported.lock().unwrap_or_else(|p| p.into_inner());
+        let exported = &mut *guard;
+        let cells = &self.cells;
+        let series = exported.series.get_or_insert_with(|| {
+            let label = [("agent", self.name.to_string())];
+            Series {
+                messages_in: metrics::counter!("agora_messages_in_total", &label),
+                messages_out: metrics::counter!("agora_messages_out_total", &label),
+                mailbox_depth: metrics::gauge!("agora_mailbox_depth", &label),
+                handle_seconds: metrics::histogram!("agora_handle_seconds", &label),
+                memory_peak: metrics::gauge!("agora_memory_peak_bytes", &label),
+                cpu_ticks: metrics::counter!("agora_cpu_budget_ticks_total", &label),
+            }
+        });
+        let (messages_in, messages_out, cpu_ticks) =
+            (cells.messages_in.get(), cells.messages_out.get(), cells.cpu_ticks.get());
+        series.messages_in.increment(messages_in.saturating_sub(exported.messages_in));
+        series.messages_out.increment(messages_out.saturating_sub(exported.messages_out));
+        series.cpu_ticks.increment(cpu_ticks.saturating_sub(exported.cpu_ticks));
+        series.mailbox_depth.set(cells.mailbox_depth.get() as f64);
+        series.memory_peak.set(cells.memory_peak.get() as f64);
+        let handle_seconds = &series.handle_seconds;
+        exported.latency.resize(LATENCY_BUCKETS, 0);
+        for (bucket, cell) in cells.latency.iter().enumerate() {
+            let count = cell.get();
+            let new = count.saturating_sub(exported.latency[bucket]);
+            if new > 0 {
+                handle_seconds.record_many(latency_midpoint(bucket), new as usize);
+                exported.latency[bucket] = count;
+            }
+        }
+        (exported.messages_in, exported.messages_out, exported.cpu_ticks) = (messages_in, messages_out, cpu_ticks);
+    }
+}
+
+/// One agent's side: its cells, and the metrics it made through the interface.
 pub struct AgentMetrics {
-    pub messages_in: Counter,
-    pub messages_out: Counter,
-    pub mailbox_depth: Gauge,
-    pub handle_seconds: Histogram,
-    pub memory_peak: Gauge,
-    pub cpu_ticks: Counter,
-    /// Metrics the agent made through the interface.
+    cells: Option<Arc<Cells>>,
     own: HashMap<String, Own>,
 }
 
@@ -118,28 +243,50 @@ enum Own {
 }
 
 impl AgentMetrics {
-    /// Handles for `agent`; no-op handles when per-agent metrics are off.
-    pub fn new(agent: &str, enabled: bool) -> AgentMetrics {
-        if !enabled {
-            return AgentMetrics {
-                messages_in: Counter::noop(),
-                messages_out: Counter::noop(),
-                mailbox_depth: Gauge::noop(),
-                handle_seconds: Histogram::noop(),
-                memory_peak: Gauge::noop(),
-                cpu_ticks: Counter::noop(),
-                own: HashMap::new(),
-            };
+    /// Count one handled message.
+    #[inline]
+    pub fn handled(&self, took: Duration, queued: usize, memory_peak: usize, cpu_ticks: u64) {
+        if let Some(cells) = &self.cells {
+            cells.messages_in.add(1);
+            cells.latency[latency_bucket(took.as_nanos() as u64)].add(1);
+            cells.mailbox_depth.set(queued as u64);
+            cells.memory_peak.set(memory_peak as u64);
+            cells.cpu_ticks.add(cpu_ticks);
         }
-        let label = [("agent", agent.to_string())];
-        AgentMetrics {
-            messages_in: metrics::counter!("agora_messages_in_total", &label),
-            messages_out: metrics::counter!("agora_messages_out_total", &label),
-            mailbox_depth: metrics::gauge!("agora_mailbox_depth", &label),
-            handle_seconds: metrics::histogram!("agora_handle_seconds", &label),
-            memory_peak: metrics::gauge!("agora_memory_peak_bytes", &label),
-            cpu_ticks: metrics::counter!("agora_cpu_budget_ticks_total", &label),
-            own: HashMap::new(),
+    }
+
+    /// Count one message sent, called or published.
+    #[inline]
+    pub fn sent(&self) {
+        if let Some(cells) = &self.cells {
+            cells.messages_out.add(1);
+        }
+    }
+}
+
+impl Telemetry {
+    /// Start keeping an agent's metrics (nothing when per-agent metrics are off).
+    pub fn enter(&self, id: AgentId, name: &Arc<str>) -> AgentMetrics {
+        if !self.per_agent {
+            return AgentMetrics { cells: None, own: HashMap::new() };
+        }
+        let cells = Arc::new(Cells {
+            messages_in: Cell::default(),
+            messages_out: Cell::default(),
+            mailbox_depth: Cell::default(),
+            memory_peak: Cell::default(),
+            cpu_ticks: Cell::default(),
+            latency: std::array::from_fn(|_| Cell::default()),
+        });
+        let live = LiveAgent { name: name.clone(), cells: cells.clone(), exported: Mutex::default() };
+        self.live.insert(id, Arc::new(live));
+        AgentMetrics { cells: Some(cells), own: HashMap::new() }
+    }
+
+    /// Export an exiting agent's last figures; its series stay (a restart continues them).
+    pub fn leave(&self, id: AgentId) {
+        if let Some((_, live)) = self.live.remove(&id) {
+            live.export();
         }
     }
 }
@@ -206,5 +353,25 @@ impl telemetry::Host for AgentState {
             }
             _ => Err(kind_clash(&name, "histogram")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_ordered_and_tight() {
+        let mut previous = 0;
+        for nanos in [0u64, 63, 64, 80, 96, 127, 128, 1_000, 123_456, 10_000_000, 60_000_000_000] {
+            let bucket = latency_bucket(nanos);
+            assert!(bucket >= previous, "{nanos}");
+            previous = bucket;
+            if nanos >= 64 {
+                let mid = latency_midpoint(bucket) * 1e9;
+                assert!((mid - nanos as f64).abs() / (nanos as f64) < 0.15, "{nanos} -> {mid}");
+            }
+        }
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
     }
 }

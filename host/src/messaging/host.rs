@@ -23,7 +23,7 @@ impl AgentState {
         self.require(Grant::Messaging)?;
         self.runtime.router.check_size(payload.len())?;
         let target = self.resolve(to)?;
-        self.metrics.messages_out.increment(1);
+        self.metrics.sent();
         Ok(target)
     }
 }
@@ -73,7 +73,7 @@ impl messaging::Host for AgentState {
         self.require(Grant::Messaging)?;
         self.runtime.router.check_size(payload.len())?;
         let (delivered, mailbox_full) = self.runtime.router.publish(self.id, &topic, &payload);
-        self.metrics.messages_out.increment(1);
+        self.metrics.sent();
         Ok(PublishReport { delivered, mailbox_full })
     }
 

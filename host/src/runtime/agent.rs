@@ -330,16 +330,8 @@ pub async fn start(
     }
 }
 
-/// Per-message metrics, through the agent's held handles (atomic updates, no lookups).
 fn record_handle(state: &AgentState, took: std::time::Duration, queued: usize) {
-    let metrics = &state.metrics;
-    metrics.messages_in.increment(1);
-    metrics.handle_seconds.record(took.as_secs_f64());
-    metrics.mailbox_depth.set(queued as f64);
-    metrics.memory_peak.set(state.memory.peak() as f64);
-    if state.budget.ticks_used > 0 {
-        metrics.cpu_ticks.increment(state.budget.ticks_used);
-    }
+    state.metrics.handled(took, queued, state.memory.peak(), state.budget.ticks_used);
 }
 
 /// The trap raised in a store whose agent is being killed.

@@ -51,7 +51,7 @@ impl AgentState {
         runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let services = &runtime.services;
         AgentState {
-            metrics: AgentMetrics::new(&name, services.telemetry.per_agent),
+            metrics: services.telemetry.enter(id, &name),
             outbound: AgentOutbound::new(name.clone(), &[], &services.outbound),
             config: config::AgentConfig::default(),
             http: WasiHttpCtx::new(),
@@ -86,6 +86,7 @@ impl AgentState {
 impl Drop for AgentState {
     fn drop(&mut self) {
         self.runtime.services.config.forget(self.id, &self.config.subscriptions);
+        self.runtime.services.telemetry.leave(self.id);
         self.runtime.live_instances.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
