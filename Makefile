@@ -16,8 +16,9 @@ build: setup
 agents: setup
 	$(CARGO) build $(AGENT_FLAGS)
 
+# ADMIN=127.0.0.1:9464 serves /metrics and /config while the demo runs.
 run: build agents
-	$(AGORA) run examples/demo.toml
+	$(AGORA) run $(if $(ADMIN),--admin $(ADMIN)) examples/demo.toml
 
 # Lint first: formatting and clippy are part of what CI enforces.
 test: setup agents lint

@@ -163,4 +163,8 @@ fn the_demo_manifest_runs_to_completion() {
     assert_eq!(run.events("run_finished", None)[0]["reason"], "all_stopped");
     assert_eq!(run.events("agent_restarted", Some("crasher"))[0]["reason"], "memory_cap");
     assert_eq!(run.logs("ping"), vec!["ping-pong finished 10000 round trips"]);
+    assert_eq!(run.outcome("driver", "config-get greeting"), "value welcome to the Agora demo");
+    assert!(run.outcome("driver", "event-append demo - the-driver-was-here").starts_with("seq "));
+    let crash = run.outcome("driver", "event-query kind=agent_exited agent=crasher limit=1 newest=true");
+    assert!(crash.contains("\"reason\":\"memory_cap\""), "{crash}");
 }

@@ -123,7 +123,8 @@ fn events_are_appended_queried_by_each_filter_paged_and_pushed_by_kind() {
          event-append order - second; event-append tick - beat; event-append order c-2 third; \
          event-query kind=order; event-query kind=tick agent=writer; event-query correlation=c-2; \
          event-query kind=order since=mark; event-query kind=order until=mark; event-query agent=nobody; \
-         event-all 2 kind=order; event-query kind=agent_started agent=listener; \
+         event-all 2 kind=order; event-query kind=order newest=true limit=2; \
+         event-query kind=agent_started agent=listener; \
          event-append bad~kind - x; sleep 200; stop",
     );
     let outsider =
@@ -145,6 +146,8 @@ fn events_are_appended_queried_by_each_filter_paged_and_pushed_by_kind() {
     assert_eq!(query("event-query kind=order until=mark"), "events 1 [order:writer:first] next none");
     assert_eq!(query("event-query agent=nobody"), "events 0 [] next none");
     assert_eq!(query("event-all 2 kind=order"), "pages [2,1] payloads [first,second,third]");
+    let newest = query("event-query kind=order newest=true limit=2");
+    assert!(newest.starts_with("events 2 [order:writer:third,order:writer:second] next "), "{newest}");
     assert!(query("event-query kind=agent_started agent=listener").starts_with("events 1 [agent_started:listener:{"));
     assert!(query("event-append bad~kind - x").starts_with("error invalid("));
     assert_eq!(run.outcome("outsider", "event-append order - x"), "error denied");
@@ -271,9 +274,13 @@ fn telemetry_reaches_the_prometheus_endpoint() {
          histogram latency_ms 30; counter Bad-Name 1; gauge jobs_done 1; log ready",
     );
     let mute = probe("mute", "\"messaging\", \"logging\"", "", "counter jobs_done 1; stop");
-    let scenario = Scenario::agents("", &format!("{meter}{mute}"));
+    // Stops normally after a moment; permanent, so its supervisor restarts it each time.
+    let bouncer = "[[agent]]\nname = \"bouncer\"\nmodule = \"probe\"\ngrants = [\"messaging\"]\n\
+                   config = { script = \"sleep 100; stop\" }\n[supervisor]\nintensity = 100\nperiod = \"5s\"\n";
+    let scenario = Scenario::agents("", &format!("{meter}{mute}{bouncer}"));
     let (child, mut lines, mut seen, address) = start(&scenario);
     wait_for_log(&mut lines, &mut seen, "meter", "probe: log ready");
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_restarted" && e["agent"] == "bouncer");
     let scraped = http_get(&address, "/metrics");
     terminate(&child);
     seen.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
@@ -290,6 +297,7 @@ fn telemetry_reaches_the_prometheus_endpoint() {
         "agora_memory_peak_bytes{agent=\"meter\"}",
         "agora_mailbox_depth{agent=\"meter\"}",
         "# TYPE agora_cpu_budget_ticks_total counter",
+        "agora_restarts_total{agent=\"bouncer\"}",
     ] {
         assert!(scraped.contains(expected), "missing {expected:?} in:\n{scraped}");
     }

@@ -242,7 +242,16 @@ pub mod events {
 
     /// A filter that matches everything, for struct-update syntax.
     pub fn all(limit: u32) -> Filter {
-        Filter { kind: None, agent: None, correlation: None, since_ms: None, until_ms: None, after: None, limit }
+        Filter {
+            kind: None,
+            agent: None,
+            correlation: None,
+            since_ms: None,
+            until_ms: None,
+            after: None,
+            limit,
+            newest_first: false,
+        }
     }
 
     /// The event in a subscription message, if it is one.

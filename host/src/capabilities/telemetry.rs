@@ -255,6 +255,13 @@ impl AgentMetrics {
         }
     }
 
+    /// Record the memory an agent has once it is initialized.
+    pub fn initialized(&self, memory_peak: usize) {
+        if let Some(cells) = &self.cells {
+            cells.memory_peak.set(memory_peak as u64);
+        }
+    }
+
     /// Count one message sent, called or published.
     #[inline]
     pub fn sent(&self) {

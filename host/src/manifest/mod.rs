@@ -498,4 +498,40 @@ mod tests {
         let e = parse("[defaults]\nbudget = \"1us\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("defaults.budget"), "{e}");
     }
+
+    #[test]
+    fn service_sections_are_checked_and_located() {
+        let agent = "[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\n";
+        let m = parse(&format!(
+            "{agent}grants = [\"config\", \"events\", \"telemetry\", \"rate-limits\"]\noutbound = [\"api\"]\n\
+             [outbound.api]\nurl = \"http://127.0.0.1:8080/v1\"\nbreaker = {{ failures = 3 }}\n\
+             [rate_limits.r]\nlimit = 5\nkeyed = true\n[config]\nupdatable = [\"a.b\"]\n[config.values]\na = {{ b = 1 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(m.agents()[0].outbound, vec!["api".to_string()]);
+        assert!(m.agents()[0].grants.allows(Grant::RateLimits));
+        assert_eq!(m.services.rate_limits["r"].limit.get(), 5);
+
+        let e = parse(&format!("{agent}outbound = [\"nope\"]\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (6, Some("agent[0].outbound")), "{e}");
+        assert!(e.message.contains("unknown outbound target \"nope\""), "{e}");
+
+        let e = parse(&format!("{agent}[outbound.api]\nurl = \"https://example.com\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (6, Some("outbound.api")), "{e}");
+        assert!(e.message.contains("https targets are not supported"), "{e}");
+
+        let breaker = "[outbound.api]\nurl = \"http://127.0.0.1:1\"\nbreaker = { failures = 3, success_rate = 0.5 }\n";
+        let e = parse(&format!("{agent}{breaker}")).unwrap_err();
+        assert!(e.message.contains("exactly one of `failures` and `success_rate`"), "{e}");
+
+        let e = parse(&format!("{agent}[config]\nupdatable = [\"ok\", \"bad path\"]\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (7, Some("config.updatable[1]")), "{e}");
+
+        let e = parse(&format!("{agent}[events]\nretain_evnts = 5\n")).unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.message.contains("unknown field `retain_evnts`"), "{e}");
+
+        let e = parse(&format!("{agent}[rate_limits.r]\nlimit = 0\n")).unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+    }
 }

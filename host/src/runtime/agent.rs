@@ -413,7 +413,11 @@ impl Instance {
         })?;
         self.arm_budget();
         match agent.call_init(&mut self.store, config).await {
-            Ok(Ok(())) => Ok(agent),
+            Ok(Ok(())) => {
+                let state = self.store.data();
+                state.metrics.initialized(state.memory.peak());
+                Ok(agent)
+            }
             Ok(Err(message)) => Err(Fault::new(FaultKind::InitError, message)),
             Err(e) => Err(Fault::from_error(&e, self.store.data(), "init")),
         }

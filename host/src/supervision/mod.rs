@@ -476,6 +476,7 @@ impl Supervisor {
                 Ok(()) => {
                     let slot = &self.slots[index];
                     let id = slot.running.as_ref().map_or(0, Child::id);
+                    crate::capabilities::telemetry::record_restart(slot.spec.name());
                     events::child_restarted(
                         self.runtime.journal(),
                         slot.spec.name(),

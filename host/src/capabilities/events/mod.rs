@@ -140,6 +140,7 @@ impl events::Host for AgentState {
             until_ms: filter.until_ms,
             after: filter.after,
             limit: filter.limit,
+            newest_first: filter.newest_first,
         };
         let page = self.runtime.services.events.store.query(&query).map_err(store_error)?;
         Ok(events::Page {

@@ -72,7 +72,7 @@ pub struct NewEvent {
 }
 
 /// Filters for [`EventStore::query`]; every set field must match. Results come in ascending
-/// sequence order, starting after `after`.
+/// sequence order (descending with `newest_first`), starting past `after`.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
     pub kind: Option<String>,
@@ -82,9 +82,11 @@ pub struct Query {
     pub since_ms: Option<u64>,
     /// Exclusive upper bound on the event time.
     pub until_ms: Option<u64>,
-    /// Continue after this sequence number (the previous page's `next`).
+    /// Continue past this sequence number (the previous page's `next`).
     pub after: Option<u64>,
     pub limit: u32,
+    /// Newest first: `after` then continues with older events.
+    pub newest_first: bool,
 }
 
 /// One page of results; `next` is set when more may follow.
@@ -193,8 +195,9 @@ impl EventStore {
         Ok(self.len()? == 0)
     }
 
-    /// Events matching `query`, oldest first. The most selective index among the filters
-    /// drives the scan; a scan stops after a fixed number of rows and returns a cursor.
+    /// Events matching `query`, oldest first (or newest first). The time bounds become a
+    /// sequence range; the most selective index among the filters drives the scan; a scan stops
+    /// after a fixed number of rows and returns a cursor.
     pub fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let limit = query.limit.clamp(1, MAX_PAGE) as usize;
         let read = self.db.begin_read().map_err(StoreError::from)?;
@@ -203,16 +206,37 @@ impl EventStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Page::default()),
             Err(e) => return Err(StoreError::from(e)),
         };
-        let mut first = query.after.map_or(0, |after| after.saturating_add(1));
+        let Some(last) = events.last().map_err(StoreError::from)?.map(|(seq, _)| seq.value()) else {
+            return Ok(Page::default());
+        };
+        let by_time = read.open_table(BY_TIME).map_err(StoreError::from)?;
+        // The first sequence number committed at or after `time`.
+        let first_at = |time: u64| -> Result<Option<u64>, StoreError> {
+            let found =
+                by_time.range(time..).map_err(StoreError::from)?.next().transpose().map_err(StoreError::from)?;
+            Ok(found.map(|(_, seq)| seq.value()))
+        };
+        let (mut low, mut high) = (0, last);
         if let Some(since) = query.since_ms {
-            let by_time = read.open_table(BY_TIME).map_err(StoreError::from)?;
-            let from =
-                by_time.range(since..).map_err(StoreError::from)?.next().transpose().map_err(StoreError::from)?;
-            match from {
-                Some((_, seq)) => first = first.max(seq.value()),
+            match first_at(since)? {
+                Some(seq) => low = seq,
                 None => return Ok(Page::default()),
             }
         }
+        if let Some(until) = query.until_ms
+            && let Some(seq) = first_at(until)?
+        {
+            high = high.min(seq.saturating_sub(1));
+        }
+        match (query.after, query.newest_first) {
+            (Some(after), false) => low = low.max(after.saturating_add(1)),
+            (Some(after), true) => high = high.min(after.saturating_sub(1)),
+            (None, _) => {}
+        }
+        if low > high || (query.newest_first && query.after == Some(0)) {
+            return Ok(Page::default());
+        }
+
         let mut page = Page::default();
         let mut scanned = 0usize;
         let mut last_seen = None;
@@ -220,12 +244,7 @@ impl EventStore {
             scanned += 1;
             last_seen = Some(seq);
             let (time_ms, kind, agent, correlation, payload) = row;
-            if query.until_ms.is_some_and(|until| time_ms >= until) {
-                last_seen = None;
-                return std::ops::ControlFlow::Break(());
-            }
-            let matches = query.since_ms.is_none_or(|since| time_ms >= since)
-                && query.kind.as_deref().is_none_or(|k| k == kind)
+            let matches = query.kind.as_deref().is_none_or(|k| k == kind)
                 && query.agent.as_deref().is_none_or(|a| Some(a) == agent)
                 && query.correlation.as_deref().is_none_or(|c| Some(c) == correlation);
             if matches {
@@ -251,10 +270,16 @@ impl EventStore {
         match index {
             Some((table, key)) => {
                 let index = read.open_table(table).map_err(StoreError::from)?;
-                let last = events.last().map_err(StoreError::from)?.map_or(0, |(seq, _)| seq.value());
-                'buckets: for bucket in (first >> BUCKET_BITS)..=(last >> BUCKET_BITS) {
-                    let from = index_key(key, first.max(bucket << BUCKET_BITS));
-                    for entry in index.range(from..=(bucket, key, u64::MAX)).map_err(StoreError::from)? {
+                let buckets = (low >> BUCKET_BITS)..=(high >> BUCKET_BITS);
+                let buckets: Box<dyn Iterator<Item = u64>> =
+                    if query.newest_first { Box::new(buckets.rev()) } else { Box::new(buckets) };
+                'buckets: for bucket in buckets {
+                    let from = index_key(key, low.max(bucket << BUCKET_BITS));
+                    let to = index_key(key, high.min(((bucket + 1) << BUCKET_BITS) - 1));
+                    let range = index.range(from..=to).map_err(StoreError::from)?;
+                    let range: Box<dyn Iterator<Item = _>> =
+                        if query.newest_first { Box::new(range.rev()) } else { Box::new(range) };
+                    for entry in range {
                         let (entry, _) = entry.map_err(StoreError::from)?;
                         let seq = entry.value().2;
                         let Some(row) = events.get(seq).map_err(StoreError::from)? else { continue };
@@ -266,7 +291,10 @@ impl EventStore {
                 }
             }
             None => {
-                for entry in events.range(first..).map_err(StoreError::from)? {
+                let range = events.range(low..=high).map_err(StoreError::from)?;
+                let range: Box<dyn Iterator<Item = _>> =
+                    if query.newest_first { Box::new(range.rev()) } else { Box::new(range) };
+                for entry in range {
                     let (seq, row) = entry.map_err(StoreError::from)?;
                     if visit(seq.value(), row.value()).is_break() {
                         exhausted = false;
@@ -276,7 +304,8 @@ impl EventStore {
             }
         }
         // A cursor when the scan stopped early (full page, scan budget) with more to look at.
-        page.next = if exhausted { None } else { last_seen };
+        let more = if query.newest_first { last_seen > Some(low) } else { last_seen < Some(high) };
+        page.next = if exhausted || !more { None } else { last_seen };
         Ok(page)
     }
 }
@@ -575,6 +604,21 @@ mod tests {
             }
         }
         assert_eq!(seen, (1..=15).map(|i| i * 2).collect::<Vec<u64>>());
+
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let query = Query { kind: Some("order".into()), after, limit: 3, newest_first: true, ..Default::default() };
+            let page = store.query(&query).unwrap();
+            seen.extend(page.events.iter().map(|e| e.seq));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, vec![28, 25, 22, 19, 16, 13, 10, 7, 4, 1]);
+        let newest = store.query(&Query { limit: 1, newest_first: true, ..Default::default() }).unwrap();
+        assert_eq!((newest.events[0].seq, newest.next), (30, Some(30)));
     }
 
     #[tokio::test]

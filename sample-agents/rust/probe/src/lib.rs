@@ -15,7 +15,8 @@
 //! `isolated <module> <input> <memory-bytes> <budget-ms>`,
 //! `config-get <path>`, `config-entries <prefix>`, `config-subscribe <prefix>`,
 //! `event-append <kind> <correlation|-> <payload>`, `event-append-many <n> <kind>`,
-//! `event-query <field>=<value>...` (fields kind, agent, correlation, since, until, after, limit;
+//! `event-query <field>=<value>...` (fields kind, agent, correlation, since, until, after, limit,
+//! newest (true: newest first);
 //! `since`/`until` may be `mark`: the time of the last `mark` step),
 //! `event-all <page-size> <field>=<value>...` (pages through every match), `mark`,
 //! `event-stream <kind> <n> <every>` (n appends, logging `acked <count>` every `every`),
@@ -110,6 +111,7 @@ fn filter_of(fields: &[&str], limit: u32) -> events::Filter {
             "until" => filter.until_ms = time(),
             "after" => filter.after = value.parse().ok(),
             "limit" => filter.limit = value.parse().unwrap_or(limit),
+            "newest" => filter.newest_first = value == "true",
             _ => {}
         }
     }
