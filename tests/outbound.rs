@@ -17,18 +17,26 @@ fn caller(name: &str, outbound: &str, script: &str) -> String {
 fn only_granted_targets_under_their_path_are_reachable() {
     let upstream = Upstream::start();
     let u = |path: &str| upstream.url(path);
-    let targets = format!("[outbound.api]\nurl = \"{}\"\n[outbound.other]\nurl = \"{}\"\n", u("/api"), u("/ok"));
+    let targets = format!(
+        "[outbound.api]\nurl = \"{}\"\n[outbound.other]\nurl = \"{}\"\n[outbound.echo]\nurl = \"{}\"\n",
+        u("/api"),
+        u("/ok"),
+        u("/echo")
+    );
     let script = format!(
         "http GET {}; http GET {}; http GET {}; http GET http://127.0.0.1:1/api/x; \
-         target api; target other; target nope; stop",
+         target api; target other; target nope; http GET {}; http GET {}; http-post {} a posted body; stop",
         u("/api/v1"),
         u("/ok"),
-        u("/apiary")
+        u("/apiary"),
+        u("/api/../ok"),
+        u("/api/%2e%2e/ok"),
+        u("/echo")
     );
     let stranger = format!("http GET {}; stop", u("/api/v1"));
     let scenario = Scenario::agents(
         "",
-        &format!("{targets}{}{}", caller("caller", "\"api\"", &script), caller("stranger", "", &stranger)),
+        &format!("{targets}{}{}", caller("caller", "\"api\", \"echo\"", &script), caller("stranger", "", &stranger)),
     );
     let run = scenario.run();
     run.assert_success();
@@ -36,6 +44,13 @@ fn only_granted_targets_under_their_path_are_reachable() {
     assert_eq!(run.outcome("caller", &format!("http GET {}", u("/ok"))), "error HttpRequestDenied");
     assert_eq!(run.outcome("caller", &format!("http GET {}", u("/apiary"))), "error HttpRequestDenied");
     assert_eq!(run.outcome("caller", "http GET http://127.0.0.1:1/api/x"), "error HttpRequestDenied");
+    for escape in ["/api/../ok", "/api/%2e%2e/ok"] {
+        assert_eq!(run.outcome("caller", &format!("http GET {}", u(escape))), "error HttpRequestDenied", "{escape}");
+    }
+    assert_eq!(
+        run.outcome("caller", &format!("http-post {} a posted body", u("/echo"))),
+        "status 200 body echo a posted body"
+    );
     assert_eq!(run.outcome("caller", "target api"), "circuit closed retry-after-ms - in-use 0 capacity 8");
     assert_eq!(run.outcome("caller", "target other"), "error denied");
     assert_eq!(run.outcome("caller", "target nope"), "error not-found");

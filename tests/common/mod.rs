@@ -252,7 +252,8 @@ impl Run {
 
 /// A real HTTP/1.1 server on loopback, run by the test, for the outbound tests.
 /// `/ok` answers 200 `hello`; `/slow` answers 200 after a second; `/fail` answers 500;
-/// `/api/<anything>` answers 200 with the path. Every request is counted by path.
+/// `/api/<anything>` answers 200 with the path; `/echo` answers with the request body. Every
+/// request is counted by path.
 pub struct Upstream {
     pub address: std::net::SocketAddr,
     hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
@@ -276,7 +277,11 @@ impl Upstream {
                         let path = request.uri().path().to_string();
                         *counted.lock().unwrap().entry(path.clone()).or_default() += 1;
                         async move {
+                            use http_body_util::BodyExt;
+                            let received =
+                                request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let (status, body) = match path.as_str() {
+                                "/echo" => (200, format!("echo {}", String::from_utf8_lossy(&received))),
                                 "/ok" => (200, "hello".to_string()),
                                 "/slow" => {
                                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -290,6 +290,32 @@ mod tests {
     }
 
     #[test]
+    fn a_low_success_rate_opens_once_the_window_has_passed() {
+        let breaker = Breaker::new(&BreakerSpec {
+            trip: Trip::SuccessRate { rate: 0.5, minimum: 4, window: Duration::from_secs(1) },
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(100),
+            probes: 1,
+        });
+        // Failsafe judges the rate only once a whole window has passed.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(1100) {
+            breaker.permit().unwrap().record(true);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(breaker.circuit(), Circuit::Closed);
+        // The rate is a moving average weighted by time: failures must be spread out to move it.
+        for _ in 0..300 {
+            if breaker.circuit() == Circuit::Open {
+                break;
+            }
+            breaker.permit().unwrap().record(false);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(breaker.circuit(), Circuit::Open, "mostly failures trip it");
+    }
+
+    #[test]
     fn a_failed_probe_reopens() {
         let breaker = breaker(1);
         for _ in 0..3 {

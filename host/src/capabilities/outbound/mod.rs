@@ -198,7 +198,7 @@ pub struct Target {
 
 /// The outbound targets of one host.
 pub struct Outbound {
-    targets: BTreeMap<String, Arc<Target>>,
+    targets: Arc<BTreeMap<String, Arc<Target>>>,
 }
 
 impl Outbound {
@@ -235,20 +235,20 @@ impl Outbound {
             };
             targets.insert(name.clone(), Arc::new(target));
         }
+        let targets = Arc::new(targets);
+        if targets.values().any(|t| t.rate_per_agent.is_some()) {
+            // Agents come and go (spawned ones under fresh names): forget the refilled ones.
+            crate::capabilities::rate_limits::spawn_sweeper(Arc::downgrade(&targets), |targets| {
+                for limiter in targets.values().filter_map(|t| t.rate_per_agent.as_ref()) {
+                    limiter.housekeep();
+                }
+            });
+        }
         Ok(Outbound { targets })
     }
 
     pub fn target(&self, name: &str) -> Option<&Arc<Target>> {
         self.targets.get(name)
-    }
-
-    /// Sweep the per-agent limiters (names of exited agents).
-    pub fn housekeep(&self) {
-        for target in self.targets.values() {
-            if let Some(limiter) = &target.rate_per_agent {
-                limiter.housekeep();
-            }
-        }
     }
 }
 
@@ -295,11 +295,19 @@ fn count(target: &str, outcome: &'static str) {
 }
 
 impl Target {
-    /// Whether `uri` falls under this target's origin and path.
+    /// Whether `uri` falls under this target's origin and path. A path with dot segments (plain
+    /// or percent-encoded) or backslashes is refused outright: a server that normalizes it could
+    /// be led outside the allowed prefix.
     fn covers(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
         let port = uri.port_u16().unwrap_or(80);
         let path = uri.path();
+        let lowered = path.to_ascii_lowercase();
+        let escapes =
+            lowered.contains("%2e") || lowered.contains("%2f") || lowered.contains("%5c") || path.contains('\\');
+        if escapes || path.split('/').any(|segment| segment == "." || segment == "..") {
+            return false;
+        }
         let under_path = self.origin.path.is_empty()
             || path == self.origin.path
             || path.strip_prefix(&self.origin.path).is_some_and(|rest| rest.starts_with('/'));

@@ -1,7 +1,9 @@
 //! Outbound HTTP the way any WASI program makes it: `wasi:http/outgoing-handler`.
 
 use wasi::http::outgoing_handler;
-use wasi::http::types::{ErrorCode, FutureIncomingResponse, IncomingBody, Method, OutgoingRequest, Scheme};
+use wasi::http::types::{
+    ErrorCode, FutureIncomingResponse, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+};
 use wasi::io::streams::StreamError;
 
 pub struct Answer {
@@ -18,6 +20,11 @@ impl Answer {
 
 /// Send a request without waiting for the answer.
 pub fn start(method: &str, url: &str) -> Result<FutureIncomingResponse, String> {
+    start_with_body(method, url, None)
+}
+
+/// Send a request with an optional body, without waiting for the answer.
+pub fn start_with_body(method: &str, url: &str, body: Option<&[u8]>) -> Result<FutureIncomingResponse, String> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("bad url {url:?}"))?;
     let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),
@@ -40,7 +47,20 @@ pub fn start(method: &str, url: &str) -> Result<FutureIncomingResponse, String> 
     request.set_scheme(Some(&scheme)).map_err(|()| "scheme")?;
     request.set_authority(Some(authority)).map_err(|()| "authority")?;
     request.set_path_with_query(Some(path)).map_err(|()| "path")?;
-    outgoing_handler::handle(request, None).map_err(|e| error_name(&e))
+    let Some(body) = body else {
+        return outgoing_handler::handle(request, None).map_err(|e| error_name(&e));
+    };
+    // The body resource is taken before the request is handed over, written after.
+    let outgoing = request.body().map_err(|()| "body taken")?;
+    let response = outgoing_handler::handle(request, None).map_err(|e| error_name(&e))?;
+    {
+        let stream = outgoing.write().map_err(|()| "body stream taken")?;
+        for chunk in body.chunks(4096) {
+            stream.blocking_write_and_flush(chunk).map_err(|e| format!("writing the body: {e:?}"))?;
+        }
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|e| error_name(&e))?;
+    Ok(response)
 }
 
 /// Wait for the answer and read its whole body.

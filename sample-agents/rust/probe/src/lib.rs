@@ -24,7 +24,7 @@
 //! `counter <name> <n>`, `gauge <name> <value>`, `histogram <name> <value>`,
 //! `limit <limiter> <key> <cost>`, `limit-count <limiter> <key> <n>` (n checks: how many passed),
 //! `limit-wait <limiter> <key> <cost> <timeout-ms>`, `target <name>` (its outbound status),
-//! `http <method> <url>`, `http-count <n> <method> <url>` (outcome classes, counted),
+//! `http <method> <url>`, `http-post <url> <text>`, `http-count <n> <method> <url>` (outcome classes, counted),
 //! `http-for <ms> <method> <url>` (requests back to back for that long: classes counted, and
 //! the time taken), `http-pair <method> <url>` (two requests in flight at once),
 //! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
@@ -324,6 +324,10 @@ fn run_step(words: &[&str]) -> String {
             }
             let listed: Vec<String> = counts.iter().map(|(class, n)| format!("{class}:{n}")).collect();
             format!("outcomes [{}]", listed.join(","))
+        }
+        "http-post" => {
+            let body = words[2..].join(" ");
+            http::describe(http::start_with_body("POST", arg(1), Some(body.as_bytes())).and_then(http::finish))
         }
         "http-for" => {
             let started = std::time::Instant::now();
