@@ -127,7 +127,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         services::rate_limit(&report);
     }
     if wants("metric") {
-        services::metric(&report);
+        services::metric(&runtime, &report);
     }
     if wants("events") {
         services::event_append(&runtime.settings.data_dir, &report).await?;
