@@ -336,3 +336,20 @@ fn named_rate_limiters_check_and_wait_per_key() {
     assert_eq!(step("limit-wait fast k 1 1"), "error LimitError::Timeout");
     assert_eq!(run.outcome("outsider", "limit api alice 1"), "error LimitError::Denied");
 }
+
+#[test]
+fn series_of_exited_agents_expire_and_live_ones_stay() {
+    let brief = probe("brief", "\"messaging\", \"logging\", \"telemetry\"", "", "counter visits 1; stop");
+    let stayer = probe("stayer", "\"messaging\", \"logging\"", "", "log ready");
+    let scenario = Scenario::agents("", &format!("{brief}{stayer}\n[telemetry]\nidle_timeout = \"1s\"\n"));
+    let (child, mut lines, mut seen, address) = start(&scenario);
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_exited" && e["agent"] == "brief");
+    let first = http_get(&address, "/metrics");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let later = http_get(&address, "/metrics");
+    terminate(&child);
+    assert!(first.contains("agora_agent_visits{agent=\"brief\"} 1"), "{first}");
+    assert!(first.contains("agora_messages_in_total{agent=\"brief\"}"), "{first}");
+    assert!(!later.contains("agent=\"brief\""), "an exited agent's series expire:\n{later}");
+    assert!(later.contains("agora_messages_in_total{agent=\"stayer\"}"), "a live agent's stay:\n{later}");
+}
