@@ -43,6 +43,8 @@ const BY_TIME: TableDefinition<u64, u64> = TableDefinition::new("by_time");
 
 /// Appends taken into one commit at most; bounds the latency of the first one.
 const MAX_BATCH: usize = 16 * 1024;
+/// How long unawaited records wait for company before they are committed.
+const RECORD_LINGER: Duration = Duration::from_millis(50);
 /// Events removed per retention pass, so that appends never wait long behind retention.
 const RETENTION_CHUNK: usize = 20_000;
 /// Rows one query may examine before it returns a partial page with a cursor.
@@ -171,7 +173,8 @@ impl EventStore {
         acked.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Append without waiting (host lifecycle events): it is durable with the next commit.
+    /// Append without waiting (host lifecycle events): durable with the next commit, which a
+    /// batch of records alone delays by at most 50 ms.
     pub fn record(&self, event: NewEvent) {
         let _ = self.send(Append { event, ack: None });
     }
@@ -379,6 +382,23 @@ impl Writer {
                 match receiver.try_recv() {
                     Ok(append) => batch.push(append),
                     Err(_) => break,
+                }
+            }
+            // Nobody waits on records (host lifecycle events): gather more for a moment, so
+            // that a storm of starts and exits costs a few commits rather than one per event.
+            if batch.iter().all(|append| append.ack.is_none()) {
+                let deadline = std::time::Instant::now() + RECORD_LINGER;
+                while batch.len() < MAX_BATCH {
+                    match receiver.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                        Ok(append) => {
+                            let awaited = append.ack.is_some();
+                            batch.push(append);
+                            if awaited {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
             self.commit(&mut batch);
