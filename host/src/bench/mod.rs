@@ -130,7 +130,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         services::metric(&runtime, &report);
     }
     if wants("events") {
-        services::event_append(&runtime.settings.data_dir, &report).await?;
+        services::event_append(&runtime, &report).await?;
     }
     if wants("config") {
         services::config_read(&runtime, &probe, &report).await?;

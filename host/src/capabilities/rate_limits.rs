@@ -137,9 +137,18 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
     }
 }
 
-/// The named limiters of one host.
+/// The named limiters of one host. Agents' keys are kept as 64-bit hashes (seeded per process,
+/// so that no agent can aim two keys at one budget): a key then costs no allocation when it
+/// is first seen and no string comparison later.
 pub struct RateLimits {
-    limiters: Arc<BTreeMap<String, Limiter<String>>>,
+    limiters: Arc<BTreeMap<String, Limiter<u64>>>,
+    keys: foldhash::quality::RandomState,
+}
+
+/// A limiter key as the named limiters keep it.
+pub fn key_of(keys: &foldhash::quality::RandomState, key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    keys.hash_one(key)
 }
 
 /// How often keyed limiters are swept.
@@ -147,7 +156,7 @@ const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
 impl RateLimits {
     pub fn new(specs: &BTreeMap<String, LimiterSpec>) -> RateLimits {
-        let limiters: BTreeMap<String, Limiter<String>> = specs
+        let limiters: BTreeMap<String, Limiter<u64>> = specs
             .iter()
             .filter_map(|(name, spec)| Some((name.clone(), Limiter::new(spec.quota()?, spec.keyed))))
             .collect();
@@ -157,11 +166,15 @@ impl RateLimits {
                 limiters.values().map(Limiter::housekeep).sum::<usize>();
             });
         }
-        RateLimits { limiters }
+        RateLimits { limiters, keys: Default::default() }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Limiter<String>> {
+    pub fn get(&self, name: &str) -> Option<&Limiter<u64>> {
         self.limiters.get(name)
+    }
+
+    pub fn key(&self, key: &str) -> u64 {
+        key_of(&self.keys, key)
     }
 
     /// Sweep every keyed limiter now (the housekeeping thread does this periodically).
@@ -189,7 +202,7 @@ fn refusal(refusal: Refusal) -> LimitError {
 }
 
 impl AgentState {
-    fn limiter(&self, name: &str, cost: u32) -> Result<(&Limiter<String>, NonZeroU32), LimitError> {
+    fn limiter(&self, name: &str, cost: u32) -> Result<(&Limiter<u64>, NonZeroU32), LimitError> {
         if !self.grants.allows(Grant::RateLimits) {
             return Err(LimitError::Denied);
         }
@@ -201,13 +214,14 @@ impl AgentState {
 impl rate_limits::Host for AgentState {
     fn check(&mut self, limiter: String, key: String, cost: u32) -> Result<(), LimitError> {
         let (limiter, cost) = self.limiter(&limiter, cost)?;
-        limiter.check_n(&key, cost).map_err(refusal)
+        limiter.check_n(&self.runtime.services.rate_limits.key(&key), cost).map_err(refusal)
     }
 
     async fn wait(&mut self, limiter: String, key: String, cost: u32, timeout_ms: u32) -> Result<(), LimitError> {
         let runtime = self.runtime.clone();
         let (_, cost) = self.limiter(&limiter, cost)?;
         let limiter = runtime.services.rate_limits.get(&limiter).ok_or(LimitError::NotFound)?;
+        let key = runtime.services.rate_limits.key(&key);
         match limiter.wait(&key, cost, Duration::from_millis(timeout_ms.into())).await {
             Ok(()) => Ok(()),
             Err(Refusal::Limited(_)) => Err(LimitError::Timeout),

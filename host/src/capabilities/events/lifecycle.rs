@@ -14,7 +14,7 @@ use crate::runtime::agent::{ExitReason, Fault};
 fn journal(store: &EventStore, kind: &str, agent: &str, payload: serde_json::Value) {
     store.record(NewEvent {
         kind: kind.to_string(),
-        agent: Some(agent.to_string()),
+        agent: Some(agent.into()),
         correlation: None,
         payload: payload.to_string().into_bytes(),
     });

@@ -21,7 +21,7 @@ use crate::manifest::{ByteSize, Span};
 use crate::messaging::{Message, Router};
 use crate::runtime::bindings::{Error, events};
 use crate::runtime::state::AgentState;
-pub use store::{Event, EventStore, NewEvent, Page, Query, Retention, StoreError};
+pub use store::{Committed, Event, EventStore, NewEvent, Page, Query, Retention, StoreError};
 
 /// Subscribers of kind `k` listen on `agora:event/k`.
 pub const TOPIC_PREFIX: &str = "agora:event/";
@@ -67,7 +67,7 @@ impl EventsService {
             max_age: settings.retain_for.map(Span::duration),
             check_every: Duration::from_secs(1),
         };
-        let hook: store::CommitHook = Arc::new(move |events: &[Event]| publish(&router, events));
+        let hook: store::CommitHook = Arc::new(move |committed: Committed<'_>| publish(&router, committed));
         let store = if settings.durable {
             EventStore::open(&data_dir.join("events.redb"), retention, Some(hook))?
         } else {
@@ -77,27 +77,29 @@ impl EventsService {
     }
 }
 
-fn publish(router: &Router, events: &[Event]) {
-    for event in events {
-        let topic = format!("{TOPIC_PREFIX}{}", event.kind);
+/// Deliver each committed event to the subscribers of its kind. The topic is built in one
+/// reused buffer: most commits meet no subscriber, and then cost a lookup per event.
+fn publish(router: &Router, committed: Committed<'_>) {
+    let mut topic = String::from(TOPIC_PREFIX);
+    for (seq, time_ms, event) in committed.iter() {
+        topic.truncate(TOPIC_PREFIX.len());
+        topic.push_str(&event.kind);
         let subscribers = router.subscribers(&topic);
         if subscribers.is_empty() {
             continue;
         }
         let mut payload = format!(
-            "seq={} time={} agent={} correlation={}\n",
-            event.seq,
-            event.time_ms,
+            "seq={seq} time={time_ms} agent={} correlation={}\n",
             event.agent.as_deref().unwrap_or(""),
             event.correlation.as_deref().unwrap_or("")
         )
         .into_bytes();
         payload.extend_from_slice(&event.payload);
-        let topic: Arc<str> = topic.into();
+        let shared: Arc<str> = topic.as_str().into();
         for id in subscribers {
-            let message = Message { sender: None, topic: Some(topic.clone()), payload: payload.clone(), reply: None };
+            let message = Message { sender: None, topic: Some(shared.clone()), payload: payload.clone(), reply: None };
             if let Err(Error::MailboxFull) = router.try_deliver(id, message) {
-                tracing::warn!(event = "notification_dropped", topic = %topic, agent = id, seq = event.seq,
+                tracing::warn!(event = "notification_dropped", topic = %shared, agent = id, seq,
                     "event not delivered to a subscriber: its mailbox is full (the event itself is stored)");
             }
         }
@@ -126,7 +128,7 @@ impl events::Host for AgentState {
         if correlation.as_ref().is_some_and(|c| c.is_empty() || c.len() > 256) {
             return Err(Error::Invalid("correlation: 1-256 bytes".into()));
         }
-        let event = NewEvent { kind, agent: Some(self.name.to_string()), correlation, payload };
+        let event = NewEvent { kind, agent: Some(self.name.clone()), correlation, payload };
         service.store.append(event).await.map_err(store_error)
     }
 

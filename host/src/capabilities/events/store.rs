@@ -68,7 +68,8 @@ pub struct Event {
 #[derive(Debug, Clone, Default)]
 pub struct NewEvent {
     pub kind: String,
-    pub agent: Option<String>,
+    /// Shared with the agent's own name: appending copies no string for it.
+    pub agent: Option<Arc<str>>,
     pub correlation: Option<String>,
     pub payload: Vec<u8>,
 }
@@ -122,9 +123,23 @@ impl StoreError {
 }
 
 /// Called after each commit with the events it made durable (for subscriptions).
-pub type CommitHook = Arc<dyn Fn(&[Event]) + Send + Sync>;
+pub type CommitHook = Arc<dyn Fn(Committed<'_>) + Send + Sync>;
 
-struct Append {
+/// The events of one commit, borrowed: nothing is copied unless a hook needs it.
+pub struct Committed<'a> {
+    first_seq: u64,
+    time_ms: u64,
+    batch: &'a [Append],
+}
+
+impl Committed<'_> {
+    /// (seq, time, event) of each event in the commit.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &NewEvent)> {
+        self.batch.iter().zip(self.first_seq..).map(|(append, seq)| (seq, self.time_ms, &append.event))
+    }
+}
+
+pub struct Append {
     event: NewEvent,
     ack: Option<oneshot::Sender<Result<u64, StoreError>>>,
 }
@@ -417,28 +432,15 @@ impl Writer {
             Ok(()) => {
                 self.last_seq += batch.len() as u64;
                 self.last_time_ms = time_ms;
-                let committed: Option<Vec<Event>> = self.on_commit.as_ref().map(|_| {
-                    batch
-                        .iter()
-                        .zip(first_seq..)
-                        .map(|(append, seq)| Event {
-                            seq,
-                            time_ms,
-                            kind: append.event.kind.clone(),
-                            agent: append.event.agent.clone(),
-                            correlation: append.event.correlation.clone(),
-                            payload: append.event.payload.clone(),
-                        })
-                        .collect()
-                });
-                for (append, seq) in batch.drain(..).zip(first_seq..) {
-                    if let Some(ack) = append.ack {
+                for (append, seq) in batch.iter_mut().zip(first_seq..) {
+                    if let Some(ack) = append.ack.take() {
                         let _ = ack.send(Ok(seq));
                     }
                 }
-                if let (Some(hook), Some(events)) = (&self.on_commit, committed) {
-                    hook(&events);
+                if let Some(hook) = &self.on_commit {
+                    hook(Committed { first_seq, time_ms, batch });
                 }
+                batch.clear();
             }
             Err(error) => {
                 tracing::error!(event = "event_store_failed", %error, lost = batch.len(), "event store commit failed");
