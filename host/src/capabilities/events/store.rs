@@ -117,7 +117,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn from(error: impl std::fmt::Display) -> StoreError {
+    fn database(error: impl std::fmt::Display) -> StoreError {
         StoreError::Database(error.to_string())
     }
 }
@@ -156,9 +156,9 @@ impl EventStore {
     /// process is repaired by redb on open.
     pub fn open(path: &Path, retention: Retention, on_commit: Option<CommitHook>) -> Result<EventStore, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::from(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::database(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| StoreError::from(format!("{}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| StoreError::database(format!("{}: {e}", path.display())))?;
         Self::start(db, retention, on_commit)
     }
 
@@ -166,7 +166,7 @@ impl EventStore {
     pub fn open_in_memory(retention: Retention, on_commit: Option<CommitHook>) -> Result<EventStore, StoreError> {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(StoreError::from)?;
+            .map_err(StoreError::database)?;
         Self::start(db, retention, on_commit)
     }
 
@@ -177,7 +177,7 @@ impl EventStore {
         let writer = std::thread::Builder::new()
             .name("agora-event-writer".into())
             .spawn(move || writer.run(receiver))
-            .map_err(StoreError::from)?;
+            .map_err(StoreError::database)?;
         Ok(EventStore { db, appends: Some(appends), writer: Some(writer) })
     }
 
@@ -201,11 +201,11 @@ impl EventStore {
 
     /// Events in the store now.
     pub fn len(&self) -> Result<u64, StoreError> {
-        let read = self.db.begin_read().map_err(StoreError::from)?;
+        let read = self.db.begin_read().map_err(StoreError::database)?;
         match read.open_table(EVENTS) {
-            Ok(table) => table.len().map_err(StoreError::from),
+            Ok(table) => table.len().map_err(StoreError::database),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(StoreError::from(e)),
+            Err(e) => Err(StoreError::database(e)),
         }
     }
 
@@ -218,20 +218,24 @@ impl EventStore {
     /// after a fixed number of rows and returns a cursor.
     pub fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let limit = query.limit.clamp(1, MAX_PAGE) as usize;
-        let read = self.db.begin_read().map_err(StoreError::from)?;
+        let read = self.db.begin_read().map_err(StoreError::database)?;
         let events = match read.open_table(EVENTS) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Page::default()),
-            Err(e) => return Err(StoreError::from(e)),
+            Err(e) => return Err(StoreError::database(e)),
         };
-        let Some(last) = events.last().map_err(StoreError::from)?.map(|(seq, _)| seq.value()) else {
+        let Some(last) = events.last().map_err(StoreError::database)?.map(|(seq, _)| seq.value()) else {
             return Ok(Page::default());
         };
-        let by_time = read.open_table(BY_TIME).map_err(StoreError::from)?;
+        let by_time = read.open_table(BY_TIME).map_err(StoreError::database)?;
         // The first sequence number committed at or after `time`.
         let first_at = |time: u64| -> Result<Option<u64>, StoreError> {
-            let found =
-                by_time.range(time..).map_err(StoreError::from)?.next().transpose().map_err(StoreError::from)?;
+            let found = by_time
+                .range(time..)
+                .map_err(StoreError::database)?
+                .next()
+                .transpose()
+                .map_err(StoreError::database)?;
             Ok(found.map(|(_, seq)| seq.value()))
         };
         let (mut low, mut high) = (0, last);
@@ -287,20 +291,20 @@ impl EventStore {
         let mut exhausted = true;
         match index {
             Some((table, key)) => {
-                let index = read.open_table(table).map_err(StoreError::from)?;
+                let index = read.open_table(table).map_err(StoreError::database)?;
                 let buckets = (low >> BUCKET_BITS)..=(high >> BUCKET_BITS);
                 let buckets: Box<dyn Iterator<Item = u64>> =
                     if query.newest_first { Box::new(buckets.rev()) } else { Box::new(buckets) };
                 'buckets: for bucket in buckets {
                     let from = index_key(key, low.max(bucket << BUCKET_BITS));
                     let to = index_key(key, high.min(((bucket + 1) << BUCKET_BITS) - 1));
-                    let range = index.range(from..=to).map_err(StoreError::from)?;
+                    let range = index.range(from..=to).map_err(StoreError::database)?;
                     let range: Box<dyn Iterator<Item = _>> =
                         if query.newest_first { Box::new(range.rev()) } else { Box::new(range) };
                     for entry in range {
-                        let (entry, _) = entry.map_err(StoreError::from)?;
+                        let (entry, _) = entry.map_err(StoreError::database)?;
                         let seq = entry.value().2;
-                        let Some(row) = events.get(seq).map_err(StoreError::from)? else { continue };
+                        let Some(row) = events.get(seq).map_err(StoreError::database)? else { continue };
                         if visit(seq, row.value()).is_break() {
                             exhausted = false;
                             break 'buckets;
@@ -309,11 +313,11 @@ impl EventStore {
                 }
             }
             None => {
-                let range = events.range(low..=high).map_err(StoreError::from)?;
+                let range = events.range(low..=high).map_err(StoreError::database)?;
                 let range: Box<dyn Iterator<Item = _>> =
                     if query.newest_first { Box::new(range.rev()) } else { Box::new(range) };
                 for entry in range {
-                    let (seq, row) = entry.map_err(StoreError::from)?;
+                    let (seq, row) = entry.map_err(StoreError::database)?;
                     if visit(seq.value(), row.value()).is_break() {
                         exhausted = false;
                         break;
@@ -351,13 +355,13 @@ struct Writer {
 impl Writer {
     fn new(db: Arc<Database>, retention: Retention, on_commit: Option<CommitHook>) -> Result<Writer, StoreError> {
         // Create the tables, so that readers never see a store without them.
-        let write = db.begin_write().map_err(StoreError::from)?;
+        let write = db.begin_write().map_err(StoreError::database)?;
         {
-            let mut meta = write.open_table(META).map_err(StoreError::from)?;
-            let format = meta.get("format").map_err(StoreError::from)?.map(|f| f.value());
+            let mut meta = write.open_table(META).map_err(StoreError::database)?;
+            let format = meta.get("format").map_err(StoreError::database)?.map(|f| f.value());
             match format {
                 None => {
-                    meta.insert("format", FORMAT).map_err(StoreError::from)?;
+                    meta.insert("format", FORMAT).map_err(StoreError::database)?;
                 }
                 Some(FORMAT) => {}
                 Some(other) => {
@@ -368,17 +372,17 @@ impl Writer {
             }
         }
         let (last_seq, last_time_ms) = {
-            let events = write.open_table(EVENTS).map_err(StoreError::from)?;
+            let events = write.open_table(EVENTS).map_err(StoreError::database)?;
             for table in [BY_KIND, BY_AGENT, BY_CORRELATION] {
-                write.open_table(table).map_err(StoreError::from)?;
+                write.open_table(table).map_err(StoreError::database)?;
             }
-            write.open_table(BY_TIME).map_err(StoreError::from)?;
-            match events.last().map_err(StoreError::from)? {
+            write.open_table(BY_TIME).map_err(StoreError::database)?;
+            match events.last().map_err(StoreError::database)? {
                 Some((seq, row)) => (seq.value(), row.value().0),
                 None => (0, 0),
             }
         };
-        write.commit().map_err(StoreError::from)?;
+        write.commit().map_err(StoreError::database)?;
         Ok(Writer { db, retention, on_commit, last_seq, last_time_ms, last_retention: std::time::Instant::now() })
     }
 
@@ -454,33 +458,33 @@ impl Writer {
     }
 
     fn write(&self, batch: &[Append], first_seq: u64, time_ms: u64) -> Result<(), StoreError> {
-        let mut write = self.db.begin_write().map_err(StoreError::from)?;
+        let mut write = self.db.begin_write().map_err(StoreError::database)?;
         // Recovery after a crash then needs no full scan of the file.
         write.set_quick_repair(true);
         {
-            let mut events = write.open_table(EVENTS).map_err(StoreError::from)?;
-            let mut by_kind = write.open_table(BY_KIND).map_err(StoreError::from)?;
-            let mut by_agent = write.open_table(BY_AGENT).map_err(StoreError::from)?;
-            let mut by_correlation = write.open_table(BY_CORRELATION).map_err(StoreError::from)?;
+            let mut events = write.open_table(EVENTS).map_err(StoreError::database)?;
+            let mut by_kind = write.open_table(BY_KIND).map_err(StoreError::database)?;
+            let mut by_agent = write.open_table(BY_AGENT).map_err(StoreError::database)?;
+            let mut by_correlation = write.open_table(BY_CORRELATION).map_err(StoreError::database)?;
             for (append, seq) in batch.iter().zip(first_seq..) {
                 let event = &append.event;
                 let row: Row =
                     (time_ms, &event.kind, event.agent.as_deref(), event.correlation.as_deref(), &event.payload);
-                events.insert(seq, row).map_err(StoreError::from)?;
-                by_kind.insert(index_key(&event.kind, seq), ()).map_err(StoreError::from)?;
+                events.insert(seq, row).map_err(StoreError::database)?;
+                by_kind.insert(index_key(&event.kind, seq), ()).map_err(StoreError::database)?;
                 if let Some(agent) = &event.agent {
-                    by_agent.insert(index_key(agent, seq), ()).map_err(StoreError::from)?;
+                    by_agent.insert(index_key(agent, seq), ()).map_err(StoreError::database)?;
                 }
                 if let Some(correlation) = &event.correlation {
-                    by_correlation.insert(index_key(correlation, seq), ()).map_err(StoreError::from)?;
+                    by_correlation.insert(index_key(correlation, seq), ()).map_err(StoreError::database)?;
                 }
             }
             if time_ms > self.last_time_ms || self.last_seq == 0 {
-                let mut by_time = write.open_table(BY_TIME).map_err(StoreError::from)?;
-                by_time.insert(time_ms, first_seq).map_err(StoreError::from)?;
+                let mut by_time = write.open_table(BY_TIME).map_err(StoreError::database)?;
+                by_time.insert(time_ms, first_seq).map_err(StoreError::database)?;
             }
         }
-        write.commit().map_err(StoreError::from)
+        write.commit().map_err(StoreError::database)
     }
 
     fn retention_due(&self) -> bool {
@@ -513,10 +517,10 @@ impl Writer {
         if let Some(age) = self.retention.max_age {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let cutoff = now.saturating_sub(age.as_millis() as u64);
-            let by_time = read.open_table(BY_TIME).map_err(StoreError::from)?;
-            let first_young = by_time.range(cutoff..).map_err(StoreError::from)?.next();
+            let by_time = read.open_table(BY_TIME).map_err(StoreError::database)?;
+            let first_young = by_time.range(cutoff..).map_err(StoreError::database)?.next();
             let from = match first_young {
-                Some(entry) => entry.map_err(StoreError::from)?.1.value(),
+                Some(entry) => entry.map_err(StoreError::database)?.1.value(),
                 None => self.last_seq + 1,
             };
             keep_from = keep_from.max(from);
@@ -525,13 +529,13 @@ impl Writer {
     }
 
     fn retain_chunk(&mut self) -> Result<usize, StoreError> {
-        let write = self.db.begin_write().map_err(StoreError::from)?;
+        let write = self.db.begin_write().map_err(StoreError::database)?;
         let removed = {
             let keep_from = self.retained_from(&write)?;
-            let mut events = write.open_table(EVENTS).map_err(StoreError::from)?;
+            let mut events = write.open_table(EVENTS).map_err(StoreError::database)?;
             let mut doomed = Vec::new();
-            for entry in events.range(..keep_from).map_err(StoreError::from)?.take(RETENTION_CHUNK) {
-                let (seq, row) = entry.map_err(StoreError::from)?;
+            for entry in events.range(..keep_from).map_err(StoreError::database)?.take(RETENTION_CHUNK) {
+                let (seq, row) = entry.map_err(StoreError::database)?;
                 let (_, kind, agent, correlation, _) = row.value();
                 doomed.push((
                     seq.value(),
@@ -541,33 +545,35 @@ impl Writer {
                 ));
             }
             let Some(&(last_doomed, ..)) = doomed.last() else { return Ok(0) };
-            let mut by_kind = write.open_table(BY_KIND).map_err(StoreError::from)?;
-            let mut by_agent = write.open_table(BY_AGENT).map_err(StoreError::from)?;
-            let mut by_correlation = write.open_table(BY_CORRELATION).map_err(StoreError::from)?;
+            let mut by_kind = write.open_table(BY_KIND).map_err(StoreError::database)?;
+            let mut by_agent = write.open_table(BY_AGENT).map_err(StoreError::database)?;
+            let mut by_correlation = write.open_table(BY_CORRELATION).map_err(StoreError::database)?;
             for (seq, kind, agent, correlation) in &doomed {
-                by_kind.remove(index_key(kind, *seq)).map_err(StoreError::from)?;
+                by_kind.remove(index_key(kind, *seq)).map_err(StoreError::database)?;
                 if let Some(agent) = agent {
-                    by_agent.remove(index_key(agent, *seq)).map_err(StoreError::from)?;
+                    by_agent.remove(index_key(agent, *seq)).map_err(StoreError::database)?;
                 }
                 if let Some(correlation) = correlation {
-                    by_correlation.remove(index_key(correlation, *seq)).map_err(StoreError::from)?;
+                    by_correlation.remove(index_key(correlation, *seq)).map_err(StoreError::database)?;
                 }
             }
-            events.retain_in(..=last_doomed, |_, _| false).map_err(StoreError::from)?;
+            events.retain_in(..=last_doomed, |_, _| false).map_err(StoreError::database)?;
             // Time rows pointing into the deleted range go; the oldest survivor's commit gets
             // a row of its own, so that a time-range query still finds it.
-            let mut by_time = write.open_table(BY_TIME).map_err(StoreError::from)?;
-            by_time.retain(|_, seq| seq > last_doomed).map_err(StoreError::from)?;
-            if let Some((seq, row)) = events.first().map_err(StoreError::from)?.map(|(s, r)| (s.value(), r.value().0)) {
+            let mut by_time = write.open_table(BY_TIME).map_err(StoreError::database)?;
+            by_time.retain(|_, seq| seq > last_doomed).map_err(StoreError::database)?;
+            if let Some((seq, row)) =
+                events.first().map_err(StoreError::database)?.map(|(s, r)| (s.value(), r.value().0))
+            {
                 let time_ms = row;
-                let known = by_time.get(time_ms).map_err(StoreError::from)?.map(|s| s.value());
+                let known = by_time.get(time_ms).map_err(StoreError::database)?.map(|s| s.value());
                 if known.is_none_or(|known| known > seq) {
-                    by_time.insert(time_ms, seq).map_err(StoreError::from)?;
+                    by_time.insert(time_ms, seq).map_err(StoreError::database)?;
                 }
             }
             doomed.len()
         };
-        write.commit().map_err(StoreError::from)?;
+        write.commit().map_err(StoreError::database)?;
         Ok(removed)
     }
 }
