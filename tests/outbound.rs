@@ -150,11 +150,12 @@ fn the_breaker_opens_rejects_probes_once_in_half_open_and_closes() {
 }
 
 #[test]
-fn pool_checkout_times_out_under_contention_and_overflow_absorbs_it() {
+fn pool_checkout_times_out_under_contention_overflow_absorbs_it_and_slow_answers_time_out() {
     let upstream = Upstream::start();
     let targets = format!(
         "[outbound.single]\nurl = \"{u}\"\npool = {{ size = 1, overflow = 0, checkout_timeout = \"200ms\" }}\n\
-         [outbound.spill]\nurl = \"{u}\"\npool = {{ size = 1, overflow = 1, checkout_timeout = \"200ms\" }}\n",
+         [outbound.spill]\nurl = \"{u}\"\npool = {{ size = 1, overflow = 1, checkout_timeout = \"200ms\" }}\n\
+         [outbound.impatient]\nurl = \"{u}\"\nresponse_timeout = \"200ms\"\n",
         u = upstream.url("")
     );
     let slow = upstream.url("/slow");
@@ -162,12 +163,23 @@ fn pool_checkout_times_out_under_contention_and_overflow_absorbs_it() {
     let spill = format!("http-pair GET {slow}; stop");
     let scenario = Scenario::agents(
         "",
-        &format!("{targets}{}{}", caller("single", "\"single\"", &script), caller("spill", "\"spill\"", &spill)),
+        &format!(
+            "{targets}{}{}{}",
+            caller("single", "\"single\"", &script),
+            caller("spill", "\"spill\"", &spill),
+            caller(
+                "impatient",
+                "\"impatient\"",
+                &format!("http GET {slow}; http GET {ok}; stop", ok = upstream.url("/ok"))
+            )
+        ),
     );
     let run = scenario.run();
     run.assert_success();
     assert_eq!(run.outcome("single", &format!("http-pair GET {slow}")), "outcomes [200,ConnectionLimitReached]");
     assert_eq!(run.outcome("single", "target single"), "circuit closed retry-after-ms - in-use 0 capacity 1");
     assert_eq!(run.outcome("spill", &format!("http-pair GET {slow}")), "outcomes [200,200]");
-    assert_eq!(upstream.hits("/slow"), 3);
+    assert_eq!(run.outcome("impatient", &format!("http GET {slow}")), "error ConnectionReadTimeout");
+    assert_eq!(run.outcome("impatient", &format!("http GET {}", upstream.url("/ok"))), "status 200 body hello");
+    assert_eq!(upstream.hits("/slow"), 4);
 }

@@ -361,8 +361,11 @@ impl Target {
         // On the wire the request line carries only the path; the origin is in `host`.
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
         *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
-        let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(self.response_timeout);
-        let between_bytes = options.and_then(|o| o.between_bytes_timeout).unwrap_or(self.response_timeout);
+        // A guest may ask for shorter timeouts than the target's, never longer: a connection is
+        // a shared resource of the pool.
+        let capped = |asked: Option<Duration>| asked.map_or(self.response_timeout, |t| t.min(self.response_timeout));
+        let first_byte = capped(options.and_then(|o| o.first_byte_timeout));
+        let between_bytes = capped(options.and_then(|o| o.between_bytes_timeout));
         let sender = checkout.sender.as_mut().expect("a checkout holds a connection");
         let sent = tokio::time::timeout(first_byte, sender.send_request(request)).await;
         let response = match sent {
