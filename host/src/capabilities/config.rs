@@ -257,4 +257,38 @@ mod tests {
         assert!(matches!(config.update("pricing..x", None), Err(UpdateError::InvalidPath(_))));
         assert_eq!(config.get("greeting"), Ok(Some("hi".into())));
     }
+
+    #[test]
+    fn each_subscriber_hears_of_a_change_once() {
+        let router = Arc::new(Router::new(1024));
+        let section: ConfigSection = toml::from_str("updatable = [\"pricing\"]\n").unwrap();
+        let config = ConfigService::new(&section, router.clone());
+        let (mut everything, mut rate_only) = (router.open(1, 8), router.open(2, 8));
+        config.subscribe(1, "");
+        config.subscribe(1, "pricing");
+        config.subscribe(2, "pricing.rate");
+        assert_eq!(config.update("pricing.rate", Some("5".into())), Ok(2));
+        assert_eq!(config.update("pricing.fee", Some("1".into())), Ok(1));
+        assert_eq!(config.update("pricing.rate", None), Ok(2));
+        let received = |inbox: &mut crate::messaging::Inbox| {
+            std::iter::from_fn(|| inbox.try_recv().ok())
+                .map(|m| (m.topic.as_deref().map(str::to_string), String::from_utf8(m.payload).unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let topic = Some(CONFIG_TOPIC.to_string());
+        assert_eq!(
+            received(&mut everything),
+            vec![
+                (topic.clone(), "pricing.rate=5".into()),
+                (topic.clone(), "pricing.fee=1".into()),
+                (topic.clone(), "pricing.rate=".into())
+            ]
+        );
+        assert_eq!(
+            received(&mut rate_only),
+            vec![(topic.clone(), "pricing.rate=5".into()), (topic, "pricing.rate=".into())]
+        );
+        config.forget(1, &["".into(), "pricing".into()]);
+        assert_eq!(config.update("pricing.fee", Some("2".into())), Ok(0));
+    }
 }
