@@ -330,8 +330,8 @@ pub async fn start(
     }
 }
 
-fn record_handle(state: &AgentState, took: std::time::Duration, queued: usize) {
-    state.metrics.handled(took, queued, state.memory.peak(), state.budget.ticks_used);
+fn record_handle(state: &AgentState, took: std::time::Duration, inbox: &Inbox) {
+    state.metrics.handled(took, || inbox.len(), state.memory.peak(), state.budget.ticks_used);
 }
 
 /// The trap raised in a store whose agent is being killed.
@@ -437,14 +437,18 @@ impl Instance {
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     return self.terminate(agent, ExitReason::Shutdown).await;
                 }
-                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                    biased;
-                    _ = stop.reached(SHUTDOWN) => continue,
-                    message = self.inbox.recv() => match message {
-                        Some(message) => message,
-                        None => return self.terminate(agent, ExitReason::Shutdown).await,
-                    },
-                },
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Going idle: the mailbox depth is known to be zero, for free.
+                    self.store.data().metrics.idle();
+                    tokio::select! {
+                        biased;
+                        _ = stop.reached(SHUTDOWN) => continue,
+                        message = self.inbox.recv() => match message {
+                            Some(message) => message,
+                            None => return self.terminate(agent, ExitReason::Shutdown).await,
+                        },
+                    }
+                }
             };
             // Most callbacks finish in their first poll; only one that suspends (waiting in a
             // host call, yielding at a tick) also waits on the kill signal.
@@ -484,7 +488,7 @@ impl Instance {
         let started = quanta::Instant::now();
         let outcome = agent.call_handle(&mut self.store, &envelope).await;
         let state = self.store.data_mut();
-        record_handle(state, started.elapsed(), self.inbox.len());
+        record_handle(state, started.elapsed(), &self.inbox);
         match outcome {
             Ok(Ok(reply)) => {
                 if let (Some(correlation), Some(reply)) = (correlation, reply) {
