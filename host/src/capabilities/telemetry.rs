@@ -264,6 +264,12 @@ impl AgentMetrics {
         }
     }
 
+    /// Whether the host keeps this agent's metrics (`telemetry.per_agent`).
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.cells.is_some()
+    }
+
     /// The agent waits for its next message: its mailbox is empty.
     #[inline]
     pub fn idle(&self) {

@@ -484,11 +484,14 @@ impl Instance {
             topic: message.topic.map(|t| t.to_string()),
             payload: message.payload,
         };
+        let timed = state.metrics.enabled();
         self.arm_budget();
-        let started = quanta::Instant::now();
+        let started = timed.then(quanta::Instant::now);
         let outcome = agent.call_handle(&mut self.store, &envelope).await;
         let state = self.store.data_mut();
-        record_handle(state, started.elapsed(), &self.inbox);
+        if let Some(started) = started {
+            record_handle(state, started.elapsed(), &self.inbox);
+        }
         match outcome {
             Ok(Ok(reply)) => {
                 if let (Some(correlation), Some(reply)) = (correlation, reply) {
