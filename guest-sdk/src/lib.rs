@@ -33,7 +33,7 @@
 //! ```
 //!
 //! Every import is denied unless the agent's manifest entry grants it (`grants = ["messaging",
-//! "registry", "logging", "supervision", "config", "events", "telemetry", "rate-limits"]`); a
+//! "registry", "logging", "supervision", "config", "events", "telemetry", "rate-limits", "coordination"]`); a
 //! denied call returns [`Error::Denied`]. Outbound HTTP goes through the standard
 //! `wasi:http/outgoing-handler` to the targets listed in the agent's `outbound`.
 
@@ -305,6 +305,11 @@ pub mod outbound {
             _ => None,
         }
     }
+}
+
+/// Named locks with leases and fencing tokens. Grant: "coordination".
+pub mod locks {
+    pub use crate::bindings::agora::agent::locks::*;
 }
 
 /// Logging into the host's log. Grant: "logging".

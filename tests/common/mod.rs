@@ -76,10 +76,20 @@ impl Scenario {
     /// Run until `agent` has exited, then stop the host with SIGTERM: for manifests whose other
     /// agents never stop by themselves.
     pub fn run_until_exit_of(&self, agent: &str) -> Run {
+        self.run_until_exit_of_all(&[agent])
+    }
+
+    /// Run until every one of `agents` has exited, then stop the host with SIGTERM.
+    pub fn run_until_exit_of_all(&self, agents: &[&str]) -> Run {
         let mut child = self.spawn();
         let mut lines = lines_of(&mut child);
         let mut events = Vec::new();
-        wait_for_event(&mut lines, &mut events, |e| e["event"] == "agent_exited" && e["agent"] == agent);
+        for agent in agents {
+            if events.iter().any(|e: &Value| e["event"] == "agent_exited" && e["agent"] == *agent) {
+                continue;
+            }
+            wait_for_event(&mut lines, &mut events, |e| e["event"] == "agent_exited" && e["agent"] == *agent);
+        }
         terminate(&child);
         events.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
         let status = child.wait().unwrap();

@@ -8,6 +8,7 @@
 //! manifest section, and its shared state; [`Services`] holds the shared state of one host.
 
 pub mod config;
+pub mod coordination;
 pub mod events;
 pub mod lifecycle;
 pub mod logging;
@@ -30,10 +31,11 @@ pub enum Grant {
     Events,
     Telemetry,
     RateLimits,
+    Coordination,
 }
 
 impl Grant {
-    pub const ALL: [Grant; 8] = [
+    pub const ALL: [Grant; 9] = [
         Grant::Messaging,
         Grant::Registry,
         Grant::Logging,
@@ -42,6 +44,7 @@ impl Grant {
         Grant::Events,
         Grant::Telemetry,
         Grant::RateLimits,
+        Grant::Coordination,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +57,7 @@ impl Grant {
             Grant::Events => "events",
             Grant::Telemetry => "telemetry",
             Grant::RateLimits => "rate-limits",
+            Grant::Coordination => "coordination",
         }
     }
 }
@@ -112,6 +116,7 @@ pub struct Services {
     pub telemetry: telemetry::Telemetry,
     pub rate_limits: rate_limits::RateLimits,
     pub outbound: outbound::Outbound,
+    pub locks: coordination::locks::Locks,
 }
 
 impl Services {
@@ -131,6 +136,7 @@ impl Services {
             telemetry: telemetry::Telemetry::install(&sections.telemetry)?,
             rate_limits: rate_limits::RateLimits::new(&sections.rate_limits),
             outbound: outbound::Outbound::new(&sections.outbound)?,
+            locks: Default::default(),
         })
     }
 }

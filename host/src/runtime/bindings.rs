@@ -16,6 +16,7 @@ wasmtime::component::bindgen!({
         "agora:agent/supervision.run-isolated": async,
         "agora:agent/events.append": async,
         "agora:agent/rate-limits.wait": async,
+        "agora:agent/locks.acquire": async,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
@@ -23,5 +24,6 @@ wasmtime::component::bindgen!({
 
 pub use agora::agent::types::{Address, Error, PublishReport};
 pub use agora::agent::{
-    config, events, lifecycle, logging, messaging, outbound, rate_limits, registry, supervision, telemetry, types,
+    config, events, lifecycle, locks, logging, messaging, outbound, rate_limits, registry, supervision, telemetry,
+    types,
 };

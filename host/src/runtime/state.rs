@@ -11,6 +11,7 @@ use super::Runtime;
 use super::agent::StopSignal;
 use super::limits::{Budget, MemoryCap};
 use super::output::GuestOutput;
+use crate::capabilities::coordination::AgentCoordination;
 use crate::capabilities::outbound::AgentOutbound;
 use crate::capabilities::telemetry::AgentMetrics;
 use crate::capabilities::{Grant, Grants, config, lifecycle, logging};
@@ -29,6 +30,7 @@ pub struct AgentState {
     pub logging: logging::AgentLogging,
     pub lifecycle: lifecycle::AgentLifecycle,
     pub config: config::AgentConfig,
+    pub coordination: AgentCoordination,
     pub metrics: AgentMetrics,
     /// The outbound targets this agent may reach, for its `wasi:http` requests.
     pub outbound: AgentOutbound,
@@ -54,6 +56,7 @@ impl AgentState {
             metrics: services.telemetry.enter(id, &name),
             outbound: AgentOutbound::new(name.clone(), &[], &services.outbound),
             config: config::AgentConfig::default(),
+            coordination: AgentCoordination::default(),
             http: WasiHttpCtx::new(),
             id,
             name,
@@ -87,6 +90,7 @@ impl Drop for AgentState {
     fn drop(&mut self) {
         self.runtime.services.config.forget(self.id, &self.config.subscriptions);
         self.runtime.services.telemetry.leave(self.id);
+        self.runtime.services.locks.release_all(self.id, &self.coordination.held);
         self.runtime.live_instances.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -1,4 +1,4 @@
-//! A counter that keeps state between messages: `inc`, `add <n>`, `get` (replies with the value
+//! A counter that keeps state between messages: `inc`, `add <n>`, `set <n>`, `get` (replies with the value
 //! as decimal text), `stop`. It starts at config `start` (default 0).
 //!
 //! `hold` shows a deferred reply: the call is not answered from `handle`; the counter sends
@@ -23,6 +23,9 @@ impl Agent for Counter {
             (Some("inc"), None) => self.value += 1,
             (Some("add"), Some(n)) => {
                 self.value += n.parse::<i64>().map_err(|e| HandleError::reject(format!("add {n}: {e}")))?
+            }
+            (Some("set"), Some(n)) => {
+                self.value = n.parse::<i64>().map_err(|e| HandleError::reject(format!("set {n}: {e}")))?
             }
             (Some("get"), None) => {}
             (Some("stop"), None) => agora_guest::stop(),

@@ -27,7 +27,10 @@
 //! `http <method> <url>`, `http-post <url> <text>`, `http-count <n> <method> <url>` (outcome classes, counted),
 //! `http-for <ms> <method> <url>` (requests back to back for that long: classes counted, and
 //! the time taken), `http-pair <method> <url>` (two requests in flight at once),
-//! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
+//! `lock <name> exclusive|shared <ttl-ms> <timeout-ms>`, `lock-try <name> <mode> <ttl-ms>`,
+//! `lock-renew <name> <ttl-ms>`, `lock-release <name>` (with this probe's last token of it),
+//! `locked-inc <counter> <lock> <n>` (read-modify-write rounds on a counter agent under the lock),
+//! `panic`, `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `report_messages = "true"` every message the probe receives is logged too; with
 //! `run_in_init = "true"` the script runs inside `init` (for probes without the messaging grant).
@@ -37,7 +40,7 @@ mod http;
 
 use agora_guest::rate_limits::LimitError;
 use agora_guest::{
-    Address, Agent, Config, Error, HandleError, Message, config, events, log, messaging, rate_limits, registry,
+    Address, Agent, Config, Error, HandleError, Message, config, events, locks, log, messaging, rate_limits, registry,
     supervision, telemetry,
 };
 
@@ -89,6 +92,8 @@ fn error_code(error: &Error) -> String {
 }
 
 thread_local! {
+    /// The token of this probe's last grant of each lock.
+    static TOKENS: std::cell::RefCell<std::collections::HashMap<String, u64>> = Default::default();
     /// The time of the last `mark` step, for `since=mark` and `until=mark`.
     static MARK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -346,6 +351,60 @@ fn run_step(words: &[&str]) -> String {
             classes.sort();
             format!("outcomes [{}]", classes.join(","))
         }
+        "lock" | "lock-try" => {
+            let mode = if arg(2) == "shared" { locks::Mode::Shared } else { locks::Mode::Exclusive };
+            let outcome = if arg(0) == "lock" {
+                locks::acquire(arg(1), mode, number(3) as u32, number(4) as u32)
+            } else {
+                locks::try_acquire(arg(1), mode, number(3) as u32)
+            };
+            match outcome {
+                Ok(token) => {
+                    TOKENS.with(|t| t.borrow_mut().insert(arg(1).to_string(), token));
+                    format!("token {token}")
+                }
+                Err(e) => format!("error {e:?}"),
+            }
+        }
+        "lock-renew" | "lock-release" => {
+            let token = TOKENS.with(|t| t.borrow().get(arg(1)).copied()).unwrap_or(0);
+            let outcome = if arg(0) == "lock-renew" {
+                locks::renew(arg(1), token, number(2) as u32)
+            } else {
+                locks::release(arg(1), token)
+            };
+            match outcome {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("error {e:?}"),
+            }
+        }
+        "locked-inc" => {
+            // `locked-inc <counter> <lock> <n>`: n read-modify-write rounds on a counter agent,
+            // each under the lock; reports whether the fencing tokens kept increasing.
+            let mut last = 0;
+            let mut increasing = true;
+            for _ in 0..number(3) {
+                let token = match locks::acquire(arg(2), locks::Mode::Exclusive, 10_000, 30_000) {
+                    Ok(token) => token,
+                    Err(e) => return format!("error {e:?}"),
+                };
+                increasing &= token > last;
+                last = token;
+                let value = messaging::call(address(arg(1)), b"get", Duration::from_secs(10))
+                    .map(|v| text(&v).parse::<i64>().unwrap_or(0));
+                let set = value.and_then(|v| {
+                    messaging::call(address(arg(1)), format!("set {}", v + 1).as_bytes(), Duration::from_secs(10))
+                });
+                if let Err(e) = set {
+                    return format!("error {}", error_code(&e));
+                }
+                if let Err(e) = locks::release(arg(2), token) {
+                    return format!("error {e:?}");
+                }
+            }
+            format!("done tokens-increasing {increasing}")
+        }
+        "panic" => panic!("the probe was asked to panic"),
         "sleep" => {
             std::thread::sleep(Duration::from_millis(number(1)));
             "ok".into()

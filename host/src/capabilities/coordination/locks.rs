@@ -1,0 +1,293 @@
+//! Named locks with leases, fencing tokens and FIFO waiters.
+//!
+//! Each lock's state lives in its own dashmap entry, changed only under that entry's shard lock
+//! and never across an await: there is no lock manager task, and locks in different shards never
+//! meet. Nothing runs in the background either: an expired lease is noticed by the next
+//! operation on the lock, and a waiter sleeps until the earliest lease ends (or its own
+//! deadline), then expires what is due and hands the lock on itself.
+//!
+//! Tokens: a lock's tokens strictly increase. An idle lock's entry is removed (so that one-off
+//! names do not stay resident), and a new entry starts above every token any removed entry gave.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::messaging::{AgentId, NameHasher};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Exclusive,
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockError {
+    Busy,
+    Timeout,
+    NotHeld,
+}
+
+struct Holder {
+    agent: AgentId,
+    token: u64,
+    mode: Mode,
+    expires: Instant,
+}
+
+struct Waiter {
+    agent: AgentId,
+    mode: Mode,
+    ttl: Duration,
+    granted: oneshot::Sender<u64>,
+}
+
+#[derive(Default)]
+struct LockState {
+    /// The last token this entry gave.
+    token: u64,
+    holders: Vec<Holder>,
+    waiters: VecDeque<Waiter>,
+}
+
+impl LockState {
+    fn compatible(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Exclusive => self.holders.is_empty(),
+            Mode::Shared => self.holders.iter().all(|h| h.mode == Mode::Shared),
+        }
+    }
+
+    fn grant(&mut self, agent: AgentId, mode: Mode, ttl: Duration, now: Instant) -> u64 {
+        self.token += 1;
+        self.holders.push(Holder { agent, token: self.token, mode, expires: now + ttl });
+        self.token
+    }
+
+    /// Drop expired leases, then hand the lock to waiters in order for as long as they fit.
+    fn settle(&mut self, now: Instant) {
+        self.holders.retain(|h| h.expires > now);
+        while let Some(front) = self.waiters.front() {
+            if front.granted.is_closed() {
+                // Gave up (timeout) or exited while waiting.
+                self.waiters.pop_front();
+                continue;
+            }
+            if !self.compatible(front.mode) {
+                break;
+            }
+            let waiter = self.waiters.pop_front().expect("a front waiter");
+            let token = self.token + 1;
+            if waiter.granted.send(token).is_ok() {
+                self.grant(waiter.agent, waiter.mode, waiter.ttl, now);
+            }
+        }
+    }
+
+    fn earliest_expiry(&self) -> Option<Instant> {
+        self.holders.iter().map(|h| h.expires).min()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.holders.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// Every lock of one host.
+#[derive(Default)]
+pub struct Locks {
+    table: DashMap<String, LockState, NameHasher>,
+    /// Above every token a removed entry gave.
+    floor: AtomicU64,
+}
+
+impl Locks {
+    fn entry(&self, name: &str) -> dashmap::mapref::one::RefMut<'_, String, LockState> {
+        if let Some(entry) = self.table.get_mut(name) {
+            return entry;
+        }
+        self.table
+            .entry(name.to_string())
+            .or_insert_with(|| LockState { token: self.floor.load(Ordering::SeqCst), ..LockState::default() })
+    }
+
+    /// Remove the entry of an idle lock, remembering its last token.
+    fn tidy(&self, name: &str) {
+        self.table.remove_if(name, |_, state| {
+            let idle = state.is_idle();
+            if idle {
+                self.floor.fetch_max(state.token, Ordering::SeqCst);
+            }
+            idle
+        });
+    }
+
+    /// Take the lock now if it is free for `mode` and nobody waits for it.
+    pub fn try_acquire(&self, name: &str, agent: AgentId, mode: Mode, ttl: Duration) -> Result<u64, LockError> {
+        let now = Instant::now();
+        let mut state = self.entry(name);
+        state.settle(now);
+        if state.waiters.is_empty() && state.compatible(mode) {
+            Ok(state.grant(agent, mode, ttl, now))
+        } else {
+            Err(LockError::Busy)
+        }
+    }
+
+    /// Wait (suspending only the caller) until the lock is granted or `timeout` passes.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        agent: AgentId,
+        mode: Mode,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<u64, LockError> {
+        let deadline = Instant::now() + timeout;
+        let (granted, mut grant) = oneshot::channel();
+        let mut wake_at = {
+            let now = Instant::now();
+            let mut state = self.entry(name);
+            state.settle(now);
+            if state.waiters.is_empty() && state.compatible(mode) {
+                return Ok(state.grant(agent, mode, ttl, now));
+            }
+            state.waiters.push_back(Waiter { agent, mode, ttl, granted });
+            state.earliest_expiry().map_or(deadline, |expiry| expiry.min(deadline))
+        };
+        loop {
+            tokio::select! {
+                token = &mut grant => return token.map_err(|_| LockError::Timeout),
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+            let now = Instant::now();
+            let next_expiry = {
+                let mut state = self.entry(name);
+                state.settle(now);
+                state.earliest_expiry()
+            };
+            if let Ok(token) = grant.try_recv() {
+                return Ok(token);
+            }
+            if now >= deadline {
+                // Closing first: a grant either arrived before (and is taken) or never comes.
+                grant.close();
+                return match grant.try_recv() {
+                    Ok(token) => Ok(token),
+                    Err(_) => {
+                        self.settle_and_tidy(name);
+                        Err(LockError::Timeout)
+                    }
+                };
+            }
+            wake_at = next_expiry.map_or(deadline, |expiry| expiry.min(deadline));
+        }
+    }
+
+    fn settle_and_tidy(&self, name: &str) {
+        if let Some(mut state) = self.table.get_mut(name) {
+            state.settle(Instant::now());
+        }
+        self.tidy(name);
+    }
+
+    /// Extend a grant to `ttl` from now.
+    pub fn renew(&self, name: &str, agent: AgentId, token: u64, ttl: Duration) -> Result<(), LockError> {
+        let now = Instant::now();
+        let mut state = self.table.get_mut(name).ok_or(LockError::NotHeld)?;
+        state.settle(now);
+        let holder =
+            state.holders.iter_mut().find(|h| h.token == token && h.agent == agent).ok_or(LockError::NotHeld)?;
+        holder.expires = now + ttl;
+        Ok(())
+    }
+
+    pub fn release(&self, name: &str, agent: AgentId, token: u64) -> Result<(), LockError> {
+        let released = {
+            let mut state = self.table.get_mut(name).ok_or(LockError::NotHeld)?;
+            let before = state.holders.len();
+            state.holders.retain(|h| !(h.token == token && h.agent == agent));
+            let released = state.holders.len() != before;
+            state.settle(Instant::now());
+            released
+        };
+        self.tidy(name);
+        if released { Ok(()) } else { Err(LockError::NotHeld) }
+    }
+
+    /// Whether `agent` still holds the grant `token` (its lease has not run out).
+    pub fn renew_check(&self, name: &str, agent: AgentId, token: u64) -> bool {
+        let now = Instant::now();
+        self.table
+            .get(name)
+            .is_some_and(|state| state.holders.iter().any(|h| h.token == token && h.agent == agent && h.expires > now))
+    }
+
+    /// An exiting agent's grants end at once; its waits ended with its task.
+    pub fn release_all(&self, agent: AgentId, held: &[(String, u64)]) {
+        for (name, token) in held {
+            let _ = self.release(name, agent, *token);
+        }
+    }
+
+    /// Locks with an entry now (held, waited for, or not yet tidied).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn exclusive_shared_fifo_and_tokens() {
+        let locks = Locks::default();
+        let first = locks.try_acquire("l", 1, Mode::Shared, LONG).unwrap();
+        let second = locks.try_acquire("l", 2, Mode::Shared, LONG).unwrap();
+        assert!(second > first, "tokens increase");
+        assert_eq!(locks.try_acquire("l", 3, Mode::Exclusive, LONG), Err(LockError::Busy));
+        // A writer waits; a reader that comes later waits behind it (no writer starvation).
+        let writer = locks.acquire("l", 3, Mode::Exclusive, LONG, Duration::from_secs(5));
+        tokio::pin!(writer);
+        assert!(futures_util::poll!(writer.as_mut()).is_pending());
+        assert_eq!(locks.try_acquire("l", 4, Mode::Shared, LONG), Err(LockError::Busy));
+        locks.release("l", 1, first).unwrap();
+        assert!(futures_util::poll!(writer.as_mut()).is_pending());
+        locks.release("l", 2, second).unwrap();
+        let token = writer.await.unwrap();
+        assert!(token > second);
+        assert_eq!(locks.release("l", 2, second), Err(LockError::NotHeld));
+        locks.release("l", 3, token).unwrap();
+        assert!(locks.is_empty(), "an idle lock's entry is removed");
+        let again = locks.try_acquire("l", 5, Mode::Exclusive, LONG).unwrap();
+        assert!(again > token, "tokens keep increasing across a removed entry");
+    }
+
+    #[tokio::test]
+    async fn leases_expire_and_waiters_time_out() {
+        let locks = Locks::default();
+        let token = locks.try_acquire("l", 1, Mode::Exclusive, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            locks.acquire("l", 2, Mode::Exclusive, LONG, Duration::from_millis(100)).await,
+            Err(LockError::Timeout)
+        );
+        locks.renew("l", 1, token, Duration::from_millis(500)).unwrap();
+        let renewed = Instant::now();
+        let next = locks.acquire("l", 2, Mode::Exclusive, LONG, Duration::from_secs(30)).await.unwrap();
+        assert!(renewed.elapsed() >= Duration::from_millis(500), "granted only when the renewed lease ended");
+        assert!(next > token);
+        assert_eq!(locks.renew("l", 1, token, LONG), Err(LockError::NotHeld));
+        assert_eq!(locks.release("l", 1, token), Err(LockError::NotHeld));
+    }
+}

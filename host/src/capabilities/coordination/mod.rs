@@ -1,0 +1,90 @@
+//! The coordination capability (grant "coordination"): primitives agents use to work together
+//! safely. So far: named locks with leases and fencing tokens ([`locks`], the `locks` interface).
+
+pub mod locks;
+
+use std::time::Duration;
+
+use crate::capabilities::Grant;
+use crate::runtime::bindings::locks::{self as wit, LockError as WitError, Mode as WitMode};
+use crate::runtime::state::AgentState;
+use locks::{LockError, Mode};
+
+/// The longest lease and wait an agent may ask for.
+const MAX_TTL: Duration = Duration::from_secs(3600);
+
+/// Per-agent state: the grants to end when the agent exits.
+#[derive(Default)]
+pub struct AgentCoordination {
+    pub held: Vec<(String, u64)>,
+}
+
+fn mode(mode: WitMode) -> Mode {
+    match mode {
+        WitMode::Exclusive => Mode::Exclusive,
+        WitMode::Shared => Mode::Shared,
+    }
+}
+
+fn error(error: LockError) -> WitError {
+    match error {
+        LockError::Busy => WitError::Busy,
+        LockError::Timeout => WitError::Timeout,
+        LockError::NotHeld => WitError::NotHeld,
+    }
+}
+
+impl AgentState {
+    fn lock_request(&self, name: &str, ttl_ms: u32) -> Result<Duration, WitError> {
+        if !self.grants.allows(Grant::Coordination) {
+            return Err(WitError::Denied);
+        }
+        if name.is_empty() || name.len() > 256 {
+            return Err(WitError::Invalid("lock names are 1-256 bytes".into()));
+        }
+        let ttl = Duration::from_millis(ttl_ms.into());
+        if ttl.is_zero() || ttl > MAX_TTL {
+            return Err(WitError::Invalid(format!("ttl-ms {ttl_ms}: 1 ms to {} s", MAX_TTL.as_secs())));
+        }
+        Ok(ttl)
+    }
+
+    fn granted(&mut self, name: String, token: u64) -> u64 {
+        // Forget grants that ended without this agent's release (expired leases), lazily.
+        if self.coordination.held.len() >= 64 {
+            let (locks, id) = (&self.runtime.services.locks, self.id);
+            self.coordination.held.retain(|(name, token)| locks.renew_check(name, id, *token));
+        }
+        self.coordination.held.push((name, token));
+        token
+    }
+}
+
+impl wit::Host for AgentState {
+    async fn acquire(&mut self, name: String, mode_: WitMode, ttl_ms: u32, timeout_ms: u32) -> Result<u64, WitError> {
+        let ttl = self.lock_request(&name, ttl_ms)?;
+        let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
+        let runtime = self.runtime.clone();
+        let token = runtime.services.locks.acquire(&name, self.id, mode(mode_), ttl, timeout).await.map_err(error)?;
+        Ok(self.granted(name, token))
+    }
+
+    fn try_acquire(&mut self, name: String, mode_: WitMode, ttl_ms: u32) -> Result<u64, WitError> {
+        let ttl = self.lock_request(&name, ttl_ms)?;
+        let token = self.runtime.services.locks.try_acquire(&name, self.id, mode(mode_), ttl).map_err(error)?;
+        Ok(self.granted(name, token))
+    }
+
+    fn renew(&mut self, name: String, token: u64, ttl_ms: u32) -> Result<(), WitError> {
+        let ttl = self.lock_request(&name, ttl_ms)?;
+        self.runtime.services.locks.renew(&name, self.id, token, ttl).map_err(error)
+    }
+
+    fn release(&mut self, name: String, token: u64) -> Result<(), WitError> {
+        if !self.grants.allows(Grant::Coordination) {
+            return Err(WitError::Denied);
+        }
+        self.coordination.held.retain(|(n, t)| !(*t == token && *n == name));
+        self.runtime.services.locks.release(&name, self.id, token).map_err(error)
+    }
+}

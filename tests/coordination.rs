@@ -1,0 +1,82 @@
+//! Coordination through the WIT contract: locks under real concurrency, holder crashes and
+//! lease expiry.
+
+mod common;
+
+use common::Scenario;
+
+fn probe(name: &str, grants: &str, script: &str) -> String {
+    format!(
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+         grants = [{grants}]\nconfig = {{ script = \"{script}\" }}\n"
+    )
+}
+
+const GRANTS: &str = "\"messaging\", \"logging\", \"registry\", \"coordination\"";
+
+#[test]
+fn a_lock_keeps_concurrent_read_modify_writes_exact() {
+    let bank = "[[agent]]\nname = \"bank\"\nmodule = \"counter\"\nrestart = \"temporary\"\n";
+    let workers: String = (0..4)
+        .map(|i| probe(&format!("worker-{i}"), GRANTS, "locked-inc bank bank-lock 50; call bank get 10000; stop"))
+        .collect();
+    let run = Scenario::agents("", &format!("{bank}{workers}"))
+        .run_until_exit_of_all(&["worker-0", "worker-1", "worker-2", "worker-3"]);
+    let mut finals = Vec::new();
+    for i in 0..4 {
+        let worker = format!("worker-{i}");
+        assert_eq!(run.outcome(&worker, "locked-inc bank bank-lock 50"), "done tokens-increasing true");
+        let read = run.outcome(&worker, "call bank get 10000");
+        finals.push(read.strip_prefix("reply ").unwrap().parse::<u64>().unwrap());
+    }
+    assert_eq!(finals.iter().max(), Some(&200), "200 increments under the lock, none lost: {finals:?}");
+}
+
+#[test]
+fn readers_share_writers_exclude_and_leases_and_crashes_release() {
+    let sharer = probe(
+        "sharer",
+        GRANTS,
+        "lock-try rw shared 60000; lock-try rw shared 60000; lock-try rw exclusive 60000; \
+         lock-try other exclusive 60000; lock-release other; lock-release other; lock-renew other 1000; stop",
+    );
+    // Holds a lock, then crashes; the waiter gets it then, long before the lease (60 s) ends.
+    let crasher = probe("crasher", GRANTS, "lock-try crashy exclusive 60000; register holding; sleep 300; panic");
+    let heir = probe("heir", GRANTS, "await holding 10000; lock crashy exclusive 60000 30000; stop");
+    // Holds a lock with a short lease and stays alive; the waiter gets it when the lease ends.
+    let lapser = probe(
+        "lapser",
+        GRANTS,
+        "lock-try leased exclusive 300; register leasing; sleep 2000; lock-renew leased 1000; lock-release leased; stop",
+    );
+    let taker =
+        probe("taker", GRANTS, "await leasing 10000; lock leased exclusive 60000 30000; lock-release leased; stop");
+    let patient = probe("patient", GRANTS, "await blocking 10000; lock crashy2 exclusive 1000 200; stop");
+    let outsider = probe("outsider", "\"messaging\", \"logging\"", "lock-try rw shared 1000; stop");
+    let blocker = probe("blocker", GRANTS, "lock-try crashy2 exclusive 60000; register blocking; sleep 1000; stop");
+    let scenario = Scenario::agents("", &format!("{sharer}{crasher}{heir}{lapser}{taker}{blocker}{patient}{outsider}"));
+    let run = scenario.run_until_exit_of_all(&["sharer", "heir", "taker", "patient", "outsider", "lapser", "blocker"]);
+
+    assert!(run.outcome("sharer", "lock-try rw shared 60000").starts_with("token "));
+    assert_eq!(run.outcome("sharer", "lock-try rw exclusive 60000"), "error LockError::Busy");
+    assert_eq!(run.outcome("outsider", "lock-try rw shared 1000"), "error LockError::Denied");
+    let logs = run.logs("sharer");
+    let releases: Vec<&String> = logs.iter().filter(|l| l.starts_with("probe: lock-release other")).collect();
+    assert_eq!(releases.len(), 2);
+    assert!(releases[0].ends_with("=> ok") && releases[1].ends_with("=> error LockError::NotHeld"), "{releases:?}");
+    assert_eq!(run.outcome("sharer", "lock-renew other 1000"), "error LockError::NotHeld");
+
+    let crashed_token: u64 = token(&run.outcome("crasher", "lock-try crashy exclusive 60000"));
+    assert_eq!(run.exit("crasher")["reason"], "panic");
+    let inherited = token(&run.outcome("heir", "lock crashy exclusive 60000 30000"));
+    assert!(inherited > crashed_token, "a later grant carries a larger fencing token");
+
+    let taken = token(&run.outcome("taker", "lock leased exclusive 60000 30000"));
+    assert!(taken > token(&run.outcome("lapser", "lock-try leased exclusive 300")));
+    assert_eq!(run.outcome("lapser", "lock-renew leased 1000"), "error LockError::NotHeld", "the lease ran out");
+    assert_eq!(run.outcome("patient", "lock crashy2 exclusive 1000 200"), "error LockError::Timeout");
+}
+
+fn token(outcome: &str) -> u64 {
+    outcome.strip_prefix("token ").unwrap_or_else(|| panic!("not a grant: {outcome}")).parse().unwrap()
+}
