@@ -8,7 +8,7 @@
 //! - `messaging`: many ping-pong pairs exchanging messages through their mailboxes, against a
 //!   raw host-to-guest `handle` call loop on one store.
 //! - `call`: request/reply between two agents.
-//! - `rate-limit`, `metric`, `events`, `config`: the host services (see [`services`]).
+//! - `rate-limit`, `metric`, `events`, `config`, `locks`: the host services (see [`services`]).
 
 mod services;
 
@@ -64,7 +64,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "16MiB")]
     density_memory: ByteSize,
     /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
-    /// config); all when empty.
+    /// config, locks); all when empty.
     only: Vec<String>,
 }
 
@@ -134,6 +134,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("config") {
         services::config_read(&runtime, &probe, &report).await?;
+    }
+    if wants("locks") {
+        services::locks(&runtime, &probe, &report).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -150,23 +150,23 @@ pub async fn event_append(runtime: &Runtime, report: &Report) -> anyhow::Result<
     Ok(())
 }
 
-/// Time a probe agent that runs `repeat <reads> config-get bench.value` in its `init`.
+/// Time a probe agent that runs `script` (`ops` operations) in its `init`; the time per operation.
 async fn probe_loop(
     runtime: &Arc<Runtime>,
     probe: &Module,
-    reads: u64,
+    script: String,
+    ops: u64,
     grants: Grants,
     name: &str,
 ) -> anyhow::Result<f64> {
     let (exits, _keep) = mpsc::unbounded_channel();
-    let script = format!("repeat {reads} config-get bench.value");
     let mut spec =
         spec(name.into(), &probe.name, &[("script", script), ("run_in_init", "true".into())], ByteSize::mib(16));
     spec.grants = grants;
     spec.limits.budget = Duration::from_secs(600);
     let started = Instant::now();
     let running = agent::start(runtime, &spec, probe, exits, 0).await?;
-    let took = per_op(started, reads);
+    let took = per_op(started, ops);
     running.stop(crate::manifest::Shutdown::Infinity).await;
     Ok(took)
 }
@@ -174,10 +174,58 @@ async fn probe_loop(
 pub async fn config_read(runtime: &Arc<Runtime>, probe: &Module, report: &Report) -> anyhow::Result<()> {
     const READS: u64 = 500_000;
     let with_logging = Grants::NONE.with(crate::capabilities::Grant::Logging);
-    let baseline = probe_loop(runtime, probe, READS, with_logging, "bench-config-denied").await?;
-    let read = probe_loop(runtime, probe, READS, with_logging.with(crate::capabilities::Grant::Config), "bench-config")
-        .await?;
+    let script = || format!("repeat {READS} config-get bench.value");
+    let baseline = probe_loop(runtime, probe, script(), READS, with_logging, "bench-config-denied").await?;
+    let granted = with_logging.with(crate::capabilities::Grant::Config);
+    let read = probe_loop(runtime, probe, script(), READS, granted, "bench-config").await?;
     let note = "(guest config.get of a 2-byte value, guest loop included; baseline: the same call, denied)";
     report.figure("config_read", read, "ns", Some(baseline), note);
+    Ok(())
+}
+
+/// Per-core cycles/s of one agent per core, each cycling over `per_agent` locks of its own.
+async fn lock_cycles_per_core(
+    runtime: &Arc<Runtime>,
+    probe: &Module,
+    prefix: &str,
+    per_agent: u32,
+    cycles: u64,
+    grants: Grants,
+) -> anyhow::Result<f64> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = Instant::now();
+    let mut agents = Vec::new();
+    for core in 0..cores {
+        let (runtime, probe) = (runtime.clone(), probe.clone());
+        let script = format!("lock-cycle {prefix}-{core} {per_agent} {cycles}");
+        let name = format!("bench-{prefix}-{core}");
+        agents.push(tokio::spawn(async move { probe_loop(&runtime, &probe, script, cycles, grants, &name).await }));
+    }
+    for agent in agents {
+        agent.await??;
+    }
+    Ok((cycles * cores as u64) as f64 / started.elapsed().as_secs_f64() / cores as f64)
+}
+
+pub async fn locks(runtime: &Arc<Runtime>, probe: &Module, report: &Report) -> anyhow::Result<()> {
+    const CYCLES: u64 = 300_000;
+    let logging = Grants::NONE.with(crate::capabilities::Grant::Logging);
+    let granted = logging.with(crate::capabilities::Grant::Coordination);
+    // Baseline: two bare host calls (denied `config.get`s) per cycle.
+    let bare = format!("repeat {} config-get x", 2 * CYCLES);
+    let denied = probe_loop(runtime, probe, bare, CYCLES, logging, "bench-lock-bare").await?;
+    let script = format!("lock-cycle solo 1 {CYCLES}");
+    let single = probe_loop(runtime, probe, script, CYCLES, granted, "bench-lock").await?;
+    let note = "(guest try-acquire + release of a free lock; baseline: two bare host calls from the same loop)";
+    report.figure("lock_uncontended", single, "ns", Some(denied), note);
+
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let few = lock_cycles_per_core(runtime, probe, "few", 1, CYCLES, granted).await?;
+    let many = lock_cycles_per_core(runtime, probe, "many", (10_000 / cores) as u32, CYCLES, granted).await?;
+    let note = format!(
+        "({cores} agents at once, one per core, over 10,000 locks: {:.2}x; baseline: the same agents over one lock each)",
+        many / few
+    );
+    report.figure("lock_throughput_10k_locks", many, "cycles/s per core", Some(few), &note);
     Ok(())
 }

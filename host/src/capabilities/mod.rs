@@ -18,6 +18,7 @@ pub mod telemetry;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// One grantable interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +117,7 @@ pub struct Services {
     pub telemetry: telemetry::Telemetry,
     pub rate_limits: rate_limits::RateLimits,
     pub outbound: outbound::Outbound,
-    pub locks: coordination::locks::Locks,
+    pub locks: Arc<coordination::locks::Locks>,
 }
 
 impl Services {
@@ -136,7 +137,7 @@ impl Services {
             telemetry: telemetry::Telemetry::install(&sections.telemetry)?,
             rate_limits: rate_limits::RateLimits::new(&sections.rate_limits),
             outbound: outbound::Outbound::new(&sections.outbound)?,
-            locks: Default::default(),
+            locks: coordination::locks::Locks::start(),
         })
     }
 }

@@ -183,9 +183,10 @@ impl RateLimits {
     }
 }
 
-/// Run `sweep` on `limiters` periodically, until they are dropped with their host.
+/// Run `sweep` on `limiters` (or any table that forgets idle entries) every 10 s, until it is
+/// dropped with its host.
 pub fn spawn_sweeper<T: Send + Sync + 'static>(limiters: Weak<T>, sweep: fn(&T)) {
-    let _ = std::thread::Builder::new().name("agora-rate-limit-sweep".into()).spawn(move || {
+    let _ = std::thread::Builder::new().name("agora-sweep".into()).spawn(move || {
         loop {
             std::thread::sleep(HOUSEKEEPING);
             let Some(limiters) = limiters.upgrade() else { return };

@@ -6,8 +6,10 @@
 //! operation on the lock, and a waiter sleeps until the earliest lease ends (or its own
 //! deadline), then expires what is due and hands the lock on itself.
 //!
-//! Tokens: a lock's tokens strictly increase. An idle lock's entry is removed (so that one-off
-//! names do not stay resident), and a new entry starts above every token any removed entry gave.
+//! Tokens: a lock's tokens strictly increase. Idle locks' entries are swept away every few
+//! seconds (so that one-off names do not stay resident), and a new entry starts above every
+//! token a swept entry gave. The sweep, not each release, touches the shared floor: a release
+//! that did would make two agents on two unrelated locks contend for one cache line.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,7 +103,7 @@ impl LockState {
 #[derive(Default)]
 pub struct Locks {
     table: DashMap<String, LockState, NameHasher>,
-    /// Above every token a removed entry gave.
+    /// Above every token a swept entry gave.
     floor: AtomicU64,
 }
 
@@ -115,14 +117,25 @@ impl Locks {
             .or_insert_with(|| LockState { token: self.floor.load(Ordering::SeqCst), ..LockState::default() })
     }
 
-    /// Remove the entry of an idle lock, remembering its last token.
-    fn tidy(&self, name: &str) {
-        self.table.remove_if(name, |_, state| {
+    /// A lock table with its sweeper (a thread that ends when the table is dropped).
+    pub fn start() -> std::sync::Arc<Locks> {
+        let locks = std::sync::Arc::new(Locks::default());
+        crate::capabilities::rate_limits::spawn_sweeper(std::sync::Arc::downgrade(&locks), Locks::sweep);
+        locks
+    }
+
+    /// Remove the entries of idle locks (expired leases count as gone), remembering their last
+    /// tokens. The floor is raised while the entry's shard is locked, so a new entry for the same
+    /// name, which must wait for that shard, always starts above it.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.table.retain(|_, state| {
+            state.settle(now);
             let idle = state.is_idle();
             if idle {
                 self.floor.fetch_max(state.token, Ordering::SeqCst);
             }
-            idle
+            !idle
         });
     }
 
@@ -179,20 +192,15 @@ impl Locks {
                 return match grant.try_recv() {
                     Ok(token) => Ok(token),
                     Err(_) => {
-                        self.settle_and_tidy(name);
+                        if let Some(mut state) = self.table.get_mut(name) {
+                            state.settle(Instant::now());
+                        }
                         Err(LockError::Timeout)
                     }
                 };
             }
             wake_at = next_expiry.map_or(deadline, |expiry| expiry.min(deadline));
         }
-    }
-
-    fn settle_and_tidy(&self, name: &str) {
-        if let Some(mut state) = self.table.get_mut(name) {
-            state.settle(Instant::now());
-        }
-        self.tidy(name);
     }
 
     /// Extend a grant to `ttl` from now.
@@ -207,15 +215,11 @@ impl Locks {
     }
 
     pub fn release(&self, name: &str, agent: AgentId, token: u64) -> Result<(), LockError> {
-        let released = {
-            let mut state = self.table.get_mut(name).ok_or(LockError::NotHeld)?;
-            let before = state.holders.len();
-            state.holders.retain(|h| !(h.token == token && h.agent == agent));
-            let released = state.holders.len() != before;
-            state.settle(Instant::now());
-            released
-        };
-        self.tidy(name);
+        let mut state = self.table.get_mut(name).ok_or(LockError::NotHeld)?;
+        let before = state.holders.len();
+        state.holders.retain(|h| !(h.token == token && h.agent == agent));
+        let released = state.holders.len() != before;
+        state.settle(Instant::now());
         if released { Ok(()) } else { Err(LockError::NotHeld) }
     }
 
@@ -269,7 +273,8 @@ mod tests {
         assert!(token > second);
         assert_eq!(locks.release("l", 2, second), Err(LockError::NotHeld));
         locks.release("l", 3, token).unwrap();
-        assert!(locks.is_empty(), "an idle lock's entry is removed");
+        locks.sweep();
+        assert!(locks.is_empty(), "an idle lock's entry is swept");
         let again = locks.try_acquire("l", 5, Mode::Exclusive, LONG).unwrap();
         assert!(again > token, "tokens keep increasing across a removed entry");
     }

@@ -30,7 +30,8 @@
 //! `lock <name> exclusive|shared <ttl-ms> <timeout-ms>`, `lock-try <name> <mode> <ttl-ms>`,
 //! `lock-renew <name> <ttl-ms>`, `lock-release <name>` (with this probe's last token of it),
 //! `locked-inc <counter> <lock> <n>` (read-modify-write rounds on a counter agent under the lock),
-//! `panic`, `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
+//! `lock-cycle <prefix> <locks> <n>` (n try-acquire + release pairs over that many locks), `panic`,
+//! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `report_messages = "true"` every message the probe receives is logged too; with
 //! `run_in_init = "true"` the script runs inside `init` (for probes without the messaging grant).
@@ -403,6 +404,20 @@ fn run_step(words: &[&str]) -> String {
                 }
             }
             format!("done tokens-increasing {increasing}")
+        }
+        "lock-cycle" => {
+            // `lock-cycle <prefix> <locks> <n>`: n uncontended try-acquire + release pairs, over
+            // `locks` distinct lock names in turn.
+            let names: Vec<String> = (0..number(2).max(1)).map(|i| format!("{}-{i}", arg(1))).collect();
+            for i in 0..number(3) as usize {
+                let name = &names[i % names.len()];
+                let released = locks::try_acquire(name, locks::Mode::Exclusive, 10_000)
+                    .and_then(|token| locks::release(name, token));
+                if let Err(e) = released {
+                    return format!("error {e:?} after {i}");
+                }
+            }
+            "done".into()
         }
         "panic" => panic!("the probe was asked to panic"),
         "sleep" => {
