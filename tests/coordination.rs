@@ -80,3 +80,35 @@ fn readers_share_writers_exclude_and_leases_and_crashes_release() {
 fn token(outcome: &str) -> u64 {
     outcome.strip_prefix("token ").unwrap_or_else(|| panic!("not a grant: {outcome}")).parse().unwrap()
 }
+
+#[test]
+fn barriers_release_together_time_out_and_report_a_lost_party() {
+    // Three parties meet twice at "meet"; the round numbers say they left together.
+    let parties: String = (0..3)
+        .map(|i| probe(&format!("party-{i}"), GRANTS, "barrier meet 3 30000; barrier meet 3 30000; stop"))
+        .collect();
+    // Alone at a barrier for two: its deadline passes.
+    let lonely = probe("lonely", GRANTS, "barrier empty 2 200; barrier meet 4 1000; stop");
+    // "doomed" waits at "fragile" linked to "fuse", which crashes: doomed dies while waiting, and
+    // "steady", waiting there too, is told who was lost.
+    let fuse = probe("fuse", GRANTS, "register fuse; await doomed-waiting 10000; sleep 200; panic");
+    let doomed = probe(
+        "doomed",
+        &format!("{GRANTS}, \"supervision\""),
+        "await fuse 10000; link fuse; register doomed-waiting; barrier fragile 3 30000; stop",
+    );
+    let steady = probe("steady", GRANTS, "barrier fragile 3 30000; stop");
+    let outsider = probe("outsider", "\"messaging\", \"logging\"", "barrier meet 3 100; stop");
+    let run = Scenario::agents("", &format!("{parties}{lonely}{fuse}{doomed}{steady}{outsider}"))
+        .run_until_exit_of_all(&["party-0", "party-1", "party-2", "lonely", "steady", "outsider", "doomed", "fuse"]);
+    for i in 0..3 {
+        let logs = run.logs(&format!("party-{i}"));
+        let rounds: Vec<&str> = logs.iter().filter_map(|l| l.strip_prefix("probe: barrier meet 3 30000 => ")).collect();
+        assert_eq!(rounds, ["round 1", "round 2"], "party-{i}");
+    }
+    assert_eq!(run.outcome("lonely", "barrier empty 2 200"), "error BarrierError::Timeout");
+    assert_eq!(run.outcome("lonely", "barrier meet 4 1000"), "error BarrierError::Mismatch(3)");
+    assert_eq!(run.outcome("steady", "barrier fragile 3 30000"), "error BarrierError::PartyLost(\"doomed\")");
+    assert_eq!(run.exit("doomed")["reason"], "linked");
+    assert_eq!(run.outcome("outsider", "barrier meet 3 100"), "error BarrierError::Denied");
+}

@@ -312,6 +312,11 @@ pub mod locks {
     pub use crate::bindings::agora::agent::locks::*;
 }
 
+/// Named, reusable barriers. Grant: "coordination".
+pub mod barriers {
+    pub use crate::bindings::agora::agent::barriers::*;
+}
+
 /// Logging into the host's log. Grant: "logging".
 pub mod log {
     use crate::bindings::agora::agent::logging::{Level, log};

@@ -118,6 +118,7 @@ pub struct Services {
     pub rate_limits: rate_limits::RateLimits,
     pub outbound: outbound::Outbound,
     pub locks: Arc<coordination::locks::Locks>,
+    pub barriers: Arc<coordination::barriers::Barriers>,
 }
 
 impl Services {
@@ -138,6 +139,7 @@ impl Services {
             rate_limits: rate_limits::RateLimits::new(&sections.rate_limits),
             outbound: outbound::Outbound::new(&sections.outbound)?,
             locks: coordination::locks::Locks::start(),
+            barriers: coordination::barriers::Barriers::start(),
         })
     }
 }

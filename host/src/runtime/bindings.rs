@@ -17,6 +17,7 @@ wasmtime::component::bindgen!({
         "agora:agent/events.append": async,
         "agora:agent/rate-limits.wait": async,
         "agora:agent/locks.acquire": async,
+        "agora:agent/barriers.arrive": async,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
@@ -24,6 +25,6 @@ wasmtime::component::bindgen!({
 
 pub use agora::agent::types::{Address, Error, PublishReport};
 pub use agora::agent::{
-    config, events, lifecycle, locks, logging, messaging, outbound, rate_limits, registry, supervision, telemetry,
-    types,
+    barriers, config, events, lifecycle, locks, logging, messaging, outbound, rate_limits, registry, supervision,
+    telemetry, types,
 };

@@ -1,11 +1,14 @@
 //! The coordination capability (grant "coordination"): primitives agents use to work together
-//! safely. So far: named locks with leases and fencing tokens ([`locks`], the `locks` interface).
+//! safely. So far: named locks with leases and fencing tokens ([`locks`], the `locks`
+//! interface) and reusable barriers ([`barriers`], the `barriers` interface).
 
+pub mod barriers;
 pub mod locks;
 
 use std::time::Duration;
 
 use crate::capabilities::Grant;
+use crate::runtime::bindings::barriers::{self as wit_barriers, BarrierError as WitBarrierError};
 use crate::runtime::bindings::locks::{self as wit, LockError as WitError, Mode as WitMode};
 use crate::runtime::state::AgentState;
 use locks::{LockError, Mode};
@@ -86,5 +89,24 @@ impl wit::Host for AgentState {
         }
         self.coordination.held.retain(|(n, t)| !(*t == token && *n == name));
         self.runtime.services.locks.release(&name, self.id, token).map_err(error)
+    }
+}
+
+impl wit_barriers::Host for AgentState {
+    async fn arrive(&mut self, name: String, parties: u32, timeout_ms: u32) -> Result<u64, WitBarrierError> {
+        if !self.grants.allows(Grant::Coordination) {
+            return Err(WitBarrierError::Denied);
+        }
+        if name.is_empty() || name.len() > 256 || parties == 0 {
+            return Err(WitBarrierError::Invalid("names are 1-256 bytes, and a barrier has at least 1 party".into()));
+        }
+        let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
+        let runtime = self.runtime.clone();
+        let arrived = runtime.services.barriers.arrive(&name, self.id, self.name.clone(), parties, timeout).await;
+        arrived.map_err(|error| match error {
+            barriers::BarrierError::Timeout => WitBarrierError::Timeout,
+            barriers::BarrierError::PartyLost(party) => WitBarrierError::PartyLost(party),
+            barriers::BarrierError::Mismatch(parties) => WitBarrierError::Mismatch(parties),
+        })
     }
 }

@@ -30,7 +30,8 @@
 //! `lock <name> exclusive|shared <ttl-ms> <timeout-ms>`, `lock-try <name> <mode> <ttl-ms>`,
 //! `lock-renew <name> <ttl-ms>`, `lock-release <name>` (with this probe's last token of it),
 //! `locked-inc <counter> <lock> <n>` (read-modify-write rounds on a counter agent under the lock),
-//! `lock-cycle <prefix> <locks> <n>` (n try-acquire + release pairs over that many locks), `panic`,
+//! `lock-cycle <prefix> <locks> <n>` (n try-acquire + release pairs over that many locks),
+//! `barrier <name> <parties> <timeout-ms>`, `panic`,
 //! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `report_messages = "true"` every message the probe receives is logged too; with
@@ -419,6 +420,10 @@ fn run_step(words: &[&str]) -> String {
             }
             "done".into()
         }
+        "barrier" => match agora_guest::barriers::arrive(arg(1), number(2) as u32, number(3) as u32) {
+            Ok(round) => format!("round {round}"),
+            Err(e) => format!("error {e:?}"),
+        },
         "panic" => panic!("the probe was asked to panic"),
         "sleep" => {
             std::thread::sleep(Duration::from_millis(number(1)));
