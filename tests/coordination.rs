@@ -112,3 +112,66 @@ fn barriers_release_together_time_out_and_report_a_lost_party() {
     assert_eq!(run.exit("doomed")["reason"], "linked");
     assert_eq!(run.outcome("outsider", "barrier meet 3 100"), "error BarrierError::Denied");
 }
+
+#[test]
+fn a_dead_leader_is_replaced_under_a_new_term_and_members_are_told() {
+    let member = |name: &str, script: &str| {
+        format!(
+            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+             grants = [{GRANTS}]\nconfig = {{ script = \"{script}\", report_messages = \"true\" }}\n"
+        )
+    };
+    let first = member("first", "join g; register first-in; await third-in 10000; sleep 200; panic");
+    let second = member(
+        "second",
+        "await first-in 10000; join g; register second-in; await third-in 10000; sleep 1000; leader g; leave g; leave g",
+    );
+    let third = member("third", "await second-in 10000; join g; register third-in");
+    let outsider = probe("outsider", "\"messaging\", \"logging\"", "join g; stop");
+    let scenario = Scenario::agents("", &format!("{first}{second}{third}{outsider}"));
+    let mut child = scenario.spawn();
+    let mut lines = common::lines_of(&mut child);
+    let mut seen = Vec::new();
+    common::wait_for_event(&mut lines, &mut seen, |e| {
+        e["agent"] == "third" && e["message"].as_str().is_some_and(|m| m.contains("[agora:leader/g] term=3"))
+    });
+    common::terminate(&child);
+    let _ = child.wait();
+    let logs = |agent: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|e| e["event"] == "agent_log" && e["agent"] == agent)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let outcome = |agent: &str, step: &str| {
+        let prefix = format!("probe: {step} => ");
+        logs(agent).iter().find_map(|l| l.strip_prefix(&prefix).map(str::to_string)).unwrap()
+    };
+    // "term 1 leader 5 me 5" → (term, leader, me)
+    let parse = |text: &str| {
+        let words: Vec<&str> = text.split(' ').collect();
+        (words[1].parse::<u64>().unwrap(), words[3].to_string(), words[5].to_string())
+    };
+    let (term, leader, first_id) = parse(&outcome("first", "join g"));
+    assert_eq!((term, &leader), (1, &first_id), "the first member leads term 1");
+    let (term, leader, second_id) = parse(&outcome("second", "join g"));
+    assert_eq!((term, &leader), (1, &first_id));
+    let (_, _, third_id) = parse(&outcome("third", "join g"));
+    let (term, leader, _) = parse(&outcome("second", "leader g"));
+    assert_eq!((term, &leader), (2, &second_id), "the next member leads term 2 after the leader died");
+    assert_eq!(
+        logs("second").iter().filter(|l| l.starts_with("probe: leave g => ")).cloned().collect::<Vec<_>>(),
+        ["probe: leave g => ok", "probe: leave g => error ElectionError::NotMember"]
+    );
+    let told: Vec<String> = logs("third").into_iter().filter(|l| l.starts_with("probe got [agora:leader/g]")).collect();
+    assert_eq!(
+        told,
+        [
+            format!("probe got [agora:leader/g] term=2 leader={second_id}"),
+            format!("probe got [agora:leader/g] term=3 leader={third_id}")
+        ],
+        "one leader per term, terms increasing, every change told"
+    );
+    assert!(seen.iter().any(|e| e["event"] == "agent_exited" && e["agent"] == "first" && e["reason"] == "panic"));
+    assert_eq!(outcome("outsider", "join g"), "error ElectionError::Denied");
+}

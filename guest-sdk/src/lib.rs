@@ -317,6 +317,25 @@ pub mod barriers {
     pub use crate::bindings::agora::agent::barriers::*;
 }
 
+/// Leader election in named groups. Grant: "coordination".
+pub mod election {
+    use crate::Message;
+    pub use crate::bindings::agora::agent::election::*;
+
+    /// Leader changes of group `g` arrive on `agora:leader/g`.
+    pub const TOPIC_PREFIX: &str = "agora:leader/";
+
+    /// The (group, leadership) in a leader-change message, if it is one.
+    pub fn parse_change(message: &Message) -> Option<(String, Leadership)> {
+        let group = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
+        let text = std::str::from_utf8(&message.payload).ok()?;
+        let field = |key: &str| text.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+        let term = field("term")?.parse().ok()?;
+        let leader = field("leader")?.parse().ok();
+        Some((group, Leadership { leader, term }))
+    }
+}
+
 /// Logging into the host's log. Grant: "logging".
 pub mod log {
     use crate::bindings::agora::agent::logging::{Level, log};

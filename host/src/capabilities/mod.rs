@@ -119,6 +119,7 @@ pub struct Services {
     pub outbound: outbound::Outbound,
     pub locks: Arc<coordination::locks::Locks>,
     pub barriers: Arc<coordination::barriers::Barriers>,
+    pub elections: coordination::election::Elections,
 }
 
 impl Services {
@@ -140,6 +141,7 @@ impl Services {
             outbound: outbound::Outbound::new(&sections.outbound)?,
             locks: coordination::locks::Locks::start(),
             barriers: coordination::barriers::Barriers::start(),
+            elections: coordination::election::Elections::new(router.clone()),
         })
     }
 }

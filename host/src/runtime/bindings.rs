@@ -25,6 +25,6 @@ wasmtime::component::bindgen!({
 
 pub use agora::agent::types::{Address, Error, PublishReport};
 pub use agora::agent::{
-    barriers, config, events, lifecycle, locks, logging, messaging, outbound, rate_limits, registry, supervision,
-    telemetry, types,
+    barriers, config, election, events, lifecycle, locks, logging, messaging, outbound, rate_limits, registry,
+    supervision, telemetry, types,
 };

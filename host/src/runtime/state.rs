@@ -91,6 +91,9 @@ impl Drop for AgentState {
         self.runtime.services.config.forget(self.id, &self.config.subscriptions);
         self.runtime.services.telemetry.leave(self.id);
         self.runtime.services.locks.release_all(self.id, &self.coordination.held);
+        for group in &self.coordination.groups {
+            self.runtime.services.elections.leave(group, self.id);
+        }
         self.runtime.live_instances.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

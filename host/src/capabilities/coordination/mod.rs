@@ -1,14 +1,16 @@
 //! The coordination capability (grant "coordination"): primitives agents use to work together
 //! safely. So far: named locks with leases and fencing tokens ([`locks`], the `locks`
-//! interface) and reusable barriers ([`barriers`], the `barriers` interface).
+//! interface), reusable barriers ([`barriers`]) and leader election ([`election`]).
 
 pub mod barriers;
+pub mod election;
 pub mod locks;
 
 use std::time::Duration;
 
 use crate::capabilities::Grant;
 use crate::runtime::bindings::barriers::{self as wit_barriers, BarrierError as WitBarrierError};
+use crate::runtime::bindings::election::{self as wit_election, ElectionError as WitElectionError};
 use crate::runtime::bindings::locks::{self as wit, LockError as WitError, Mode as WitMode};
 use crate::runtime::state::AgentState;
 use locks::{LockError, Mode};
@@ -16,10 +18,11 @@ use locks::{LockError, Mode};
 /// The longest lease and wait an agent may ask for.
 const MAX_TTL: Duration = Duration::from_secs(3600);
 
-/// Per-agent state: the grants to end when the agent exits.
+/// Per-agent state: the grants to end and the groups to leave when the agent exits.
 #[derive(Default)]
 pub struct AgentCoordination {
     pub held: Vec<(String, u64)>,
+    pub groups: Vec<String>,
 }
 
 fn mode(mode: WitMode) -> Mode {
@@ -108,5 +111,43 @@ impl wit_barriers::Host for AgentState {
             barriers::BarrierError::PartyLost(party) => WitBarrierError::PartyLost(party),
             barriers::BarrierError::Mismatch(parties) => WitBarrierError::Mismatch(parties),
         })
+    }
+}
+
+fn leadership(leadership: election::Leadership) -> wit_election::Leadership {
+    wit_election::Leadership { leader: leadership.leader, term: leadership.term }
+}
+
+impl wit_election::Host for AgentState {
+    fn join(&mut self, group: String) -> Result<wit_election::Leadership, WitElectionError> {
+        self.election_request(&group)?;
+        let now = self.runtime.services.elections.join(&group, self.id);
+        if !self.coordination.groups.contains(&group) {
+            self.coordination.groups.push(group);
+        }
+        Ok(leadership(now))
+    }
+
+    fn leave(&mut self, group: String) -> Result<(), WitElectionError> {
+        self.election_request(&group)?;
+        self.coordination.groups.retain(|g| *g != group);
+        if self.runtime.services.elections.leave(&group, self.id) { Ok(()) } else { Err(WitElectionError::NotMember) }
+    }
+
+    fn leader(&mut self, group: String) -> Result<wit_election::Leadership, WitElectionError> {
+        self.election_request(&group)?;
+        Ok(leadership(self.runtime.services.elections.leadership(&group)))
+    }
+}
+
+impl AgentState {
+    fn election_request(&self, group: &str) -> Result<(), WitElectionError> {
+        if !self.grants.allows(Grant::Coordination) {
+            return Err(WitElectionError::Denied);
+        }
+        if group.is_empty() || group.len() > 256 {
+            return Err(WitElectionError::Invalid("group names are 1-256 bytes".into()));
+        }
+        Ok(())
     }
 }

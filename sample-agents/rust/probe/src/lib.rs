@@ -31,7 +31,7 @@
 //! `lock-renew <name> <ttl-ms>`, `lock-release <name>` (with this probe's last token of it),
 //! `locked-inc <counter> <lock> <n>` (read-modify-write rounds on a counter agent under the lock),
 //! `lock-cycle <prefix> <locks> <n>` (n try-acquire + release pairs over that many locks),
-//! `barrier <name> <parties> <timeout-ms>`, `panic`,
+//! `barrier <name> <parties> <timeout-ms>`, `join <group>`, `leader <group>`, `leave <group>`, `panic`,
 //! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `report_messages = "true"` every message the probe receives is logged too; with
@@ -422,6 +422,24 @@ fn run_step(words: &[&str]) -> String {
         }
         "barrier" => match agora_guest::barriers::arrive(arg(1), number(2) as u32, number(3) as u32) {
             Ok(round) => format!("round {round}"),
+            Err(e) => format!("error {e:?}"),
+        },
+        "join" | "leader" => {
+            let outcome = if arg(0) == "join" {
+                agora_guest::election::join(arg(1))
+            } else {
+                agora_guest::election::leader(arg(1))
+            };
+            match outcome {
+                Ok(now) => {
+                    let leader = now.leader.map_or_else(|| "none".to_string(), |id| id.to_string());
+                    format!("term {} leader {leader} me {}", now.term, messaging::self_id())
+                }
+                Err(e) => format!("error {e:?}"),
+            }
+        }
+        "leave" => match agora_guest::election::leave(arg(1)) {
+            Ok(()) => "ok".into(),
             Err(e) => format!("error {e:?}"),
         },
         "panic" => panic!("the probe was asked to panic"),

@@ -1,0 +1,137 @@
+//! Leader election in named groups.
+//!
+//! A group's state (members in join order, the leader, the term) is its own dashmap entry,
+//! changed under that entry's shard lock: two members can never both see themselves leading the
+//! same term. The earliest member leads; when it leaves or its agent exits, the next one takes
+//! over under term + 1, and every member gets a message saying so.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+use crate::messaging::{AgentId, Message, NameHasher, Router};
+use crate::runtime::bindings::Error;
+
+/// Members are told of a new leader on `agora:leader/<group>`.
+pub const TOPIC_PREFIX: &str = "agora:leader/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: Option<AgentId>,
+    pub term: u64,
+}
+
+#[derive(Default)]
+struct Group {
+    /// In join order; the first leads.
+    members: Vec<AgentId>,
+    term: u64,
+}
+
+impl Group {
+    fn leadership(&self) -> Leadership {
+        Leadership { leader: self.members.first().copied(), term: self.term }
+    }
+}
+
+pub struct Elections {
+    groups: DashMap<String, Group, NameHasher>,
+    /// Above every term an emptied (removed) group reached, so terms only increase.
+    floor: AtomicU64,
+    router: Arc<Router>,
+}
+
+impl Elections {
+    pub fn new(router: Arc<Router>) -> Elections {
+        Elections { groups: DashMap::default(), floor: AtomicU64::new(0), router }
+    }
+
+    pub fn join(&self, group: &str, agent: AgentId) -> Leadership {
+        let mut state = self
+            .groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group { members: Vec::new(), term: self.floor.load(Ordering::SeqCst) });
+        if !state.members.contains(&agent) {
+            state.members.push(agent);
+            if state.members.len() == 1 {
+                state.term += 1;
+                self.announce(group, &state);
+            }
+        }
+        state.leadership()
+    }
+
+    /// Leave a group; false if `agent` was no member.
+    pub fn leave(&self, group: &str, agent: AgentId) -> bool {
+        let Some(mut state) = self.groups.get_mut(group) else { return false };
+        let Some(at) = state.members.iter().position(|member| *member == agent) else { return false };
+        state.members.remove(at);
+        if at == 0 {
+            state.term += 1;
+            self.announce(group, &state);
+        }
+        let emptied = state.members.is_empty();
+        drop(state);
+        if emptied {
+            self.groups.remove_if(group, |_, state| {
+                let empty = state.members.is_empty();
+                if empty {
+                    self.floor.fetch_max(state.term, Ordering::SeqCst);
+                }
+                empty
+            });
+        }
+        true
+    }
+
+    pub fn leadership(&self, group: &str) -> Leadership {
+        self.groups
+            .get(group)
+            .map_or(Leadership { leader: None, term: self.floor.load(Ordering::SeqCst) }, |state| state.leadership())
+    }
+
+    /// Tell every member the group's new leadership.
+    fn announce(&self, group: &str, state: &Group) {
+        let Leadership { leader, term } = state.leadership();
+        let leader = leader.map_or_else(|| "none".to_string(), |id| id.to_string());
+        let payload = format!("term={term} leader={leader}").into_bytes();
+        let topic: Arc<str> = format!("{TOPIC_PREFIX}{group}").into();
+        for member in &state.members {
+            let message = Message { sender: None, topic: Some(topic.clone()), payload: payload.clone(), reply: None };
+            if let Err(Error::MailboxFull) = self.router.try_deliver(*member, message) {
+                tracing::warn!(event = "notification_dropped", topic = %topic, agent = member, term,
+                    "leader change not delivered: the member's mailbox is full (`election.leader` tells it)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earliest_member_leads_and_terms_increase() {
+        let router = Arc::new(Router::new(1024));
+        let elections = Elections::new(router.clone());
+        let mut inboxes: Vec<_> = (1..=3).map(|id| router.open(id, 8)).collect();
+        assert_eq!(elections.join("g", 1), Leadership { leader: Some(1), term: 1 });
+        assert_eq!(elections.join("g", 2), Leadership { leader: Some(1), term: 1 });
+        assert_eq!(elections.join("g", 3), Leadership { leader: Some(1), term: 1 });
+        assert!(elections.leave("g", 2), "a follower leaves: nothing changes");
+        assert_eq!(elections.leadership("g"), Leadership { leader: Some(1), term: 1 });
+        assert!(elections.leave("g", 1));
+        assert_eq!(elections.leadership("g"), Leadership { leader: Some(3), term: 2 });
+        assert!(!elections.leave("g", 1));
+        let told = String::from_utf8(inboxes[2].try_recv().unwrap().payload).unwrap();
+        assert_eq!(told, "term=2 leader=3");
+        assert!(elections.leave("g", 3));
+        assert_eq!(
+            elections.join("g", 2),
+            Leadership { leader: Some(2), term: 4 },
+            "terms go on after a group empties"
+        );
+        drop(inboxes.pop());
+    }
+}
