@@ -175,3 +175,54 @@ fn a_dead_leader_is_replaced_under_a_new_term_and_members_are_told() {
     assert!(seen.iter().any(|e| e["event"] == "agent_exited" && e["agent"] == "first" && e["reason"] == "panic"));
     assert_eq!(outcome("outsider", "join g"), "error ElectionError::Denied");
 }
+
+#[test]
+fn consensus_commits_only_with_the_votes_and_records_every_round() {
+    let voter = |name: &str, group: &str, vote: &str| {
+        format!(
+            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+             grants = [{GRANTS}]\nconfig = {{ script = \"join {group}; register {name}-in\", vote = \"{vote}\" }}\n"
+        )
+    };
+    let members = [
+        ("maj-1", "maj", "accept"),
+        ("maj-2", "maj", "accept"),
+        ("maj-3", "maj", "accept"),
+        ("maj-4", "maj", "reject"),
+        ("maj-5", "maj", "reject"),
+        ("all-1", "all", "accept"),
+        ("all-2", "all", "reject"),
+        ("slow-1", "slow", "accept"),
+        ("slow-2", "slow", "ignore"),
+        ("crash-1", "crash", "accept"),
+        ("crash-2", "crash", "crash"),
+    ];
+    let voters: String = members.iter().map(|(name, group, vote)| voter(name, group, vote)).collect();
+    let awaits: Vec<String> = members.iter().map(|(name, _, _)| format!("await {name}-in 10000")).collect();
+    let script = format!(
+        "{}; propose maj majority 10000 raise; propose all all 10000 merge; propose slow 2 300 wait; \
+         propose crash all 10000 risky; propose nobody majority 1000 x; event-all 100 kind=consensus_round; stop",
+        awaits.join("; ")
+    );
+    let proposer = probe("proposer", &format!("{GRANTS}, \"events\""), &script);
+    let run = Scenario::agents("", &format!("{voters}{proposer}")).run_until_exit_of("proposer");
+
+    let outcome = |step: &str| run.outcome("proposer", step);
+    let majority = outcome("propose maj majority 10000 raise");
+    assert!(majority.starts_with("Verdict::Committed voters 5 accepted 3 "), "{majority}");
+    assert!(majority.ends_with("missing 0"), "{majority}");
+    let all = outcome("propose all all 10000 merge");
+    assert!(all.starts_with("Verdict::Rejected voters 2 "), "{all}");
+    assert!(all.contains("rejected 1"), "{all}");
+    assert_eq!(outcome("propose slow 2 300 wait"), "Verdict::TimedOut voters 2 accepted 1 rejected 0 missing 0");
+    let crash = outcome("propose crash all 10000 risky");
+    assert!(crash.starts_with("Verdict::Rejected voters 2 "), "{crash}");
+    assert!(crash.ends_with("missing 1"), "a voter that crashed counts as no vote: {crash}");
+    assert_eq!(run.exit("crash-2")["reason"], "panic");
+    assert_eq!(outcome("propose nobody majority 1000 x"), "error ConsensusError::NotFound");
+    let recorded = outcome("event-all 100 kind=consensus_round");
+    assert!(recorded.starts_with("pages [4] "), "{recorded}");
+    for verdict in ["\\\"committed\\\"", "\\\"rejected\\\"", "\\\"timedout\\\""] {
+        assert!(recorded.contains(&verdict.replace('\\', "")), "{verdict} in {recorded}");
+    }
+}

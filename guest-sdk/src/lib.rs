@@ -317,6 +317,26 @@ pub mod barriers {
     pub use crate::bindings::agora::agent::barriers::*;
 }
 
+/// Quorum consensus among a group's members. Grant: "coordination".
+pub mod consensus {
+    use crate::Message;
+    pub use crate::bindings::agora::agent::consensus::*;
+
+    /// Vote requests for group `g` arrive on `agora:vote/g`.
+    pub const TOPIC_PREFIX: &str = "agora:vote/";
+
+    /// A vote request: (group, round, proposer, value).
+    pub fn parse_request(message: &Message) -> Option<(String, u64, u64, Vec<u8>)> {
+        let group = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
+        let split = message.payload.iter().position(|b| *b == b'\n')?;
+        let header = std::str::from_utf8(&message.payload[..split]).ok()?;
+        let field = |key: &str| header.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+        let round = field("round")?.parse().ok()?;
+        let proposer = field("proposer")?.parse().ok()?;
+        Some((group, round, proposer, message.payload[split + 1..].to_vec()))
+    }
+}
+
 /// Leader election in named groups. Grant: "coordination".
 pub mod election {
     use crate::Message;

@@ -120,6 +120,7 @@ pub struct Services {
     pub locks: Arc<coordination::locks::Locks>,
     pub barriers: Arc<coordination::barriers::Barriers>,
     pub elections: coordination::election::Elections,
+    pub consensus: coordination::consensus::Consensus,
 }
 
 impl Services {
@@ -142,6 +143,7 @@ impl Services {
             locks: coordination::locks::Locks::start(),
             barriers: coordination::barriers::Barriers::start(),
             elections: coordination::election::Elections::new(router.clone()),
+            consensus: coordination::consensus::Consensus::new(router.clone()),
         })
     }
 }

@@ -18,6 +18,7 @@ wasmtime::component::bindgen!({
         "agora:agent/rate-limits.wait": async,
         "agora:agent/locks.acquire": async,
         "agora:agent/barriers.arrive": async,
+        "agora:agent/consensus.propose": async,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
@@ -25,6 +26,6 @@ wasmtime::component::bindgen!({
 
 pub use agora::agent::types::{Address, Error, PublishReport};
 pub use agora::agent::{
-    barriers, config, election, events, lifecycle, locks, logging, messaging, outbound, rate_limits, registry,
-    supervision, telemetry, types,
+    barriers, config, consensus, election, events, lifecycle, locks, logging, messaging, outbound, rate_limits,
+    registry, supervision, telemetry, types,
 };

@@ -94,6 +94,9 @@ impl Drop for AgentState {
         for group in &self.coordination.groups {
             self.runtime.services.elections.leave(group, self.id);
         }
+        if !self.coordination.groups.is_empty() {
+            self.runtime.services.consensus.forget(self.id);
+        }
         self.runtime.live_instances.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -91,6 +91,11 @@ impl Elections {
             .map_or(Leadership { leader: None, term: self.floor.load(Ordering::SeqCst) }, |state| state.leadership())
     }
 
+    /// The group's members now, in join order.
+    pub fn members(&self, group: &str) -> Vec<AgentId> {
+        self.groups.get(group).map(|state| state.members.clone()).unwrap_or_default()
+    }
+
     /// Tell every member the group's new leadership.
     fn announce(&self, group: &str, state: &Group) {
         let Leadership { leader, term } = state.leadership();

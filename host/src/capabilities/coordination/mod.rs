@@ -1,8 +1,10 @@
 //! The coordination capability (grant "coordination"): primitives agents use to work together
 //! safely. So far: named locks with leases and fencing tokens ([`locks`], the `locks`
-//! interface), reusable barriers ([`barriers`]) and leader election ([`election`]).
+//! interface), reusable barriers ([`barriers`]), leader election ([`election`]) and quorum
+//! consensus among a group's members ([`consensus`]).
 
 pub mod barriers;
+pub mod consensus;
 pub mod election;
 pub mod locks;
 
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use crate::capabilities::Grant;
 use crate::runtime::bindings::barriers::{self as wit_barriers, BarrierError as WitBarrierError};
+use crate::runtime::bindings::consensus::{self as wit_consensus, ConsensusError as WitConsensusError};
 use crate::runtime::bindings::election::{self as wit_election, ElectionError as WitElectionError};
 use crate::runtime::bindings::locks::{self as wit, LockError as WitError, Mode as WitMode};
 use crate::runtime::state::AgentState;
@@ -149,5 +152,69 @@ impl AgentState {
             return Err(WitElectionError::Invalid("group names are 1-256 bytes".into()));
         }
         Ok(())
+    }
+}
+
+impl wit_consensus::Host for AgentState {
+    async fn propose(
+        &mut self,
+        group: String,
+        value: Vec<u8>,
+        quorum: wit_consensus::Quorum,
+        timeout_ms: u32,
+    ) -> Result<wit_consensus::Outcome, WitConsensusError> {
+        if !self.grants.allows(Grant::Coordination) {
+            return Err(WitConsensusError::Denied);
+        }
+        self.runtime
+            .router
+            .check_size(value.len())
+            .map_err(|_| WitConsensusError::Invalid("value too large".into()))?;
+        let quorum = match quorum {
+            wit_consensus::Quorum::Majority => consensus::Quorum::Majority,
+            wit_consensus::Quorum::All => consensus::Quorum::All,
+            wit_consensus::Quorum::AtLeast(n) => consensus::Quorum::AtLeast(n),
+        };
+        let runtime = self.runtime.clone();
+        let members = runtime.services.elections.members(&group);
+        let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
+        let outcome = runtime.services.consensus.propose(&group, self.id, members, &value, quorum, timeout).await;
+        let outcome = outcome.map_err(|error| match error {
+            consensus::ConsensusError::NotFound => WitConsensusError::NotFound,
+            consensus::ConsensusError::NotAVoter => WitConsensusError::NotAVoter,
+            consensus::ConsensusError::Invalid(why) => WitConsensusError::Invalid(why),
+        })?;
+        let verdict = match outcome.verdict {
+            consensus::Verdict::Committed => wit_consensus::Verdict::Committed,
+            consensus::Verdict::Rejected => wit_consensus::Verdict::Rejected,
+            consensus::Verdict::TimedOut => wit_consensus::Verdict::TimedOut,
+        };
+        crate::capabilities::events::lifecycle::consensus_round(
+            runtime.journal(),
+            &self.name,
+            &group,
+            &outcome,
+            &value,
+        )
+        .await;
+        Ok(wit_consensus::Outcome {
+            verdict,
+            round: outcome.round,
+            voters: outcome.voters,
+            accepted: outcome.accepted,
+            rejected: outcome.rejected,
+            missing: outcome.missing,
+        })
+    }
+
+    fn vote(&mut self, _group: String, round: u64, accept: bool) -> Result<(), WitConsensusError> {
+        if !self.grants.allows(Grant::Coordination) {
+            return Err(WitConsensusError::Denied);
+        }
+        self.runtime.services.consensus.vote(round, self.id, accept).map_err(|error| match error {
+            consensus::ConsensusError::NotFound => WitConsensusError::NotFound,
+            consensus::ConsensusError::NotAVoter => WitConsensusError::NotAVoter,
+            consensus::ConsensusError::Invalid(why) => WitConsensusError::Invalid(why),
+        })
     }
 }

@@ -174,3 +174,27 @@ pub fn config_changed(store: &EventStore, path: &str, value: Option<&str>, notif
     tracing::info!(target: "agora::lifecycle", event = "config_changed", path, value, notified,
         "config {path} changed; {notified} subscribers notified");
 }
+
+/// A consensus round's outcome, recorded durably before the proposer learns it.
+pub async fn consensus_round(
+    store: &EventStore,
+    proposer: &str,
+    group: &str,
+    outcome: &crate::capabilities::coordination::consensus::Outcome,
+    value: &[u8],
+) {
+    let verdict = format!("{:?}", outcome.verdict).to_lowercase();
+    let payload = json!({ "group": group, "round": outcome.round, "verdict": verdict, "voters": outcome.voters,
+        "accepted": outcome.accepted, "rejected": outcome.rejected, "missing": outcome.missing,
+        "value": String::from_utf8_lossy(value) });
+    let event = NewEvent {
+        kind: "consensus_round".into(),
+        agent: Some(proposer.into()),
+        correlation: Some(format!("{group}/{}", outcome.round)),
+        payload: payload.to_string().into_bytes(),
+    };
+    if let Err(error) = store.append(event).await {
+        tracing::error!(event = "event_store_failed", %error, group, round = outcome.round,
+            "a consensus outcome could not be recorded");
+    }
+}

@@ -31,10 +31,13 @@
 //! `lock-renew <name> <ttl-ms>`, `lock-release <name>` (with this probe's last token of it),
 //! `locked-inc <counter> <lock> <n>` (read-modify-write rounds on a counter agent under the lock),
 //! `lock-cycle <prefix> <locks> <n>` (n try-acquire + release pairs over that many locks),
-//! `barrier <name> <parties> <timeout-ms>`, `join <group>`, `leader <group>`, `leave <group>`, `panic`,
+//! `barrier <name> <parties> <timeout-ms>`, `join <group>`, `leader <group>`, `leave <group>`,
+//! `propose <group> majority|all|<n> <timeout-ms> <value>`, `panic`,
 //! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
-//! With `report_messages = "true"` every message the probe receives is logged too; with
+//! With `vote = "accept" | "reject" | "ignore" | "crash"` the probe answers consensus vote requests
+//! so (crash: it panics on the request). With `report_messages = "true"` every message the probe
+//! receives is logged too; with
 //! `run_in_init = "true"` the script runs inside `init` (for probes without the messaging grant).
 use std::time::Duration;
 
@@ -49,6 +52,7 @@ use agora_guest::{
 struct Probe {
     script: String,
     report_messages: bool,
+    vote: Option<String>,
 }
 
 thread_local! {
@@ -442,6 +446,21 @@ fn run_step(words: &[&str]) -> String {
             Ok(()) => "ok".into(),
             Err(e) => format!("error {e:?}"),
         },
+        "propose" => {
+            use agora_guest::consensus::{self, Quorum};
+            let quorum = match arg(2) {
+                "majority" => Quorum::Majority,
+                "all" => Quorum::All,
+                n => Quorum::AtLeast(n.parse().unwrap_or(0)),
+            };
+            match consensus::propose(arg(1), words[4..].join(" ").as_bytes(), quorum, number(3) as u32) {
+                Ok(o) => format!(
+                    "{:?} voters {} accepted {} rejected {} missing {}",
+                    o.verdict, o.voters, o.accepted, o.rejected, o.missing
+                ),
+                Err(e) => format!("error {e:?}"),
+            }
+        }
         "panic" => panic!("the probe was asked to panic"),
         "sleep" => {
             std::thread::sleep(Duration::from_millis(number(1)));
@@ -469,12 +488,12 @@ impl Agent for Probe {
         let script = config.get("script").unwrap_or_default().to_string();
         if config.get("run_in_init") == Some("true") {
             run_script(&script);
-            return Ok(Probe { script: String::new(), report_messages });
+            return Ok(Probe { script: String::new(), report_messages, vote: config.get("vote").map(str::to_string) });
         }
         if !script.is_empty() {
             messaging::send(messaging::self_id(), b"run-script").map_err(|e| e.to_string())?;
         }
-        Ok(Probe { script, report_messages })
+        Ok(Probe { script, report_messages, vote: config.get("vote").map(str::to_string) })
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
@@ -482,6 +501,19 @@ impl Agent for Probe {
             for step in self.script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 let words: Vec<&str> = step.split_whitespace().collect();
                 log::info(&format!("probe: {step} => {}", run_step(&words)));
+            }
+            return Ok(None);
+        }
+        if let (Some(vote), Some((group, round, _, _))) =
+            (self.vote.as_deref(), agora_guest::consensus::parse_request(&message))
+        {
+            match vote {
+                "crash" => panic!("the probe was asked to crash on a vote request"),
+                "ignore" => {}
+                choice => {
+                    let voted = agora_guest::consensus::vote(&group, round, choice == "accept");
+                    log::info(&format!("probe voted {choice} in round {round}: {voted:?}"));
+                }
             }
             return Ok(None);
         }

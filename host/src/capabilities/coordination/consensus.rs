@@ -1,0 +1,223 @@
+//! Quorum consensus among the members of an election group.
+//!
+//! Each round is its own dashmap entry; votes and exits change it under that entry's shard lock,
+//! and the round is decided the moment the outcome is certain: committed once the accepts reach
+//! the quorum, rejected once they no longer can (rejections and members that exited before
+//! voting), timed out at the proposer's deadline. Nothing is ever committed without the votes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use crate::messaging::{AgentId, IdHasher, Message, Router};
+
+/// Vote requests for group `g` arrive on `agora:vote/g`.
+pub const TOPIC_PREFIX: &str = "agora:vote/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    Majority,
+    All,
+    AtLeast(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Committed,
+    Rejected,
+    TimedOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub round: u64,
+    pub voters: u32,
+    pub accepted: u32,
+    pub rejected: u32,
+    pub missing: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsensusError {
+    NotFound,
+    NotAVoter,
+    Invalid(String),
+}
+
+struct Round {
+    /// Asked and not yet voted.
+    pending: Vec<AgentId>,
+    needed: u32,
+    outcome: Outcome,
+    decided: Option<oneshot::Sender<Outcome>>,
+}
+
+impl Round {
+    /// Decide if the outcome is certain.
+    fn settle(&mut self) {
+        let tally = &mut self.outcome;
+        let verdict = if tally.accepted >= self.needed {
+            Verdict::Committed
+        } else if tally.accepted + self.pending.len() as u32 >= self.needed {
+            return;
+        } else {
+            Verdict::Rejected
+        };
+        tally.verdict = verdict;
+        if let Some(decided) = self.decided.take() {
+            let _ = decided.send(*tally);
+        }
+    }
+}
+
+pub struct Consensus {
+    rounds: DashMap<u64, Round, IdHasher>,
+    next_round: AtomicU64,
+    router: Arc<Router>,
+}
+
+impl Consensus {
+    pub fn new(router: Arc<Router>) -> Consensus {
+        Consensus { rounds: DashMap::default(), next_round: AtomicU64::new(1), router }
+    }
+
+    /// Ask `members` to vote on `value`; wait (suspending only the caller) for the outcome.
+    pub async fn propose(
+        &self,
+        group: &str,
+        proposer: AgentId,
+        members: Vec<AgentId>,
+        value: &[u8],
+        quorum: Quorum,
+        timeout: Duration,
+    ) -> Result<Outcome, ConsensusError> {
+        if members.is_empty() {
+            return Err(ConsensusError::NotFound);
+        }
+        let voters = members.len() as u32;
+        let needed = match quorum {
+            Quorum::Majority => voters / 2 + 1,
+            Quorum::All => voters,
+            Quorum::AtLeast(n) if (1..=voters).contains(&n) => n,
+            Quorum::AtLeast(n) => {
+                return Err(ConsensusError::Invalid(format!("at-least({n}) with {voters} members")));
+            }
+        };
+        let round = self.next_round.fetch_add(1, Ordering::Relaxed);
+        let (decided, outcome) = oneshot::channel();
+        let tally = Outcome { verdict: Verdict::TimedOut, round, voters, accepted: 0, rejected: 0, missing: 0 };
+        self.rounds.insert(round, Round { pending: members.clone(), needed, outcome: tally, decided: Some(decided) });
+        let topic: Arc<str> = format!("{TOPIC_PREFIX}{group}").into();
+        let mut payload = format!("round={round} proposer={proposer}\n").into_bytes();
+        payload.extend_from_slice(value);
+        for member in members {
+            let message =
+                Message { sender: Some(proposer), topic: Some(topic.clone()), payload: payload.clone(), reply: None };
+            if self.router.try_deliver(member, message).is_err() {
+                // Gone, or no room for the request: this member cannot vote.
+                self.lose_voter(round, member);
+            }
+        }
+        let outcome = match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => self.rounds.get(&round).map_or(tally, |round| round.outcome),
+        };
+        self.rounds.remove(&round);
+        Ok(outcome)
+    }
+
+    pub fn vote(&self, round: u64, voter: AgentId, accept: bool) -> Result<(), ConsensusError> {
+        let mut state = self.rounds.get_mut(&round).ok_or(ConsensusError::NotFound)?;
+        if state.decided.is_none() {
+            return Err(ConsensusError::NotFound);
+        }
+        let at = state.pending.iter().position(|p| *p == voter).ok_or(ConsensusError::NotAVoter)?;
+        state.pending.swap_remove(at);
+        if accept {
+            state.outcome.accepted += 1;
+        } else {
+            state.outcome.rejected += 1;
+        }
+        state.settle();
+        Ok(())
+    }
+
+    fn lose_voter(&self, round: u64, voter: AgentId) {
+        if let Some(mut state) = self.rounds.get_mut(&round)
+            && let Some(at) = state.pending.iter().position(|p| *p == voter)
+        {
+            state.pending.swap_remove(at);
+            state.outcome.missing += 1;
+            state.settle();
+        }
+    }
+
+    /// An exiting agent's votes still owed are missing.
+    pub fn forget(&self, voter: AgentId) {
+        let open: Vec<u64> = self.rounds.iter().filter(|r| r.pending.contains(&voter)).map(|r| *r.key()).collect();
+        for round in open {
+            self.lose_voter(round, voter);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn quorum_rules_decide_on_the_votes() {
+        let router = Arc::new(Router::new(1024));
+        let consensus = Arc::new(Consensus::new(router.clone()));
+        let _inboxes: Vec<_> = (1..=3).map(|id| router.open(id, 8)).collect();
+        let propose = |quorum, timeout| {
+            let consensus = consensus.clone();
+            tokio::spawn(async move { consensus.propose("g", 9, vec![1, 2, 3, 4], b"v", quorum, timeout).await })
+        };
+        // Member 4 has no mailbox: missing from the start.
+        let round = propose(Quorum::Majority, Duration::from_secs(30));
+        while consensus.rounds.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let id = *consensus.rounds.iter().next().unwrap().key();
+        consensus.vote(id, 1, true).unwrap();
+        assert_eq!(consensus.vote(id, 1, true), Err(ConsensusError::NotAVoter));
+        consensus.vote(id, 2, true).unwrap();
+        consensus.vote(id, 3, true).unwrap();
+        let outcome = round.await.unwrap().unwrap();
+        assert_eq!(
+            (outcome.verdict, outcome.accepted, outcome.rejected, outcome.missing),
+            (Verdict::Committed, 3, 0, 1)
+        );
+        assert_eq!(outcome.voters, 4);
+
+        // A rejection and a missing member: a majority of 4 (3) is out of reach at once.
+        let round = propose(Quorum::Majority, Duration::from_secs(30));
+        let id = loop {
+            if let Some(open) = consensus.rounds.iter().find(|r| r.decided.is_some()).map(|r| *r.key()) {
+                break open;
+            }
+            tokio::task::yield_now().await;
+        };
+        consensus.vote(id, 1, false).unwrap();
+        let outcome = round.await.unwrap().unwrap();
+        assert_eq!((outcome.verdict, outcome.rejected, outcome.missing), (Verdict::Rejected, 1, 1));
+        assert_eq!(consensus.vote(id, 2, true), Err(ConsensusError::NotFound), "the round is closed");
+
+        let round = propose(Quorum::All, Duration::from_secs(30));
+        let outcome = round.await.unwrap().unwrap();
+        assert_eq!(outcome.verdict, Verdict::Rejected, "a missing member makes `all` impossible at once");
+
+        let round = propose(Quorum::AtLeast(2), Duration::from_millis(100));
+        let outcome = round.await.unwrap().unwrap();
+        assert_eq!((outcome.verdict, outcome.accepted), (Verdict::TimedOut, 0));
+        assert!(matches!(
+            consensus.propose("g", 9, vec![1], b"v", Quorum::AtLeast(2), Duration::ZERO).await,
+            Err(ConsensusError::Invalid(_))
+        ));
+    }
+}
