@@ -8,7 +8,8 @@
 //! - `messaging`: many ping-pong pairs exchanging messages through their mailboxes, against a
 //!   raw host-to-guest `handle` call loop on one store.
 //! - `call`: request/reply between two agents.
-//! - `rate-limit`, `metric`, `events`, `config`, `locks`: the host services (see [`services`]).
+//! - `rate-limit`, `metric`, `events`, `config`, `locks`, `coordination`: the host services (see
+//!   [`services`]).
 
 mod services;
 
@@ -64,7 +65,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "16MiB")]
     density_memory: ByteSize,
     /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
-    /// config, locks); all when empty.
+    /// config, locks, coordination); all when empty.
     only: Vec<String>,
 }
 
@@ -138,6 +139,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wants("locks") {
         services::locks(&runtime, &probe, &report).await?;
     }
+    if wants("coordination") {
+        services::coordination(&runtime, &probe, &report).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -155,7 +159,7 @@ fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize)
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
     sorted[index].as_secs_f64() * 1e6
 }
@@ -211,7 +215,7 @@ async fn stop_all(agents: Vec<RunningAgent>) {
 
 /// Start pairs of ping-pong agents (ping waiting for a start message), fire them all, and wait
 /// until every agent has finished. Returns the elapsed time.
-async fn run_pairs(
+pub(crate) async fn run_pairs(
     runtime: &Arc<Runtime>,
     module: &Module,
     pairs: usize,

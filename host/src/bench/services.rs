@@ -229,3 +229,70 @@ pub async fn locks(runtime: &Arc<Runtime>, probe: &Module, report: &Report) -> a
     report.figure("lock_throughput_10k_locks", many, "cycles/s per core", Some(few), &note);
     Ok(())
 }
+
+/// Start `count` probe agents that join `group` (voting `vote` on consensus requests).
+async fn members(
+    runtime: &Arc<Runtime>,
+    probe: &Module,
+    group: &str,
+    count: usize,
+    vote: &str,
+) -> anyhow::Result<Vec<crate::runtime::agent::RunningAgent>> {
+    let (exits, _keep) = mpsc::unbounded_channel();
+    let grants = Grants::NONE
+        .with(crate::capabilities::Grant::Logging)
+        .with(crate::capabilities::Grant::Messaging)
+        .with(crate::capabilities::Grant::Coordination);
+    let mut agents = Vec::new();
+    for i in 0..count {
+        let config = [("script", format!("join {group}")), ("run_in_init", "true".into()), ("vote", vote.into())];
+        let mut spec = spec(format!("bench-{group}-{i}"), &probe.name, &config, ByteSize::mib(16));
+        spec.grants = grants;
+        agents.push(agent::start(runtime, &spec, probe, exits.clone(), 0).await?);
+    }
+    Ok(agents)
+}
+
+pub async fn coordination(runtime: &Arc<Runtime>, probe: &Module, report: &Report) -> anyhow::Result<()> {
+    // Consensus: a proposer's rounds among 5 members that accept, majority quorum.
+    const ROUNDS: u64 = 2_000;
+    let voters = members(runtime, probe, "bench-council", 5, "accept").await?;
+    let grants = Grants::NONE.with(crate::capabilities::Grant::Logging).with(crate::capabilities::Grant::Coordination);
+    let script = format!("repeat {ROUNDS} propose bench-council majority 5000 value");
+    let round = probe_loop(runtime, probe, script, ROUNDS, grants, "bench-proposer").await?;
+    let call = super::run_pairs(runtime, &probe_ping_pong(runtime)?, 1, 20_000, "call").await?;
+    let call_us = call.as_secs_f64() * 1e6 / 20_000.0;
+    let note = "(5 members voting accept, majority; decided at the 3rd accept and recorded durably; baseline: one agent-to-agent call)";
+    report.figure("consensus_round", round / 1000.0, "us", Some(call_us), note);
+    for voter in voters {
+        voter.stop(crate::manifest::Shutdown::BrutalKill).await;
+    }
+
+    // Failover: kill the leader of a group of 5; the next member leads as soon as its exit is
+    // cleaned up. Timed from the kill to the new leadership, 200 times.
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let group = format!("bench-failover-{i}");
+        let mut group_members = members(runtime, probe, &group, 5, "ignore").await?;
+        let before = runtime.services.elections.leadership(&group);
+        let leader = group_members.remove(0);
+        let started = Instant::now();
+        leader.stop(crate::manifest::Shutdown::BrutalKill).await;
+        while runtime.services.elections.leadership(&group).term == before.term {
+            tokio::task::yield_now().await;
+        }
+        times.push(started.elapsed());
+        for member in group_members {
+            member.stop(crate::manifest::Shutdown::BrutalKill).await;
+        }
+    }
+    times.sort();
+    let note = "(kill the leader of 5 to the next one leading, members told; p50, 200 failovers)";
+    report.figure("leader_failover_p50", super::percentile(&times, 0.5), "us", None, note);
+    report.figure("leader_failover_p99", super::percentile(&times, 0.99), "us", None, "");
+    Ok(())
+}
+
+fn probe_ping_pong(runtime: &Runtime) -> anyhow::Result<Module> {
+    runtime.module("ping-pong").ok_or_else(|| anyhow::anyhow!("the ping-pong module is not loaded"))
+}
