@@ -135,6 +135,11 @@ fn a_dead_leader_is_replaced_under_a_new_term_and_members_are_told() {
     common::wait_for_event(&mut lines, &mut seen, |e| {
         e["agent"] == "third" && e["message"].as_str().is_some_and(|m| m.contains("[agora:leader/g] term=3"))
     });
+    if !seen.iter().any(|e| e["message"] == "probe: leave g => error ElectionError::NotMember") {
+        common::wait_for_event(&mut lines, &mut seen, |e| {
+            e["message"] == "probe: leave g => error ElectionError::NotMember"
+        });
+    }
     common::terminate(&child);
     let _ = child.wait();
     let logs = |agent: &str| -> Vec<String> {

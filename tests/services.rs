@@ -125,11 +125,17 @@ fn events_are_appended_queried_by_each_filter_paged_and_pushed_by_kind() {
          event-query kind=order since=mark; event-query kind=order until=mark; event-query agent=nobody; \
          event-all 2 kind=order; event-query kind=order newest=true limit=2; \
          event-query kind=agent_started agent=listener; \
-         event-append bad~kind - x; sleep 200; stop",
+         event-append bad~kind - x; stop",
     );
     let outsider =
         probe("outsider", "\"messaging\", \"logging\"", "", "event-append order - x; event-query kind=order; stop");
-    let run = Scenario::agents("", &format!("{listener}{writer}{outsider}")).run_until_exit_of("writer");
+    // Until the writer is done and the listener has handled the third pushed event.
+    let run = Scenario::agents("", &format!("{listener}{writer}{outsider}")).run_until_exit_and("writer", |e| {
+        e["agent"] == "listener"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("probe got [agora:event/order]") && m.ends_with("third"))
+    });
 
     let query = |step: &str| run.outcome("writer", step);
     assert!(query("event-append order c-1 first").starts_with("seq "));

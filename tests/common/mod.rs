@@ -79,6 +79,23 @@ impl Scenario {
         self.run_until_exit_of_all(&[agent])
     }
 
+    /// Run until every one of `agents` has exited and then `more` holds for an event, then stop
+    /// the host with SIGTERM.
+    pub fn run_until_exit_and(&self, agent: &str, more: impl Fn(&Value) -> bool) -> Run {
+        let mut child = self.spawn();
+        let mut lines = lines_of(&mut child);
+        let mut events = Vec::new();
+        wait_for_event(&mut lines, &mut events, |e| e["event"] == "agent_exited" && e["agent"] == agent);
+        if !events.iter().any(&more) {
+            wait_for_event(&mut lines, &mut events, &more);
+        }
+        terminate(&child);
+        events.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
+        let status = child.wait().unwrap();
+        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
+        Run { status, events, stdout: String::new(), stderr }
+    }
+
     /// Run until every one of `agents` has exited, then stop the host with SIGTERM.
     pub fn run_until_exit_of_all(&self, agents: &[&str]) -> Run {
         let mut child = self.spawn();
