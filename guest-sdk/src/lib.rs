@@ -198,7 +198,7 @@ pub mod supervision {
                 _ => return None,
             }
             let text = std::str::from_utf8(&message.payload).ok()?;
-            let field = |key: &str| text.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+            let field = |key: &str| crate::notice_field(text, key);
             Some(Notice {
                 reference: field("ref").and_then(|r| r.parse().ok()),
                 agent: field("id")?.parse().ok()?,
@@ -257,9 +257,8 @@ pub mod events {
     /// The event in a subscription message, if it is one.
     pub fn parse_notice(message: &Message) -> Option<Event> {
         let kind = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
-        let split = message.payload.iter().position(|b| *b == b'\n')?;
-        let header = std::str::from_utf8(&message.payload[..split]).ok()?;
-        let field = |key: &str| header.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+        let (header, body) = crate::notice_parts(&message.payload)?;
+        let field = |key: &str| crate::notice_field(header, key);
         let optional = |value: Option<&str>| value.filter(|v| !v.is_empty()).map(str::to_string);
         Some(Event {
             seq: field("seq")?.parse().ok()?,
@@ -267,7 +266,7 @@ pub mod events {
             kind,
             agent: optional(field("agent")),
             correlation: optional(field("correlation")),
-            payload: message.payload[split + 1..].to_vec(),
+            payload: body.to_vec(),
         })
     }
 }
@@ -328,12 +327,11 @@ pub mod consensus {
     /// A vote request: (group, round, proposer, value).
     pub fn parse_request(message: &Message) -> Option<(String, u64, u64, Vec<u8>)> {
         let group = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
-        let split = message.payload.iter().position(|b| *b == b'\n')?;
-        let header = std::str::from_utf8(&message.payload[..split]).ok()?;
-        let field = |key: &str| header.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+        let (header, body) = crate::notice_parts(&message.payload)?;
+        let field = |key: &str| crate::notice_field(header, key);
         let round = field("round")?.parse().ok()?;
         let proposer = field("proposer")?.parse().ok()?;
-        Some((group, round, proposer, message.payload[split + 1..].to_vec()))
+        Some((group, round, proposer, body.to_vec()))
     }
 }
 
@@ -349,7 +347,7 @@ pub mod election {
     pub fn parse_change(message: &Message) -> Option<(String, Leadership)> {
         let group = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
         let text = std::str::from_utf8(&message.payload).ok()?;
-        let field = |key: &str| text.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+        let field = |key: &str| crate::notice_field(text, key);
         let term = field("term")?.parse().ok()?;
         let leader = field("leader")?.parse().ok();
         Some((group, Leadership { leader, term }))
@@ -375,6 +373,17 @@ pub mod log {
     pub fn error(message: &str) {
         log(Level::Error, message)
     }
+}
+
+/// The value of `key` in a host notification's `key=value key=value` text.
+fn notice_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A host notification with a body: its first line (the fields) and the bytes after it.
+fn notice_parts(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let split = payload.iter().position(|b| *b == b'\n')?;
+    Some((std::str::from_utf8(&payload[..split]).ok()?, &payload[split + 1..]))
 }
 
 /// Ask the host to end this agent normally once the current callback returns.
