@@ -168,3 +168,28 @@ fn the_demo_manifest_runs_to_completion() {
     let crash = run.outcome("driver", "event-query kind=agent_exited agent=crasher limit=1 newest=true");
     assert!(crash.contains("\"reason\":\"memory_cap\""), "{crash}");
 }
+
+#[test]
+fn the_coordination_example_runs() {
+    agent("probe");
+    let example = common::workspace().join("examples/coordination.toml");
+    let run = common::Scenario { dir: tempfile::tempdir().unwrap(), manifest: example }.run_until_exit_of_all(&[
+        "worker-1",
+        "worker-2",
+        "worker-3",
+        "worker-4",
+        "coordinator",
+    ]);
+    assert_eq!(run.outcome("worker-4", "call ledger get 5000"), "reply 1000", "4 x 250 increments under the lock");
+    let leader = run.outcome("coordinator", "leader replicas");
+    assert!(leader.starts_with("term 2 leader "), "{leader}");
+    let verdict = run.outcome("coordinator", "propose replicas majority 5000 deploy-v2");
+    // Two surviving replicas, one accepting and one rejecting: a majority (2) is out of reach as
+    // soon as the rejection arrives (the accept may come first or not).
+    assert!(verdict.starts_with("Verdict::Rejected voters 2 "), "{verdict}");
+    assert!(verdict.contains("rejected 1"), "{verdict}");
+    for worker in 1..=4 {
+        assert_eq!(run.outcome(&format!("worker-{worker}"), "barrier done 5 60000"), "round 1");
+    }
+    assert!(run.outcome("coordinator", "event-query kind=consensus_round newest=true limit=1").contains("deploy-v2"));
+}
