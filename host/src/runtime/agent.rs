@@ -533,9 +533,10 @@ impl Instance {
         self.store.set_epoch_deadline(1);
     }
 
-    /// Leave the registry, close the mailbox, notify monitors and links; returns how many
-    /// messages were never handled.
+    /// End coordination holdings, leave the registry, close the mailbox, notify monitors and
+    /// links; returns how many messages were never handled.
     fn cleanup(&mut self, reason: &ExitReason) -> usize {
+        self.store.data_mut().leave_coordination();
         let state = self.store.data();
         let runtime = &state.runtime;
         runtime.registry.leave(state.id);

@@ -86,17 +86,28 @@ impl AgentState {
     }
 }
 
+impl AgentState {
+    /// End what the agent holds in the coordination services: its locks, its group memberships
+    /// (a successor leads at once), its owed votes. The agent's exit does this before its name
+    /// leaves the registry, so that whoever sees the name gone sees the leadership moved too.
+    pub fn leave_coordination(&mut self) {
+        let services = &self.runtime.services;
+        services.locks.release_all(self.id, &std::mem::take(&mut self.coordination.held));
+        let groups = std::mem::take(&mut self.coordination.groups);
+        for group in &groups {
+            services.elections.leave(group, self.id);
+        }
+        if !groups.is_empty() {
+            services.consensus.forget(self.id);
+        }
+    }
+}
+
 impl Drop for AgentState {
     fn drop(&mut self) {
         self.runtime.services.config.forget(self.id, &self.config.subscriptions);
         self.runtime.services.telemetry.leave(self.id);
-        self.runtime.services.locks.release_all(self.id, &self.coordination.held);
-        for group in &self.coordination.groups {
-            self.runtime.services.elections.leave(group, self.id);
-        }
-        if !self.coordination.groups.is_empty() {
-            self.runtime.services.consensus.forget(self.id);
-        }
+        self.leave_coordination();
         self.runtime.live_instances.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -9,7 +9,7 @@
 //! `meta <key> <value>`, `get-meta <name> <key>`, `capability <cap>`, `find <cap>`,
 //! `await <name> <timeout-ms>` (until the name is registered, e.g. by a restarted agent),
 //! `await-new <name> <timeout-ms>` (until the name points to another agent than at this probe's
-//! last `lookup` of it),
+//! last `lookup` of it), `await-gone <name> <timeout-ms>` (until the name is free),
 //! `spawn <supervisor> <name> <module> <restart> [memory-bytes]`, `stop-child <supervisor> <name>`,
 //! `children <supervisor>`, `monitor <name-or-#id>`, `link <name>`, `trap-exits on|off`,
 //! `isolated <module> <input> <memory-bytes> <budget-ms>`,
@@ -210,6 +210,21 @@ fn run_step(words: &[&str]) -> String {
                         waited += 1;
                     }
                     Ok(_) | Err(Error::NotFound) => break "error timeout".into(),
+                    Err(e) => break format!("error {}", error_code(&e)),
+                }
+            }
+        }
+        "await-gone" => {
+            let deadline = number(2);
+            let mut waited = 0;
+            loop {
+                match registry::lookup(arg(1)) {
+                    Err(Error::NotFound) => break "gone".to_string(),
+                    Ok(_) if waited < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        waited += 1;
+                    }
+                    Ok(_) => break "error timeout".into(),
                     Err(e) => break format!("error {}", error_code(&e)),
                 }
             }
