@@ -89,8 +89,18 @@ fn config_is_read_updated_at_allowed_paths_and_pushed_to_subscribers() {
     get.assert_success();
     assert_eq!(get.stdout.trim(), "5");
     assert_eq!(run_agora(&["config", "get", manifest, "greeting"]).stdout.trim(), "hello");
+    run_agora(&["config", "unset", manifest, "pricing.currency"]).assert_success();
+    let gone = run_agora(&["config", "get", manifest, "pricing.currency"]);
+    gone.assert_failure();
+    assert!(gone.stderr.contains("no config value at \"pricing.currency\""), "{}", gone.stderr);
+    let all = run_agora(&["config", "get", manifest]);
+    all.assert_success();
+    assert_eq!(
+        serde_json::from_str::<Value>(&all.stdout).unwrap(),
+        serde_json::json!({ "greeting": "hello", "pricing.rate": "5" })
+    );
 
-    wait_for_log(&mut lines, &mut seen, "reader", "probe got [agora:config]");
+    wait_for_log(&mut lines, &mut seen, "reader", "probe got [agora:config] pricing.currency=");
     terminate(&child);
     seen.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
 
@@ -102,9 +112,13 @@ fn config_is_read_updated_at_allowed_paths_and_pushed_to_subscribers() {
     assert_eq!(outcome(&seen, "outsider", "config-get greeting"), "error denied");
     let pushed: Vec<String> =
         logged(&seen, "reader").into_iter().filter(|l| l.starts_with("probe got [agora:config]")).collect();
-    assert_eq!(pushed, ["probe got [agora:config] pricing.rate=5"], "one change, one notification");
+    assert_eq!(
+        pushed,
+        ["probe got [agora:config] pricing.rate=5", "probe got [agora:config] pricing.currency="],
+        "one notification per change, none for the refused one"
+    );
     let changed: Vec<&Value> = seen.iter().filter(|e| e["event"] == "config_changed").collect();
-    assert_eq!(changed.len(), 1, "the refused update changed nothing");
+    assert_eq!(changed.len(), 2, "the refused update changed nothing");
 }
 
 #[test]

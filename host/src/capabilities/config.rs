@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 
 use crate::capabilities::Grant;
-use crate::messaging::{AgentId, Message, Router};
+use crate::messaging::{AgentId, Router};
 use crate::runtime::bindings::{Error, config};
 use crate::runtime::state::AgentState;
 
@@ -122,25 +122,7 @@ impl ConfigService {
                 .collect()
         };
         let topic: Arc<str> = CONFIG_TOPIC.into();
-        let payload = format!("{path}={value}").into_bytes();
-        let mut notified = 0;
-        for id in watchers {
-            let message = Message { sender: None, topic: Some(topic.clone()), payload: payload.clone(), reply: None };
-            match self.router.try_deliver(id, message) {
-                Ok(()) => notified += 1,
-                Err(Error::MailboxFull) => {
-                    tracing::warn!(
-                        event = "notification_dropped",
-                        topic = CONFIG_TOPIC,
-                        agent = id,
-                        path,
-                        "config change not delivered: the subscriber's mailbox is full"
-                    );
-                }
-                Err(_) => {}
-            }
-        }
-        notified
+        self.router.notify(watchers, &topic, format!("{path}={value}").as_bytes())
     }
 
     fn subscribe(&self, id: AgentId, prefix: &str) {

@@ -141,6 +141,26 @@ impl Router {
         removed
     }
 
+    /// Deliver a host notification (no sender) on `topic` to each of `agents`; returns how many
+    /// got it. Notifications are best effort: a full mailbox drops one with a
+    /// `notification_dropped` warning, and the agent can read the state it announces itself.
+    pub fn notify(&self, agents: impl IntoIterator<Item = AgentId>, topic: &Arc<str>, payload: &[u8]) -> usize {
+        let mut notified = 0;
+        for agent in agents {
+            let message = Message { sender: None, topic: Some(topic.clone()), payload: payload.to_vec(), reply: None };
+            match self.try_deliver(agent, message) {
+                Ok(()) => notified += 1,
+                Err(Error::MailboxFull) => {
+                    tracing::warn!(event = "notification_dropped", topic = %topic, agent,
+                        "host notification not delivered: the agent's mailbox is full");
+                }
+                // Exited meanwhile: nobody to tell.
+                Err(_) => {}
+            }
+        }
+        notified
+    }
+
     /// The agents subscribed to `topic` now.
     pub fn subscribers(&self, topic: &str) -> Vec<AgentId> {
         self.topics.get(topic).map(|s| s.value().clone()).unwrap_or_default()

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-use crate::messaging::{AgentId, Message, NameHasher, Router};
-use crate::runtime::bindings::Error;
+use crate::messaging::{AgentId, NameHasher, Router};
 
 /// Members are told of a new leader on `agora:leader/<group>`.
 pub const TOPIC_PREFIX: &str = "agora:leader/";
@@ -102,13 +101,7 @@ impl Elections {
         let leader = leader.map_or_else(|| "none".to_string(), |id| id.to_string());
         let payload = format!("term={term} leader={leader}").into_bytes();
         let topic: Arc<str> = format!("{TOPIC_PREFIX}{group}").into();
-        for member in &state.members {
-            let message = Message { sender: None, topic: Some(topic.clone()), payload: payload.clone(), reply: None };
-            if let Err(Error::MailboxFull) = self.router.try_deliver(*member, message) {
-                tracing::warn!(event = "notification_dropped", topic = %topic, agent = member, term,
-                    "leader change not delivered: the member's mailbox is full (`election.leader` tells it)");
-            }
-        }
+        self.router.notify(state.members.iter().copied(), &topic, &payload);
     }
 }
 

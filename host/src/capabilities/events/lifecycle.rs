@@ -11,17 +11,17 @@ use crate::messaging::AgentId;
 use crate::runtime::ExitTally;
 use crate::runtime::agent::{ExitReason, Fault};
 
-fn journal(store: &EventStore, kind: &str, agent: &str, payload: serde_json::Value) {
+fn journal(store: &EventStore, kind: &str, agent: Option<&str>, payload: serde_json::Value) {
     store.record(NewEvent {
         kind: kind.to_string(),
-        agent: Some(agent.into()),
+        agent: agent.map(Into::into),
         correlation: None,
         payload: payload.to_string().into_bytes(),
     });
 }
 
 pub fn agent_started(store: &EventStore, agent: &str, id: AgentId, module: &str, took: Duration, restarts: u32) {
-    journal(store, "agent_started", agent, json!({ "id": id, "module": module, "restarts": restarts }));
+    journal(store, "agent_started", Some(agent), json!({ "id": id, "module": module, "restarts": restarts }));
     tracing::info!(
         target: "agora::lifecycle",
         event = "agent_started",
@@ -52,7 +52,7 @@ pub fn agent_exited(store: &EventStore, report: &ExitReport, reason: &ExitReason
     if let ExitReason::Crashed(fault) = reason {
         payload["detail"] = json!(fault.detail);
     }
-    journal(store, "agent_exited", agent, payload);
+    journal(store, "agent_exited", Some(agent), payload);
     match reason {
         ExitReason::Crashed(fault) => crashed("agent_exited", report, fault),
         _ => tracing::info!(
@@ -71,7 +71,7 @@ pub fn agent_exited(store: &EventStore, report: &ExitReport, reason: &ExitReason
 }
 
 pub fn agent_start_failed(store: &EventStore, agent: &str, fault: &Fault) {
-    journal(store, "agent_start_failed", agent, json!({ "reason": fault.kind.code(), "detail": fault.detail }));
+    journal(store, "agent_start_failed", Some(agent), json!({ "reason": fault.kind.code(), "detail": fault.detail }));
     let report = ExitReport { agent, id: 0, restarts: 0, undelivered: 0, peak_memory: 0 };
     crashed("agent_start_failed", &report, fault);
 }
@@ -125,7 +125,7 @@ pub fn supervisor_failed(store: &EventStore, supervisor: &str, id: AgentId, faul
     journal(
         store,
         "supervisor_failed",
-        supervisor,
+        Some(supervisor),
         json!({ "id": id, "reason": fault.kind.code(), "detail": fault.detail }),
     );
     tracing::error!(
@@ -152,7 +152,7 @@ pub fn supervisor_exited(supervisor: &str, id: AgentId, reason: &ExitReason) {
 }
 
 pub fn child_restarted(store: &EventStore, agent: &str, id: AgentId, restarts: u32, after: &str) {
-    journal(store, "agent_restarted", agent, json!({ "id": id, "restarts": restarts, "after": after }));
+    journal(store, "agent_restarted", Some(agent), json!({ "id": id, "restarts": restarts, "after": after }));
     tracing::info!(
         target: "agora::lifecycle",
         event = "agent_restarted",
@@ -165,12 +165,7 @@ pub fn child_restarted(store: &EventStore, agent: &str, id: AgentId, restarts: u
 }
 
 pub fn config_changed(store: &EventStore, path: &str, value: Option<&str>, notified: usize) {
-    store.record(NewEvent {
-        kind: "config_changed".into(),
-        agent: None,
-        correlation: None,
-        payload: json!({ "path": path, "value": value }).to_string().into_bytes(),
-    });
+    journal(store, "config_changed", None, json!({ "path": path, "value": value }));
     tracing::info!(target: "agora::lifecycle", event = "config_changed", path, value, notified,
         "config {path} changed; {notified} subscribers notified");
 }

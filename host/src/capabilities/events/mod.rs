@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::capabilities::Grant;
 use crate::manifest::{ByteSize, Span};
-use crate::messaging::{Message, Router};
+use crate::messaging::Router;
 use crate::runtime::bindings::{Error, events};
 use crate::runtime::state::AgentState;
 pub use store::{Committed, Event, EventStore, NewEvent, Page, Query, Retention, StoreError};
@@ -95,14 +95,7 @@ fn publish(router: &Router, committed: Committed<'_>) {
         )
         .into_bytes();
         payload.extend_from_slice(&event.payload);
-        let shared: Arc<str> = topic.as_str().into();
-        for id in subscribers {
-            let message = Message { sender: None, topic: Some(shared.clone()), payload: payload.clone(), reply: None };
-            if let Err(Error::MailboxFull) = router.try_deliver(id, message) {
-                tracing::warn!(event = "notification_dropped", topic = %shared, agent = id, seq,
-                    "event not delivered to a subscriber: its mailbox is full (the event itself is stored)");
-            }
-        }
+        router.notify(subscribers, &topic.as_str().into(), &payload);
     }
 }
 
