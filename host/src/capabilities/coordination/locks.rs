@@ -57,6 +57,7 @@ struct LockState {
     /// The last token this entry gave.
     token: u64,
     holders: SmallVec<[Holder; 1]>,
+    #[expect(clippy::box_collection, reason = "one pointer, not a 32-byte queue, in every entry")]
     waiters: Option<Box<VecDeque<Waiter>>>,
 }
 
