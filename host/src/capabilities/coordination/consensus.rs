@@ -122,12 +122,14 @@ impl Consensus {
                 self.lose_voter(round, member);
             }
         }
-        let outcome = match tokio::time::timeout(timeout, outcome).await {
+        let decided = tokio::time::timeout(timeout, outcome).await;
+        // Removed before its tally is read: a vote that comes later finds no round (and learns
+        // so) rather than counting in a tally nobody reads.
+        let left = self.rounds.remove(&round).map(|(_, round)| round.outcome);
+        Ok(match decided {
             Ok(Ok(outcome)) => outcome,
-            _ => self.rounds.get(&round).map_or(tally, |round| round.outcome),
-        };
-        self.rounds.remove(&round);
-        Ok(outcome)
+            _ => left.unwrap_or(tally),
+        })
     }
 
     pub fn vote(&self, round: u64, voter: AgentId, accept: bool) -> Result<(), ConsensusError> {
@@ -219,5 +221,120 @@ mod tests {
             consensus.propose("g", 9, vec![1], b"v", Quorum::AtLeast(2), Duration::ZERO).await,
             Err(ConsensusError::Invalid(_))
         ));
+    }
+
+    /// Randomized rounds: 3 proposers run rounds with random quorum rules and deadlines over 5
+    /// members, who accept, reject, ignore or exit (lose their owed votes) after random delays,
+    /// on 2 worker threads. Every outcome's tally is exactly the votes that were acknowledged for
+    /// its round, and its verdict is the one the tally and the rule give: nothing is committed
+    /// without the votes, and nothing acknowledged is lost.
+    #[test]
+    fn random_rounds_tally_exactly_the_acknowledged_votes() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+
+        const MEMBERS: u64 = 5;
+        for seed in 0..8u64 {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let router = Arc::new(Router::new(1024));
+            let consensus = Arc::new(Consensus::new(router.clone()));
+            // Acknowledged (accepts, rejects) by round.
+            let acknowledged: Arc<Mutex<HashMap<u64, (u32, u32)>>> = Arc::default();
+            let outcomes = runtime.block_on(async {
+                let mut voters = Vec::new();
+                for member in 1..=MEMBERS {
+                    let mut inbox = router.open(member, 1024);
+                    let (consensus, acknowledged) = (consensus.clone(), acknowledged.clone());
+                    voters.push(tokio::spawn(async move {
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 100 + member);
+                        while let Some(request) = inbox.recv().await {
+                            let text = String::from_utf8(request.payload).unwrap();
+                            let round: u64 = text.split_whitespace().next().unwrap()["round=".len()..].parse().unwrap();
+                            let (choice, delay) = (rng.random_range(0..10), rng.random_range(0..4u64));
+                            let (consensus, acknowledged) = (consensus.clone(), acknowledged.clone());
+                            // Each request answered by its own task, at once or after 1 to 3 ms,
+                            // so that votes race one another and the deadlines.
+                            tokio::spawn(async move {
+                                if delay == 0 {
+                                    tokio::task::yield_now().await;
+                                } else {
+                                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                                }
+                                match choice {
+                                    0 => {}
+                                    1 => consensus.forget(member),
+                                    choice => {
+                                        let accept = choice >= 4;
+                                        if consensus.vote(round, member, accept).is_ok() {
+                                            let mut counts = acknowledged.lock().unwrap();
+                                            let (yes, no) = counts.entry(round).or_default();
+                                            if accept { *yes += 1 } else { *no += 1 }
+                                        }
+                                    }
+                                }
+                            });
+                        }
+                    }));
+                }
+                let mut proposers = Vec::new();
+                for proposer in 0..3u64 {
+                    let consensus = consensus.clone();
+                    proposers.push(tokio::spawn(async move {
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 100 + 50 + proposer);
+                        let mut outcomes = Vec::new();
+                        for _ in 0..40 {
+                            let quorum = match rng.random_range(0..3) {
+                                0 => Quorum::Majority,
+                                1 => Quorum::All,
+                                _ => Quorum::AtLeast(rng.random_range(1..=MEMBERS as u32)),
+                            };
+                            let timeout = Duration::from_millis(rng.random_range(1..6));
+                            let members = (1..=MEMBERS).collect();
+                            let outcome =
+                                consensus.propose("g", 100 + proposer, members, b"v", quorum, timeout).await.unwrap();
+                            outcomes.push((quorum, outcome));
+                        }
+                        outcomes
+                    }));
+                }
+                let mut outcomes = Vec::new();
+                for proposer in proposers {
+                    outcomes.extend(proposer.await.unwrap());
+                }
+                for voter in voters {
+                    voter.abort();
+                }
+                outcomes
+            });
+            let acknowledged = acknowledged.lock().unwrap();
+            assert_eq!(outcomes.len(), 120);
+            let verdicts = |v| outcomes.iter().filter(|(_, o)| o.verdict == v).count();
+            eprintln!(
+                "seed {seed}: {} committed, {} rejected, {} timed out",
+                verdicts(Verdict::Committed),
+                verdicts(Verdict::Rejected),
+                verdicts(Verdict::TimedOut)
+            );
+            for (quorum, outcome) in outcomes {
+                let (yes, no) = acknowledged.get(&outcome.round).copied().unwrap_or_default();
+                assert_eq!((outcome.accepted, outcome.rejected), (yes, no), "seed {seed}: {outcome:?}");
+                let needed = match quorum {
+                    Quorum::Majority => 3,
+                    Quorum::All => 5,
+                    Quorum::AtLeast(n) => n,
+                };
+                let counted = outcome.accepted + outcome.rejected + outcome.missing;
+                assert!(counted <= outcome.voters, "seed {seed}: {outcome:?}");
+                let reachable = outcome.accepted + (outcome.voters - counted) >= needed;
+                let verdict = match () {
+                    _ if outcome.accepted >= needed => Verdict::Committed,
+                    _ if !reachable => Verdict::Rejected,
+                    _ => Verdict::TimedOut,
+                };
+                assert_eq!(outcome.verdict, verdict, "seed {seed}: {quorum:?} {outcome:?}");
+            }
+            assert!(consensus.rounds.is_empty(), "seed {seed}: every round closed");
+        }
     }
 }

@@ -132,4 +132,88 @@ mod tests {
         );
         drop(inboxes.pop());
     }
+
+    /// Randomized interleavings: 12 agents on 2 worker threads join, leave and read 2 groups at
+    /// random. Every leadership anyone saw (from `join`, from `leadership`, or told in a message)
+    /// pairs each term with one leader only, each agent is told of strictly increasing terms,
+    /// and a group all left has no leader.
+    #[test]
+    fn random_joins_and_leaves_never_give_one_term_two_leaders() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::HashMap;
+
+        const AGENTS: u64 = 12;
+        const GROUPS: [&str; 2] = ["a", "b"];
+        for seed in 0..8u64 {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let router = Arc::new(Router::new(1024));
+            let elections = Arc::new(Elections::new(router.clone()));
+            let mut inboxes: Vec<_> = (1..=AGENTS).map(|agent| router.open(agent, 100_000)).collect();
+            let seen: Vec<(usize, Leadership)> = runtime.block_on(async {
+                let mut agents = Vec::new();
+                for agent in 1..=AGENTS {
+                    let elections = elections.clone();
+                    agents.push(tokio::spawn(async move {
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 100 + agent);
+                        let mut seen = Vec::new();
+                        for _ in 0..300 {
+                            let group = rng.random_range(0..GROUPS.len());
+                            match rng.random_range(0..3) {
+                                0 => seen.push((group, elections.join(GROUPS[group], agent))),
+                                1 => {
+                                    elections.leave(GROUPS[group], agent);
+                                }
+                                _ => seen.push((group, elections.leadership(GROUPS[group]))),
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        for group in GROUPS {
+                            elections.leave(group, agent);
+                        }
+                        seen
+                    }));
+                }
+                let mut seen = Vec::new();
+                for agent in agents {
+                    seen.extend(agent.await.unwrap());
+                }
+                seen
+            });
+            let mut leader_of_term: HashMap<(usize, u64), Option<AgentId>> = HashMap::new();
+            let mut record = |group: usize, leadership: Leadership| {
+                let first = *leader_of_term.entry((group, leadership.term)).or_insert(leadership.leader);
+                assert_eq!(
+                    first, leadership.leader,
+                    "seed {seed}: group {group} term {} had two leaders",
+                    leadership.term
+                );
+            };
+            for (group, leadership) in seen {
+                record(group, leadership);
+            }
+            let mut told = 0;
+            for inbox in &mut inboxes {
+                let mut last_term = [0u64; GROUPS.len()];
+                while let Ok(message) = inbox.try_recv() {
+                    let group = GROUPS
+                        .iter()
+                        .position(|g| message.topic.as_deref() == Some(&format!("{TOPIC_PREFIX}{g}")))
+                        .unwrap();
+                    let text = String::from_utf8(message.payload).unwrap();
+                    let (term, leader) = text.split_once(' ').unwrap();
+                    let term: u64 = term["term=".len()..].parse().unwrap();
+                    let leader = leader["leader=".len()..].parse().ok();
+                    assert!(term > last_term[group], "seed {seed}: terms told out of order");
+                    last_term[group] = term;
+                    record(group, Leadership { leader, term });
+                    told += 1;
+                }
+            }
+            assert!(told > 0, "seed {seed}: members were told of changes");
+            for group in GROUPS {
+                assert_eq!(elections.leadership(group).leader, None, "seed {seed}: everybody left {group}");
+                assert!(elections.members(group).is_empty());
+            }
+        }
+    }
 }
