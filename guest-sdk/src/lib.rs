@@ -354,6 +354,12 @@ pub mod election {
     }
 }
 
+/// This agent's wallet: balance, transfers, holds (escrow), and what its compute has cost.
+/// Grant: "economics".
+pub mod ledger {
+    pub use crate::bindings::agora::agent::ledger::*;
+}
+
 /// Logging into the host's log. Grant: "logging".
 pub mod log {
     use crate::bindings::agora::agent::logging::{Level, log};

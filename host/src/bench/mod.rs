@@ -156,6 +156,7 @@ fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize)
         outbound: Vec::new(),
         restart: Restart::Temporary,
         shutdown: Shutdown::Infinity,
+        wallet: 0,
     }
 }
 

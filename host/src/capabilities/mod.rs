@@ -9,6 +9,8 @@
 
 pub mod config;
 pub mod coordination;
+pub mod durable;
+pub mod economics;
 pub mod events;
 pub mod lifecycle;
 pub mod logging;
@@ -33,10 +35,11 @@ pub enum Grant {
     Telemetry,
     RateLimits,
     Coordination,
+    Economics,
 }
 
 impl Grant {
-    pub const ALL: [Grant; 9] = [
+    pub const ALL: [Grant; 10] = [
         Grant::Messaging,
         Grant::Registry,
         Grant::Logging,
@@ -46,6 +49,7 @@ impl Grant {
         Grant::Telemetry,
         Grant::RateLimits,
         Grant::Coordination,
+        Grant::Economics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Grant {
             Grant::Telemetry => "telemetry",
             Grant::RateLimits => "rate-limits",
             Grant::Coordination => "coordination",
+            Grant::Economics => "economics",
         }
     }
 }
@@ -108,6 +113,7 @@ pub struct ServiceSections {
     pub telemetry: telemetry::TelemetrySettings,
     pub rate_limits: std::collections::BTreeMap<String, rate_limits::LimiterSpec>,
     pub outbound: std::collections::BTreeMap<String, outbound::TargetSpec>,
+    pub economics: economics::EconomicsSettings,
 }
 
 /// The shared state of every host service, built once per host.
@@ -121,11 +127,12 @@ pub struct Services {
     pub barriers: Arc<coordination::barriers::Barriers>,
     pub elections: coordination::election::Elections,
     pub consensus: coordination::consensus::Consensus,
+    pub economics: economics::Economics,
 }
 
 impl Services {
-    /// `durable_events = false` keeps the event store in memory whatever the manifest says
-    /// (`agora check` must not lock the store of a running host).
+    /// `durable_events = false` keeps the event store and the ledger in memory whatever the
+    /// manifest says (`agora check` must not lock the files of a running host).
     pub fn start(
         sections: &ServiceSections,
         data_dir: &std::path::Path,
@@ -144,6 +151,7 @@ impl Services {
             barriers: coordination::barriers::Barriers::start(),
             elections: coordination::election::Elections::new(router.clone()),
             consensus: coordination::consensus::Consensus::new(router.clone()),
+            economics: economics::Economics::open(&sections.economics, data_dir, durable_events)?,
         })
     }
 }

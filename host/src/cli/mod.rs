@@ -154,11 +154,14 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 fn compile(manifest: Option<PathBuf>, modules: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
-    let settings = match manifest {
-        Some(path) => Manifest::load(&path)?.host,
-        None => HostSettings::default(),
+    let (settings, meter_fuel) = match manifest {
+        Some(path) => {
+            let manifest = Manifest::load(&path)?;
+            (manifest.host, manifest.services.economics.meters_compute())
+        }
+        None => (HostSettings::default(), false),
     };
-    let engine = crate::runtime::engine::build(&settings)?;
+    let engine = crate::runtime::engine::build(&settings, meter_fuel)?;
     let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"))?;
     for module in modules {
         let (artifact, outcome) = loader.precompile(&module)?;

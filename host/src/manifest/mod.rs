@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::capabilities::{Grant, Grants, ServiceSections, config, events, outbound, rate_limits, telemetry};
+use crate::capabilities::{
+    Grant, Grants, ServiceSections, config, economics, events, outbound, rate_limits, telemetry,
+};
 pub use tree::{Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec, check_name, render_value};
 pub use units::{ByteSize, Span};
 
@@ -109,6 +111,8 @@ pub struct AgentSpec {
     pub outbound: Vec<String>,
     pub restart: Restart,
     pub shutdown: Shutdown,
+    /// The wallet's first budget (`[economics]`), minted when the wallet is new.
+    pub wallet: u64,
 }
 
 /// A manifest error, located in the source.
@@ -155,6 +159,8 @@ struct RawManifest {
     rate_limits: BTreeMap<String, rate_limits::LimiterSpec>,
     #[serde(default)]
     outbound: BTreeMap<String, outbound::TargetSpec>,
+    #[serde(default)]
+    economics: economics::EconomicsSettings,
 }
 
 impl Manifest {
@@ -239,7 +245,12 @@ impl Manifest {
             "defaults",
         )?;
         let grants = resolve_grants(&locate, defaults.grants.as_deref(), "defaults", Grants::NONE)?;
-        let services = check_services(&locate, raw.config, raw.events, raw.telemetry, raw.rate_limits, raw.outbound)?;
+        let mut services =
+            check_services(&locate, raw.config, raw.events, raw.telemetry, raw.rate_limits, raw.outbound)?;
+        if let Err((key, message)) = raw.economics.validate() {
+            return Err(locate.section_error("economics", key, message));
+        }
+        services.economics = raw.economics;
         let outbound = resolve_outbound(&locate, defaults.outbound.as_deref(), "defaults", &services, &[])?;
         let mut builder = tree::TreeBuilder {
             locate: &locate,
@@ -358,7 +369,7 @@ fn check_services(
             return Err(locate.section_error(&format!("outbound.{name}"), &format!("outbound.{name}"), message));
         }
     }
-    Ok(ServiceSections { config, events, telemetry, rate_limits, outbound })
+    Ok(ServiceSections { config, events, telemetry, rate_limits, outbound, economics: Default::default() })
 }
 
 fn resolve_outbound(

@@ -145,6 +145,7 @@ pub(super) struct RawChild {
     budget: Option<Spanned<Span>>,
     grants: Option<Vec<Spanned<String>>>,
     outbound: Option<Vec<Spanned<String>>>,
+    wallet: Option<Spanned<u64>>,
     // Supervisors.
     strategy: Option<Spanned<Strategy>>,
     intensity: Option<Spanned<u32>>,
@@ -171,6 +172,7 @@ pub(super) struct RawDefaults {
     pub budget: Option<Spanned<Span>>,
     pub grants: Option<Vec<Spanned<String>>>,
     pub outbound: Option<Vec<Spanned<String>>>,
+    wallet: Option<u64>,
     restart: Option<Restart>,
     shutdown: Option<Shutdown>,
 }
@@ -234,6 +236,7 @@ impl TreeBuilder<'_> {
             ("budget", raw.budget.as_ref().map(|c| c.span())),
             ("grants", raw.grants.as_ref().and_then(|g| g.first()).map(|c| c.span())),
             ("outbound", raw.outbound.as_ref().and_then(|g| g.first()).map(|c| c.span())),
+            ("wallet", raw.wallet.as_ref().map(|c| c.span())),
         ];
         if let Some((key, Some(span))) = agent_only.into_iter().find(|(_, span)| span.is_some()) {
             return Err(self.error(
@@ -370,6 +373,7 @@ impl TreeBuilder<'_> {
             )?,
             restart: raw.restart.or(self.defaults.restart).unwrap_or_default(),
             shutdown: raw.shutdown.or(self.defaults.shutdown).unwrap_or(AGENT_SHUTDOWN),
+            wallet: raw.wallet.map(Spanned::into_inner).or(self.defaults.wallet).unwrap_or(0),
         })
     }
 }

@@ -53,13 +53,23 @@ pub type Inbox = mpsc::Receiver<Message>;
 /// Every live mailbox and topic subscription of this host.
 pub struct Router {
     mailboxes: DashMap<AgentId, mpsc::Sender<Message>, IdHasher>,
+    /// Agents that refuse messages until their wallets can pay (`[economics] unpaid =
+    /// "refuse"`); the count spares every delivery a lookup while there are none.
+    unpaid: dashmap::DashSet<AgentId, IdHasher>,
+    unpaid_count: std::sync::atomic::AtomicUsize,
     topics: DashMap<Arc<str>, Vec<AgentId>, NameHasher>,
     max_message: usize,
 }
 
 impl Router {
     pub fn new(max_message: usize) -> Self {
-        Router { mailboxes: DashMap::default(), topics: DashMap::default(), max_message }
+        Router {
+            mailboxes: DashMap::default(),
+            topics: DashMap::default(),
+            max_message,
+            unpaid: Default::default(),
+            unpaid_count: Default::default(),
+        }
     }
 
     pub fn check_size(&self, len: usize) -> Result<(), Error> {
@@ -77,6 +87,7 @@ impl Router {
     /// were never handled; their callers get `stopped`.
     pub fn close(&self, id: AgentId, topics: &[Arc<str>], inbox: &mut Inbox) -> usize {
         self.mailboxes.remove(&id);
+        self.accept(id);
         for topic in topics {
             self.unsubscribe(id, topic);
         }
@@ -100,8 +111,27 @@ impl Router {
         self.mailboxes.contains_key(&id)
     }
 
+    /// Refuse deliveries to `id` with `unpaid` until [`Router::accept`].
+    pub fn refuse(&self, id: AgentId) {
+        if self.unpaid.insert(id) {
+            self.unpaid_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    pub fn accept(&self, id: AgentId) {
+        if self.unpaid.remove(&id).is_some() {
+            self.unpaid_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn check_paid(&self, to: AgentId) -> Result<(), Error> {
+        let any = self.unpaid_count.load(std::sync::atomic::Ordering::Relaxed) != 0;
+        if any && self.unpaid.contains(&to) { Err(Error::Unpaid) } else { Ok(()) }
+    }
+
     /// Enqueue without waiting.
     pub fn try_deliver(&self, to: AgentId, message: Message) -> Result<(), Error> {
+        self.check_paid(to)?;
         let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?;
         mailbox.try_send(message).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::MailboxFull,
@@ -111,6 +141,7 @@ impl Router {
 
     /// Enqueue, waiting up to `timeout` for room.
     pub async fn deliver_timeout(&self, to: AgentId, message: Message, timeout: Duration) -> Result<(), Error> {
+        self.check_paid(to)?;
         let mailbox = self.sender(to).ok_or(Error::NotFound)?;
         mailbox.send_timeout(message, timeout).await.map_err(|e| match e {
             mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,

@@ -18,13 +18,14 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
-use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime::{AsContextMut, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use super::Runtime;
 use super::bindings::{Agent, Envelope, Error, HandleError};
 use super::limits::{BudgetExceeded, MemoryCapExceeded};
 use super::modules::Module;
 use super::state::AgentState;
+use crate::capabilities::economics::{UnpaidPolicy, billing};
 use crate::capabilities::events::lifecycle as events;
 use crate::manifest::{AgentSpec, Shutdown};
 use crate::messaging::{AgentId, Inbox, Message};
@@ -91,6 +92,8 @@ pub enum FaultKind {
     Linked,
     /// A bug in the host panicked while serving this agent; the host caught it and carried on.
     HostPanic,
+    /// Its wallet could not pay for the compute a callback needed (or for its start).
+    Unpaid,
 }
 
 impl FaultKind {
@@ -107,6 +110,7 @@ impl FaultKind {
             FaultKind::RestartIntensity => "max_restart_intensity",
             FaultKind::Linked => "linked",
             FaultKind::HostPanic => "host_panic",
+            FaultKind::Unpaid => "unpaid",
         }
     }
 }
@@ -133,6 +137,7 @@ impl Fault {
             let panicked = output.as_deref().is_some_and(|o| o.contains("panicked at"));
             let kind = match trap {
                 Trap::StackOverflow => FaultKind::StackOverflow,
+                Trap::OutOfFuel => FaultKind::Unpaid,
                 Trap::UnreachableCodeReached if panicked => FaultKind::Panic,
                 _ => FaultKind::Trap,
             };
@@ -295,6 +300,13 @@ pub async fn start(
     restarts: u32,
 ) -> Result<RunningAgent, StartError> {
     let started = Instant::now();
+    let economics = &runtime.services.economics;
+    if spec.wallet > 0 || spec.grants.allows(crate::capabilities::Grant::Economics) || economics.pricing().is_some() {
+        economics.ledger.open_wallet(&spec.name, spec.wallet).await.map_err(|e| StartError::Failed {
+            agent: spec.name.clone(),
+            fault: Fault::new(FaultKind::Instantiate, format!("opening its wallet: {e}")),
+        })?;
+    }
     let id = runtime.next_id();
     let name: Arc<str> = spec.name.as_str().into();
     runtime
@@ -359,6 +371,11 @@ pub fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
         if budget.ticks_used > budget.ticks_allowed {
             return Err(wasmtime::Error::new(BudgetExceeded { ticks: budget.ticks_used - 1 }));
         }
+        if context.data().meter.is_some() {
+            // A long callback buys its next slice as it goes; one its wallet cannot pay for
+            // runs out of fuel and traps.
+            billing::arm(context.as_context_mut());
+        }
         Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
     });
     store
@@ -404,6 +421,12 @@ impl Instance {
 
     async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Agent, Fault> {
         self.arm_budget();
+        // Waiting here would hold up the supervisor that starts it: an agent that cannot pay
+        // for its start fails to start, and its supervisor's restart policy decides.
+        if !self.pay() {
+            let name = &self.store.data().name;
+            return Err(Fault::new(FaultKind::Unpaid, format!("wallet {name:?} cannot pay for the agent's start")));
+        }
         let agent = module.pre.instantiate_async(&mut self.store).await.map_err(|e| {
             let fault = Fault::from_error(&e, self.store.data(), "instantiate");
             match fault.kind {
@@ -412,7 +435,9 @@ impl Instance {
             }
         })?;
         self.arm_budget();
-        match agent.call_init(&mut self.store, config).await {
+        let initialized = agent.call_init(&mut self.store, config).await;
+        self.count_fuel();
+        match initialized {
             Ok(Ok(())) => {
                 let state = self.store.data();
                 state.metrics.initialized(state.memory.peak());
@@ -440,6 +465,7 @@ impl Instance {
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Going idle: the mailbox depth is known to be zero, for free.
                     self.store.data().metrics.idle();
+                    billing::settle(self.store.data_mut());
                     tokio::select! {
                         biased;
                         _ = stop.reached(SHUTDOWN) => continue,
@@ -448,6 +474,14 @@ impl Instance {
                             None => return self.terminate(agent, ExitReason::Shutdown).await,
                         },
                     }
+                }
+            };
+            let message = if self.pay() {
+                message
+            } else {
+                match self.unpaid(message).await {
+                    Some(message) => message,
+                    None => continue,
                 }
             };
             // Most callbacks finish in their first poll; only one that suspends (waiting in a
@@ -488,6 +522,7 @@ impl Instance {
         self.arm_budget();
         let started = timed.then(quanta::Instant::now);
         let outcome = agent.call_handle(&mut self.store, &envelope).await;
+        self.count_fuel();
         let state = self.store.data_mut();
         if let Some(started) = started {
             record_handle(state, started.elapsed(), &self.inbox);
@@ -514,6 +549,11 @@ impl Instance {
 
     async fn terminate(&mut self, agent: &Agent, reason: ExitReason) -> ExitReason {
         self.arm_budget();
+        if !self.pay() {
+            tracing::warn!(event = "terminate_skipped", agent = %self.store.data().name,
+                "terminate not called: the agent's wallet cannot pay for it");
+            return reason;
+        }
         let stop = self.stop.clone();
         let terminated = tokio::select! {
             biased;
@@ -536,6 +576,9 @@ impl Instance {
     /// End coordination holdings, leave the registry, close the mailbox, notify monitors and
     /// links; returns how many messages were never handled.
     fn cleanup(&mut self, reason: &ExitReason) -> usize {
+        if self.store.data().meter.is_some() {
+            billing::close(self.store.as_context_mut());
+        }
         self.store.data_mut().leave_coordination();
         let state = self.store.data();
         let runtime = &state.runtime;
@@ -545,11 +588,82 @@ impl Instance {
         undelivered
     }
 
+    /// Fuel for the next callback, bought from the wallet if need be; false when it cannot pay.
+    fn pay(&mut self) -> bool {
+        self.store.data().meter.is_none() || billing::arm(self.store.as_context_mut())
+    }
+
+    fn count_fuel(&mut self) {
+        if self.store.data().meter.is_some() {
+            let used = billing::fuel_used(&mut self.store);
+            self.store.data_mut().fuel_used = used;
+        }
+    }
+
+    /// The wallet cannot pay for the next callback. `suspend`: hold `message` until it can.
+    /// `refuse`: refuse it, and every message that comes, until it can (senders get `unpaid`).
+    /// None when the agent was stopped meanwhile, or the message was refused.
+    async fn unpaid(&mut self, message: Message) -> Option<Message> {
+        let runtime = self.store.data().runtime.clone();
+        let (id, name) = (self.store.data().id, self.store.data().name.clone());
+        let policy = runtime.services.economics.settings.unpaid;
+        let signal = runtime.services.economics.ledger.funded_signal(&name)?;
+        tracing::warn!(event = "agent_unpaid", agent = %name, policy = ?policy,
+            "the agent's wallet cannot pay for its compute; it waits to be funded");
+        let mut held = Some(message);
+        if policy == UnpaidPolicy::Refuse {
+            runtime.router.refuse(id);
+            refuse(&name, held.take());
+        }
+        let stop = self.stop.clone();
+        loop {
+            let funded = signal.notified();
+            tokio::pin!(funded);
+            funded.as_mut().enable();
+            if self.pay() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.reached(SHUTDOWN) => {
+                    if let Some(reply) = held.take().and_then(|message| message.reply) {
+                        let _ = reply.send(Err(Error::Stopped));
+                    }
+                    break;
+                }
+                _ = &mut funded => {}
+                message = self.inbox.recv(), if policy == UnpaidPolicy::Refuse => match message {
+                    Some(message) => refuse(&name, Some(message)),
+                    None => break,
+                },
+            }
+        }
+        runtime.router.accept(id);
+        tracing::info!(event = "agent_funded", agent = %name, "the agent's wallet can pay again");
+        held
+    }
+
     /// The exit reason when the kill token fired: a link's cause, or a plain kill.
     fn killed(&self) -> ExitReason {
         match self.kill_cause.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(cause) => ExitReason::Crashed(Fault::new(FaultKind::Linked, cause)),
             None => ExitReason::Killed,
         }
+    }
+}
+
+/// Turn a message away from an agent that cannot pay: a caller gets `unpaid`, a cast is logged.
+fn refuse(agent: &str, message: Option<Message>) {
+    let Some(message) = message else { return };
+    match message.reply {
+        Some(reply) => {
+            let _ = reply.send(Err(Error::Unpaid));
+        }
+        None => tracing::warn!(
+            event = "message_refused",
+            agent,
+            reason = "unpaid",
+            "a message was refused: the agent's wallet cannot pay for its compute"
+        ),
     }
 }

@@ -1,7 +1,7 @@
 //! Host-side bindings of the `agora:agent` world.
 //!
 //! Imports are synchronous except those that wait (`call`, `send-timeout`, the supervision
-//! calls that start or stop agents, a durable `events.append`, a rate-limit `wait`): a
+//! calls that start or stop agents, a durable `events.append` or ledger movement, a rate-limit `wait`): a
 //! synchronous host function costs less per call, and most calls never wait.
 
 wasmtime::component::bindgen!({
@@ -19,6 +19,10 @@ wasmtime::component::bindgen!({
         "agora:agent/locks.acquire": async,
         "agora:agent/barriers.arrive": async,
         "agora:agent/consensus.propose": async,
+        "agora:agent/ledger.transfer": async,
+        "agora:agent/ledger.hold": async,
+        "agora:agent/ledger.release": async,
+        "agora:agent/ledger.capture": async,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
@@ -26,6 +30,6 @@ wasmtime::component::bindgen!({
 
 pub use agora::agent::types::{Address, Error, PublishReport};
 pub use agora::agent::{
-    barriers, config, consensus, election, events, lifecycle, locks, logging, messaging, outbound, rate_limits,
+    barriers, config, consensus, election, events, ledger, lifecycle, locks, logging, messaging, outbound, rate_limits,
     registry, supervision, telemetry, types,
 };

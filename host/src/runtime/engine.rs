@@ -23,9 +23,11 @@ const KEEP_RESIDENT: usize = 256 << 10;
 
 /// Build the engine: async (agents run as tokio tasks), epoch interruption (CPU control) and a
 /// pooling allocator sized by the manifest (fast instantiation, bounded virtual memory).
-pub fn build(settings: &HostSettings) -> anyhow::Result<Engine> {
+/// `meter_fuel` compiles fuel counting into every function (compute billing).
+pub fn build(settings: &HostSettings, meter_fuel: bool) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    config.consume_fuel(meter_fuel);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.async_stack_size(ASYNC_STACK);
     // A copy-on-write data image maps the module file into every slot that ever ran it, and the

@@ -39,6 +39,10 @@ pub struct AgentState {
     pub memory: MemoryCap,
     pub budget: Budget,
     pub stderr: GuestOutput,
+    /// The wallet paying for this store's fuel, when compute has a price.
+    pub meter: Option<crate::capabilities::economics::billing::Meter>,
+    /// Fuel burned up to the start of the current callback.
+    pub fuel_used: u64,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -52,6 +56,8 @@ impl AgentState {
         let ticks_allowed = (limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
         runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let services = &runtime.services;
+        let meter =
+            services.economics.pricing().map(|_| crate::capabilities::economics::billing::Meter::new(name.clone()));
         AgentState {
             metrics: services.telemetry.enter(id, &name),
             outbound: AgentOutbound::new(name.clone(), &[], &services.outbound),
@@ -69,6 +75,8 @@ impl AgentState {
             memory: MemoryCap::new(limits.memory.bytes()),
             budget: Budget { ticks_allowed, ticks_used: 0 },
             stderr,
+            meter,
+            fuel_used: 0,
             wasi,
             table: ResourceTable::new(),
             runtime,

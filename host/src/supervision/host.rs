@@ -82,6 +82,8 @@ impl supervision::Host for AgentState {
                 supervision::Restart::Temporary => Restart::Temporary,
             },
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            // A spawned agent's wallet starts empty; its parent can pay into it.
+            wallet: 0,
         };
         ask(&commands, |reply| Command::Spawn { spec, reply })
             .await
@@ -142,6 +144,6 @@ impl supervision::Host for AgentState {
             ModuleRefError::Denied(_) => JobError::Denied,
             ModuleRefError::Invalid(why) => JobError::Failed(why),
         })?;
-        super::isolated::run(&self.runtime.clone(), self.id, &module, input, &limits).await
+        super::isolated::run(&self.runtime.clone(), (self.id, &self.name), &module, input, &limits).await
     }
 }

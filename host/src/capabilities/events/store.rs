@@ -1,9 +1,5 @@
-//! The durable event store: one redb file, one writer thread with group commit.
-//!
-//! Why one writer: redb allows one write transaction at a time, and an fsync per event caps a
-//! disk at a few hundred commits a second. The writer takes every append that is waiting, writes
-//! them in one transaction, commits once (durably), then acknowledges each. Throughput therefore
-//! grows with the number of concurrent appenders while each append still waits for its fsync.
+//! The durable event store: one redb file, one writer thread with group commit (see
+//! [`durable`](crate::capabilities::durable)).
 //!
 //! Layout: `events` maps a sequence number to the event; three index tables map (bucket, kind,
 //! seq), (bucket, agent, seq) and (bucket, correlation, seq) to nothing, so a filtered query
@@ -16,11 +12,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
+
+use crate::capabilities::durable::{self, Batch, WriterHandle};
 
 /// (time in ms since the Unix epoch, kind, agent, correlation, payload)
 type Row<'a> = (u64, &'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
@@ -34,7 +32,6 @@ const BY_CORRELATION: TableDefinition<IndexKey, ()> = TableDefinition::new("by_c
 const BUCKET_BITS: u32 = 12;
 /// The layout above; a store written in another one is refused, not misread.
 const FORMAT: u64 = 1;
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 fn index_key(value: &str, seq: u64) -> IndexKey<'_> {
     (seq >> BUCKET_BITS, value, seq)
@@ -147,38 +144,31 @@ pub struct Append {
 /// The store's handle: cheap appends from any thread, queries on the caller's thread.
 pub struct EventStore {
     db: Arc<Database>,
-    appends: Option<mpsc::Sender<Append>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    writer: WriterHandle<Append>,
 }
 
 impl EventStore {
     /// Open (or create) the store at `path` and start its writer. A store left by a killed
     /// process is repaired by redb on open.
     pub fn open(path: &Path, retention: Retention, on_commit: Option<CommitHook>) -> Result<EventStore, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::database(format!("{}: {e}", dir.display())))?;
-        }
-        let db = Database::create(path).map_err(|e| StoreError::database(format!("{}: {e}", path.display())))?;
-        Self::start(db, retention, on_commit)
+        Self::start(Some(path), retention, on_commit)
     }
 
     /// A store that lives in memory only (`[events] durable = false`).
     pub fn open_in_memory(retention: Retention, on_commit: Option<CommitHook>) -> Result<EventStore, StoreError> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(StoreError::database)?;
-        Self::start(db, retention, on_commit)
+        Self::start(None, retention, on_commit)
     }
 
-    fn start(db: Database, retention: Retention, on_commit: Option<CommitHook>) -> Result<EventStore, StoreError> {
-        let db = Arc::new(db);
+    fn start(
+        path: Option<&Path>,
+        retention: Retention,
+        on_commit: Option<CommitHook>,
+    ) -> Result<EventStore, StoreError> {
+        let db = Arc::new(durable::open_database(path).map_err(StoreError::Database)?);
         let mut writer = Writer::new(db.clone(), retention, on_commit)?;
-        let (appends, receiver) = mpsc::channel();
-        let writer = std::thread::Builder::new()
-            .name("agora-event-writer".into())
-            .spawn(move || writer.run(receiver))
+        let writer = WriterHandle::spawn("agora-event-writer", move |receiver| writer.run(receiver))
             .map_err(StoreError::database)?;
-        Ok(EventStore { db, appends: Some(appends), writer: Some(writer) })
+        Ok(EventStore { db, writer })
     }
 
     /// Append and wait until the event is durable; returns its sequence number.
@@ -195,8 +185,7 @@ impl EventStore {
     }
 
     fn send(&self, append: Append) -> Result<(), StoreError> {
-        let appends = self.appends.as_ref().ok_or(StoreError::Closed)?;
-        appends.send(append).map_err(|_| StoreError::Closed)
+        if self.writer.send(append) { Ok(()) } else { Err(StoreError::Closed) }
     }
 
     /// Events in the store now.
@@ -332,16 +321,6 @@ impl EventStore {
     }
 }
 
-impl Drop for EventStore {
-    /// Stop taking appends, let the writer commit what it holds, and wait for it.
-    fn drop(&mut self) {
-        self.appends.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
-}
-
 struct Writer {
     db: Arc<Database>,
     retention: Retention,
@@ -356,21 +335,7 @@ impl Writer {
     fn new(db: Arc<Database>, retention: Retention, on_commit: Option<CommitHook>) -> Result<Writer, StoreError> {
         // Create the tables, so that readers never see a store without them.
         let write = db.begin_write().map_err(StoreError::database)?;
-        {
-            let mut meta = write.open_table(META).map_err(StoreError::database)?;
-            let format = meta.get("format").map_err(StoreError::database)?.map(|f| f.value());
-            match format {
-                None => {
-                    meta.insert("format", FORMAT).map_err(StoreError::database)?;
-                }
-                Some(FORMAT) => {}
-                Some(other) => {
-                    return Err(StoreError::Database(format!(
-                        "the store is in format {other}, this host reads format {FORMAT}; move it aside to start a new one"
-                    )));
-                }
-            }
-        }
+        durable::check_format(&write, "event store", FORMAT).map_err(StoreError::Database)?;
         let (last_seq, last_time_ms) = {
             let events = write.open_table(EVENTS).map_err(StoreError::database)?;
             for table in [BY_KIND, BY_AGENT, BY_CORRELATION] {
@@ -389,19 +354,13 @@ impl Writer {
     fn run(&mut self, receiver: mpsc::Receiver<Append>) {
         let mut batch = Vec::with_capacity(1024);
         loop {
-            match receiver.recv_timeout(self.retention.check_every) {
-                Ok(append) => batch.push(append),
-                Err(RecvTimeoutError::Timeout) => {
+            match durable::next_batch(&receiver, &mut batch, MAX_BATCH, self.retention.check_every) {
+                Batch::Ready => {}
+                Batch::Idle => {
                     self.retain();
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(append) => batch.push(append),
-                    Err(_) => break,
-                }
+                Batch::Closed => return,
             }
             // Nobody waits on records (host lifecycle events): gather more for a moment, so
             // that a storm of starts and exits costs a few commits rather than one per event.

@@ -33,7 +33,11 @@
 //! `lock-cycle <prefix> <locks> <n>` (n try-acquire + release pairs over that many locks),
 //! `barrier <name> <parties> <timeout-ms>`, `join <group>`, `leader <group>`, `leave <group>`,
 //! `propose <group> majority|all|<n> <timeout-ms> <value>`, `panic`,
-//! `repeat <n> <step...>` (reports the last outcome), `sleep <ms>`, `log <text>`, `stop`.
+//! `wallet`, `pay <to> <amount>`, `hold <amount>` (remembered as the last hold),
+//! `release-hold`, `capture <to> <amount>` (of the last hold), `usage`, `spin <n>` (n rounds of
+//! arithmetic: compute to pay for),
+//! `repeat <n> <step...>` (reports the last outcome), `until <timeout-ms> <step...>` (repeats the
+//! step until it succeeds), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `vote = "accept" | "reject" | "ignore" | "crash"` the probe answers consensus vote requests
 //! so (crash: it panics on the request). With `report_messages = "true"` every message the probe
@@ -45,8 +49,8 @@ mod http;
 
 use agora_guest::rate_limits::LimitError;
 use agora_guest::{
-    Address, Agent, Config, Error, HandleError, Message, config, events, locks, log, messaging, rate_limits, registry,
-    supervision, telemetry,
+    Address, Agent, Config, Error, HandleError, Message, config, events, ledger, locks, log, messaging, rate_limits,
+    registry, supervision, telemetry,
 };
 
 struct Probe {
@@ -82,6 +86,13 @@ fn outcome<T>(result: Result<T, Error>, ok: impl FnOnce(T) -> String) -> String 
     }
 }
 
+fn outcome_of<E: std::fmt::Debug>(result: Result<(), E>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("error {e:?}"),
+    }
+}
+
 /// A stable code per error case, for tests to match on.
 fn error_code(error: &Error) -> String {
     match error {
@@ -94,12 +105,15 @@ fn error_code(error: &Error) -> String {
         Error::AlreadyExists => "already-exists".into(),
         Error::Stopped => "stopped".into(),
         Error::Failed(why) => format!("failed({why})"),
+        Error::Unpaid => "unpaid".into(),
     }
 }
 
 thread_local! {
     /// The token of this probe's last grant of each lock.
     static TOKENS: std::cell::RefCell<std::collections::HashMap<String, u64>> = Default::default();
+    /// The number of this probe's last hold.
+    static HOLD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// The time of the last `mark` step, for `since=mark` and `until=mark`.
     static MARK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -198,6 +212,17 @@ fn run_step(words: &[&str]) -> String {
             }
             last
         }
+        "until" => {
+            // Until the step succeeds (its outcome is no error), or the time runs out.
+            let started = std::time::Instant::now();
+            loop {
+                let last = run_step(&words[2..]);
+                if !last.starts_with("error") || started.elapsed() >= Duration::from_millis(number(1)) {
+                    return last;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         "await" | "await-new" => {
             let deadline = number(2);
             let previous = SEEN.with(|seen| seen.borrow().get(arg(1)).copied()).filter(|_| arg(0) == "await-new");
@@ -262,6 +287,34 @@ fn run_step(words: &[&str]) -> String {
                 Ok(output) => format!("output {}", text(&output)),
                 Err(e) => format!("error {e:?}"),
             }
+        }
+        "wallet" => match ledger::wallet() {
+            Ok(funds) => format!("balance {} held {}", funds.balance, funds.held),
+            Err(e) => format!("error {e:?}"),
+        },
+        "pay" => match ledger::transfer(arg(1), number(2), "probe") {
+            Ok(seq) => format!("paid seq {seq}"),
+            Err(e) => format!("error {e:?}"),
+        },
+        "hold" => match ledger::hold(number(1), "probe") {
+            Ok(hold) => {
+                HOLD.set(hold);
+                format!("hold {hold}")
+            }
+            Err(e) => format!("error {e:?}"),
+        },
+        "release-hold" => outcome_of(ledger::release(HOLD.get())),
+        "capture" => outcome_of(ledger::capture(HOLD.get(), arg(1), number(2))),
+        "usage" => {
+            let usage = ledger::usage();
+            format!("fuel {} charged {}", usage.fuel, usage.charged)
+        }
+        "spin" => {
+            let mut x = 1u64;
+            for i in 0..number(1) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            }
+            format!("spun {}", x % 2)
         }
         "config-get" => outcome(config::get(arg(1)), |v| format!("value {}", v.unwrap_or_else(|| "none".into()))),
         "config-entries" => outcome(config::entries(arg(1)), |entries| {

@@ -1,0 +1,554 @@
+//! Wallets: integer balances and holds (escrow), moved only by journaled double-entry records.
+//!
+//! Each wallet has its own mutex in a read-mostly lock-free table (as the lock table does), so
+//! movements between unrelated wallets share nothing but the journal's queue. A movement checks
+//! and applies under the locks of the wallets it touches (taken in name order, so two transfers
+//! in opposite directions cannot deadlock) and queues its record before letting go of them: the
+//! journal's order is therefore an order in which every movement was valid, and replaying it
+//! gives the same balances. The caller learns of success only once the record is durable.
+//!
+//! Invariant: the sum of balances, holds and compute charges not yet journaled equals what was
+//! minted less what was burned. Nothing but `mint` and `burn` changes that sum.
+//!
+//! Compute charges (see `billing`) are taken from the balance at once, so a wallet can never pay
+//! for more than it has, but journaled per agent when it goes idle or every 100 ms: a host that
+//! crashes forgets at most that much of the charges (the wallets keep the money).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::journal::{Entry, Journal, JournalError, Kind, Record};
+
+/// The wallet compute charges are paid to.
+pub const COMPUTE_ACCOUNT: &str = "host:compute";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("no wallet named {0:?}")]
+    NoWallet(String),
+    #[error("no hold {0} in this wallet")]
+    NoHold(u64),
+    #[error("insufficient funds: {needed} needed, {available} available")]
+    InsufficientFunds { needed: u64, available: u64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
+}
+
+/// A wallet's funds: what it can spend, and what it has put aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Funds {
+    pub balance: u64,
+    pub held: u64,
+}
+
+/// A hold: escrow in its owner's wallet, released back or captured by someone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HoldId {
+    pub owner: Arc<str>,
+    pub number: u64,
+}
+
+#[derive(Default)]
+struct Wallet {
+    balance: u64,
+    holds: BTreeMap<u64, u64>,
+    next_hold: u64,
+    /// Compute charges taken from `balance`, not journaled yet.
+    compute_due: u64,
+}
+
+impl Wallet {
+    fn held(&self) -> u64 {
+        self.holds.values().sum()
+    }
+
+    fn debit(&mut self, amount: u64) -> Result<(), LedgerError> {
+        self.balance = self
+            .balance
+            .checked_sub(amount)
+            .ok_or(LedgerError::InsufficientFunds { needed: amount, available: self.balance })?;
+        Ok(())
+    }
+
+    fn credit(&mut self, amount: u64) -> Result<(), LedgerError> {
+        self.balance =
+            self.balance.checked_add(amount).ok_or_else(|| LedgerError::Invalid("balance overflow".into()))?;
+        Ok(())
+    }
+
+    fn take_hold(&mut self, number: u64, amount: u64) -> Result<(), LedgerError> {
+        let held = self.holds.get_mut(&number).ok_or(LedgerError::NoHold(number))?;
+        *held = held.checked_sub(amount).ok_or(LedgerError::InsufficientFunds { needed: amount, available: *held })?;
+        if *held == 0 {
+            self.holds.remove(&number);
+        }
+        Ok(())
+    }
+}
+
+struct Account {
+    wallet: Mutex<Wallet>,
+    /// Woken when money arrives (an unfunded agent waits on it).
+    funded: Arc<Notify>,
+}
+
+impl Account {
+    fn new() -> Account {
+        Account { wallet: Mutex::new(Wallet::default()), funded: Arc::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Wallet> {
+        // Nothing panics while holding a wallet; a poisoned one is still consistent.
+        self.wallet.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+type Accounts = papaya::HashMap<Arc<str>, Account, crate::messaging::NameHasher>;
+
+pub struct Ledger {
+    accounts: Accounts,
+    journal: Journal,
+    minted: AtomicU64,
+    burned: AtomicU64,
+    /// Set when the journal failed: memory may be ahead of the file, so nothing more moves.
+    failed: AtomicBool,
+}
+
+fn new_accounts() -> Accounts {
+    papaya::HashMap::builder()
+        .hasher(crate::messaging::NameHasher::default())
+        .resize_mode(papaya::ResizeMode::Blocking)
+        .build()
+}
+
+/// Apply one record to wallets in memory (replay; live movements apply the same way).
+fn apply(accounts: &Accounts, record: &Record) -> Result<(), LedgerError> {
+    let table = accounts.pin();
+    let wallet = |name: &Arc<str>| table.get_or_insert_with(name.clone(), Account::new);
+    match record.kind {
+        Kind::Mint => wallet(&record.credit).lock().credit(record.amount),
+        Kind::Burn => wallet(&record.debit).lock().debit(record.amount),
+        Kind::Transfer => {
+            wallet(&record.debit).lock().debit(record.amount)?;
+            wallet(&record.credit).lock().credit(record.amount)
+        }
+        Kind::Hold => {
+            let mut owner = wallet(&record.debit).lock();
+            owner.debit(record.amount)?;
+            owner.holds.insert(record.hold, record.amount);
+            owner.next_hold = owner.next_hold.max(record.hold);
+            Ok(())
+        }
+        Kind::Release => {
+            let mut owner = wallet(&record.debit).lock();
+            owner.take_hold(record.hold, record.amount)?;
+            owner.credit(record.amount)
+        }
+        Kind::Capture => {
+            wallet(&record.debit).lock().take_hold(record.hold, record.amount)?;
+            wallet(&record.credit).lock().credit(record.amount)
+        }
+    }
+}
+
+impl Ledger {
+    /// Open the ledger at `path` (in memory when none) and replay its journal. Holds still open
+    /// belonged to auctions and contracts of the previous host, which did not survive it: they
+    /// are released, and the releases journaled, before anything else happens.
+    pub fn open(path: Option<&Path>) -> Result<Ledger, LedgerError> {
+        let accounts = new_accounts();
+        let (mut minted, mut burned) = (0u64, 0u64);
+        let journal = Journal::open(
+            path,
+            |entry: &Entry| {
+                match entry.record.kind {
+                    Kind::Mint => minted += entry.record.amount,
+                    Kind::Burn => burned += entry.record.amount,
+                    _ => {}
+                }
+                apply(&accounts, &entry.record).map_err(|e| e.to_string())
+            },
+            || {
+                let mut releases = Vec::new();
+                for (name, account) in accounts.pin().iter() {
+                    let mut wallet = account.lock();
+                    for (number, amount) in std::mem::take(&mut wallet.holds) {
+                        wallet.balance += amount;
+                        releases.push(Record {
+                            kind: Kind::Release,
+                            debit: name.clone(),
+                            credit: name.clone(),
+                            amount,
+                            hold: number,
+                            memo: "released at host start: its holder did not survive the previous host".into(),
+                        });
+                    }
+                }
+                releases
+            },
+        )?;
+        Ok(Ledger {
+            accounts,
+            journal,
+            minted: AtomicU64::new(minted),
+            burned: AtomicU64::new(burned),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    fn check_open(&self) -> Result<(), LedgerError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(JournalError("an earlier commit failed; the ledger takes no more movements".into()).into());
+        }
+        Ok(())
+    }
+
+    /// Wait for a queued record to be durable; its sequence number.
+    async fn durable(
+        &self,
+        acked: tokio::sync::oneshot::Receiver<Result<u64, JournalError>>,
+    ) -> Result<u64, LedgerError> {
+        let outcome = acked.await.unwrap_or_else(|_| Err(JournalError("the ledger has shut down".into())));
+        if outcome.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        Ok(outcome?)
+    }
+
+    /// Make sure a wallet exists; a new one receives `initial` (minted, journaled). Returns
+    /// whether it was new. An existing wallet keeps its balance: a budget is given once.
+    pub async fn open_wallet(&self, name: &str, initial: u64) -> Result<bool, LedgerError> {
+        self.check_open()?;
+        let acked = {
+            let table = self.accounts.pin();
+            let mut created = false;
+            let account = table.get_or_insert_with(name.into(), || {
+                created = true;
+                Account::new()
+            });
+            if !created {
+                return Ok(false);
+            }
+            if initial == 0 {
+                return Ok(true);
+            }
+            let mut wallet = account.lock();
+            wallet.credit(initial)?;
+            self.minted.fetch_add(initial, Ordering::Relaxed);
+            self.journal.append(Record {
+                kind: Kind::Mint,
+                debit: "".into(),
+                credit: name.into(),
+                amount: initial,
+                hold: 0,
+                memo: "initial budget".into(),
+            })
+        };
+        self.durable(acked).await?;
+        Ok(true)
+    }
+
+    /// Create money in a wallet (host only).
+    pub async fn mint(&self, to: &str, amount: u64, memo: &str) -> Result<u64, LedgerError> {
+        self.check_open()?;
+        let acked = {
+            let table = self.accounts.pin();
+            let account = table.get_or_insert_with(to.into(), Account::new);
+            account.lock().credit(amount)?;
+            self.minted.fetch_add(amount, Ordering::Relaxed);
+            account.funded.notify_waiters();
+            self.journal.append(Record {
+                kind: Kind::Mint,
+                debit: "".into(),
+                credit: to.into(),
+                amount,
+                hold: 0,
+                memo: memo.into(),
+            })
+        };
+        self.durable(acked).await
+    }
+
+    /// Destroy money from a wallet (host only).
+    pub async fn burn(&self, from: &str, amount: u64, memo: &str) -> Result<u64, LedgerError> {
+        self.check_open()?;
+        let acked = {
+            let table = self.accounts.pin();
+            let account = table.get(from).ok_or_else(|| LedgerError::NoWallet(from.into()))?;
+            account.lock().debit(amount)?;
+            self.burned.fetch_add(amount, Ordering::Relaxed);
+            self.journal.append(Record {
+                kind: Kind::Burn,
+                debit: from.into(),
+                credit: "".into(),
+                amount,
+                hold: 0,
+                memo: memo.into(),
+            })
+        };
+        self.durable(acked).await
+    }
+
+    /// Move `amount` from one wallet to another; the journal sequence number once durable.
+    pub async fn transfer(&self, from: &str, to: &str, amount: u64, memo: &str) -> Result<u64, LedgerError> {
+        self.check_open()?;
+        if amount == 0 {
+            return Err(LedgerError::Invalid("the amount must be at least 1".into()));
+        }
+        if from == to {
+            return Err(LedgerError::Invalid("a wallet cannot pay itself".into()));
+        }
+        let acked = {
+            let table = self.accounts.pin();
+            let payer = table.get(from).ok_or_else(|| LedgerError::NoWallet(from.into()))?;
+            let payee = table.get(to).ok_or_else(|| LedgerError::NoWallet(to.into()))?;
+            let (mut paying, mut paid) = lock_pair(payer, from, payee, to);
+            paying.debit(amount)?;
+            paid.credit(amount)?;
+            let acked = self.journal.append(Record {
+                kind: Kind::Transfer,
+                debit: from.into(),
+                credit: to.into(),
+                amount,
+                hold: 0,
+                memo: memo.into(),
+            });
+            drop((paying, paid));
+            payee.funded.notify_waiters();
+            acked
+        };
+        self.durable(acked).await
+    }
+
+    /// Put `amount` of `owner`'s balance aside.
+    pub async fn hold(&self, owner: &str, amount: u64, memo: &str) -> Result<HoldId, LedgerError> {
+        self.check_open()?;
+        if amount == 0 {
+            return Err(LedgerError::Invalid("the amount must be at least 1".into()));
+        }
+        let owner: Arc<str> = owner.into();
+        let (number, acked) = {
+            let table = self.accounts.pin();
+            let account = table.get(&*owner).ok_or_else(|| LedgerError::NoWallet(owner.to_string()))?;
+            let mut wallet = account.lock();
+            wallet.debit(amount)?;
+            wallet.next_hold += 1;
+            let number = wallet.next_hold;
+            wallet.holds.insert(number, amount);
+            let record = Record {
+                kind: Kind::Hold,
+                debit: owner.clone(),
+                credit: owner.clone(),
+                amount,
+                hold: number,
+                memo: memo.into(),
+            };
+            (number, self.journal.append(record))
+        };
+        self.durable(acked).await?;
+        Ok(HoldId { owner, number })
+    }
+
+    /// The amount still in a hold.
+    pub fn held(&self, hold: &HoldId) -> Option<u64> {
+        let table = self.accounts.pin();
+        table.get(&*hold.owner)?.lock().holds.get(&hold.number).copied()
+    }
+
+    /// Give all of a hold back to its owner.
+    pub async fn release(&self, hold: &HoldId, memo: &str) -> Result<u64, LedgerError> {
+        self.check_open()?;
+        let acked = {
+            let table = self.accounts.pin();
+            let account = table.get(&*hold.owner).ok_or_else(|| LedgerError::NoWallet(hold.owner.to_string()))?;
+            let mut wallet = account.lock();
+            let amount = wallet.holds.remove(&hold.number).ok_or(LedgerError::NoHold(hold.number))?;
+            wallet.balance += amount;
+            self.journal.append(Record {
+                kind: Kind::Release,
+                debit: hold.owner.clone(),
+                credit: hold.owner.clone(),
+                amount,
+                hold: hold.number,
+                memo: memo.into(),
+            })
+        };
+        self.durable(acked).await
+    }
+
+    /// Pay `amount` of a hold to `to`; the rest goes back to the owner. The hold is closed.
+    pub async fn capture(&self, hold: &HoldId, to: &str, amount: u64, memo: &str) -> Result<u64, LedgerError> {
+        self.check_open()?;
+        let acked = {
+            let table = self.accounts.pin();
+            let owner_account = table.get(&*hold.owner).ok_or_else(|| LedgerError::NoWallet(hold.owner.to_string()))?;
+            let payee = table.get(to).ok_or_else(|| LedgerError::NoWallet(to.into()))?;
+            let capture = |owner: &mut Wallet, paid: Option<&mut Wallet>| -> Result<_, LedgerError> {
+                let held = *owner.holds.get(&hold.number).ok_or(LedgerError::NoHold(hold.number))?;
+                if amount > held {
+                    return Err(LedgerError::InsufficientFunds { needed: amount, available: held });
+                }
+                owner.holds.remove(&hold.number);
+                owner.balance += held - amount;
+                match paid {
+                    Some(paid) => paid.credit(amount)?,
+                    None => owner.credit(amount)?,
+                }
+                let mut records = Vec::with_capacity(2);
+                if amount > 0 {
+                    records.push(Record {
+                        kind: Kind::Capture,
+                        debit: hold.owner.clone(),
+                        credit: to.into(),
+                        amount,
+                        hold: hold.number,
+                        memo: memo.into(),
+                    });
+                }
+                if held > amount {
+                    records.push(Record {
+                        kind: Kind::Release,
+                        debit: hold.owner.clone(),
+                        credit: hold.owner.clone(),
+                        amount: held - amount,
+                        hold: hold.number,
+                        memo: format!("{memo} (the rest)"),
+                    });
+                }
+                Ok(records)
+            };
+            let records = if *hold.owner == *to {
+                capture(&mut owner_account.lock(), None)?
+            } else {
+                let (mut owner, mut paid) = lock_pair(owner_account, &hold.owner, payee, to);
+                capture(&mut owner, Some(&mut paid))?
+            };
+            let mut last = None;
+            for record in records {
+                last = Some(self.journal.append(record));
+            }
+            payee.funded.notify_waiters();
+            last
+        };
+        match acked {
+            Some(acked) => self.durable(acked).await,
+            None => Ok(0),
+        }
+    }
+
+    pub fn funds(&self, name: &str) -> Option<Funds> {
+        let table = self.accounts.pin();
+        let wallet = table.get(name)?.lock();
+        Some(Funds { balance: wallet.balance, held: wallet.held() })
+    }
+
+    /// Buy up to `max_units` of compute at `price` each from a wallet, whole units only, taken
+    /// from the balance at once and journaled later by `settle_compute`. How many it bought.
+    pub fn buy_compute(&self, name: &str, price: u64, max_units: u64) -> u64 {
+        let table = self.accounts.pin();
+        let Some(account) = table.get(name) else { return 0 };
+        let mut wallet = account.lock();
+        let units = (wallet.balance / price.max(1)).min(max_units);
+        wallet.balance -= units * price;
+        wallet.compute_due += units * price;
+        units
+    }
+
+    /// Give back compute paid for and not used (journaled, paid by [`COMPUTE_ACCOUNT`]); call
+    /// after `settle_compute`, so that the charge it undoes has reached that wallet.
+    pub fn pay_back_compute(&self, name: &str, amount: u64) {
+        let table = self.accounts.pin();
+        let (Some(account), Some(house)) = (table.get(name), table.get(COMPUTE_ACCOUNT)) else { return };
+        let (mut wallet, mut paying) = lock_pair(account, name, house, COMPUTE_ACCOUNT);
+        let amount = amount.min(paying.balance);
+        if amount == 0 {
+            return;
+        }
+        paying.balance -= amount;
+        wallet.balance += amount;
+        self.journal.record(Record {
+            kind: Kind::Transfer,
+            debit: COMPUTE_ACCOUNT.into(),
+            credit: name.into(),
+            amount,
+            hold: 0,
+            memo: "compute paid for and not used".into(),
+        });
+    }
+
+    /// Journal a wallet's compute charges so far (paid to [`COMPUTE_ACCOUNT`]).
+    pub fn settle_compute(&self, name: &str) {
+        let table = self.accounts.pin();
+        let Some(account) = table.get(name).filter(|_| name != COMPUTE_ACCOUNT) else { return };
+        let house = table.get_or_insert_with(COMPUTE_ACCOUNT.into(), Account::new);
+        let (mut wallet, mut paid) = lock_pair(account, name, house, COMPUTE_ACCOUNT);
+        let due = std::mem::take(&mut wallet.compute_due);
+        if due == 0 {
+            return;
+        }
+        paid.balance += due;
+        self.journal.record(Record {
+            kind: Kind::Transfer,
+            debit: name.into(),
+            credit: COMPUTE_ACCOUNT.into(),
+            amount: due,
+            hold: 0,
+            memo: "compute".into(),
+        });
+    }
+
+    /// What is woken when money arrives in `name`. To wait without missing a payment, enable
+    /// a `notified()` future first, then check the funds, then await it.
+    pub fn funded_signal(&self, name: &str) -> Option<Arc<Notify>> {
+        Some(self.accounts.pin().get(name)?.funded.clone())
+    }
+
+    /// (balances + holds + charges not yet journaled, minted − burned): equal, always.
+    pub fn totals(&self) -> (u128, u128) {
+        let mut held = 0u128;
+        for (_, account) in self.accounts.pin().iter() {
+            let wallet = account.lock();
+            held += wallet.balance as u128 + wallet.held() as u128 + wallet.compute_due as u128;
+        }
+        let issued = self.minted.load(Ordering::Relaxed) as u128 - self.burned.load(Ordering::Relaxed) as u128;
+        (held, issued)
+    }
+
+    /// Every wallet and its funds, by name.
+    pub fn wallets(&self) -> BTreeMap<String, Funds> {
+        self.accounts
+            .pin()
+            .iter()
+            .map(|(name, account)| {
+                let wallet = account.lock();
+                (name.to_string(), Funds { balance: wallet.balance, held: wallet.held() })
+            })
+            .collect()
+    }
+
+    pub fn history(&self, account: &str, after: u64, limit: usize) -> Result<Vec<Entry>, LedgerError> {
+        Ok(self.journal.history(account, after, limit)?)
+    }
+}
+
+/// Lock two wallets in name order.
+fn lock_pair<'a>(
+    first: &'a Account,
+    first_name: &str,
+    second: &'a Account,
+    second_name: &str,
+) -> (MutexGuard<'a, Wallet>, MutexGuard<'a, Wallet>) {
+    if first_name < second_name {
+        let a = first.lock();
+        (a, second.lock())
+    } else {
+        let b = second.lock();
+        (first.lock(), b)
+    }
+}
