@@ -552,3 +552,138 @@ fn lock_pair<'a>(
         (first.lock(), b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 16 tasks on 2 worker threads make 1,000 random movements each among 32 wallets
+    /// (transfers, holds, releases and captures, some bound to fail for want of funds), and
+    /// race one another to settle the same holds. Every wallet ends non-negative by type; the
+    /// test checks the money: the totals equal what was minted, each hold was settled once, and
+    /// replaying the journal after a restart gives the same funds (holds released back).
+    #[test]
+    fn random_movements_conserve_money_and_replay_to_the_same_funds() {
+        use rand::{Rng, SeedableRng};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.redb");
+        let names: Vec<String> = (0..32).map(|i| format!("w{i}")).collect();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let ledger = Arc::new(Ledger::open(Some(&path)).unwrap());
+        let settled = runtime.block_on(async {
+            for name in &names {
+                assert!(ledger.open_wallet(name, 1_000).await.unwrap());
+            }
+            assert!(!ledger.open_wallet("w0", 1_000).await.unwrap(), "a budget is given once");
+            let holds: Arc<Mutex<Vec<HoldId>>> = Arc::default();
+            let settled = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            for task in 0..16u64 {
+                let (ledger, names, holds, settled) = (ledger.clone(), names.clone(), holds.clone(), settled.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(task);
+                    for _ in 0..1_000 {
+                        let a = &names[rng.random_range(0..names.len())];
+                        let b = &names[rng.random_range(0..names.len())];
+                        let amount = rng.random_range(1..400);
+                        match rng.random_range(0..4) {
+                            0 | 1 => match ledger.transfer(a, b, amount, "t").await {
+                                Ok(_) | Err(LedgerError::InsufficientFunds { .. }) => {}
+                                Err(LedgerError::Invalid(_)) if a == b => {}
+                                Err(e) => panic!("{e}"),
+                            },
+                            2 => {
+                                if let Ok(hold) = ledger.hold(a, amount, "h").await {
+                                    holds.lock().unwrap().push(hold);
+                                }
+                            }
+                            _ => {
+                                // Settle a random open hold; other tasks may race for it.
+                                let hold = {
+                                    let holds = holds.lock().unwrap();
+                                    if holds.is_empty() {
+                                        continue;
+                                    }
+                                    holds[rng.random_range(0..holds.len())].clone()
+                                };
+                                let outcome = if rng.random_bool(0.5) {
+                                    ledger.release(&hold, "r").await
+                                } else {
+                                    let part = rng.random_range(0..=amount);
+                                    ledger.capture(&hold, b, part, "c").await
+                                };
+                                match outcome {
+                                    Ok(_) => {
+                                        settled.fetch_add(1, Ordering::Relaxed);
+                                        holds.lock().unwrap().retain(|h| *h != hold);
+                                    }
+                                    Err(LedgerError::NoHold(_) | LedgerError::InsufficientFunds { .. }) => {}
+                                    Err(e) => panic!("{e}"),
+                                }
+                            }
+                        }
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let open = holds.lock().unwrap().len() as u64;
+            (settled.load(Ordering::Relaxed), open)
+        });
+        let (held, issued) = ledger.totals();
+        assert_eq!(held, issued, "money is conserved");
+        assert_eq!(issued, 32_000);
+        let (settled, open) = settled;
+        let still_held: u64 = ledger.wallets().values().map(|f| f.held).sum();
+        assert!(settled > 100 && (open == 0) == (still_held == 0), "{settled} settled, {open} open");
+        let before: BTreeMap<String, u64> =
+            ledger.wallets().into_iter().map(|(name, funds)| (name, funds.balance + funds.held)).collect();
+        drop(ledger);
+        drop(runtime);
+        let reopened = Ledger::open(Some(&path)).unwrap();
+        let after: BTreeMap<String, u64> = reopened
+            .wallets()
+            .into_iter()
+            .map(|(name, funds)| {
+                assert_eq!(funds.held, 0, "open holds are released at start");
+                (name, funds.balance)
+            })
+            .collect();
+        assert_eq!(before, after, "the journal replays to the same funds");
+        assert_eq!(reopened.totals(), (32_000, 32_000));
+    }
+
+    #[tokio::test]
+    async fn one_hold_is_settled_once_however_many_race_for_it() {
+        let ledger = Arc::new(Ledger::open(None).unwrap());
+        ledger.open_wallet("payer", 1_000).await.unwrap();
+        ledger.open_wallet("payee", 0).await.unwrap();
+        for _ in 0..50 {
+            let hold = ledger.hold("payer", 10, "escrow").await.unwrap();
+            let racers: Vec<_> = (0..4)
+                .map(|i| {
+                    let (ledger, hold) = (ledger.clone(), hold.clone());
+                    tokio::spawn(async move {
+                        if i % 2 == 0 {
+                            ledger.capture(&hold, "payee", 10, "won").await.is_ok()
+                        } else {
+                            ledger.release(&hold, "lost").await.is_ok()
+                        }
+                    })
+                })
+                .collect();
+            let mut wins = 0;
+            for racer in racers {
+                wins += racer.await.unwrap() as u32;
+            }
+            assert_eq!(wins, 1, "exactly one settlement of a hold");
+        }
+        let payer = ledger.funds("payer").unwrap();
+        let payee = ledger.funds("payee").unwrap();
+        assert_eq!(payer.balance + payee.balance, 1_000);
+        assert_eq!(payer.held, 0);
+        assert_eq!(ledger.transfer("payer", "nobody", 1, "x").await, Err(LedgerError::NoWallet("nobody".into())));
+    }
+}
