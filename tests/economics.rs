@@ -20,6 +20,9 @@ fn priced(unpaid: &str) -> String {
 
 const TICK: &str = "tick = \"1ms\"";
 
+/// A counter whose wallet pays for half a slice and a little more: its first 500,000 fuel.
+const COUNTER: &str = "[[agent]]\nname = \"counter\"\nmodule = \"counter\"\nrestart = \"temporary\"\nwallet = 5500\n";
+
 #[test]
 fn transfers_and_holds_move_money_and_survive_a_restart() {
     let alice = probe(
@@ -29,17 +32,22 @@ fn transfers_and_holds_move_money_and_survive_a_restart() {
          hold 10; release-hold; release-hold; wallet; stop",
     );
     let bob = probe("bob", 0, "register bob; sleep 200; wallet; stop");
-    let scenario = Scenario::agents("", &format!("{alice}{bob}"));
-    let run = scenario.run_until_exit_of_all(&["alice", "bob"]);
+    // Deny by default: without the grant, no wallet call reaches the ledger.
+    let outsider = "[[agent]]\nname = \"outsider\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+                    grants = [\"messaging\", \"logging\"]\nconfig = { script = \"wallet; pay alice 1; stop\" }\n";
+    let scenario = Scenario::agents("", &format!("{alice}{bob}{outsider}"));
+    let run = scenario.run_until_exit_of_all(&["alice", "bob", "outsider"]);
+    assert_eq!(run.outcome("outsider", "wallet"), "error LedgerError::Denied");
+    assert_eq!(run.outcome("outsider", "pay alice 1"), "error LedgerError::Denied");
     assert!(run.outcome("alice", "pay bob 30").starts_with("paid seq "));
     assert_eq!(
         run.outcome("alice", "pay bob 500"),
         "error LedgerError::InsufficientFunds(Funds { balance: 70, held: 0 })"
     );
     assert_eq!(run.outcome("alice", "pay nobody 1"), "error LedgerError::NotFound");
-    let walletes: Vec<String> = run.logs("alice").into_iter().filter(|l| l.starts_with("probe: wallet")).collect();
+    let wallets: Vec<String> = run.logs("alice").into_iter().filter(|l| l.starts_with("probe: wallet")).collect();
     assert_eq!(
-        walletes,
+        wallets,
         [
             "probe: wallet => balance 20 held 50",
             "probe: wallet => balance 50 held 0",
@@ -76,13 +84,12 @@ fn a_hold_left_open_is_released_when_the_host_starts_again() {
 fn compute_drains_a_wallet_and_refuse_turns_callers_away_until_it_is_funded() {
     // The counter pays for every message it handles: past its first 500,000 fuel its wallet
     // holds less than half a slice, well within 600 calls.
-    let counter = "[[agent]]\nname = \"counter\"\nmodule = \"counter\"\nrestart = \"temporary\"\nwallet = 5500\n";
     let client = probe(
         "client",
         1_000_000,
         "repeat 600 call counter inc 5000; pay counter 100000; until 10000 call counter get 5000; usage; stop",
     );
-    let scenario = Scenario::agents(TICK, &format!("{}{counter}{client}", priced("refuse")));
+    let scenario = Scenario::agents(TICK, &format!("{}{COUNTER}{client}", priced("refuse")));
     let run = scenario.run_until_exit_of("client");
     assert_eq!(run.outcome("client", "repeat 600 call counter inc 5000"), "error unpaid");
     let value: u64 =
@@ -97,13 +104,12 @@ fn compute_drains_a_wallet_and_refuse_turns_callers_away_until_it_is_funded() {
 
 #[test]
 fn suspend_holds_messages_until_the_wallet_is_funded() {
-    let counter = "[[agent]]\nname = \"counter\"\nmodule = \"counter\"\nrestart = \"temporary\"\nwallet = 5500\n";
     let client = probe(
         "client",
         1_000_000,
         "repeat 800 send counter inc; call counter get 300; pay counter 100000; call counter get 10000; stop",
     );
-    let scenario = Scenario::agents(TICK, &format!("{}{counter}{client}", priced("suspend")));
+    let scenario = Scenario::agents(TICK, &format!("{}{COUNTER}{client}", priced("suspend")));
     let run = scenario.run_until_exit_of("client");
     assert_eq!(run.outcome("client", "repeat 800 send counter inc"), "ok", "nothing is refused");
     assert_eq!(run.outcome("client", "call counter get 300"), "error timeout", "the counter waits for money");
@@ -119,4 +125,31 @@ fn a_callback_that_outruns_its_wallet_ends_unpaid() {
     let run = scenario.run_until_exit_of("spender");
     assert_eq!(run.exit("spender")["reason"], "unpaid");
     assert!(run.exit("spender")["detail"].as_str().unwrap_or_default().contains("fuel"), "{}", run.exit("spender"));
+}
+
+#[test]
+fn an_isolated_job_is_paid_by_its_caller() {
+    let grants = "[\"messaging\", \"logging\", \"economics\", \"supervision\"]";
+    let caller = |name: &str, wallet: u64| {
+        format!(
+            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nwallet = {wallet}\n\
+             grants = {grants}\nconfig = {{ script = \"wallet; isolated echo hello 1048576 1000; wallet; stop\" }}\n"
+        )
+    };
+    // The poor caller's start buys all its 6,000 credits of fuel: nothing is left for a job.
+    let agents = format!("{}{}{}", priced("refuse"), caller("rich", 1_000_000), caller("poor", 6_000));
+    let run = Scenario::agents(TICK, &agents).run_until_exit_of_all(&["rich", "poor"]);
+    assert_eq!(run.outcome("rich", "isolated echo hello 1048576 1000"), "output hello");
+    let balances: Vec<u64> = run
+        .logs("rich")
+        .iter()
+        .filter_map(|l| l.strip_prefix("probe: wallet => balance "))
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        balances.len() == 2 && balances[1] < balances[0],
+        "the job's fuel came out of its caller's wallet: {balances:?}"
+    );
+    let refused = run.outcome("poor", "isolated echo hello 1048576 1000");
+    assert!(refused.starts_with("error JobError::Failed(\"unpaid:"), "{refused}");
 }

@@ -545,4 +545,27 @@ mod tests {
         let e = parse(&format!("{agent}[rate_limits.r]\nlimit = 0\n")).unwrap_err();
         assert_eq!(e.line, 7, "{e}");
     }
+
+    #[test]
+    fn wallets_and_the_economics_section_are_checked_and_located() {
+        let agent = "[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\n";
+        let m =
+            parse(&format!("[defaults]\nwallet = 5\n{agent}[[agent]]\nname = \"y\"\nmodule = \"a\"\nwallet = 70\n"))
+                .unwrap();
+        let wallets: Vec<u64> = m.agents().iter().map(|a| a.wallet).collect();
+        assert_eq!(wallets, [5, 70], "[defaults] gives a budget, an agent overrides it");
+        assert!(!m.services.economics.meters_compute(), "compute is free unless priced");
+
+        let e = parse(&format!("{agent}wallet = -3\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (6, Some("wallet")), "{e}");
+        assert!(e.message.contains("expected u64"), "{e}");
+        let e = parse(&format!("{agent}[economics]\ncompute_price = 2\ncompute_unit = 0\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (6, Some("economics.compute_unit")), "{e}");
+        let e = parse(&format!("{agent}[economics]\nunpaid = \"ignore\"\n")).unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.message.contains("unknown variant `ignore`"), "{e}");
+        let supervisor = "[supervisor]\nname = \"top\"\n[[supervisor.children]]\nname = \"s\"\nwallet = 1\n";
+        let e = parse(&format!("[modules]\na = \"a.wasm\"\n{supervisor}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("supervisor.children[0].wallet"), "{e}");
+    }
 }

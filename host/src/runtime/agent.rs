@@ -607,7 +607,11 @@ impl Instance {
         let runtime = self.store.data().runtime.clone();
         let (id, name) = (self.store.data().id, self.store.data().name.clone());
         let policy = runtime.services.economics.settings.unpaid;
-        let signal = runtime.services.economics.ledger.funded_signal(&name)?;
+        let Some(signal) = runtime.services.economics.ledger.funded_signal(&name) else {
+            // A metered agent's wallet is opened at its start; without one nothing can pay.
+            refuse(&name, Some(message));
+            return None;
+        };
         tracing::warn!(event = "agent_unpaid", agent = %name, policy = ?policy,
             "the agent's wallet cannot pay for its compute; it waits to be funded");
         let mut held = Some(message);

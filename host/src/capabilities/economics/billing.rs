@@ -47,14 +47,15 @@ pub fn fuel_used(store: &mut impl AsContextMut<Data = AgentState>) -> u64 {
 /// below half a slice (its wallet could not pay): the caller applies the unpaid policy. Always
 /// true when compute is free.
 pub fn arm(mut store: StoreContextMut<'_, AgentState>) -> bool {
-    let runtime = store.data().runtime.clone();
-    let Some(pricing) = runtime.services.economics.pricing() else { return true };
+    let Some(pricing) = store.data().runtime.services.economics.pricing() else { return true };
     let left = store.get_fuel().unwrap_or(0);
     let half = pricing.slice_fuel() / 2;
     if left >= half {
         return true;
     }
-    let Some(meter) = store.data_mut().meter.as_mut() else { return true };
+    // Borrowed field by field: no clone of the shared runtime handle on the message path.
+    let AgentState { runtime, meter, .. } = store.data_mut();
+    let Some(meter) = meter.as_mut() else { return true };
     let ledger = &runtime.services.economics.ledger;
     let wanted = (pricing.slice_fuel() - left).div_ceil(pricing.unit);
     let units = ledger.buy_compute(&meter.payer, pricing.price, wanted);

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::capabilities::durable::{self, Batch, WriterHandle};
 
 /// (time in ms since the Unix epoch, kind, debit account, credit account, amount, hold, memo);
-/// the empty account is the host's issuance (mint and burn).
+/// the empty account is the host's issuance.
 type Row<'a> = (u64, u8, &'a str, &'a str, u64, u64, &'a str);
 const JOURNAL: TableDefinition<u64, Row> = TableDefinition::new("journal");
 const FORMAT: u64 = 1;
@@ -23,10 +23,8 @@ const MAX_BATCH: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// Issuance → `credit`.
+    /// Issuance → `credit` (a wallet's first budget).
     Mint = 1,
-    /// `debit` → issuance.
-    Burn = 2,
     /// `debit` → `credit`.
     Transfer = 3,
     /// `debit`'s balance → its hold `hold` (escrow); `credit` is the same wallet.
@@ -39,20 +37,7 @@ pub enum Kind {
 
 impl Kind {
     fn from_u8(value: u8) -> Option<Kind> {
-        [Kind::Mint, Kind::Burn, Kind::Transfer, Kind::Hold, Kind::Release, Kind::Capture]
-            .into_iter()
-            .find(|k| *k as u8 == value)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Mint => "mint",
-            Kind::Burn => "burn",
-            Kind::Transfer => "transfer",
-            Kind::Hold => "hold",
-            Kind::Release => "release",
-            Kind::Capture => "capture",
-        }
+        [Kind::Mint, Kind::Transfer, Kind::Hold, Kind::Release, Kind::Capture].into_iter().find(|k| *k as u8 == value)
     }
 }
 
@@ -72,7 +57,6 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub seq: u64,
-    pub time_ms: u64,
     pub record: Record,
 }
 
@@ -92,7 +76,6 @@ struct Pending {
 }
 
 pub struct Journal {
-    db: Arc<Database>,
     writer: WriterHandle<Pending>,
 }
 
@@ -104,7 +87,7 @@ impl Journal {
         mut apply: impl FnMut(&Entry) -> Result<(), String>,
         after_replay: impl FnOnce() -> Vec<Record>,
     ) -> Result<Journal, JournalError> {
-        let db = Arc::new(durable::open_database(path).map_err(JournalError)?);
+        let db = durable::open_database(path).map_err(JournalError)?;
         let write = db.begin_write().map_err(failed)?;
         durable::check_format(&write, "ledger", FORMAT).map_err(JournalError)?;
         write.open_table(JOURNAL).map_err(failed)?;
@@ -120,14 +103,14 @@ impl Journal {
                 last_seq = entry.seq;
             }
         }
-        let mut writer = Writer { db: db.clone(), last_seq };
+        let mut writer = Writer { db, last_seq };
         let opening: Vec<Pending> = after_replay().into_iter().map(|record| Pending { record, ack: None }).collect();
         if !opening.is_empty() {
             writer.write(&opening)?;
         }
         let writer =
             WriterHandle::spawn("agora-ledger-writer", move |receiver| writer.run(receiver)).map_err(failed)?;
-        Ok(Journal { db, writer })
+        Ok(Journal { writer })
     }
 
     /// Queue a record; the returned receiver answers once it is durable.
@@ -142,35 +125,17 @@ impl Journal {
     pub fn record(&self, record: Record) {
         self.writer.send(Pending { record, ack: None });
     }
-
-    /// The records touching `account`, oldest first, past `after`, at most `limit`.
-    pub fn history(&self, account: &str, after: u64, limit: usize) -> Result<Vec<Entry>, JournalError> {
-        let read = self.db.begin_read().map_err(failed)?;
-        let journal = read.open_table(JOURNAL).map_err(failed)?;
-        let mut found = Vec::new();
-        for row in journal.range(after.saturating_add(1)..).map_err(failed)? {
-            let (seq, row) = row.map_err(failed)?;
-            let (_, _, debit, credit, ..) = row.value();
-            if debit == account || credit == account {
-                found.push(decode(seq.value(), row.value())?);
-                if found.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(found)
-    }
 }
 
 fn decode(seq: u64, row: Row<'_>) -> Result<Entry, JournalError> {
-    let (time_ms, kind, debit, credit, amount, hold, memo) = row;
+    let (_time_ms, kind, debit, credit, amount, hold, memo) = row;
     let kind = Kind::from_u8(kind).ok_or_else(|| JournalError(format!("record {seq} has unknown kind {kind}")))?;
     let record = Record { kind, debit: debit.into(), credit: credit.into(), amount, hold, memo: memo.into() };
-    Ok(Entry { seq, time_ms, record })
+    Ok(Entry { seq, record })
 }
 
 struct Writer {
-    db: Arc<Database>,
+    db: Database,
     last_seq: u64,
 }
 

@@ -8,7 +8,7 @@
 //! gives the same balances. The caller learns of success only once the record is durable.
 //!
 //! Invariant: the sum of balances, holds and compute charges not yet journaled equals what was
-//! minted less what was burned. Nothing but `mint` and `burn` changes that sum.
+//! minted (the wallets' first budgets). No movement changes that sum.
 //!
 //! Compute charges (see `billing`) are taken from the balance at once, so a wallet can never pay
 //! for more than it has, but journaled per agent when it goes idle or every 100 ms: a host that
@@ -115,7 +115,6 @@ pub struct Ledger {
     accounts: Accounts,
     journal: Journal,
     minted: AtomicU64,
-    burned: AtomicU64,
     /// Set when the journal failed: memory may be ahead of the file, so nothing more moves.
     failed: AtomicBool,
 }
@@ -133,7 +132,6 @@ fn apply(accounts: &Accounts, record: &Record) -> Result<(), LedgerError> {
     let wallet = |name: &Arc<str>| table.get_or_insert_with(name.clone(), Account::new);
     match record.kind {
         Kind::Mint => wallet(&record.credit).lock().credit(record.amount),
-        Kind::Burn => wallet(&record.debit).lock().debit(record.amount),
         Kind::Transfer => {
             wallet(&record.debit).lock().debit(record.amount)?;
             wallet(&record.credit).lock().credit(record.amount)
@@ -163,14 +161,12 @@ impl Ledger {
     /// are released, and the releases journaled, before anything else happens.
     pub fn open(path: Option<&Path>) -> Result<Ledger, LedgerError> {
         let accounts = new_accounts();
-        let (mut minted, mut burned) = (0u64, 0u64);
+        let mut minted = 0u64;
         let journal = Journal::open(
             path,
             |entry: &Entry| {
-                match entry.record.kind {
-                    Kind::Mint => minted += entry.record.amount,
-                    Kind::Burn => burned += entry.record.amount,
-                    _ => {}
+                if entry.record.kind == Kind::Mint {
+                    minted += entry.record.amount;
                 }
                 apply(&accounts, &entry.record).map_err(|e| e.to_string())
             },
@@ -193,13 +189,7 @@ impl Ledger {
                 releases
             },
         )?;
-        Ok(Ledger {
-            accounts,
-            journal,
-            minted: AtomicU64::new(minted),
-            burned: AtomicU64::new(burned),
-            failed: AtomicBool::new(false),
-        })
+        Ok(Ledger { accounts, journal, minted: AtomicU64::new(minted), failed: AtomicBool::new(false) })
     }
 
     fn check_open(&self) -> Result<(), LedgerError> {
@@ -227,14 +217,8 @@ impl Ledger {
         self.check_open()?;
         let acked = {
             let table = self.accounts.pin();
-            let mut created = false;
-            let account = table.get_or_insert_with(name.into(), || {
-                created = true;
-                Account::new()
-            });
-            if !created {
-                return Ok(false);
-            }
+            // Inserted here or already there: exactly one of two racing starts mints.
+            let Ok(account) = table.try_insert(name.into(), Account::new()) else { return Ok(false) };
             if initial == 0 {
                 return Ok(true);
             }
@@ -252,47 +236,6 @@ impl Ledger {
         };
         self.durable(acked).await?;
         Ok(true)
-    }
-
-    /// Create money in a wallet (host only).
-    pub async fn mint(&self, to: &str, amount: u64, memo: &str) -> Result<u64, LedgerError> {
-        self.check_open()?;
-        let acked = {
-            let table = self.accounts.pin();
-            let account = table.get_or_insert_with(to.into(), Account::new);
-            account.lock().credit(amount)?;
-            self.minted.fetch_add(amount, Ordering::Relaxed);
-            account.funded.notify_waiters();
-            self.journal.append(Record {
-                kind: Kind::Mint,
-                debit: "".into(),
-                credit: to.into(),
-                amount,
-                hold: 0,
-                memo: memo.into(),
-            })
-        };
-        self.durable(acked).await
-    }
-
-    /// Destroy money from a wallet (host only).
-    pub async fn burn(&self, from: &str, amount: u64, memo: &str) -> Result<u64, LedgerError> {
-        self.check_open()?;
-        let acked = {
-            let table = self.accounts.pin();
-            let account = table.get(from).ok_or_else(|| LedgerError::NoWallet(from.into()))?;
-            account.lock().debit(amount)?;
-            self.burned.fetch_add(amount, Ordering::Relaxed);
-            self.journal.append(Record {
-                kind: Kind::Burn,
-                debit: from.into(),
-                credit: "".into(),
-                amount,
-                hold: 0,
-                memo: memo.into(),
-            })
-        };
-        self.durable(acked).await
     }
 
     /// Move `amount` from one wallet to another; the journal sequence number once durable.
@@ -355,12 +298,6 @@ impl Ledger {
         Ok(HoldId { owner, number })
     }
 
-    /// The amount still in a hold.
-    pub fn held(&self, hold: &HoldId) -> Option<u64> {
-        let table = self.accounts.pin();
-        table.get(&*hold.owner)?.lock().holds.get(&hold.number).copied()
-    }
-
     /// Give all of a hold back to its owner.
     pub async fn release(&self, hold: &HoldId, memo: &str) -> Result<u64, LedgerError> {
         self.check_open()?;
@@ -383,63 +320,45 @@ impl Ledger {
     }
 
     /// Pay `amount` of a hold to `to`; the rest goes back to the owner. The hold is closed.
+    /// Paying the owner itself is a release.
     pub async fn capture(&self, hold: &HoldId, to: &str, amount: u64, memo: &str) -> Result<u64, LedgerError> {
+        if *hold.owner == *to {
+            return self.release(hold, memo).await;
+        }
         self.check_open()?;
         let acked = {
             let table = self.accounts.pin();
             let owner_account = table.get(&*hold.owner).ok_or_else(|| LedgerError::NoWallet(hold.owner.to_string()))?;
             let payee = table.get(to).ok_or_else(|| LedgerError::NoWallet(to.into()))?;
-            let capture = |owner: &mut Wallet, paid: Option<&mut Wallet>| -> Result<_, LedgerError> {
-                let held = *owner.holds.get(&hold.number).ok_or(LedgerError::NoHold(hold.number))?;
-                if amount > held {
-                    return Err(LedgerError::InsufficientFunds { needed: amount, available: held });
-                }
-                owner.holds.remove(&hold.number);
-                owner.balance += held - amount;
-                match paid {
-                    Some(paid) => paid.credit(amount)?,
-                    None => owner.credit(amount)?,
-                }
-                let mut records = Vec::with_capacity(2);
-                if amount > 0 {
-                    records.push(Record {
-                        kind: Kind::Capture,
-                        debit: hold.owner.clone(),
-                        credit: to.into(),
-                        amount,
-                        hold: hold.number,
-                        memo: memo.into(),
-                    });
-                }
-                if held > amount {
-                    records.push(Record {
-                        kind: Kind::Release,
-                        debit: hold.owner.clone(),
-                        credit: hold.owner.clone(),
-                        amount: held - amount,
-                        hold: hold.number,
-                        memo: format!("{memo} (the rest)"),
-                    });
-                }
-                Ok(records)
-            };
-            let records = if *hold.owner == *to {
-                capture(&mut owner_account.lock(), None)?
-            } else {
-                let (mut owner, mut paid) = lock_pair(owner_account, &hold.owner, payee, to);
-                capture(&mut owner, Some(&mut paid))?
-            };
-            let mut last = None;
-            for record in records {
-                last = Some(self.journal.append(record));
+            let (mut owner, mut paid) = lock_pair(owner_account, &hold.owner, payee, to);
+            let held = *owner.holds.get(&hold.number).ok_or(LedgerError::NoHold(hold.number))?;
+            if amount > held {
+                return Err(LedgerError::InsufficientFunds { needed: amount, available: held });
             }
+            paid.credit(amount)?;
+            owner.holds.remove(&hold.number);
+            owner.balance += held - amount;
+            let record = |kind, credit: Arc<str>, amount, memo| Record {
+                kind,
+                debit: hold.owner.clone(),
+                credit,
+                amount,
+                hold: hold.number,
+                memo,
+            };
+            let mut acked = None;
+            if amount > 0 {
+                acked = Some(self.journal.append(record(Kind::Capture, to.into(), amount, memo.into())));
+            }
+            if held > amount {
+                let rest = record(Kind::Release, hold.owner.clone(), held - amount, format!("{memo} (the rest)"));
+                acked = Some(self.journal.append(rest));
+            }
+            drop((owner, paid));
             payee.funded.notify_waiters();
-            last
+            acked.expect("a hold holds at least 1")
         };
-        match acked {
-            Some(acked) => self.durable(acked).await,
-            None => Ok(0),
-        }
+        self.durable(acked).await
     }
 
     pub fn funds(&self, name: &str) -> Option<Funds> {
@@ -509,14 +428,15 @@ impl Ledger {
         Some(self.accounts.pin().get(name)?.funded.clone())
     }
 
-    /// (balances + holds + charges not yet journaled, minted − burned): equal, always.
+    /// (balances + holds + charges not yet journaled, minted): equal whenever no movement is
+    /// under way.
     pub fn totals(&self) -> (u128, u128) {
         let mut held = 0u128;
         for (_, account) in self.accounts.pin().iter() {
             let wallet = account.lock();
             held += wallet.balance as u128 + wallet.held() as u128 + wallet.compute_due as u128;
         }
-        let issued = self.minted.load(Ordering::Relaxed) as u128 - self.burned.load(Ordering::Relaxed) as u128;
+        let issued = self.minted.load(Ordering::Relaxed) as u128;
         (held, issued)
     }
 
@@ -530,10 +450,6 @@ impl Ledger {
                 (name.to_string(), Funds { balance: wallet.balance, held: wallet.held() })
             })
             .collect()
-    }
-
-    pub fn history(&self, account: &str, after: u64, limit: usize) -> Result<Vec<Entry>, LedgerError> {
-        Ok(self.journal.history(account, after, limit)?)
     }
 }
 
