@@ -3,9 +3,12 @@
 //! by durable double-entry records in the [`journal`]); with `compute_price` set, every
 //! instance's fuel is metered and its wallet pays for it ([`billing`]).
 
+pub mod auctions;
 pub mod billing;
 pub mod journal;
 pub mod ledger;
+pub mod market;
+pub mod reputation;
 
 use std::path::Path;
 
