@@ -1,7 +1,7 @@
 # The entry points a user needs. Each target installs what it needs first (the wasm target).
 
 CARGO ?= cargo
-AGENTS := echo ping-pong counter misbehave probe replica worker not-an-agent
+AGENTS := echo ping-pong counter misbehave probe replica worker trader not-an-agent
 AGENT_FLAGS := --profile agent --target wasm32-wasip2 $(addprefix -p ,$(AGENTS))
 AGORA := target/release/agora
 
@@ -16,9 +16,11 @@ build: setup
 agents: setup
 	$(CARGO) build $(AGENT_FLAGS)
 
-# ADMIN=127.0.0.1:9464 serves /metrics and /config while the demo runs.
+# The tour of the runtime, then the market. ADMIN=127.0.0.1:9464 serves /metrics and /config
+# while the tour runs.
 run: build agents
 	$(AGORA) run $(if $(ADMIN),--admin $(ADMIN)) examples/demo.toml
+	$(AGORA) run examples/market.toml
 
 # Lint first: formatting and clippy are part of what CI enforces.
 test: setup agents lint

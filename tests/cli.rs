@@ -43,7 +43,7 @@ fn a_component_of_the_wrong_world_names_the_missing_export() {
     ));
     let run = check(&scenario);
     run.assert_failure();
-    assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.2.0"), "{}", run.stderr);
+    assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.2.1"), "{}", run.stderr);
     assert!(run.stderr.contains("missing export `init`"), "{}", run.stderr);
     assert!(run.stderr.contains("wasi:cli/run"), "{}", run.stderr);
 }

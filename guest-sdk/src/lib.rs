@@ -360,6 +360,106 @@ pub mod ledger {
     pub use crate::bindings::agora::agent::ledger::*;
 }
 
+/// Auctions with bids in escrow. Grant: "economics". Notices arrive on [`auctions::TOPIC`].
+pub mod auctions {
+    pub use crate::bindings::agora::agent::auctions::*;
+
+    pub const TOPIC: &str = "agora:auction";
+
+    /// A host notice about an auction this agent sells or bid in.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Notice {
+        Outbid { auction: u64, by: u64 },
+        Sold { auction: u64, winner: String, price: u64 },
+        Unsold { auction: u64 },
+        Cancelled { auction: u64 },
+    }
+
+    impl Notice {
+        /// The notice a message carries, if it is one.
+        pub fn parse(message: &crate::Message) -> Option<Notice> {
+            if message.topic.as_deref() != Some(TOPIC) {
+                return None;
+            }
+            let text = std::str::from_utf8(&message.payload).ok()?;
+            let field = |key: &str| crate::notice_field(text, key);
+            let auction = field("auction")?.parse().ok()?;
+            Some(match field("event")? {
+                "outbid" => Notice::Outbid { auction, by: field("by")?.parse().ok()? },
+                "sold" => {
+                    Notice::Sold { auction, winner: field("winner")?.into(), price: field("price")?.parse().ok()? }
+                }
+                "unsold" => Notice::Unsold { auction },
+                "cancelled" => Notice::Cancelled { auction },
+                _ => return None,
+            })
+        }
+    }
+}
+
+/// The contract-net task market. Grant: "economics". Notices arrive on [`market::TOPIC`].
+pub mod market {
+    pub use crate::bindings::agora::agent::market::*;
+
+    pub const TOPIC: &str = "agora:market";
+
+    /// A host notice about a task this agent announced, was invited to, or won.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Notice {
+        /// A call for proposals: read the task with [`info`], answer with [`propose`].
+        CallForProposals {
+            task: u64,
+        },
+        Awarded {
+            task: u64,
+        },
+        Lost {
+            task: u64,
+        },
+        Completed {
+            task: u64,
+            contractor: String,
+            price: u64,
+        },
+        Failed {
+            task: u64,
+            contractor: String,
+        },
+        TimedOut {
+            task: u64,
+            contractor: String,
+        },
+        Unawarded {
+            task: u64,
+        },
+    }
+
+    impl Notice {
+        /// The notice a message carries, if it is one.
+        pub fn parse(message: &crate::Message) -> Option<Notice> {
+            if message.topic.as_deref() != Some(TOPIC) {
+                return None;
+            }
+            let text = std::str::from_utf8(&message.payload).ok()?;
+            let field = |key: &str| crate::notice_field(text, key);
+            let task = field("task")?.parse().ok()?;
+            let contractor = || field("contractor").map(String::from);
+            Some(match field("event")? {
+                "cfp" => Notice::CallForProposals { task },
+                "awarded" => Notice::Awarded { task },
+                "lost" => Notice::Lost { task },
+                "completed" => {
+                    Notice::Completed { task, contractor: contractor()?, price: field("price")?.parse().ok()? }
+                }
+                "failed" => Notice::Failed { task, contractor: contractor()? },
+                "timed-out" => Notice::TimedOut { task, contractor: contractor()? },
+                "unawarded" => Notice::Unawarded { task },
+                _ => return None,
+            })
+        }
+    }
+}
+
 /// Logging into the host's log. Grant: "logging".
 pub mod log {
     use crate::bindings::agora::agent::logging::{Level, log};

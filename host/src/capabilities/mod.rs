@@ -151,7 +151,7 @@ impl Services {
             barriers: coordination::barriers::Barriers::start(),
             elections: coordination::election::Elections::new(router.clone()),
             consensus: coordination::consensus::Consensus::new(router.clone()),
-            economics: economics::Economics::open(&sections.economics, data_dir, durable_events)?,
+            economics: economics::Economics::open(&sections.economics, data_dir, durable_events, router)?,
         })
     }
 }

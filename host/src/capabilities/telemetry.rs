@@ -119,6 +119,11 @@ fn describe() {
     metrics::describe_counter!("agora_restarts_total", "Restarts of an agent by its supervisor");
     metrics::describe_histogram!("agora_handle_seconds", metrics::Unit::Seconds, "Time an agent spent in handle");
     metrics::describe_gauge!("agora_memory_peak_bytes", metrics::Unit::Bytes, "Largest linear memory of an agent");
+    metrics::describe_counter!("agora_fuel_consumed_total", "Fuel an agent burned (when compute has a price)");
+    metrics::describe_counter!(
+        "agora_compute_charged_total",
+        "Credits an agent's wallet paid for compute (whole units bought ahead; unused ones are paid back at exit)"
+    );
     metrics::describe_counter!(
         "agora_cpu_budget_ticks_total",
         "Epoch ticks (host.tick each) charged to an agent's CPU budget"
@@ -176,6 +181,9 @@ struct Cells {
     mailbox_depth: Cell,
     memory_peak: Cell,
     cpu_ticks: Cell,
+    /// Metered compute (with `[economics] compute_price`): fuel burned, credits charged.
+    fuel: Cell,
+    charged: Cell,
     latency: [Cell; LATENCY_BUCKETS],
 }
 
@@ -185,6 +193,8 @@ struct Exported {
     messages_in: u64,
     messages_out: u64,
     cpu_ticks: u64,
+    fuel: u64,
+    charged: u64,
     latency: Vec<u64>,
 }
 
@@ -212,6 +222,13 @@ impl LiveAgent {
             .increment(messages_out.saturating_sub(exported.messages_out));
         metrics::counter!("agora_cpu_budget_ticks_total", &label)
             .increment(cpu_ticks.saturating_sub(exported.cpu_ticks));
+        let (fuel, charged) = (cells.fuel.get(), cells.charged.get());
+        if fuel > 0 {
+            metrics::counter!("agora_fuel_consumed_total", &label).increment(fuel.saturating_sub(exported.fuel));
+            metrics::counter!("agora_compute_charged_total", &label)
+                .increment(charged.saturating_sub(exported.charged));
+            (exported.fuel, exported.charged) = (fuel, charged);
+        }
         metrics::gauge!("agora_mailbox_depth", &label).set(cells.mailbox_depth.get() as f64);
         metrics::gauge!("agora_memory_peak_bytes", &label).set(cells.memory_peak.get() as f64);
         let handle_seconds = metrics::histogram!("agora_handle_seconds", &label);
@@ -285,6 +302,15 @@ impl AgentMetrics {
         }
     }
 
+    /// The agent's metered compute so far: fuel burned, and credits charged for it.
+    #[inline]
+    pub fn compute(&self, fuel: u64, charged: u64) {
+        if let Some(cells) = &self.cells {
+            cells.fuel.set(fuel);
+            cells.charged.set(charged);
+        }
+    }
+
     /// Count one message sent, called or published.
     #[inline]
     pub fn sent(&self) {
@@ -306,6 +332,8 @@ impl Telemetry {
             mailbox_depth: Cell::default(),
             memory_peak: Cell::default(),
             cpu_ticks: Cell::default(),
+            fuel: Cell::default(),
+            charged: Cell::default(),
             latency: std::array::from_fn(|_| Cell::default()),
         });
         let live = LiveAgent { name: name.clone(), cells: cells.clone(), exported: Mutex::default() };

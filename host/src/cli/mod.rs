@@ -115,6 +115,9 @@ async fn run(path: PathBuf, admin: Option<std::net::SocketAddr>) -> anyhow::Resu
         Err(_) => "failed",
     };
     events::run_finished(reason, &runtime.tally);
+    if let Some(summary) = runtime.services.economics.summary() {
+        print!("{summary}");
+    }
     let _ = std::fs::remove_file(admin::address_file(&runtime.settings.data_dir));
     outcome?;
     Ok(ExitCode::SUCCESS)

@@ -578,6 +578,7 @@ impl Instance {
     fn cleanup(&mut self, reason: &ExitReason) -> usize {
         if self.store.data().meter.is_some() {
             billing::close(self.store.as_context_mut());
+            self.count_fuel();
         }
         self.store.data_mut().leave_coordination();
         let state = self.store.data();
@@ -596,7 +597,9 @@ impl Instance {
     fn count_fuel(&mut self) {
         if self.store.data().meter.is_some() {
             let used = billing::fuel_used(&mut self.store);
-            self.store.data_mut().fuel_used = used;
+            let state = self.store.data_mut();
+            state.fuel_used = used;
+            state.metrics.compute(used, state.meter.as_ref().map_or(0, |meter| meter.charged));
         }
     }
 

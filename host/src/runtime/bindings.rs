@@ -23,6 +23,13 @@ wasmtime::component::bindgen!({
         "agora:agent/ledger.hold": async,
         "agora:agent/ledger.release": async,
         "agora:agent/ledger.capture": async,
+        "agora:agent/auctions.bid": async,
+        "agora:agent/auctions.cancel": async,
+        "agora:agent/auctions.wait": async,
+        "agora:agent/market.announce": async,
+        "agora:agent/market.complete": async,
+        "agora:agent/market.fail": async,
+        "agora:agent/market.wait": async,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
@@ -30,6 +37,6 @@ wasmtime::component::bindgen!({
 
 pub use agora::agent::types::{Address, Error, PublishReport};
 pub use agora::agent::{
-    barriers, config, consensus, election, events, ledger, lifecycle, locks, logging, messaging, outbound, rate_limits,
-    registry, supervision, telemetry, types,
+    auctions, barriers, config, consensus, election, events, ledger, lifecycle, locks, logging, market, messaging,
+    outbound, rate_limits, registry, supervision, telemetry, types,
 };

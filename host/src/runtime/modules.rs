@@ -20,7 +20,7 @@ use super::state::AgentState;
 
 /// The exports every agent component must have, as named in the `agent` world.
 const REQUIRED_EXPORTS: [&str; 3] = ["init", "handle", "terminate"];
-const WORLD: &str = "agora:agent/agent@0.2.0";
+const WORLD: &str = "agora:agent/agent@0.2.1";
 
 /// A module ready to instantiate.
 pub struct LoadedModule {

@@ -287,9 +287,18 @@ impl Auction {
     }
 }
 
+/// How auctions have ended so far.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub sold: AtomicU64,
+    pub unsold: AtomicU64,
+    pub cancelled: AtomicU64,
+}
+
 pub struct Auctions {
     table: papaya::HashMap<u64, Arc<Auction>>,
     next: AtomicU64,
+    pub tally: Tally,
     ledger: Arc<Ledger>,
     router: Arc<Router>,
 }
@@ -297,7 +306,7 @@ pub struct Auctions {
 impl Auctions {
     pub fn new(ledger: Arc<Ledger>, router: Arc<Router>) -> Arc<Auctions> {
         let table = papaya::HashMap::builder().resize_mode(papaya::ResizeMode::Blocking).build();
-        Arc::new(Auctions { table, next: AtomicU64::new(1), ledger, router })
+        Arc::new(Auctions { table, next: AtomicU64::new(1), tally: Tally::default(), ledger, router })
     }
 
     fn get(&self, id: u64) -> Result<Arc<Auction>, AuctionError> {
@@ -381,10 +390,16 @@ impl Auctions {
                 }
             }
         }
+        let counted = match &state {
+            State::Sold { .. } => &self.tally.sold,
+            State::Unsold => &self.tally.unsold,
+            _ => &self.tally.cancelled,
+        };
+        counted.fetch_add(1, Ordering::Relaxed);
         let told = match &state {
-            State::Sold { winner, price } => format!("auction {} sold {winner} {price}", auction.id),
-            State::Unsold => format!("auction {} unsold", auction.id),
-            State::Cancelled => format!("auction {} cancelled", auction.id),
+            State::Sold { winner, price } => format!("event=sold auction={} winner={winner} price={price}", auction.id),
+            State::Unsold => format!("event=unsold auction={}", auction.id),
+            State::Cancelled => format!("event=cancelled auction={}", auction.id),
             State::Open => unreachable!("settled auctions are closed"),
         };
         tracing::info!(event = "auction_closed", auction = auction.id, item = %auction.terms.item, outcome = %told);
@@ -413,7 +428,7 @@ impl Auctions {
                 if let Some(outbid) = outbid {
                     let outbidder = outbid.bidder.id;
                     self.release(outbid, &memo).await?;
-                    let told = format!("auction {id} outbid {amount}");
+                    let told = format!("event=outbid auction={id} by={amount}");
                     self.router.notify([outbidder], &TOPIC.into(), told.as_bytes());
                 }
                 Ok(amount)

@@ -130,9 +130,19 @@ impl Task {
     }
 }
 
+/// How tasks have ended so far.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub unawarded: AtomicU64,
+}
+
 pub struct Market {
     tasks: papaya::HashMap<u64, Arc<Task>>,
     next: AtomicU64,
+    pub tally: Tally,
     ledger: Arc<Ledger>,
     reputation: Arc<Reputation>,
     router: Arc<Router>,
@@ -140,7 +150,8 @@ pub struct Market {
 
 impl Market {
     pub fn new(ledger: Arc<Ledger>, reputation: Arc<Reputation>, router: Arc<Router>) -> Arc<Market> {
-        Arc::new(Market { tasks: papaya::HashMap::default(), next: AtomicU64::new(1), ledger, reputation, router })
+        let tasks = papaya::HashMap::default();
+        Arc::new(Market { tasks, next: AtomicU64::new(1), tally: Tally::default(), ledger, reputation, router })
     }
 
     fn get(&self, id: u64) -> Result<Arc<Task>, MarketError> {
@@ -185,7 +196,7 @@ impl Market {
             wake: Notify::new(),
         });
         self.tasks.pin().insert(id, task.clone());
-        let told = format!("cfp {id}");
+        let told = format!("event=cfp task={id}");
         self.router.notify(task.invited.iter().copied(), &TOPIC.into(), told.as_bytes());
         tracing::info!(event = "task_announced", task = id, kind = %task.announcement.kind,
             announcer = %task.announcer.name, budget = task.announcement.budget, invited = task.invited.len());
@@ -232,8 +243,8 @@ impl Market {
             (TaskState::Awarded { contractor: name, price }, Some(contractor), losers) => {
                 tracing::info!(event = "task_awarded", task = task.id, contractor = %name, price);
                 task.outcome.send_replace(TaskState::Awarded { contractor: name, price });
-                self.router.notify([contractor], &topic, format!("awarded {}", task.id).as_bytes());
-                self.router.notify(losers, &topic, format!("lost {}", task.id).as_bytes());
+                self.router.notify([contractor], &topic, format!("event=awarded task={}", task.id).as_bytes());
+                self.router.notify(losers, &topic, format!("event=lost task={}", task.id).as_bytes());
             }
             _ => {
                 self.finish(task, TaskState::Unawarded).await;
@@ -285,18 +296,28 @@ impl Market {
     /// Settle the escrow for a task that has ended, count the outcome, and tell the parties.
     async fn finish(&self, task: &Task, state: TaskState) {
         let memo = format!("task {} ({})", task.id, task.announcement.kind);
+        let counted = match &state {
+            TaskState::Completed { .. } => &self.tally.completed,
+            TaskState::Failed { .. } => &self.tally.failed,
+            TaskState::TimedOut { .. } => &self.tally.timed_out,
+            _ => &self.tally.unawarded,
+        };
+        counted.fetch_add(1, Ordering::Relaxed);
         let (settled, told) = match &state {
             TaskState::Completed { contractor, price, .. } => {
                 self.reputation.record(contractor, true);
                 let paid = self.ledger.capture(&task.escrow, contractor, *price, &memo).await;
-                (paid, format!("completed {} {contractor} {price}", task.id))
+                (paid, format!("event=completed task={} contractor={contractor} price={price}", task.id))
             }
             TaskState::Failed { contractor, .. } | TaskState::TimedOut { contractor } => {
                 self.reputation.record(contractor, false);
                 let word = if matches!(state, TaskState::Failed { .. }) { "failed" } else { "timed-out" };
-                (self.ledger.release(&task.escrow, &memo).await, format!("{word} {} {contractor}", task.id))
+                (
+                    self.ledger.release(&task.escrow, &memo).await,
+                    format!("event={word} task={} contractor={contractor}", task.id),
+                )
             }
-            _ => (self.ledger.release(&task.escrow, &memo).await, format!("unawarded {}", task.id)),
+            _ => (self.ledger.release(&task.escrow, &memo).await, format!("event=unawarded task={}", task.id)),
         };
         if let Err(error) = settled {
             // Only a failed journal gets here; the ledger's next start releases the escrow.

@@ -1,7 +1,9 @@
 //! The economics capability (grant "economics"): money that is conserved and compute that is
 //! paid for. Each agent has a wallet in the [`ledger`] (an integer balance and holds, moved only
 //! by durable double-entry records in the [`journal`]); with `compute_price` set, every
-//! instance's fuel is metered and its wallet pays for it ([`billing`]).
+//! instance's fuel is metered and its wallet pays for it ([`billing`]). Agents trade through
+//! [`auctions`] and the contract-net task [`market`], whose outcomes build each agent's
+//! [`reputation`]; every bid and every task budget is escrow in the ledger.
 
 pub mod auctions;
 pub mod billing;
@@ -11,13 +13,29 @@ pub mod market;
 pub mod reputation;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::capabilities::Grant;
+use crate::manifest::Span;
+use crate::messaging::AgentId;
+use crate::messaging::Router;
+use crate::runtime::bindings::auctions::{
+    self as wit_auctions, AuctionError as WitAuctionError, AuctionInfo, DutchClock, EnglishRules, Format as WitFormat,
+    Sale, State as WitState, Terms as WitTerms,
+};
 use crate::runtime::bindings::ledger::{self as wit, ComputeUsage, Funds as WitFunds, LedgerError as WitError};
+use crate::runtime::bindings::market::{
+    self as wit_market, AwardRule, Completion, Contract, Failure, MarketError as WitMarketError, Standing,
+    Task as WitTask, TaskInfo, TaskState as WitTaskState,
+};
 use crate::runtime::state::AgentState;
+use auctions::{AuctionError, Auctions, Format, Party, State, Terms};
 use ledger::{HoldId, Ledger, LedgerError};
+use market::{Announcement, Market, MarketError, Rule, TaskState};
+use reputation::Reputation;
 
 /// What happens to messages for an agent whose wallet cannot pay for its compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -45,6 +63,8 @@ pub struct EconomicsSettings {
     pub unpaid: UnpaidPolicy,
     /// Keep the ledger in `<data_dir>/ledger.redb` (else in memory, gone at exit).
     pub durable: bool,
+    /// How fast task outcomes fade from reputations.
+    pub reputation_half_life: Span,
 }
 
 impl Default for EconomicsSettings {
@@ -56,6 +76,7 @@ impl Default for EconomicsSettings {
             compute_slice: 100,
             unpaid: UnpaidPolicy::Refuse,
             durable: true,
+            reputation_half_life: Span(Duration::from_secs(3600)),
         }
     }
 }
@@ -67,6 +88,9 @@ impl EconomicsSettings {
         }
         if self.compute_slice == 0 {
             return Err(("economics.compute_slice", "must be at least 1 (unit)".into()));
+        }
+        if self.reputation_half_life.duration() < Duration::from_millis(1) {
+            return Err(("economics.reputation_half_life", "must be at least 1ms".into()));
         }
         Ok(())
     }
@@ -92,16 +116,68 @@ impl Pricing {
 }
 
 pub struct Economics {
-    pub ledger: Ledger,
+    pub ledger: Arc<Ledger>,
+    pub auctions: Arc<Auctions>,
+    pub market: Arc<Market>,
+    pub reputation: Arc<Reputation>,
     pub settings: EconomicsSettings,
 }
 
 impl Economics {
     /// `durable = false` keeps the ledger in memory whatever the settings say (`agora check`).
-    pub fn open(settings: &EconomicsSettings, data_dir: &Path, durable: bool) -> Result<Economics, LedgerError> {
+    pub fn open(
+        settings: &EconomicsSettings,
+        data_dir: &Path,
+        durable: bool,
+        router: &Arc<Router>,
+    ) -> Result<Economics, LedgerError> {
         let path = data_dir.join("ledger.redb");
-        let ledger = Ledger::open((settings.durable && durable).then_some(path.as_path()))?;
-        Ok(Economics { ledger, settings: settings.clone() })
+        let ledger = Arc::new(Ledger::open((settings.durable && durable).then_some(path.as_path()))?);
+        let reputation = Arc::new(Reputation::new(settings.reputation_half_life.duration()));
+        Ok(Economics {
+            auctions: Auctions::new(ledger.clone(), router.clone()),
+            market: Market::new(ledger.clone(), reputation.clone(), router.clone()),
+            ledger,
+            reputation,
+            settings: settings.clone(),
+        })
+    }
+
+    /// A short account of the economy for people: wallets, reputations, auctions and tasks,
+    /// and whether money was conserved. None when no agent had a wallet.
+    pub fn summary(&self) -> Option<String> {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let wallets = self.ledger.wallets();
+        if wallets.is_empty() {
+            return None;
+        }
+        let (auctions, tasks) = (&self.auctions.tally, &self.market.tally);
+        let (sold, unsold) = (auctions.sold.load(Relaxed), auctions.unsold.load(Relaxed));
+        let ended = [&tasks.completed, &tasks.failed, &tasks.timed_out, &tasks.unawarded].map(|n| n.load(Relaxed));
+        let currency = &self.settings.currency;
+        let mut text = format!(
+            "economy ({currency}): {} auctions ({sold} sold, {unsold} unsold), {} tasks ({} delivered, {} failed, {} timed out, {} without proposals)\n",
+            sold + unsold + auctions.cancelled.load(Relaxed),
+            ended.iter().sum::<u64>(),
+            ended[0],
+            ended[1],
+            ended[2],
+            ended[3],
+        );
+        let width = wallets.keys().map(String::len).max().unwrap_or(0).max(6);
+        let _ = writeln!(text, "  {:width$}  {:>10}  {:>8}  reputation", "wallet", "balance", "held");
+        let reputations: std::collections::HashMap<_, _> = self.reputation.all().into_iter().collect();
+        for (name, funds) in &wallets {
+            let standing = reputations.get(name.as_str()).map_or(String::new(), |standing| {
+                format!("{:.2} ({} delivered, {} failed)", standing.score, standing.completed, standing.failed)
+            });
+            let _ = writeln!(text, "  {name:width$}  {:>10}  {:>8}  {standing}", funds.balance, funds.held);
+        }
+        let (total, minted) = self.ledger.totals();
+        let verdict = if total == minted { "conserved" } else { "NOT CONSERVED" };
+        let _ = writeln!(text, "  money: {minted} minted, {total} in wallets and holds ({verdict})");
+        Some(text)
     }
 
     pub fn pricing(&self) -> Option<Pricing> {
@@ -180,5 +256,271 @@ impl wit::Host for AgentState {
     fn usage(&mut self) -> ComputeUsage {
         let charged = self.meter.as_ref().map_or(0, |meter| meter.charged);
         ComputeUsage { fuel: self.fuel_used, charged }
+    }
+}
+
+impl AgentState {
+    fn party(&self) -> Party {
+        Party { id: self.id, name: self.name.clone() }
+    }
+}
+
+/// How a ledger failure shows through the auction and market interfaces.
+enum LedgerFailure {
+    NotFound,
+    InsufficientFunds(WitFunds),
+    Invalid(String),
+    Unavailable(String),
+}
+
+impl From<LedgerError> for LedgerFailure {
+    fn from(error: LedgerError) -> LedgerFailure {
+        match error {
+            LedgerError::NoWallet(_) | LedgerError::NoHold(_) => LedgerFailure::NotFound,
+            LedgerError::InsufficientFunds { available, .. } => {
+                LedgerFailure::InsufficientFunds(WitFunds { balance: available, held: 0 })
+            }
+            LedgerError::Invalid(why) => LedgerFailure::Invalid(why),
+            LedgerError::Journal(why) => LedgerFailure::Unavailable(why.to_string()),
+        }
+    }
+}
+
+fn auction_error(error: AuctionError) -> WitAuctionError {
+    match error {
+        AuctionError::NotFound => WitAuctionError::NotFound,
+        AuctionError::Closed => WitAuctionError::Closed,
+        AuctionError::TooLow(minimum) => WitAuctionError::TooLow(minimum),
+        AuctionError::OwnAuction => WitAuctionError::OwnAuction,
+        AuctionError::NotSeller => WitAuctionError::NotSeller,
+        AuctionError::HasBids => WitAuctionError::HasBids,
+        AuctionError::AlreadyBid => WitAuctionError::AlreadyBid,
+        AuctionError::Invalid(why) => WitAuctionError::Invalid(why),
+        AuctionError::Ledger(error) => match LedgerFailure::from(error) {
+            LedgerFailure::NotFound => WitAuctionError::NotFound,
+            LedgerFailure::InsufficientFunds(funds) => WitAuctionError::InsufficientFunds(funds),
+            LedgerFailure::Invalid(why) => WitAuctionError::Invalid(why),
+            LedgerFailure::Unavailable(why) => WitAuctionError::Unavailable(why),
+        },
+    }
+}
+
+fn auction_state(state: State) -> WitState {
+    match state {
+        State::Open => WitState::Open,
+        State::Sold { winner, price } => WitState::Sold(Sale { winner: winner.to_string(), price }),
+        State::Unsold => WitState::Unsold,
+        State::Cancelled => WitState::Cancelled,
+    }
+}
+
+fn millis(ms: u32) -> Duration {
+    Duration::from_millis(ms.into())
+}
+
+fn format_terms(format: &Format) -> WitFormat {
+    match *format {
+        Format::English { min_increment, soft_close } => {
+            WitFormat::English(EnglishRules { min_increment, soft_close_ms: soft_close.as_millis() as u32 })
+        }
+        Format::Dutch { start, step, every } => {
+            WitFormat::Dutch(DutchClock { start_price: start, step, step_ms: every.as_millis() as u32 })
+        }
+        Format::SealedFirstPrice => WitFormat::SealedFirstPrice,
+        Format::Vickrey => WitFormat::Vickrey,
+    }
+}
+
+impl wit_auctions::Host for AgentState {
+    fn open(&mut self, terms: WitTerms) -> Result<u64, WitAuctionError> {
+        if !self.grants.allows(Grant::Economics) {
+            return Err(WitAuctionError::Denied);
+        }
+        let format = match terms.format {
+            WitFormat::English(rules) => {
+                Format::English { min_increment: rules.min_increment, soft_close: millis(rules.soft_close_ms) }
+            }
+            WitFormat::Dutch(clock) => {
+                Format::Dutch { start: clock.start_price, step: clock.step, every: millis(clock.step_ms) }
+            }
+            WitFormat::SealedFirstPrice => Format::SealedFirstPrice,
+            WitFormat::Vickrey => Format::Vickrey,
+        };
+        let terms = Terms { item: terms.item, format, reserve: terms.reserve, duration: millis(terms.duration_ms) };
+        self.runtime.services.economics.auctions.open(self.party(), terms).map_err(auction_error)
+    }
+
+    async fn bid(&mut self, auction: u64, amount: u64) -> Result<u64, WitAuctionError> {
+        if !self.grants.allows(Grant::Economics) {
+            return Err(WitAuctionError::Denied);
+        }
+        let runtime = self.runtime.clone();
+        runtime.services.economics.auctions.bid(auction, &self.party(), amount).await.map_err(auction_error)
+    }
+
+    async fn cancel(&mut self, auction: u64) -> Result<(), WitAuctionError> {
+        if !self.grants.allows(Grant::Economics) {
+            return Err(WitAuctionError::Denied);
+        }
+        let runtime = self.runtime.clone();
+        runtime.services.economics.auctions.cancel(auction, &self.party()).await.map_err(auction_error)
+    }
+
+    fn info(&mut self, auction: u64) -> Result<AuctionInfo, WitAuctionError> {
+        if !self.grants.allows(Grant::Economics) {
+            return Err(WitAuctionError::Denied);
+        }
+        let info = self.runtime.services.economics.auctions.info(auction).map_err(auction_error)?;
+        Ok(AuctionInfo {
+            item: info.item,
+            seller: info.seller.to_string(),
+            format: format_terms(&info.format),
+            reserve: info.reserve,
+            state: auction_state(info.state),
+            standing: info.standing,
+            asking: info.asking,
+            bids: info.bids,
+            closes_in_ms: info.closes_in.as_millis() as u64,
+        })
+    }
+
+    async fn wait(&mut self, auction: u64, timeout_ms: u32) -> Result<WitState, WitAuctionError> {
+        if !self.grants.allows(Grant::Economics) {
+            return Err(WitAuctionError::Denied);
+        }
+        let runtime = self.runtime.clone();
+        let state = runtime.services.economics.auctions.wait(auction, millis(timeout_ms)).await;
+        state.map(auction_state).map_err(auction_error)
+    }
+}
+
+fn market_error(error: MarketError) -> WitMarketError {
+    match error {
+        MarketError::NotFound => WitMarketError::NotFound,
+        MarketError::NotInvited => WitMarketError::NotInvited,
+        MarketError::Closed => WitMarketError::Closed,
+        MarketError::OverBudget(budget) => WitMarketError::OverBudget(budget),
+        MarketError::NotContractor => WitMarketError::NotContractor,
+        MarketError::Invalid(why) => WitMarketError::Invalid(why),
+        MarketError::Ledger(error) => match LedgerFailure::from(error) {
+            LedgerFailure::NotFound => WitMarketError::NotFound,
+            LedgerFailure::InsufficientFunds(funds) => WitMarketError::InsufficientFunds(funds),
+            LedgerFailure::Invalid(why) => WitMarketError::Invalid(why),
+            LedgerFailure::Unavailable(why) => WitMarketError::Unavailable(why),
+        },
+    }
+}
+
+fn task_state(state: TaskState) -> WitTaskState {
+    match state {
+        TaskState::Bidding => WitTaskState::Bidding,
+        TaskState::Awarded { contractor, price } => {
+            WitTaskState::Awarded(Contract { contractor: contractor.to_string(), price })
+        }
+        TaskState::Completed { contractor, price, result } => {
+            WitTaskState::Completed(Completion { contractor: contractor.to_string(), price, output: result })
+        }
+        TaskState::Failed { contractor, reason } => {
+            WitTaskState::Failed(Failure { contractor: contractor.to_string(), reason })
+        }
+        TaskState::TimedOut { contractor } => WitTaskState::TimedOut(contractor.to_string()),
+        TaskState::Unawarded => WitTaskState::Unawarded,
+    }
+}
+
+impl AgentState {
+    fn require_market(&self) -> Result<(), WitMarketError> {
+        if self.grants.allows(Grant::Economics) { Ok(()) } else { Err(WitMarketError::Denied) }
+    }
+
+    /// Every registered agent (but the announcer) with all of `capabilities`.
+    fn invited(&self, capabilities: &[String]) -> Vec<AgentId> {
+        let registry = &self.runtime.registry;
+        let mut invited = capabilities.first().map(|first| registry.find_by_capability(first)).unwrap_or_default();
+        for capability in &capabilities[1.min(capabilities.len())..] {
+            let holders = registry.find_by_capability(capability);
+            invited.retain(|agent| holders.contains(agent));
+        }
+        invited.retain(|agent| *agent != self.id);
+        invited.sort_unstable();
+        invited
+    }
+}
+
+impl wit_market::Host for AgentState {
+    async fn announce(&mut self, task: WitTask) -> Result<u64, WitMarketError> {
+        self.require_market()?;
+        let invited = self.invited(&task.capabilities);
+        let announcement = Announcement {
+            kind: task.kind,
+            capabilities: task.capabilities,
+            budget: task.budget,
+            bidding: millis(task.bidding_ms),
+            deadline: millis(task.deadline_ms),
+            rule: match task.rule {
+                AwardRule::LowestPrice => Rule::LowestPrice,
+                AwardRule::BestScore => Rule::BestScore,
+            },
+            payload: task.payload,
+        };
+        let runtime = self.runtime.clone();
+        runtime.services.economics.market.announce(self.party(), announcement, invited).await.map_err(market_error)
+    }
+
+    fn propose(&mut self, task: u64, price: u64, eta_ms: u32) -> Result<(), WitMarketError> {
+        self.require_market()?;
+        let market = &self.runtime.services.economics.market;
+        market.propose(task, &self.party(), price, millis(eta_ms)).map_err(market_error)
+    }
+
+    fn info(&mut self, task: u64) -> Result<TaskInfo, WitMarketError> {
+        self.require_market()?;
+        let info = self.runtime.services.economics.market.info(task).map_err(market_error)?;
+        let announced = info.announcement;
+        Ok(TaskInfo {
+            announcer: info.announcer.to_string(),
+            task: WitTask {
+                kind: announced.kind,
+                capabilities: announced.capabilities,
+                budget: announced.budget,
+                bidding_ms: announced.bidding.as_millis() as u32,
+                deadline_ms: announced.deadline.as_millis() as u32,
+                rule: match announced.rule {
+                    Rule::LowestPrice => AwardRule::LowestPrice,
+                    Rule::BestScore => AwardRule::BestScore,
+                },
+                payload: announced.payload,
+            },
+            state: task_state(info.state),
+            proposals: info.proposals,
+            deadline_in_ms: info.deadline_in.as_millis() as u64,
+        })
+    }
+
+    async fn complete(&mut self, task: u64, result: Vec<u8>) -> Result<u64, WitMarketError> {
+        self.require_market()?;
+        let runtime = self.runtime.clone();
+        runtime.services.economics.market.report(task, &self.party(), Ok(result)).await.map_err(market_error)
+    }
+
+    async fn fail(&mut self, task: u64, reason: String) -> Result<(), WitMarketError> {
+        self.require_market()?;
+        if reason.len() > 1024 {
+            return Err(WitMarketError::Invalid("a reason is at most 1024 bytes".into()));
+        }
+        let runtime = self.runtime.clone();
+        let market = &runtime.services.economics.market;
+        market.report(task, &self.party(), Err(reason)).await.map(drop).map_err(market_error)
+    }
+
+    async fn wait(&mut self, task: u64, timeout_ms: u32) -> Result<WitTaskState, WitMarketError> {
+        self.require_market()?;
+        let runtime = self.runtime.clone();
+        runtime.services.economics.market.wait(task, millis(timeout_ms)).await.map(task_state).map_err(market_error)
+    }
+
+    fn reputation(&mut self, agent: String) -> Standing {
+        let standing = self.runtime.services.economics.reputation.standing(&agent);
+        Standing { score: standing.score, completed: standing.completed, failed: standing.failed }
     }
 }
