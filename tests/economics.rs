@@ -153,3 +153,94 @@ fn an_isolated_job_is_paid_by_its_caller() {
     let refused = run.outcome("poor", "isolated echo hello 1048576 1000");
     assert!(refused.starts_with("error JobError::Failed(\"unpaid:"), "{refused}");
 }
+
+/// A probe that offers the capability `render` in the registry.
+fn contractor(name: &str, script: &str) -> String {
+    format!("{}capabilities = [\"render\"]\n", probe(name, 0, script))
+}
+
+#[test]
+fn auctions_through_the_contract_settle_in_escrow() {
+    // A Vickrey auction (winner pays the second price), then a Dutch clock held at 100 for an
+    // hour: the first taker pays the clock, not its offer.
+    let seller = probe(
+        "seller",
+        0,
+        "auction-open vickrey 10 1500; bid 1 5; auction-wait 1 10000; auction-open dutch 10 5000 100 1 3600000; \
+         auction-wait 2 10000; auction-cancel 2; wallet; stop",
+    );
+    let ann = probe("ann", 100, "until 5000 bid 1 70; wallet; auction-wait 1 10000; wallet; stop");
+    let bob = probe("bob", 100, "until 5000 bid 1 40; auction-wait 1 10000; until 10000 bid 2 150; wallet; stop");
+    let outsider = "[[agent]]\nname = \"outsider\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+                    grants = [\"messaging\", \"logging\"]\nconfig = { script = \"auction-open sealed 0 100; stop\" }\n";
+    let run = Scenario::agents("", &format!("{seller}{ann}{bob}{outsider}"))
+        .run_until_exit_of_all(&["seller", "ann", "bob", "outsider"]);
+    assert_eq!(run.outcome("outsider", "auction-open sealed 0 100"), "error AuctionError::Denied");
+    assert_eq!(run.outcome("seller", "auction-open vickrey 10 1500"), "auction 1");
+    assert_eq!(run.outcome("seller", "bid 1 5"), "error AuctionError::OwnAuction");
+    assert_eq!(run.outcome("ann", "until 5000 bid 1 70"), "bid 70");
+    assert_eq!(run.outcome("ann", "wallet"), "balance 30 held 70", "a bid is held in escrow");
+    assert_eq!(run.outcome("seller", "auction-wait 1 10000"), "sold ann 40", "the second price");
+    let ann_after: Vec<String> = run.logs("ann").into_iter().filter(|l| l.starts_with("probe: wallet")).collect();
+    assert_eq!(ann_after[1], "probe: wallet => balance 60 held 0", "paid 40, the rest of the escrow returned");
+    assert_eq!(run.outcome("bob", "until 10000 bid 2 150"), "bid 100");
+    assert_eq!(run.outcome("seller", "auction-wait 2 10000"), "sold bob 100");
+    assert_eq!(run.outcome("seller", "auction-cancel 2"), "error AuctionError::Closed");
+    assert_eq!(run.outcome("seller", "wallet"), "balance 140 held 0");
+    assert_eq!(run.outcome("bob", "wallet"), "balance 0 held 0");
+}
+
+#[test]
+fn the_task_market_pays_on_completion_and_refunds_failure_and_timeout() {
+    // Task 1 goes to the lower price and is delivered; task 2 is given up; task 3 is never
+    // reported and times out. Bidding windows are long next to a proposal's few milliseconds.
+    let boss = probe(
+        "boss",
+        1000,
+        "announce render 100 1000 5000 lowest; task-wait 1 10000; wallet; \
+         announce render 100 1000 5000 lowest; task-wait 2 10000; \
+         announce render 100 500 1500 lowest; task-wait 3 10000; wallet; reputation cheap; stop",
+    );
+    let cheap = contractor(
+        "cheap",
+        "until 10000 offer 1 40 100; until 10000 complete 1 rendered; until 10000 offer 2 40 100; \
+         until 10000 give-up 2 broken; until 10000 offer 3 40 100; wallet; stop",
+    );
+    let dear = contractor("dear", "until 10000 offer 1 60 100; task-wait 1 10000; complete 1 late; stop");
+    let run = Scenario::agents("", &format!("{cheap}{dear}{boss}")).run_until_exit_of_all(&["boss", "cheap", "dear"]);
+    assert_eq!(run.outcome("boss", "announce render 100 1000 5000 lowest"), "task 1");
+    assert_eq!(run.outcome("cheap", "until 10000 complete 1 rendered"), "paid 40");
+    assert_eq!(run.outcome("boss", "task-wait 1 10000"), "completed cheap 40 rendered");
+    assert_eq!(run.outcome("dear", "complete 1 late"), "error MarketError::NotContractor");
+    assert_eq!(
+        run.outcome("boss", "task-wait 2 10000"),
+        "TaskState::Failed(Failure { contractor: \"cheap\", reason: \"broken\" })"
+    );
+    assert_eq!(run.outcome("boss", "task-wait 3 10000"), "TaskState::TimedOut(\"cheap\")");
+    let wallets: Vec<String> = run.logs("boss").into_iter().filter(|l| l.starts_with("probe: wallet")).collect();
+    assert_eq!(
+        wallets,
+        ["probe: wallet => balance 960 held 0", "probe: wallet => balance 960 held 0"],
+        "paid 40 for task 1; the escrow of tasks 2 and 3 came back"
+    );
+    assert_eq!(run.outcome("cheap", "wallet"), "balance 40 held 0");
+    // One delivery, two failures: (1 + 1) / (1 + 2 + 2).
+    assert_eq!(run.outcome("boss", "reputation cheap"), "score 0.400 completed 1 failed 2");
+}
+
+/// The market demo: clients, a seller and contractors trade under supervision until the clients
+/// and the seller are done; the summary accounts for every task and auction, and for the money.
+#[test]
+fn the_market_example_runs_and_conserves_money() {
+    common::agent("trader");
+    let example = common::workspace().join("examples/market.toml");
+    let run = common::run_agora(&["run", example.to_str().unwrap()]);
+    run.assert_success();
+    let summary = &run.stdout;
+    // How many sell, and at what price, depends on the bidders' wallets by then; that all end does not.
+    assert!(summary.contains(" 4 auctions (") && summary.contains(", 16 tasks ("), "{summary}");
+    assert!(summary.contains("money: 2950 minted, 2950 in wallets and holds (conserved)"), "{summary}");
+    for client in ["alice", "bob"] {
+        assert!(run.stderr.contains(&format!("{client}: all 8 tasks ended")), "{client} finished: {}", run.stderr);
+    }
+}

@@ -373,3 +373,26 @@ fn series_of_exited_agents_expire_and_live_ones_stay() {
     assert!(!later.contains("agent=\"brief\""), "an exited agent's series expire:\n{later}");
     assert!(later.contains("agora_messages_in_total{agent=\"stayer\"}"), "a live agent's stay:\n{later}");
 }
+
+#[test]
+fn metered_compute_shows_per_agent_in_prometheus() {
+    let spender =
+        probe("spender", "\"messaging\", \"logging\", \"economics\"", "wallet = 1000000", "spin 200000; stop");
+    // Keeps the host (and its endpoint) up after the spender has gone.
+    let bystander = probe("bystander", "\"messaging\", \"logging\"", "wallet = 100000", "log idle");
+    let priced = "[economics]\ncompute_price = 1\ncompute_unit = 1000\ncompute_slice = 10000\n";
+    let scenario = Scenario::agents("tick = \"1ms\"", &format!("{priced}{spender}{bystander}"));
+    let (child, mut lines, mut seen, address) = start(&scenario);
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_exited" && e["agent"] == "spender");
+    let scraped = http_get(&address, "/metrics");
+    terminate(&child);
+    let value = |series: &str| -> u64 {
+        let line =
+            scraped.lines().find(|line| line.starts_with(series)).unwrap_or_else(|| panic!("{series}: {scraped}"));
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+    };
+    let fuel = value("agora_fuel_consumed_total{agent=\"spender\"} ");
+    let charged = value("agora_compute_charged_total{agent=\"spender\"} ");
+    assert!(fuel > 200_000, "a 200,000-round spin burns more fuel than that: {fuel}");
+    assert!(charged >= fuel / 1000, "billed at 1 credit per 1,000 fuel: {charged} for {fuel}");
+}

@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
     // spawns then start on the same worker's queue instead of waking a parked thread per spawn.
     let command = runtime.spawn(async move {
         match cli.command {
-            Command::Run { manifest, admin } => run(manifest, admin).await,
+            Command::Run { manifest, admin } => run(manifest, admin, cli.log_format).await,
             Command::Config { action } => config(action).await,
             Command::Check { manifest } => check(manifest),
             Command::Compile { manifest, modules } => compile(manifest, modules),
@@ -101,7 +101,7 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(path: PathBuf, admin: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+async fn run(path: PathBuf, admin: Option<std::net::SocketAddr>, format: LogFormat) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&path)?;
     let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
     let stop = stop_signal()?;
@@ -115,8 +115,11 @@ async fn run(path: PathBuf, admin: Option<std::net::SocketAddr>) -> anyhow::Resu
         Err(_) => "failed",
     };
     events::run_finished(reason, &runtime.tally);
-    if let Some(summary) = runtime.services.economics.summary() {
-        print!("{summary}");
+    // For people; a log reader gets it as an event (JSON logs own stdout).
+    match (runtime.services.economics.summary(), format) {
+        (Some(summary), LogFormat::Text) => print!("{summary}"),
+        (Some(summary), LogFormat::Json) => tracing::info!(event = "economy_summary", %summary),
+        (None, _) => {}
     }
     let _ = std::fs::remove_file(admin::address_file(&runtime.settings.data_dir));
     outcome?;

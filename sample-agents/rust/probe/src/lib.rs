@@ -35,7 +35,11 @@
 //! `propose <group> majority|all|<n> <timeout-ms> <value>`, `panic`,
 //! `wallet`, `pay <to> <amount>`, `hold <amount>` (remembered as the last hold),
 //! `release-hold`, `capture <to> <amount>` (of the last hold), `usage`, `spin <n>` (n rounds of
-//! arithmetic: compute to pay for),
+//! arithmetic: compute to pay for), `auction-open <format> <reserve> <duration-ms> [<increment>
+//! | <start> <step> <step-ms>]`, `bid <auction> <amount>`, `auction-cancel <auction>`,
+//! `auction-wait <auction> <timeout-ms>`, `announce <capability> <budget> <bidding-ms>
+//! <deadline-ms> lowest|best`, `offer <task> <price> <eta-ms>` (a proposal), `complete <task> <output>`,
+//! `give-up <task> <reason>`, `task-wait <task> <timeout-ms>`, `reputation <agent>`,
 //! `repeat <n> <step...>` (reports the last outcome), `until <timeout-ms> <step...>` (repeats the
 //! step until it succeeds), `sleep <ms>`, `log <text>`, `stop`.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
@@ -49,8 +53,8 @@ mod http;
 
 use agora_guest::rate_limits::LimitError;
 use agora_guest::{
-    Address, Agent, Config, Error, HandleError, Message, config, events, ledger, locks, log, messaging, rate_limits,
-    registry, supervision, telemetry,
+    Address, Agent, Config, Error, HandleError, Message, auctions, config, events, ledger, locks, log, market,
+    messaging, rate_limits, registry, supervision, telemetry,
 };
 
 struct Probe {
@@ -305,6 +309,71 @@ fn run_step(words: &[&str]) -> String {
         },
         "release-hold" => outcome_of(ledger::release(HOLD.get())),
         "capture" => outcome_of(ledger::capture(HOLD.get(), arg(1), number(2))),
+        "auction-open" => {
+            // `auction-open english|dutch|sealed|vickrey <reserve> <duration-ms> [<increment> |
+            // <start> <step> <step-ms>]`
+            let format = match arg(1) {
+                "english" => {
+                    auctions::Format::English(auctions::EnglishRules { min_increment: number(4), soft_close_ms: 0 })
+                }
+                "dutch" => auctions::Format::Dutch(auctions::DutchClock {
+                    start_price: number(4),
+                    step: number(5),
+                    step_ms: number(6) as u32,
+                }),
+                "sealed" => auctions::Format::SealedFirstPrice,
+                _ => auctions::Format::Vickrey,
+            };
+            let terms =
+                auctions::Terms { item: "lot".into(), format, reserve: number(2), duration_ms: number(3) as u32 };
+            match auctions::open(&terms) {
+                Ok(id) => format!("auction {id}"),
+                Err(e) => format!("error {e:?}"),
+            }
+        }
+        "bid" => match auctions::bid(number(1), number(2)) {
+            Ok(bid) => format!("bid {bid}"),
+            Err(e) => format!("error {e:?}"),
+        },
+        "auction-cancel" => outcome_of(auctions::cancel(number(1))),
+        "auction-wait" => match auctions::wait(number(1), number(2) as u32) {
+            Ok(auctions::State::Sold(sale)) => format!("sold {} {}", sale.winner, sale.price),
+            Ok(state) => format!("{state:?}"),
+            Err(e) => format!("error {e:?}"),
+        },
+        "announce" => {
+            // `announce <capability> <budget> <bidding-ms> <deadline-ms> lowest|best`
+            let task = market::Task {
+                kind: "probe-task".into(),
+                capabilities: vec![arg(1).to_string()],
+                budget: number(2),
+                bidding_ms: number(3) as u32,
+                deadline_ms: number(4) as u32,
+                rule: if arg(5) == "best" { market::AwardRule::BestScore } else { market::AwardRule::LowestPrice },
+                payload: b"probe".to_vec(),
+            };
+            match market::announce(&task) {
+                Ok(id) => format!("task {id}"),
+                Err(e) => format!("error {e:?}"),
+            }
+        }
+        "offer" => outcome_of(market::propose(number(1), number(2), number(3) as u32)),
+        "complete" => match market::complete(number(1), arg(2).as_bytes()) {
+            Ok(paid) => format!("paid {paid}"),
+            Err(e) => format!("error {e:?}"),
+        },
+        "give-up" => outcome_of(market::fail(number(1), arg(2))),
+        "task-wait" => match market::wait(number(1), number(2) as u32) {
+            Ok(market::TaskState::Completed(done)) => {
+                format!("completed {} {} {}", done.contractor, done.price, String::from_utf8_lossy(&done.output))
+            }
+            Ok(state) => format!("{state:?}"),
+            Err(e) => format!("error {e:?}"),
+        },
+        "reputation" => {
+            let standing = market::reputation(arg(1));
+            format!("score {:.3} completed {} failed {}", standing.score, standing.completed, standing.failed)
+        }
         "usage" => {
             let usage = ledger::usage();
             format!("fuel {} charged {}", usage.fuel, usage.charged)
