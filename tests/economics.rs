@@ -128,6 +128,19 @@ fn a_callback_that_outruns_its_wallet_ends_unpaid() {
 }
 
 #[test]
+fn a_long_callback_with_money_buys_compute_as_it_goes() {
+    // ~600 M fuel in one callback, bought at ticks while the loop runs (compiled code only sees
+    // a top-up through the store's reserve; see billing::chunk).
+    let spender = probe("spender", 10_000_000, "spin 50000000; stop");
+    // A slice of 100 M fuel carries the loop well past its first 1 ms tick.
+    let economics = priced("refuse").replace("compute_slice = 10000", "compute_slice = 100000");
+    let scenario = Scenario::agents(TICK, &format!("{economics}{spender}"));
+    let run = scenario.run_until_exit_of("spender");
+    assert_eq!(run.exit("spender")["reason"], "normal", "{}", run.exit("spender"));
+    assert!(run.outcome("spender", "spin 50000000").starts_with("spun"));
+}
+
+#[test]
 fn an_isolated_job_is_paid_by_its_caller() {
     let grants = "[\"messaging\", \"logging\", \"economics\", \"supervision\"]";
     let caller = |name: &str, wallet: u64| {
@@ -239,7 +252,7 @@ fn the_market_example_runs_and_conserves_money() {
     let summary = &run.stdout;
     // How many sell, and at what price, depends on the bidders' wallets by then; that all end does not.
     assert!(summary.contains(" 4 auctions (") && summary.contains(", 16 tasks ("), "{summary}");
-    assert!(summary.contains("money: 2950 minted, 2950 in wallets and holds (conserved)"), "{summary}");
+    assert!(summary.contains("money: 3000 minted, 3000 in wallets and holds (conserved)"), "{summary}");
     for client in ["alice", "bob"] {
         assert!(run.stderr.contains(&format!("{client}: all 8 tasks ended")), "{client} finished: {}", run.stderr);
     }

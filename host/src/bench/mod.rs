@@ -10,7 +10,9 @@
 //! - `call`: request/reply between two agents.
 //! - `rate-limit`, `metric`, `events`, `config`, `locks`, `coordination`: the host services (see
 //!   [`services`]).
+//! - `ledger`, `auctions`, `metering`: the economy (see [`economics`]).
 
+mod economics;
 mod services;
 
 use std::path::PathBuf;
@@ -65,7 +67,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "16MiB")]
     density_memory: ByteSize,
     /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
-    /// config, locks, coordination); all when empty.
+    /// config, locks, coordination, ledger, auctions, metering); all when empty.
     only: Vec<String>,
 }
 
@@ -141,6 +143,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("coordination") {
         services::coordination(&runtime, &probe, &report).await?;
+    }
+    if wants("ledger") {
+        economics::transfers(&runtime, &report).await?;
+    }
+    if wants("auctions") {
+        economics::auction_bids(&report).await?;
+    }
+    if wants("metering") {
+        economics::metering(&runtime, &args.agents.join("probe.wasm"), &report).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

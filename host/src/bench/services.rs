@@ -151,7 +151,7 @@ pub async fn event_append(runtime: &Runtime, report: &Report) -> anyhow::Result<
 }
 
 /// Time a probe agent that runs `script` (`ops` operations) in its `init`; the time per operation.
-async fn probe_loop(
+pub(super) async fn probe_loop(
     runtime: &Arc<Runtime>,
     probe: &Module,
     script: String,
@@ -163,6 +163,10 @@ async fn probe_loop(
     let mut spec =
         spec(name.into(), &probe.name, &[("script", script), ("run_in_init", "true".into())], ByteSize::mib(16));
     spec.grants = grants;
+    if runtime.services.economics.pricing().is_some() {
+        // Enough to pay for any benchmark's compute.
+        spec.wallet = 1 << 50;
+    }
     spec.limits.budget = Duration::from_secs(600);
     let started = Instant::now();
     let running = agent::start(runtime, &spec, probe, exits, 0).await?;

@@ -362,6 +362,10 @@ impl std::error::Error for Killed {}
 pub fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.memory);
+    if let Some(pricing) = runtime.services.economics.pricing() {
+        // Fuel in chunks, with the rest in the store's reserve: see `billing::chunk`.
+        store.fuel_async_yield_interval(Some(billing::chunk(&pricing))).expect("the engine runs async and meters fuel");
+    }
     store.epoch_deadline_callback(|mut context| {
         if context.data().stop.is_killed() {
             return Err(wasmtime::Error::new(Killed));
@@ -374,7 +378,7 @@ pub fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
         if context.data().meter.is_some() {
             // A long callback buys its next slice as it goes; one its wallet cannot pay for
             // runs out of fuel and traps.
-            billing::arm(context.as_context_mut());
+            billing::arm(context.as_context_mut(), true);
         }
         Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
     });
@@ -465,7 +469,7 @@ impl Instance {
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Going idle: the mailbox depth is known to be zero, for free.
                     self.store.data().metrics.idle();
-                    billing::settle(self.store.data_mut());
+                    billing::settle(self.store.as_context_mut());
                     tokio::select! {
                         biased;
                         _ = stop.reached(SHUTDOWN) => continue,
@@ -577,7 +581,7 @@ impl Instance {
     /// links; returns how many messages were never handled.
     fn cleanup(&mut self, reason: &ExitReason) -> usize {
         if self.store.data().meter.is_some() {
-            billing::close(self.store.as_context_mut());
+            billing::settle(self.store.as_context_mut());
             self.count_fuel();
         }
         self.store.data_mut().leave_coordination();
@@ -591,7 +595,7 @@ impl Instance {
 
     /// Fuel for the next callback, bought from the wallet if need be; false when it cannot pay.
     fn pay(&mut self) -> bool {
-        self.store.data().meter.is_none() || billing::arm(self.store.as_context_mut())
+        self.store.data().meter.is_none() || billing::arm(self.store.as_context_mut(), false)
     }
 
     fn count_fuel(&mut self) {

@@ -35,7 +35,7 @@ pub async fn run(
     }
     let result = run_in(&mut store, caller, module, input, limits).await;
     if store.data().meter.is_some() {
-        billing::close(store.as_context_mut());
+        billing::settle(store.as_context_mut());
     }
     let peak = store.data().memory.peak();
     drop(store);
@@ -54,7 +54,7 @@ async fn run_in(
     let arm = |store: &mut wasmtime::Store<AgentState>| {
         store.data_mut().budget.ticks_used = 0;
         store.set_epoch_deadline(1);
-        if store.data().meter.is_some() && !billing::arm(store.as_context_mut()) {
+        if store.data().meter.is_some() && !billing::arm(store.as_context_mut(), false) {
             return Err(JobError::Failed(format!("unpaid: wallet {:?} cannot pay for the job", store.data().name)));
         }
         Ok(())

@@ -1,14 +1,18 @@
 //! Compute billed in fuel: wasmtime counts the fuel each instance burns, and its wallet pays.
 //!
-//! The store's fuel is what the wallet has paid for and not burned yet. Before each callback,
-//! and at each epoch tick of a long one, a store below half a slice (`compute_slice` units)
-//! buys whole units from its wallet, at once, to fill the slice. A callback starts only with at
-//! least half a slice; otherwise the wallet cannot pay and the unpaid policy applies. A long
-//! callback that burns through all its wallet can pay for traps (`out of fuel`) and is reported
-//! as `unpaid`. The slice must outlast an epoch tick of compute, or a busy callback runs dry
-//! between two top-ups.
-//! At exit the whole units left unburned are paid back. A charge leaves the balance the moment
-//! it is taken, so no agent ever runs on money it does not have.
+//! The store's fuel is what the wallet has paid for and not burned yet. A callback starts by
+//! buying whole units ahead: a slice (`compute_slice` units), or three ticks' burn of an agent
+//! that once ran busy, as far as the wallet goes; it starts only with at least half a slice,
+//! otherwise the unpaid policy applies. At each epoch tick of a long callback the store buys
+//! again what it burned since the last, holding eight times that ahead.
+//! A callback that burns through all its wallet can pay for traps (`out of fuel`) and is
+//! reported as `unpaid`. When the agent goes idle, and at exit, the whole units left unburned go
+//! back to the wallet. A charge leaves the balance the moment it is taken, so no agent ever runs
+//! on money it does not have; while a callback runs, what it bought ahead is set aside.
+//!
+//! What a callback buys at its start must carry it to its first tick: the slice must cover a
+//! tick of the agent's fastest compute. A top-up at a tick reaches running code only through
+//! the store's fuel reserve (see [`chunk`]).
 
 use std::sync::Arc;
 
@@ -25,6 +29,10 @@ pub struct Meter {
     /// Credits taken from the wallet so far (less paybacks).
     pub charged: u64,
     last_settle: quanta::Instant,
+    /// The store's fuel when last armed, and the most it burned between two ticks: a busy
+    /// agent buys ahead three times that, so that its reserve outlasts a late tick.
+    at_last_arm: u64,
+    per_tick: u64,
 }
 
 /// How often a busy agent's charges are journaled (an idle one's at once).
@@ -32,8 +40,18 @@ const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Meter {
     pub fn new(payer: Arc<str>) -> Meter {
-        Meter { payer, given: 0, charged: 0, last_settle: quanta::Instant::now() }
+        Meter { payer, given: 0, charged: 0, last_settle: quanta::Instant::now(), at_last_arm: 0, per_tick: 0 }
     }
+}
+
+/// Fuel handed to running code at a time. A top-up during a long callback (from the epoch
+/// callback) can only reach the store's reserve: compiled code keeps the fuel of the chunk it is
+/// running in a register and writes it back over whatever the host set, so the chunk's own
+/// count is not known then. Between two chunks code stops (out of gas, refilled from the
+/// reserve, and yields), so a small chunk makes top-ups take effect at once; what a top-up
+/// cannot credit exactly is at most one chunk, and it is never in the agent's favour.
+pub fn chunk(pricing: &super::Pricing) -> u64 {
+    (pricing.slice_fuel() / 16).clamp(1, 1_000_000)
 }
 
 /// Fuel burned so far by this store.
@@ -43,21 +61,33 @@ pub fn fuel_used(store: &mut impl AsContextMut<Data = AgentState>) -> u64 {
     store.data().meter.as_ref().map_or(0, |meter| meter.given.saturating_sub(left))
 }
 
-/// Fill the store's fuel up to a slice when it is below half of one. False when it is still
-/// below half a slice (its wallet could not pay): the caller applies the unpaid policy. Always
-/// true when compute is free.
-pub fn arm(mut store: StoreContextMut<'_, AgentState>) -> bool {
+/// How many slices (or three-tick burns) a running callback holds ahead.
+const AHEAD: u64 = 8;
+
+/// Buy fuel ahead. At the start of a callback, when the store holds less than half of it: a
+/// slice, or three ticks' burn of a busy agent if that is more. At a tick (`at_tick`, from the
+/// epoch callback): eight times that, buying again what was burned since the last tick. False when it still holds less than half a
+/// slice (its wallet could not pay): the caller applies the unpaid policy. Always true when
+/// compute is free.
+pub fn arm(mut store: StoreContextMut<'_, AgentState>, at_tick: bool) -> bool {
     let Some(pricing) = store.data().runtime.services.economics.pricing() else { return true };
     let left = store.get_fuel().unwrap_or(0);
-    let half = pricing.slice_fuel() / 2;
-    if left >= half {
-        return true;
-    }
     // Borrowed field by field: no clone of the shared runtime handle on the message path.
     let AgentState { runtime, meter, .. } = store.data_mut();
     let Some(meter) = meter.as_mut() else { return true };
+    if at_tick {
+        meter.per_tick = meter.per_tick.max(meter.at_last_arm.saturating_sub(left));
+    }
+    // A running callback stays well ahead of the next tick, which may come late on a loaded
+    // host; a start buys less, as what it buys is set aside from the agent's own spending.
+    let ahead = if at_tick { AHEAD } else { 1 };
+    let target = pricing.slice_fuel().max(meter.per_tick.saturating_mul(3)).saturating_mul(ahead);
+    if left >= if at_tick { target } else { target / 2 } {
+        meter.at_last_arm = left;
+        return true;
+    }
     let ledger = &runtime.services.economics.ledger;
-    let wanted = (pricing.slice_fuel() - left).div_ceil(pricing.unit);
+    let wanted = (target - left).div_ceil(pricing.unit);
     let units = ledger.buy_compute(&meter.payer, pricing.price, wanted);
     meter.charged += units * pricing.price;
     let bought = units * pricing.unit;
@@ -67,27 +97,21 @@ pub fn arm(mut store: StoreContextMut<'_, AgentState>) -> bool {
         ledger.settle_compute(&meter.payer);
     }
     let fuel = left + bought;
+    meter.at_last_arm = fuel;
     // Fuel can only be set, so the store's counter restarts from `fuel` here.
     let _ = store.set_fuel(fuel);
-    fuel >= half
+    fuel >= pricing.slice_fuel() / 2
 }
 
-/// Journal the charges taken so far (the agent went idle).
-pub fn settle(state: &mut AgentState) {
-    if let Some(meter) = state.meter.as_mut() {
-        meter.last_settle = quanta::Instant::now();
-        state.runtime.services.economics.ledger.settle_compute(&meter.payer);
+/// The agent went idle: give back the whole units it did not burn, and journal its charges.
+pub fn settle(mut store: StoreContextMut<'_, AgentState>) {
+    if store.data().meter.is_none() {
+        return;
     }
-}
-
-/// The store is done: journal its charges and pay back the whole units it did not burn.
-pub fn close(mut store: StoreContextMut<'_, AgentState>) {
     let left = store.get_fuel().unwrap_or(0);
-    let runtime = store.data().runtime.clone();
-    let Some(pricing) = runtime.services.economics.pricing() else { return };
-    let Some(meter) = store.data_mut().meter.as_mut() else { return };
+    let AgentState { runtime, meter, .. } = store.data_mut();
+    let (Some(pricing), Some(meter)) = (runtime.services.economics.pricing(), meter.as_mut()) else { return };
     let ledger = &runtime.services.economics.ledger;
-    ledger.settle_compute(&meter.payer);
     let unused = left / pricing.unit;
     if unused > 0 {
         let payback = unused * pricing.price;
@@ -95,5 +119,9 @@ pub fn close(mut store: StoreContextMut<'_, AgentState>) {
         meter.charged -= payback;
         ledger.pay_back_compute(&meter.payer, payback);
     }
-    let _ = store.set_fuel(left % pricing.unit);
+    meter.last_settle = quanta::Instant::now();
+    ledger.settle_compute(&meter.payer);
+    let fuel = left % pricing.unit;
+    meter.at_last_arm = fuel;
+    let _ = store.set_fuel(fuel);
 }

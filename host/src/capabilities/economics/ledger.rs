@@ -379,13 +379,21 @@ impl Ledger {
         units
     }
 
-    /// Give back compute paid for and not used (journaled, paid by [`COMPUTE_ACCOUNT`]); call
-    /// after `settle_compute`, so that the charge it undoes has reached that wallet.
+    /// Give back compute paid for and not used: charges not journaled yet are undone, and the
+    /// rest is paid back by [`COMPUTE_ACCOUNT`] (journaled).
     pub fn pay_back_compute(&self, name: &str, amount: u64) {
         let table = self.accounts.pin();
-        let (Some(account), Some(house)) = (table.get(name), table.get(COMPUTE_ACCOUNT)) else { return };
+        let Some(account) = table.get(name) else { return };
+        let rest = {
+            let mut wallet = account.lock();
+            let undone = amount.min(wallet.compute_due);
+            wallet.compute_due -= undone;
+            wallet.balance += undone;
+            amount - undone
+        };
+        let Some(house) = table.get(COMPUTE_ACCOUNT).filter(|_| rest > 0) else { return };
         let (mut wallet, mut paying) = lock_pair(account, name, house, COMPUTE_ACCOUNT);
-        let amount = amount.min(paying.balance);
+        let amount = rest.min(paying.balance);
         if amount == 0 {
             return;
         }

@@ -57,8 +57,9 @@ pub struct EconomicsSettings {
     /// Credits per `compute_unit` of fuel; 0 leaves compute free and unmetered.
     pub compute_price: u64,
     pub compute_unit: u64,
-    /// Units a store fills up to at a time. A slice must outlast an epoch tick of busy compute
-    /// (the default, 100 M fuel, lasts ~50 ms of a tight loop here; a tick is 10 ms).
+    /// Units a store buys ahead at least (a busy one: twice its burn per tick). A slice must
+    /// cover one tick of the fastest compute, as a long callback's first top-up comes at a
+    /// tick: the default, 100 M fuel, lasts ~12 ms of a tight loop here; a tick is 10 ms.
     pub compute_slice: u64,
     pub unpaid: UnpaidPolicy,
     /// Keep the ledger in `<data_dir>/ledger.redb` (else in memory, gone at exit).
