@@ -264,10 +264,14 @@ impl Trader {
         let mut asking = info.asking;
         while matches!(info.state, auctions::State::Open) && asking <= self.number("bid_limit", 0) {
             match auctions::bid(auction, asking) {
-                Ok(bid) => return Ok(log::debug(&format!("{} bids {bid} in auction {auction}", self.name))),
                 Err(auctions::AuctionError::TooLow(now)) => asking = now,
+                Ok(bid) => {
+                    log::debug(&format!("{} bids {bid} in auction {auction}", self.name));
+                    break;
+                }
                 Err(error) => {
-                    return Ok(log::debug(&format!("{}: bid in auction {auction} refused: {error:?}", self.name)));
+                    log::debug(&format!("{}: bid in auction {auction} refused: {error:?}", self.name));
+                    break;
                 }
             }
         }
