@@ -434,6 +434,16 @@ impl AgentState {
         if self.grants.allows(Grant::Economics) { Ok(()) } else { Err(WitMarketError::Denied) }
     }
 
+    /// A task's payload and output travel as messages do, under the same size limit.
+    fn fits(&self, bytes: &[u8]) -> Result<(), WitMarketError> {
+        match self.runtime.router.check_size(bytes.len()) {
+            Err(crate::runtime::bindings::Error::TooLarge(limit)) => {
+                Err(WitMarketError::Invalid(format!("{} bytes: the host's message limit is {limit}", bytes.len())))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Every registered agent (but the announcer) with all of `capabilities`.
     fn invited(&self, capabilities: &[String]) -> Vec<AgentId> {
         let registry = &self.runtime.registry;
@@ -451,6 +461,7 @@ impl AgentState {
 impl wit_market::Host for AgentState {
     async fn announce(&mut self, task: WitTask) -> Result<u64, WitMarketError> {
         self.require_market()?;
+        self.fits(&task.payload)?;
         let invited = self.invited(&task.capabilities);
         let announcement = Announcement {
             kind: task.kind,
@@ -500,6 +511,7 @@ impl wit_market::Host for AgentState {
 
     async fn complete(&mut self, task: u64, result: Vec<u8>) -> Result<u64, WitMarketError> {
         self.require_market()?;
+        self.fits(&result)?;
         let runtime = self.runtime.clone();
         runtime.services.economics.market.report(task, &self.party(), Ok(result)).await.map_err(market_error)
     }
