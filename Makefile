@@ -1,7 +1,7 @@
 # The entry points a user needs. Each target installs what it needs first (the wasm target).
 
 CARGO ?= cargo
-AGENTS := echo ping-pong counter misbehave probe replica worker trader not-an-agent
+AGENTS := echo ping-pong counter misbehave probe replica worker trader polyglot not-an-agent
 AGENT_FLAGS := --profile agent --target wasm32-wasip2 $(addprefix -p ,$(AGENTS))
 AGORA := target/release/agora
 
@@ -13,8 +13,81 @@ setup:
 build: setup
 	$(CARGO) build --release -p agora-host
 
-agents: setup
+agents: setup guests
 	$(CARGO) build $(AGENT_FLAGS)
+
+# Agents in Python, JavaScript and C, each built by its own toolchain, pinned and installed into
+# .toolchains/ on first use (later builds reuse it).
+TOOLS := .toolchains
+GUESTS := target/guests
+COMPONENTIZE_PY := 0.25.1
+COMPONENTIZE_JS := 0.23.0
+WIT_BINDGEN := 0.63.0
+WASM_TOOLS := 1.263.0
+CLANG := clang-19
+C_PACKAGES := clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
+WIT := $(wildcard wit/*.wit)
+
+.PHONY: guests toolchains
+guests: $(GUESTS)/polyglot_py.wasm $(GUESTS)/polyglot_js.wasm $(GUESTS)/polyglot_c.wasm
+
+toolchains: $(TOOLS)/python/bin/componentize-py $(TOOLS)/js/node_modules/.bin/componentize-js \
+	$(TOOLS)/cargo/bin/wit-bindgen $(TOOLS)/cargo/bin/wasm-tools $(TOOLS)/c-packages
+
+$(TOOLS)/python/bin/componentize-py:
+	python3 -m venv $(TOOLS)/python
+	$(TOOLS)/python/bin/pip install --quiet componentize-py==$(COMPONENTIZE_PY)
+
+$(TOOLS)/js/node_modules/.bin/componentize-js:
+	mkdir -p $(TOOLS)/js
+	cd $(TOOLS)/js && echo '{"private": true}' > package.json && \
+		npm install --no-audit --no-fund --save-exact @bytecodealliance/componentize-js@$(COMPONENTIZE_JS)
+
+$(TOOLS)/cargo/bin/wit-bindgen:
+	$(CARGO) install --locked --root $(TOOLS)/cargo wit-bindgen-cli@$(WIT_BINDGEN)
+
+$(TOOLS)/cargo/bin/wasm-tools:
+	$(CARGO) install --locked --root $(TOOLS)/cargo wasm-tools@$(WASM_TOOLS)
+
+# Debian's clang for wasm32-wasi and wasi-libc.
+$(TOOLS)/c-packages:
+	@if ! command -v $(CLANG) >/dev/null || ! test -f /usr/lib/wasm32-wasi/libc.a; then \
+		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$sudo apt-get install -y -q $(C_PACKAGES) || \
+		{ $$sudo apt-get update -q && $$sudo apt-get install -y -q $(C_PACKAGES); }; \
+	fi
+	mkdir -p $(TOOLS) && touch $@
+
+$(GUESTS)/polyglot_py.wasm: $(TOOLS)/python/bin/componentize-py $(WIT) guest-sdk/python/agora/__init__.py \
+		sample-agents/python/polyglot/app.py
+	mkdir -p $(GUESTS)
+	$(TOOLS)/python/bin/componentize-py -d wit -w agent componentize -p guest-sdk/python \
+		-p sample-agents/python/polyglot app -o $@
+
+# `-d http -d fetch-event`: the agent world imports no wasi:http.
+$(GUESTS)/polyglot_js.wasm: $(TOOLS)/js/node_modules/.bin/componentize-js $(WIT) guest-sdk/js/agora.js \
+		sample-agents/js/polyglot/agent.js
+	mkdir -p $(GUESTS)
+	$(TOOLS)/js/node_modules/.bin/componentize-js sample-agents/js/polyglot/agent.js --wit wit \
+		--world-name agent -d http -d fetch-event -o $@
+
+$(GUESTS)/c-gen/agent.h: $(TOOLS)/cargo/bin/wit-bindgen $(WIT)
+	$(TOOLS)/cargo/bin/wit-bindgen c wit --world agent --out-dir $(GUESTS)/c-gen >/dev/null
+
+$(GUESTS)/wasi_snapshot_preview1.reactor.wasm:
+	mkdir -p $(GUESTS)
+	$(CARGO) run --quiet --release -p preview1-adapter -- $@
+
+# A reactor (the host calls its exports; no main), made a component with the preview 1 adapter.
+$(GUESTS)/polyglot_c.wasm: $(TOOLS)/c-packages $(TOOLS)/cargo/bin/wasm-tools $(GUESTS)/c-gen/agent.h \
+		$(GUESTS)/wasi_snapshot_preview1.reactor.wasm guest-sdk/c/agora.h sample-agents/c/polyglot/agent.c
+	$(CLANG) --target=wasm32-wasi --sysroot=/usr -O2 -Wall -Werror -mexec-model=reactor \
+		-Wl,--export=cabi_realloc -Wl,-zstack-size=65536 -Wl,--strip-debug \
+		-I $(GUESTS)/c-gen -I guest-sdk/c -o $(GUESTS)/polyglot_c.core.wasm \
+		sample-agents/c/polyglot/agent.c $(GUESTS)/c-gen/agent.c $(GUESTS)/c-gen/agent_component_type.o
+	$(TOOLS)/cargo/bin/wasm-tools component new $(GUESTS)/polyglot_c.core.wasm \
+		--adapt wasi_snapshot_preview1=$(GUESTS)/wasi_snapshot_preview1.reactor.wasm -o $@
+	$(TOOLS)/cargo/bin/wasm-tools validate $@
 
 # The tour of the runtime, then the market. ADMIN=127.0.0.1:9464 serves /metrics and /config
 # while the tour runs.
@@ -31,7 +104,7 @@ bench: build agents
 
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release -p agora-host --all-targets -- -D warnings
+	$(CARGO) clippy --release -p agora-host -p preview1-adapter --all-targets -- -D warnings
 	$(CARGO) clippy $(AGENT_FLAGS) -p agora-guest -- -D warnings
 
 clean-cache:

@@ -25,7 +25,7 @@ pub fn agent(name: &str) -> PathBuf {
             .current_dir(workspace())
             .args(["build", "--profile", "agent", "--target", "wasm32-wasip2"])
             .args(["-p", "echo", "-p", "ping-pong", "-p", "counter", "-p", "misbehave", "-p", "probe"])
-            .args(["-p", "replica", "-p", "worker", "-p", "trader", "-p", "not-an-agent"])
+            .args(["-p", "replica", "-p", "worker", "-p", "trader", "-p", "polyglot", "-p", "not-an-agent"])
             .status()
             .expect("running cargo to build the sample agents");
         assert!(status.success(), "building the sample agents failed");

@@ -149,7 +149,7 @@ impl ModuleLoader {
     }
 
     fn compile(&self, path: &Path, bytes: &[u8], artifact: &Path) -> Result<Component, ModuleError> {
-        let component = Component::new(&self.engine, bytes)
+        let component = with_progress(path, bytes.len(), || Component::new(&self.engine, bytes))
             .map_err(|e| ModuleError::Invalid { path: path.into(), reason: format!("{e:#}") })?;
         let serialized = component
             .serialize()
@@ -162,6 +162,35 @@ impl ModuleLoader {
         std::fs::rename(&temporary, artifact).map_err(cache_error)?;
         Ok(component)
     }
+}
+
+/// Components this large (a Python or JavaScript runtime) take seconds to compile.
+const LARGE: usize = 4 << 20;
+
+/// Run `compile`; for a large component, say so first and report every two seconds that it is
+/// still going (wasmtime reports no progress of its own), so a first start does not look hung.
+fn with_progress<T>(path: &Path, size: usize, compile: impl FnOnce() -> T) -> T {
+    if size < LARGE {
+        return compile();
+    }
+    let mib = size as f64 / (1 << 20) as f64;
+    tracing::info!(event = "module_compiling", path = %path.display(), mib = format!("{mib:.1}"),
+        "compiling a large component for the first time; later starts load it from the cache");
+    let started = std::time::Instant::now();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(std::time::Duration::from_secs(2))
+            {
+                tracing::info!(event = "module_compiling", path = %path.display(),
+                    seconds = started.elapsed().as_secs(), "still compiling");
+            }
+        });
+        let compiled = compile();
+        drop(done);
+        compiled
+    })
 }
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {

@@ -1,0 +1,82 @@
+/* Agora agents in C: helpers over the bindings `wit-bindgen c` generates for the world
+ * `agent` (agent.h). An agent defines the three exports:
+ *
+ *   bool exports_agent_init(agent_list_tuple2_string_string_t *config, agent_string_t *err);
+ *   bool exports_agent_handle(agent_envelope_t *message, agent_option_list_u8_t *ret,
+ *                             agent_handle_error_t *err);
+ *   void exports_agent_terminate(agent_string_t *reason);
+ *
+ * and calls the host through the generated `agora_agent_<interface>_<function>` functions, which
+ * return false and fill an error variant when they fail; `agora_error_code` names its case.
+ * Generated functions take ownership of nothing: free what they return with the generated
+ * `*_free` functions, as the helpers below do.
+ */
+#ifndef AGORA_H
+#define AGORA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+
+/* The WIT name of a host error's case: "not-found", "mailbox-full", ... */
+static inline const char *agora_error_code(const agora_agent_types_error_t *error) {
+  static const char *const codes[] = {
+      "not-found", "mailbox-full", "timeout", "denied", "invalid",
+      "too-large", "already-exists", "stopped", "failed", "unpaid",
+  };
+  return error->tag < sizeof codes / sizeof codes[0] ? codes[error->tag] : "unknown";
+}
+
+/* Log a line at level info. */
+static inline void agora_log(const char *message) {
+  agent_string_t text;
+  agent_string_set(&text, message);
+  agora_agent_logging_log(AGORA_AGENT_LOGGING_LEVEL_INFO, &text);
+}
+
+/* The value of `key` in the agent's config, or NULL (borrowed from `config`). */
+static inline const agent_string_t *agora_config(const agent_list_tuple2_string_string_t *config, const char *key) {
+  size_t n = strlen(key);
+  for (size_t i = 0; i < config->len; i++) {
+    if (config->ptr[i].f0.len == n && memcmp(config->ptr[i].f0.ptr, key, n) == 0) {
+      return &config->ptr[i].f1;
+    }
+  }
+  return NULL;
+}
+
+/* Call the agent registered as `to` with `len` bytes; false with `error` filled on failure. */
+static inline bool agora_call(const char *to, const uint8_t *payload, size_t len, uint32_t timeout_ms,
+                              agent_list_u8_t *reply, agora_agent_types_error_t *error) {
+  agora_agent_messaging_address_t address;
+  address.tag = AGORA_AGENT_TYPES_ADDRESS_NAME;
+  agent_string_set(&address.val.name, to);
+  agent_list_u8_t bytes = {(uint8_t *)payload, len};
+  return agora_agent_messaging_call(&address, &bytes, timeout_ms, reply, error);
+}
+
+/* Answer the message being handled with `text` (copied). */
+static inline bool agora_reply(agent_option_list_u8_t *ret, const char *text) {
+  size_t n = strlen(text);
+  ret->is_some = true;
+  ret->val.ptr = malloc(n ? n : 1);
+  if (!ret->val.ptr) abort();
+  memcpy(ret->val.ptr, text, n);
+  ret->val.len = n;
+  return true;
+}
+
+/* Refuse the message being handled (`fatal`: end the instance as well). */
+static inline bool agora_refuse(agent_handle_error_t *err, bool fatal, const char *why) {
+  err->fatal = fatal;
+  agent_string_dup(&err->message, why);
+  return false;
+}
+
+/* End this agent normally once the current callback returns. */
+static inline void agora_stop(void) { agora_agent_lifecycle_stop(); }
+
+#endif

@@ -1,0 +1,146 @@
+// Agora agents in JavaScript (built with componentize-js).
+//
+// An agent is an object with `init(config)`, `handle(message)` and optionally
+// `terminate(reason)`; `agent(...)` turns it into the three functions the world exports:
+//
+//   import { agent, call } from '../../../guest-sdk/js/agora.js';
+//   export const { init, handle, terminate } = agent({
+//     handle(message) { return message.payload; },
+//   });
+//
+// Every host interface is re-exported by name (`messaging`, `registry`, `ledger`, ...). A host
+// call that fails throws a `HostError` whose `code` is the WIT error case ('not-found',
+// 'mailbox-full', 'denied', ...) and whose `detail` carries its payload, if any; `host(fn,
+// ...args)` makes any generated function throw that way. In `handle`, throw a `Reject` to refuse
+// one message (a caller gets `failed(text)`); any other exception ends the instance, and its
+// supervisor decides what next.
+
+import * as messaging from 'agora:agent/messaging@0.2.1';
+import * as registry from 'agora:agent/registry@0.2.1';
+import * as logging from 'agora:agent/logging@0.2.1';
+import * as lifecycle from 'agora:agent/lifecycle@0.2.1';
+import * as supervision from 'agora:agent/supervision@0.2.1';
+import * as config from 'agora:agent/config@0.2.1';
+import * as events from 'agora:agent/events@0.2.1';
+import * as telemetry from 'agora:agent/telemetry@0.2.1';
+import * as rateLimits from 'agora:agent/rate-limits@0.2.1';
+import * as outbound from 'agora:agent/outbound@0.2.1';
+import * as locks from 'agora:agent/locks@0.2.1';
+import * as barriers from 'agora:agent/barriers@0.2.1';
+import * as election from 'agora:agent/election@0.2.1';
+import * as consensus from 'agora:agent/consensus@0.2.1';
+import * as ledger from 'agora:agent/ledger@0.2.1';
+import * as auctions from 'agora:agent/auctions@0.2.1';
+import * as market from 'agora:agent/market@0.2.1';
+
+export {
+  messaging, registry, logging, lifecycle, supervision, config, events, telemetry, rateLimits, outbound,
+  locks, barriers, election, consensus, ledger, auctions, market,
+};
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A host call failed: `code` is the WIT error case, `detail` its payload (if any). */
+export class HostError extends Error {
+  constructor(code, detail) {
+    super(detail === undefined ? code : `${code}: ${typeof detail === 'object' ? JSON.stringify(detail) : detail}`);
+    this.name = 'HostError';
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+/** Thrown from `handle`: refuse this message only; the agent keeps running. */
+export class Reject extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'Reject';
+  }
+}
+
+function hostError(error) {
+  // Generated bindings throw the error variant as the payload: `{ tag, val }`.
+  const variant = error && error.payload;
+  if (variant && typeof variant.tag === 'string') {
+    return new HostError(variant.tag, variant.val);
+  }
+  return error;
+}
+
+/** Call any generated host function; a failure throws `HostError`. */
+export function host(fn, ...args) {
+  try {
+    return fn(...args);
+  } catch (error) {
+    throw hostError(error);
+  }
+}
+
+function address(to) {
+  return typeof to === 'bigint' || typeof to === 'number' ? { tag: 'id', val: BigInt(to) } : { tag: 'name', val: to };
+}
+
+function bytes(payload) {
+  return typeof payload === 'string' ? encoder.encode(payload) : payload;
+}
+
+/** Enqueue a message for an agent, by name or id. */
+export function send(to, payload) {
+  host(messaging.send, address(to), bytes(payload));
+}
+
+/** Send and wait for the reply (bytes). */
+export function call(to, payload, timeoutMs = 5000) {
+  return host(messaging.call, address(to), bytes(payload), timeoutMs);
+}
+
+/** The id registered under `name`, or undefined. */
+export function lookup(name) {
+  try {
+    return host(registry.lookup, name);
+  } catch (error) {
+    if (error instanceof HostError && error.code === 'not-found') return undefined;
+    throw error;
+  }
+}
+
+export function log(message, level = 'info') {
+  logging.log(level, message);
+}
+
+/** End this agent normally once the current callback returns. */
+export function stop() {
+  lifecycle.stop();
+}
+
+/** Decode a payload as UTF-8 text. */
+export function text(payload) {
+  return decoder.decode(payload);
+}
+
+/** The world's exports, driving `impl`. */
+export function agent(impl) {
+  return {
+    init(settings) {
+      try {
+        if (impl.init) impl.init(Object.fromEntries(settings));
+      } catch (error) {
+        throw `init: ${error && error.message ? error.message : error}`;
+      }
+    },
+    handle(message) {
+      let reply;
+      try {
+        reply = impl.handle ? impl.handle(message) : undefined;
+      } catch (error) {
+        const rejected = error instanceof Reject;
+        throw { fatal: !rejected, message: rejected ? error.message : `${error && error.name}: ${error && error.message}` };
+      }
+      return reply === undefined || reply === null ? undefined : bytes(reply);
+    },
+    terminate(reason) {
+      if (impl.terminate) impl.terminate(reason);
+    },
+  };
+}

@@ -1,0 +1,175 @@
+"""Agora agents in Python (built with componentize-py).
+
+An agent is a class with `init`, `handle` and, if it wants, `terminate`; `export` turns it into
+the component's world:
+
+    import agora
+
+    class Echo(agora.Agent):
+        def handle(self, message):
+            return message.payload
+
+    WitWorld = agora.export(Echo)
+
+Host calls are the generated bindings, re-exported here by interface (`agora.messaging`,
+`agora.registry`, `agora.ledger`, ...). A failing host call raises `agora.HostError`, whose
+`code` names the error case (`"not-found"`, `"mailbox-full"`, `"denied"`, ...) and whose `detail`
+carries its text or number, if any. `agora.send`, `agora.call` and `agora.lookup` take an agent
+name or id. In `handle`, raise `agora.Reject` to refuse one message (a caller gets
+`failed(text)`); any other exception ends the instance, and its supervisor decides what next.
+"""
+
+from typing import Dict, Optional, Union
+
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import (  # noqa: F401  (re-exported for agents)
+    auctions,
+    barriers,
+    config,
+    consensus,
+    election,
+    events,
+    ledger,
+    lifecycle,
+    locks,
+    logging,
+    market,
+    messaging,
+    outbound,
+    rate_limits,
+    registry,
+    supervision,
+    telemetry,
+    types,
+)
+
+__all__ = [
+    "Agent", "Message", "HostError", "Reject", "export", "send", "call", "lookup", "log", "stop",
+    "auctions", "barriers", "config", "consensus", "election", "events", "ledger", "lifecycle", "locks",
+    "logging", "market", "messaging", "outbound", "rate_limits", "registry", "supervision", "telemetry", "types",
+]
+
+Message = types.Envelope
+"""One inbound message: `sender` (an agent id, or None from the host), `correlation` (set when
+the sender waits in `call`), `topic` (set when published) and `payload` (bytes)."""
+
+
+class HostError(Exception):
+    """A host call failed. `code` is the WIT error case in kebab-case; `detail` its payload."""
+
+    def __init__(self, code: str, detail: object = None):
+        super().__init__(code if detail is None else f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class Reject(Exception):
+    """Raised from `handle`: refuse this message only; the agent keeps running."""
+
+
+def _kebab(name: str) -> str:
+    return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+
+
+def _host_error(err: Err) -> HostError:
+    value = err.value
+    # Generated cases are classes named `<Variant>_<Case>`, with a `value` when the case has one.
+    case = type(value).__name__.split("_", 1)[-1]
+    return HostError(_kebab(case), getattr(value, "value", None))
+
+
+def _address(to: Union[str, int]) -> types.Address:
+    return types.Address_Id(to) if isinstance(to, int) else types.Address_Name(to)
+
+
+def send(to: Union[str, int], payload: Union[bytes, str]) -> None:
+    """Enqueue a message for an agent, by name or id."""
+    try:
+        messaging.send(_address(to), _bytes(payload))
+    except Err as err:
+        raise _host_error(err) from None
+
+
+def call(to: Union[str, int], payload: Union[bytes, str], timeout_ms: int = 5000) -> bytes:
+    """Send and wait for the reply."""
+    try:
+        return messaging.call(_address(to), _bytes(payload), timeout_ms)
+    except Err as err:
+        raise _host_error(err) from None
+
+
+def lookup(name: str) -> Optional[int]:
+    """The id registered under `name`, or None."""
+    try:
+        return registry.lookup(name)
+    except Err as err:
+        error = _host_error(err)
+        if error.code == "not-found":
+            return None
+        raise error from None
+
+
+def host(function, *args):
+    """Call any generated host function, turning its failure into `HostError`."""
+    try:
+        return function(*args)
+    except Err as err:
+        raise _host_error(err) from None
+
+
+def log(message: str, level: "logging.Level" = logging.Level.INFO) -> None:
+    logging.log(level, message)
+
+
+def stop() -> None:
+    """End this agent normally once the current callback returns."""
+    lifecycle.stop()
+
+
+def _bytes(payload: Union[bytes, str]) -> bytes:
+    return payload.encode() if isinstance(payload, str) else bytes(payload)
+
+
+class Agent:
+    """Subclass and override what the agent needs. One instance lives as long as the agent."""
+
+    def init(self, config: Dict[str, str]) -> None:
+        """Called once before any message, with the agent's manifest `config` table."""
+
+    def handle(self, message: Message) -> Optional[Union[bytes, str]]:
+        """Handle one message; a returned value answers a waiting `call`."""
+        return None
+
+    def terminate(self, reason: str) -> None:
+        """Called before a graceful exit ("normal", "shutdown")."""
+
+
+def export(agent_class: type) -> type:
+    """The world class componentize-py looks for, driving one `agent_class` instance."""
+    state: Dict[str, Agent] = {}
+
+    class WitWorld(wit_world.WitWorld):
+        def init(self, config):
+            agent = agent_class()
+            state["agent"] = agent
+            try:
+                agent.init(dict(config))
+            except HostError as error:
+                raise Err(f"init: {error}") from None
+            except Exception as error:  # noqa: BLE001  (any failure fails the start, with its text)
+                raise Err(f"init: {type(error).__name__}: {error}") from None
+
+        def handle(self, message):
+            try:
+                reply = state["agent"].handle(message)
+            except Reject as error:
+                raise Err(types.HandleError(fatal=False, message=str(error))) from None
+            except Exception as error:  # noqa: BLE001  (the supervisor handles the rest)
+                raise Err(types.HandleError(fatal=True, message=f"{type(error).__name__}: {error}")) from None
+            return None if reply is None else _bytes(reply)
+
+        def terminate(self, reason):
+            state["agent"].terminate(reason)
+
+    return WitWorld

@@ -1,0 +1,59 @@
+// The polyglot agent in JavaScript: the same text protocol as its Rust, Python and C siblings
+// (see sample-agents/python/polyglot/app.py): ping, ask:<agent>:<text>, missing, count,
+// config:<path>, alloc:<bytes>, crash.
+import { agent, call, host, log, text, HostError, Reject, config, registry, telemetry } from '../../../guest-sdk/js/agora.js';
+
+let calls = 0;
+
+export const { init, handle, terminate } = agent({
+  init(settings) {
+    host(registry.addCapability, 'polyglot');
+    log(`javascript agent up (${settings.motto ?? 'no motto'})`);
+  },
+
+  handle(message) {
+    const [command, first, rest] = splitOnce(text(message.payload));
+    switch (command) {
+      case 'ping':
+        return 'pong from javascript';
+      case 'ask':
+        try {
+          return `javascript heard: ${text(call(first, rest ?? '', 5000))}`;
+        } catch (error) {
+          if (error instanceof HostError) return `error ${error.code}`;
+          throw error;
+        }
+      case 'missing':
+        try {
+          call('nobody-by-this-name', 'hello', 1000);
+          return 'unexpected answer';
+        } catch (error) {
+          if (error instanceof HostError) return `error ${error.code}`;
+          throw error;
+        }
+      case 'count':
+        calls += 1;
+        host(telemetry.counterAdd, 'polyglot_calls', 1n);
+        return String(calls);
+      case 'config': {
+        const value = host(config.get, first);
+        return value === undefined ? 'none' : value;
+      }
+      case 'alloc': {
+        const block = new Uint8Array(Number(first));
+        block.fill(1);
+        return `allocated ${block.length}`;
+      }
+      case 'crash':
+        throw new Error('crashed on request');
+      default:
+        throw new Reject(`unknown command '${command}'`);
+    }
+  },
+});
+
+// `a:b:c...` -> [a, b, the rest].
+function splitOnce(line) {
+  const [command, first, ...rest] = line.split(':');
+  return [command, first, rest.length ? rest.join(':') : undefined];
+}

@@ -1,0 +1,110 @@
+//! Agents in Python, JavaScript, C and Rust in one manifest: the same `polyglot` agent in each
+//! language (sample-agents/<language>/polyglot) answers calls, calls the next one in a ring,
+//! reports the host's typed errors, uses the registry, config and telemetry, and crashes and
+//! blows its memory cap on request, to be restarted by its supervisor.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Scenario;
+
+/// A component built by `make guests` (each language's own toolchain).
+fn guest(file: &str) -> PathBuf {
+    let path = common::workspace().join("target/guests").join(file);
+    assert!(path.is_file(), "{} is missing: build it with `make guests`", path.display());
+    path
+}
+
+/// (agent name, language as the agent says it, component).
+fn polyglots() -> [(&'static str, &'static str, PathBuf); 4] {
+    [
+        ("py", "python", guest("polyglot_py.wasm")),
+        ("js", "javascript", guest("polyglot_js.wasm")),
+        ("c", "c", guest("polyglot_c.wasm")),
+        ("rs", "rust", common::agent("polyglot")),
+    ]
+}
+
+#[test]
+fn agents_in_four_languages_talk_fail_and_recover_alike() {
+    let agents = polyglots();
+    let mut manifest = String::from(
+        "[host]\ndata_dir = \"data\"\n[supervisor]\nintensity = 40\nperiod = \"30s\"\n\
+         [config.values]\nmotto = \"one runtime, four languages\"\n[modules]\n",
+    );
+    manifest.push_str(&format!("probe = {:?}\n", common::agent("probe").display().to_string()));
+    for (name, _, path) in &agents {
+        manifest.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
+    }
+    let mut script = Vec::new();
+    for (at, (name, _, _)) in agents.iter().enumerate() {
+        let next = agents[(at + 1) % agents.len()].0;
+        manifest.push_str(&format!(
+            "[[agent]]\nname = \"{name}\"\nmodule = \"{name}\"\nmemory = \"64MiB\"\n\
+             grants = [\"logging\", \"messaging\", \"registry\", \"telemetry\", \"config\"]\n"
+        ));
+        for step in [
+            "ping".to_string(),
+            "missing".into(),
+            "count".into(),
+            "count".into(),
+            "config:motto".into(),
+            format!("ask:{next}:ping"),
+            "bogus".into(),
+            "crash".into(),
+        ] {
+            script.push(format!("call {name} {step} 10000"));
+        }
+        // The restarted instance starts counting again; then past the 64 MiB cap.
+        script.push(format!("until 20000 call {name} count 10000"));
+        script.push(format!("call {name} alloc:200000000 10000"));
+        script.push(format!("until 20000 call {name} ping 10000"));
+    }
+    script.push("find polyglot".into());
+    script.push("stop".into());
+    manifest.push_str(&format!(
+        "[[agent]]\nname = \"driver\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+         grants = [\"logging\", \"messaging\", \"registry\"]\nconfig = {{ script = \"{}\" }}\n",
+        script.join("; ")
+    ));
+    let run = Scenario::new(&manifest).run_until_exit_of("driver");
+    let driver = run.logs("driver");
+    let outcomes = |step: &str| -> Vec<String> {
+        let prefix = format!("probe: {step} => ");
+        driver.iter().filter_map(|line| line.strip_prefix(&prefix).map(str::to_string)).collect()
+    };
+    for (at, (name, language, _)) in agents.iter().enumerate() {
+        let (next, next_language) = (agents[(at + 1) % agents.len()].0, agents[(at + 1) % agents.len()].1);
+        let call = |step: &str| format!("call {name} {step} 10000");
+        assert_eq!(outcomes(&call("ping"))[0], format!("reply pong from {language}"));
+        assert_eq!(outcomes(&call("missing")), ["reply error not-found"], "{language}: a typed host error");
+        assert_eq!(outcomes(&call("count")), ["reply 1", "reply 2"], "{language}");
+        assert_eq!(outcomes(&call("config:motto")), ["reply one runtime, four languages"], "{language}");
+        assert_eq!(
+            outcomes(&call(&format!("ask:{next}:ping"))),
+            [format!("reply {language} heard: pong from {next_language}")],
+            "{language} calls {next_language}"
+        );
+        assert!(outcomes(&call("bogus"))[0].starts_with("error failed("), "{language}: a rejected message");
+        assert_eq!(outcomes(&call("crash")), ["error stopped"], "{language}");
+        assert_eq!(
+            outcomes(&format!("until 20000 call {name} count 10000")),
+            ["reply 1"],
+            "{language}: a new instance"
+        );
+        assert_eq!(outcomes(&call("alloc:200000000")), ["error stopped"], "{language}");
+        assert_eq!(outcomes(&format!("until 20000 call {name} ping 10000")), [format!("reply pong from {language}")]);
+
+        let exits: Vec<&str> =
+            run.events("agent_exited", Some(name)).iter().filter_map(|e| e["reason"].as_str()).collect();
+        assert!(
+            matches!(exits.first(), Some(&("panic" | "handler_fatal" | "trap"))),
+            "{language}: the crash is a fault: {exits:?}"
+        );
+        assert_eq!(exits.get(1), Some(&"memory_cap"), "{language}: the cap stops the allocation: {exits:?}");
+        assert_eq!(run.events("agent_restarted", Some(name)).len(), 2, "{language}: restarted twice");
+    }
+    let found = &outcomes("find polyglot")[0];
+    assert_eq!(found.matches(',').count() + 1, 4, "all four registered the capability: {found}");
+}
