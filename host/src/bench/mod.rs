@@ -11,8 +11,10 @@
 //! - `rate-limit`, `metric`, `events`, `config`, `locks`, `coordination`: the host services (see
 //!   [`services`]).
 //! - `ledger`, `auctions`, `metering`: the economy (see [`economics`]).
+//! - `languages`: the same agent built from Rust, C, Python and JavaScript (see [`languages`]).
 
 mod economics;
+mod languages;
 mod services;
 
 use std::path::PathBuf;
@@ -39,6 +41,9 @@ pub struct BenchArgs {
     /// Where the sample agents were built (`make agents`).
     #[arg(long, default_value = "target/wasm32-wasip2/agent")]
     agents: PathBuf,
+    /// Where the Python, JavaScript and C agents were built (`make guests`).
+    #[arg(long, default_value = "target/guests")]
+    guests: PathBuf,
     /// Agents started for the spawn benchmark.
     #[arg(long, default_value_t = 5_000)]
     spawns: usize,
@@ -67,7 +72,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "16MiB")]
     density_memory: ByteSize,
     /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
-    /// config, locks, coordination, ledger, auctions, metering); all when empty.
+    /// config, locks, coordination, ledger, auctions, metering, languages); all when empty.
     only: Vec<String>,
 }
 
@@ -152,6 +157,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("metering") {
         economics::metering(&runtime, &args.agents.join("probe.wasm"), &report).await?;
+    }
+    if wants("languages") {
+        languages::languages(&runtime, &probe, &args.agents, &args.guests, &report).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
