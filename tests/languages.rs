@@ -108,3 +108,16 @@ fn agents_in_four_languages_talk_fail_and_recover_alike() {
     let found = &outcomes("find polyglot")[0];
     assert_eq!(found.matches(',').count() + 1, 4, "all four registered the capability: {found}");
 }
+
+#[test]
+fn an_agent_capped_below_its_interpreters_starting_memory_is_refused_with_the_reason() {
+    let manifest = format!(
+        "[host]\ndata_dir = \"data\"\n[modules]\npy = {:?}\n[[agent]]\nname = \"py\"\nmodule = \"py\"\nmemory = \"8MiB\"\n",
+        guest("polyglot_py.wasm").display().to_string()
+    );
+    let run = Scenario::new(&manifest).run();
+    run.assert_failure();
+    let failed = run.events("agent_start_failed", Some("py"));
+    let detail = failed.first().and_then(|e| e["detail"].as_str()).unwrap_or_default();
+    assert!(detail.contains("MiB of memory at start, above its memory cap of 8.0 MiB"), "{detail}");
+}

@@ -300,6 +300,15 @@ pub async fn start(
     restarts: u32,
 ) -> Result<RunningAgent, StartError> {
     let started = Instant::now();
+    if module.initial_memory > spec.limits.memory.bytes() {
+        let needs = format!(
+            "its module {:?} needs {:.1} MiB of memory at start, above its memory cap of {:.1} MiB (raise `memory`)",
+            module.name,
+            module.initial_memory as f64 / (1 << 20) as f64,
+            spec.limits.memory.bytes() as f64 / (1 << 20) as f64,
+        );
+        return Err(StartError::Failed { agent: spec.name.clone(), fault: Fault::new(FaultKind::MemoryCap, needs) });
+    }
     let economics = &runtime.services.economics;
     if spec.wallet > 0 || spec.grants.allows(crate::capabilities::Grant::Economics) || economics.pricing().is_some() {
         economics.ledger.open_wallet(&spec.name, spec.wallet).await.map_err(|e| StartError::Failed {

@@ -12,12 +12,16 @@ use crate::manifest::HostSettings;
 const MAX_WASM_STACK: usize = 512 << 10;
 /// Native stack of the fiber an agent runs on: its wasm stack plus room for host functions.
 const ASYNC_STACK: usize = 1 << 20;
-/// Core instances one component may create; a Rust agent needs a handful, toolchains that
-/// bundle an interpreter need more.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
-const MEMORIES_PER_COMPONENT: u32 = 4;
-const TABLES_PER_COMPONENT: u32 = 8;
-const TABLE_ELEMENTS: usize = 20_000;
+/// What one pool slot holds for a component. Core instances: a Rust agent needs a handful,
+/// toolchains that bundle an interpreter (Python, JavaScript) need more, and larger tables.
+pub struct SlotLimits {
+    pub core_instances: u32,
+    pub memories: u32,
+    pub tables: u32,
+    pub table_elements: usize,
+}
+
+pub const POOL: SlotLimits = SlotLimits { core_instances: 32, memories: 4, tables: 8, table_elements: 20_000 };
 /// Memory kept resident in a freed pool slot, so that the next instantiation does not fault it in.
 const KEEP_RESIDENT: usize = 256 << 10;
 
@@ -46,13 +50,13 @@ pub fn build(settings: &HostSettings, meter_fuel: bool) -> anyhow::Result<Engine
     let slots = settings.max_agents;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
-        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT).min(1 << 20))
-        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_core_instances(slots.saturating_mul(POOL.core_instances).min(1 << 20))
+        .max_core_instances_per_component(POOL.core_instances)
         .total_memories(slots.saturating_mul(2))
-        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_memories_per_component(POOL.memories)
         .total_tables(slots.saturating_mul(2))
-        .max_tables_per_component(TABLES_PER_COMPONENT)
-        .table_elements(TABLE_ELEMENTS)
+        .max_tables_per_component(POOL.tables)
+        .table_elements(POOL.table_elements)
         .max_memory_size(settings.max_memory.bytes() as usize)
         .total_stacks(slots)
         .linear_memory_keep_resident(KEEP_RESIDENT)

@@ -69,7 +69,7 @@ impl Runtime {
         durable_events: bool,
     ) -> anyhow::Result<Runtime> {
         let engine = engine::build(&settings, sections.economics.meters_compute())?;
-        let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"))?;
+        let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"), settings.max_memory.bytes())?;
         let router = Arc::new(Router::new(settings.max_message.bytes() as usize));
         let services = Services::start(sections, &settings.data_dir, &router, durable_events)?;
         Ok(Runtime {

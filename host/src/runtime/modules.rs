@@ -28,6 +28,9 @@ pub struct LoadedModule {
     pub path: PathBuf,
     pub pre: AgentPre<AgentState>,
     pub cache: CacheOutcome,
+    /// The most any of its memories needs at instantiation, in bytes: an agent's memory cap
+    /// must allow it (an interpreter-bundling component starts with ~13 MB).
+    pub initial_memory: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,8 @@ pub enum ModuleError {
     WrongWorld { path: PathBuf, reason: String },
     #[error("module cache {dir}: {source}")]
     Cache { dir: PathBuf, source: std::io::Error },
+    #[error("{path} needs {needs}, more than the host's pool gives a component ({limit})")]
+    TooBig { path: PathBuf, needs: String, limit: String },
 }
 
 /// Compiles and caches components for one engine.
@@ -71,10 +76,12 @@ pub struct ModuleLoader {
     linker: Linker<AgentState>,
     cache_dir: PathBuf,
     engine_key: String,
+    /// `host.max_memory`: no memory of any instance grows past it.
+    max_memory: u64,
 }
 
 impl ModuleLoader {
-    pub fn new(engine: &Engine, cache_dir: PathBuf) -> anyhow::Result<Self> {
+    pub fn new(engine: &Engine, cache_dir: PathBuf, max_memory: u64) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -84,7 +91,7 @@ impl ModuleLoader {
         let mut hasher = StableHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = hex(&hasher.0.finalize()[..8]);
-        Ok(ModuleLoader { engine: engine.clone(), linker, cache_dir, engine_key })
+        Ok(ModuleLoader { engine: engine.clone(), linker, cache_dir, engine_key, max_memory })
     }
 
     /// Load one module: from the cache when a matching artifact exists, else compile it and
@@ -99,6 +106,7 @@ impl ModuleLoader {
             None => (self.compile(path, &bytes, &artifact)?, CacheOutcome::Compiled),
         };
         check_exports(&self.engine, path, &component)?;
+        let initial_memory = check_resources(path, &component, self.max_memory)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -110,8 +118,9 @@ impl ModuleLoader {
             path = %path.display(),
             cache = cache.as_str(),
             millis = started.elapsed().as_secs_f64() * 1e3,
+            initial_memory_mib = format!("{:.1}", initial_memory as f64 / (1 << 20) as f64),
         );
-        Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache })
+        Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache, initial_memory })
     }
 
     /// Compile into the cache without linking (the `agora compile` command).
@@ -191,6 +200,32 @@ fn with_progress<T>(path: &Path, size: usize, compile: impl FnOnce() -> T) -> T 
         drop(done);
         compiled
     })
+}
+
+/// What a component needs at instantiation, against what a pool slot holds: a precise error at
+/// load rather than a failed instantiation at every start. The largest initial memory, in bytes.
+fn check_resources(path: &Path, component: &Component, max_memory: u64) -> Result<u64, ModuleError> {
+    const PAGE: u64 = 64 << 10;
+    let Some(needs) = component.resources_required() else { return Ok(0) };
+    let too_big = |needs: String, limit: String| Err(ModuleError::TooBig { path: path.into(), needs, limit });
+    let pool = super::engine::POOL;
+    if needs.num_memories > pool.memories {
+        return too_big(format!("{} memories", needs.num_memories), format!("{}", pool.memories));
+    }
+    if needs.num_tables > pool.tables {
+        return too_big(format!("{} tables", needs.num_tables), format!("{}", pool.tables));
+    }
+    if let Some(elements) = needs.max_initial_table_size.filter(|elements| *elements > pool.table_elements as u64) {
+        return too_big(format!("a table of {elements} elements"), format!("{}", pool.table_elements));
+    }
+    let initial_memory = needs.max_initial_memory_size.unwrap_or(0).saturating_mul(PAGE);
+    if initial_memory > max_memory {
+        return too_big(
+            format!("{} MiB of memory at start", initial_memory >> 20),
+            format!("host.max_memory = {} MiB", max_memory >> 20),
+        );
+    }
+    Ok(initial_memory)
 }
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {
