@@ -53,8 +53,8 @@ $(TOOLS)/cargo/bin/wasm-tools:
 $(TOOLS)/c-packages:
 	@if ! command -v $(CLANG) >/dev/null || ! test -f /usr/lib/wasm32-wasi/libc.a; then \
 		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$sudo apt-get install -y -q $(C_PACKAGES) || \
-		{ $$sudo apt-get update -q && $$sudo apt-get install -y -q $(C_PACKAGES); }; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(C_PACKAGES) || \
+		{ $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(C_PACKAGES); }; \
 	fi
 	mkdir -p $(TOOLS) && touch $@
 
