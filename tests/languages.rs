@@ -1,7 +1,7 @@
-//! Agents in Python, JavaScript, C and Rust in one manifest: the same `polyglot` agent in each
-//! language (sample-agents/<language>/polyglot) answers calls, calls the next one in a ring,
-//! reports the host's typed errors, uses the registry, config and telemetry, and crashes and
-//! blows its memory cap on request, to be restarted by its supervisor.
+//! Agents in Python, JavaScript, C and Rust in one manifest (examples/languages.toml): the same
+//! `polyglot` agent in each language (sample-agents/<language>/polyglot) answers calls, calls
+//! the next one in a ring, reports the host's typed errors, uses the registry, config and
+//! telemetry, and crashes and blows its memory cap on request, to be restarted by its supervisor.
 
 mod common;
 
@@ -26,49 +26,12 @@ fn polyglots() -> [(&'static str, &'static str, PathBuf); 4] {
     ]
 }
 
+/// examples/languages.toml: its driver runs every step below against each agent, in turn.
 #[test]
 fn agents_in_four_languages_talk_fail_and_recover_alike() {
     let agents = polyglots();
-    let mut manifest = String::from(
-        "[host]\ndata_dir = \"data\"\n[supervisor]\nintensity = 40\nperiod = \"30s\"\n\
-         [config.values]\nmotto = \"one runtime, four languages\"\n[modules]\n",
-    );
-    manifest.push_str(&format!("probe = {:?}\n", common::agent("probe").display().to_string()));
-    for (name, _, path) in &agents {
-        manifest.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
-    }
-    let mut script = Vec::new();
-    for (at, (name, _, _)) in agents.iter().enumerate() {
-        let next = agents[(at + 1) % agents.len()].0;
-        manifest.push_str(&format!(
-            "[[agent]]\nname = \"{name}\"\nmodule = \"{name}\"\nmemory = \"64MiB\"\n\
-             grants = [\"logging\", \"messaging\", \"registry\", \"telemetry\", \"config\"]\n"
-        ));
-        for step in [
-            "ping".to_string(),
-            "missing".into(),
-            "count".into(),
-            "count".into(),
-            "config:motto".into(),
-            format!("ask:{next}:ping"),
-            "bogus".into(),
-            "crash".into(),
-        ] {
-            script.push(format!("call {name} {step} 10000"));
-        }
-        // The restarted instance starts counting again; then past the 64 MiB cap.
-        script.push(format!("until 20000 call {name} count 10000"));
-        script.push(format!("call {name} alloc:200000000 10000"));
-        script.push(format!("until 20000 call {name} ping 10000"));
-    }
-    script.push("find polyglot".into());
-    script.push("stop".into());
-    manifest.push_str(&format!(
-        "[[agent]]\nname = \"driver\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
-         grants = [\"logging\", \"messaging\", \"registry\"]\nconfig = {{ script = \"{}\" }}\n",
-        script.join("; ")
-    ));
-    let run = Scenario::new(&manifest).run_until_exit_of("driver");
+    let example = common::workspace().join("examples/languages.toml");
+    let run = Scenario { dir: tempfile::tempdir().unwrap(), manifest: example }.run_until_exit_of("driver");
     let driver = run.logs("driver");
     let outcomes = |step: &str| -> Vec<String> {
         let prefix = format!("probe: {step} => ");
