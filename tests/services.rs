@@ -365,8 +365,15 @@ fn series_of_exited_agents_expire_and_live_ones_stay() {
     let (child, mut lines, mut seen, address) = start(&scenario);
     wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_exited" && e["agent"] == "brief");
     let first = http_get(&address, "/metrics");
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    let later = http_get(&address, "/metrics");
+    // Idle for 1 s, the exited agent's series go; polled, so that a slow machine only waits longer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let later = loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let scraped = http_get(&address, "/metrics");
+        if !scraped.contains("agent=\"brief\"") || std::time::Instant::now() > deadline {
+            break scraped;
+        }
+    };
     terminate(&child);
     assert!(first.contains("agora_agent_visits{agent=\"brief\"} 1"), "{first}");
     assert!(first.contains("agora_messages_in_total{agent=\"brief\"}"), "{first}");
