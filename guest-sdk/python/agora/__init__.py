@@ -45,7 +45,7 @@ from wit_world.imports import (  # noqa: F401  (re-exported for agents)
 )
 
 __all__ = [
-    "Agent", "Message", "HostError", "Reject", "export", "send", "call", "lookup", "log", "stop",
+    "Agent", "Message", "HostError", "Reject", "export", "host", "send", "call", "lookup", "log", "stop",
     "auctions", "barriers", "config", "consensus", "election", "events", "ledger", "lifecycle", "locks",
     "logging", "market", "messaging", "outbound", "rate_limits", "registry", "supervision", "telemetry", "types",
 ]
