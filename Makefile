@@ -13,11 +13,12 @@ setup:
 build: setup
 	$(CARGO) build --release -p agora-host
 
-agents: setup guests
+agents: setup
 	$(CARGO) build $(AGENT_FLAGS)
 
 # Agents in Python, JavaScript and C, each built by its own toolchain, pinned and installed into
-# .toolchains/ on first use (later builds reuse it).
+# .toolchains/ on first use (later builds reuse it). The tests and the benchmarks need them; the
+# demos do not.
 TOOLS := .toolchains
 GUESTS := target/guests
 COMPONENTIZE_PY := 0.25.1
@@ -96,10 +97,10 @@ run: build agents
 	$(AGORA) run examples/market.toml
 
 # Lint first: formatting and clippy are part of what CI enforces.
-test: setup agents lint
+test: setup agents guests lint
 	$(CARGO) test --release -p agora-host -- --test-threads 2
 
-bench: build agents
+bench: build agents guests
 	$(AGORA) bench
 
 lint: setup
