@@ -31,7 +31,7 @@ async fn measure(runtime: &Arc<Runtime>, probe: &Module, language: &str, path: &
     let size_kib = std::fs::metadata(path)?.len() as f64 / 1024.0;
     let cache = runtime.settings.data_dir.join(format!("bench-languages-{language}"));
     let _ = std::fs::remove_dir_all(&cache);
-    let loader = ModuleLoader::new(&runtime.engine, cache.clone(), runtime.settings.max_memory.bytes())?;
+    let loader = ModuleLoader::new(&runtime.engines, cache.clone(), runtime.settings.max_memory.bytes())?;
     let name = format!("polyglot-{language}");
     let started = Instant::now();
     loader.load(&name, path)?;

@@ -199,7 +199,7 @@ async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &R
     for i in 0..count {
         let started = Instant::now();
         let state = AgentState::new(runtime.clone(), u64::MAX - i as u64, "raw".into(), Grants::all(), &limits);
-        let mut store = agent::new_store(runtime, state);
+        let mut store = agent::new_store(runtime, module.pre.engine(), state);
         store.set_epoch_deadline(1);
         let instance = module.pre.instantiate_async(&mut store).await?;
         instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;
@@ -274,7 +274,7 @@ pub(crate) async fn run_pairs(
 /// Raw host-to-guest `handle` calls on one store: the floor under any message delivery.
 async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64) -> anyhow::Result<f64> {
     let state = AgentState::new(runtime.clone(), u64::MAX, "raw".into(), Grants::all(), &Limits::default());
-    let mut store = agent::new_store(runtime, state);
+    let mut store = agent::new_store(runtime, module.pre.engine(), state);
     store.set_epoch_deadline(1);
     let instance = module.pre.instantiate_async(&mut store).await?;
     instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;

@@ -167,8 +167,8 @@ fn compile(manifest: Option<PathBuf>, modules: Vec<PathBuf>) -> anyhow::Result<E
         }
         None => (HostSettings::default(), false),
     };
-    let engine = crate::runtime::engine::build(&settings, meter_fuel)?;
-    let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"), settings.max_memory.bytes())?;
+    let engines = crate::runtime::engine::Engines::build(&settings, meter_fuel)?;
+    let loader = ModuleLoader::new(&engines, settings.data_dir.join("cache"), settings.max_memory.bytes())?;
     for module in modules {
         let (artifact, outcome) = loader.precompile(&module)?;
         println!("{} -> {} ({})", module.display(), artifact.display(), outcome.as_str());

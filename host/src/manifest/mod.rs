@@ -45,6 +45,9 @@ pub struct HostSettings {
     pub data_dir: PathBuf,
     /// Instance-pool slots: the most agents alive at once.
     pub max_agents: u32,
+    /// Slots of the second pool, for components that bundle an interpreter (Python,
+    /// JavaScript): the most such agents alive at once.
+    pub interpreter_agents: u32,
     /// The largest memory cap any agent may be given (the pool's slot size).
     pub max_memory: ByteSize,
     /// Virtual address space reserved per memory slot. Smaller values fit more agents in one
@@ -69,6 +72,7 @@ impl Default for HostSettings {
         HostSettings {
             data_dir: PathBuf::from(".agora"),
             max_agents: 10_000,
+            interpreter_agents: 256,
             max_memory: ByteSize::mib(64),
             memory_reservation: None,
             memory_guard: None,
@@ -201,12 +205,15 @@ impl Manifest {
         }
         host.spawn_paths = spawn_paths;
         let root_table = locate.at(0..0, None, String::new());
-        if host.max_agents == 0 {
-            return Err(ManifestError {
-                key: Some("host.max_agents".into()),
-                message: "must be at least 1".into(),
-                ..root_table
-            });
+        for (key, slots) in [("host.max_agents", host.max_agents), ("host.interpreter_agents", host.interpreter_agents)]
+        {
+            if slots == 0 {
+                return Err(ManifestError {
+                    key: Some(key.into()),
+                    message: "must be at least 1".into(),
+                    ..root_table
+                });
+            }
         }
         if let Some(reservation) = host.memory_reservation.filter(|r| *r < host.max_memory) {
             return Err(ManifestError {

@@ -329,7 +329,8 @@ pub async fn start(
     let stop = state.stop.clone();
     let kill_cause = KillCause::default();
     runtime.links.enter(id, stop.clone(), kill_cause.clone());
-    let mut instance = Instance { store: new_store(runtime, state), inbox, stop: stop.clone(), kill_cause };
+    let store = new_store(runtime, module.pre.engine(), state);
+    let mut instance = Instance { store, inbox, stop: stop.clone(), kill_cause };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
             events::agent_started(runtime.journal(), &name, id, &module.name, started.elapsed(), restarts);
@@ -368,8 +369,9 @@ impl fmt::Display for Killed {
 impl std::error::Error for Killed {}
 
 /// A store with the agent's memory cap and CPU-budget callback installed.
-pub fn new_store(runtime: &Runtime, state: AgentState) -> Store<AgentState> {
-    let mut store = Store::new(&runtime.engine, state);
+/// `engine`: the one its module was compiled for (`module.pre.engine()`).
+pub fn new_store(runtime: &Runtime, engine: &wasmtime::Engine, state: AgentState) -> Store<AgentState> {
+    let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.memory);
     if let Some(pricing) = runtime.services.economics.pricing() {
         // Fuel in chunks, with the rest in the store's reserve: see `billing::chunk`.

@@ -12,8 +12,7 @@ use crate::manifest::HostSettings;
 const MAX_WASM_STACK: usize = 512 << 10;
 /// Native stack of the fiber an agent runs on: its wasm stack plus room for host functions.
 const ASYNC_STACK: usize = 1 << 20;
-/// What one pool slot holds for a component. Core instances: a Rust agent needs a handful,
-/// toolchains that bundle an interpreter (Python, JavaScript) need more, and larger tables.
+/// What one pool slot holds for a component.
 pub struct SlotLimits {
     pub core_instances: u32,
     pub memories: u32,
@@ -21,14 +20,77 @@ pub struct SlotLimits {
     pub table_elements: usize,
 }
 
-pub const POOL: SlotLimits = SlotLimits { core_instances: 32, memories: 4, tables: 8, table_elements: 20_000 };
+/// Components fall in two classes, each with its own engine and instance pool. Compact ones
+/// (Rust, C: tens of KiB) are many and small. Interpreter ones (Python, JavaScript: an
+/// interpreter bundled in 10-20 MB, starting with ~12 MB of memory) are few and large: they need
+/// more core instances and larger tables, and their slots map the data image copy-on-write, so
+/// that instances share the interpreter's initial memory instead of each copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Compact,
+    Interpreter,
+}
+
+/// A component file this large bundles an interpreter.
+pub const INTERPRETER_SIZE: usize = 4 << 20;
+
+impl Class {
+    pub fn of(component_bytes: usize) -> Class {
+        if component_bytes >= INTERPRETER_SIZE { Class::Interpreter } else { Class::Compact }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Compact => "compact",
+            Class::Interpreter => "interpreter",
+        }
+    }
+
+    pub fn limits(self) -> SlotLimits {
+        match self {
+            Class::Compact => SlotLimits { core_instances: 32, memories: 4, tables: 8, table_elements: 20_000 },
+            Class::Interpreter => SlotLimits { core_instances: 64, memories: 8, tables: 16, table_elements: 200_000 },
+        }
+    }
+
+    fn slots(self, settings: &HostSettings) -> u32 {
+        match self {
+            Class::Compact => settings.max_agents,
+            Class::Interpreter => settings.interpreter_agents,
+        }
+    }
+}
+
+/// One engine per class. A module is compiled for its class's engine, and its instances live
+/// in that engine's pool.
+#[derive(Clone)]
+pub struct Engines {
+    pub compact: Engine,
+    pub interpreter: Engine,
+}
+
+impl Engines {
+    pub fn build(settings: &HostSettings, meter_fuel: bool) -> anyhow::Result<Engines> {
+        Ok(Engines {
+            compact: build(settings, meter_fuel, Class::Compact)?,
+            interpreter: build(settings, meter_fuel, Class::Interpreter)?,
+        })
+    }
+
+    pub fn of(&self, class: Class) -> &Engine {
+        match class {
+            Class::Compact => &self.compact,
+            Class::Interpreter => &self.interpreter,
+        }
+    }
+}
 /// Memory kept resident in a freed pool slot, so that the next instantiation does not fault it in.
 const KEEP_RESIDENT: usize = 256 << 10;
 
-/// Build the engine: async (agents run as tokio tasks), epoch interruption (CPU control) and a
-/// pooling allocator sized by the manifest (fast instantiation, bounded virtual memory).
-/// `meter_fuel` compiles fuel counting into every function (compute billing).
-pub fn build(settings: &HostSettings, meter_fuel: bool) -> anyhow::Result<Engine> {
+/// Build the engine of a class: async (agents run as tokio tasks), epoch interruption (CPU
+/// control) and a pooling allocator sized by the manifest (fast instantiation, bounded virtual
+/// memory). `meter_fuel` compiles fuel counting into every function (compute billing).
+fn build(settings: &HostSettings, meter_fuel: bool, class: Class) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.consume_fuel(meter_fuel);
@@ -36,8 +98,9 @@ pub fn build(settings: &HostSettings, meter_fuel: bool) -> anyhow::Result<Engine
     config.async_stack_size(ASYNC_STACK);
     // A copy-on-write data image maps the module file into every slot that ever ran it, and the
     // split mappings outlive the instance: with 10,000 slots that alone reaches the kernel's
-    // 65,530-mapping limit. Copying a Rust agent's few KiB of data costs a few microseconds.
-    config.memory_init_cow(false);
+    // 65,530-mapping limit. Copying a Rust agent's few KiB of data costs a few microseconds; an
+    // interpreter's 12 MB, in its few slots, is worth sharing.
+    config.memory_init_cow(class == Class::Interpreter);
     if let Some(reservation) = settings.memory_reservation {
         config.memory_reservation(reservation.bytes());
         config.memory_reservation_for_growth(0);
@@ -47,16 +110,19 @@ pub fn build(settings: &HostSettings, meter_fuel: bool) -> anyhow::Result<Engine
         config.guard_before_linear_memory(guard.bytes() > 0);
     }
 
-    let slots = settings.max_agents;
+    let slots = class.slots(settings);
+    let limits = class.limits();
+    // A compact component has one or two memories and tables; an interpreter one, up to its limit.
+    let per_slot = if class == Class::Compact { 2 } else { limits.memories };
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
-        .total_core_instances(slots.saturating_mul(POOL.core_instances).min(1 << 20))
-        .max_core_instances_per_component(POOL.core_instances)
-        .total_memories(slots.saturating_mul(2))
-        .max_memories_per_component(POOL.memories)
-        .total_tables(slots.saturating_mul(2))
-        .max_tables_per_component(POOL.tables)
-        .table_elements(POOL.table_elements)
+        .total_core_instances(slots.saturating_mul(limits.core_instances).min(1 << 20))
+        .max_core_instances_per_component(limits.core_instances)
+        .total_memories(slots.saturating_mul(per_slot))
+        .max_memories_per_component(limits.memories)
+        .total_tables(slots.saturating_mul(per_slot))
+        .max_tables_per_component(limits.tables)
+        .table_elements(limits.table_elements)
         .max_memory_size(settings.max_memory.bytes() as usize)
         .total_stacks(slots)
         .linear_memory_keep_resident(KEEP_RESIDENT)

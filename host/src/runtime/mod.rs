@@ -30,7 +30,9 @@ use modules::{Module, ModuleError, ModuleLoader};
 
 /// Shared state of one host process.
 pub struct Runtime {
+    /// One engine per class of component (`engine::Class`); `engine` is the compact one.
     pub engine: Engine,
+    pub engines: engine::Engines,
     pub settings: HostSettings,
     pub router: Arc<Router>,
     pub registry: Registry,
@@ -52,7 +54,7 @@ pub struct Runtime {
     pub live_instances: AtomicUsize,
     /// Config, events, telemetry, rate limits, outbound targets.
     pub services: Services,
-    _ticker: EpochTicker,
+    _tickers: [EpochTicker; 2],
 }
 
 impl Runtime {
@@ -68,12 +70,13 @@ impl Runtime {
         sections: &ServiceSections,
         durable_events: bool,
     ) -> anyhow::Result<Runtime> {
-        let engine = engine::build(&settings, sections.economics.meters_compute())?;
-        let loader = ModuleLoader::new(&engine, settings.data_dir.join("cache"), settings.max_memory.bytes())?;
+        let engines = engine::Engines::build(&settings, sections.economics.meters_compute())?;
+        let loader = ModuleLoader::new(&engines, settings.data_dir.join("cache"), settings.max_memory.bytes())?;
         let router = Arc::new(Router::new(settings.max_message.bytes() as usize));
         let services = Services::start(sections, &settings.data_dir, &router, durable_events)?;
         Ok(Runtime {
-            _ticker: EpochTicker::start(&engine, settings.tick.duration()),
+            _tickers: [&engines.compact, &engines.interpreter]
+                .map(|engine| EpochTicker::start(engine, settings.tick.duration())),
             router,
             services,
             registry: Registry::default(),
@@ -86,7 +89,8 @@ impl Runtime {
             next_serial: AtomicU64::new(1),
             tally: ExitTally::default(),
             live_instances: AtomicUsize::new(0),
-            engine,
+            engine: engines.compact.clone(),
+            engines,
             settings,
             loader,
         })

@@ -16,6 +16,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::bindings::{Agent, AgentPre};
+use super::engine::{Class, Engines, INTERPRETER_SIZE};
 use super::state::AgentState;
 
 /// The exports every agent component must have, as named in the `agent` world.
@@ -31,6 +32,8 @@ pub struct LoadedModule {
     /// The most any of its memories needs at instantiation, in bytes: an agent's memory cap
     /// must allow it (an interpreter-bundling component starts with ~13 MB).
     pub initial_memory: u64,
+    /// Which engine compiled it, and in which pool its instances live.
+    pub class: Class,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,18 +73,17 @@ pub enum ModuleError {
     TooBig { path: PathBuf, needs: String, limit: String },
 }
 
-/// Compiles and caches components for one engine.
-pub struct ModuleLoader {
+/// One class's engine, and the linker of the host's interfaces for it.
+struct ClassLoader {
+    class: Class,
     engine: Engine,
     linker: Linker<AgentState>,
-    cache_dir: PathBuf,
+    /// The engine's compatibility hash: part of every artifact's name.
     engine_key: String,
-    /// `host.max_memory`: no memory of any instance grows past it.
-    max_memory: u64,
 }
 
-impl ModuleLoader {
-    pub fn new(engine: &Engine, cache_dir: PathBuf, max_memory: u64) -> anyhow::Result<Self> {
+impl ClassLoader {
+    fn new(class: Class, engine: &Engine) -> anyhow::Result<ClassLoader> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -91,7 +93,34 @@ impl ModuleLoader {
         let mut hasher = StableHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = hex(&hasher.0.finalize()[..8]);
-        Ok(ModuleLoader { engine: engine.clone(), linker, cache_dir, engine_key, max_memory })
+        Ok(ClassLoader { class, engine: engine.clone(), linker, engine_key })
+    }
+}
+
+/// Compiles and caches components, each for the engine of its class.
+pub struct ModuleLoader {
+    compact: ClassLoader,
+    interpreter: ClassLoader,
+    cache_dir: PathBuf,
+    /// `host.max_memory`: no memory of any instance grows past it.
+    max_memory: u64,
+}
+
+impl ModuleLoader {
+    pub fn new(engines: &Engines, cache_dir: PathBuf, max_memory: u64) -> anyhow::Result<Self> {
+        Ok(ModuleLoader {
+            compact: ClassLoader::new(Class::Compact, &engines.compact)?,
+            interpreter: ClassLoader::new(Class::Interpreter, &engines.interpreter)?,
+            cache_dir,
+            max_memory,
+        })
+    }
+
+    fn class_of(&self, bytes: &[u8]) -> &ClassLoader {
+        match Class::of(bytes.len()) {
+            Class::Compact => &self.compact,
+            Class::Interpreter => &self.interpreter,
+        }
     }
 
     /// Load one module: from the cache when a matching artifact exists, else compile it and
@@ -99,15 +128,16 @@ impl ModuleLoader {
     pub fn load(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
         let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
         check_header(path, &bytes)?;
-        let artifact = self.artifact_path(&bytes);
+        let class = self.class_of(&bytes);
+        let artifact = self.artifact_path(class, &bytes);
         let started = Instant::now();
-        let (component, cache) = match self.load_artifact(&artifact) {
+        let (component, cache) = match load_artifact(class, &artifact) {
             Some(component) => (component, CacheOutcome::Hit),
-            None => (self.compile(path, &bytes, &artifact)?, CacheOutcome::Compiled),
+            None => (self.compile(class, path, &bytes, &artifact)?, CacheOutcome::Compiled),
         };
-        check_exports(&self.engine, path, &component)?;
-        let initial_memory = check_resources(path, &component, self.max_memory)?;
-        let pre = self
+        check_exports(&class.engine, path, &component)?;
+        let initial_memory = check_resources(path, &component, class.class, self.max_memory)?;
+        let pre = class
             .linker
             .instantiate_pre(&component)
             .and_then(AgentPre::new)
@@ -116,49 +146,41 @@ impl ModuleLoader {
             event = "module_loaded",
             module = name,
             path = %path.display(),
+            class = class.class.as_str(),
             cache = cache.as_str(),
             millis = started.elapsed().as_secs_f64() * 1e3,
             initial_memory_mib = format!("{:.1}", initial_memory as f64 / (1 << 20) as f64),
         );
-        Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache, initial_memory })
+        Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache, initial_memory, class: class.class })
     }
 
     /// Compile into the cache without linking (the `agora compile` command).
     pub fn precompile(&self, path: &Path) -> Result<(PathBuf, CacheOutcome), ModuleError> {
         let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
         check_header(path, &bytes)?;
-        let artifact = self.artifact_path(&bytes);
-        if self.load_artifact(&artifact).is_some() {
+        let class = self.class_of(&bytes);
+        let artifact = self.artifact_path(class, &bytes);
+        if load_artifact(class, &artifact).is_some() {
             return Ok((artifact, CacheOutcome::Hit));
         }
-        let component = self.compile(path, &bytes, &artifact)?;
-        check_exports(&self.engine, path, &component)?;
+        let component = self.compile(class, path, &bytes, &artifact)?;
+        check_exports(&class.engine, path, &component)?;
         Ok((artifact, CacheOutcome::Compiled))
     }
 
-    fn artifact_path(&self, bytes: &[u8]) -> PathBuf {
+    fn artifact_path(&self, class: &ClassLoader, bytes: &[u8]) -> PathBuf {
         let module_hash = hex(&Sha256::digest(bytes));
-        self.cache_dir.join(format!("{module_hash}-{}.cwasm", self.engine_key))
+        self.cache_dir.join(format!("{module_hash}-{}.cwasm", class.engine_key))
     }
 
-    fn load_artifact(&self, artifact: &Path) -> Option<Component> {
-        if !artifact.is_file() {
-            return None;
-        }
-        // SAFETY: the cache directory holds only artifacts this host serialized itself (written
-        // to a temporary file and renamed into place), and their names bind them to this
-        // engine's compatibility hash. wasmtime still checks the header and rejects mismatches.
-        match unsafe { Component::deserialize_file(&self.engine, artifact) } {
-            Ok(component) => Some(component),
-            Err(e) => {
-                tracing::warn!(artifact = %artifact.display(), "ignoring an unusable cached artifact: {e}");
-                None
-            }
-        }
-    }
-
-    fn compile(&self, path: &Path, bytes: &[u8], artifact: &Path) -> Result<Component, ModuleError> {
-        let component = with_progress(path, bytes.len(), || Component::new(&self.engine, bytes))
+    fn compile(
+        &self,
+        class: &ClassLoader,
+        path: &Path,
+        bytes: &[u8],
+        artifact: &Path,
+    ) -> Result<Component, ModuleError> {
+        let component = with_progress(path, bytes.len(), || Component::new(&class.engine, bytes))
             .map_err(|e| ModuleError::Invalid { path: path.into(), reason: format!("{e:#}") })?;
         let serialized = component
             .serialize()
@@ -173,13 +195,26 @@ impl ModuleLoader {
     }
 }
 
-/// Components this large (a Python or JavaScript runtime) take seconds to compile.
-const LARGE: usize = 4 << 20;
+fn load_artifact(class: &ClassLoader, artifact: &Path) -> Option<Component> {
+    if !artifact.is_file() {
+        return None;
+    }
+    // SAFETY: the cache directory holds only artifacts this host serialized itself (written
+    // to a temporary file and renamed into place), and their names bind them to this
+    // engine's compatibility hash. wasmtime still checks the header and rejects mismatches.
+    match unsafe { Component::deserialize_file(&class.engine, artifact) } {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::warn!(artifact = %artifact.display(), "ignoring an unusable cached artifact: {e}");
+            None
+        }
+    }
+}
 
-/// Run `compile`; for a large component, say so first and report every two seconds that it is
+/// Run `compile`; for a large component (an interpreter: seconds to compile), say so first and report every two seconds that it is
 /// still going (wasmtime reports no progress of its own), so a first start does not look hung.
 fn with_progress<T>(path: &Path, size: usize, compile: impl FnOnce() -> T) -> T {
-    if size < LARGE {
+    if size < INTERPRETER_SIZE {
         return compile();
     }
     let mib = size as f64 / (1 << 20) as f64;
@@ -204,11 +239,11 @@ fn with_progress<T>(path: &Path, size: usize, compile: impl FnOnce() -> T) -> T 
 
 /// What a component needs at instantiation, against what a pool slot holds: a precise error at
 /// load rather than a failed instantiation at every start. The largest initial memory, in bytes.
-fn check_resources(path: &Path, component: &Component, max_memory: u64) -> Result<u64, ModuleError> {
+fn check_resources(path: &Path, component: &Component, class: Class, max_memory: u64) -> Result<u64, ModuleError> {
     const PAGE: u64 = 64 << 10;
     let Some(needs) = component.resources_required() else { return Ok(0) };
     let too_big = |needs: String, limit: String| Err(ModuleError::TooBig { path: path.into(), needs, limit });
-    let pool = super::engine::POOL;
+    let pool = class.limits();
     if needs.num_memories > pool.memories {
         return too_big(format!("{} memories", needs.num_memories), format!("{}", pool.memories));
     }

@@ -29,7 +29,7 @@ pub async fn run(
 ) -> Result<Vec<u8>, JobError> {
     let name: Arc<str> = format!("isolated-{}", module.name).into();
     let state = AgentState::new(runtime.clone(), runtime.next_id(), name, Grants::NONE, limits);
-    let mut store = agent::new_store(runtime, state);
+    let mut store = agent::new_store(runtime, module.pre.engine(), state);
     if let Some(meter) = store.data_mut().meter.as_mut() {
         meter.payer = payer.clone();
     }
