@@ -68,6 +68,11 @@ fn agents_in_four_languages_talk_fail_and_recover_alike() {
         assert_eq!(exits.get(1), Some(&"memory_cap"), "{language}: the cap stops the allocation: {exits:?}");
         assert_eq!(run.events("agent_restarted", Some(name)).len(), 2, "{language}: restarted twice");
     }
+    // Each module is compiled for the engine of its class, and its agents live in that pool.
+    for (module, class) in [("py", "interpreter"), ("js", "interpreter"), ("c", "compact"), ("rs", "compact")] {
+        let loaded = run.events.iter().find(|e| e["event"] == "module_loaded" && e["module"] == module);
+        assert_eq!(loaded.map(|e| e["class"].clone()), Some(class.into()), "{module}");
+    }
     let found = &outcomes("find polyglot")[0];
     assert_eq!(found.matches(',').count() + 1, 4, "all four registered the capability: {found}");
 }
