@@ -65,6 +65,7 @@ fn bad_manifests_name_file_line_and_key() {
         (format!("{header}{agents}grants = [\"net\"]\n"), header_lines + 4, "unknown grant \"net\""),
         ("[host]\nmax_agents = \"many\"\n".to_string(), 2, "`max_agents`: invalid type"),
         ("[host]\nspawn_paths = [\"nowhere\"]\n".to_string(), 2, "`host.spawn_paths`: "),
+        ("[host]\ninterpreter_agents = 0\n".to_string(), 1, "`host.interpreter_agents`: must be at least 1"),
     ];
     for (manifest, line, expected) in cases {
         let scenario = Scenario::new(&manifest);
