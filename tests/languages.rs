@@ -77,15 +77,44 @@ fn agents_in_four_languages_talk_fail_and_recover_alike() {
     assert_eq!(found.matches(',').count() + 1, 4, "all four registered the capability: {found}");
 }
 
+/// The refusals an interpreter agent can meet, each with its reason: a memory cap below the
+/// interpreter's starting memory, and a full interpreter pool. The first run compiles the
+/// component into an empty cache, and says so while it does.
 #[test]
-fn an_agent_capped_below_its_interpreters_starting_memory_is_refused_with_the_reason() {
-    let manifest = format!(
-        "[host]\ndata_dir = \"data\"\n[modules]\npy = {:?}\n[[agent]]\nname = \"py\"\nmodule = \"py\"\nmemory = \"8MiB\"\n",
-        guest("polyglot_py.wasm").display().to_string()
-    );
-    let run = Scenario::new(&manifest).run();
+fn interpreter_agents_that_do_not_fit_are_refused_with_the_reason() {
+    let python = guest("polyglot_py.wasm").display().to_string();
+    let agent = |name: &str, memory: &str| {
+        format!(
+            "[[agent]]\nname = \"{name}\"\nmodule = \"py\"\nmemory = \"{memory}\"\ngrants = [\"registry\", \"logging\"]\n"
+        )
+    };
+    let header = |host: &str| format!("[host]\ndata_dir = \"data\"\n{host}\n[modules]\npy = {python:?}\n");
+    let scenario = Scenario::new(&format!("{}{}", header(""), agent("small", "8MiB")));
+    let run = scenario.run();
     run.assert_failure();
-    let failed = run.events("agent_start_failed", Some("py"));
-    let detail = failed.first().and_then(|e| e["detail"].as_str()).unwrap_or_default();
-    assert!(detail.contains("MiB of memory at start, above its memory cap of 8.0 MiB"), "{detail}");
+    let compiling = run.events("module_compiling", None);
+    assert!(
+        compiling.first().is_some_and(|e| e["path"].as_str().unwrap_or_default().ends_with("polyglot_py.wasm")),
+        "a first compile of a large component is announced: {compiling:?}"
+    );
+    let detail = |run: &common::Run, name: &str| {
+        let failed = run.events("agent_start_failed", Some(name));
+        failed.first().and_then(|e| e["detail"].as_str()).unwrap_or_default().to_string()
+    };
+    let small = detail(&run, "small");
+    assert!(small.contains("MiB of memory at start, above its memory cap of 8.0 MiB"), "{small}");
+
+    // The same data directory: the component now comes from the cache.
+    let one_slot =
+        format!("{}{}{}", header("interpreter_agents = 1"), agent("first", "64MiB"), agent("second", "64MiB"));
+    std::fs::write(&scenario.manifest, one_slot).unwrap();
+    let run = scenario.run();
+    run.assert_failure();
+    assert!(run.events("module_compiling", None).is_empty(), "loaded from the cache");
+    let second = detail(&run, "second");
+    assert!(
+        second.contains("the pool of interpreter components is full (raise host.interpreter_agents)"),
+        "{second}: {}",
+        run.stderr
+    );
 }

@@ -223,11 +223,7 @@ pub mod config {
 
     /// The `(path, new value)` in a change notification; an empty value means removed.
     pub fn parse_change(message: &Message) -> Option<(String, String)> {
-        if message.topic.as_deref() != Some(TOPIC) {
-            return None;
-        }
-        let text = std::str::from_utf8(&message.payload).ok()?;
-        let (path, value) = text.split_once('=')?;
+        let (path, value) = crate::notice_text(message, TOPIC)?.split_once('=')?;
         Some((path.to_string(), value.to_string()))
     }
 }
@@ -378,10 +374,7 @@ pub mod auctions {
     impl Notice {
         /// The notice a message carries, if it is one.
         pub fn parse(message: &crate::Message) -> Option<Notice> {
-            if message.topic.as_deref() != Some(TOPIC) {
-                return None;
-            }
-            let text = std::str::from_utf8(&message.payload).ok()?;
+            let text = crate::notice_text(message, TOPIC)?;
             let field = |key: &str| crate::notice_field(text, key);
             let auction = field("auction")?.parse().ok()?;
             Some(match field("event")? {
@@ -437,10 +430,7 @@ pub mod market {
     impl Notice {
         /// The notice a message carries, if it is one.
         pub fn parse(message: &crate::Message) -> Option<Notice> {
-            if message.topic.as_deref() != Some(TOPIC) {
-                return None;
-            }
-            let text = std::str::from_utf8(&message.payload).ok()?;
+            let text = crate::notice_text(message, TOPIC)?;
             let field = |key: &str| crate::notice_field(text, key);
             let task = field("task")?.parse().ok()?;
             let contractor = || field("contractor").map(String::from);
@@ -479,6 +469,14 @@ pub mod log {
     pub fn error(message: &str) {
         log(Level::Error, message)
     }
+}
+
+/// The text of a host notification on `topic`, if `message` is one.
+fn notice_text<'a>(message: &'a Message, topic: &str) -> Option<&'a str> {
+    if message.topic.as_deref() != Some(topic) {
+        return None;
+    }
+    std::str::from_utf8(&message.payload).ok()
 }
 
 /// The value of `key` in a host notification's `key=value key=value` text.

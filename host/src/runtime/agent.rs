@@ -446,6 +446,11 @@ impl Instance {
             let fault = Fault::from_error(&e, self.store.data(), "instantiate");
             match fault.kind {
                 FaultKind::MemoryCap => fault,
+                _ if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                    let (class, key) = (module.class.as_str(), module.class.slots_key());
+                    let detail = format!("{}; the pool of {class} components is full (raise {key})", fault.detail);
+                    Fault { kind: FaultKind::Instantiate, detail, ..fault }
+                }
                 _ => Fault { kind: FaultKind::Instantiate, ..fault },
             }
         })?;

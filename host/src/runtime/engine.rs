@@ -53,6 +53,14 @@ impl Class {
         }
     }
 
+    /// The manifest key that sizes the class's pool.
+    pub fn slots_key(self) -> &'static str {
+        match self {
+            Class::Compact => "host.max_agents",
+            Class::Interpreter => "host.interpreter_agents",
+        }
+    }
+
     fn slots(self, settings: &HostSettings) -> u32 {
         match self {
             Class::Compact => settings.max_agents,

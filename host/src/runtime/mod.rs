@@ -17,8 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use wasmtime::Engine;
-
 use crate::capabilities::config::UpdateError;
 use crate::capabilities::events::EventStore;
 use crate::capabilities::{ServiceSections, Services};
@@ -30,8 +28,7 @@ use modules::{Module, ModuleError, ModuleLoader};
 
 /// Shared state of one host process.
 pub struct Runtime {
-    /// One engine per class of component (`engine::Class`); `engine` is the compact one.
-    pub engine: Engine,
+    /// One engine per class of component (`engine::Class`).
     pub engines: engine::Engines,
     pub settings: HostSettings,
     pub router: Arc<Router>,
@@ -89,7 +86,6 @@ impl Runtime {
             next_serial: AtomicU64::new(1),
             tally: ExitTally::default(),
             live_instances: AtomicUsize::new(0),
-            engine: engines.compact.clone(),
             engines,
             settings,
             loader,

@@ -504,11 +504,6 @@ impl Auctions {
             _ => State::Open,
         })
     }
-
-    /// Open auctions right now (for tests and the summary).
-    pub fn open_count(&self) -> usize {
-        self.table.pin().values().filter(|auction| auction.book().state == State::Open).count()
-    }
 }
 
 #[cfg(test)]
@@ -522,6 +517,10 @@ mod tests {
             let auction = self.get(id).unwrap();
             auction.book().deadline = Instant::now();
             auction.wake.notify_one();
+        }
+
+        fn open_count(&self) -> usize {
+            self.table.pin().values().filter(|auction| auction.book().state == State::Open).count()
         }
     }
 

@@ -66,9 +66,9 @@ const AHEAD: u64 = 8;
 
 /// Buy fuel ahead. At the start of a callback, when the store holds less than half of it: a
 /// slice, or three ticks' burn of a busy agent if that is more. At a tick (`at_tick`, from the
-/// epoch callback): eight times that, buying again what was burned since the last tick. False when it still holds less than half a
-/// slice (its wallet could not pay): the caller applies the unpaid policy. Always true when
-/// compute is free.
+/// epoch callback): eight times that, buying again what was burned since the last tick. False
+/// when it still holds less than half a slice (its wallet could not pay): the caller applies
+/// the unpaid policy. Always true when compute is free.
 pub fn arm(mut store: StoreContextMut<'_, AgentState>, at_tick: bool) -> bool {
     let Some(pricing) = store.data().runtime.services.economics.pricing() else { return true };
     let left = store.get_fuel().unwrap_or(0);

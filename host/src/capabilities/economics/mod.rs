@@ -188,13 +188,11 @@ impl Economics {
 }
 
 fn error(error: LedgerError) -> WitError {
-    match error {
-        LedgerError::NoWallet(_) | LedgerError::NoHold(_) => WitError::NotFound,
-        LedgerError::InsufficientFunds { needed: _, available } => {
-            WitError::InsufficientFunds(WitFunds { balance: available, held: 0 })
-        }
-        LedgerError::Invalid(why) => WitError::Invalid(why),
-        LedgerError::Journal(why) => WitError::Unavailable(why.to_string()),
+    match LedgerFailure::from(error) {
+        LedgerFailure::NotFound => WitError::NotFound,
+        LedgerFailure::InsufficientFunds(funds) => WitError::InsufficientFunds(funds),
+        LedgerFailure::Invalid(why) => WitError::Invalid(why),
+        LedgerFailure::Unavailable(why) => WitError::Unavailable(why),
     }
 }
 
@@ -266,7 +264,8 @@ impl AgentState {
     }
 }
 
-/// How a ledger failure shows through the auction and market interfaces.
+/// How a ledger failure shows through the ledger, auction and market interfaces (the same
+/// cases in each of their error variants).
 enum LedgerFailure {
     NotFound,
     InsufficientFunds(WitFunds),
