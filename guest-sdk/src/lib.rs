@@ -33,7 +33,8 @@
 //! ```
 //!
 //! Every import is denied unless the agent's manifest entry grants it (`grants = ["messaging",
-//! "registry", "logging", "supervision", "config", "events", "telemetry", "rate-limits", "coordination"]`); a
+//! "registry", "logging", "supervision", "config", "events", "telemetry", "rate-limits", "coordination",
+//! "economics"]`); a
 //! denied call returns [`Error::Denied`]. Outbound HTTP goes through the standard
 //! `wasi:http/outgoing-handler` to the targets listed in the agent's `outbound`.
 

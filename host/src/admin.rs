@@ -104,7 +104,7 @@ async fn serve(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<B
             } else {
                 None
             };
-            match runtime.update_config(&config_path, value) {
+            match crate::capabilities::config::update(runtime, &config_path, value) {
                 Ok(notified) => {
                     text(StatusCode::OK, format!("updated {config_path}; {notified} subscribers notified\n"))
                 }

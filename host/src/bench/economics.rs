@@ -17,7 +17,7 @@ use super::Report;
 use super::services::probe_loop;
 use crate::capabilities::economics::auctions::{Auctions, Format, Party, Terms};
 use crate::capabilities::economics::ledger::Ledger;
-use crate::capabilities::{Grant, Grants, ServiceSections};
+use crate::capabilities::{Grants, ServiceSections};
 use crate::runtime::Runtime;
 use crate::runtime::modules::Module;
 
@@ -131,7 +131,7 @@ pub async fn auction_bids(report: &Report) -> anyhow::Result<()> {
 
 pub async fn metering(runtime: &Arc<Runtime>, probe_path: &Path, report: &Report) -> anyhow::Result<()> {
     const ROUNDS: u64 = 200_000_000;
-    let grants = Grants::NONE.with(Grant::Logging);
+    let grants = Grants::NONE.with(crate::capabilities::Grant::of::<crate::capabilities::logging::Logging>());
     let script = format!("spin {ROUNDS}");
     let probe = runtime.module("probe").ok_or_else(|| anyhow::anyhow!("the probe module is not loaded"))?;
     let free = probe_loop(runtime, &probe, script.clone(), ROUNDS, grants, "bench-unmetered").await?;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::services::probe_loop;
 use super::{Report, spec};
-use crate::capabilities::{Grant, Grants};
+use crate::capabilities::Grants;
 use crate::manifest::{ByteSize, Shutdown};
 use crate::runtime::Runtime;
 use crate::runtime::agent;
@@ -45,7 +45,9 @@ async fn measure(runtime: &Arc<Runtime>, probe: &Module, language: &str, path: &
     let started = Instant::now();
     let running = agent::start(runtime, &agent_spec, &module, exits, 0).await?;
     let start_ms = started.elapsed().as_secs_f64() * 1e3;
-    let grants = Grants::NONE.with(Grant::Logging).with(Grant::Messaging);
+    let grants = Grants::NONE
+        .with(crate::capabilities::Grant::of::<crate::capabilities::logging::Logging>())
+        .with(crate::capabilities::Grant::of::<crate::messaging::host::Messaging>());
     let script = format!("repeat {CALLS} call {name} ping 5000");
     let call_us = probe_loop(runtime, probe, script, CALLS, grants, &format!("bench-caller-{language}")).await? / 1e3;
     running.stop(Shutdown::Infinity).await;

@@ -194,19 +194,19 @@ async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &R
     let mut agora_times = Vec::with_capacity(count);
     let mut raw_stores = Vec::with_capacity(count);
     let mut agents = Vec::with_capacity(count);
-    let limits = Limits::default();
+    let raw_spec = Arc::new(spec("raw".into(), &module.name, &[], Limits::default().memory));
     // Interleaved, so that both see the same pool occupancy and machine state.
     for i in 0..count {
         let started = Instant::now();
-        let state = AgentState::new(runtime.clone(), u64::MAX - i as u64, "raw".into(), Grants::all(), &limits);
-        let mut store = agent::new_store(runtime, module.pre.engine(), state);
+        let state = AgentState::new(runtime.clone(), u64::MAX - i as u64, "raw".into(), raw_spec.clone());
+        let mut store = agent::new_store(module.pre.engine(), state);
         store.set_epoch_deadline(1);
         let instance = module.pre.instantiate_async(&mut store).await?;
         instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;
         raw_times.push(started.elapsed());
         raw_stores.push(store);
 
-        let spec = spec(format!("spawn-{i}"), "echo", &[], limits.memory);
+        let spec = spec(format!("spawn-{i}"), "echo", &[], Limits::default().memory);
         let started = Instant::now();
         let agent = agent::start(runtime, &spec, module, exits.clone(), 0).await?;
         agora_times.push(started.elapsed());
@@ -273,8 +273,9 @@ pub(crate) async fn run_pairs(
 
 /// Raw host-to-guest `handle` calls on one store: the floor under any message delivery.
 async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64) -> anyhow::Result<f64> {
-    let state = AgentState::new(runtime.clone(), u64::MAX, "raw".into(), Grants::all(), &Limits::default());
-    let mut store = agent::new_store(runtime, module.pre.engine(), state);
+    let raw_spec = Arc::new(spec("raw".into(), &module.name, &[], Limits::default().memory));
+    let state = AgentState::new(runtime.clone(), u64::MAX, "raw".into(), raw_spec);
+    let mut store = agent::new_store(module.pre.engine(), state);
     store.set_epoch_deadline(1);
     let instance = module.pre.instantiate_async(&mut store).await?;
     instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;

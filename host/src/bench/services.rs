@@ -74,14 +74,13 @@ pub fn rate_limit(report: &Report) {
 
 pub fn metric(runtime: &Runtime, report: &Report) {
     const INCREMENTS: u64 = 50_000_000;
-    let telemetry = &runtime.services.telemetry;
-    let agent = telemetry.enter(u64::MAX, &"bench-metrics".into());
+    let _ = runtime;
+    let agent = crate::runtime::stats::AgentStats::default();
     let started = Instant::now();
     for _ in 0..INCREMENTS {
         black_box(&agent).sent();
     }
     let cell_ns = per_op(started, INCREMENTS);
-    telemetry.leave(u64::MAX);
     let held = metrics::counter!("agora_bench_increments_total", "agent" => "bench");
     let started = Instant::now();
     for _ in 0..INCREMENTS {
@@ -177,10 +176,10 @@ pub(super) async fn probe_loop(
 
 pub async fn config_read(runtime: &Arc<Runtime>, probe: &Module, report: &Report) -> anyhow::Result<()> {
     const READS: u64 = 500_000;
-    let with_logging = Grants::NONE.with(crate::capabilities::Grant::Logging);
+    let with_logging = Grants::NONE.with(crate::capabilities::Grant::of::<crate::capabilities::logging::Logging>());
     let script = || format!("repeat {READS} config-get bench.value");
     let baseline = probe_loop(runtime, probe, script(), READS, with_logging, "bench-config-denied").await?;
-    let granted = with_logging.with(crate::capabilities::Grant::Config);
+    let granted = with_logging.with(crate::capabilities::Grant::of::<crate::capabilities::config::Config>());
     let read = probe_loop(runtime, probe, script(), READS, granted, "bench-config").await?;
     let note = "(guest config.get of a 2-byte value, guest loop included; baseline: the same call, denied)";
     report.figure("config_read", read, "ns", Some(baseline), note);
@@ -213,8 +212,8 @@ async fn lock_cycles_per_core(
 
 pub async fn locks(runtime: &Arc<Runtime>, probe: &Module, report: &Report) -> anyhow::Result<()> {
     const CYCLES: u64 = 300_000;
-    let logging = Grants::NONE.with(crate::capabilities::Grant::Logging);
-    let granted = logging.with(crate::capabilities::Grant::Coordination);
+    let logging = Grants::NONE.with(crate::capabilities::Grant::of::<crate::capabilities::logging::Logging>());
+    let granted = logging.with(crate::capabilities::Grant::of::<crate::capabilities::coordination::Coordination>());
     // Baseline: two bare host calls (denied `config.get`s) per cycle.
     let bare = format!("repeat {} config-get x", 2 * CYCLES);
     let denied = probe_loop(runtime, probe, bare, CYCLES, logging, "bench-lock-bare").await?;
@@ -247,9 +246,9 @@ async fn members(
 ) -> anyhow::Result<Vec<crate::runtime::agent::RunningAgent>> {
     let (exits, _keep) = mpsc::unbounded_channel();
     let grants = Grants::NONE
-        .with(crate::capabilities::Grant::Logging)
-        .with(crate::capabilities::Grant::Messaging)
-        .with(crate::capabilities::Grant::Coordination);
+        .with(crate::capabilities::Grant::of::<crate::capabilities::logging::Logging>())
+        .with(crate::capabilities::Grant::of::<crate::messaging::host::Messaging>())
+        .with(crate::capabilities::Grant::of::<crate::capabilities::coordination::Coordination>());
     let mut agents = Vec::new();
     for i in 0..count {
         let config = [("script", format!("join {group}")), ("run_in_init", "true".into()), ("vote", vote.into())];
@@ -264,7 +263,9 @@ pub async fn coordination(runtime: &Arc<Runtime>, probe: &Module, report: &Repor
     // Consensus: a proposer's rounds among 5 members that accept, majority quorum.
     const ROUNDS: u64 = 2_000;
     let voters = members(runtime, probe, "bench-council", 5, "accept").await?;
-    let grants = Grants::NONE.with(crate::capabilities::Grant::Logging).with(crate::capabilities::Grant::Coordination);
+    let grants = Grants::NONE
+        .with(crate::capabilities::Grant::of::<crate::capabilities::logging::Logging>())
+        .with(crate::capabilities::Grant::of::<crate::capabilities::coordination::Coordination>());
     let script = format!("repeat {ROUNDS} propose bench-council majority 5000 value");
     let round = probe_loop(runtime, probe, script, ROUNDS, grants, "bench-proposer").await?;
     let call = super::run_pairs(runtime, &probe_ping_pong(runtime)?, 1, 20_000, "call").await?;
@@ -281,11 +282,11 @@ pub async fn coordination(runtime: &Arc<Runtime>, probe: &Module, report: &Repor
     for i in 0..200 {
         let group = format!("bench-failover-{i}");
         let mut group_members = members(runtime, probe, &group, 5, "ignore").await?;
-        let before = runtime.services.elections.leadership(&group);
+        let before = runtime.services.coordination.elections.leadership(&group);
         let leader = group_members.remove(0);
         let started = Instant::now();
         leader.stop(crate::manifest::Shutdown::BrutalKill).await;
-        while runtime.services.elections.leadership(&group).term == before.term {
+        while runtime.services.coordination.elections.leadership(&group).term == before.term {
             tokio::task::yield_now().await;
         }
         times.push(started.elapsed());

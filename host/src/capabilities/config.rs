@@ -18,7 +18,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
-use crate::capabilities::Grant;
+use super::hooks::Hooks;
+use super::{Capability, Entering, Getter, Leaving, SectionError, Served, Startup, View};
 use crate::messaging::{AgentId, Router};
 use crate::runtime::bindings::{Error, config};
 use crate::runtime::state::AgentState;
@@ -177,33 +178,79 @@ pub struct AgentConfig {
     pub subscriptions: Vec<String>,
 }
 
-impl config::Host for AgentState {
+/// Change a config value (from the admin endpoint): notify subscribers, journal it.
+pub fn update(host: &crate::runtime::Runtime, path: &str, value: Option<String>) -> Result<usize, UpdateError> {
+    let notified = host.services.config.update(path, value.clone())?;
+    super::events::lifecycle::config_changed(&host.services.events.store, path, value.as_deref(), notified);
+    Ok(notified)
+}
+
+/// The capability (grant "config"); its shared state is the host's live config.
+pub type Config = ConfigService;
+
+impl Capability for ConfigService {
+    const GRANT: Option<&'static str> = Some("config");
+    type Section = ConfigSection;
+    type Shared = ConfigService;
+    type Agent = AgentConfig;
+
+    fn validate(section: &ConfigSection) -> Result<(), SectionError> {
+        for (index, path) in section.updatable.iter().enumerate() {
+            if !is_valid_path(path.get_ref()) {
+                let message = format!("invalid path {:?}: use dotted segments of A-Z a-z 0-9 - _", path.get_ref());
+                let key = format!("config.updatable[{index}]");
+                return Err(SectionError { span: Some(path.span()), ..SectionError::new("config", key, message) });
+            }
+        }
+        Ok(())
+    }
+
+    fn start(section: &ConfigSection, host: &Startup<'_>) -> anyhow::Result<ConfigService> {
+        Ok(ConfigService::new(section, host.router.clone()))
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        config::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    fn enter(_config: &ConfigService, _agent: &Entering<'_>) -> AgentConfig {
+        AgentConfig::default()
+    }
+
+    fn leave(config: &ConfigService, state: &mut AgentConfig, agent: &Leaving<'_>) {
+        config.forget(agent.id, &std::mem::take(&mut state.subscriptions));
+    }
+}
+
+impl Hooks for ConfigService {}
+
+impl config::Host for View<'_, ConfigService> {
     fn get(&mut self, path: String) -> Result<Option<String>, Error> {
-        self.require(Grant::Config)?;
-        self.runtime.services.config.get(&path)
+        self.require()?;
+        self.shared.get(&path)
     }
 
     fn entries(&mut self, prefix: String) -> Result<Vec<(String, String)>, Error> {
-        self.require(Grant::Config)?;
-        Ok(self.runtime.services.config.list(&prefix))
+        self.require()?;
+        Ok(self.shared.list(&prefix))
     }
 
     fn subscribe(&mut self, prefix: String) -> Result<(), Error> {
-        self.require(Grant::Config)?;
+        self.require()?;
         if !prefix.is_empty() && !is_valid_path(&prefix) {
             return Err(Error::Invalid(UpdateError::InvalidPath(prefix).to_string()));
         }
-        if !self.config.subscriptions.contains(&prefix) {
-            self.runtime.services.config.subscribe(self.id, &prefix);
-            self.config.subscriptions.push(prefix);
+        if !self.state.subscriptions.contains(&prefix) {
+            self.shared.subscribe(self.id, &prefix);
+            self.state.subscriptions.push(prefix);
         }
         Ok(())
     }
 
     fn unsubscribe(&mut self, prefix: String) -> Result<(), Error> {
-        self.require(Grant::Config)?;
-        if self.runtime.services.config.unsubscribe(self.id, &prefix) {
-            self.config.subscriptions.retain(|p| *p != prefix);
+        self.require()?;
+        if self.shared.unsubscribe(self.id, &prefix) {
+            self.state.subscriptions.retain(|p| *p != prefix);
             Ok(())
         } else {
             Err(Error::NotFound)

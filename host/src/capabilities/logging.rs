@@ -1,7 +1,8 @@
 //! The `logging` interface: guest log lines become host `tracing` events (`event=agent_log`),
 //! filtered by `RUST_LOG` like the host's own. Grant: "logging".
 
-use crate::capabilities::Grant;
+use super::hooks::Hooks;
+use super::{Capability, Entering, Getter, NoSection, Served, Startup, View};
 use crate::runtime::bindings::logging::{self, Level};
 use crate::runtime::state::AgentState;
 
@@ -14,11 +15,35 @@ pub struct AgentLogging {
     warned_denied: bool,
 }
 
-impl logging::Host for AgentState {
+/// The capability (grant "logging").
+pub struct Logging;
+
+impl Capability for Logging {
+    const GRANT: Option<&'static str> = Some("logging");
+    type Section = NoSection;
+    type Shared = ();
+    type Agent = AgentLogging;
+
+    fn start(_section: &NoSection, _host: &Startup<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        logging::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    fn enter(_shared: &(), _agent: &Entering<'_>) -> AgentLogging {
+        AgentLogging::default()
+    }
+}
+
+impl Hooks for Logging {}
+
+impl logging::Host for View<'_, Logging> {
     fn log(&mut self, level: Level, message: String) {
-        if !self.grants.allows(Grant::Logging) {
-            if !self.logging.warned_denied {
-                self.logging.warned_denied = true;
+        if !self.has_grant() {
+            if !self.state.warned_denied {
+                self.state.warned_denied = true;
                 tracing::warn!(event = "log_denied", agent = %self.name,
                     "agent logs without the \"logging\" grant; its log lines are dropped");
             }
@@ -33,7 +58,7 @@ impl logging::Host for AgentState {
             message.truncate(cut);
             message.push_str(" [cut]");
         }
-        let agent = &*self.name;
+        let agent = &**self.name;
         match level {
             Level::Trace => {
                 tracing::trace!(target: "agora::agent", event = "agent_log", agent, "{message}")

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::DefaultClock;
@@ -25,7 +25,8 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
-use crate::capabilities::Grant;
+use super::hooks::Hooks;
+use super::{Capability, Denied, Entering, Getter, SectionError, Served, Startup, View};
 use crate::manifest::Span;
 use crate::runtime::bindings::rate_limits::{self, LimitError};
 use crate::runtime::state::AgentState;
@@ -151,8 +152,8 @@ pub fn key_of(keys: &foldhash::quality::RandomState, key: &str) -> u64 {
     keys.hash_one(key)
 }
 
-/// How often keyed limiters are swept.
-const HOUSEKEEPING: Duration = Duration::from_secs(10);
+/// How often tables that forget idle entries (keyed limiters, lock leases, barriers) are swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl RateLimits {
     pub fn new(specs: &BTreeMap<String, LimiterSpec>) -> RateLimits {
@@ -162,7 +163,7 @@ impl RateLimits {
             .collect();
         let limiters = Arc::new(limiters);
         if limiters.values().any(|l| matches!(l, Limiter::Keyed(_))) {
-            spawn_sweeper(Arc::downgrade(&limiters), |limiters| {
+            crate::infra::housekeeping::global().sweep(SWEEP_EVERY, Arc::downgrade(&limiters), |limiters| {
                 limiters.values().map(Limiter::housekeep).sum::<usize>();
             });
         }
@@ -183,18 +184,6 @@ impl RateLimits {
     }
 }
 
-/// Run `sweep` on `limiters` (or any table that forgets idle entries) every 10 s, until it is
-/// dropped with its host.
-pub fn spawn_sweeper<T: Send + Sync + 'static>(limiters: Weak<T>, sweep: fn(&T)) {
-    let _ = std::thread::Builder::new().name("agora-sweep".into()).spawn(move || {
-        loop {
-            std::thread::sleep(HOUSEKEEPING);
-            let Some(limiters) = limiters.upgrade() else { return };
-            sweep(&limiters);
-        }
-    });
-}
-
 fn refusal(refusal: Refusal) -> LimitError {
     match refusal {
         Refusal::Limited(after) => LimitError::Limited(after.as_millis().max(1) as u64),
@@ -202,27 +191,60 @@ fn refusal(refusal: Refusal) -> LimitError {
     }
 }
 
-impl AgentState {
-    fn limiter(&self, name: &str, cost: u32) -> Result<(&Limiter<u64>, NonZeroU32), LimitError> {
-        if !self.grants.allows(Grant::RateLimits) {
-            return Err(LimitError::Denied);
+impl Capability for RateLimits {
+    const GRANT: Option<&'static str> = Some("rate-limits");
+    /// `[rate_limits.<name>]`.
+    type Section = BTreeMap<String, LimiterSpec>;
+    type Shared = RateLimits;
+    type Agent = ();
+
+    fn validate(section: &Self::Section) -> Result<(), SectionError> {
+        for (name, limiter) in section {
+            if limiter.quota().is_none() {
+                let message = format!("{} per {} is finer than 1ns per cell", limiter.limit, limiter.per);
+                let key = format!("rate_limits.{name}");
+                return Err(SectionError::new(key.clone(), key, message));
+            }
         }
-        let limiter = self.runtime.services.rate_limits.get(name).ok_or(LimitError::NotFound)?;
+        Ok(())
+    }
+
+    fn start(section: &Self::Section, _host: &Startup<'_>) -> anyhow::Result<RateLimits> {
+        Ok(RateLimits::new(section))
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        rate_limits::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    fn enter(_limits: &RateLimits, _agent: &Entering<'_>) {}
+}
+
+impl Hooks for RateLimits {}
+
+impl Denied for LimitError {
+    fn denied() -> Self {
+        LimitError::Denied
+    }
+}
+
+impl View<'_, RateLimits> {
+    fn limiter(&self, name: &str, cost: u32) -> Result<(&Limiter<u64>, NonZeroU32), LimitError> {
+        self.require()?;
+        let limiter = self.shared.get(name).ok_or(LimitError::NotFound)?;
         Ok((limiter, NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN)))
     }
 }
 
-impl rate_limits::Host for AgentState {
+impl rate_limits::Host for View<'_, RateLimits> {
     fn check(&mut self, limiter: String, key: String, cost: u32) -> Result<(), LimitError> {
         let (limiter, cost) = self.limiter(&limiter, cost)?;
-        limiter.check_n(&self.runtime.services.rate_limits.key(&key), cost).map_err(refusal)
+        limiter.check_n(&self.shared.key(&key), cost).map_err(refusal)
     }
 
     async fn wait(&mut self, limiter: String, key: String, cost: u32, timeout_ms: u32) -> Result<(), LimitError> {
-        let runtime = self.runtime.clone();
-        let (_, cost) = self.limiter(&limiter, cost)?;
-        let limiter = runtime.services.rate_limits.get(&limiter).ok_or(LimitError::NotFound)?;
-        let key = runtime.services.rate_limits.key(&key);
+        let (limiter, cost) = self.limiter(&limiter, cost)?;
+        let key = self.shared.key(&key);
         match limiter.wait(&key, cost, Duration::from_millis(timeout_ms.into())).await {
             Ok(()) => Ok(()),
             Err(Refusal::Limited(_)) => Err(LimitError::Timeout),

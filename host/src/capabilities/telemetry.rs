@@ -17,7 +17,6 @@
 //! agent continues its counters and exited agents' series do not pile up.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -27,11 +26,14 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use serde::Deserialize;
 
-use crate::capabilities::Grant;
+use super::hooks::{Hooks, HostEvent};
+use super::{Capability, Entering, Getter, Leaving, SectionError, Served, Startup, View};
+use crate::infra::hashers::IdHasher;
 use crate::manifest::Span;
-use crate::messaging::{AgentId, IdHasher};
+use crate::messaging::AgentId;
 use crate::runtime::bindings::{Error, telemetry};
 use crate::runtime::state::AgentState;
+use crate::runtime::stats::{AgentStats, LATENCY_BUCKETS, latency_midpoint};
 
 /// `[telemetry]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -83,15 +85,10 @@ impl Telemetry {
             // Histograms buffer samples until upkeep folds them in; without it they grow
             // without bound between scrapes.
             let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("agora-metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                })
-                .map_err(|e| e.to_string())?;
+            crate::infra::housekeeping::global().every(Duration::from_secs(5), move || {
+                upkeep.run_upkeep();
+                true
+            });
             Ok(handle)
         });
         let handle = handle.clone().map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
@@ -130,63 +127,6 @@ fn describe() {
     );
 }
 
-/// Latency buckets: under 64 ns, then four per power of two up to 2^36 ns (69 s); each is at
-/// most 25% wide, so a reported quantile is within 12.5% of the true one.
-const LATENCY_BUCKETS: usize = 1 + 30 * 4;
-
-fn latency_bucket(nanos: u64) -> usize {
-    if nanos < 64 {
-        return 0;
-    }
-    let octave = 63 - nanos.leading_zeros() as usize;
-    let quarter = (nanos >> (octave - 2)) as usize & 3;
-    ((octave - 6) * 4 + quarter + 1).min(LATENCY_BUCKETS - 1)
-}
-
-/// The middle of a bucket, in seconds.
-fn latency_midpoint(bucket: usize) -> f64 {
-    if bucket == 0 {
-        return 32e-9;
-    }
-    let (octave, quarter) = ((bucket - 1) / 4 + 6, (bucket - 1) % 4);
-    let lower = ((4 + quarter as u64) << (octave - 2)) as f64;
-    (lower * 1.125) * 1e-9
-}
-
-/// A value written by one agent's task only: a plain load and store, no read-modify-write, so
-/// that counting a message costs about a nanosecond. The exporter reads it at scrape time.
-#[derive(Default)]
-struct Cell(AtomicU64);
-
-impl Cell {
-    #[inline]
-    fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
-    }
-
-    #[inline]
-    fn set(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed)
-    }
-
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// The host-kept metrics of one agent incarnation.
-struct Cells {
-    messages_in: Cell,
-    messages_out: Cell,
-    mailbox_depth: Cell,
-    memory_peak: Cell,
-    cpu_ticks: Cell,
-    /// Metered compute (with `[economics] compute_price`): fuel burned, credits charged.
-    fuel: Cell,
-    charged: Cell,
-    latency: [Cell; LATENCY_BUCKETS],
-}
-
 /// What the exporter has passed on from one agent's cells.
 #[derive(Default)]
 struct Exported {
@@ -200,7 +140,7 @@ struct Exported {
 
 struct LiveAgent {
     name: Arc<str>,
-    cells: Arc<Cells>,
+    cells: Arc<AgentStats>,
     exported: Mutex<Exported>,
 }
 
@@ -245,9 +185,9 @@ impl LiveAgent {
     }
 }
 
-/// One agent's side: its cells, and the kinds of the metrics it made through the interface.
+/// One agent's side: the kinds of the metrics it made through the interface.
+#[derive(Default)]
 pub struct AgentMetrics {
-    cells: Option<Arc<Cells>>,
     own: HashMap<String, Kind>,
 }
 
@@ -261,98 +201,51 @@ enum Kind {
     Histogram,
 }
 
-impl AgentMetrics {
-    /// Count one handled message. The mailbox depth is read every 64th message only: the
-    /// queue's tail is a cache line the senders write, and the agent going idle records the
-    /// depth (zero) anyway.
-    #[inline]
-    pub fn handled(&self, took: Duration, queued: impl FnOnce() -> usize, memory_peak: usize, cpu_ticks: u64) {
-        if let Some(cells) = &self.cells {
-            let handled = cells.messages_in.get().wrapping_add(1);
-            cells.messages_in.set(handled);
-            cells.latency[latency_bucket(took.as_nanos() as u64)].add(1);
-            if handled % 64 == 0 {
-                cells.mailbox_depth.set(queued() as u64);
-            }
-            cells.memory_peak.set(memory_peak as u64);
-            if cpu_ticks > 0 {
-                cells.cpu_ticks.add(cpu_ticks);
-            }
+impl Capability for Telemetry {
+    const GRANT: Option<&'static str> = Some("telemetry");
+    type Section = TelemetrySettings;
+    type Shared = Telemetry;
+    type Agent = AgentMetrics;
+
+    fn validate(section: &TelemetrySettings) -> Result<(), SectionError> {
+        if section.quantiles.iter().any(|q| !(0.0..=1.0).contains(q)) {
+            return Err(SectionError::new("telemetry", "telemetry.quantiles", "quantiles lie in 0..=1"));
         }
+        Ok(())
     }
 
-    /// Whether the host keeps this agent's metrics (`telemetry.per_agent`).
-    #[inline]
-    pub fn enabled(&self) -> bool {
-        self.cells.is_some()
+    fn start(section: &TelemetrySettings, _host: &Startup<'_>) -> anyhow::Result<Telemetry> {
+        Telemetry::install(section)
     }
 
-    /// The agent waits for its next message: its mailbox is empty.
-    #[inline]
-    pub fn idle(&self) {
-        if let Some(cells) = &self.cells {
-            cells.mailbox_depth.set(0);
-        }
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        telemetry::add_to_linker::<_, Served<Self>>(linker, get)
     }
 
-    /// Record the memory an agent has once it is initialized.
-    pub fn initialized(&self, memory_peak: usize) {
-        if let Some(cells) = &self.cells {
-            cells.memory_peak.set(memory_peak as u64);
+    /// Export the agent's counters while it lives (nothing when per-agent metrics are off).
+    fn enter(telemetry: &Telemetry, agent: &Entering<'_>) -> AgentMetrics {
+        if telemetry.per_agent {
+            let live = LiveAgent { name: agent.name.clone(), cells: agent.stats.clone(), exported: Mutex::default() };
+            telemetry.live.insert(agent.id, Arc::new(live));
         }
-    }
-
-    /// The agent's metered compute so far: fuel burned, and credits charged for it.
-    #[inline]
-    pub fn compute(&self, fuel: u64, charged: u64) {
-        if let Some(cells) = &self.cells {
-            cells.fuel.set(fuel);
-            cells.charged.set(charged);
-        }
-    }
-
-    /// Count one message sent, called or published.
-    #[inline]
-    pub fn sent(&self) {
-        if let Some(cells) = &self.cells {
-            cells.messages_out.add(1);
-        }
-    }
-}
-
-impl Telemetry {
-    /// Start keeping an agent's metrics (nothing when per-agent metrics are off).
-    pub fn enter(&self, id: AgentId, name: &Arc<str>) -> AgentMetrics {
-        if !self.per_agent {
-            return AgentMetrics { cells: None, own: HashMap::new() };
-        }
-        let cells = Arc::new(Cells {
-            messages_in: Cell::default(),
-            messages_out: Cell::default(),
-            mailbox_depth: Cell::default(),
-            memory_peak: Cell::default(),
-            cpu_ticks: Cell::default(),
-            fuel: Cell::default(),
-            charged: Cell::default(),
-            latency: std::array::from_fn(|_| Cell::default()),
-        });
-        let live = LiveAgent { name: name.clone(), cells: cells.clone(), exported: Mutex::default() };
-        self.live.insert(id, Arc::new(live));
-        AgentMetrics { cells: Some(cells), own: HashMap::new() }
+        AgentMetrics::default()
     }
 
     /// Export an exiting agent's last figures; its series stay until they go idle (a restart
     /// within that time continues them).
-    pub fn leave(&self, id: AgentId) {
-        if let Some((_, live)) = self.live.remove(&id) {
+    fn leave(telemetry: &Telemetry, _state: &mut AgentMetrics, agent: &Leaving<'_>) {
+        if let Some((_, live)) = telemetry.live.remove(&agent.id) {
             live.export();
         }
     }
 }
 
-/// Counted by the supervisor, which outlives the agent's handles.
-pub fn record_restart(agent: &str) {
-    metrics::counter!("agora_restarts_total", "agent" => agent.to_string()).increment(1);
+impl Hooks for Telemetry {
+    fn observe(_telemetry: &Telemetry, event: &HostEvent<'_>) {
+        if let HostEvent::ChildRestarted { agent, .. } = event {
+            metrics::counter!("agora_restarts_total", "agent" => agent.to_string()).increment(1);
+        }
+    }
 }
 
 fn check_metric_name(name: &str) -> Result<(), Error> {
@@ -363,13 +256,13 @@ fn check_metric_name(name: &str) -> Result<(), Error> {
     if valid { Ok(()) } else { Err(Error::Invalid(format!("metric name {name:?}: use 1-64 of a-z 0-9 _"))) }
 }
 
-impl AgentState {
+impl View<'_, Telemetry> {
     /// The Prometheus name and label of the agent's own metric `name`, checked against the
     /// kind of its first use and the per-agent limit. The handle is looked up per call (not
     /// held), so that the recorder may expire a series the agent no longer updates.
     fn own_metric(&mut self, name: &str, kind: Kind) -> Result<(String, AgentLabel), Error> {
-        self.require(Grant::Telemetry)?;
-        match self.metrics.own.get(name) {
+        self.require()?;
+        match self.state.own.get(name) {
             Some(known) if *known == kind => {}
             Some(_) => {
                 return Err(Error::Invalid(format!(
@@ -378,17 +271,17 @@ impl AgentState {
             }
             None => {
                 check_metric_name(name)?;
-                if self.metrics.own.len() >= MAX_AGENT_METRICS {
+                if self.state.own.len() >= MAX_AGENT_METRICS {
                     return Err(Error::Invalid(format!("an agent may have at most {MAX_AGENT_METRICS} metrics")));
                 }
-                self.metrics.own.insert(name.to_string(), kind);
+                self.state.own.insert(name.to_string(), kind);
             }
         }
         Ok((format!("agora_agent_{name}"), [("agent", self.name.to_string())]))
     }
 }
 
-impl telemetry::Host for AgentState {
+impl telemetry::Host for View<'_, Telemetry> {
     fn counter_add(&mut self, name: String, value: u64) -> Result<(), Error> {
         let (name, label) = self.own_metric(&name, Kind::Counter)?;
         metrics::counter!(name, &label).increment(value);
@@ -405,25 +298,5 @@ impl telemetry::Host for AgentState {
         let (name, label) = self.own_metric(&name, Kind::Histogram)?;
         metrics::histogram!(name, &label).record(value);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latency_buckets_are_ordered_and_tight() {
-        let mut previous = 0;
-        for nanos in [0u64, 63, 64, 80, 96, 127, 128, 1_000, 123_456, 10_000_000, 60_000_000_000] {
-            let bucket = latency_bucket(nanos);
-            assert!(bucket >= previous, "{nanos}");
-            previous = bucket;
-            if nanos >= 64 {
-                let mid = latency_midpoint(bucket) * 1e9;
-                assert!((mid - nanos as f64).abs() / (nanos as f64) < 0.15, "{nanos} -> {mid}");
-            }
-        }
-        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
     }
 }

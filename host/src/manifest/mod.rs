@@ -16,9 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::capabilities::{
-    Grant, Grants, ServiceSections, config, economics, events, outbound, rate_limits, telemetry,
-};
+use crate::capabilities::{Grant, Grants, ServiceSections};
 pub use tree::{Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec, check_name, render_value};
 pub use units::{ByteSize, Span};
 
@@ -141,8 +139,10 @@ impl fmt::Display for ManifestError {
 
 impl std::error::Error for ManifestError {}
 
+/// The core's keys; the capabilities' sections are parsed beside them ([`ServiceSections`]).
+const CORE_KEYS: &[&str] = &["host", "defaults", "modules", "supervisor", "agent"];
+
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawManifest {
     #[serde(default)]
     host: HostSettings,
@@ -153,18 +153,6 @@ struct RawManifest {
     supervisor: Option<tree::RawChild>,
     #[serde(default, rename = "agent")]
     agents: Vec<tree::RawChild>,
-    #[serde(default)]
-    config: config::ConfigSection,
-    #[serde(default)]
-    events: events::EventsSettings,
-    #[serde(default)]
-    telemetry: telemetry::TelemetrySettings,
-    #[serde(default)]
-    rate_limits: BTreeMap<String, rate_limits::LimiterSpec>,
-    #[serde(default)]
-    outbound: BTreeMap<String, outbound::TargetSpec>,
-    #[serde(default)]
-    economics: economics::EconomicsSettings,
 }
 
 impl Manifest {
@@ -184,6 +172,8 @@ impl Manifest {
     pub fn parse(path: &Path, source: &str) -> Result<Manifest, ManifestError> {
         let locate = Locator { file: path, source };
         let raw: RawManifest = toml::from_str(source).map_err(|e| locate.toml_error(&e))?;
+        let services: ServiceSections = toml::from_str(source).map_err(|e| locate.toml_error(&e))?;
+        locate.check_top_level(source)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| {
             if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
@@ -252,12 +242,12 @@ impl Manifest {
             "defaults",
         )?;
         let grants = resolve_grants(&locate, defaults.grants.as_deref(), "defaults", Grants::NONE)?;
-        let mut services =
-            check_services(&locate, raw.config, raw.events, raw.telemetry, raw.rate_limits, raw.outbound)?;
-        if let Err((key, message)) = raw.economics.validate() {
-            return Err(locate.section_error("economics", key, message));
+        if let Err(error) = services.validate() {
+            return Err(match error.span {
+                Some(span) => locate.at(span, Some(error.key), error.message),
+                None => locate.section_error(&error.section, &error.key, error.message),
+            });
         }
-        services.economics = raw.economics;
         let outbound = resolve_outbound(&locate, defaults.outbound.as_deref(), "defaults", &services, &[])?;
         let mut builder = tree::TreeBuilder {
             locate: &locate,
@@ -344,41 +334,6 @@ fn resolve_grants(
     Ok(grants)
 }
 
-/// Validate the service sections: what serde cannot check, located at the section's header.
-fn check_services(
-    locate: &Locator,
-    config: config::ConfigSection,
-    events: events::EventsSettings,
-    telemetry: telemetry::TelemetrySettings,
-    rate_limits: BTreeMap<String, rate_limits::LimiterSpec>,
-    outbound: BTreeMap<String, outbound::TargetSpec>,
-) -> Result<ServiceSections, ManifestError> {
-    for (index, path) in config.updatable.iter().enumerate() {
-        if !config::is_valid_path(path.get_ref()) {
-            let message = format!("invalid path {:?}: use dotted segments of A-Z a-z 0-9 - _", path.get_ref());
-            return Err(locate.at(path.span(), Some(format!("config.updatable[{index}]")), message));
-        }
-    }
-    if telemetry.quantiles.iter().any(|q| !(0.0..=1.0).contains(q)) {
-        return Err(locate.section_error("telemetry", "telemetry.quantiles", "quantiles lie in 0..=1".into()));
-    }
-    if events.retain_events == Some(0) {
-        return Err(locate.section_error("events", "events.retain_events", "must be at least 1".into()));
-    }
-    for (name, limiter) in &rate_limits {
-        if limiter.quota().is_none() {
-            let message = format!("{} per {} is finer than 1ns per cell", limiter.limit, limiter.per);
-            return Err(locate.section_error(&format!("rate_limits.{name}"), &format!("rate_limits.{name}"), message));
-        }
-    }
-    for (name, target) in &outbound {
-        if let Err(message) = target.validate() {
-            return Err(locate.section_error(&format!("outbound.{name}"), &format!("outbound.{name}"), message));
-        }
-    }
-    Ok(ServiceSections { config, events, telemetry, rate_limits, outbound, economics: Default::default() })
-}
-
 fn resolve_outbound(
     locate: &Locator,
     raw: Option<&[Spanned<String>]>,
@@ -420,6 +375,22 @@ impl Locator<'_> {
             column: self.source[line_start..offset].chars().count() + 1,
             key,
             message,
+        }
+    }
+
+    /// Refuse a top-level key that is neither the core's nor a capability's section.
+    fn check_top_level(&self, source: &str) -> Result<(), ManifestError> {
+        let table: toml::Table = toml::from_str(source).map_err(|e| self.toml_error(&e))?;
+        let known = || CORE_KEYS.iter().chain(crate::capabilities::SECTIONS);
+        match table.keys().find(|key| !known().any(|k| k == key)) {
+            None => Ok(()),
+            Some(key) => {
+                let expected: Vec<String> = known().map(|k| format!("`{k}`")).collect();
+                let message = format!("unknown field `{key}`, expected one of {}", expected.join(", "));
+                let header = format!("[{key}");
+                let offset = self.source.find(&header).map(|at| at + 1).or_else(|| self.source.find(key.as_str()));
+                Ok(self.at(offset.map_or(0..0, |at| at..at), None, message)).and_then(Err)
+            }
         }
     }
 
@@ -479,11 +450,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.agents()[0].limits.memory, ByteSize::mib(8));
-        assert!(m.agents()[0].grants.allows(Grant::Logging));
+        assert!(m.agents()[0].grants.allows("logging".parse().unwrap()));
         assert_eq!(m.agents()[1].limits.memory, ByteSize::mib(2));
         assert_eq!(m.agents()[1].limits.mailbox, 4);
-        assert!(!m.agents()[1].grants.allows(Grant::Logging));
-        assert!(m.agents()[1].grants.allows(Grant::Messaging));
+        assert!(!m.agents()[1].grants.allows("logging".parse().unwrap()));
+        assert!(m.agents()[1].grants.allows("messaging".parse().unwrap()));
         assert_eq!(m.agents()[1].config, vec![("n".into(), "3".into()), ("s".into(), "t".into())]);
     }
 
@@ -527,7 +498,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(m.agents()[0].outbound, vec!["api".to_string()]);
-        assert!(m.agents()[0].grants.allows(Grant::RateLimits));
+        assert!(m.agents()[0].grants.allows("rate-limits".parse().unwrap()));
         assert_eq!(m.services.rate_limits["r"].limit.get(), 5);
 
         let e = parse(&format!("{agent}outbound = [\"nope\"]\n")).unwrap_err();

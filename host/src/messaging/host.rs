@@ -1,29 +1,59 @@
-//! The `messaging` interface as the guest sees it. Grant: "messaging" (`self-id` is always allowed).
+//! The `messaging` interface as the guest sees it, served as a capability. Grant: "messaging"
+//! (`self-id` is always allowed). Its per-agent state is the agent's reply slots and topics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{AgentId, Message};
-use crate::capabilities::Grant;
+use super::{AgentId, AgentMessaging, Message};
+use crate::capabilities::hooks::Hooks;
+use crate::capabilities::{Capability, Entering, Getter, Leaving, NoSection, Served, Startup, View};
 use crate::runtime::bindings::{Address, Error, PublishReport, messaging};
 use crate::runtime::state::AgentState;
 
-impl AgentState {
+/// Messaging as a capability: the router is the core's, the reply slots and topics are each
+/// agent's.
+pub struct Messaging;
+
+impl Capability for Messaging {
+    const GRANT: Option<&'static str> = Some("messaging");
+    type Section = NoSection;
+    type Shared = ();
+    type Agent = AgentMessaging;
+
+    fn start(_section: &NoSection, _host: &Startup<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        messaging::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    fn enter(_shared: &(), _agent: &Entering<'_>) -> AgentMessaging {
+        AgentMessaging::default()
+    }
+
+    /// Its topics are left when its mailbox closes (`Router::close`), with the mailbox.
+    fn leave(_shared: &(), _state: &mut AgentMessaging, _agent: &Leaving<'_>) {}
+}
+
+impl Hooks for Messaging {}
+
+impl View<'_, Messaging> {
     fn resolve(&self, to: &Address) -> Result<AgentId, Error> {
         match to {
             Address::Id(id) => Ok(*id),
-            Address::Name(name) => self.runtime.registry.lookup(name).ok_or(Error::NotFound),
+            Address::Name(name) => self.host.registry.lookup(name).ok_or(Error::NotFound),
         }
     }
 
     /// The checks every outbound message passes: grant, size, known target.
     fn outbound(&self, to: &Address, payload: &[u8]) -> Result<AgentId, Error> {
-        self.require(Grant::Messaging)?;
-        self.runtime.router.check_size(payload.len())?;
+        self.require()?;
+        self.host.router.check_size(payload.len())?;
         let target = self.resolve(to)?;
-        self.metrics.sent();
+        self.stats.sent();
         Ok(target)
     }
 }
@@ -32,20 +62,20 @@ fn millis(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms))
 }
 
-impl messaging::Host for AgentState {
+impl messaging::Host for View<'_, Messaging> {
     fn self_id(&mut self) -> AgentId {
         self.id
     }
 
     fn send(&mut self, to: Address, payload: Vec<u8>) -> Result<(), Error> {
         let target = self.outbound(&to, &payload)?;
-        self.runtime.router.try_deliver(target, Message::cast(Some(self.id), payload))
+        self.host.router.try_deliver(target, Message::cast(Some(self.id), payload))
     }
 
     async fn send_timeout(&mut self, to: Address, payload: Vec<u8>, timeout_ms: u32) -> Result<(), Error> {
         let target = self.outbound(&to, &payload)?;
         let message = Message::cast(Some(self.id), payload);
-        self.runtime.router.deliver_timeout(target, message, millis(timeout_ms)).await
+        self.host.router.deliver_timeout(target, message, millis(timeout_ms)).await
     }
 
     async fn call(&mut self, to: Address, payload: Vec<u8>, timeout_ms: u32) -> Result<Vec<u8>, Error> {
@@ -55,7 +85,7 @@ impl messaging::Host for AgentState {
         }
         let (reply, answer) = oneshot::channel();
         let message = Message { sender: Some(self.id), topic: None, payload, reply: Some(reply) };
-        self.runtime.router.try_deliver(target, message)?;
+        self.host.router.try_deliver(target, message)?;
         match tokio::time::timeout(millis(timeout_ms), answer).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(Error::Stopped),
@@ -64,40 +94,38 @@ impl messaging::Host for AgentState {
     }
 
     fn reply(&mut self, correlation: u64, payload: Vec<u8>) -> Result<(), Error> {
-        self.require(Grant::Messaging)?;
-        self.runtime.router.check_size(payload.len())?;
-        self.messaging.answer(correlation, Ok(payload))
+        self.require()?;
+        self.host.router.check_size(payload.len())?;
+        self.state.answer(correlation, Ok(payload))
     }
 
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<PublishReport, Error> {
-        self.require(Grant::Messaging)?;
-        self.runtime.router.check_size(payload.len())?;
-        let (delivered, mailbox_full) = self.runtime.router.publish(self.id, &topic, &payload);
-        self.metrics.sent();
+        self.require()?;
+        self.host.router.check_size(payload.len())?;
+        let (delivered, mailbox_full) = self.host.router.publish(self.id, &topic, &payload);
+        self.stats.sent();
         Ok(PublishReport { delivered, mailbox_full })
     }
 
     fn subscribe(&mut self, topic: String) -> Result<(), Error> {
-        self.require(Grant::Messaging)?;
+        self.require()?;
         if topic.is_empty() || topic.starts_with("agora:") {
             return Err(Error::Invalid(format!("topic {topic:?}: empty, or in the host's reserved `agora:` space")));
         }
         let topic: Arc<str> = topic.into();
-        if self.runtime.router.subscribe(self.id, &topic) {
-            self.messaging.topics.push(topic);
+        if self.host.router.subscribe(self.id, &topic) {
+            self.state.topics.push(topic);
         }
         Ok(())
     }
 
     fn unsubscribe(&mut self, topic: String) -> Result<(), Error> {
-        self.require(Grant::Messaging)?;
-        if self.runtime.router.unsubscribe(self.id, &topic) {
-            self.messaging.topics.retain(|t| **t != *topic);
+        self.require()?;
+        if self.host.router.unsubscribe(self.id, &topic) {
+            self.state.topics.retain(|t| **t != *topic);
             Ok(())
         } else {
             Err(Error::NotFound)
         }
     }
 }
-
-impl crate::runtime::bindings::types::Host for AgentState {}

@@ -9,7 +9,7 @@
 //! still queued when its target exits is counted in the exit report, and a caller waiting on one
 //! gets `stopped`.
 
-mod host;
+pub mod host;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,17 +18,11 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::infra::hashers::{IdHasher, NameHasher};
 use crate::runtime::bindings::Error;
 
 /// Agent ids: the top 16 bits name the node (0 here), the rest are a per-node serial.
 pub type AgentId = u64;
-
-/// Hashing for maps keyed by agent id, looked up on every message: ids are host-assigned, so a
-/// fast hash is safe here.
-pub type IdHasher = foldhash::fast::RandomState;
-/// Hashing for maps keyed by names that guests choose: seeded and of higher quality, so that no
-/// agent can craft colliding names.
-pub type NameHasher = foldhash::quality::RandomState;
 
 /// The answer to a call: the reply payload, or why there is none.
 pub type Reply = Result<Vec<u8>, Error>;

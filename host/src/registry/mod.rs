@@ -9,10 +9,11 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
-use crate::capabilities::Grant;
-use crate::messaging::{AgentId, IdHasher, NameHasher};
-use crate::runtime::bindings::{Error, registry};
-use crate::runtime::state::AgentState;
+use crate::infra::hashers::{IdHasher, NameHasher};
+use crate::messaging::AgentId;
+use crate::runtime::bindings::Error;
+
+pub mod host;
 
 const MAX_NAME: usize = 255;
 const MAX_METADATA_ENTRIES: usize = 256;
@@ -154,52 +155,6 @@ impl Registry {
     pub fn metadata(&self, id: AgentId, key: &str) -> Result<Option<String>, Error> {
         let entry = self.agents.get(&id).ok_or(Error::NotFound)?;
         Ok(entry.metadata.get(key).cloned())
-    }
-}
-
-impl registry::Host for AgentState {
-    fn register(&mut self, name: String) -> Result<(), Error> {
-        self.require(Grant::Registry)?;
-        self.runtime.registry.register(self.id, &name)
-    }
-
-    fn unregister(&mut self, name: String) -> Result<(), Error> {
-        self.require(Grant::Registry)?;
-        self.runtime.registry.unregister(self.id, &name)
-    }
-
-    fn lookup(&mut self, name: String) -> Result<AgentId, Error> {
-        self.require(Grant::Registry)?;
-        self.runtime.registry.lookup(&name).ok_or(Error::NotFound)
-    }
-
-    fn set_metadata(&mut self, key: String, value: Option<String>) -> Result<(), Error> {
-        self.require(Grant::Registry)?;
-        self.runtime.registry.set_metadata(self.id, key, value)
-    }
-
-    fn get_metadata(&mut self, agent: AgentId, key: String) -> Result<Option<String>, Error> {
-        self.require(Grant::Registry)?;
-        self.runtime.registry.metadata(agent, &key)
-    }
-
-    fn add_capability(&mut self, capability: String) -> Result<(), Error> {
-        self.require(Grant::Registry)?;
-        if capability.is_empty() {
-            return Err(Error::Invalid("empty capability".into()));
-        }
-        self.runtime.registry.add_capability(self.id, &capability);
-        Ok(())
-    }
-
-    fn find_by_capability(&mut self, capability: String) -> Result<Vec<AgentId>, Error> {
-        self.require(Grant::Registry)?;
-        Ok(self.runtime.registry.find_by_capability(&capability))
-    }
-
-    fn name_of(&mut self, agent: AgentId) -> Result<String, Error> {
-        self.require(Grant::Registry)?;
-        self.runtime.registry.name_of(agent).map(|name| name.to_string()).ok_or(Error::NotFound)
     }
 }
 

@@ -22,11 +22,12 @@ use wasmtime::{AsContextMut, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use super::Runtime;
 use super::bindings::{Agent, Envelope, Error, HandleError};
+use super::invoke;
 use super::limits::{BudgetExceeded, MemoryCapExceeded};
 use super::modules::Module;
 use super::state::AgentState;
-use crate::capabilities::economics::{UnpaidPolicy, billing};
-use crate::capabilities::events::lifecycle as events;
+use crate::capabilities::hooks::ExitReport;
+use crate::capabilities::{AllHooks, Gate, HostEvent};
 use crate::manifest::{AgentSpec, Shutdown};
 use crate::messaging::{AgentId, Inbox, Message};
 use crate::supervision::links::KillCause;
@@ -309,13 +310,10 @@ pub async fn start(
         );
         return Err(StartError::Failed { agent: spec.name.clone(), fault: Fault::new(FaultKind::MemoryCap, needs) });
     }
-    let economics = &runtime.services.economics;
-    if spec.wallet > 0 || spec.grants.allows(crate::capabilities::Grant::Economics) || economics.pricing().is_some() {
-        economics.ledger.open_wallet(&spec.name, spec.wallet).await.map_err(|e| StartError::Failed {
-            agent: spec.name.clone(),
-            fault: Fault::new(FaultKind::Instantiate, format!("opening its wallet: {e}")),
-        })?;
-    }
+    AllHooks::admit(runtime, spec).await.map_err(|reason| StartError::Failed {
+        agent: spec.name.clone(),
+        fault: Fault::new(FaultKind::Instantiate, reason),
+    })?;
     let id = runtime.next_id();
     let name: Arc<str> = spec.name.as_str().into();
     runtime
@@ -323,20 +321,20 @@ pub async fn start(
         .enter(id, &name, &spec.capabilities)
         .map_err(|_| StartError::NameTaken { agent: spec.name.clone() })?;
     let inbox = runtime.router.open(id, spec.limits.mailbox);
-    let mut state = AgentState::new(runtime.clone(), id, name.clone(), spec.grants, &spec.limits);
+    let mut state = AgentState::new(runtime.clone(), id, name.clone(), Arc::new(spec.clone()));
     state.restarts = restarts;
-    state.grant_outbound(&spec.outbound);
     let stop = state.stop.clone();
     let kill_cause = KillCause::default();
     runtime.links.enter(id, stop.clone(), kill_cause.clone());
-    let store = new_store(runtime, module.pre.engine(), state);
+    let store = new_store(module.pre.engine(), state);
     let mut instance = Instance { store, inbox, stop: stop.clone(), kill_cause };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
-            events::agent_started(runtime.journal(), &name, id, &module.name, started.elapsed(), restarts);
+            let took = started.elapsed();
+            runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts });
             // An agent that stopped in `init` is finished here, so that its registry entries are
             // gone before the next sibling starts.
-            let task = if instance.store.data().lifecycle.stop_requested {
+            let task = if instance.store.data().stop_requested {
                 let reason = instance.terminate(&agent, ExitReason::Normal).await;
                 instance.finish(reason, &exits);
                 None
@@ -353,7 +351,7 @@ pub async fn start(
 }
 
 fn record_handle(state: &AgentState, took: std::time::Duration, inbox: &Inbox) {
-    state.metrics.handled(took, || inbox.len(), state.memory.peak(), state.budget.ticks_used);
+    state.stats.handled(took, || inbox.len(), state.memory.peak(), state.budget.ticks_used);
 }
 
 /// The trap raised in a store whose agent is being killed.
@@ -370,13 +368,10 @@ impl std::error::Error for Killed {}
 
 /// A store with the agent's memory cap and CPU-budget callback installed.
 /// `engine`: the one its module was compiled for (`module.pre.engine()`).
-pub fn new_store(runtime: &Runtime, engine: &wasmtime::Engine, state: AgentState) -> Store<AgentState> {
+pub fn new_store(engine: &wasmtime::Engine, state: AgentState) -> Store<AgentState> {
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.memory);
-    if let Some(pricing) = runtime.services.economics.pricing() {
-        // Fuel in chunks, with the rest in the store's reserve: see `billing::chunk`.
-        store.fuel_async_yield_interval(Some(billing::chunk(&pricing))).expect("the engine runs async and meters fuel");
-    }
+    AllHooks::setup(&mut store);
     store.epoch_deadline_callback(|mut context| {
         if context.data().stop.is_killed() {
             return Err(wasmtime::Error::new(Killed));
@@ -386,11 +381,7 @@ pub fn new_store(runtime: &Runtime, engine: &wasmtime::Engine, state: AgentState
         if budget.ticks_used > budget.ticks_allowed {
             return Err(wasmtime::Error::new(BudgetExceeded { ticks: budget.ticks_used - 1 }));
         }
-        if context.data().meter.is_some() {
-            // A long callback buys its next slice as it goes; one its wallet cannot pay for
-            // runs out of fuel and traps.
-            billing::arm(context.as_context_mut(), true);
-        }
+        AllHooks::tick(context.as_context_mut());
         Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
     });
     store
@@ -423,25 +414,22 @@ impl Instance {
         let undelivered = self.cleanup(&reason);
         let state = self.store.data();
         state.runtime.tally.record(&reason);
-        let report = events::ExitReport {
+        let report = ExitReport {
             agent: &state.name,
             id: state.id,
             restarts: state.restarts,
             undelivered,
             peak_memory: state.memory.peak(),
+            reason: &reason,
         };
-        events::agent_exited(state.runtime.journal(), &report, &reason);
+        state.runtime.observe(&HostEvent::AgentExited(&report));
         let _ = exits.send(Exit { id: state.id, name: state.name.clone(), reason });
     }
 
     async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Agent, Fault> {
-        self.arm_budget();
-        // Waiting here would hold up the supervisor that starts it: an agent that cannot pay
-        // for its start fails to start, and its supervisor's restart policy decides.
-        if !self.pay() {
-            let name = &self.store.data().name;
-            return Err(Fault::new(FaultKind::Unpaid, format!("wallet {name:?} cannot pay for the agent's start")));
-        }
+        // Waiting here would hold up the supervisor that starts it: an agent held by a gate
+        // (a wallet that cannot pay) fails to start, and its supervisor's restart policy decides.
+        invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
         let agent = module.pre.instantiate_async(&mut self.store).await.map_err(|e| {
             let fault = Fault::from_error(&e, self.store.data(), "instantiate");
             match fault.kind {
@@ -454,13 +442,13 @@ impl Instance {
                 _ => Fault { kind: FaultKind::Instantiate, ..fault },
             }
         })?;
-        self.arm_budget();
+        invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
         let initialized = agent.call_init(&mut self.store, config).await;
-        self.count_fuel();
+        invoke::done(&mut self.store);
         match initialized {
             Ok(Ok(())) => {
                 let state = self.store.data();
-                state.metrics.initialized(state.memory.peak());
+                state.stats.initialized(state.memory.peak());
                 Ok(agent)
             }
             Ok(Err(message)) => Err(Fault::new(FaultKind::InitError, message)),
@@ -484,8 +472,8 @@ impl Instance {
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Going idle: the mailbox depth is known to be zero, for free.
-                    self.store.data().metrics.idle();
-                    billing::settle(self.store.as_context_mut());
+                    self.store.data().stats.idle();
+                    AllHooks::idle(self.store.as_context_mut());
                     tokio::select! {
                         biased;
                         _ = stop.reached(SHUTDOWN) => continue,
@@ -496,13 +484,12 @@ impl Instance {
                     }
                 }
             };
-            let message = if self.pay() {
-                message
-            } else {
-                match self.unpaid(message).await {
+            let message = match invoke::arm(&mut self.store) {
+                Ok(()) => message,
+                Err(gate) => match self.held(message, gate).await {
                     Some(message) => message,
                     None => continue,
-                }
+                },
             };
             // Most callbacks finish in their first poll; only one that suspends (waiting in a
             // host call, yielding at a tick) also waits on the kill signal.
@@ -523,7 +510,7 @@ impl Instance {
                 // A kill that landed while wasm ran surfaces as a trap; report it as the kill.
                 return if stop.is_killed() { self.killed() } else { ExitReason::Crashed(fault) };
             }
-            if self.store.data().lifecycle.stop_requested {
+            if self.store.data().stop_requested {
                 return self.terminate(agent, ExitReason::Normal).await;
             }
         }
@@ -531,34 +518,31 @@ impl Instance {
 
     async fn handle(&mut self, agent: &Agent, message: Message) -> Result<(), Fault> {
         let state = self.store.data_mut();
-        let correlation = message.reply.map(|reply| state.messaging.expect_reply(reply));
+        let correlation = message.reply.map(|reply| state.capabilities.messaging.expect_reply(reply));
         let envelope = Envelope {
             sender: message.sender,
             correlation,
             topic: message.topic.map(|t| t.to_string()),
             payload: message.payload,
         };
-        let timed = state.metrics.enabled();
-        self.arm_budget();
-        let started = timed.then(quanta::Instant::now);
+        // Armed (budget and hooks) by the caller, which may have had to wait for a gate.
+        let started = quanta::Instant::now();
         let outcome = agent.call_handle(&mut self.store, &envelope).await;
-        self.count_fuel();
+        invoke::done(&mut self.store);
         let state = self.store.data_mut();
-        if let Some(started) = started {
-            record_handle(state, started.elapsed(), &self.inbox);
-        }
+        record_handle(state, started.elapsed(), &self.inbox);
         match outcome {
             Ok(Ok(reply)) => {
                 if let (Some(correlation), Some(reply)) = (correlation, reply) {
                     let reply = state.runtime.router.check_size(reply.len()).map(|()| reply);
                     // A caller that gave up is no error of this agent's.
-                    let _ = state.messaging.answer(correlation, reply);
+                    let _ = state.capabilities.messaging.answer(correlation, reply);
                 }
                 Ok(())
             }
             Ok(Err(HandleError { fatal: false, message })) => {
                 if let Some(correlation) = correlation {
-                    let _ = state.messaging.answer(correlation, Err(Error::Failed(message)));
+                    let _ = state.capabilities.messaging.answer(correlation, Err(Error::Failed(message)));
                 }
                 Ok(())
             }
@@ -568,10 +552,9 @@ impl Instance {
     }
 
     async fn terminate(&mut self, agent: &Agent, reason: ExitReason) -> ExitReason {
-        self.arm_budget();
-        if !self.pay() {
+        if let Err(gate) = invoke::arm(&mut self.store) {
             tracing::warn!(event = "terminate_skipped", agent = %self.store.data().name,
-                "terminate not called: the agent's wallet cannot pay for it");
+                "terminate not called: {}", gate.fault.detail);
             return reason;
         }
         let stop = self.stop.clone();
@@ -580,6 +563,7 @@ impl Instance {
             _ = stop.killed() => return self.killed(),
             terminated = agent.call_terminate(&mut self.store, reason.code()) => terminated,
         };
+        invoke::done(&mut self.store);
         match terminated {
             Ok(()) => reason,
             Err(_) if stop.is_killed() => self.killed(),
@@ -587,67 +571,44 @@ impl Instance {
         }
     }
 
-    /// Each callback gets the full budget, counted from one tick away.
-    fn arm_budget(&mut self) {
-        self.store.data_mut().budget.ticks_used = 0;
-        self.store.set_epoch_deadline(1);
-    }
-
     /// End coordination holdings, leave the registry, close the mailbox, notify monitors and
     /// links; returns how many messages were never handled.
     fn cleanup(&mut self, reason: &ExitReason) -> usize {
-        if self.store.data().meter.is_some() {
-            billing::settle(self.store.as_context_mut());
-            self.count_fuel();
-        }
-        self.store.data_mut().leave_coordination();
+        AllHooks::exit(self.store.as_context_mut());
+        self.store.data_mut().leave();
         let state = self.store.data();
         let runtime = &state.runtime;
         runtime.registry.leave(state.id);
-        let undelivered = runtime.router.close(state.id, &state.messaging.topics, &mut self.inbox);
+        let undelivered = runtime.router.close(state.id, &state.capabilities.messaging.topics, &mut self.inbox);
         runtime.links.exit(&runtime.router, state.id, reason);
         undelivered
     }
 
-    /// Fuel for the next callback, bought from the wallet if need be; false when it cannot pay.
-    fn pay(&mut self) -> bool {
-        self.store.data().meter.is_none() || billing::arm(self.store.as_context_mut(), false)
-    }
-
-    fn count_fuel(&mut self) {
-        if self.store.data().meter.is_some() {
-            let used = billing::fuel_used(&mut self.store);
-            let state = self.store.data_mut();
-            state.fuel_used = used;
-            state.metrics.compute(used, state.meter.as_ref().map_or(0, |meter| meter.charged));
-        }
-    }
-
-    /// The wallet cannot pay for the next callback. `suspend`: hold `message` until it can.
-    /// `refuse`: refuse it, and every message that comes, until it can (senders get `unpaid`).
-    /// None when the agent was stopped meanwhile, or the message was refused.
-    async fn unpaid(&mut self, message: Message) -> Option<Message> {
+    /// A gate keeps the next callback from running (say, the agent's wallet cannot pay for its
+    /// compute): refuse `message`, and every message that comes, until it opens (callers get
+    /// the gate's error), or hold it if the gate refuses nothing. None when the agent was
+    /// stopped meanwhile, or the message was refused.
+    async fn held(&mut self, message: Message, gate: Box<Gate>) -> Option<Message> {
         let runtime = self.store.data().runtime.clone();
         let (id, name) = (self.store.data().id, self.store.data().name.clone());
-        let policy = runtime.services.economics.settings.unpaid;
-        let Some(signal) = runtime.services.economics.ledger.funded_signal(&name) else {
-            // A metered agent's wallet is opened at its start; without one nothing can pay.
-            refuse(&name, Some(message));
+        let Some(reopened) = gate.reopened.clone() else {
+            // A gate that never opens: the message cannot be handled.
+            refuse(&name, Some(message), gate.error.clone(), &gate.fault.detail);
             return None;
         };
-        tracing::warn!(event = "agent_unpaid", agent = %name, policy = ?policy,
-            "the agent's wallet cannot pay for its compute; it waits to be funded");
+        tracing::warn!(event = gate.held_event, agent = %name, refuses = gate.refuses,
+            "{}; the agent waits", gate.fault.detail);
         let mut held = Some(message);
-        if policy == UnpaidPolicy::Refuse {
+        if gate.refuses {
             runtime.router.refuse(id);
-            refuse(&name, held.take());
+            refuse(&name, held.take(), gate.error.clone(), &gate.fault.detail);
         }
         let stop = self.stop.clone();
         loop {
-            let funded = signal.notified();
-            tokio::pin!(funded);
-            funded.as_mut().enable();
-            if self.pay() {
+            let opened = reopened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if invoke::arm(&mut self.store).is_ok() {
                 break;
             }
             tokio::select! {
@@ -658,15 +619,15 @@ impl Instance {
                     }
                     break;
                 }
-                _ = &mut funded => {}
-                message = self.inbox.recv(), if policy == UnpaidPolicy::Refuse => match message {
-                    Some(message) => refuse(&name, Some(message)),
+                _ = &mut opened => {}
+                message = self.inbox.recv(), if gate.refuses => match message {
+                    Some(message) => refuse(&name, Some(message), gate.error.clone(), &gate.fault.detail),
                     None => break,
                 },
             }
         }
         runtime.router.accept(id);
-        tracing::info!(event = "agent_funded", agent = %name, "the agent's wallet can pay again");
+        tracing::info!(event = gate.released_event, agent = %name, "the agent can run again");
         held
     }
 
@@ -679,18 +640,13 @@ impl Instance {
     }
 }
 
-/// Turn a message away from an agent that cannot pay: a caller gets `unpaid`, a cast is logged.
-fn refuse(agent: &str, message: Option<Message>) {
+/// Turn a message away from a held agent: a caller gets `error`, a cast is logged.
+fn refuse(agent: &str, message: Option<Message>, error: Error, why: &str) {
     let Some(message) = message else { return };
     match message.reply {
         Some(reply) => {
-            let _ = reply.send(Err(Error::Unpaid));
+            let _ = reply.send(Err(error));
         }
-        None => tracing::warn!(
-            event = "message_refused",
-            agent,
-            reason = "unpaid",
-            "a message was refused: the agent's wallet cannot pay for its compute"
-        ),
+        None => tracing::warn!(event = "message_refused", agent, reason = ?error, "a message was refused: {why}"),
     }
 }

@@ -1,5 +1,6 @@
-//! The runtime: one engine, the loaded modules, and the shared services every agent reaches
-//! through its store (router, registry).
+//! The runtime: the engines, the loaded modules, and what every agent reaches through its store
+//! (router, registry, links, and the composed capabilities). It names no single capability:
+//! billing, journaling and telemetry take part through the hooks of the capability list.
 //!
 //! An agent is a component instance in its own `Store`, owned by one tokio task ([`agent`]);
 //! it handles one message at a time. Instances come from a pooling allocator through an
@@ -8,18 +9,18 @@
 pub mod agent;
 pub mod bindings;
 pub mod engine;
+pub mod invoke;
 pub mod limits;
 pub mod modules;
 pub mod output;
 pub mod state;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::capabilities::config::UpdateError;
-use crate::capabilities::events::EventStore;
-use crate::capabilities::{ServiceSections, Services};
+use crate::capabilities::{HostEvent, ServiceSections, Services, Startup};
 use crate::manifest::{HostSettings, Limits, Manifest};
 use crate::messaging::{AgentId, Router};
 use crate::registry::Registry;
@@ -49,7 +50,7 @@ pub struct Runtime {
     /// Stores alive right now (agents, isolated jobs, benchmark baselines): each holds one
     /// instance-pool slot, so this returning to zero means no slot leaked.
     pub live_instances: AtomicUsize,
-    /// Config, events, telemetry, rate limits, outbound targets.
+    /// Every capability's shared state.
     pub services: Services,
     _tickers: [EpochTicker; 2],
 }
@@ -67,10 +68,11 @@ impl Runtime {
         sections: &ServiceSections,
         durable_events: bool,
     ) -> anyhow::Result<Runtime> {
-        let engines = engine::Engines::build(&settings, sections.economics.meters_compute())?;
+        let engines = engine::Engines::build(&settings, sections.meters_fuel())?;
         let loader = ModuleLoader::new(&engines, settings.data_dir.join("cache"), settings.max_memory.bytes())?;
         let router = Arc::new(Router::new(settings.max_message.bytes() as usize));
-        let services = Services::start(sections, &settings.data_dir, &router, durable_events)?;
+        let startup = Startup { data_dir: &settings.data_dir, router: &router, durable: durable_events };
+        let services = Services::start(sections, &startup)?;
         Ok(Runtime {
             _tickers: [&engines.compact, &engines.interpreter]
                 .map(|engine| EpochTicker::start(engine, settings.tick.duration())),
@@ -149,16 +151,10 @@ impl Runtime {
         Ok(self.loaded.entry(module.name.clone()).or_insert(module).clone())
     }
 
-    /// The event store, for the host's lifecycle events.
-    pub fn journal(&self) -> &EventStore {
-        &self.services.events.store
-    }
-
-    /// Change a config value (from the admin endpoint): notify subscribers, journal it.
-    pub fn update_config(&self, path: &str, value: Option<String>) -> Result<usize, UpdateError> {
-        let notified = self.services.config.update(path, value.clone())?;
-        crate::capabilities::events::lifecycle::config_changed(self.journal(), path, value.as_deref(), notified);
-        Ok(notified)
+    /// Tell the capabilities of a lifecycle event (the event store journals it, telemetry
+    /// counts it).
+    pub fn observe(&self, event: &HostEvent<'_>) {
+        self.services.observe(event)
     }
 
     /// A fresh agent id; ids are never reused within a process.

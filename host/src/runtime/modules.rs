@@ -15,7 +15,7 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use super::bindings::{Agent, AgentPre};
+use super::bindings::{self, AgentPre};
 use super::engine::{Class, Engines, INTERPRETER_SIZE};
 use super::state::AgentState;
 
@@ -86,9 +86,11 @@ impl ClassLoader {
     fn new(class: Class, engine: &Engine) -> anyhow::Result<ClassLoader> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("linking wasi:http: {e}"))?;
-        Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        // The core's own interfaces, on the whole store; every other one is a capability's,
+        // served on its view.
+        bindings::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .and_then(|()| bindings::lifecycle::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
+            .and_then(|()| crate::capabilities::link(&mut linker))
             .map_err(|e| anyhow::anyhow!("linking the agora:agent interfaces: {e}"))?;
         let mut hasher = StableHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);

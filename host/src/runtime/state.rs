@@ -1,121 +1,90 @@
-//! What one agent's store holds: its identity and grants, each capability's per-agent state,
-//! its limits, and its WASI context (no files, no network, no environment; output is captured).
+//! What one agent's store holds: what every agent has (its identity and manifest entry, its
+//! limits, its stop signal, its counters, its WASI context: no files, no network, no
+//! environment, output captured), and the composed per-agent state of the capabilities.
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Runtime;
 use super::agent::StopSignal;
 use super::limits::{Budget, MemoryCap};
 use super::output::GuestOutput;
-use crate::capabilities::coordination::AgentCoordination;
-use crate::capabilities::outbound::AgentOutbound;
-use crate::capabilities::telemetry::AgentMetrics;
-use crate::capabilities::{Grant, Grants, config, lifecycle, logging};
-use crate::manifest::Limits;
-use crate::messaging::{self, AgentId};
-use crate::runtime::bindings::Error;
+pub use super::stats::AgentStats;
+use crate::capabilities::{AgentCapabilities, Entering, Leaving};
+use crate::manifest::AgentSpec;
+use crate::messaging::AgentId;
 
 pub struct AgentState {
     pub runtime: Arc<Runtime>,
     pub id: AgentId,
     pub name: Arc<str>,
-    pub grants: Grants,
+    /// The manifest entry it runs under: grants, limits, outbound targets, wallet.
+    pub spec: Arc<AgentSpec>,
     /// Earlier incarnations of this agent under its supervisor.
     pub restarts: u32,
-    pub messaging: messaging::AgentMessaging,
-    pub logging: logging::AgentLogging,
-    pub lifecycle: lifecycle::AgentLifecycle,
-    pub config: config::AgentConfig,
-    pub coordination: AgentCoordination,
-    pub metrics: AgentMetrics,
-    /// The outbound targets this agent may reach, for its `wasi:http` requests.
-    pub outbound: AgentOutbound,
     /// How the host asks this agent to end; the epoch callback reads it to cut a kill short.
     pub stop: StopSignal,
     pub memory: MemoryCap,
     pub budget: Budget,
+    pub stats: Arc<AgentStats>,
     pub stderr: GuestOutput,
-    /// The wallet paying for this store's fuel, when compute has a price.
-    pub meter: Option<crate::capabilities::economics::billing::Meter>,
-    /// Fuel burned up to the start of the current callback.
-    pub fuel_used: u64,
+    /// Set by `lifecycle.stop`; the agent loop ends after the current callback.
+    pub stop_requested: bool,
+    /// Each capability's state for this agent.
+    pub capabilities: AgentCapabilities,
+    /// Whether the capabilities have been told the agent left (once, at its exit or drop).
+    left: bool,
     wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
+    /// The store's resources (WASI streams, HTTP requests).
+    pub table: ResourceTable,
 }
 
 impl AgentState {
-    pub fn new(runtime: Arc<Runtime>, id: AgentId, name: Arc<str>, grants: Grants, limits: &Limits) -> Self {
+    /// `name`: the agent's registered name (an isolated job's is made up).
+    pub fn new(runtime: Arc<Runtime>, id: AgentId, name: Arc<str>, spec: Arc<AgentSpec>) -> Self {
         let stderr = GuestOutput::new(name.clone(), "stderr");
         let wasi = WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build();
         let tick = runtime.settings.tick.duration();
-        let ticks_allowed = (limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
+        let ticks_allowed = (spec.limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
         runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let services = &runtime.services;
-        let meter =
-            services.economics.pricing().map(|_| crate::capabilities::economics::billing::Meter::new(name.clone()));
+        let stats = Arc::new(AgentStats::default());
+        let capabilities = runtime.services.enter(&Entering { id, name: &name, spec: &spec, stats: &stats });
         AgentState {
-            metrics: services.telemetry.enter(id, &name),
-            outbound: AgentOutbound::new(name.clone(), &[], &services.outbound),
-            config: config::AgentConfig::default(),
-            coordination: AgentCoordination::default(),
-            http: WasiHttpCtx::new(),
             id,
             name,
-            grants,
             restarts: 0,
-            messaging: messaging::AgentMessaging::default(),
-            logging: logging::AgentLogging::default(),
-            lifecycle: lifecycle::AgentLifecycle::default(),
             stop: StopSignal::default(),
-            memory: MemoryCap::new(limits.memory.bytes()),
+            memory: MemoryCap::new(spec.limits.memory.bytes()),
             budget: Budget { ticks_allowed, ticks_used: 0 },
+            stats,
             stderr,
-            meter,
-            fuel_used: 0,
+            stop_requested: false,
+            capabilities,
+            left: false,
             wasi,
             table: ResourceTable::new(),
+            spec,
             runtime,
         }
     }
 
-    /// Let the agent reach these outbound targets (none by default).
-    pub fn grant_outbound(&mut self, targets: &[String]) {
-        self.outbound = AgentOutbound::new(self.name.clone(), targets, &self.runtime.services.outbound);
-    }
-
-    /// Deny-by-default check at the top of every granted host function.
-    pub fn require(&self, grant: Grant) -> Result<(), Error> {
-        if self.grants.allows(grant) { Ok(()) } else { Err(Error::Denied) }
-    }
-}
-
-impl AgentState {
-    /// End what the agent holds in the coordination services: its locks, its group memberships
-    /// (a successor leads at once), its owed votes. The agent's exit does this before its name
-    /// leaves the registry, so that whoever sees the name gone sees the leadership moved too.
-    pub fn leave_coordination(&mut self) {
-        let services = &self.runtime.services;
-        services.locks.release_all(self.id, &std::mem::take(&mut self.coordination.held));
-        let groups = std::mem::take(&mut self.coordination.groups);
-        for group in &groups {
-            services.elections.leave(group, self.id);
+    /// End what the agent holds in every capability (once). The agent's exit does this before
+    /// its name leaves the registry, so that whoever sees the name gone sees its locks and
+    /// leaderships gone too.
+    pub fn leave(&mut self) {
+        if std::mem::replace(&mut self.left, true) {
+            return;
         }
-        if !groups.is_empty() {
-            services.consensus.forget(self.id);
-        }
+        let leaving = Leaving { id: self.id, name: &self.name, host: &self.runtime };
+        self.runtime.services.leave(&mut self.capabilities, &leaving);
     }
 }
 
 impl Drop for AgentState {
     fn drop(&mut self) {
-        self.runtime.services.config.forget(self.id, &self.config.subscriptions);
-        self.runtime.services.telemetry.leave(self.id);
-        self.leave_coordination();
+        self.leave();
         self.runtime.live_instances.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -126,8 +95,13 @@ impl WasiView for AgentState {
     }
 }
 
-impl WasiHttpView for AgentState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+/// The `lifecycle` interface: an agent asks to end normally. Part of the core, not a
+/// capability: every agent may stop itself.
+impl super::bindings::lifecycle::Host for AgentState {
+    fn stop(&mut self) {
+        self.stop_requested = true;
     }
 }
+
+/// The `types` interface has no functions; linking it only names it.
+impl super::bindings::types::Host for AgentState {}

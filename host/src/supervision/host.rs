@@ -1,11 +1,14 @@
-//! The `supervision` interface as the guest sees it. Grant: "supervision".
+//! The `supervision` interface as the guest sees it, served as a capability. Grant:
+//! "supervision". Links and monitors are the core's (`supervision::links`), and end with the
+//! agent's exit there.
 
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::Command;
-use crate::capabilities::Grant;
+use crate::capabilities::hooks::Hooks;
+use crate::capabilities::{Capability, Denied, Entering, Getter, NoSection, Served, Startup, View};
 use crate::manifest::{AgentSpec, ByteSize, Limits, Restart, Shutdown, check_name};
 use crate::messaging::AgentId;
 use crate::runtime::ModuleRefError;
@@ -13,11 +16,45 @@ use crate::runtime::bindings::Error;
 use crate::runtime::bindings::supervision::{self, Child, ChildInfo, JobError, SpawnError};
 use crate::runtime::state::AgentState;
 
-impl AgentState {
+/// Supervision as a capability.
+pub struct Supervising;
+
+impl Capability for Supervising {
+    const GRANT: Option<&'static str> = Some("supervision");
+    type Section = NoSection;
+    type Shared = ();
+    type Agent = ();
+
+    fn start(_section: &NoSection, _host: &Startup<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        supervision::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    fn enter(_shared: &(), _agent: &Entering<'_>) {}
+}
+
+impl Hooks for Supervising {}
+
+impl Denied for SpawnError {
+    fn denied() -> Self {
+        SpawnError::Denied
+    }
+}
+
+impl Denied for JobError {
+    fn denied() -> Self {
+        JobError::Denied
+    }
+}
+
+impl View<'_, Supervising> {
     /// The manifest's defaults with the guest's overrides, checked against the host's bounds.
     fn limits(&self, requested: &supervision::Limits) -> Result<Limits, String> {
-        let settings = &self.runtime.settings;
-        let mut limits = self.runtime.defaults;
+        let settings = &self.host.settings;
+        let mut limits = self.host.defaults;
         if let Some(memory) = requested.memory_bytes {
             if !(64 << 10..=settings.max_memory.bytes()).contains(&memory) {
                 return Err(format!("memory {memory} is outside 64KiB..={}", settings.max_memory));
@@ -41,7 +78,7 @@ impl AgentState {
     }
 
     fn dynamic_supervisor(&self, name: &str) -> Option<super::Commands> {
-        self.runtime.dynamic_supervisors.get(name).map(|commands| commands.clone())
+        self.host.dynamic_supervisors.get(name).map(|commands| commands.clone())
     }
 }
 
@@ -52,17 +89,15 @@ async fn ask<T>(commands: &super::Commands, command: impl FnOnce(oneshot::Sender
     answer.await.ok()
 }
 
-impl supervision::Host for AgentState {
+impl supervision::Host for View<'_, Supervising> {
     async fn spawn(&mut self, supervisor: String, child: Child) -> Result<AgentId, SpawnError> {
-        if !self.grants.allows(Grant::Supervision) {
-            return Err(SpawnError::Denied);
-        }
+        self.require()?;
         let commands = self
             .dynamic_supervisor(&supervisor)
             .ok_or_else(|| SpawnError::NotFound(format!("no dynamic supervisor {supervisor:?}")))?;
         check_name(&child.name).map_err(SpawnError::Invalid)?;
         let limits = self.limits(&child.limits).map_err(SpawnError::Invalid)?;
-        let module = self.runtime.resolve_module(&child.module).await.map_err(|e| match e {
+        let module = self.host.resolve_module(&child.module).await.map_err(|e| match e {
             ModuleRefError::NotFound(_) => SpawnError::NotFound(e.to_string()),
             ModuleRefError::Denied(_) => SpawnError::Denied,
             ModuleRefError::Invalid(why) => SpawnError::Invalid(why),
@@ -74,8 +109,8 @@ impl supervision::Host for AgentState {
             config: child.config,
             capabilities: Vec::new(),
             // A child never holds more than the agent that spawned it.
-            grants: self.grants,
-            outbound: self.outbound.allowed.iter().map(|target| target.name.clone()).collect(),
+            grants: self.spec.grants,
+            outbound: self.spec.outbound.clone(),
             restart: match child.restart {
                 supervision::Restart::Permanent => Restart::Permanent,
                 supervision::Restart::Transient => Restart::Transient,
@@ -91,41 +126,41 @@ impl supervision::Host for AgentState {
     }
 
     async fn stop_child(&mut self, supervisor: String, name: String) -> Result<(), Error> {
-        self.require(Grant::Supervision)?;
+        self.require()?;
         let commands = self.dynamic_supervisor(&supervisor).ok_or(Error::NotFound)?;
         ask(&commands, |reply| Command::Stop { name, reply }).await.unwrap_or(Err(Error::NotFound))
     }
 
     async fn list_children(&mut self, supervisor: String) -> Result<Vec<ChildInfo>, Error> {
-        self.require(Grant::Supervision)?;
+        self.require()?;
         let commands = self.dynamic_supervisor(&supervisor).ok_or(Error::NotFound)?;
         ask(&commands, |reply| Command::List { reply }).await.ok_or(Error::NotFound)
     }
 
     fn monitor(&mut self, target: AgentId) -> Result<u64, Error> {
-        self.require(Grant::Supervision)?;
-        Ok(self.runtime.links.monitor(&self.runtime.router, self.id, target))
+        self.require()?;
+        Ok(self.host.links.monitor(&self.host.router, self.id, target))
     }
 
     fn demonitor(&mut self, reference: u64) -> Result<(), Error> {
-        self.require(Grant::Supervision)?;
-        self.runtime.links.demonitor(self.id, reference)
+        self.require()?;
+        self.host.links.demonitor(self.id, reference)
     }
 
     fn link(&mut self, target: AgentId) -> Result<(), Error> {
-        self.require(Grant::Supervision)?;
-        self.runtime.links.link(self.id, target)
+        self.require()?;
+        self.host.links.link(self.id, target)
     }
 
     fn unlink(&mut self, target: AgentId) -> Result<(), Error> {
-        self.require(Grant::Supervision)?;
-        self.runtime.links.unlink(self.id, target);
+        self.require()?;
+        self.host.links.unlink(self.id, target);
         Ok(())
     }
 
     fn trap_exits(&mut self, enabled: bool) -> Result<(), Error> {
-        self.require(Grant::Supervision)?;
-        self.runtime.links.set_trap_exits(self.id, enabled);
+        self.require()?;
+        self.host.links.set_trap_exits(self.id, enabled);
         Ok(())
     }
 
@@ -135,15 +170,13 @@ impl supervision::Host for AgentState {
         input: Vec<u8>,
         limits: supervision::Limits,
     ) -> Result<Vec<u8>, JobError> {
-        if !self.grants.allows(Grant::Supervision) {
-            return Err(JobError::Denied);
-        }
+        self.require()?;
         let limits = self.limits(&limits).map_err(JobError::Failed)?;
-        let module = self.runtime.resolve_module(&module).await.map_err(|e| match e {
+        let module = self.host.resolve_module(&module).await.map_err(|e| match e {
             ModuleRefError::NotFound(_) => JobError::NotFound(e.to_string()),
             ModuleRefError::Denied(_) => JobError::Denied,
             ModuleRefError::Invalid(why) => JobError::Failed(why),
         })?;
-        super::isolated::run(&self.runtime.clone(), (self.id, &self.name), &module, input, &limits).await
+        super::isolated::run(self.host, (self.id, self.name), &module, input, &limits).await
     }
 }

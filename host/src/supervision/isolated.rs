@@ -7,16 +7,14 @@
 
 use std::sync::Arc;
 
-use wasmtime::AsContextMut;
-
-use crate::capabilities::Grants;
-use crate::capabilities::economics::billing;
-use crate::manifest::Limits;
+use crate::capabilities::{AllHooks, Grants};
+use crate::manifest::{AgentSpec, Limits, Restart, Shutdown};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Fault, FaultKind};
 use crate::runtime::bindings::Envelope;
 use crate::runtime::bindings::supervision::JobError;
+use crate::runtime::invoke::{self, Failed};
 use crate::runtime::modules::Module;
 use crate::runtime::state::AgentState;
 
@@ -28,15 +26,26 @@ pub async fn run(
     limits: &Limits,
 ) -> Result<Vec<u8>, JobError> {
     let name: Arc<str> = format!("isolated-{}", module.name).into();
-    let state = AgentState::new(runtime.clone(), runtime.next_id(), name, Grants::NONE, limits);
-    let mut store = agent::new_store(runtime, module.pre.engine(), state);
-    if let Some(meter) = store.data_mut().meter.as_mut() {
+    // Granted nothing: pure computation, paid for by the caller's wallet.
+    let spec = AgentSpec {
+        name: name.to_string(),
+        module: module.name.clone(),
+        limits: *limits,
+        config: Vec::new(),
+        capabilities: Vec::new(),
+        grants: Grants::NONE,
+        outbound: Vec::new(),
+        restart: Restart::Temporary,
+        shutdown: Shutdown::BrutalKill,
+        wallet: 0,
+    };
+    let mut state = AgentState::new(runtime.clone(), runtime.next_id(), name, Arc::new(spec));
+    if let Some(meter) = state.capabilities.economics.meter.as_mut() {
         meter.payer = payer.clone();
     }
+    let mut store = agent::new_store(module.pre.engine(), state);
     let result = run_in(&mut store, caller, module, input, limits).await;
-    if store.data().meter.is_some() {
-        billing::settle(store.as_context_mut());
-    }
+    AllHooks::exit(wasmtime::AsContextMut::as_context_mut(&mut store));
     let peak = store.data().memory.peak();
     drop(store);
     tracing::debug!(event = "isolated_job_finished", module = %module.name, peak_memory = peak, ok = result.is_ok());
@@ -51,31 +60,24 @@ async fn run_in(
     limits: &Limits,
 ) -> Result<Vec<u8>, JobError> {
     let cap = limits.memory.bytes();
-    let arm = |store: &mut wasmtime::Store<AgentState>| {
-        store.data_mut().budget.ticks_used = 0;
-        store.set_epoch_deadline(1);
-        if store.data().meter.is_some() && !billing::arm(store.as_context_mut(), false) {
-            return Err(JobError::Failed(format!("unpaid: wallet {:?} cannot pay for the job", store.data().name)));
-        }
-        Ok(())
+    let failed = |failed: Failed| match failed {
+        Failed::Held(gate) => JobError::Failed(format!("{}: {}", gate.fault.kind.code(), gate.fault.detail)),
+        Failed::Fault(fault) => job_error(fault, cap),
     };
-    arm(store)?;
-    let instance = match module.pre.instantiate_async(&mut *store).await {
-        Ok(instance) => instance,
-        Err(e) => return Err(job_error(Fault::from_error(&e, store.data(), "instantiate"), cap)),
-    };
-    arm(store)?;
-    match instance.call_init(&mut *store, &[]).await {
-        Ok(Ok(())) => {}
-        Ok(Err(message)) => return Err(JobError::Failed(format!("init: {message}"))),
-        Err(e) => return Err(job_error(Fault::from_error(&e, store.data(), "init"), cap)),
+    let instance = invoke::run(store, "instantiate", async |store| module.pre.instantiate_async(store).await)
+        .await
+        .map_err(failed)?;
+    match invoke::run(store, "init", async |store| instance.call_init(store, &[]).await).await.map_err(failed)? {
+        Ok(()) => {}
+        Err(message) => return Err(JobError::Failed(format!("init: {message}"))),
     }
-    arm(store)?;
     let envelope = Envelope { sender: Some(caller), correlation: None, topic: None, payload: input };
-    match instance.call_handle(&mut *store, &envelope).await {
-        Ok(Ok(reply)) => Ok(reply.unwrap_or_default()),
-        Ok(Err(error)) => Err(JobError::Failed(error.message)),
-        Err(e) => Err(job_error(Fault::from_error(&e, store.data(), "handle"), cap)),
+    match invoke::run(store, "handle", async |store| instance.call_handle(store, &envelope).await)
+        .await
+        .map_err(failed)?
+    {
+        Ok(reply) => Ok(reply.unwrap_or_default()),
+        Err(error) => Err(JobError::Failed(error.message)),
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use crate::messaging::{AgentId, IdHasher, Message, Router};
+use crate::infra::hashers::IdHasher;
+use crate::messaging::{AgentId, Message, Router};
 use crate::runtime::agent::{ExitReason, StopSignal};
 use crate::runtime::bindings::Error;
 

@@ -20,7 +20,7 @@
 //! done; an agent that calls `stop` during `init` counts as started and exited normally (OTP
 //! would call that `ignore`); restarts can wait with an exponential backoff (off by default).
 
-mod host;
+pub mod host;
 mod isolated;
 pub mod links;
 
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::capabilities::events::lifecycle as events;
+use crate::capabilities::HostEvent;
 use crate::manifest::{AgentSpec, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
@@ -229,7 +229,8 @@ pub fn start_supervisor<'a>(
                 return Err(error);
             }
         }
-        events::supervisor_started(&supervisor.name, supervisor.id, supervisor.slots.len());
+        let (name, id, children) = (&supervisor.name, supervisor.id, supervisor.slots.len());
+        runtime.observe(&HostEvent::SupervisorStarted { supervisor: name, id, children });
         let stop = StopSignal::default();
         let id = supervisor.id;
         let task = tokio::spawn(supervisor.supervise(stop.clone(), parent));
@@ -270,7 +271,11 @@ impl Supervisor {
                 Err(panic) => Err(Fault::new(FaultKind::HostPanic, agent::panic_message(&*panic))),
             };
             if let Err(fault) = outcome {
-                events::supervisor_failed(self.runtime.journal(), &self.name, self.id, &fault);
+                self.runtime.observe(&HostEvent::SupervisorFailed {
+                    supervisor: &self.name,
+                    id: self.id,
+                    fault: &fault,
+                });
                 self.stop_children(0..self.slots.len()).await;
                 break ExitReason::Crashed(fault);
             }
@@ -286,7 +291,7 @@ impl Supervisor {
         if self.commands.is_some() {
             self.runtime.dynamic_supervisors.remove(&self.name);
         }
-        events::supervisor_exited(&self.name, self.id, &reason);
+        self.runtime.observe(&HostEvent::SupervisorExited { supervisor: &self.name, id: self.id, reason: &reason });
         let name: Arc<str> = self.name.as_str().into();
         let _ = parent.send(Exit { id: self.id, name, reason });
     }
@@ -365,7 +370,7 @@ impl Supervisor {
                 let module = self.runtime.module(&spec.module).expect("modules are resolved before a spec exists");
                 let started = agent::start(&self.runtime, spec, &module, exits, self.slots[index].restarts).await;
                 if let Err(StartError::Failed { agent, fault }) = &started {
-                    events::agent_start_failed(self.runtime.journal(), agent, fault);
+                    self.runtime.observe(&HostEvent::AgentStartFailed { agent, fault });
                 }
                 Child::Agent(started?)
             }
@@ -476,14 +481,12 @@ impl Supervisor {
                 Ok(()) => {
                     let slot = &self.slots[index];
                     let id = slot.running.as_ref().map_or(0, Child::id);
-                    crate::capabilities::telemetry::record_restart(slot.spec.name());
-                    events::child_restarted(
-                        self.runtime.journal(),
-                        slot.spec.name(),
+                    self.runtime.observe(&HostEvent::ChildRestarted {
+                        agent: slot.spec.name(),
                         id,
-                        slot.restarts,
-                        slot.last_exit,
-                    );
+                        restarts: slot.restarts,
+                        after: slot.last_exit,
+                    });
                 }
                 Err(error) => {
                     // A restart that fails to start counts as another crash of that child.

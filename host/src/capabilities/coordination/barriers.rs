@@ -14,7 +14,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
-use crate::messaging::{AgentId, NameHasher};
+use crate::infra::hashers::NameHasher;
+use crate::messaging::AgentId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BarrierError {
@@ -116,10 +117,11 @@ impl Barriers {
         }
     }
 
-    /// A barrier table with its sweeper (a thread that ends when the table is dropped).
+    /// A barrier table, swept by the housekeeping thread while it lives.
     pub fn start() -> Arc<Barriers> {
         let barriers = Arc::new(Barriers::default());
-        crate::capabilities::rate_limits::spawn_sweeper(Arc::downgrade(&barriers), Barriers::sweep);
+        let every = crate::capabilities::rate_limits::SWEEP_EVERY;
+        crate::infra::housekeeping::global().sweep(every, Arc::downgrade(&barriers), Barriers::sweep);
         barriers
     }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
-use crate::messaging::{AgentId, IdHasher, Message, Router};
+use crate::infra::hashers::IdHasher;
+use crate::messaging::{AgentId, Message, Router};
 
 /// Vote requests for group `g` arrive on `agora:vote/g`.
 pub const TOPIC_PREFIX: &str = "agora:vote/";

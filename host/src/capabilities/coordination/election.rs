@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-use crate::messaging::{AgentId, NameHasher, Router};
+use crate::infra::hashers::NameHasher;
+use crate::messaging::{AgentId, Router};
 
 /// Members are told of a new leader on `agora:leader/<group>`.
 pub const TOPIC_PREFIX: &str = "agora:leader/";

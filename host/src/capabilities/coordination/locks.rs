@@ -21,7 +21,8 @@ use quanta::Instant;
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
-use crate::messaging::{AgentId, IdHasher, NameHasher};
+use crate::infra::hashers::{IdHasher, NameHasher};
+use crate::messaging::AgentId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -210,10 +211,11 @@ impl Locks {
         (!state.is_retired()).then(|| change(&mut state))
     }
 
-    /// A lock table with its sweeper (a thread that ends when the table is dropped).
+    /// A lock table, swept by the housekeeping thread while it lives.
     pub fn start() -> std::sync::Arc<Locks> {
         let locks = std::sync::Arc::new(Locks::default());
-        crate::capabilities::rate_limits::spawn_sweeper(std::sync::Arc::downgrade(&locks), Locks::sweep);
+        let every = crate::capabilities::rate_limits::SWEEP_EVERY;
+        crate::infra::housekeeping::global().sweep(every, std::sync::Arc::downgrade(&locks), Locks::sweep);
         locks
     }
 

@@ -10,7 +10,8 @@ pub mod locks;
 
 use std::time::Duration;
 
-use crate::capabilities::Grant;
+use super::hooks::Hooks;
+use super::{Capability, Denied, Entering, Getter, Leaving, NoSection, Served, Startup, View};
 use crate::runtime::bindings::barriers::{self as wit_barriers, BarrierError as WitBarrierError};
 use crate::runtime::bindings::consensus::{self as wit_consensus, ConsensusError as WitConsensusError};
 use crate::runtime::bindings::election::{self as wit_election, ElectionError as WitElectionError};
@@ -20,6 +21,79 @@ use locks::{LockError, Mode};
 
 /// The longest lease and wait an agent may ask for.
 const MAX_TTL: Duration = Duration::from_secs(3600);
+
+/// The coordination services of one host.
+pub struct Coordination {
+    pub locks: std::sync::Arc<locks::Locks>,
+    pub barriers: std::sync::Arc<barriers::Barriers>,
+    pub elections: election::Elections,
+    pub consensus: consensus::Consensus,
+}
+
+impl Capability for Coordination {
+    const GRANT: Option<&'static str> = Some("coordination");
+    type Section = NoSection;
+    type Shared = Coordination;
+    type Agent = AgentCoordination;
+
+    fn start(_section: &NoSection, host: &Startup<'_>) -> anyhow::Result<Coordination> {
+        Ok(Coordination {
+            locks: locks::Locks::start(),
+            barriers: barriers::Barriers::start(),
+            elections: election::Elections::new(host.router.clone()),
+            consensus: consensus::Consensus::new(host.router.clone()),
+        })
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Served<Self>>(linker, get)?;
+        wit_barriers::add_to_linker::<_, Served<Self>>(linker, get)?;
+        wit_election::add_to_linker::<_, Served<Self>>(linker, get)?;
+        wit_consensus::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    fn enter(_shared: &Coordination, _agent: &Entering<'_>) -> AgentCoordination {
+        AgentCoordination::default()
+    }
+
+    /// End its locks, its group memberships (a successor leads at once) and its owed votes.
+    fn leave(shared: &Coordination, state: &mut AgentCoordination, agent: &Leaving<'_>) {
+        shared.locks.release_all(agent.id, &std::mem::take(&mut state.held));
+        let groups = std::mem::take(&mut state.groups);
+        for group in &groups {
+            shared.elections.leave(group, agent.id);
+        }
+        if !groups.is_empty() {
+            shared.consensus.forget(agent.id);
+        }
+    }
+}
+
+impl Hooks for Coordination {}
+
+impl Denied for WitError {
+    fn denied() -> Self {
+        WitError::Denied
+    }
+}
+
+impl Denied for WitBarrierError {
+    fn denied() -> Self {
+        WitBarrierError::Denied
+    }
+}
+
+impl Denied for WitElectionError {
+    fn denied() -> Self {
+        WitElectionError::Denied
+    }
+}
+
+impl Denied for WitConsensusError {
+    fn denied() -> Self {
+        WitConsensusError::Denied
+    }
+}
 
 /// Per-agent state: the grants to end and the groups to leave when the agent exits.
 #[derive(Default)]
@@ -43,11 +117,9 @@ fn error(error: LockError) -> WitError {
     }
 }
 
-impl AgentState {
+impl View<'_, Coordination> {
     fn lock_request(&self, name: &str, ttl_ms: u32) -> Result<Duration, WitError> {
-        if !self.grants.allows(Grant::Coordination) {
-            return Err(WitError::Denied);
-        }
+        self.require()?;
         if name.is_empty() || name.len() > 256 {
             return Err(WitError::Invalid("lock names are 1-256 bytes".into()));
         }
@@ -60,55 +132,49 @@ impl AgentState {
 
     fn granted(&mut self, name: String, token: u64) -> u64 {
         // Forget grants that ended without this agent's release (expired leases), lazily.
-        if self.coordination.held.len() >= 64 {
-            let (locks, id) = (&self.runtime.services.locks, self.id);
-            self.coordination.held.retain(|(name, token)| locks.renew_check(name, id, *token));
+        if self.state.held.len() >= 64 {
+            let (locks, id) = (&self.shared.locks, self.id);
+            self.state.held.retain(|(name, token)| locks.renew_check(name, id, *token));
         }
-        self.coordination.held.push((name, token));
+        self.state.held.push((name, token));
         token
     }
 }
 
-impl wit::Host for AgentState {
+impl wit::Host for View<'_, Coordination> {
     async fn acquire(&mut self, name: String, mode_: WitMode, ttl_ms: u32, timeout_ms: u32) -> Result<u64, WitError> {
         let ttl = self.lock_request(&name, ttl_ms)?;
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
-        let runtime = self.runtime.clone();
-        let token = runtime.services.locks.acquire(&name, self.id, mode(mode_), ttl, timeout).await.map_err(error)?;
+        let token = self.shared.locks.acquire(&name, self.id, mode(mode_), ttl, timeout).await.map_err(error)?;
         Ok(self.granted(name, token))
     }
 
     fn try_acquire(&mut self, name: String, mode_: WitMode, ttl_ms: u32) -> Result<u64, WitError> {
         let ttl = self.lock_request(&name, ttl_ms)?;
-        let token = self.runtime.services.locks.try_acquire(&name, self.id, mode(mode_), ttl).map_err(error)?;
+        let token = self.shared.locks.try_acquire(&name, self.id, mode(mode_), ttl).map_err(error)?;
         Ok(self.granted(name, token))
     }
 
     fn renew(&mut self, name: String, token: u64, ttl_ms: u32) -> Result<(), WitError> {
         let ttl = self.lock_request(&name, ttl_ms)?;
-        self.runtime.services.locks.renew(&name, self.id, token, ttl).map_err(error)
+        self.shared.locks.renew(&name, self.id, token, ttl).map_err(error)
     }
 
     fn release(&mut self, name: String, token: u64) -> Result<(), WitError> {
-        if !self.grants.allows(Grant::Coordination) {
-            return Err(WitError::Denied);
-        }
-        self.coordination.held.retain(|(n, t)| !(*t == token && *n == name));
-        self.runtime.services.locks.release(&name, self.id, token).map_err(error)
+        self.require()?;
+        self.state.held.retain(|(n, t)| !(*t == token && *n == name));
+        self.shared.locks.release(&name, self.id, token).map_err(error)
     }
 }
 
-impl wit_barriers::Host for AgentState {
+impl wit_barriers::Host for View<'_, Coordination> {
     async fn arrive(&mut self, name: String, parties: u32, timeout_ms: u32) -> Result<u64, WitBarrierError> {
-        if !self.grants.allows(Grant::Coordination) {
-            return Err(WitBarrierError::Denied);
-        }
+        self.require()?;
         if name.is_empty() || name.len() > 256 || parties == 0 {
             return Err(WitBarrierError::Invalid("names are 1-256 bytes, and a barrier has at least 1 party".into()));
         }
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
-        let runtime = self.runtime.clone();
-        let arrived = runtime.services.barriers.arrive(&name, self.id, self.name.clone(), parties, timeout).await;
+        let arrived = self.shared.barriers.arrive(&name, self.id, self.name.clone(), parties, timeout).await;
         arrived.map_err(|error| match error {
             barriers::BarrierError::Timeout => WitBarrierError::Timeout,
             barriers::BarrierError::PartyLost(party) => WitBarrierError::PartyLost(party),
@@ -121,33 +187,31 @@ fn leadership(leadership: election::Leadership) -> wit_election::Leadership {
     wit_election::Leadership { leader: leadership.leader, term: leadership.term }
 }
 
-impl wit_election::Host for AgentState {
+impl wit_election::Host for View<'_, Coordination> {
     fn join(&mut self, group: String) -> Result<wit_election::Leadership, WitElectionError> {
         self.election_request(&group)?;
-        let now = self.runtime.services.elections.join(&group, self.id);
-        if !self.coordination.groups.contains(&group) {
-            self.coordination.groups.push(group);
+        let now = self.shared.elections.join(&group, self.id);
+        if !self.state.groups.contains(&group) {
+            self.state.groups.push(group);
         }
         Ok(leadership(now))
     }
 
     fn leave(&mut self, group: String) -> Result<(), WitElectionError> {
         self.election_request(&group)?;
-        self.coordination.groups.retain(|g| *g != group);
-        if self.runtime.services.elections.leave(&group, self.id) { Ok(()) } else { Err(WitElectionError::NotMember) }
+        self.state.groups.retain(|g| *g != group);
+        if self.shared.elections.leave(&group, self.id) { Ok(()) } else { Err(WitElectionError::NotMember) }
     }
 
     fn leader(&mut self, group: String) -> Result<wit_election::Leadership, WitElectionError> {
         self.election_request(&group)?;
-        Ok(leadership(self.runtime.services.elections.leadership(&group)))
+        Ok(leadership(self.shared.elections.leadership(&group)))
     }
 }
 
-impl AgentState {
+impl View<'_, Coordination> {
     fn election_request(&self, group: &str) -> Result<(), WitElectionError> {
-        if !self.grants.allows(Grant::Coordination) {
-            return Err(WitElectionError::Denied);
-        }
+        self.require()?;
         if group.is_empty() || group.len() > 256 {
             return Err(WitElectionError::Invalid("group names are 1-256 bytes".into()));
         }
@@ -155,7 +219,7 @@ impl AgentState {
     }
 }
 
-impl wit_consensus::Host for AgentState {
+impl wit_consensus::Host for View<'_, Coordination> {
     async fn propose(
         &mut self,
         group: String,
@@ -163,22 +227,16 @@ impl wit_consensus::Host for AgentState {
         quorum: wit_consensus::Quorum,
         timeout_ms: u32,
     ) -> Result<wit_consensus::Outcome, WitConsensusError> {
-        if !self.grants.allows(Grant::Coordination) {
-            return Err(WitConsensusError::Denied);
-        }
-        self.runtime
-            .router
-            .check_size(value.len())
-            .map_err(|_| WitConsensusError::Invalid("value too large".into()))?;
+        self.require()?;
+        self.host.router.check_size(value.len()).map_err(|_| WitConsensusError::Invalid("value too large".into()))?;
         let quorum = match quorum {
             wit_consensus::Quorum::Majority => consensus::Quorum::Majority,
             wit_consensus::Quorum::All => consensus::Quorum::All,
             wit_consensus::Quorum::AtLeast(n) => consensus::Quorum::AtLeast(n),
         };
-        let runtime = self.runtime.clone();
-        let members = runtime.services.elections.members(&group);
+        let members = self.shared.elections.members(&group);
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
-        let outcome = runtime.services.consensus.propose(&group, self.id, members, &value, quorum, timeout).await;
+        let outcome = self.shared.consensus.propose(&group, self.id, members, &value, quorum, timeout).await;
         let outcome = outcome.map_err(|error| match error {
             consensus::ConsensusError::NotFound => WitConsensusError::NotFound,
             consensus::ConsensusError::NotAVoter => WitConsensusError::NotAVoter,
@@ -190,8 +248,8 @@ impl wit_consensus::Host for AgentState {
             consensus::Verdict::TimedOut => wit_consensus::Verdict::TimedOut,
         };
         crate::capabilities::events::lifecycle::consensus_round(
-            runtime.journal(),
-            &self.name,
+            &self.host.services.events.store,
+            self.name,
             &group,
             &outcome,
             &value,
@@ -208,10 +266,8 @@ impl wit_consensus::Host for AgentState {
     }
 
     fn vote(&mut self, _group: String, round: u64, accept: bool) -> Result<(), WitConsensusError> {
-        if !self.grants.allows(Grant::Coordination) {
-            return Err(WitConsensusError::Denied);
-        }
-        self.runtime.services.consensus.vote(round, self.id, accept).map_err(|error| match error {
+        self.require()?;
+        self.shared.consensus.vote(round, self.id, accept).map_err(|error| match error {
             consensus::ConsensusError::NotFound => WitConsensusError::NotFound,
             consensus::ConsensusError::NotAVoter => WitConsensusError::NotAVoter,
             consensus::ConsensusError::Invalid(why) => WitConsensusError::Invalid(why),

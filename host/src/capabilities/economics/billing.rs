@@ -18,7 +18,23 @@ use std::sync::Arc;
 
 use wasmtime::{AsContextMut, StoreContextMut};
 
+use super::{Economics, UnpaidPolicy};
+use crate::capabilities::Member;
+use crate::capabilities::hooks::Gate;
+use crate::runtime::agent::FaultKind;
+use crate::runtime::bindings::Error;
 use crate::runtime::state::AgentState;
+
+/// The store's meter, when compute has a price.
+#[inline]
+pub fn meter<'a>(store: &'a StoreContextMut<'_, AgentState>) -> Option<&'a Meter> {
+    store.data().capabilities.economics.meter.as_ref()
+}
+
+/// The meter and the economy of a store, borrowed side by side.
+fn parts(state: &mut AgentState) -> (&Economics, Option<&mut Meter>) {
+    (Economics::shared(&state.runtime.services), Economics::state(&mut state.capabilities).meter.as_mut())
+}
 
 /// What one store has bought and burned.
 pub struct Meter {
@@ -58,7 +74,33 @@ pub fn chunk(pricing: &super::Pricing) -> u64 {
 pub fn fuel_used(store: &mut impl AsContextMut<Data = AgentState>) -> u64 {
     let store = store.as_context_mut();
     let left = store.get_fuel().unwrap_or(0);
-    store.data().meter.as_ref().map_or(0, |meter| meter.given.saturating_sub(left))
+    meter(&store).map_or(0, |meter| meter.given.saturating_sub(left))
+}
+
+/// After a callback: what the store has burned, for the agent's usage and its counters.
+pub fn count_fuel(mut store: StoreContextMut<'_, AgentState>) {
+    if meter(&store).is_none() {
+        return;
+    }
+    let used = fuel_used(&mut store);
+    let state = store.data_mut();
+    let economics = Economics::state(&mut state.capabilities);
+    economics.fuel_used = used;
+    state.stats.compute(used, economics.meter.as_ref().map_or(0, |meter| meter.charged));
+}
+
+/// The wallet cannot pay for the next callback: hold the agent until it is funded, refusing
+/// its messages meanwhile (`unpaid = "refuse"`) or keeping them queued (`"suspend"`).
+pub fn unpaid_gate(store: StoreContextMut<'_, AgentState>) -> Gate {
+    let state = store.data();
+    let economics = Economics::shared(&state.runtime.services);
+    let payer = meter(&store).map_or_else(|| state.name.clone(), |meter| meter.payer.clone());
+    let mut gate = Gate::new(FaultKind::Unpaid, format!("wallet {payer:?} cannot pay for the agent's compute"));
+    (gate.refuses, gate.error) = (economics.settings.unpaid == UnpaidPolicy::Refuse, Error::Unpaid);
+    // A metered agent's wallet is opened at its start; without one nothing can pay.
+    gate.reopened = economics.ledger.funded_signal(&payer);
+    (gate.held_event, gate.released_event) = ("agent_unpaid", "agent_funded");
+    gate
 }
 
 /// How many slices (or three-tick burns) a running callback holds ahead.
@@ -70,11 +112,10 @@ const AHEAD: u64 = 8;
 /// when it still holds less than half a slice (its wallet could not pay): the caller applies
 /// the unpaid policy. Always true when compute is free.
 pub fn arm(mut store: StoreContextMut<'_, AgentState>, at_tick: bool) -> bool {
-    let Some(pricing) = store.data().runtime.services.economics.pricing() else { return true };
     let left = store.get_fuel().unwrap_or(0);
     // Borrowed field by field: no clone of the shared runtime handle on the message path.
-    let AgentState { runtime, meter, .. } = store.data_mut();
-    let Some(meter) = meter.as_mut() else { return true };
+    let (economics, meter) = parts(store.data_mut());
+    let (Some(pricing), Some(meter)) = (economics.pricing(), meter) else { return true };
     if at_tick {
         meter.per_tick = meter.per_tick.max(meter.at_last_arm.saturating_sub(left));
     }
@@ -86,7 +127,7 @@ pub fn arm(mut store: StoreContextMut<'_, AgentState>, at_tick: bool) -> bool {
         meter.at_last_arm = left;
         return true;
     }
-    let ledger = &runtime.services.economics.ledger;
+    let ledger = &economics.ledger;
     let wanted = (target - left).div_ceil(pricing.unit);
     let units = ledger.buy_compute(&meter.payer, pricing.price, wanted);
     meter.charged += units * pricing.price;
@@ -105,13 +146,13 @@ pub fn arm(mut store: StoreContextMut<'_, AgentState>, at_tick: bool) -> bool {
 
 /// The agent went idle: give back the whole units it did not burn, and journal its charges.
 pub fn settle(mut store: StoreContextMut<'_, AgentState>) {
-    if store.data().meter.is_none() {
+    if meter(&store).is_none() {
         return;
     }
     let left = store.get_fuel().unwrap_or(0);
-    let AgentState { runtime, meter, .. } = store.data_mut();
-    let (Some(pricing), Some(meter)) = (runtime.services.economics.pricing(), meter.as_mut()) else { return };
-    let ledger = &runtime.services.economics.ledger;
+    let (economics, meter) = parts(store.data_mut());
+    let (Some(pricing), Some(meter)) = (economics.pricing(), meter) else { return };
+    let ledger = &economics.ledger;
     let unused = left / pricing.unit;
     if unused > 0 {
         let payback = unused * pricing.price;

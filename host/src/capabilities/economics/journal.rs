@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use crate::capabilities::durable::{self, Batch, WriterHandle};
+use crate::infra::durable::{self, Batch, WriterHandle};
 
 /// (time in ms since the Unix epoch, kind, debit account, credit account, amount, hold, memo);
 /// the empty account is the host's issuance.

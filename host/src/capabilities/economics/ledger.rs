@@ -109,7 +109,7 @@ impl Account {
     }
 }
 
-type Accounts = papaya::HashMap<Arc<str>, Account, crate::messaging::NameHasher>;
+type Accounts = papaya::HashMap<Arc<str>, Account, crate::infra::hashers::NameHasher>;
 
 pub struct Ledger {
     accounts: Accounts,
@@ -121,7 +121,7 @@ pub struct Ledger {
 
 fn new_accounts() -> Accounts {
     papaya::HashMap::builder()
-        .hasher(crate::messaging::NameHasher::default())
+        .hasher(crate::infra::hashers::NameHasher::default())
         .resize_mode(papaya::ResizeMode::Blocking)
         .build()
 }

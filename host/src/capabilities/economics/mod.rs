@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use wasmtime::AsContextMut;
 
-use crate::capabilities::Grant;
+use super::hooks::{Gate, Hooks};
+use super::{Capability, Denied, Entering, Getter, SectionError, Served, Startup, View};
 use crate::manifest::Span;
 use crate::messaging::AgentId;
 use crate::messaging::Router;
@@ -187,6 +189,118 @@ impl Economics {
     }
 }
 
+impl Capability for Economics {
+    const GRANT: Option<&'static str> = Some("economics");
+    type Section = EconomicsSettings;
+    type Shared = Economics;
+    type Agent = AgentEconomics;
+
+    fn validate(section: &EconomicsSettings) -> Result<(), SectionError> {
+        section.validate().map_err(|(key, message)| SectionError::new("economics", key, message))
+    }
+
+    fn start(section: &EconomicsSettings, host: &Startup<'_>) -> anyhow::Result<Economics> {
+        Ok(Economics::open(section, host.data_dir, host.durable, host.router)?)
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Served<Self>>(linker, get)?;
+        wit_auctions::add_to_linker::<_, Served<Self>>(linker, get)?;
+        wit_market::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    /// A store is metered when compute has a price; its own wallet pays (an isolated job's
+    /// payer is set by `run-isolated`).
+    fn enter(economics: &Economics, agent: &Entering<'_>) -> AgentEconomics {
+        AgentEconomics { meter: economics.pricing().map(|_| billing::Meter::new(agent.name.clone())), fuel_used: 0 }
+    }
+}
+
+/// Per-agent state: the meter of its store's fuel, when compute has a price.
+pub struct AgentEconomics {
+    pub meter: Option<billing::Meter>,
+    /// Fuel burned up to the end of the last callback.
+    pub fuel_used: u64,
+}
+
+/// Compute is billed through the callback hooks; an agent's wallet is opened before it starts.
+impl Hooks for Economics {
+    fn meters_fuel(section: &EconomicsSettings) -> bool {
+        section.meters_compute()
+    }
+
+    fn setup(store: &mut wasmtime::Store<AgentState>) {
+        if let Some(pricing) = <Economics as super::Member>::shared(&store.data().runtime.services).pricing() {
+            // Fuel in chunks, with the rest in the store's reserve: see `billing::chunk`.
+            store
+                .fuel_async_yield_interval(Some(billing::chunk(&pricing)))
+                .expect("the engine runs async and meters fuel");
+        }
+    }
+
+    async fn admit(economics: &Economics, spec: &crate::manifest::AgentSpec) -> Result<(), String> {
+        let granted = crate::capabilities::Grants::allow::<Economics>(spec.grants);
+        if spec.wallet > 0 || granted || economics.pricing().is_some() {
+            economics
+                .ledger
+                .open_wallet(&spec.name, spec.wallet)
+                .await
+                .map_err(|e| format!("opening its wallet: {e}"))?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn before(mut store: wasmtime::StoreContextMut<'_, AgentState>) -> Result<(), Box<Gate>> {
+        if billing::meter(&store).is_none() || billing::arm(store.as_context_mut(), false) {
+            return Ok(());
+        }
+        Err(Box::new(billing::unpaid_gate(store)))
+    }
+
+    #[inline]
+    fn tick(store: wasmtime::StoreContextMut<'_, AgentState>) {
+        if billing::meter(&store).is_some() {
+            // A long callback buys its next slice as it goes; one its wallet cannot pay for
+            // runs out of fuel and traps.
+            billing::arm(store, true);
+        }
+    }
+
+    #[inline]
+    fn after(store: wasmtime::StoreContextMut<'_, AgentState>) {
+        billing::count_fuel(store);
+    }
+
+    #[inline]
+    fn idle(store: wasmtime::StoreContextMut<'_, AgentState>) {
+        billing::settle(store);
+    }
+
+    fn exit(mut store: wasmtime::StoreContextMut<'_, AgentState>) {
+        billing::settle(store.as_context_mut());
+        billing::count_fuel(store);
+    }
+}
+
+impl Denied for WitError {
+    fn denied() -> Self {
+        WitError::Denied
+    }
+}
+
+impl Denied for WitAuctionError {
+    fn denied() -> Self {
+        WitAuctionError::Denied
+    }
+}
+
+impl Denied for WitMarketError {
+    fn denied() -> Self {
+        WitMarketError::Denied
+    }
+}
+
 fn error(error: LedgerError) -> WitError {
     match LedgerFailure::from(error) {
         LedgerFailure::NotFound => WitError::NotFound,
@@ -196,11 +310,7 @@ fn error(error: LedgerError) -> WitError {
     }
 }
 
-impl AgentState {
-    fn require_economics(&self) -> Result<(), WitError> {
-        if self.grants.allows(Grant::Economics) { Ok(()) } else { Err(WitError::Denied) }
-    }
-
+impl View<'_, Economics> {
     fn own_hold(&self, number: u64) -> HoldId {
         HoldId { owner: self.name.clone(), number }
     }
@@ -210,55 +320,45 @@ fn memo(memo: &str) -> Result<&str, WitError> {
     if memo.len() > 256 { Err(WitError::Invalid("a memo is at most 256 bytes".into())) } else { Ok(memo) }
 }
 
-impl wit::Host for AgentState {
+impl wit::Host for View<'_, Economics> {
     fn wallet(&mut self) -> Result<WitFunds, WitError> {
-        self.require_economics()?;
-        let funds = self.runtime.services.economics.ledger.funds(&self.name).ok_or(WitError::NotFound)?;
+        self.require::<WitError>()?;
+        let funds = self.shared.ledger.funds(self.name).ok_or(WitError::NotFound)?;
         Ok(WitFunds { balance: funds.balance, held: funds.held })
     }
 
     async fn transfer(&mut self, to: String, amount: u64, note: String) -> Result<u64, WitError> {
-        self.require_economics()?;
-        let runtime = self.runtime.clone();
-        let ledger = &runtime.services.economics.ledger;
-        ledger.transfer(&self.name, &to, amount, memo(&note)?).await.map_err(error)
+        self.require::<WitError>()?;
+        let ledger = &self.shared.ledger;
+        ledger.transfer(self.name, &to, amount, memo(&note)?).await.map_err(error)
     }
 
     async fn hold(&mut self, amount: u64, note: String) -> Result<u64, WitError> {
-        self.require_economics()?;
-        let runtime = self.runtime.clone();
-        let hold = runtime.services.economics.ledger.hold(&self.name, amount, memo(&note)?).await.map_err(error)?;
+        self.require::<WitError>()?;
+        let hold = self.shared.ledger.hold(self.name, amount, memo(&note)?).await.map_err(error)?;
         Ok(hold.number)
     }
 
     async fn release(&mut self, hold: u64) -> Result<(), WitError> {
-        self.require_economics()?;
-        let runtime = self.runtime.clone();
-        runtime
-            .services
-            .economics
-            .ledger
-            .release(&self.own_hold(hold), "released by its owner")
-            .await
-            .map_err(error)?;
+        self.require::<WitError>()?;
+        self.shared.ledger.release(&self.own_hold(hold), "released by its owner").await.map_err(error)?;
         Ok(())
     }
 
     async fn capture(&mut self, hold: u64, to: String, amount: u64) -> Result<(), WitError> {
-        self.require_economics()?;
-        let runtime = self.runtime.clone();
-        let ledger = &runtime.services.economics.ledger;
+        self.require::<WitError>()?;
+        let ledger = &self.shared.ledger;
         ledger.capture(&self.own_hold(hold), &to, amount, "captured by its owner").await.map_err(error)?;
         Ok(())
     }
 
     fn usage(&mut self) -> ComputeUsage {
-        let charged = self.meter.as_ref().map_or(0, |meter| meter.charged);
-        ComputeUsage { fuel: self.fuel_used, charged }
+        let charged = self.state.meter.as_ref().map_or(0, |meter| meter.charged);
+        ComputeUsage { fuel: self.state.fuel_used, charged }
     }
 }
 
-impl AgentState {
+impl View<'_, Economics> {
     fn party(&self) -> Party {
         Party { id: self.id, name: self.name.clone() }
     }
@@ -331,11 +431,9 @@ fn format_terms(format: &Format) -> WitFormat {
     }
 }
 
-impl wit_auctions::Host for AgentState {
+impl wit_auctions::Host for View<'_, Economics> {
     fn open(&mut self, terms: WitTerms) -> Result<u64, WitAuctionError> {
-        if !self.grants.allows(Grant::Economics) {
-            return Err(WitAuctionError::Denied);
-        }
+        self.require()?;
         let format = match terms.format {
             WitFormat::English(rules) => {
                 Format::English { min_increment: rules.min_increment, soft_close: millis(rules.soft_close_ms) }
@@ -347,30 +445,22 @@ impl wit_auctions::Host for AgentState {
             WitFormat::Vickrey => Format::Vickrey,
         };
         let terms = Terms { item: terms.item, format, reserve: terms.reserve, duration: millis(terms.duration_ms) };
-        self.runtime.services.economics.auctions.open(self.party(), terms).map_err(auction_error)
+        self.shared.auctions.open(self.party(), terms).map_err(auction_error)
     }
 
     async fn bid(&mut self, auction: u64, amount: u64) -> Result<u64, WitAuctionError> {
-        if !self.grants.allows(Grant::Economics) {
-            return Err(WitAuctionError::Denied);
-        }
-        let runtime = self.runtime.clone();
-        runtime.services.economics.auctions.bid(auction, &self.party(), amount).await.map_err(auction_error)
+        self.require()?;
+        self.shared.auctions.bid(auction, &self.party(), amount).await.map_err(auction_error)
     }
 
     async fn cancel(&mut self, auction: u64) -> Result<(), WitAuctionError> {
-        if !self.grants.allows(Grant::Economics) {
-            return Err(WitAuctionError::Denied);
-        }
-        let runtime = self.runtime.clone();
-        runtime.services.economics.auctions.cancel(auction, &self.party()).await.map_err(auction_error)
+        self.require()?;
+        self.shared.auctions.cancel(auction, &self.party()).await.map_err(auction_error)
     }
 
     fn info(&mut self, auction: u64) -> Result<AuctionInfo, WitAuctionError> {
-        if !self.grants.allows(Grant::Economics) {
-            return Err(WitAuctionError::Denied);
-        }
-        let info = self.runtime.services.economics.auctions.info(auction).map_err(auction_error)?;
+        self.require()?;
+        let info = self.shared.auctions.info(auction).map_err(auction_error)?;
         Ok(AuctionInfo {
             item: info.item,
             seller: info.seller.to_string(),
@@ -385,11 +475,8 @@ impl wit_auctions::Host for AgentState {
     }
 
     async fn wait(&mut self, auction: u64, timeout_ms: u32) -> Result<WitState, WitAuctionError> {
-        if !self.grants.allows(Grant::Economics) {
-            return Err(WitAuctionError::Denied);
-        }
-        let runtime = self.runtime.clone();
-        let state = runtime.services.economics.auctions.wait(auction, millis(timeout_ms)).await;
+        self.require()?;
+        let state = self.shared.auctions.wait(auction, millis(timeout_ms)).await;
         state.map(auction_state).map_err(auction_error)
     }
 }
@@ -428,14 +515,10 @@ fn task_state(state: TaskState) -> WitTaskState {
     }
 }
 
-impl AgentState {
-    fn require_market(&self) -> Result<(), WitMarketError> {
-        if self.grants.allows(Grant::Economics) { Ok(()) } else { Err(WitMarketError::Denied) }
-    }
-
+impl View<'_, Economics> {
     /// A task's payload and output travel as messages do, under the same size limit.
     fn fits(&self, bytes: &[u8]) -> Result<(), WitMarketError> {
-        match self.runtime.router.check_size(bytes.len()) {
+        match self.host.router.check_size(bytes.len()) {
             Err(crate::runtime::bindings::Error::TooLarge(limit)) => {
                 Err(WitMarketError::Invalid(format!("{} bytes: the host's message limit is {limit}", bytes.len())))
             }
@@ -445,7 +528,7 @@ impl AgentState {
 
     /// Every registered agent (but the announcer) with all of `capabilities`.
     fn invited(&self, capabilities: &[String]) -> Vec<AgentId> {
-        let registry = &self.runtime.registry;
+        let registry = &self.host.registry;
         let mut invited = capabilities.first().map(|first| registry.find_by_capability(first)).unwrap_or_default();
         for capability in &capabilities[1.min(capabilities.len())..] {
             let holders = registry.find_by_capability(capability);
@@ -457,9 +540,9 @@ impl AgentState {
     }
 }
 
-impl wit_market::Host for AgentState {
+impl wit_market::Host for View<'_, Economics> {
     async fn announce(&mut self, task: WitTask) -> Result<u64, WitMarketError> {
-        self.require_market()?;
+        self.require::<WitMarketError>()?;
         self.fits(&task.payload)?;
         let invited = self.invited(&task.capabilities);
         let announcement = Announcement {
@@ -474,19 +557,18 @@ impl wit_market::Host for AgentState {
             },
             payload: task.payload,
         };
-        let runtime = self.runtime.clone();
-        runtime.services.economics.market.announce(self.party(), announcement, invited).await.map_err(market_error)
+        self.shared.market.announce(self.party(), announcement, invited).await.map_err(market_error)
     }
 
     fn propose(&mut self, task: u64, price: u64, eta_ms: u32) -> Result<(), WitMarketError> {
-        self.require_market()?;
-        let market = &self.runtime.services.economics.market;
+        self.require::<WitMarketError>()?;
+        let market = &self.shared.market;
         market.propose(task, &self.party(), price, millis(eta_ms)).map_err(market_error)
     }
 
     fn info(&mut self, task: u64) -> Result<TaskInfo, WitMarketError> {
-        self.require_market()?;
-        let info = self.runtime.services.economics.market.info(task).map_err(market_error)?;
+        self.require::<WitMarketError>()?;
+        let info = self.shared.market.info(task).map_err(market_error)?;
         let announced = info.announcement;
         Ok(TaskInfo {
             announcer: info.announcer.to_string(),
@@ -509,30 +591,27 @@ impl wit_market::Host for AgentState {
     }
 
     async fn complete(&mut self, task: u64, result: Vec<u8>) -> Result<u64, WitMarketError> {
-        self.require_market()?;
+        self.require::<WitMarketError>()?;
         self.fits(&result)?;
-        let runtime = self.runtime.clone();
-        runtime.services.economics.market.report(task, &self.party(), Ok(result)).await.map_err(market_error)
+        self.shared.market.report(task, &self.party(), Ok(result)).await.map_err(market_error)
     }
 
     async fn fail(&mut self, task: u64, reason: String) -> Result<(), WitMarketError> {
-        self.require_market()?;
+        self.require::<WitMarketError>()?;
         if reason.len() > 1024 {
             return Err(WitMarketError::Invalid("a reason is at most 1024 bytes".into()));
         }
-        let runtime = self.runtime.clone();
-        let market = &runtime.services.economics.market;
+        let market = &self.shared.market;
         market.report(task, &self.party(), Err(reason)).await.map(drop).map_err(market_error)
     }
 
     async fn wait(&mut self, task: u64, timeout_ms: u32) -> Result<WitTaskState, WitMarketError> {
-        self.require_market()?;
-        let runtime = self.runtime.clone();
-        runtime.services.economics.market.wait(task, millis(timeout_ms)).await.map(task_state).map_err(market_error)
+        self.require::<WitMarketError>()?;
+        self.shared.market.wait(task, millis(timeout_ms)).await.map(task_state).map_err(market_error)
     }
 
     fn reputation(&mut self, agent: String) -> Standing {
-        let standing = self.runtime.services.economics.reputation.standing(&agent);
+        let standing = self.shared.reputation.standing(&agent);
         Standing { score: standing.score, completed: standing.completed, failed: standing.failed }
     }
 }

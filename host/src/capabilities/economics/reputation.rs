@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use crate::messaging::NameHasher;
+use crate::infra::hashers::NameHasher;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Standing {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{EventStore, NewEvent};
+use crate::capabilities::hooks::ExitReport;
 use crate::messaging::AgentId;
 use crate::runtime::ExitTally;
 use crate::runtime::agent::{ExitReason, Fault};
@@ -34,19 +35,8 @@ pub fn agent_started(store: &EventStore, agent: &str, id: AgentId, module: &str,
     );
 }
 
-/// What is known about an agent when it exits.
-pub struct ExitReport<'a> {
-    pub agent: &'a str,
-    pub id: AgentId,
-    /// How many times its supervisor had restarted it before this incarnation.
-    pub restarts: u32,
-    /// Messages accepted into its mailbox and never handled.
-    pub undelivered: usize,
-    pub peak_memory: usize,
-}
-
-pub fn agent_exited(store: &EventStore, report: &ExitReport, reason: &ExitReason) {
-    let ExitReport { agent, id, restarts, undelivered, peak_memory } = *report;
+pub fn agent_exited(store: &EventStore, report: &ExitReport) {
+    let ExitReport { agent, id, restarts, undelivered, peak_memory, reason } = *report;
     let mut payload = json!({ "id": id, "reason": reason.code(), "restarts": restarts,
         "undelivered": undelivered, "peak_memory": peak_memory });
     if let ExitReason::Crashed(fault) = reason {
@@ -72,12 +62,13 @@ pub fn agent_exited(store: &EventStore, report: &ExitReport, reason: &ExitReason
 
 pub fn agent_start_failed(store: &EventStore, agent: &str, fault: &Fault) {
     journal(store, "agent_start_failed", Some(agent), json!({ "reason": fault.kind.code(), "detail": fault.detail }));
-    let report = ExitReport { agent, id: 0, restarts: 0, undelivered: 0, peak_memory: 0 };
+    let reason = ExitReason::Crashed(fault.clone());
+    let report = ExitReport { agent, id: 0, restarts: 0, undelivered: 0, peak_memory: 0, reason: &reason };
     crashed("agent_start_failed", &report, fault);
 }
 
 fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
-    let ExitReport { agent, id, restarts, undelivered, peak_memory } = *report;
+    let ExitReport { agent, id, restarts, undelivered, peak_memory, .. } = *report;
     tracing::error!(
         target: "agora::lifecycle",
         event,

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::capabilities::Grant;
+use super::hooks::{Hooks, HostEvent};
+use super::{Capability, Entering, Getter, Leaving, SectionError, Served, Startup, View};
 use crate::manifest::{ByteSize, Span};
 use crate::messaging::Router;
 use crate::runtime::bindings::{Error, events};
@@ -77,6 +78,75 @@ impl EventsService {
     }
 }
 
+/// The capability (grant "events"); its shared state is the host's open store.
+pub type Events = EventsService;
+
+impl Capability for EventsService {
+    const GRANT: Option<&'static str> = Some("events");
+    type Section = EventsSettings;
+    type Shared = EventsService;
+    type Agent = AgentEvents;
+
+    fn validate(section: &EventsSettings) -> Result<(), SectionError> {
+        if section.retain_events == Some(0) {
+            return Err(SectionError::new("events", "events.retain_events", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn start(section: &EventsSettings, host: &Startup<'_>) -> anyhow::Result<EventsService> {
+        let mut settings = section.clone();
+        settings.durable &= host.durable;
+        Ok(EventsService::open(&settings, host.data_dir, host.router.clone())?)
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        events::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    fn enter(_events: &EventsService, _agent: &Entering<'_>) -> AgentEvents {
+        AgentEvents::default()
+    }
+
+    fn leave(_events: &EventsService, state: &mut AgentEvents, agent: &Leaving<'_>) {
+        for topic in state.topics.drain(..) {
+            agent.host.router.unsubscribe(agent.id, &topic);
+        }
+    }
+}
+
+/// The host's lifecycle events are journaled here (and logged).
+impl Hooks for EventsService {
+    fn observe(service: &EventsService, event: &HostEvent<'_>) {
+        let store = &service.store;
+        match *event {
+            HostEvent::AgentStarted { agent, id, module, took, restarts } => {
+                lifecycle::agent_started(store, agent, id, module, took, restarts)
+            }
+            HostEvent::AgentStartFailed { agent, fault } => lifecycle::agent_start_failed(store, agent, fault),
+            HostEvent::AgentExited(report) => lifecycle::agent_exited(store, report),
+            HostEvent::ChildRestarted { agent, id, restarts, after } => {
+                lifecycle::child_restarted(store, agent, id, restarts, after)
+            }
+            HostEvent::SupervisorStarted { supervisor, id, children } => {
+                lifecycle::supervisor_started(supervisor, id, children)
+            }
+            HostEvent::SupervisorFailed { supervisor, id, fault } => {
+                lifecycle::supervisor_failed(store, supervisor, id, fault)
+            }
+            HostEvent::SupervisorExited { supervisor, id, reason } => {
+                lifecycle::supervisor_exited(supervisor, id, reason)
+            }
+        }
+    }
+}
+
+/// Per-agent state: the event topics it subscribed to, to leave at its exit.
+#[derive(Default)]
+pub struct AgentEvents {
+    topics: Vec<Arc<str>>,
+}
+
 /// Deliver each committed event to the subscribers of its kind. The topic is built in one
 /// reused buffer: most commits meet no subscriber, and then cost a lookup per event.
 fn publish(router: &Router, committed: Committed<'_>) {
@@ -110,11 +180,11 @@ fn store_error(error: StoreError) -> Error {
     Error::Failed(error.to_string())
 }
 
-impl events::Host for AgentState {
+impl events::Host for View<'_, EventsService> {
     async fn append(&mut self, kind: String, payload: Vec<u8>, correlation: Option<String>) -> Result<u64, Error> {
-        self.require(Grant::Events)?;
+        self.require()?;
         check_kind(&kind)?;
-        let service = &self.runtime.services.events;
+        let service = self.shared;
         if payload.len() > service.max_payload {
             return Err(Error::TooLarge(service.max_payload as u64));
         }
@@ -126,7 +196,7 @@ impl events::Host for AgentState {
     }
 
     fn query(&mut self, filter: events::Filter) -> Result<events::Page, Error> {
-        self.require(Grant::Events)?;
+        self.require()?;
         let query = Query {
             kind: filter.kind,
             agent: filter.agent,
@@ -137,7 +207,7 @@ impl events::Host for AgentState {
             limit: filter.limit,
             newest_first: filter.newest_first,
         };
-        let page = self.runtime.services.events.store.query(&query).map_err(store_error)?;
+        let page = self.shared.store.query(&query).map_err(store_error)?;
         Ok(events::Page {
             events: page
                 .events
@@ -156,20 +226,20 @@ impl events::Host for AgentState {
     }
 
     fn subscribe(&mut self, kind: String) -> Result<(), Error> {
-        self.require(Grant::Events)?;
+        self.require()?;
         check_kind(&kind)?;
         let topic: Arc<str> = format!("{TOPIC_PREFIX}{kind}").into();
-        if self.runtime.router.subscribe(self.id, &topic) {
-            self.messaging.topics.push(topic);
+        if self.host.router.subscribe(self.id, &topic) {
+            self.state.topics.push(topic);
         }
         Ok(())
     }
 
     fn unsubscribe(&mut self, kind: String) -> Result<(), Error> {
-        self.require(Grant::Events)?;
+        self.require()?;
         let topic = format!("{TOPIC_PREFIX}{kind}");
-        if self.runtime.router.unsubscribe(self.id, &topic) {
-            self.messaging.topics.retain(|t| **t != *topic);
+        if self.host.router.unsubscribe(self.id, &topic) {
+            self.state.topics.retain(|t| **t != *topic);
             Ok(())
         } else {
             Err(Error::NotFound)

@@ -1,5 +1,5 @@
 //! The durable event store: one redb file, one writer thread with group commit (see
-//! [`durable`](crate::capabilities::durable)).
+//! [`durable`](crate::infra::durable)).
 //!
 //! Layout: `events` maps a sequence number to the event; three index tables map (bucket, kind,
 //! seq), (bucket, agent, seq) and (bucket, correlation, seq) to nothing, so a filtered query
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-use crate::capabilities::durable::{self, Batch, WriterHandle};
+use crate::infra::durable::{self, Batch, WriterHandle};
 
 /// (time in ms since the Unix epoch, kind, agent, correlation, payload)
 type Row<'a> = (u64, &'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);

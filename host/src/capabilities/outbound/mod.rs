@@ -39,8 +39,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::Deserialize;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
+use super::hooks::Hooks;
+use super::{Capability, Entering, Getter, SectionError, Served, Startup, View};
 use crate::capabilities::rate_limits::{Limiter, LimiterSpec, Refusal};
 use crate::manifest::Span;
 use crate::runtime::bindings::Error;
@@ -238,7 +241,8 @@ impl Outbound {
         let targets = Arc::new(targets);
         if targets.values().any(|t| t.rate_per_agent.is_some()) {
             // Agents come and go (spawned ones under fresh names): forget the refilled ones.
-            crate::capabilities::rate_limits::spawn_sweeper(Arc::downgrade(&targets), |targets| {
+            let every = crate::capabilities::rate_limits::SWEEP_EVERY;
+            crate::infra::housekeeping::global().sweep(every, Arc::downgrade(&targets), |targets| {
                 for limiter in targets.values().filter_map(|t| t.rate_per_agent.as_ref()) {
                     limiter.housekeep();
                 }
@@ -448,6 +452,7 @@ impl http_body::Body for PooledBody {
 }
 
 /// The per-agent side: which targets this agent may reach.
+/// The targets one agent may reach; `wasi:http` sends its requests through these hooks.
 pub struct AgentOutbound {
     pub agent: Arc<str>,
     pub allowed: Vec<Arc<Target>>,
@@ -456,6 +461,55 @@ pub struct AgentOutbound {
 impl AgentOutbound {
     pub fn new(agent: Arc<str>, granted: &[String], outbound: &Outbound) -> AgentOutbound {
         AgentOutbound { agent, allowed: granted.iter().filter_map(|name| outbound.target(name).cloned()).collect() }
+    }
+}
+
+/// Per-agent state: its `wasi:http` context and its targets.
+pub struct AgentHttp {
+    http: WasiHttpCtx,
+    pub targets: AgentOutbound,
+}
+
+/// Outbound HTTP as a capability. It has no grant of its own: an agent reaches the targets its
+/// manifest entry lists (`outbound = [...]`), and nothing else.
+impl Capability for Outbound {
+    const GRANT: Option<&'static str> = None;
+    /// `[outbound.<name>]`.
+    type Section = BTreeMap<String, TargetSpec>;
+    type Shared = Outbound;
+    type Agent = AgentHttp;
+
+    fn validate(section: &Self::Section) -> Result<(), SectionError> {
+        for (name, target) in section {
+            if let Err(message) = target.validate() {
+                let key = format!("outbound.{name}");
+                return Err(SectionError::new(key.clone(), key, message));
+            }
+        }
+        Ok(())
+    }
+
+    fn start(section: &Self::Section, _host: &Startup<'_>) -> anyhow::Result<Outbound> {
+        Outbound::new(section)
+    }
+
+    fn link(linker: &mut wasmtime::component::Linker<AgentState>, get: Getter<Self>) -> wasmtime::Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+        wit::add_to_linker::<_, Served<Self>>(linker, get)
+    }
+
+    fn enter(outbound: &Outbound, agent: &Entering<'_>) -> AgentHttp {
+        let targets = AgentOutbound::new(agent.name.clone(), &agent.spec.outbound, outbound);
+        AgentHttp { http: WasiHttpCtx::new(), targets }
+    }
+}
+
+impl Hooks for Outbound {}
+
+impl WasiHttpView for AgentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let AgentHttp { http, targets } = <Outbound as super::Member>::state(&mut self.capabilities);
+        WasiHttpCtxView { ctx: http, table: &mut self.table, hooks: targets }
     }
 }
 
@@ -480,14 +534,10 @@ impl WasiHttpHooks for AgentOutbound {
     }
 }
 
-impl wit::Host for AgentState {
+impl wit::Host for View<'_, Outbound> {
     fn status(&mut self, target: String) -> Result<TargetStatus, Error> {
-        let Some(found) = self.outbound.allowed.iter().find(|t| t.name == target) else {
-            return Err(if self.runtime.services.outbound.target(&target).is_some() {
-                Error::Denied
-            } else {
-                Error::NotFound
-            });
+        let Some(found) = self.state.targets.allowed.iter().find(|t| t.name == target) else {
+            return Err(if self.shared.target(&target).is_some() { Error::Denied } else { Error::NotFound });
         };
         let (circuit, retry_after, in_use, capacity) = found.status();
         Ok(TargetStatus {

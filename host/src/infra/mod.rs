@@ -1,0 +1,7 @@
+//! What the host's parts share and no capability owns: the durable-store plumbing (a redb file
+//! with a format version and a group-committing writer), the hashers of its maps, and the one
+//! housekeeping thread that runs every periodic sweep.
+
+pub mod durable;
+pub mod hashers;
+pub mod housekeeping;
