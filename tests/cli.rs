@@ -43,9 +43,25 @@ fn a_component_of_the_wrong_world_names_the_missing_export() {
     ));
     let run = check(&scenario);
     run.assert_failure();
-    assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.2.1"), "{}", run.stderr);
+    assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.3.0"), "{}", run.stderr);
     assert!(run.stderr.contains("missing export `init`"), "{}", run.stderr);
     assert!(run.stderr.contains("wasi:cli/run"), "{}", run.stderr);
+}
+
+/// An agent built for the 0.2 world (notices as text) is refused at load, naming both worlds.
+/// The fixture is this repository's echo agent built at 0.2.1 (commit a74dae6).
+#[test]
+fn an_agent_of_the_old_world_is_refused_with_both_versions() {
+    let old = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/echo-agora-agent-0.2.1.wasm");
+    let scenario = Scenario::new(&format!(
+        "[host]\ndata_dir = \"data\"\n[modules]\nold = {:?}\n[[agent]]\nname = \"a\"\nmodule = \"old\"\n",
+        old.display().to_string()
+    ));
+    for run in [check(&scenario), scenario.run()] {
+        run.assert_failure();
+        assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.3.0"), "{}", run.stderr);
+        assert!(run.stderr.contains("built for agora:agent@0.2.1"), "{}", run.stderr);
+    }
 }
 
 #[test]

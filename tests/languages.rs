@@ -1,7 +1,7 @@
 //! Agents in Python, JavaScript, C and Rust in one manifest (examples/languages.toml): the same
 //! `polyglot` agent in each language (sample-agents/<language>/polyglot) answers calls, calls
-//! the next one in a ring, reports the host's typed errors, uses the registry, config and
-//! telemetry, and crashes and blows its memory cap on request, to be restarted by its supervisor.
+//! the next one in a ring, reports the host's typed errors, reads the host's typed notices, uses
+//! the registry, config and telemetry, and crashes and blows its memory cap on request, to be restarted by its supervisor.
 
 mod common;
 
@@ -42,6 +42,12 @@ fn agents_in_four_languages_talk_fail_and_recover_alike() {
         let call = |step: &str| format!("call {name} {step} 10000");
         assert_eq!(outcomes(&call("ping"))[0], format!("reply pong from {language}"));
         assert_eq!(outcomes(&call("missing")), ["reply error not-found"], "{language}: a typed host error");
+        assert_eq!(outcomes(&call("monitor:999999")), ["reply monitoring 999999"], "{language}");
+        assert_eq!(
+            outcomes(&call("notices")),
+            [format!("reply {language} saw 999999 down: noproc")],
+            "{language}: the host's notice arrives typed"
+        );
         assert_eq!(outcomes(&call("count")), ["reply 1", "reply 2"], "{language}");
         assert_eq!(outcomes(&call("config:motto")), ["reply one runtime, four languages"], "{language}");
         assert_eq!(

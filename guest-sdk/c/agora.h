@@ -10,6 +10,11 @@
  * return false and fill an error variant when they fail; `agora_error_code` names its case.
  * Generated functions take ownership of nothing: free what they return with the generated
  * `*_free` functions, as the helpers below do.
+ *
+ * Host notices arrive typed: `message->notice.is_some` marks one, `message->notice.val.tag` is
+ * one of `AGORA_AGENT_TYPES_NOTICE_DOWN`, `..._EXIT`, `..._CONFIG_CHANGED`, `..._EVENT`,
+ * `..._LEADER_CHANGED`, `..._VOTE_REQUESTED`, `..._AUCTION`, `..._MARKET`, and
+ * `message->notice.val.val.down` (and so on) is its record.
  */
 #ifndef AGORA_H
 #define AGORA_H

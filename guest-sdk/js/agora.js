@@ -14,24 +14,30 @@
 // ...args)` makes any generated function throw that way. In `handle`, throw a `Reject` to refuse
 // one message (a caller gets `failed(text)`); any other exception ends the instance, and its
 // supervisor decides what next.
+//
+// Host notices arrive typed: `message.notice` is undefined for an agent's message, or a variant
+// `{ tag, val }` with tag 'down', 'exit', 'config-changed', 'event', 'leader-changed',
+// 'vote-requested', 'auction' or 'market' and its record as `val` (ids are BigInts):
+//
+//   if (message.notice?.tag === 'down') log(`agent ${message.notice.val.agent} exited`);
 
-import * as messaging from 'agora:agent/messaging@0.2.1';
-import * as registry from 'agora:agent/registry@0.2.1';
-import * as logging from 'agora:agent/logging@0.2.1';
-import * as lifecycle from 'agora:agent/lifecycle@0.2.1';
-import * as supervision from 'agora:agent/supervision@0.2.1';
-import * as config from 'agora:agent/config@0.2.1';
-import * as events from 'agora:agent/events@0.2.1';
-import * as telemetry from 'agora:agent/telemetry@0.2.1';
-import * as rateLimits from 'agora:agent/rate-limits@0.2.1';
-import * as outbound from 'agora:agent/outbound@0.2.1';
-import * as locks from 'agora:agent/locks@0.2.1';
-import * as barriers from 'agora:agent/barriers@0.2.1';
-import * as election from 'agora:agent/election@0.2.1';
-import * as consensus from 'agora:agent/consensus@0.2.1';
-import * as ledger from 'agora:agent/ledger@0.2.1';
-import * as auctions from 'agora:agent/auctions@0.2.1';
-import * as market from 'agora:agent/market@0.2.1';
+import * as messaging from 'agora:agent/messaging@0.3.0';
+import * as registry from 'agora:agent/registry@0.3.0';
+import * as logging from 'agora:agent/logging@0.3.0';
+import * as lifecycle from 'agora:agent/lifecycle@0.3.0';
+import * as supervision from 'agora:agent/supervision@0.3.0';
+import * as config from 'agora:agent/config@0.3.0';
+import * as events from 'agora:agent/events@0.3.0';
+import * as telemetry from 'agora:agent/telemetry@0.3.0';
+import * as rateLimits from 'agora:agent/rate-limits@0.3.0';
+import * as outbound from 'agora:agent/outbound@0.3.0';
+import * as locks from 'agora:agent/locks@0.3.0';
+import * as barriers from 'agora:agent/barriers@0.3.0';
+import * as election from 'agora:agent/election@0.3.0';
+import * as consensus from 'agora:agent/consensus@0.3.0';
+import * as ledger from 'agora:agent/ledger@0.3.0';
+import * as auctions from 'agora:agent/auctions@0.3.0';
+import * as market from 'agora:agent/market@0.3.0';
 
 export {
   messaging, registry, logging, lifecycle, supervision, config, events, telemetry, rateLimits, outbound,

@@ -37,6 +37,23 @@
 //! "economics"]`); a
 //! denied call returns [`Error::Denied`]. Outbound HTTP goes through the standard
 //! `wasi:http/outgoing-handler` to the targets listed in the agent's `outbound`.
+//!
+//! The host's notifications (a monitored agent's exit, a config change, a committed event, a
+//! new leader, a vote request, auction and market news) arrive as messages with a typed
+//! [`Notice`] in `message.notice`:
+//!
+//! ```no_run
+//! # use agora_guest::{HandleError, Message, Notice, log};
+//! fn handle(message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+//!     match message.notice {
+//!         Some(Notice::Down(down)) => log::warn(&format!("agent {} exited: {}", down.agent, down.reason)),
+//!         Some(Notice::ConfigChanged(change)) => log::info(&format!("{} is now {:?}", change.path, change.value)),
+//!         Some(_) => {}
+//!         None => { /* an agent's message: message.payload */ }
+//!     }
+//!     Ok(None)
+//! }
+//! ```
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // generated code
@@ -53,7 +70,11 @@ pub mod bindings {
 use std::cell::RefCell;
 use std::fmt;
 
-pub use bindings::agora::agent::types::{Address, AgentId, Envelope as Message, Error, HandleError, PublishReport};
+pub use bindings::agora::agent::types::{
+    Address, AgentId, AuctionNotice, AuctionSold, CommittedEvent, ConfigChange, Down, Envelope as Message, Error,
+    HandleError, LeaderChange, LinkedExit, MarketNotice, Notice, Outbid, PublishReport, TaskCompleted, TaskEnded,
+    VoteRequest,
+};
 
 /// The manifest's `config` table for this agent, values rendered as strings.
 #[derive(Debug, Clone, Default)]
@@ -172,41 +193,12 @@ pub mod registry {
 /// Supervision from inside: dynamic children, monitors, links, isolated jobs. Grant:
 /// "supervision".
 pub mod supervision {
-    use crate::Message;
     pub use crate::bindings::agora::agent::supervision::*;
 
     /// Topic of the message a monitor delivers when its target exits.
     pub const DOWN_TOPIC: &str = "agora:down";
     /// Topic of the message a linked agent's exit delivers while exits are trapped.
     pub const EXIT_TOPIC: &str = "agora:exit";
-
-    /// A parsed `agora:down` or `agora:exit` notification.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Notice {
-        /// The monitor's ref (`agora:down` only).
-        pub reference: Option<u64>,
-        /// The agent that exited.
-        pub agent: AgentId,
-        /// Its exit reason: `normal`, `shutdown`, `killed`, `noproc`, or a fault such as `panic`.
-        pub reason: String,
-    }
-
-    impl Notice {
-        /// The notice in a message, if it is one.
-        pub fn parse(message: &Message) -> Option<Notice> {
-            match message.topic.as_deref() {
-                Some(DOWN_TOPIC | EXIT_TOPIC) => {}
-                _ => return None,
-            }
-            let text = std::str::from_utf8(&message.payload).ok()?;
-            let field = |key: &str| crate::notice_field(text, key);
-            Some(Notice {
-                reference: field("ref").and_then(|r| r.parse().ok()),
-                agent: field("id")?.parse().ok()?,
-                reason: field("reason")?.to_string(),
-            })
-        }
-    }
 
     /// Limits that take every value from the manifest's `[defaults]`.
     pub fn default_limits() -> Limits {
@@ -216,22 +208,14 @@ pub mod supervision {
 
 /// The host's live `[config]` tree. Grant: "config".
 pub mod config {
-    use crate::Message;
     pub use crate::bindings::agora::agent::config::*;
 
-    /// Topic of the message a config change delivers to its subscribers.
+    /// Topic of the message a config change ([`crate::Notice::ConfigChanged`]) comes on.
     pub const TOPIC: &str = "agora:config";
-
-    /// The `(path, new value)` in a change notification; an empty value means removed.
-    pub fn parse_change(message: &Message) -> Option<(String, String)> {
-        let (path, value) = crate::notice_text(message, TOPIC)?.split_once('=')?;
-        Some((path.to_string(), value.to_string()))
-    }
 }
 
 /// The durable event store. Grant: "events".
 pub mod events {
-    use crate::Message;
     pub use crate::bindings::agora::agent::events::*;
 
     /// Subscribers of kind `k` receive on `agora:event/k`.
@@ -249,22 +233,6 @@ pub mod events {
             limit,
             newest_first: false,
         }
-    }
-
-    /// The event in a subscription message, if it is one.
-    pub fn parse_notice(message: &Message) -> Option<Event> {
-        let kind = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
-        let (header, body) = crate::notice_parts(&message.payload)?;
-        let field = |key: &str| crate::notice_field(header, key);
-        let optional = |value: Option<&str>| value.filter(|v| !v.is_empty()).map(str::to_string);
-        Some(Event {
-            seq: field("seq")?.parse().ok()?,
-            time_ms: field("time")?.parse().ok()?,
-            kind,
-            agent: optional(field("agent")),
-            correlation: optional(field("correlation")),
-            payload: body.to_vec(),
-        })
     }
 }
 
@@ -315,40 +283,18 @@ pub mod barriers {
 
 /// Quorum consensus among a group's members. Grant: "coordination".
 pub mod consensus {
-    use crate::Message;
     pub use crate::bindings::agora::agent::consensus::*;
 
-    /// Vote requests for group `g` arrive on `agora:vote/g`.
+    /// Vote requests ([`crate::Notice::VoteRequested`]) for group `g` come on `agora:vote/g`.
     pub const TOPIC_PREFIX: &str = "agora:vote/";
-
-    /// A vote request: (group, round, proposer, value).
-    pub fn parse_request(message: &Message) -> Option<(String, u64, u64, Vec<u8>)> {
-        let group = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
-        let (header, body) = crate::notice_parts(&message.payload)?;
-        let field = |key: &str| crate::notice_field(header, key);
-        let round = field("round")?.parse().ok()?;
-        let proposer = field("proposer")?.parse().ok()?;
-        Some((group, round, proposer, body.to_vec()))
-    }
 }
 
 /// Leader election in named groups. Grant: "coordination".
 pub mod election {
-    use crate::Message;
     pub use crate::bindings::agora::agent::election::*;
 
-    /// Leader changes of group `g` arrive on `agora:leader/g`.
+    /// Leader changes ([`crate::Notice::LeaderChanged`]) of group `g` come on `agora:leader/g`.
     pub const TOPIC_PREFIX: &str = "agora:leader/";
-
-    /// The (group, leadership) in a leader-change message, if it is one.
-    pub fn parse_change(message: &Message) -> Option<(String, Leadership)> {
-        let group = message.topic.as_deref()?.strip_prefix(TOPIC_PREFIX)?.to_string();
-        let text = std::str::from_utf8(&message.payload).ok()?;
-        let field = |key: &str| crate::notice_field(text, key);
-        let term = field("term")?.parse().ok()?;
-        let leader = field("leader")?.parse().ok();
-        Some((group, Leadership { leader, term }))
-    }
 }
 
 /// This agent's wallet: balance, transfers, holds (escrow), and what its compute has cost.
@@ -363,32 +309,8 @@ pub mod auctions {
 
     pub const TOPIC: &str = "agora:auction";
 
-    /// A host notice about an auction this agent sells or bid in.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Notice {
-        Outbid { auction: u64, by: u64 },
-        Sold { auction: u64, winner: String, price: u64 },
-        Unsold { auction: u64 },
-        Cancelled { auction: u64 },
-    }
-
-    impl Notice {
-        /// The notice a message carries, if it is one.
-        pub fn parse(message: &crate::Message) -> Option<Notice> {
-            let text = crate::notice_text(message, TOPIC)?;
-            let field = |key: &str| crate::notice_field(text, key);
-            let auction = field("auction")?.parse().ok()?;
-            Some(match field("event")? {
-                "outbid" => Notice::Outbid { auction, by: field("by")?.parse().ok()? },
-                "sold" => {
-                    Notice::Sold { auction, winner: field("winner")?.into(), price: field("price")?.parse().ok()? }
-                }
-                "unsold" => Notice::Unsold { auction },
-                "cancelled" => Notice::Cancelled { auction },
-                _ => return None,
-            })
-        }
-    }
+    /// A host notice about an auction this agent sells or bid in ([`crate::Notice::Auction`]).
+    pub use crate::AuctionNotice as Notice;
 }
 
 /// The contract-net task market. Grant: "economics". Notices arrive on [`market::TOPIC`].
@@ -397,58 +319,9 @@ pub mod market {
 
     pub const TOPIC: &str = "agora:market";
 
-    /// A host notice about a task this agent announced, was invited to, or won.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Notice {
-        /// A call for proposals: read the task with [`info`], answer with [`propose`].
-        CallForProposals {
-            task: u64,
-        },
-        Awarded {
-            task: u64,
-        },
-        Lost {
-            task: u64,
-        },
-        Completed {
-            task: u64,
-            contractor: String,
-            price: u64,
-        },
-        Failed {
-            task: u64,
-            contractor: String,
-        },
-        TimedOut {
-            task: u64,
-            contractor: String,
-        },
-        Unawarded {
-            task: u64,
-        },
-    }
-
-    impl Notice {
-        /// The notice a message carries, if it is one.
-        pub fn parse(message: &crate::Message) -> Option<Notice> {
-            let text = crate::notice_text(message, TOPIC)?;
-            let field = |key: &str| crate::notice_field(text, key);
-            let task = field("task")?.parse().ok()?;
-            let contractor = || field("contractor").map(String::from);
-            Some(match field("event")? {
-                "cfp" => Notice::CallForProposals { task },
-                "awarded" => Notice::Awarded { task },
-                "lost" => Notice::Lost { task },
-                "completed" => {
-                    Notice::Completed { task, contractor: contractor()?, price: field("price")?.parse().ok()? }
-                }
-                "failed" => Notice::Failed { task, contractor: contractor()? },
-                "timed-out" => Notice::TimedOut { task, contractor: contractor()? },
-                "unawarded" => Notice::Unawarded { task },
-                _ => return None,
-            })
-        }
-    }
+    /// A host notice about a task this agent announced, was invited to, or won
+    /// ([`crate::Notice::Market`]).
+    pub use crate::MarketNotice as Notice;
 }
 
 /// Logging into the host's log. Grant: "logging".
@@ -470,25 +343,6 @@ pub mod log {
     pub fn error(message: &str) {
         log(Level::Error, message)
     }
-}
-
-/// The text of a host notification on `topic`, if `message` is one.
-fn notice_text<'a>(message: &'a Message, topic: &str) -> Option<&'a str> {
-    if message.topic.as_deref() != Some(topic) {
-        return None;
-    }
-    std::str::from_utf8(&message.payload).ok()
-}
-
-/// The value of `key` in a host notification's `key=value key=value` text.
-fn notice_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.split(' ').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// A host notification with a body: its first line (the fields) and the bytes after it.
-fn notice_parts(payload: &[u8]) -> Option<(&str, &[u8])> {
-    let split = payload.iter().position(|b| *b == b'\n')?;
-    Some((std::str::from_utf8(&payload[..split]).ok()?, &payload[split + 1..]))
 }
 
 /// Ask the host to end this agent normally once the current callback returns.

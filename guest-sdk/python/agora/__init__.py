@@ -17,6 +17,14 @@ Host calls are the generated bindings, re-exported here by interface (`agora.mes
 carries its text or number, if any. `agora.send`, `agora.call` and `agora.lookup` take an agent
 name or id. In `handle`, raise `agora.Reject` to refuse one message (a caller gets
 `failed(text)`); any other exception ends the instance, and its supervisor decides what next.
+
+Host notices arrive typed: `message.notice` is `None` for an agent's message, or one of
+`agora.types.Notice_Down`, `Notice_Exit`, `Notice_ConfigChanged`, `Notice_Event`,
+`Notice_LeaderChanged`, `Notice_VoteRequested`, `Notice_Auction`, `Notice_Market`, whose
+`value` is the record (`types.Down(reference, agent, reason)`, ...):
+
+    if isinstance(message.notice, agora.types.Notice_Down):
+        agora.log(f"agent {message.notice.value.agent} exited: {message.notice.value.reason}")
 """
 
 from typing import Dict, Optional, Union

@@ -255,7 +255,11 @@ pub(crate) async fn run_pairs(
             ("mode", mode.into()),
             ("autostart", "false".into()),
         ];
-        let ping = spec(format!("{mode}-ping-{i}"), "ping-pong", &config, ByteSize::mib(16));
+        let mut ping = spec(format!("{mode}-ping-{i}"), "ping-pong", &config, ByteSize::mib(16));
+        // A pinger makes all its round trips in one callback, and each `call` that waits across
+        // an epoch tick is charged that tick: on a slow machine the default 1 s budget would end
+        // the run (`cpu_budget`) instead of measuring it.
+        ping.limits.budget = Duration::from_secs(3600);
         let agent = agent::start(runtime, &ping, module, exits.clone(), 0).await?;
         pings.push(agent.id);
         agents.push(agent);
@@ -279,7 +283,13 @@ async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64) ->
     store.set_epoch_deadline(1);
     let instance = module.pre.instantiate_async(&mut store).await?;
     instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;
-    let envelope = Envelope { sender: Some(1), correlation: None, topic: None, payload: 7u64.to_le_bytes().to_vec() };
+    let envelope = Envelope {
+        sender: Some(1),
+        correlation: None,
+        topic: None,
+        payload: 7u64.to_le_bytes().to_vec(),
+        notice: None,
+    };
     let started = Instant::now();
     for _ in 0..calls {
         store.set_epoch_deadline(1);
@@ -365,7 +375,8 @@ async fn density(
     let mut answers = Vec::with_capacity(live);
     for agent in &agents {
         let (reply, answer) = oneshot::channel();
-        let message = Message { sender: None, topic: None, payload: b"ping".to_vec(), reply: Some(reply) };
+        let message =
+            Message { sender: None, topic: None, payload: b"ping".to_vec(), reply: Some(reply), notice: None };
         runtime.router.try_deliver(agent.id, message).map_err(error)?;
         answers.push(answer);
     }

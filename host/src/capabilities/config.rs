@@ -110,10 +110,10 @@ impl ConfigService {
                 None => values.remove(path),
             };
         }
-        Ok(self.notify(path, value.as_deref().unwrap_or("")))
+        Ok(self.notify(path, value))
     }
 
-    fn notify(&self, path: &str, value: &str) -> usize {
+    fn notify(&self, path: &str, value: Option<String>) -> usize {
         let watchers: BTreeSet<AgentId> = {
             let subscribers = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
             subscribers
@@ -123,7 +123,8 @@ impl ConfigService {
                 .collect()
         };
         let topic: Arc<str> = CONFIG_TOPIC.into();
-        self.router.notify(watchers, &topic, format!("{path}={value}").as_bytes())
+        let change = crate::runtime::bindings::types::ConfigChange { path: path.to_string(), value };
+        self.router.notify(watchers, &topic, &crate::messaging::Notice::ConfigChanged(change))
     }
 
     fn subscribe(&self, id: AgentId, prefix: &str) {
@@ -301,7 +302,13 @@ mod tests {
         assert_eq!(config.update("pricing.rate", None), Ok(2));
         let received = |inbox: &mut crate::messaging::Inbox| {
             std::iter::from_fn(|| inbox.try_recv().ok())
-                .map(|m| (m.topic.as_deref().map(str::to_string), String::from_utf8(m.payload).unwrap()))
+                .map(|m| {
+                    let Some(crate::messaging::Notice::ConfigChanged(change)) = m.notice.map(|n| *n) else {
+                        panic!("a config change, typed")
+                    };
+                    let told = format!("{}={}", change.path, change.value.unwrap_or_default());
+                    (m.topic.as_deref().map(str::to_string), told)
+                })
                 .collect::<Vec<_>>()
         };
         let topic = Some(CONFIG_TOPIC.to_string());

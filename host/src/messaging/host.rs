@@ -84,7 +84,7 @@ impl messaging::Host for View<'_, Messaging> {
             return Err(Error::Invalid("an agent cannot call itself: it handles one message at a time".into()));
         }
         let (reply, answer) = oneshot::channel();
-        let message = Message { sender: Some(self.id), topic: None, payload, reply: Some(reply) };
+        let message = Message { sender: Some(self.id), topic: None, payload, reply: Some(reply), notice: None };
         self.host.router.try_deliver(target, message)?;
         match tokio::time::timeout(millis(timeout_ms), answer).await {
             Ok(Ok(reply)) => reply,

@@ -27,6 +27,8 @@ pub type AgentId = u64;
 /// The answer to a call: the reply payload, or why there is none.
 pub type Reply = Result<Vec<u8>, Error>;
 
+pub use crate::runtime::bindings::types::Notice;
+
 /// One message in a mailbox.
 pub struct Message {
     pub sender: Option<AgentId>,
@@ -34,11 +36,18 @@ pub struct Message {
     pub payload: Vec<u8>,
     /// Present when the sender waits in `call`.
     pub reply: Option<oneshot::Sender<Reply>>,
+    /// Present when the host tells the agent of something (boxed: most messages carry none).
+    pub notice: Option<Box<Notice>>,
 }
 
 impl Message {
     pub fn cast(sender: Option<AgentId>, payload: Vec<u8>) -> Self {
-        Message { sender, topic: None, payload, reply: None }
+        Message { sender, topic: None, payload, reply: None, notice: None }
+    }
+
+    /// A host notice, on the host's reserved topic for it.
+    pub fn notice(sender: Option<AgentId>, topic: Arc<str>, notice: Notice) -> Self {
+        Message { sender, topic: Some(topic), payload: Vec::new(), reply: None, notice: Some(Box::new(notice)) }
     }
 }
 
@@ -169,10 +178,10 @@ impl Router {
     /// Deliver a host notification (no sender) on `topic` to each of `agents`; returns how many
     /// got it. Notifications are best effort: a full mailbox drops one with a
     /// `notification_dropped` warning, and the agent can read the state it announces itself.
-    pub fn notify(&self, agents: impl IntoIterator<Item = AgentId>, topic: &Arc<str>, payload: &[u8]) -> usize {
+    pub fn notify(&self, agents: impl IntoIterator<Item = AgentId>, topic: &Arc<str>, notice: &Notice) -> usize {
         let mut notified = 0;
         for agent in agents {
-            let message = Message { sender: None, topic: Some(topic.clone()), payload: payload.to_vec(), reply: None };
+            let message = Message::notice(None, topic.clone(), notice.clone());
             match self.try_deliver(agent, message) {
                 Ok(()) => notified += 1,
                 Err(Error::MailboxFull) => {
@@ -202,8 +211,13 @@ impl Router {
         let mut delivered = 0;
         let mut full = Vec::new();
         for subscriber in subscribers {
-            let message =
-                Message { sender: Some(sender), topic: Some(topic.clone()), payload: payload.to_vec(), reply: None };
+            let message = Message {
+                sender: Some(sender),
+                topic: Some(topic.clone()),
+                payload: payload.to_vec(),
+                reply: None,
+                notice: None,
+            };
             match self.try_deliver(subscriber, message) {
                 Ok(()) => delivered += 1,
                 Err(Error::MailboxFull) => full.push(subscriber),

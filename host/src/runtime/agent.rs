@@ -524,6 +524,7 @@ impl Instance {
             correlation,
             topic: message.topic.map(|t| t.to_string()),
             payload: message.payload,
+            notice: message.notice.map(|notice| *notice),
         };
         // Armed (budget and hooks) by the caller, which may have had to wait for a gate.
         let started = quanta::Instant::now();

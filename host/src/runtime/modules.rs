@@ -21,7 +21,7 @@ use super::state::AgentState;
 
 /// The exports every agent component must have, as named in the `agent` world.
 const REQUIRED_EXPORTS: [&str; 3] = ["init", "handle", "terminate"];
-const WORLD: &str = "agora:agent/agent@0.2.1";
+const WORLD: &str = "agora:agent/agent@0.3.0";
 
 /// A module ready to instantiate.
 pub struct LoadedModule {
@@ -137,6 +137,7 @@ impl ModuleLoader {
             Some(component) => (component, CacheOutcome::Hit),
             None => (self.compile(class, path, &bytes, &artifact)?, CacheOutcome::Compiled),
         };
+        check_version(&class.engine, path, &component)?;
         check_exports(&class.engine, path, &component)?;
         let initial_memory = check_resources(path, &component, class.class, self.max_memory)?;
         let pre = class
@@ -166,6 +167,7 @@ impl ModuleLoader {
             return Ok((artifact, CacheOutcome::Hit));
         }
         let component = self.compile(class, path, &bytes, &artifact)?;
+        check_version(&class.engine, path, &component)?;
         check_exports(&class.engine, path, &component)?;
         Ok((artifact, CacheOutcome::Compiled))
     }
@@ -271,6 +273,30 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {
         Some([0, b'a', b's', b'm', ..]) => Ok(()),
         _ => Err(ModuleError::NotWasm { path: path.into() }),
     }
+}
+
+/// Refuse a component built for another minor version of the `agora:agent` package (a 0.2
+/// agent expects notices as text) with both versions, instead of a generic link error.
+fn check_version(engine: &Engine, path: &Path, component: &Component) -> Result<(), ModuleError> {
+    let ours = WORLD.rsplit_once('@').map_or("", |(_, version)| version);
+    let minor = |version: &str| version.rsplit_once('.').map(|(minor, _)| minor.to_string());
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        let Some(version) = name.strip_prefix("agora:agent/").and_then(|rest| rest.split_once('@')).map(|(_, v)| v)
+        else {
+            continue;
+        };
+        if minor(version) != minor(ours) {
+            return Err(ModuleError::WrongWorld {
+                path: path.into(),
+                reason: format!(
+                    "it was built for agora:agent@{version} (it imports {name}); this host serves agora:agent@{ours}: \
+                     rebuild it against this host's wit/ (0.3 delivers host notices typed, in `envelope.notice`)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Name the missing export instead of leaving it to a generic link error.

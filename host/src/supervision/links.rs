@@ -13,9 +13,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::infra::hashers::IdHasher;
-use crate::messaging::{AgentId, Message, Router};
+use crate::messaging::{AgentId, Message, Notice, Router};
 use crate::runtime::agent::{ExitReason, StopSignal};
 use crate::runtime::bindings::Error;
+use crate::runtime::bindings::types::{Down, LinkedExit};
 
 pub const DOWN_TOPIC: &str = "agora:down";
 pub const EXIT_TOPIC: &str = "agora:exit";
@@ -70,7 +71,8 @@ impl Links {
                 entry.watching.push((reference, target));
             }
         } else {
-            notify(router, watcher, target, DOWN_TOPIC, format!("ref={reference} id={target} reason=noproc"));
+            let down = Down { reference, agent: target, reason: "noproc".into() };
+            notify(router, watcher, target, DOWN_TOPIC, Notice::Down(down));
         }
         reference
     }
@@ -122,7 +124,8 @@ impl Links {
             if let Some(mut watcher_entry) = self.agents.get_mut(&watcher) {
                 watcher_entry.watching.retain(|(r, _)| *r != reference);
             }
-            notify(router, watcher, id, DOWN_TOPIC, format!("ref={reference} id={id} reason={code}"));
+            let down = Down { reference, agent: id, reason: code.into() };
+            notify(router, watcher, id, DOWN_TOPIC, Notice::Down(down));
         }
         for (reference, target) in entry.watching {
             if let Some(mut target_entry) = self.agents.get_mut(&target) {
@@ -134,7 +137,7 @@ impl Links {
             other.links.remove(&id);
             if other.trap_exits {
                 drop(other);
-                notify(router, linked, id, EXIT_TOPIC, format!("id={id} reason={code}"));
+                notify(router, linked, id, EXIT_TOPIC, Notice::Exit(LinkedExit { agent: id, reason: code.into() }));
             } else if reason.is_abnormal() {
                 *other.cause.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(format!("linked agent {id} exited: {code}"));
@@ -146,13 +149,8 @@ impl Links {
 
 /// Deliver a host notification. A full mailbox gets a bounded wait, and a notification that
 /// still cannot be delivered is reported, never dropped silently.
-fn notify(router: &Router, to: AgentId, about: AgentId, topic: &'static str, payload: String) {
-    let message = || Message {
-        sender: Some(about),
-        topic: Some(topic.into()),
-        payload: payload.clone().into_bytes(),
-        reply: None,
-    };
+fn notify(router: &Router, to: AgentId, about: AgentId, topic: &'static str, notice: Notice) {
+    let message = || Message::notice(Some(about), topic.into(), notice.clone());
     match router.try_deliver(to, message()) {
         Ok(()) | Err(Error::NotFound) => {}
         Err(_) => {

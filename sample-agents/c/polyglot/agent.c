@@ -1,11 +1,13 @@
 /* The polyglot agent in C: the same text protocol as its Rust, Python and JavaScript siblings
  * (see sample-agents/python/polyglot/app.py): ping, ask:<agent>:<text>, missing, count,
- * config:<path>, alloc:<bytes>, crash. */
+ * config:<path>, alloc:<bytes>, crash, monitor:<id>, notices. */
 #include <stdio.h>
 
 #include "agora.h"
 
 static unsigned long long calls;
+/* The last host notice seen, as text. */
+static char last_notice[300] = "none";
 /* Keeps an allocation observable, so that the compiler cannot elide it. */
 static void *volatile kept;
 
@@ -44,6 +46,15 @@ static const char *field(const char *line, int index, bool rest, char *out, size
 
 bool exports_agent_handle(agent_envelope_t *message, agent_option_list_u8_t *ret, agent_handle_error_t *err) {
   char line[512], first[256], rest[256], answer[600];
+  /* A host notice, typed: a tagged union. */
+  if (message->notice.is_some && message->notice.val.tag == AGORA_AGENT_TYPES_NOTICE_DOWN) {
+    const agora_agent_types_down_t *down = &message->notice.val.val.down;
+    snprintf(last_notice, sizeof last_notice, "c saw %llu down: %.*s", (unsigned long long)down->agent,
+             (int)down->reason.len, (const char *)down->reason.ptr);
+    agent_envelope_free(message);
+    ret->is_some = false;
+    return true;
+  }
   size_t n = message->payload.len < sizeof line - 1 ? message->payload.len : sizeof line - 1;
   memcpy(line, message->payload.ptr, n);
   line[n] = 0;
@@ -112,6 +123,18 @@ bool exports_agent_handle(agent_envelope_t *message, agent_option_list_u8_t *ret
     return agora_reply(ret, answer);
   }
   if (strcmp(command, "crash") == 0) abort();
+  if (strcmp(command, "monitor") == 0) {
+    uint64_t reference;
+    agora_agent_supervision_error_t error;
+    unsigned long long target = field(line, 1, false, first, sizeof first) ? strtoull(first, NULL, 10) : 0;
+    if (!agora_agent_supervision_monitor(target, &reference, &error)) {
+      snprintf(answer, sizeof answer, "error %s", agora_error_code(&error));
+      return agora_reply(ret, answer);
+    }
+    snprintf(answer, sizeof answer, "monitoring %llu", target);
+    return agora_reply(ret, answer);
+  }
+  if (strcmp(command, "notices") == 0) return agora_reply(ret, last_notice);
   snprintf(answer, sizeof answer, "unknown command '%s'", command);
   return agora_refuse(err, false, answer);
 }

@@ -1,9 +1,12 @@
 // The polyglot agent in JavaScript: the same text protocol as its Rust, Python and C siblings
 // (see sample-agents/python/polyglot/app.py): ping, ask:<agent>:<text>, missing, count,
-// config:<path>, alloc:<bytes>, crash.
-import { agent, call, host, log, text, HostError, Reject, config, registry, telemetry } from '../../../guest-sdk/js/agora.js';
+// config:<path>, alloc:<bytes>, crash, monitor:<id>, notices.
+import {
+  agent, call, host, log, text, HostError, Reject, config, registry, supervision, telemetry,
+} from '../../../guest-sdk/js/agora.js';
 
 let calls = 0;
+let lastNotice = 'none';
 
 export const { init, handle, terminate } = agent({
   init(settings) {
@@ -12,6 +15,12 @@ export const { init, handle, terminate } = agent({
   },
 
   handle(message) {
+    // A host notice, typed: `{ tag, val }`.
+    if (message.notice?.tag === 'down') {
+      const down = message.notice.val;
+      lastNotice = `javascript saw ${down.agent} down: ${down.reason}`;
+      return undefined;
+    }
     const [command, first, rest] = splitOnce(text(message.payload));
     switch (command) {
       case 'ping':
@@ -46,6 +55,11 @@ export const { init, handle, terminate } = agent({
       }
       case 'crash':
         throw new Error('crashed on request');
+      case 'monitor':
+        host(supervision.monitor, BigInt(first));
+        return `monitoring ${first}`;
+      case 'notices':
+        return lastNotice;
       default:
         throw new Reject(`unknown command '${command}'`);
     }

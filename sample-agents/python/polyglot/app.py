@@ -7,19 +7,26 @@
 - `config:<path>` -> the live config value at the path, or `none`
 - `alloc:<bytes>` -> allocates that much (past the memory cap, the instance dies)
 - `crash` -> raises: the instance ends and its supervisor restarts it
+- `monitor:<id>` -> monitors the agent; `monitoring <id>` (the host's `down` notice follows)
+- `notices` -> the last host notice seen, typed: `python saw <agent> down: <reason>`, or `none`
 """
 
 import agora
-from agora import config, registry, telemetry
+from agora import config, registry, supervision, telemetry, types
 
 
 class Polyglot(agora.Agent):
     def init(self, settings):
         self.calls = 0
+        self.last_notice = "none"
         agora.host(registry.add_capability, "polyglot")
         agora.log(f"python agent up ({settings.get('motto', 'no motto')})")
 
     def handle(self, message):
+        if isinstance(message.notice, types.Notice_Down):
+            down = message.notice.value
+            self.last_notice = f"python saw {down.agent} down: {down.reason}"
+            return None
         words = message.payload.decode(errors="replace").split(":", 2)
         command = words[0]
         if command == "ping":
@@ -48,6 +55,11 @@ class Polyglot(agora.Agent):
             return f"allocated {len(block)}"
         if command == "crash":
             raise RuntimeError("crashed on request")
+        if command == "monitor":
+            agora.host(supervision.monitor, int(words[1]))
+            return f"monitoring {words[1]}"
+        if command == "notices":
+            return self.last_notice
         raise agora.Reject(f"unknown command {command!r}")
 
 

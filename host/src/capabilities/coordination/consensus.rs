@@ -113,11 +113,15 @@ impl Consensus {
         let tally = Outcome { verdict: Verdict::TimedOut, round, voters, accepted: 0, rejected: 0, missing: 0 };
         self.rounds.insert(round, Round { pending: members.clone(), needed, outcome: tally, decided: Some(decided) });
         let topic: Arc<str> = format!("{TOPIC_PREFIX}{group}").into();
-        let mut payload = format!("round={round} proposer={proposer}\n").into_bytes();
-        payload.extend_from_slice(value);
+        let request = crate::runtime::bindings::types::VoteRequest {
+            group: group.to_string(),
+            round,
+            proposer,
+            value: value.to_vec(),
+        };
         for member in members {
-            let message =
-                Message { sender: Some(proposer), topic: Some(topic.clone()), payload: payload.clone(), reply: None };
+            let notice = crate::messaging::Notice::VoteRequested(request.clone());
+            let message = Message::notice(Some(proposer), topic.clone(), notice);
             if self.router.try_deliver(member, message).is_err() {
                 // Gone, or no room for the request: this member cannot vote.
                 self.lose_voter(round, member);
@@ -250,8 +254,11 @@ mod tests {
                     voters.push(tokio::spawn(async move {
                         let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 100 + member);
                         while let Some(request) = inbox.recv().await {
-                            let text = String::from_utf8(request.payload).unwrap();
-                            let round: u64 = text.split_whitespace().next().unwrap()["round=".len()..].parse().unwrap();
+                            let Some(crate::messaging::Notice::VoteRequested(request)) = request.notice.map(|n| *n)
+                            else {
+                                panic!("a vote request, typed")
+                            };
+                            let round = request.round;
                             let (choice, delay) = (rng.random_range(0..10), rng.random_range(0..4u64));
                             let (consensus, acknowledged) = (consensus.clone(), acknowledged.clone());
                             // Each request answered by its own task, at once or after 1 to 3 ms,

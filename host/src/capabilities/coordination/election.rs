@@ -99,16 +99,16 @@ impl Elections {
     /// Tell every member the group's new leadership.
     fn announce(&self, group: &str, state: &Group) {
         let Leadership { leader, term } = state.leadership();
-        let leader = leader.map_or_else(|| "none".to_string(), |id| id.to_string());
-        let payload = format!("term={term} leader={leader}").into_bytes();
+        let change = crate::runtime::bindings::types::LeaderChange { group: group.to_string(), leader, term };
         let topic: Arc<str> = format!("{TOPIC_PREFIX}{group}").into();
-        self.router.notify(state.members.iter().copied(), &topic, &payload);
+        self.router.notify(state.members.iter().copied(), &topic, &crate::messaging::Notice::LeaderChanged(change));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::bindings::types::LeaderChange;
 
     #[test]
     fn the_earliest_member_leads_and_terms_increase() {
@@ -123,8 +123,9 @@ mod tests {
         assert!(elections.leave("g", 1));
         assert_eq!(elections.leadership("g"), Leadership { leader: Some(3), term: 2 });
         assert!(!elections.leave("g", 1));
-        let told = String::from_utf8(inboxes[2].try_recv().unwrap().payload).unwrap();
-        assert_eq!(told, "term=2 leader=3");
+        let told = inboxes[2].try_recv().unwrap().notice.map(|notice| *notice);
+        let change = LeaderChange { group: "g".into(), leader: Some(3), term: 2 };
+        assert_eq!(told, Some(crate::messaging::Notice::LeaderChanged(change)));
         assert!(elections.leave("g", 3));
         assert_eq!(
             elections.join("g", 2),
@@ -200,10 +201,11 @@ mod tests {
                         .iter()
                         .position(|g| message.topic.as_deref() == Some(&format!("{TOPIC_PREFIX}{g}")))
                         .unwrap();
-                    let text = String::from_utf8(message.payload).unwrap();
-                    let (term, leader) = text.split_once(' ').unwrap();
-                    let term: u64 = term["term=".len()..].parse().unwrap();
-                    let leader = leader["leader=".len()..].parse().ok();
+                    let Some(crate::messaging::Notice::LeaderChanged(change)) = message.notice.map(|n| *n) else {
+                        panic!("seed {seed}: a leader change, typed")
+                    };
+                    assert_eq!(change.group, GROUPS[group]);
+                    let LeaderChange { term, leader, .. } = change;
                     assert!(term > last_term[group], "seed {seed}: terms told out of order");
                     last_term[group] = term;
                     record(group, Leadership { leader, term });

@@ -15,6 +15,8 @@
 //! Auctions live in memory. At a host restart the open ones are gone, and the ledger releases
 //! their holds when it replays.
 
+use crate::messaging::Notice;
+use crate::runtime::bindings::types::{AuctionNotice, AuctionSold, Outbid};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -396,17 +398,20 @@ impl Auctions {
             _ => &self.tally.cancelled,
         };
         counted.fetch_add(1, Ordering::Relaxed);
-        let told = match &state {
-            State::Sold { winner, price } => format!("event=sold auction={} winner={winner} price={price}", auction.id),
-            State::Unsold => format!("event=unsold auction={}", auction.id),
-            State::Cancelled => format!("event=cancelled auction={}", auction.id),
+        let (told, notice) = match &state {
+            State::Sold { winner, price } => (
+                format!("sold to {winner} for {price}"),
+                AuctionNotice::Sold(AuctionSold { auction: auction.id, winner: winner.to_string(), price: *price }),
+            ),
+            State::Unsold => ("unsold".to_string(), AuctionNotice::Unsold(auction.id)),
+            State::Cancelled => ("cancelled".to_string(), AuctionNotice::Cancelled(auction.id)),
             State::Open => unreachable!("settled auctions are closed"),
         };
         tracing::info!(event = "auction_closed", auction = auction.id, item = %auction.terms.item, outcome = %told);
         auction.outcome.send_replace(state);
         let bidders = std::mem::take(&mut auction.book().bidders);
         let topic: Arc<str> = TOPIC.into();
-        self.router.notify(std::iter::once(auction.seller.id).chain(bidders), &topic, told.as_bytes());
+        self.router.notify(std::iter::once(auction.seller.id).chain(bidders), &topic, &Notice::Auction(notice));
     }
 
     /// Bid `amount`, held in escrow until the close; the bid. In a Dutch auction a bid at or above the clock takes
@@ -428,8 +433,8 @@ impl Auctions {
                 if let Some(outbid) = outbid {
                     let outbidder = outbid.bidder.id;
                     self.release(outbid, &memo).await?;
-                    let told = format!("event=outbid auction={id} by={amount}");
-                    self.router.notify([outbidder], &TOPIC.into(), told.as_bytes());
+                    let told = Notice::Auction(AuctionNotice::Outbid(Outbid { auction: id, by: amount }));
+                    self.router.notify([outbidder], &TOPIC.into(), &told);
                 }
                 Ok(amount)
             }

@@ -13,6 +13,8 @@
 //! deadline. Tasks live in memory: at a host restart open ones are gone and the ledger releases
 //! their escrow.
 
+use crate::messaging::Notice;
+use crate::runtime::bindings::types::{MarketNotice, TaskCompleted, TaskEnded};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -196,8 +198,8 @@ impl Market {
             wake: Notify::new(),
         });
         self.tasks.pin().insert(id, task.clone());
-        let told = format!("event=cfp task={id}");
-        self.router.notify(task.invited.iter().copied(), &TOPIC.into(), told.as_bytes());
+        let told = Notice::Market(MarketNotice::CallForProposals(id));
+        self.router.notify(task.invited.iter().copied(), &TOPIC.into(), &told);
         tracing::info!(event = "task_announced", task = id, kind = %task.announcement.kind,
             announcer = %task.announcer.name, budget = task.announcement.budget, invited = task.invited.len());
         let market = self.clone();
@@ -243,8 +245,8 @@ impl Market {
             (TaskState::Awarded { contractor: name, price }, Some(contractor), losers) => {
                 tracing::info!(event = "task_awarded", task = task.id, contractor = %name, price);
                 task.outcome.send_replace(TaskState::Awarded { contractor: name, price });
-                self.router.notify([contractor], &topic, format!("event=awarded task={}", task.id).as_bytes());
-                self.router.notify(losers, &topic, format!("event=lost task={}", task.id).as_bytes());
+                self.router.notify([contractor], &topic, &Notice::Market(MarketNotice::Awarded(task.id)));
+                self.router.notify(losers, &topic, &Notice::Market(MarketNotice::Lost(task.id)));
             }
             _ => {
                 self.finish(task, TaskState::Unawarded).await;
@@ -307,27 +309,29 @@ impl Market {
             TaskState::Completed { contractor, price, .. } => {
                 self.reputation.record(contractor, true);
                 let paid = self.ledger.capture(&task.escrow, contractor, *price, &memo).await;
-                (paid, format!("event=completed task={} contractor={contractor} price={price}", task.id))
+                let completed = TaskCompleted { task: task.id, contractor: contractor.to_string(), price: *price };
+                (paid, MarketNotice::Completed(completed))
             }
             TaskState::Failed { contractor, .. } | TaskState::TimedOut { contractor } => {
                 self.reputation.record(contractor, false);
-                let word = if matches!(state, TaskState::Failed { .. }) { "failed" } else { "timed-out" };
-                (
-                    self.ledger.release(&task.escrow, &memo).await,
-                    format!("event={word} task={} contractor={contractor}", task.id),
-                )
+                let ended = TaskEnded { task: task.id, contractor: contractor.to_string() };
+                let told = match state {
+                    TaskState::Failed { .. } => MarketNotice::Failed(ended),
+                    _ => MarketNotice::TimedOut(ended),
+                };
+                (self.ledger.release(&task.escrow, &memo).await, told)
             }
-            _ => (self.ledger.release(&task.escrow, &memo).await, format!("event=unawarded task={}", task.id)),
+            _ => (self.ledger.release(&task.escrow, &memo).await, MarketNotice::Unawarded(task.id)),
         };
         if let Err(error) = settled {
             // Only a failed journal gets here; the ledger's next start releases the escrow.
             tracing::error!(event = "task_settlement_failed", task = task.id, %error);
         }
-        tracing::info!(event = "task_ended", task = task.id, outcome = %told);
+        tracing::info!(event = "task_ended", task = task.id, outcome = ?told);
         task.outcome.send_replace(state);
         let contractor = task.book().contractor;
         let topic: Arc<str> = TOPIC.into();
-        self.router.notify(std::iter::once(task.announcer.id).chain(contractor), &topic, told.as_bytes());
+        self.router.notify(std::iter::once(task.announcer.id).chain(contractor), &topic, &Notice::Market(told));
     }
 
     /// Propose to do a task; a later proposal from the same agent replaces its earlier one.

@@ -158,14 +158,15 @@ fn publish(router: &Router, committed: Committed<'_>) {
         if subscribers.is_empty() {
             continue;
         }
-        let mut payload = format!(
-            "seq={seq} time={time_ms} agent={} correlation={}\n",
-            event.agent.as_deref().unwrap_or(""),
-            event.correlation.as_deref().unwrap_or("")
-        )
-        .into_bytes();
-        payload.extend_from_slice(&event.payload);
-        router.notify(subscribers, &topic.as_str().into(), &payload);
+        let committed = crate::runtime::bindings::types::CommittedEvent {
+            seq,
+            time_ms,
+            kind: event.kind.clone(),
+            agent: event.agent.as_deref().map(str::to_string),
+            correlation: event.correlation.clone(),
+            payload: event.payload.clone(),
+        };
+        router.notify(subscribers, &topic.as_str().into(), &crate::messaging::Notice::Event(committed));
     }
 }
 

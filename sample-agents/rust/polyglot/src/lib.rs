@@ -1,12 +1,15 @@
 //! The polyglot agent in Rust: the same text protocol as its Python, JavaScript and C siblings
 //! (see sample-agents/python/polyglot/app.py): `ping`, `ask:<agent>:<text>`, `missing`,
-//! `count`, `config:<path>`, `alloc:<bytes>`, `crash`.
+//! `count`, `config:<path>`, `alloc:<bytes>`, `crash`, `monitor:<id>`, `notices`.
 use std::time::Duration;
 
-use agora_guest::{Agent, Config, Error, HandleError, Message, config, log, messaging, registry, telemetry};
+use agora_guest::{
+    Agent, Config, Error, HandleError, Message, Notice, config, log, messaging, registry, supervision, telemetry,
+};
 
 struct Polyglot {
     calls: u64,
+    last_notice: String,
 }
 
 fn code(error: &Error) -> &'static str {
@@ -28,10 +31,14 @@ impl Agent for Polyglot {
     fn init(config: Config) -> Result<Self, String> {
         registry::add_capability("polyglot").map_err(|e| code(&e).to_string())?;
         log::info(&format!("rust agent up ({})", config.get("motto").unwrap_or("no motto")));
-        Ok(Polyglot { calls: 0 })
+        Ok(Polyglot { calls: 0, last_notice: "none".into() })
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+        if let Some(Notice::Down(down)) = &message.notice {
+            self.last_notice = format!("rust saw {} down: {}", down.agent, down.reason);
+            return Ok(None);
+        }
         let line = String::from_utf8_lossy(&message.payload).into_owned();
         let mut words = line.splitn(3, ':');
         let (command, first, rest) = (words.next().unwrap_or(""), words.next(), words.next());
@@ -66,6 +73,15 @@ impl Agent for Polyglot {
                 format!("allocated {}", block.len())
             }
             "crash" => panic!("crashed on request"),
+            "monitor" => {
+                let target =
+                    first.and_then(|id| id.parse().ok()).ok_or_else(|| HandleError::reject("monitor needs an id"))?;
+                match supervision::monitor(target) {
+                    Ok(_) => format!("monitoring {target}"),
+                    Err(error) => format!("error {}", code(&error)),
+                }
+            }
+            "notices" => self.last_notice.clone(),
             other => return Err(HandleError::reject(format!("unknown command '{other}'"))),
         };
         Ok(Some(answer.into_bytes()))

@@ -53,8 +53,8 @@ mod http;
 
 use agora_guest::rate_limits::LimitError;
 use agora_guest::{
-    Address, Agent, Config, Error, HandleError, Message, auctions, config, events, ledger, locks, log, market,
-    messaging, rate_limits, registry, supervision, telemetry,
+    Address, Agent, Config, Error, HandleError, Message, Notice, VoteRequest, auctions, config, events, ledger, locks,
+    log, market, messaging, rate_limits, registry, supervision, telemetry,
 };
 
 struct Probe {
@@ -641,14 +641,15 @@ impl Agent for Probe {
             }
             return Ok(None);
         }
-        if let (Some(vote), Some((group, round, _, _))) =
-            (self.vote.as_deref(), agora_guest::consensus::parse_request(&message))
+        if let (Some(vote), Some(Notice::VoteRequested(VoteRequest { group, round, .. }))) =
+            (self.vote.as_deref(), &message.notice)
         {
+            let (group, round) = (group.as_str(), *round);
             match vote {
                 "crash" => panic!("the probe was asked to crash on a vote request"),
                 "ignore" => {}
                 choice => {
-                    let voted = agora_guest::consensus::vote(&group, round, choice == "accept");
+                    let voted = agora_guest::consensus::vote(group, round, choice == "accept");
                     log::info(&format!("probe voted {choice} in round {round}: {voted:?}"));
                 }
             }
@@ -656,9 +657,36 @@ impl Agent for Probe {
         }
         if self.report_messages {
             let topic = message.topic.as_deref().unwrap_or("-");
-            log::info(&format!("probe got [{topic}] {}", text(&message.payload)));
+            let told = message.notice.as_ref().map_or_else(|| text(&message.payload), describe);
+            log::info(&format!("probe got [{topic}] {told}"));
         }
         Ok(Some(message.payload))
+    }
+}
+
+/// A notice as the probe logs it, one `key=value` line per notice (a body on the next line).
+fn describe(notice: &Notice) -> String {
+    match notice {
+        Notice::Down(down) => format!("ref={} id={} reason={}", down.reference, down.agent, down.reason),
+        Notice::Exit(exit) => format!("id={} reason={}", exit.agent, exit.reason),
+        Notice::ConfigChanged(change) => format!("{}={}", change.path, change.value.as_deref().unwrap_or("")),
+        Notice::Event(event) => format!(
+            "seq={} time={} agent={} correlation={}\n{}",
+            event.seq,
+            event.time_ms,
+            event.agent.as_deref().unwrap_or(""),
+            event.correlation.as_deref().unwrap_or(""),
+            text(&event.payload)
+        ),
+        Notice::LeaderChanged(change) => {
+            let leader = change.leader.map_or_else(|| "none".to_string(), |id| id.to_string());
+            format!("term={} leader={leader}", change.term)
+        }
+        Notice::VoteRequested(request) => {
+            format!("round={} proposer={}\n{}", request.round, request.proposer, text(&request.value))
+        }
+        Notice::Auction(notice) => format!("{notice:?}"),
+        Notice::Market(notice) => format!("{notice:?}"),
     }
 }
 

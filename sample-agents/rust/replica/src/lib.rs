@@ -1,7 +1,7 @@
 //! A member of a replicated group: it joins the election group named by config `group`, logs
 //! every change of leader (and whether it now leads), and votes on the group's proposals:
 //! accept, unless the value contains its config `veto` word.
-use agora_guest::{Agent, Config, HandleError, Message, consensus, election, log, messaging};
+use agora_guest::{Agent, Config, HandleError, Message, Notice, VoteRequest, consensus, election, log, messaging};
 
 struct Replica {
     group: String,
@@ -29,13 +29,20 @@ impl Agent for Replica {
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        if let Some((_, leadership)) = election::parse_change(&message) {
-            self.report(leadership);
-        } else if let Some((group, round, _, value)) = consensus::parse_request(&message) {
-            let value = String::from_utf8_lossy(&value);
-            let accept = self.veto.as_deref().is_none_or(|veto| !value.contains(veto));
-            let voted = consensus::vote(&group, round, accept);
-            log::info(&format!("voted {} on {value:?} (round {round}): {voted:?}", if accept { "yes" } else { "no" }));
+        match message.notice {
+            Some(Notice::LeaderChanged(change)) => {
+                self.report(election::Leadership { leader: change.leader, term: change.term })
+            }
+            Some(Notice::VoteRequested(VoteRequest { group, round, value, .. })) => {
+                let value = String::from_utf8_lossy(&value);
+                let accept = self.veto.as_deref().is_none_or(|veto| !value.contains(veto));
+                let voted = consensus::vote(&group, round, accept);
+                log::info(&format!(
+                    "voted {} on {value:?} (round {round}): {voted:?}",
+                    if accept { "yes" } else { "no" }
+                ));
+            }
+            _ => {}
         }
         Ok(None)
     }

@@ -19,9 +19,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use agora_guest::auctions::{self, Format};
-use agora_guest::market::{self, AwardRule, Notice as MarketNotice};
-use agora_guest::supervision::{self, Notice as Down};
+use agora_guest::market::{self, AwardRule};
+use agora_guest::supervision;
 use agora_guest::{Agent, Config, HandleError, Message, ledger, log, messaging, registry};
+use agora_guest::{AuctionNotice, AuctionSold, MarketNotice, Notice, Outbid, TaskCompleted, TaskEnded};
 
 const AUCTIONS_TOPIC: &str = "auctions";
 
@@ -119,19 +120,20 @@ impl Trader {
         if message.payload == b"go" && message.topic.is_none() {
             return if self.ready("contractors") { self.announce_next() } else { Ok(()) };
         }
-        let Some(notice) = MarketNotice::parse(message) else { return Ok(()) };
+        let Some(Notice::Market(notice)) = &message.notice else { return Ok(()) };
         let Role::Client { next, tasks, completed, failed, paid } = &mut self.role else { return Ok(()) };
         match notice {
-            MarketNotice::Completed { task, contractor, price } => {
+            MarketNotice::Completed(TaskCompleted { task, contractor, price }) => {
                 *completed += 1;
                 *paid += price;
                 log::info(&format!("{}: task {task} done by {contractor} for {price}", self.name));
             }
-            MarketNotice::Failed { task, contractor } | MarketNotice::TimedOut { task, contractor } => {
+            MarketNotice::Failed(TaskEnded { task, contractor })
+            | MarketNotice::TimedOut(TaskEnded { task, contractor }) => {
                 *failed += 1;
                 log::info(&format!("{}: task {task} not delivered by {contractor}; budget refunded", self.name));
             }
-            MarketNotice::Unawarded { task } => {
+            MarketNotice::Unawarded(task) => {
                 *failed += 1;
                 log::info(&format!("{}: task {task} got no proposals; budget refunded", self.name));
             }
@@ -153,13 +155,13 @@ impl Trader {
             return if self.ready("bidders") { self.open_next_auction() } else { Ok(()) };
         }
         let Role::Seller { sold, earned, .. } = &mut self.role else { return Ok(()) };
-        match auctions::Notice::parse(message) {
-            Some(auctions::Notice::Sold { auction, winner, price }) => {
+        match &message.notice {
+            Some(Notice::Auction(AuctionNotice::Sold(AuctionSold { auction, winner, price }))) => {
                 *sold += 1;
                 *earned += price;
                 log::info(&format!("{}: auction {auction} sold to {winner} for {price}", self.name));
             }
-            Some(auctions::Notice::Unsold { auction }) => {
+            Some(Notice::Auction(AuctionNotice::Unsold(auction))) => {
                 log::info(&format!("{}: auction {auction} unsold", self.name))
             }
             _ => return Ok(()),
@@ -168,7 +170,7 @@ impl Trader {
     }
 
     fn contractor(&mut self, message: &Message) -> Result<(), String> {
-        if let Some(down) = Down::parse(message) {
+        if let Some(Notice::Down(down)) = &message.notice {
             let Role::Contractor { watching, .. } = &mut self.role else { return Ok(()) };
             watching.remove(&down.agent);
             if watching.is_empty() {
@@ -185,11 +187,11 @@ impl Trader {
         if message.topic.as_deref() == Some(AUCTIONS_TOPIC) {
             return self.auction_announced(message);
         }
-        if let Some(auctions::Notice::Outbid { auction, .. }) = auctions::Notice::parse(message) {
+        if let Some(Notice::Auction(AuctionNotice::Outbid(Outbid { auction, .. }))) = message.notice {
             return self.raise(auction);
         }
-        match MarketNotice::parse(message) {
-            Some(MarketNotice::CallForProposals { task }) => {
+        match message.notice {
+            Some(Notice::Market(MarketNotice::CallForProposals(task))) => {
                 let info = market::info(task).map_err(wit_error)?;
                 let Role::Contractor { delivered, .. } = self.role else { return Ok(()) };
                 let price = (self.number("price", 50) + self.number("raise", 0) * delivered).min(info.task.budget);
@@ -199,7 +201,7 @@ impl Trader {
                 }
                 Ok(())
             }
-            Some(MarketNotice::Awarded { task }) => self.work(task),
+            Some(Notice::Market(MarketNotice::Awarded(task))) => self.work(task),
             _ => Ok(()),
         }
     }
