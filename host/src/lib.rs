@@ -9,7 +9,8 @@
 //! [`supervision`] runs the supervision trees, links, monitors and isolated jobs; [`admin`] is
 //! the host's HTTP endpoint (metrics, config updates); [`cli`] is the `agora` command and
 //! [`bench`] its benchmarks; [`infra`] holds what they share and no capability owns (the durable
-//! stores' plumbing, the hashers, the housekeeping thread).
+//! stores' plumbing, the hashers, the housekeeping thread); [`bindings`] is the host's side of the
+//! WIT contract.
 //!
 //! Every host service an agent reaches through WIT is a **capability** ([`capabilities`]): one
 //! type implementing [`capabilities::Capability`] (its grant, its manifest section, its shared
@@ -29,6 +30,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bindings;
 pub mod capabilities;
 pub mod cli;
 pub mod infra;

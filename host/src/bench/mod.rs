@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::bindings::Envelope;
 use crate::capabilities::{Grants, ServiceSections};
 use crate::manifest::{AgentSpec, ByteSize, HostSettings, Limits, Restart, Shutdown};
 use crate::messaging::Message;
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Exit, ExitReason, RunningAgent};
-use crate::runtime::bindings::Envelope;
 use crate::runtime::modules::Module;
 use crate::runtime::state::AgentState;
 
@@ -198,7 +198,7 @@ async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &R
     // Interleaved, so that both see the same pool occupancy and machine state.
     for i in 0..count {
         let started = Instant::now();
-        let state = AgentState::new(runtime.clone(), u64::MAX - i as u64, "raw".into(), raw_spec.clone());
+        let state = AgentState::new(runtime.clone(), u64::MAX - i as u64, "raw".into(), raw_spec.clone(), None);
         let mut store = agent::new_store(module.pre.engine(), state);
         store.set_epoch_deadline(1);
         let instance = module.pre.instantiate_async(&mut store).await?;
@@ -278,7 +278,7 @@ pub(crate) async fn run_pairs(
 /// Raw host-to-guest `handle` calls on one store: the floor under any message delivery.
 async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64) -> anyhow::Result<f64> {
     let raw_spec = Arc::new(spec("raw".into(), &module.name, &[], Limits::default().memory));
-    let state = AgentState::new(runtime.clone(), u64::MAX, "raw".into(), raw_spec);
+    let state = AgentState::new(runtime.clone(), u64::MAX, "raw".into(), raw_spec, None);
     let mut store = agent::new_store(module.pre.engine(), state);
     store.set_epoch_deadline(1);
     let instance = module.pre.instantiate_async(&mut store).await?;

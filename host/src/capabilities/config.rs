@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::hooks::Hooks;
 use super::{Capability, Entering, Getter, Leaving, SectionError, Served, Startup, View};
+use crate::bindings::{Error, config};
 use crate::messaging::{AgentId, Router};
-use crate::runtime::bindings::{Error, config};
 use crate::runtime::state::AgentState;
 
 /// The topic every change notification arrives on.
@@ -123,7 +123,7 @@ impl ConfigService {
                 .collect()
         };
         let topic: Arc<str> = CONFIG_TOPIC.into();
-        let change = crate::runtime::bindings::types::ConfigChange { path: path.to_string(), value };
+        let change = crate::bindings::types::ConfigChange { path: path.to_string(), value };
         self.router.notify(watchers, &topic, &crate::messaging::Notice::ConfigChanged(change))
     }
 

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use wasmtime::{Store, StoreContextMut};
 
+use crate::bindings::Error;
 use crate::manifest::AgentSpec;
 use crate::messaging::AgentId;
 use crate::runtime::agent::{ExitReason, Fault, FaultKind};
-use crate::runtime::bindings::Error;
 use crate::runtime::state::AgentState;
 
 pub trait Hooks: super::Capability {

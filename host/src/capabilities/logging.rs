@@ -3,7 +3,7 @@
 
 use super::hooks::Hooks;
 use super::{Capability, Entering, Getter, NoSection, Served, Startup, View};
-use crate::runtime::bindings::logging::{self, Level};
+use crate::bindings::logging::{self, Level};
 use crate::runtime::state::AgentState;
 
 /// Longer lines are cut: a log line is not a data channel.

@@ -27,8 +27,8 @@ use serde::Deserialize;
 
 use super::hooks::Hooks;
 use super::{Capability, Denied, Entering, Getter, SectionError, Served, Startup, View};
+use crate::bindings::rate_limits::{self, LimitError};
 use crate::manifest::Span;
-use crate::runtime::bindings::rate_limits::{self, LimitError};
 use crate::runtime::state::AgentState;
 
 /// One limiter as the manifest declares it.

@@ -73,6 +73,8 @@ pub struct Entering<'a> {
     pub spec: &'a AgentSpec,
     /// The counters the agent keeps (for an exporter to read while it lives).
     pub stats: &'a Arc<AgentStats>,
+    /// The agent an isolated job works for (its wallet pays for the job, say); none for an agent.
+    pub acting_for: Option<&'a Arc<str>>,
 }
 
 /// The agent leaving.
@@ -260,8 +262,8 @@ impl fmt::Debug for Grants {
     }
 }
 
-impl Denied for crate::runtime::bindings::Error {
+impl Denied for crate::bindings::Error {
     fn denied() -> Self {
-        crate::runtime::bindings::Error::Denied
+        crate::bindings::Error::Denied
     }
 }

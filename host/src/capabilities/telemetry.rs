@@ -28,10 +28,10 @@ use serde::Deserialize;
 
 use super::hooks::{Hooks, HostEvent};
 use super::{Capability, Entering, Getter, Leaving, SectionError, Served, Startup, View};
+use crate::bindings::{Error, telemetry};
 use crate::infra::hashers::IdHasher;
 use crate::manifest::Span;
 use crate::messaging::AgentId;
-use crate::runtime::bindings::{Error, telemetry};
 use crate::runtime::state::AgentState;
 use crate::runtime::stats::{AgentStats, LATENCY_BUCKETS, latency_midpoint};
 

@@ -117,6 +117,26 @@ pub struct AgentSpec {
     pub wallet: u64,
 }
 
+impl AgentSpec {
+    /// An entry with nothing granted, no config and OTP's defaults (permanent, 5 s to shut down),
+    /// for agents the host makes itself (spawned children, isolated jobs): they set what they
+    /// need with struct update, so a new capability's field needs no change there.
+    pub fn new(name: impl Into<String>, module: impl Into<String>, limits: Limits) -> AgentSpec {
+        AgentSpec {
+            name: name.into(),
+            module: module.into(),
+            config: Vec::new(),
+            limits,
+            capabilities: Vec::new(),
+            grants: Grants::NONE,
+            outbound: Vec::new(),
+            restart: Restart::Permanent,
+            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            wallet: 0,
+        }
+    }
+}
+
 /// A manifest error, located in the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestError {

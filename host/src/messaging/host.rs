@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{AgentId, AgentMessaging, Message};
+use crate::bindings::{Address, Error, PublishReport, messaging};
 use crate::capabilities::hooks::Hooks;
 use crate::capabilities::{Capability, Entering, Getter, Leaving, NoSection, Served, Startup, View};
-use crate::runtime::bindings::{Address, Error, PublishReport, messaging};
 use crate::runtime::state::AgentState;
 
 /// Messaging as a capability: the router is the core's, the reply slots and topics are each

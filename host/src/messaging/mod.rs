@@ -18,8 +18,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::bindings::Error;
 use crate::infra::hashers::{IdHasher, NameHasher};
-use crate::runtime::bindings::Error;
 
 /// Agent ids: the top 16 bits name the node (0 here), the rest are a per-node serial.
 pub type AgentId = u64;
@@ -27,7 +27,7 @@ pub type AgentId = u64;
 /// The answer to a call: the reply payload, or why there is none.
 pub type Reply = Result<Vec<u8>, Error>;
 
-pub use crate::runtime::bindings::types::Notice;
+pub use crate::bindings::types::Notice;
 
 /// One message in a mailbox.
 pub struct Message {
@@ -56,10 +56,11 @@ pub type Inbox = mpsc::Receiver<Message>;
 /// Every live mailbox and topic subscription of this host.
 pub struct Router {
     mailboxes: DashMap<AgentId, mpsc::Sender<Message>, IdHasher>,
-    /// Agents that refuse messages until their wallets can pay (`[economics] unpaid =
-    /// "refuse"`); the count spares every delivery a lookup while there are none.
-    unpaid: dashmap::DashSet<AgentId, IdHasher>,
-    unpaid_count: std::sync::atomic::AtomicUsize,
+    /// Agents held behind a gate that refuses their messages (a wallet that cannot pay, under
+    /// `[economics] unpaid = "refuse"`), with the error senders get; the count spares every
+    /// delivery a lookup while there are none.
+    refusing: DashMap<AgentId, Error, IdHasher>,
+    refusing_count: std::sync::atomic::AtomicUsize,
     topics: DashMap<Arc<str>, Vec<AgentId>, NameHasher>,
     max_message: usize,
 }
@@ -70,8 +71,8 @@ impl Router {
             mailboxes: DashMap::default(),
             topics: DashMap::default(),
             max_message,
-            unpaid: Default::default(),
-            unpaid_count: Default::default(),
+            refusing: Default::default(),
+            refusing_count: Default::default(),
         }
     }
 
@@ -114,27 +115,32 @@ impl Router {
         self.mailboxes.contains_key(&id)
     }
 
-    /// Refuse deliveries to `id` with `unpaid` until [`Router::accept`].
-    pub fn refuse(&self, id: AgentId) {
-        if self.unpaid.insert(id) {
-            self.unpaid_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// Refuse deliveries to `id` with `error` until [`Router::accept`].
+    pub fn refuse(&self, id: AgentId, error: Error) {
+        if self.refusing.insert(id, error).is_none() {
+            self.refusing_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     pub fn accept(&self, id: AgentId) {
-        if self.unpaid.remove(&id).is_some() {
-            self.unpaid_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if self.refusing.remove(&id).is_some() {
+            self.refusing_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
-    fn check_paid(&self, to: AgentId) -> Result<(), Error> {
-        let any = self.unpaid_count.load(std::sync::atomic::Ordering::Relaxed) != 0;
-        if any && self.unpaid.contains(&to) { Err(Error::Unpaid) } else { Ok(()) }
+    fn check_refusing(&self, to: AgentId) -> Result<(), Error> {
+        if self.refusing_count.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        match self.refusing.get(&to) {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Enqueue without waiting.
     pub fn try_deliver(&self, to: AgentId, message: Message) -> Result<(), Error> {
-        self.check_paid(to)?;
+        self.check_refusing(to)?;
         let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?;
         mailbox.try_send(message).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::MailboxFull,
@@ -144,7 +150,7 @@ impl Router {
 
     /// Enqueue, waiting up to `timeout` for room.
     pub async fn deliver_timeout(&self, to: AgentId, message: Message, timeout: Duration) -> Result<(), Error> {
-        self.check_paid(to)?;
+        self.check_refusing(to)?;
         let mailbox = self.sender(to).ok_or(Error::NotFound)?;
         mailbox.send_timeout(message, timeout).await.map_err(|e| match e {
             mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,

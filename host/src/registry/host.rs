@@ -1,9 +1,9 @@
 //! The `registry` interface as the guest sees it, served as a capability. Grant: "registry".
 
+use crate::bindings::{Error, registry};
 use crate::capabilities::hooks::Hooks;
 use crate::capabilities::{Capability, Entering, Getter, NoSection, Served, Startup, View};
 use crate::messaging::AgentId;
-use crate::runtime::bindings::{Error, registry};
 use crate::runtime::state::AgentState;
 
 /// The registry as a capability: the registry is the core's; an agent's entries leave with it

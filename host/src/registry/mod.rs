@@ -9,9 +9,9 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
+use crate::bindings::Error;
 use crate::infra::hashers::{IdHasher, NameHasher};
 use crate::messaging::AgentId;
-use crate::runtime::bindings::Error;
 
 pub mod host;
 

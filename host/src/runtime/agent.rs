@@ -21,11 +21,11 @@ use tokio::sync::mpsc;
 use wasmtime::{AsContextMut, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use super::Runtime;
-use super::bindings::{Agent, Envelope, Error, HandleError};
 use super::invoke;
 use super::limits::{BudgetExceeded, MemoryCapExceeded};
 use super::modules::Module;
 use super::state::AgentState;
+use crate::bindings::{Agent, Envelope, Error, HandleError};
 use crate::capabilities::hooks::ExitReport;
 use crate::capabilities::{AllHooks, Gate, HostEvent};
 use crate::manifest::{AgentSpec, Shutdown};
@@ -321,7 +321,7 @@ pub async fn start(
         .enter(id, &name, &spec.capabilities)
         .map_err(|_| StartError::NameTaken { agent: spec.name.clone() })?;
     let inbox = runtime.router.open(id, spec.limits.mailbox);
-    let mut state = AgentState::new(runtime.clone(), id, name.clone(), Arc::new(spec.clone()));
+    let mut state = AgentState::new(runtime.clone(), id, name.clone(), Arc::new(spec.clone()), None);
     state.restarts = restarts;
     let stop = state.stop.clone();
     let kill_cause = KillCause::default();
@@ -444,15 +444,13 @@ impl Instance {
         })?;
         invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
         let initialized = agent.call_init(&mut self.store, config).await;
-        invoke::done(&mut self.store);
-        match initialized {
-            Ok(Ok(())) => {
+        match invoke::finish(&mut self.store, initialized, "init")? {
+            Ok(()) => {
                 let state = self.store.data();
                 state.stats.initialized(state.memory.peak());
                 Ok(agent)
             }
-            Ok(Err(message)) => Err(Fault::new(FaultKind::InitError, message)),
-            Err(e) => Err(Fault::from_error(&e, self.store.data(), "init")),
+            Err(message) => Err(Fault::new(FaultKind::InitError, message)),
         }
     }
 
@@ -529,7 +527,7 @@ impl Instance {
         // Armed (budget and hooks) by the caller, which may have had to wait for a gate.
         let started = quanta::Instant::now();
         let outcome = agent.call_handle(&mut self.store, &envelope).await;
-        invoke::done(&mut self.store);
+        let outcome = invoke::finish(&mut self.store, outcome, "handle");
         let state = self.store.data_mut();
         record_handle(state, started.elapsed(), &self.inbox);
         match outcome {
@@ -548,7 +546,7 @@ impl Instance {
                 Ok(())
             }
             Ok(Err(HandleError { fatal: true, message })) => Err(Fault::new(FaultKind::HandlerFatal, message)),
-            Err(e) => Err(Fault::from_error(&e, state, "handle")),
+            Err(fault) => Err(fault),
         }
     }
 
@@ -564,11 +562,10 @@ impl Instance {
             _ = stop.killed() => return self.killed(),
             terminated = agent.call_terminate(&mut self.store, reason.code()) => terminated,
         };
-        invoke::done(&mut self.store);
-        match terminated {
+        match invoke::finish(&mut self.store, terminated, "terminate") {
             Ok(()) => reason,
             Err(_) if stop.is_killed() => self.killed(),
-            Err(e) => ExitReason::Crashed(Fault::from_error(&e, self.store.data(), "terminate")),
+            Err(fault) => ExitReason::Crashed(fault),
         }
     }
 
@@ -601,7 +598,7 @@ impl Instance {
             "{}; the agent waits", gate.fault.detail);
         let mut held = Some(message);
         if gate.refuses {
-            runtime.router.refuse(id);
+            runtime.router.refuse(id, gate.error.clone());
             refuse(&name, held.take(), gate.error.clone(), &gate.fault.detail);
         }
         let stop = self.stop.clone();

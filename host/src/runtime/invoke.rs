@@ -18,10 +18,11 @@ pub fn arm(store: &mut Store<AgentState>) -> Result<(), Box<Gate>> {
     AllHooks::before(store.as_context_mut())
 }
 
-/// After a callback, whatever its outcome.
+/// After a callback, whatever its outcome: the `after` hooks, then a failure classified.
 #[inline]
-pub fn done(store: &mut Store<AgentState>) {
+pub fn finish<T>(store: &mut Store<AgentState>, outcome: wasmtime::Result<T>, during: &str) -> Result<T, Fault> {
     AllHooks::after(store.as_context_mut());
+    outcome.map_err(|error| Fault::from_error(&error, store.data(), during))
 }
 
 /// Why a callback did not complete.
@@ -40,6 +41,5 @@ pub async fn run<T>(
 ) -> Result<T, Failed> {
     arm(store).map_err(Failed::Held)?;
     let outcome = call(store).await;
-    done(store);
-    outcome.map_err(|error| Failed::Fault(Fault::from_error(&error, store.data(), during)))
+    finish(store, outcome, during).map_err(Failed::Fault)
 }

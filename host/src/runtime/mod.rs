@@ -7,7 +7,6 @@
 //! `InstancePre`, so a start is "instantiate + init" with no compilation or linking.
 
 pub mod agent;
-pub mod bindings;
 pub mod engine;
 pub mod invoke;
 pub mod limits;

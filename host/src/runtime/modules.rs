@@ -15,9 +15,9 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use super::bindings::{self, AgentPre};
 use super::engine::{Class, Engines, INTERPRETER_SIZE};
 use super::state::AgentState;
+use crate::bindings::{self, AgentPre};
 
 /// The exports every agent component must have, as named in the `agent` world.
 const REQUIRED_EXPORTS: [&str; 3] = ["init", "handle", "terminate"];

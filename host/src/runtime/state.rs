@@ -42,15 +42,23 @@ pub struct AgentState {
 }
 
 impl AgentState {
-    /// `name`: the agent's registered name (an isolated job's is made up).
-    pub fn new(runtime: Arc<Runtime>, id: AgentId, name: Arc<str>, spec: Arc<AgentSpec>) -> Self {
+    /// `name`: the agent's registered name (an isolated job's is made up, and `acting_for` names
+    /// the agent it works for).
+    pub fn new(
+        runtime: Arc<Runtime>,
+        id: AgentId,
+        name: Arc<str>,
+        spec: Arc<AgentSpec>,
+        acting_for: Option<&Arc<str>>,
+    ) -> Self {
         let stderr = GuestOutput::new(name.clone(), "stderr");
         let wasi = WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build();
         let tick = runtime.settings.tick.duration();
         let ticks_allowed = (spec.limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
         runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stats = Arc::new(AgentStats::default());
-        let capabilities = runtime.services.enter(&Entering { id, name: &name, spec: &spec, stats: &stats });
+        let entering = Entering { id, name: &name, spec: &spec, stats: &stats, acting_for };
+        let capabilities = runtime.services.enter(&entering);
         AgentState {
             id,
             name,
@@ -97,11 +105,11 @@ impl WasiView for AgentState {
 
 /// The `lifecycle` interface: an agent asks to end normally. Part of the core, not a
 /// capability: every agent may stop itself.
-impl super::bindings::lifecycle::Host for AgentState {
+impl crate::bindings::lifecycle::Host for AgentState {
     fn stop(&mut self) {
         self.stop_requested = true;
     }
 }
 
 /// The `types` interface has no functions; linking it only names it.
-impl super::bindings::types::Host for AgentState {}
+impl crate::bindings::types::Host for AgentState {}

@@ -7,13 +7,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::Command;
+use crate::bindings::Error;
+use crate::bindings::supervision::{self, Child, ChildInfo, JobError, SpawnError};
 use crate::capabilities::hooks::Hooks;
 use crate::capabilities::{Capability, Denied, Entering, Getter, NoSection, Served, Startup, View};
-use crate::manifest::{AgentSpec, ByteSize, Limits, Restart, Shutdown, check_name};
+use crate::manifest::{AgentSpec, ByteSize, Limits, Restart, check_name};
 use crate::messaging::AgentId;
 use crate::runtime::ModuleRefError;
-use crate::runtime::bindings::Error;
-use crate::runtime::bindings::supervision::{self, Child, ChildInfo, JobError, SpawnError};
 use crate::runtime::state::AgentState;
 
 /// Supervision as a capability.
@@ -102,13 +102,10 @@ impl supervision::Host for View<'_, Supervising> {
             ModuleRefError::Denied(_) => SpawnError::Denied,
             ModuleRefError::Invalid(why) => SpawnError::Invalid(why),
         })?;
+        // A child never holds more than the agent that spawned it (its grants and outbound
+        // targets); everything else starts empty (a wallet too: its parent can pay into it).
         let spec = AgentSpec {
-            limits,
-            name: child.name,
-            module: module.name.clone(),
             config: child.config,
-            capabilities: Vec::new(),
-            // A child never holds more than the agent that spawned it.
             grants: self.spec.grants,
             outbound: self.spec.outbound.clone(),
             restart: match child.restart {
@@ -116,9 +113,7 @@ impl supervision::Host for View<'_, Supervising> {
                 supervision::Restart::Transient => Restart::Transient,
                 supervision::Restart::Temporary => Restart::Temporary,
             },
-            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
-            // A spawned agent's wallet starts empty; its parent can pay into it.
-            wallet: 0,
+            ..AgentSpec::new(child.name, &module.name, limits)
         };
         ask(&commands, |reply| Command::Spawn { spec, reply })
             .await

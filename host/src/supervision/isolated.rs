@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use crate::capabilities::{AllHooks, Grants};
-use crate::manifest::{AgentSpec, Limits, Restart, Shutdown};
+use crate::bindings::Envelope;
+use crate::bindings::supervision::JobError;
+use crate::capabilities::AllHooks;
+use crate::manifest::{AgentSpec, Limits, Restart};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Fault, FaultKind};
-use crate::runtime::bindings::Envelope;
-use crate::runtime::bindings::supervision::JobError;
 use crate::runtime::invoke::{self, Failed};
 use crate::runtime::modules::Module;
 use crate::runtime::state::AgentState;
@@ -27,22 +27,8 @@ pub async fn run(
 ) -> Result<Vec<u8>, JobError> {
     let name: Arc<str> = format!("isolated-{}", module.name).into();
     // Granted nothing: pure computation, paid for by the caller's wallet.
-    let spec = AgentSpec {
-        name: name.to_string(),
-        module: module.name.clone(),
-        limits: *limits,
-        config: Vec::new(),
-        capabilities: Vec::new(),
-        grants: Grants::NONE,
-        outbound: Vec::new(),
-        restart: Restart::Temporary,
-        shutdown: Shutdown::BrutalKill,
-        wallet: 0,
-    };
-    let mut state = AgentState::new(runtime.clone(), runtime.next_id(), name, Arc::new(spec));
-    if let Some(meter) = state.capabilities.economics.meter.as_mut() {
-        meter.payer = payer.clone();
-    }
+    let spec = AgentSpec { restart: Restart::Temporary, ..AgentSpec::new(&*name, &module.name, *limits) };
+    let state = AgentState::new(runtime.clone(), runtime.next_id(), name, Arc::new(spec), Some(payer));
     let mut store = agent::new_store(module.pre.engine(), state);
     let result = run_in(&mut store, caller, module, input, limits).await;
     AllHooks::exit(wasmtime::AsContextMut::as_context_mut(&mut store));

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use crate::bindings::Error;
+use crate::bindings::types::{Down, LinkedExit};
 use crate::infra::hashers::IdHasher;
 use crate::messaging::{AgentId, Message, Notice, Router};
 use crate::runtime::agent::{ExitReason, StopSignal};
-use crate::runtime::bindings::Error;
-use crate::runtime::bindings::types::{Down, LinkedExit};
 
 pub const DOWN_TOPIC: &str = "agora:down";
 pub const EXIT_TOPIC: &str = "agora:exit";

@@ -34,13 +34,13 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::bindings::Error;
+use crate::bindings::supervision::{ChildInfo, SpawnError};
 use crate::capabilities::HostEvent;
 use crate::manifest::{AgentSpec, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Exit, ExitReason, Fault, FaultKind, RunningAgent, StartError, StopSignal};
-use crate::runtime::bindings::Error;
-use crate::runtime::bindings::supervision::{ChildInfo, SpawnError};
 
 /// Run a supervision tree until its root exits, or until `stop` resolves (then shut it down).
 /// The root's crash (restart intensity reached, or a child that cannot start) is the error.

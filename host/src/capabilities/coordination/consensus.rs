@@ -113,12 +113,8 @@ impl Consensus {
         let tally = Outcome { verdict: Verdict::TimedOut, round, voters, accepted: 0, rejected: 0, missing: 0 };
         self.rounds.insert(round, Round { pending: members.clone(), needed, outcome: tally, decided: Some(decided) });
         let topic: Arc<str> = format!("{TOPIC_PREFIX}{group}").into();
-        let request = crate::runtime::bindings::types::VoteRequest {
-            group: group.to_string(),
-            round,
-            proposer,
-            value: value.to_vec(),
-        };
+        let request =
+            crate::bindings::types::VoteRequest { group: group.to_string(), round, proposer, value: value.to_vec() };
         for member in members {
             let notice = crate::messaging::Notice::VoteRequested(request.clone());
             let message = Message::notice(Some(proposer), topic.clone(), notice);

@@ -99,7 +99,7 @@ impl Elections {
     /// Tell every member the group's new leadership.
     fn announce(&self, group: &str, state: &Group) {
         let Leadership { leader, term } = state.leadership();
-        let change = crate::runtime::bindings::types::LeaderChange { group: group.to_string(), leader, term };
+        let change = crate::bindings::types::LeaderChange { group: group.to_string(), leader, term };
         let topic: Arc<str> = format!("{TOPIC_PREFIX}{group}").into();
         self.router.notify(state.members.iter().copied(), &topic, &crate::messaging::Notice::LeaderChanged(change));
     }
@@ -108,7 +108,7 @@ impl Elections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::types::LeaderChange;
+    use crate::bindings::types::LeaderChange;
 
     #[test]
     fn the_earliest_member_leads_and_terms_increase() {

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use super::hooks::Hooks;
 use super::{Capability, Denied, Entering, Getter, Leaving, NoSection, Served, Startup, View};
-use crate::runtime::bindings::barriers::{self as wit_barriers, BarrierError as WitBarrierError};
-use crate::runtime::bindings::consensus::{self as wit_consensus, ConsensusError as WitConsensusError};
-use crate::runtime::bindings::election::{self as wit_election, ElectionError as WitElectionError};
-use crate::runtime::bindings::locks::{self as wit, LockError as WitError, Mode as WitMode};
+use crate::bindings::barriers::{self as wit_barriers, BarrierError as WitBarrierError};
+use crate::bindings::consensus::{self as wit_consensus, ConsensusError as WitConsensusError};
+use crate::bindings::election::{self as wit_election, ElectionError as WitElectionError};
+use crate::bindings::locks::{self as wit, LockError as WitError, Mode as WitMode};
 use crate::runtime::state::AgentState;
 use locks::{LockError, Mode};
 

@@ -15,8 +15,8 @@
 //! Auctions live in memory. At a host restart the open ones are gone, and the ledger releases
 //! their holds when it replays.
 
+use crate::bindings::types::{AuctionNotice, AuctionSold, Outbid};
 use crate::messaging::Notice;
-use crate::runtime::bindings::types::{AuctionNotice, AuctionSold, Outbid};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use wasmtime::{AsContextMut, StoreContextMut};
 
 use super::{Economics, UnpaidPolicy};
+use crate::bindings::Error;
 use crate::capabilities::Member;
 use crate::capabilities::hooks::Gate;
 use crate::runtime::agent::FaultKind;
-use crate::runtime::bindings::Error;
 use crate::runtime::state::AgentState;
 
 /// The store's meter, when compute has a price.

@@ -13,8 +13,8 @@
 //! deadline. Tasks live in memory: at a host restart open ones are gone and the ledger releases
 //! their escrow.
 
+use crate::bindings::types::{MarketNotice, TaskCompleted, TaskEnded};
 use crate::messaging::Notice;
-use crate::runtime::bindings::types::{MarketNotice, TaskCompleted, TaskEnded};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};

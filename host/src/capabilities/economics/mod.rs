@@ -21,18 +21,18 @@ use wasmtime::AsContextMut;
 
 use super::hooks::{Gate, Hooks};
 use super::{Capability, Denied, Entering, Getter, SectionError, Served, Startup, View};
-use crate::manifest::Span;
-use crate::messaging::AgentId;
-use crate::messaging::Router;
-use crate::runtime::bindings::auctions::{
+use crate::bindings::auctions::{
     self as wit_auctions, AuctionError as WitAuctionError, AuctionInfo, DutchClock, EnglishRules, Format as WitFormat,
     Sale, State as WitState, Terms as WitTerms,
 };
-use crate::runtime::bindings::ledger::{self as wit, ComputeUsage, Funds as WitFunds, LedgerError as WitError};
-use crate::runtime::bindings::market::{
+use crate::bindings::ledger::{self as wit, ComputeUsage, Funds as WitFunds, LedgerError as WitError};
+use crate::bindings::market::{
     self as wit_market, AwardRule, Completion, Contract, Failure, MarketError as WitMarketError, Standing,
     Task as WitTask, TaskInfo, TaskState as WitTaskState,
 };
+use crate::manifest::Span;
+use crate::messaging::AgentId;
+use crate::messaging::Router;
 use crate::runtime::state::AgentState;
 use auctions::{AuctionError, Auctions, Format, Party, State, Terms};
 use ledger::{HoldId, Ledger, LedgerError};
@@ -209,10 +209,11 @@ impl Capability for Economics {
         wit_market::add_to_linker::<_, Served<Self>>(linker, get)
     }
 
-    /// A store is metered when compute has a price; its own wallet pays (an isolated job's
-    /// payer is set by `run-isolated`).
+    /// A store is metered when compute has a price; its own wallet pays, or for an isolated
+    /// job the wallet of the agent it works for.
     fn enter(economics: &Economics, agent: &Entering<'_>) -> AgentEconomics {
-        AgentEconomics { meter: economics.pricing().map(|_| billing::Meter::new(agent.name.clone())), fuel_used: 0 }
+        let payer = agent.acting_for.unwrap_or(agent.name);
+        AgentEconomics { meter: economics.pricing().map(|_| billing::Meter::new(payer.clone())), fuel_used: 0 }
     }
 }
 
@@ -519,7 +520,7 @@ impl View<'_, Economics> {
     /// A task's payload and output travel as messages do, under the same size limit.
     fn fits(&self, bytes: &[u8]) -> Result<(), WitMarketError> {
         match self.host.router.check_size(bytes.len()) {
-            Err(crate::runtime::bindings::Error::TooLarge(limit)) => {
+            Err(crate::bindings::Error::TooLarge(limit)) => {
                 Err(WitMarketError::Invalid(format!("{} bytes: the host's message limit is {limit}", bytes.len())))
             }
             _ => Ok(()),

@@ -18,9 +18,9 @@ use serde::Deserialize;
 
 use super::hooks::{Hooks, HostEvent};
 use super::{Capability, Entering, Getter, Leaving, SectionError, Served, Startup, View};
+use crate::bindings::{Error, events};
 use crate::manifest::{ByteSize, Span};
 use crate::messaging::Router;
-use crate::runtime::bindings::{Error, events};
 use crate::runtime::state::AgentState;
 pub use store::{Committed, Event, EventStore, NewEvent, Page, Query, Retention, StoreError};
 
@@ -158,7 +158,7 @@ fn publish(router: &Router, committed: Committed<'_>) {
         if subscribers.is_empty() {
             continue;
         }
-        let committed = crate::runtime::bindings::types::CommittedEvent {
+        let committed = crate::bindings::types::CommittedEvent {
             seq,
             time_ms,
             kind: event.kind.clone(),

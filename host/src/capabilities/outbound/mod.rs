@@ -44,10 +44,10 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::hooks::Hooks;
 use super::{Capability, Entering, Getter, SectionError, Served, Startup, View};
+use crate::bindings::Error;
+use crate::bindings::outbound::{self as wit, Circuit as WitCircuit, TargetStatus};
 use crate::capabilities::rate_limits::{Limiter, LimiterSpec, Refusal};
 use crate::manifest::Span;
-use crate::runtime::bindings::Error;
-use crate::runtime::bindings::outbound::{self as wit, Circuit as WitCircuit, TargetStatus};
 use crate::runtime::state::AgentState;
 use breaker::{Breaker, BreakerSpec, Circuit, Trip};
 use pool::{CheckoutError, Pool, PoolSpec};
