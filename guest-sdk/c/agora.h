@@ -1,9 +1,10 @@
 /* Agora agents in C: helpers over the bindings `wit-bindgen c` generates for the world
- * `agent` (agent.h). An agent defines the three exports:
+ * `agent` (agent.h). An agent defines the four exports:
  *
  *   bool exports_agent_init(agent_list_tuple2_string_string_t *config, agent_string_t *err);
  *   bool exports_agent_handle(agent_envelope_t *message, agent_option_list_u8_t *ret,
  *                             agent_handle_error_t *err);
+ *   bool exports_agent_notify(agent_notice_t *notice, agent_handle_error_t *err);
  *   void exports_agent_terminate(agent_string_t *reason);
  *
  * and calls the host through the generated `agora_agent_<interface>_<function>` functions, which
@@ -11,10 +12,10 @@
  * Generated functions take ownership of nothing: free what they return with the generated
  * `*_free` functions, as the helpers below do.
  *
- * Host notices arrive typed: `message->notice.is_some` marks one, `message->notice.val.tag` is
+ * Host notices arrive typed, in mailbox order, through `exports_agent_notify`: `notice->tag` is
  * one of `AGORA_AGENT_TYPES_NOTICE_DOWN`, `..._EXIT`, `..._CONFIG_CHANGED`, `..._EVENT`,
  * `..._LEADER_CHANGED`, `..._VOTE_REQUESTED`, `..._AUCTION`, `..._MARKET`, and
- * `message->notice.val.val.down` (and so on) is its record.
+ * `notice->val.down` (and so on) is its record; free it with `agent_notice_free`.
  */
 #ifndef AGORA_H
 #define AGORA_H

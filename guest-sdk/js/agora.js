@@ -4,7 +4,7 @@
 // `terminate(reason)`; `agent(...)` turns it into the three functions the world exports:
 //
 //   import { agent, call } from '../../../guest-sdk/js/agora.js';
-//   export const { init, handle, terminate } = agent({
+//   export const { init, handle, notify, terminate } = agent({
 //     handle(message) { return message.payload; },
 //   });
 //
@@ -15,11 +15,14 @@
 // one message (a caller gets `failed(text)`); any other exception ends the instance, and its
 // supervisor decides what next.
 //
-// Host notices arrive typed: `message.notice` is undefined for an agent's message, or a variant
-// `{ tag, val }` with tag 'down', 'exit', 'config-changed', 'event', 'leader-changed',
-// 'vote-requested', 'auction' or 'market' and its record as `val` (ids are BigInts):
+// Host notices arrive typed, in mailbox order, through `notify(notice)`: a variant `{ tag, val }`
+// with tag 'down', 'exit', 'config-changed', 'event', 'leader-changed', 'vote-requested',
+// 'auction' or 'market' and its record as `val` (ids are BigInts). `agent(...)` gives four
+// exports, `init`, `handle`, `notify` and `terminate`:
 //
-//   if (message.notice?.tag === 'down') log(`agent ${message.notice.val.agent} exited`);
+//   export const { init, handle, notify, terminate } = agent({
+//     notify(notice) { if (notice.tag === 'down') log(`agent ${notice.val.agent} exited`); },
+//   });
 
 import * as messaging from 'agora:agent/messaging@0.3.0';
 import * as registry from 'agora:agent/registry@0.3.0';
@@ -144,6 +147,14 @@ export function agent(impl) {
         throw { fatal: !rejected, message: rejected ? error.message : `${error && error.name}: ${error && error.message}` };
       }
       return reply === undefined || reply === null ? undefined : bytes(reply);
+    },
+    notify(notice) {
+      try {
+        if (impl.notify) impl.notify(notice);
+      } catch (error) {
+        const rejected = error instanceof Reject;
+        throw { fatal: !rejected, message: rejected ? error.message : `${error && error.name}: ${error && error.message}` };
+      }
     },
     terminate(reason) {
       if (impl.terminate) impl.terminate(reason);

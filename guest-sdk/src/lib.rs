@@ -2,8 +2,8 @@
 //!
 //! An agent is a plain struct that implements [`Agent`]; [`export_agent!`] turns it into the
 //! component the host runs. The host creates the struct once through [`Agent::init`], hands it
-//! one message at a time through [`Agent::handle`], and calls [`Agent::terminate`] before a
-//! graceful exit. A trap or a panic ends the instance; the state goes with it.
+//! one message at a time through [`Agent::handle`] (and each host notice, in mailbox order,
+//! through [`Agent::notify`]), and calls [`Agent::terminate`] before a graceful exit. A trap or a panic ends the instance; the state goes with it.
 //!
 //! ```no_run
 //! use agora_guest::{Agent, Config, HandleError, Message, messaging, log};
@@ -39,19 +39,18 @@
 //! `wasi:http/outgoing-handler` to the targets listed in the agent's `outbound`.
 //!
 //! The host's notifications (a monitored agent's exit, a config change, a committed event, a
-//! new leader, a vote request, auction and market news) arrive as messages with a typed
-//! [`Notice`] in `message.notice`:
+//! new leader, a vote request, auction and market news) arrive typed, as a [`Notice`] handed to
+//! [`Agent::notify`]:
 //!
 //! ```no_run
-//! # use agora_guest::{HandleError, Message, Notice, log};
-//! fn handle(message: Message) -> Result<Option<Vec<u8>>, HandleError> {
-//!     match message.notice {
-//!         Some(Notice::Down(down)) => log::warn(&format!("agent {} exited: {}", down.agent, down.reason)),
-//!         Some(Notice::ConfigChanged(change)) => log::info(&format!("{} is now {:?}", change.path, change.value)),
-//!         Some(_) => {}
-//!         None => { /* an agent's message: message.payload */ }
+//! # use agora_guest::{HandleError, Notice, log};
+//! fn notify(notice: Notice) -> Result<(), HandleError> {
+//!     match notice {
+//!         Notice::Down(down) => log::warn(&format!("agent {} exited: {}", down.agent, down.reason)),
+//!         Notice::ConfigChanged(change) => log::info(&format!("{} is now {:?}", change.path, change.value)),
+//!         _ => {}
 //!     }
-//!     Ok(None)
+//!     Ok(())
 //! }
 //! ```
 
@@ -105,6 +104,12 @@ pub trait Agent: Sized + 'static {
 
     /// Handle one message. `Ok(Some(reply))` answers a waiting `call`.
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError>;
+
+    /// Handle one notice from the host, in mailbox order with the messages. A fatal error ends
+    /// the instance, as from `handle`. By default notices are ignored.
+    fn notify(&mut self, _notice: Notice) -> Result<(), HandleError> {
+        Ok(())
+    }
 
     /// Called once before a graceful exit ("normal" or "shutdown").
     fn terminate(&mut self, _reason: &str) {}
@@ -380,6 +385,10 @@ pub mod __private {
         with_agent::<A, _>(|agent| agent.handle(message))
     }
 
+    pub fn notify<A: Agent>(notice: Notice) -> Result<(), HandleError> {
+        with_agent::<A, _>(|agent| agent.notify(notice))
+    }
+
     pub fn terminate<A: Agent>(reason: String) {
         with_agent::<A, _>(|agent| agent.terminate(&reason))
     }
@@ -400,6 +409,9 @@ macro_rules! export_agent {
             fn handle(message: $crate::Message)
                 -> ::std::result::Result<::std::option::Option<::std::vec::Vec<u8>>, $crate::HandleError> {
                 $crate::__private::handle::<$agent>(message)
+            }
+            fn notify(notice: $crate::Notice) -> ::std::result::Result<(), $crate::HandleError> {
+                $crate::__private::notify::<$agent>(notice)
             }
             fn terminate(reason: ::std::string::String) {
                 $crate::__private::terminate::<$agent>(reason)

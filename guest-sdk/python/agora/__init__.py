@@ -18,13 +18,14 @@ carries its text or number, if any. `agora.send`, `agora.call` and `agora.lookup
 name or id. In `handle`, raise `agora.Reject` to refuse one message (a caller gets
 `failed(text)`); any other exception ends the instance, and its supervisor decides what next.
 
-Host notices arrive typed: `message.notice` is `None` for an agent's message, or one of
+Host notices arrive typed, in mailbox order, through `notify(self, notice)`: `notice` is one of
 `agora.types.Notice_Down`, `Notice_Exit`, `Notice_ConfigChanged`, `Notice_Event`,
 `Notice_LeaderChanged`, `Notice_VoteRequested`, `Notice_Auction`, `Notice_Market`, whose
 `value` is the record (`types.Down(reference, agent, reason)`, ...):
 
-    if isinstance(message.notice, agora.types.Notice_Down):
-        agora.log(f"agent {message.notice.value.agent} exited: {message.notice.value.reason}")
+    def notify(self, notice):
+        if isinstance(notice, agora.types.Notice_Down):
+            agora.log(f"agent {notice.value.agent} exited: {notice.value.reason}")
 """
 
 from typing import Dict, Optional, Union
@@ -149,6 +150,9 @@ class Agent:
         """Handle one message; a returned value answers a waiting `call`."""
         return None
 
+    def notify(self, notice: "types.Notice") -> None:
+        """Handle one host notice (typed); ignored by default."""
+
     def terminate(self, reason: str) -> None:
         """Called before a graceful exit ("normal", "shutdown")."""
 
@@ -176,6 +180,14 @@ def export(agent_class: type) -> type:
             except Exception as error:  # noqa: BLE001  (the supervisor handles the rest)
                 raise Err(types.HandleError(fatal=True, message=f"{type(error).__name__}: {error}")) from None
             return None if reply is None else _bytes(reply)
+
+        def notify(self, notice):
+            try:
+                state["agent"].notify(notice)
+            except Reject as error:
+                raise Err(types.HandleError(fatal=False, message=str(error))) from None
+            except Exception as error:  # noqa: BLE001  (the supervisor handles the rest)
+                raise Err(types.HandleError(fatal=True, message=f"{type(error).__name__}: {error}")) from None
 
         def terminate(self, reason):
             state["agent"].terminate(reason)

@@ -283,13 +283,7 @@ async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64) ->
     store.set_epoch_deadline(1);
     let instance = module.pre.instantiate_async(&mut store).await?;
     instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;
-    let envelope = Envelope {
-        sender: Some(1),
-        correlation: None,
-        topic: None,
-        payload: 7u64.to_le_bytes().to_vec(),
-        notice: None,
-    };
+    let envelope = Envelope { sender: Some(1), correlation: None, topic: None, payload: 7u64.to_le_bytes().to_vec() };
     let started = Instant::now();
     for _ in 0..calls {
         store.set_epoch_deadline(1);

@@ -515,6 +515,9 @@ impl Instance {
     }
 
     async fn handle(&mut self, agent: &Agent, message: Message) -> Result<(), Fault> {
+        if let Some(notice) = message.notice {
+            return self.notify(agent, *notice).await;
+        }
         let state = self.store.data_mut();
         let correlation = message.reply.map(|reply| state.capabilities.messaging.expect_reply(reply));
         let envelope = Envelope {
@@ -522,7 +525,6 @@ impl Instance {
             correlation,
             topic: message.topic.map(|t| t.to_string()),
             payload: message.payload,
-            notice: message.notice.map(|notice| *notice),
         };
         // Armed (budget and hooks) by the caller, which may have had to wait for a gate.
         let started = quanta::Instant::now();
@@ -547,6 +549,19 @@ impl Instance {
             }
             Ok(Err(HandleError { fatal: true, message })) => Err(Fault::new(FaultKind::HandlerFatal, message)),
             Err(fault) => Err(fault),
+        }
+    }
+
+    /// A host notice goes to the `notify` export: a separate callback, so that `handle`'s
+    /// envelope stays small enough to pass in registers.
+    async fn notify(&mut self, agent: &Agent, notice: crate::messaging::Notice) -> Result<(), Fault> {
+        let started = quanta::Instant::now();
+        let outcome = agent.call_notify(&mut self.store, &notice).await;
+        let outcome = invoke::finish(&mut self.store, outcome, "notify");
+        record_handle(self.store.data(), started.elapsed(), &self.inbox);
+        match outcome? {
+            Ok(()) | Err(HandleError { fatal: false, .. }) => Ok(()),
+            Err(HandleError { fatal: true, message }) => Err(Fault::new(FaultKind::HandlerFatal, message)),
         }
     }
 

@@ -20,7 +20,7 @@ use super::state::AgentState;
 use crate::bindings::{self, AgentPre};
 
 /// The exports every agent component must have, as named in the `agent` world.
-const REQUIRED_EXPORTS: [&str; 3] = ["init", "handle", "terminate"];
+const REQUIRED_EXPORTS: [&str; 4] = ["init", "handle", "notify", "terminate"];
 const WORLD: &str = "agora:agent/agent@0.3.0";
 
 /// A module ready to instantiate.

@@ -57,7 +57,7 @@ async fn run_in(
         Ok(()) => {}
         Err(message) => return Err(JobError::Failed(format!("init: {message}"))),
     }
-    let envelope = Envelope { sender: Some(caller), correlation: None, topic: None, payload: input, notice: None };
+    let envelope = Envelope { sender: Some(caller), correlation: None, topic: None, payload: input };
     match invoke::run(store, "handle", async |store| instance.call_handle(store, &envelope).await)
         .await
         .map_err(failed)?

@@ -46,15 +46,6 @@ static const char *field(const char *line, int index, bool rest, char *out, size
 
 bool exports_agent_handle(agent_envelope_t *message, agent_option_list_u8_t *ret, agent_handle_error_t *err) {
   char line[512], first[256], rest[256], answer[600];
-  /* A host notice, typed: a tagged union. */
-  if (message->notice.is_some && message->notice.val.tag == AGORA_AGENT_TYPES_NOTICE_DOWN) {
-    const agora_agent_types_down_t *down = &message->notice.val.val.down;
-    snprintf(last_notice, sizeof last_notice, "c saw %llu down: %.*s", (unsigned long long)down->agent,
-             (int)down->reason.len, (const char *)down->reason.ptr);
-    agent_envelope_free(message);
-    ret->is_some = false;
-    return true;
-  }
   size_t n = message->payload.len < sizeof line - 1 ? message->payload.len : sizeof line - 1;
   memcpy(line, message->payload.ptr, n);
   line[n] = 0;
@@ -137,6 +128,18 @@ bool exports_agent_handle(agent_envelope_t *message, agent_option_list_u8_t *ret
   if (strcmp(command, "notices") == 0) return agora_reply(ret, last_notice);
   snprintf(answer, sizeof answer, "unknown command '%s'", command);
   return agora_refuse(err, false, answer);
+}
+
+/* A host notice, typed: a tagged union. */
+bool exports_agent_notify(agent_notice_t *notice, agent_handle_error_t *err) {
+  (void)err;
+  if (notice->tag == AGORA_AGENT_TYPES_NOTICE_DOWN) {
+    const agora_agent_types_down_t *down = &notice->val.down;
+    snprintf(last_notice, sizeof last_notice, "c saw %llu down: %.*s", (unsigned long long)down->agent,
+             (int)down->reason.len, (const char *)down->reason.ptr);
+  }
+  agent_notice_free(notice);
+  return true;
 }
 
 void exports_agent_terminate(agent_string_t *reason) { agent_string_free(reason); }

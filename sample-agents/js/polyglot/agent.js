@@ -8,19 +8,18 @@ import {
 let calls = 0;
 let lastNotice = 'none';
 
-export const { init, handle, terminate } = agent({
+export const { init, handle, notify, terminate } = agent({
   init(settings) {
     host(registry.addCapability, 'polyglot');
     log(`javascript agent up (${settings.motto ?? 'no motto'})`);
   },
 
+  // A host notice, typed: `{ tag, val }`.
+  notify(notice) {
+    if (notice.tag === 'down') lastNotice = `javascript saw ${notice.val.agent} down: ${notice.val.reason}`;
+  },
+
   handle(message) {
-    // A host notice, typed: `{ tag, val }`.
-    if (message.notice?.tag === 'down') {
-      const down = message.notice.val;
-      lastNotice = `javascript saw ${down.agent} down: ${down.reason}`;
-      return undefined;
-    }
     const [command, first, rest] = splitOnce(text(message.payload));
     switch (command) {
       case 'ping':

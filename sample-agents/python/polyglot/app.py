@@ -22,11 +22,11 @@ class Polyglot(agora.Agent):
         agora.host(registry.add_capability, "polyglot")
         agora.log(f"python agent up ({settings.get('motto', 'no motto')})")
 
+    def notify(self, notice):
+        if isinstance(notice, types.Notice_Down):
+            self.last_notice = f"python saw {notice.value.agent} down: {notice.value.reason}"
+
     def handle(self, message):
-        if isinstance(message.notice, types.Notice_Down):
-            down = message.notice.value
-            self.last_notice = f"python saw {down.agent} down: {down.reason}"
-            return None
         words = message.payload.decode(errors="replace").split(":", 2)
         command = words[0]
         if command == "ping":

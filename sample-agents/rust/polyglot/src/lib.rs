@@ -34,11 +34,14 @@ impl Agent for Polyglot {
         Ok(Polyglot { calls: 0, last_notice: "none".into() })
     }
 
-    fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        if let Some(Notice::Down(down)) = &message.notice {
+    fn notify(&mut self, notice: Notice) -> Result<(), HandleError> {
+        if let Notice::Down(down) = notice {
             self.last_notice = format!("rust saw {} down: {}", down.agent, down.reason);
-            return Ok(None);
         }
+        Ok(())
+    }
+
+    fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
         let line = String::from_utf8_lossy(&message.payload).into_owned();
         let mut words = line.splitn(3, ':');
         let (command, first, rest) = (words.next().unwrap_or(""), words.next(), words.next());

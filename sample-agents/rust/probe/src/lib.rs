@@ -641,52 +641,65 @@ impl Agent for Probe {
             }
             return Ok(None);
         }
-        if let (Some(vote), Some(Notice::VoteRequested(VoteRequest { group, round, .. }))) =
-            (self.vote.as_deref(), &message.notice)
-        {
-            let (group, round) = (group.as_str(), *round);
+        if self.report_messages {
+            let topic = message.topic.as_deref().unwrap_or("-");
+            log::info(&format!("probe got [{topic}] {}", text(&message.payload)));
+        }
+        Ok(Some(message.payload))
+    }
+
+    fn notify(&mut self, notice: Notice) -> Result<(), HandleError> {
+        if let (Some(vote), Notice::VoteRequested(VoteRequest { group, round, .. })) = (self.vote.as_deref(), &notice) {
             match vote {
                 "crash" => panic!("the probe was asked to crash on a vote request"),
                 "ignore" => {}
                 choice => {
-                    let voted = agora_guest::consensus::vote(group, round, choice == "accept");
+                    let voted = agora_guest::consensus::vote(group, *round, choice == "accept");
                     log::info(&format!("probe voted {choice} in round {round}: {voted:?}"));
                 }
             }
-            return Ok(None);
+            return Ok(());
         }
         if self.report_messages {
-            let topic = message.topic.as_deref().unwrap_or("-");
-            let told = message.notice.as_ref().map_or_else(|| text(&message.payload), describe);
+            let (topic, told) = describe(&notice);
             log::info(&format!("probe got [{topic}] {told}"));
         }
-        Ok(Some(message.payload))
+        Ok(())
     }
 }
 
-/// A notice as the probe logs it, one `key=value` line per notice (a body on the next line).
-fn describe(notice: &Notice) -> String {
+/// A notice as the probe logs it: the host's topic for its kind, and one `key=value` line (a
+/// body on the next line).
+fn describe(notice: &Notice) -> (String, String) {
     match notice {
-        Notice::Down(down) => format!("ref={} id={} reason={}", down.reference, down.agent, down.reason),
-        Notice::Exit(exit) => format!("id={} reason={}", exit.agent, exit.reason),
-        Notice::ConfigChanged(change) => format!("{}={}", change.path, change.value.as_deref().unwrap_or("")),
-        Notice::Event(event) => format!(
-            "seq={} time={} agent={} correlation={}\n{}",
-            event.seq,
-            event.time_ms,
-            event.agent.as_deref().unwrap_or(""),
-            event.correlation.as_deref().unwrap_or(""),
-            text(&event.payload)
+        Notice::Down(down) => {
+            ("agora:down".into(), format!("ref={} id={} reason={}", down.reference, down.agent, down.reason))
+        }
+        Notice::Exit(exit) => ("agora:exit".into(), format!("id={} reason={}", exit.agent, exit.reason)),
+        Notice::ConfigChanged(change) => {
+            ("agora:config".into(), format!("{}={}", change.path, change.value.as_deref().unwrap_or("")))
+        }
+        Notice::Event(event) => (
+            format!("agora:event/{}", event.kind),
+            format!(
+                "seq={} time={} agent={} correlation={}\n{}",
+                event.seq,
+                event.time_ms,
+                event.agent.as_deref().unwrap_or(""),
+                event.correlation.as_deref().unwrap_or(""),
+                text(&event.payload)
+            ),
         ),
         Notice::LeaderChanged(change) => {
             let leader = change.leader.map_or_else(|| "none".to_string(), |id| id.to_string());
-            format!("term={} leader={leader}", change.term)
+            (format!("agora:leader/{}", change.group), format!("term={} leader={leader}", change.term))
         }
-        Notice::VoteRequested(request) => {
-            format!("round={} proposer={}\n{}", request.round, request.proposer, text(&request.value))
-        }
-        Notice::Auction(notice) => format!("{notice:?}"),
-        Notice::Market(notice) => format!("{notice:?}"),
+        Notice::VoteRequested(request) => (
+            format!("agora:vote/{}", request.group),
+            format!("round={} proposer={}\n{}", request.round, request.proposer, text(&request.value)),
+        ),
+        Notice::Auction(notice) => ("agora:auction".into(), format!("{notice:?}")),
+        Notice::Market(notice) => ("agora:market".into(), format!("{notice:?}")),
     }
 }
 

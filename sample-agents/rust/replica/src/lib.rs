@@ -28,12 +28,16 @@ impl Agent for Replica {
         Ok(replica)
     }
 
-    fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        match message.notice {
-            Some(Notice::LeaderChanged(change)) => {
+    fn handle(&mut self, _message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+        Ok(None)
+    }
+
+    fn notify(&mut self, notice: Notice) -> Result<(), HandleError> {
+        match notice {
+            Notice::LeaderChanged(change) => {
                 self.report(election::Leadership { leader: change.leader, term: change.term })
             }
-            Some(Notice::VoteRequested(VoteRequest { group, round, value, .. })) => {
+            Notice::VoteRequested(VoteRequest { group, round, value, .. }) => {
                 let value = String::from_utf8_lossy(&value);
                 let accept = self.veto.as_deref().is_none_or(|veto| !value.contains(veto));
                 let voted = consensus::vote(&group, round, accept);
@@ -44,7 +48,7 @@ impl Agent for Replica {
             }
             _ => {}
         }
-        Ok(None)
+        Ok(())
     }
 }
 

@@ -116,11 +116,12 @@ impl Trader {
         Ok(())
     }
 
-    fn client(&mut self, message: &Message) -> Result<(), String> {
-        if message.payload == b"go" && message.topic.is_none() {
-            return if self.ready("contractors") { self.announce_next() } else { Ok(()) };
+    fn client(&mut self, input: Input) -> Result<(), String> {
+        if let Input::Message(message) = input {
+            let go = message.payload == b"go" && message.topic.is_none();
+            return if go && self.ready("contractors") { self.announce_next() } else { Ok(()) };
         }
-        let Some(Notice::Market(notice)) = &message.notice else { return Ok(()) };
+        let Input::Notice(Notice::Market(notice)) = input else { return Ok(()) };
         let Role::Client { next, tasks, completed, failed, paid } = &mut self.role else { return Ok(()) };
         match notice {
             MarketNotice::Completed(TaskCompleted { task, contractor, price }) => {
@@ -150,18 +151,19 @@ impl Trader {
         self.announce_next()
     }
 
-    fn seller(&mut self, message: &Message) -> Result<(), String> {
-        if message.payload == b"go" && message.topic.is_none() {
-            return if self.ready("bidders") { self.open_next_auction() } else { Ok(()) };
+    fn seller(&mut self, input: Input) -> Result<(), String> {
+        if let Input::Message(message) = input {
+            let go = message.payload == b"go" && message.topic.is_none();
+            return if go && self.ready("bidders") { self.open_next_auction() } else { Ok(()) };
         }
         let Role::Seller { sold, earned, .. } = &mut self.role else { return Ok(()) };
-        match &message.notice {
-            Some(Notice::Auction(AuctionNotice::Sold(AuctionSold { auction, winner, price }))) => {
+        match input {
+            Input::Notice(Notice::Auction(AuctionNotice::Sold(AuctionSold { auction, winner, price }))) => {
                 *sold += 1;
                 *earned += price;
                 log::info(&format!("{}: auction {auction} sold to {winner} for {price}", self.name));
             }
-            Some(Notice::Auction(AuctionNotice::Unsold(auction))) => {
+            Input::Notice(Notice::Auction(AuctionNotice::Unsold(auction))) => {
                 log::info(&format!("{}: auction {auction} unsold", self.name))
             }
             _ => return Ok(()),
@@ -169,8 +171,8 @@ impl Trader {
         self.open_next_auction()
     }
 
-    fn contractor(&mut self, message: &Message) -> Result<(), String> {
-        if let Some(Notice::Down(down)) = &message.notice {
+    fn contractor(&mut self, input: Input) -> Result<(), String> {
+        if let Input::Notice(Notice::Down(down)) = input {
             let Role::Contractor { watching, .. } = &mut self.role else { return Ok(()) };
             watching.remove(&down.agent);
             if watching.is_empty() {
@@ -184,14 +186,18 @@ impl Trader {
             }
             return Ok(());
         }
-        if message.topic.as_deref() == Some(AUCTIONS_TOPIC) {
-            return self.auction_announced(message);
+        if let Input::Message(message) = input {
+            if message.topic.as_deref() == Some(AUCTIONS_TOPIC) {
+                return self.auction_announced(message);
+            }
+            return Ok(());
         }
-        if let Some(Notice::Auction(AuctionNotice::Outbid(Outbid { auction, .. }))) = message.notice {
-            return self.raise(auction);
+        if let Input::Notice(Notice::Auction(AuctionNotice::Outbid(Outbid { auction, .. }))) = input {
+            return self.raise(*auction);
         }
-        match message.notice {
-            Some(Notice::Market(MarketNotice::CallForProposals(task))) => {
+        match input {
+            Input::Notice(Notice::Market(MarketNotice::CallForProposals(task))) => {
+                let task = *task;
                 let info = market::info(task).map_err(wit_error)?;
                 let Role::Contractor { delivered, .. } = self.role else { return Ok(()) };
                 let price = (self.number("price", 50) + self.number("raise", 0) * delivered).min(info.task.budget);
@@ -201,7 +207,7 @@ impl Trader {
                 }
                 Ok(())
             }
-            Some(Notice::Market(MarketNotice::Awarded(task))) => self.work(task),
+            Input::Notice(Notice::Market(MarketNotice::Awarded(task))) => self.work(*task),
             _ => Ok(()),
         }
     }
@@ -319,13 +325,29 @@ impl Agent for Trader {
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        let handled = match self.role {
-            Role::Client { .. } => self.client(&message),
-            Role::Seller { .. } => self.seller(&message),
-            Role::Contractor { .. } => self.contractor(&message),
-        };
-        handled.map_err(HandleError::reject)?;
+        self.take(Input::Message(&message)).map_err(HandleError::reject)?;
         Ok(None)
+    }
+
+    fn notify(&mut self, notice: Notice) -> Result<(), HandleError> {
+        self.take(Input::Notice(&notice)).map_err(HandleError::reject)
+    }
+}
+
+/// What reached the trader: an agent's message or a host notice.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Message(&'a Message),
+    Notice(&'a Notice),
+}
+
+impl Trader {
+    fn take(&mut self, input: Input) -> Result<(), String> {
+        match self.role {
+            Role::Client { .. } => self.client(input),
+            Role::Seller { .. } => self.seller(input),
+            Role::Contractor { .. } => self.contractor(input),
+        }
     }
 }
 
