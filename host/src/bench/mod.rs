@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bindings::Envelope;
 use crate::capabilities::{Grants, ServiceSections};
 use crate::manifest::{AgentSpec, ByteSize, HostSettings, Limits, Restart, Shutdown};
-use crate::messaging::Message;
+use crate::messaging::{Body, Message};
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Exit, ExitReason, RunningAgent};
 use crate::runtime::modules::Module;
@@ -369,8 +369,7 @@ async fn density(
     let mut answers = Vec::with_capacity(live);
     for agent in &agents {
         let (reply, answer) = oneshot::channel();
-        let message =
-            Message { sender: None, topic: None, payload: b"ping".to_vec(), reply: Some(reply), notice: None };
+        let message = Message { sender: None, topic: None, body: Body::Bytes(b"ping".to_vec()), reply: Some(reply) };
         runtime.router.try_deliver(agent.id, message).map_err(error)?;
         answers.push(answer);
     }

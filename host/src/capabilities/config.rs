@@ -303,11 +303,11 @@ mod tests {
         let received = |inbox: &mut crate::messaging::Inbox| {
             std::iter::from_fn(|| inbox.try_recv().ok())
                 .map(|m| {
-                    let Some(crate::messaging::Notice::ConfigChanged(change)) = m.notice.map(|n| *n) else {
+                    let topic = m.topic.as_deref().map(str::to_string);
+                    let Some(crate::messaging::Notice::ConfigChanged(change)) = m.into_notice() else {
                         panic!("a config change, typed")
                     };
-                    let told = format!("{}={}", change.path, change.value.unwrap_or_default());
-                    (m.topic.as_deref().map(str::to_string), told)
+                    (topic, format!("{}={}", change.path, change.value.unwrap_or_default()))
                 })
                 .collect::<Vec<_>>()
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{AgentId, AgentMessaging, Message};
+use super::{AgentId, AgentMessaging, Body, Message};
 use crate::bindings::{Address, Error, PublishReport, messaging};
 use crate::capabilities::hooks::Hooks;
 use crate::capabilities::{Capability, Entering, Getter, Leaving, NoSection, Served, Startup, View};
@@ -84,7 +84,7 @@ impl messaging::Host for View<'_, Messaging> {
             return Err(Error::Invalid("an agent cannot call itself: it handles one message at a time".into()));
         }
         let (reply, answer) = oneshot::channel();
-        let message = Message { sender: Some(self.id), topic: None, payload, reply: Some(reply), notice: None };
+        let message = Message { sender: Some(self.id), topic: None, body: Body::Bytes(payload), reply: Some(reply) };
         self.host.router.try_deliver(target, message)?;
         match tokio::time::timeout(millis(timeout_ms), answer).await {
             Ok(Ok(reply)) => reply,

@@ -29,7 +29,7 @@ use crate::bindings::{Agent, Envelope, Error, HandleError};
 use crate::capabilities::hooks::ExitReport;
 use crate::capabilities::{AllHooks, Gate, HostEvent};
 use crate::manifest::{AgentSpec, Shutdown};
-use crate::messaging::{AgentId, Inbox, Message};
+use crate::messaging::{AgentId, Body, Inbox, Message};
 use crate::supervision::links::KillCause;
 
 /// How an agent ended.
@@ -515,17 +515,14 @@ impl Instance {
     }
 
     async fn handle(&mut self, agent: &Agent, message: Message) -> Result<(), Fault> {
-        if let Some(notice) = message.notice {
-            return self.notify(agent, *notice).await;
-        }
+        let payload = match message.body {
+            Body::Bytes(payload) => payload,
+            Body::Notice(notice) => return self.notify(agent, *notice).await,
+        };
         let state = self.store.data_mut();
         let correlation = message.reply.map(|reply| state.capabilities.messaging.expect_reply(reply));
-        let envelope = Envelope {
-            sender: message.sender,
-            correlation,
-            topic: message.topic.map(|t| t.to_string()),
-            payload: message.payload,
-        };
+        let envelope =
+            Envelope { sender: message.sender, correlation, topic: message.topic.map(|t| t.to_string()), payload };
         // Armed (budget and hooks) by the caller, which may have had to wait for a gate.
         let started = quanta::Instant::now();
         let outcome = agent.call_handle(&mut self.store, &envelope).await;

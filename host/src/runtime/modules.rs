@@ -291,7 +291,7 @@ fn check_version(engine: &Engine, path: &Path, component: &Component) -> Result<
                 path: path.into(),
                 reason: format!(
                     "it was built for agora:agent@{version} (it imports {name}); this host serves agora:agent@{ours}: \
-                     rebuild it against this host's wit/ (0.3 delivers host notices typed, in `envelope.notice`)"
+                     rebuild it against this host's wit/ (0.3 delivers host notices typed, to the `notify` export)"
                 ),
             });
         }

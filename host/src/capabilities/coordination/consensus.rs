@@ -250,8 +250,7 @@ mod tests {
                     voters.push(tokio::spawn(async move {
                         let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 100 + member);
                         while let Some(request) = inbox.recv().await {
-                            let Some(crate::messaging::Notice::VoteRequested(request)) = request.notice.map(|n| *n)
-                            else {
+                            let Some(crate::messaging::Notice::VoteRequested(request)) = request.into_notice() else {
                                 panic!("a vote request, typed")
                             };
                             let round = request.round;

@@ -123,7 +123,7 @@ mod tests {
         assert!(elections.leave("g", 1));
         assert_eq!(elections.leadership("g"), Leadership { leader: Some(3), term: 2 });
         assert!(!elections.leave("g", 1));
-        let told = inboxes[2].try_recv().unwrap().notice.map(|notice| *notice);
+        let told = inboxes[2].try_recv().unwrap().into_notice();
         let change = LeaderChange { group: "g".into(), leader: Some(3), term: 2 };
         assert_eq!(told, Some(crate::messaging::Notice::LeaderChanged(change)));
         assert!(elections.leave("g", 3));
@@ -201,7 +201,7 @@ mod tests {
                         .iter()
                         .position(|g| message.topic.as_deref() == Some(&format!("{TOPIC_PREFIX}{g}")))
                         .unwrap();
-                    let Some(crate::messaging::Notice::LeaderChanged(change)) = message.notice.map(|n| *n) else {
+                    let Some(crate::messaging::Notice::LeaderChanged(change)) = message.into_notice() else {
                         panic!("seed {seed}: a leader change, typed")
                     };
                     assert_eq!(change.group, GROUPS[group]);
