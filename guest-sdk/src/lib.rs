@@ -200,11 +200,6 @@ pub mod registry {
 pub mod supervision {
     pub use crate::bindings::agora::agent::supervision::*;
 
-    /// Topic of the message a monitor delivers when its target exits.
-    pub const DOWN_TOPIC: &str = "agora:down";
-    /// Topic of the message a linked agent's exit delivers while exits are trapped.
-    pub const EXIT_TOPIC: &str = "agora:exit";
-
     /// Limits that take every value from the manifest's `[defaults]`.
     pub fn default_limits() -> Limits {
         Limits { memory_bytes: None, budget_ms: None, mailbox: None }
@@ -214,17 +209,11 @@ pub mod supervision {
 /// The host's live `[config]` tree. Grant: "config".
 pub mod config {
     pub use crate::bindings::agora::agent::config::*;
-
-    /// Topic of the message a config change ([`crate::Notice::ConfigChanged`]) comes on.
-    pub const TOPIC: &str = "agora:config";
 }
 
 /// The durable event store. Grant: "events".
 pub mod events {
     pub use crate::bindings::agora::agent::events::*;
-
-    /// Subscribers of kind `k` receive on `agora:event/k`.
-    pub const TOPIC_PREFIX: &str = "agora:event/";
 
     /// A filter that matches everything, for struct-update syntax.
     pub fn all(limit: u32) -> Filter {
@@ -289,17 +278,11 @@ pub mod barriers {
 /// Quorum consensus among a group's members. Grant: "coordination".
 pub mod consensus {
     pub use crate::bindings::agora::agent::consensus::*;
-
-    /// Vote requests ([`crate::Notice::VoteRequested`]) for group `g` come on `agora:vote/g`.
-    pub const TOPIC_PREFIX: &str = "agora:vote/";
 }
 
 /// Leader election in named groups. Grant: "coordination".
 pub mod election {
     pub use crate::bindings::agora::agent::election::*;
-
-    /// Leader changes ([`crate::Notice::LeaderChanged`]) of group `g` come on `agora:leader/g`.
-    pub const TOPIC_PREFIX: &str = "agora:leader/";
 }
 
 /// This agent's wallet: balance, transfers, holds (escrow), and what its compute has cost.
@@ -308,21 +291,17 @@ pub mod ledger {
     pub use crate::bindings::agora::agent::ledger::*;
 }
 
-/// Auctions with bids in escrow. Grant: "economics". Notices arrive on [`auctions::TOPIC`].
+/// Auctions with bids in escrow. Grant: "economics".
 pub mod auctions {
     pub use crate::bindings::agora::agent::auctions::*;
-
-    pub const TOPIC: &str = "agora:auction";
 
     /// A host notice about an auction this agent sells or bid in ([`crate::Notice::Auction`]).
     pub use crate::AuctionNotice as Notice;
 }
 
-/// The contract-net task market. Grant: "economics". Notices arrive on [`market::TOPIC`].
+/// The contract-net task market. Grant: "economics".
 pub mod market {
     pub use crate::bindings::agora::agent::market::*;
-
-    pub const TOPIC: &str = "agora:market";
 
     /// A host notice about a task this agent announced, was invited to, or won
     /// ([`crate::Notice::Market`]).
