@@ -41,7 +41,7 @@ async fn measure(runtime: &Arc<Runtime>, probe: &Module, language: &str, path: &
     let warm_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let (exits, _keep) = mpsc::unbounded_channel();
-    let agent_spec = spec(name.clone(), &name, &[], ByteSize::mib(64));
+    let agent_spec = Arc::new(spec(name.clone(), &name, &[], ByteSize::mib(64)));
     let started = Instant::now();
     let running = agent::start(runtime, &agent_spec, &module, exits, 0).await?;
     let start_ms = started.elapsed().as_secs_f64() * 1e3;

@@ -206,7 +206,7 @@ async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &R
         raw_times.push(started.elapsed());
         raw_stores.push(store);
 
-        let spec = spec(format!("spawn-{i}"), "echo", &[], Limits::default().memory);
+        let spec = Arc::new(spec(format!("spawn-{i}"), "echo", &[], Limits::default().memory));
         let started = Instant::now();
         let agent = agent::start(runtime, &spec, module, exits.clone(), 0).await?;
         agora_times.push(started.elapsed());
@@ -247,7 +247,7 @@ pub(crate) async fn run_pairs(
     let mut agents = Vec::with_capacity(pairs * 2);
     for i in 0..pairs {
         let pong = spec(format!("{mode}-pong-{i}"), "ping-pong", &[("role", "pong".into())], ByteSize::mib(16));
-        agents.push(agent::start(runtime, &pong, module, exits.clone(), 0).await?);
+        agents.push(agent::start(runtime, &Arc::new(pong.clone()), module, exits.clone(), 0).await?);
         let config = [
             ("role", "ping".into()),
             ("peer", pong.name.clone()),
@@ -260,7 +260,7 @@ pub(crate) async fn run_pairs(
         // an epoch tick is charged that tick: on a slow machine the default 1 s budget would end
         // the run (`cpu_budget`) instead of measuring it.
         ping.limits.budget = Duration::from_secs(3600);
-        let agent = agent::start(runtime, &ping, module, exits.clone(), 0).await?;
+        let agent = agent::start(runtime, &Arc::new(ping), module, exits.clone(), 0).await?;
         pings.push(agent.id);
         agents.push(agent);
     }
@@ -354,7 +354,7 @@ async fn density(
     let started = Instant::now();
     let mut agents = Vec::with_capacity(count);
     for i in 0..count {
-        let spec = spec(format!("idle-{i}"), "echo", &[], memory);
+        let spec = Arc::new(spec(format!("idle-{i}"), "echo", &[], memory));
         match agent::start(runtime, &spec, module, exits.clone(), 0).await {
             Ok(agent) => agents.push(agent),
             Err(e) => {

@@ -167,6 +167,7 @@ pub(super) async fn probe_loop(
         spec.wallet = 1 << 50;
     }
     spec.limits.budget = Duration::from_secs(600);
+    let spec = Arc::new(spec);
     let started = Instant::now();
     let running = agent::start(runtime, &spec, probe, exits, 0).await?;
     let took = per_op(started, ops);
@@ -254,7 +255,7 @@ async fn members(
         let config = [("script", format!("join {group}")), ("run_in_init", "true".into()), ("vote", vote.into())];
         let mut spec = spec(format!("bench-{group}-{i}"), &probe.name, &config, ByteSize::mib(16));
         spec.grants = grants;
-        agents.push(agent::start(runtime, &spec, probe, exits.clone(), 0).await?);
+        agents.push(agent::start(runtime, &Arc::new(spec), probe, exits.clone(), 0).await?);
     }
     Ok(agents)
 }

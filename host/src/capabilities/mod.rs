@@ -22,6 +22,7 @@ pub mod seam;
 pub mod telemetry;
 
 pub use hooks::{Gate, HostEvent};
+pub(crate) use seam::denied_is_denied;
 pub use seam::{
     Capability, Denied, Entering, Getter, Grant, Grants, Leaving, Member, NoSection, SectionError, Served, Startup,
     View,

@@ -26,7 +26,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
 use super::hooks::Hooks;
-use super::{Capability, Denied, Entering, Getter, SectionError, Served, Startup, View};
+use super::{Capability, Entering, Getter, SectionError, Served, Startup, View};
 use crate::bindings::rate_limits::{self, LimitError};
 use crate::manifest::Span;
 use crate::runtime::state::AgentState;
@@ -222,11 +222,7 @@ impl Capability for RateLimits {
 
 impl Hooks for RateLimits {}
 
-impl Denied for LimitError {
-    fn denied() -> Self {
-        LimitError::Denied
-    }
-}
+crate::capabilities::denied_is_denied!(LimitError);
 
 impl View<'_, RateLimits> {
     fn limiter(&self, name: &str, cost: u32) -> Result<(&Limiter<u64>, NonZeroU32), LimitError> {

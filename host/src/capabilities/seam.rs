@@ -262,8 +262,17 @@ impl fmt::Debug for Grants {
     }
 }
 
-impl Denied for crate::bindings::Error {
-    fn denied() -> Self {
-        crate::bindings::Error::Denied
-    }
+/// [`Denied`] for interface error types whose `denied` case is the unit variant `Denied` (all of
+/// them, so far).
+macro_rules! denied_is_denied {
+    ($($error:ty),* $(,)?) => {
+        $(impl $crate::capabilities::Denied for $error {
+            fn denied() -> Self {
+                Self::Denied
+            }
+        })*
+    };
 }
+pub(crate) use denied_is_denied;
+
+denied_is_denied!(crate::bindings::Error);

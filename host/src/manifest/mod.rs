@@ -506,6 +506,19 @@ mod tests {
 
         let e = parse("[defaults]\nbudget = \"1us\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("defaults.budget"), "{e}");
+
+        // A top-level key that is neither the core's nor a capability's section.
+        let e = parse("[modules]\na = \"a.wasm\"\n[evnts]\ndurable = false\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("unknown field `evnts`, expected one of `host`"), "{e}");
+        assert!(e.message.contains("`events`") && e.message.contains("`economics`"), "{e}");
+        let e = parse("telemetri = 1\n").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+        // A capability without settings takes an empty table and nothing else.
+        parse("[messaging]\n").unwrap();
+        let e = parse("[modules]\na = \"a.wasm\"\n[messaging]\nmailbox = 3\n").unwrap_err();
+        assert!(e.message.contains("unknown field `mailbox`: this section takes no settings"), "{e}");
+        assert_eq!(e.line, 3, "located at its section: {e}");
     }
 
     #[test]

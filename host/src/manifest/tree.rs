@@ -90,7 +90,8 @@ pub struct SupervisorSpec {
 
 #[derive(Debug, Clone)]
 pub enum ChildSpec {
-    Agent(AgentSpec),
+    /// Shared with every incarnation's store: a start does not copy it.
+    Agent(std::sync::Arc<AgentSpec>),
     Supervisor(SupervisorSpec),
 }
 
@@ -120,7 +121,7 @@ impl SupervisorSpec {
         let mut agents = Vec::new();
         for child in &self.children {
             match child {
-                ChildSpec::Agent(agent) => agents.push(agent),
+                ChildSpec::Agent(agent) => agents.push(&**agent),
                 ChildSpec::Supervisor(supervisor) => agents.extend(supervisor.agents()),
             }
         }
@@ -332,7 +333,7 @@ impl TreeBuilder<'_> {
                         format!("{name:?} has a `module`, so it is an agent, and `{key}` belongs to supervisors"),
                     ));
                 }
-                Ok(ChildSpec::Agent(self.agent(name, module, raw, scope)?))
+                Ok(ChildSpec::Agent(self.agent(name, module, raw, scope)?.into()))
             }
         }
     }

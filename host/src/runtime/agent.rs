@@ -295,7 +295,7 @@ impl RunningAgent {
 /// `restarts` counts the earlier incarnations, for the lifecycle events.
 pub async fn start(
     runtime: &Arc<Runtime>,
-    spec: &AgentSpec,
+    spec: &Arc<AgentSpec>,
     module: &Module,
     exits: mpsc::UnboundedSender<Exit>,
     restarts: u32,
@@ -321,7 +321,7 @@ pub async fn start(
         .enter(id, &name, &spec.capabilities)
         .map_err(|_| StartError::NameTaken { agent: spec.name.clone() })?;
     let inbox = runtime.router.open(id, spec.limits.mailbox);
-    let mut state = AgentState::new(runtime.clone(), id, name.clone(), Arc::new(spec.clone()), None);
+    let mut state = AgentState::new(runtime.clone(), id, name.clone(), spec.clone(), None);
     state.restarts = restarts;
     let stop = state.stop.clone();
     let kill_cause = KillCause::default();

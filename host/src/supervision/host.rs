@@ -10,7 +10,7 @@ use super::Command;
 use crate::bindings::Error;
 use crate::bindings::supervision::{self, Child, ChildInfo, JobError, SpawnError};
 use crate::capabilities::hooks::Hooks;
-use crate::capabilities::{Capability, Denied, Entering, Getter, NoSection, Served, Startup, View};
+use crate::capabilities::{Capability, Entering, Getter, NoSection, Served, Startup, View};
 use crate::manifest::{AgentSpec, ByteSize, Limits, Restart, check_name};
 use crate::messaging::AgentId;
 use crate::runtime::ModuleRefError;
@@ -38,17 +38,7 @@ impl Capability for Supervising {
 
 impl Hooks for Supervising {}
 
-impl Denied for SpawnError {
-    fn denied() -> Self {
-        SpawnError::Denied
-    }
-}
-
-impl Denied for JobError {
-    fn denied() -> Self {
-        JobError::Denied
-    }
-}
+crate::capabilities::denied_is_denied!(SpawnError, JobError);
 
 impl View<'_, Supervising> {
     /// The manifest's defaults with the guest's overrides, checked against the host's bounds.

@@ -348,7 +348,7 @@ impl Supervisor {
         if self.slots.iter().filter(|slot| !slot.removed).count() >= max as usize {
             return Err(SpawnError::MaxChildren(max));
         }
-        self.slots.push(Slot::new(ChildSpec::Agent(spec), self.backoff));
+        self.slots.push(Slot::new(ChildSpec::Agent(spec.into()), self.backoff));
         let index = self.slots.len() - 1;
         match self.start_slot(index).await {
             Ok(()) => Ok(self.slots[index].running.as_ref().map_or(0, Child::id)),

@@ -11,7 +11,7 @@ pub mod locks;
 use std::time::Duration;
 
 use super::hooks::Hooks;
-use super::{Capability, Denied, Entering, Getter, Leaving, NoSection, Served, Startup, View};
+use super::{Capability, Entering, Getter, Leaving, NoSection, Served, Startup, View};
 use crate::bindings::barriers::{self as wit_barriers, BarrierError as WitBarrierError};
 use crate::bindings::consensus::{self as wit_consensus, ConsensusError as WitConsensusError};
 use crate::bindings::election::{self as wit_election, ElectionError as WitElectionError};
@@ -71,29 +71,7 @@ impl Capability for Coordination {
 
 impl Hooks for Coordination {}
 
-impl Denied for WitError {
-    fn denied() -> Self {
-        WitError::Denied
-    }
-}
-
-impl Denied for WitBarrierError {
-    fn denied() -> Self {
-        WitBarrierError::Denied
-    }
-}
-
-impl Denied for WitElectionError {
-    fn denied() -> Self {
-        WitElectionError::Denied
-    }
-}
-
-impl Denied for WitConsensusError {
-    fn denied() -> Self {
-        WitConsensusError::Denied
-    }
-}
+crate::capabilities::denied_is_denied!(WitError, WitBarrierError, WitElectionError, WitConsensusError);
 
 /// Per-agent state: the grants to end and the groups to leave when the agent exits.
 #[derive(Default)]

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use wasmtime::AsContextMut;
 
 use super::hooks::{Gate, Hooks};
-use super::{Capability, Denied, Entering, Getter, SectionError, Served, Startup, View};
+use super::{Capability, Entering, Getter, SectionError, Served, Startup, View};
 use crate::bindings::auctions::{
     self as wit_auctions, AuctionError as WitAuctionError, AuctionInfo, DutchClock, EnglishRules, Format as WitFormat,
     Sale, State as WitState, Terms as WitTerms,
@@ -284,23 +284,7 @@ impl Hooks for Economics {
     }
 }
 
-impl Denied for WitError {
-    fn denied() -> Self {
-        WitError::Denied
-    }
-}
-
-impl Denied for WitAuctionError {
-    fn denied() -> Self {
-        WitAuctionError::Denied
-    }
-}
-
-impl Denied for WitMarketError {
-    fn denied() -> Self {
-        WitMarketError::Denied
-    }
-}
+crate::capabilities::denied_is_denied!(WitError, WitAuctionError, WitMarketError);
 
 fn error(error: LedgerError) -> WitError {
     match LedgerFailure::from(error) {
