@@ -500,8 +500,12 @@ mod tests {
                 for task in tasks {
                     task.await.unwrap();
                 }
+                // Abort takes effect at the sweeper's next await: wait for it, or a sweep still
+                // running on the other worker races the final check below.
                 sweeping.abort();
+                let _ = sweeping.await;
             });
+            drop(runtime);
             locks.sweep();
             let left: Vec<(usize, usize, Vec<u64>)> = locks
                 .table
