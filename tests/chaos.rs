@@ -14,6 +14,7 @@ use agora_host::runtime::Runtime;
 use agora_host::supervision;
 
 const AGENTS: usize = 1000;
+const SUPERVISORS: usize = 11;
 const CHAOS: Duration = Duration::from_secs(3);
 
 /// A small deterministic generator: the same crashes every run.
@@ -56,7 +57,8 @@ async fn random_crashes_leave_a_consistent_tree_and_no_leaks() {
 
     let (exits, mut root_exit) = tokio::sync::mpsc::unbounded_channel();
     let root = supervision::start_supervisor(&runtime, &manifest.root, exits).await.unwrap();
-    assert_eq!(runtime.registry.live_agents(), AGENTS);
+    // Supervisors are registered too: the root and its ten groups.
+    assert_eq!(runtime.registry.live_entries(), AGENTS + SUPERVISORS);
 
     // Crash random agents (by name, so that restarted ones are hit too) while the tree repairs.
     let mut random = XorShift(0x2545_f491_4f6c_dd1d);
@@ -82,7 +84,7 @@ async fn random_crashes_leave_a_consistent_tree_and_no_leaks() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(runtime.registry.live_agents(), AGENTS, "the registry holds exactly the live agents");
+    assert_eq!(runtime.registry.live_entries(), AGENTS + SUPERVISORS, "the registry holds exactly the live processes");
     assert_eq!(runtime.router.live_mailboxes(), AGENTS);
     assert_eq!(runtime.live_instances.load(Ordering::Relaxed), AGENTS, "one pool slot per live agent");
     for name in &names {
@@ -96,7 +98,7 @@ async fn random_crashes_leave_a_consistent_tree_and_no_leaks() {
 
     root.stop(Shutdown::Infinity).await;
     assert!(root_exit.recv().await.is_some());
-    assert_eq!(runtime.registry.live_agents(), 0);
+    assert_eq!(runtime.registry.live_entries(), 0);
     assert_eq!(runtime.router.live_mailboxes(), 0);
     assert_eq!(runtime.live_instances.load(Ordering::Relaxed), 0, "pool slots leaked");
 }

@@ -46,6 +46,17 @@ fn a_component_of_the_wrong_world_names_the_missing_export() {
     assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.3.0"), "{}", run.stderr);
     assert!(run.stderr.contains("missing export `init`"), "{}", run.stderr);
     assert!(run.stderr.contains("wasi:cli/run"), "{}", run.stderr);
+    // `agora compile` checks the world as a load does, and caches nothing it refused: the second
+    // attempt is refused too, not a cache hit.
+    for attempt in 0..2 {
+        let compiled =
+            run_agora(&["compile", "--manifest", scenario.manifest.to_str().unwrap(), command.to_str().unwrap()]);
+        compiled.assert_failure();
+        assert!(compiled.stderr.contains("missing export `init`"), "attempt {attempt}: {}", compiled.stderr);
+    }
+    let cache = scenario.dir.path().join("data/cache");
+    let cached = std::fs::read_dir(&cache).map(|entries| entries.count()).unwrap_or(0);
+    assert_eq!(cached, 0, "nothing refused is cached in {}", cache.display());
 }
 
 /// An agent built for the 0.2 world (notices as text) is refused at load, naming both worlds.
@@ -82,6 +93,14 @@ fn bad_manifests_name_file_line_and_key() {
         ("[host]\nmax_agents = \"many\"\n".to_string(), 2, "`max_agents`: invalid type"),
         ("[host]\nspawn_paths = [\"nowhere\"]\n".to_string(), 2, "`host.spawn_paths`: "),
         ("[host]\ninterpreter_agents = 0\n".to_string(), 1, "`host.interpreter_agents`: must be at least 1"),
+        // Absurd durations and sizes are refused where they are written, not found at run time.
+        (
+            format!("{header}[supervisor]\nbackoff = {{ initial = \"1s\", max = \"500000000years\" }}\n{agents}"),
+            header_lines + 2,
+            "above the longest any setting takes",
+        ),
+        (format!("{header}{agents}shutdown = \"9999999days\"\n"), header_lines + 4, "`shutdown`: invalid shutdown"),
+        (format!("{header}{agents}memory = \"2000GiB\"\n"), header_lines + 4, "above the most any setting takes"),
     ];
     for (manifest, line, expected) in cases {
         let scenario = Scenario::new(&manifest);
@@ -156,9 +175,11 @@ fn sigterm_and_ctrl_c_stop_agents_gracefully_in_reverse_order() {
 
 #[test]
 fn json_log_lines_carry_event_agent_and_reason() {
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
-        "[[agent]]\nname = \"quick\"\nmodule = \"probe\"\nrestart = \"temporary\"\nconfig = { run_in_init = \"true\", script = \"stop\" }\n",
+        // Not in `init`: an agent that stops there is ignored (OTP), and its exit ends nothing.
+        "[[agent]]\nname = \"quick\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         grants = [\"messaging\"]\nconfig = { script = \"stop\" }\n",
     )
     .run();
     run.assert_success();
@@ -177,7 +198,7 @@ fn the_demo_manifest_runs_to_completion() {
     let demo = common::workspace().join("examples/demo.toml");
     let run = run_agora(&["run", "--log-format", "json", demo.to_str().unwrap()]);
     run.assert_success();
-    assert_eq!(run.events("run_finished", None)[0]["reason"], "all_stopped");
+    assert_eq!(run.events("run_finished", None)[0]["reason"], "finished");
     assert_eq!(run.events("agent_restarted", Some("crasher"))[0]["reason"], "memory_cap");
     assert_eq!(run.logs("ping"), vec!["ping-pong finished 10000 round trips"]);
     assert_eq!(run.outcome("driver", "config-get greeting"), "value welcome to the Agora demo");

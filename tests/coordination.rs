@@ -7,7 +7,7 @@ use common::Scenario;
 
 fn probe(name: &str, grants: &str, script: &str) -> String {
     format!(
-        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\nbudget = \"1h\"\n\
          grants = [{grants}]\nconfig = {{ script = \"{script}\" }}\n"
     )
 }
@@ -16,7 +16,7 @@ const GRANTS: &str = "\"messaging\", \"logging\", \"registry\", \"coordination\"
 
 #[test]
 fn a_lock_keeps_concurrent_read_modify_writes_exact() {
-    let bank = "[[agent]]\nname = \"bank\"\nmodule = \"counter\"\nrestart = \"temporary\"\n";
+    let bank = "[[agent]]\nname = \"bank\"\nmodule = \"counter\"\nrestart = \"temporary\"\nsignificant = true\n";
     let workers: String = (0..4)
         .map(|i| probe(&format!("worker-{i}"), GRANTS, "locked-inc bank bank-lock 50; call bank get 10000; stop"))
         .collect();
@@ -117,7 +117,7 @@ fn barriers_release_together_time_out_and_report_a_lost_party() {
 fn a_dead_leader_is_replaced_under_a_new_term_and_members_are_told() {
     let member = |name: &str, script: &str| {
         format!(
-            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\nbudget = \"1h\"\n\
              grants = [{GRANTS}]\nconfig = {{ script = \"{script}\", report_messages = \"true\" }}\n"
         )
     };
@@ -185,7 +185,7 @@ fn a_dead_leader_is_replaced_under_a_new_term_and_members_are_told() {
 fn consensus_commits_only_with_the_votes_and_records_every_round() {
     let voter = |name: &str, group: &str, vote: &str| {
         format!(
-            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\nbudget = \"1h\"\n\
              grants = [{GRANTS}]\nconfig = {{ script = \"join {group}; register {name}-in\", vote = \"{vote}\" }}\n"
         )
     };

@@ -7,7 +7,7 @@ use common::Scenario;
 
 fn probe(name: &str, wallet: u64, script: &str) -> String {
     format!(
-        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\nwallet = {wallet}\n\
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\nbudget = \"1h\"\nwallet = {wallet}\n\
          grants = [\"messaging\", \"logging\", \"registry\", \"economics\"]\nconfig = {{ script = \"{script}\" }}\n"
     )
 }
@@ -21,7 +21,8 @@ fn priced(unpaid: &str) -> String {
 const TICK: &str = "tick = \"1ms\"";
 
 /// A counter whose wallet pays for half a slice and a little more: its first 500,000 fuel.
-const COUNTER: &str = "[[agent]]\nname = \"counter\"\nmodule = \"counter\"\nrestart = \"temporary\"\nwallet = 5500\n";
+const COUNTER: &str =
+    "[[agent]]\nname = \"counter\"\nmodule = \"counter\"\nrestart = \"temporary\"\nsignificant = true\nwallet = 5500\n";
 
 #[test]
 fn transfers_and_holds_move_money_and_survive_a_restart() {
@@ -33,7 +34,7 @@ fn transfers_and_holds_move_money_and_survive_a_restart() {
     );
     let bob = probe("bob", 0, "register bob; sleep 200; wallet; stop");
     // Deny by default: without the grant, no wallet call reaches the ledger.
-    let outsider = "[[agent]]\nname = \"outsider\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+    let outsider = "[[agent]]\nname = \"outsider\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
                     grants = [\"messaging\", \"logging\"]\nconfig = { script = \"wallet; pay alice 1; stop\" }\n";
     let scenario = Scenario::agents("", &format!("{alice}{bob}{outsider}"));
     let run = scenario.run_until_exit_of_all(&["alice", "bob", "outsider"]);
@@ -145,7 +146,7 @@ fn an_isolated_job_is_paid_by_its_caller() {
     let grants = "[\"messaging\", \"logging\", \"economics\", \"supervision\"]";
     let caller = |name: &str, wallet: u64| {
         format!(
-            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nwallet = {wallet}\n\
+            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\nwallet = {wallet}\n\
              grants = {grants}\nconfig = {{ script = \"wallet; isolated echo hello 1048576 1000; wallet; stop\" }}\n"
         )
     };
@@ -184,7 +185,7 @@ fn auctions_through_the_contract_settle_in_escrow() {
     );
     let ann = probe("ann", 100, "until 5000 bid 1 70; wallet; auction-wait 1 10000; wallet; stop");
     let bob = probe("bob", 100, "until 5000 bid 1 40; auction-wait 1 10000; until 10000 bid 2 150; wallet; stop");
-    let outsider = "[[agent]]\nname = \"outsider\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+    let outsider = "[[agent]]\nname = \"outsider\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
                     grants = [\"messaging\", \"logging\"]\nconfig = { script = \"auction-open sealed 0 100; stop\" }\n";
     let run = Scenario::agents("", &format!("{seller}{ann}{bob}{outsider}"))
         .run_until_exit_of_all(&["seller", "ann", "bob", "outsider"]);

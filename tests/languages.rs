@@ -59,9 +59,11 @@ fn agents_in_four_languages_talk_fail_and_recover_alike() {
         assert_eq!(outcomes(&call("crash")), ["error stopped"], "{language}");
         assert_eq!(
             outcomes(&format!("until 20000 call {name} count 10000")),
-            ["reply 1"],
-            "{language}: a new instance"
+            ["reply 1", "reply 1"],
+            "{language}: a new instance, after the crash and after the exit"
         );
+        assert_eq!(outcomes(&call("exit:panic")), ["reply error invalid"], "{language}: a reserved reason");
+        assert_eq!(outcomes(&call("exit:out-of-stock")), ["reply exiting out-of-stock"], "{language}");
         assert_eq!(outcomes(&call("alloc:200000000")), ["error stopped"], "{language}");
         assert_eq!(outcomes(&format!("until 20000 call {name} ping 10000")), [format!("reply pong from {language}")]);
 
@@ -72,7 +74,8 @@ fn agents_in_four_languages_talk_fail_and_recover_alike() {
             "{language}: the crash is a fault: {exits:?}"
         );
         assert_eq!(exits.get(1), Some(&"memory_cap"), "{language}: the cap stops the allocation: {exits:?}");
-        assert_eq!(run.events("agent_restarted", Some(name)).len(), 2, "{language}: restarted twice");
+        assert_eq!(exits.get(2), Some(&"out-of-stock"), "{language}: its own exit reason: {exits:?}");
+        assert_eq!(run.events("agent_restarted", Some(name)).len(), 3, "{language}: restarted thrice");
     }
     // Each module is compiled for the engine of its class, and its agents live in that pool.
     for (module, class) in [("py", "interpreter"), ("js", "interpreter"), ("c", "compact"), ("rs", "compact")] {

@@ -6,11 +6,12 @@ mod common;
 use common::Scenario;
 
 /// Every interface granted; no restarts, so that each scenario ends when its agents stop.
-const GRANT_ALL: &str = "grants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"";
+const GRANT_ALL: &str =
+    "grants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"\nsignificant = true";
 
 #[test]
 fn memory_hog_is_stopped_at_its_cap_and_others_keep_working() {
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
@@ -37,7 +38,7 @@ fn memory_hog_is_stopped_at_its_cap_and_others_keep_working() {
 fn looping_agents_are_interrupted_while_others_make_progress() {
     // Three agents spin on two cores; the probe still completes its calls long before the
     // spinners' budgets run out, because a spinning agent yields at every epoch tick.
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
@@ -62,8 +63,37 @@ fn looping_agents_are_interrupted_while_others_make_progress() {
 }
 
 #[test]
+fn waiting_and_queueing_cost_no_cpu_budget() {
+    // The probe may use 200 ms of CPU in one callback. It spends far longer than that waiting:
+    // 300 sleeps of 1 ms, then 1,000 calls queued behind three spinners that keep both worker
+    // threads busy. Its own compute is a few milliseconds, so its budget must not run out (it
+    // did when the budget counted every tick that passed while the callback was suspended).
+    let run = Scenario::finite(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"spin-1\"\nmodule = \"misbehave\"\nbudget = \"1s\"\n\
+             [[agent]]\nname = \"spin-2\"\nmodule = \"misbehave\"\nbudget = \"1s\"\n\
+             [[agent]]\nname = \"spin-3\"\nmodule = \"misbehave\"\nbudget = \"1s\"\n\
+             [[agent]]\nname = \"counter\"\nmodule = \"counter\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\nbudget = \"200ms\"\n\
+             config = {{ script = \"await nobody 300; send spin-1 loop; send spin-2 loop; send spin-3 loop; \
+             repeat 1000 call counter inc 30000; send counter stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(run.outcome("probe", "await nobody 300"), "error timeout");
+    assert_eq!(run.outcome("probe", "repeat 1000 call counter inc 30000"), "reply 1000");
+    assert_eq!(run.exit("probe")["reason"], "normal");
+    for spinner in ["spin-1", "spin-2", "spin-3"] {
+        assert_eq!(run.exit(spinner)["reason"], "cpu_budget");
+    }
+}
+
+#[test]
 fn a_panic_is_reported_with_its_message_and_backtrace() {
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
@@ -93,7 +123,7 @@ fn a_panic_is_reported_with_its_message_and_backtrace() {
 #[test]
 fn an_init_error_fails_the_start_and_the_run() {
     for (config, reason) in [("on_init = \"error\"", "init_failed"), ("on_init = \"hog\"", "memory_cap")] {
-        let run = Scenario::agents(
+        let run = Scenario::finite(
             "",
             &format!(
                 "[defaults]\n{GRANT_ALL}\nmemory = \"2MiB\"\n\
@@ -113,7 +143,7 @@ fn an_init_error_fails_the_start_and_the_run() {
 fn a_panicking_host_service_is_restarted_and_logged() {
     // The epoch ticker drives CPU control; the fault hook makes it panic once. It must come back,
     // or the looping agent below would never be interrupted.
-    let scenario = Scenario::agents(
+    let scenario = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\

@@ -5,12 +5,13 @@ mod common;
 use common::Scenario;
 
 /// Every interface granted; no restarts, so that each scenario ends when its agents stop.
-const GRANT_ALL: &str = "grants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"";
+const GRANT_ALL: &str =
+    "grants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"\nsignificant = true";
 
 #[test]
 fn ping_pong_completes_its_round_trips_and_both_exit_normally() {
     for mode in ["send", "call"] {
-        let run = Scenario::agents(
+        let run = Scenario::finite(
             "",
             &format!(
                 "[defaults]\n{GRANT_ALL}\n\
@@ -31,7 +32,7 @@ fn ping_pong_completes_its_round_trips_and_both_exit_normally() {
 
 #[test]
 fn call_gets_the_reply_and_state_persists_between_messages() {
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
@@ -54,7 +55,7 @@ fn call_gets_the_reply_and_state_persists_between_messages() {
 
 #[test]
 fn publish_reaches_every_subscriber() {
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
@@ -76,7 +77,7 @@ fn publish_reaches_every_subscriber() {
 #[test]
 fn full_mailbox_refuses_at_once_and_queued_messages_are_accounted_for() {
     // `slow` is busy in a long loop, so its 3-slot mailbox cannot drain while the probe bursts.
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
@@ -110,7 +111,7 @@ fn full_mailbox_refuses_at_once_and_queued_messages_are_accounted_for() {
 
 #[test]
 fn call_times_out_when_no_reply_comes() {
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
@@ -129,7 +130,7 @@ fn call_times_out_when_no_reply_comes() {
 
 #[test]
 fn oversized_messages_are_refused_with_the_limit() {
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "max_message = \"1KiB\"",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
@@ -149,7 +150,7 @@ fn ungranted_interfaces_are_denied() {
     let run = Scenario::agents(
         "",
         "[[agent]]\nname = \"target\"\nmodule = \"echo\"\n\
-         [[agent]]\nname = \"probe\"\nmodule = \"probe\"\ngrants = [\"logging\"]\nrestart = \"temporary\"\n\
+         [[agent]]\nname = \"probe\"\nmodule = \"probe\"\ngrants = [\"logging\"]\nrestart = \"temporary\"\nsignificant = true\n\
          config = { run_in_init = \"true\", script = \"send target hi; call target hi 100; publish t x; subscribe t; register other; lookup target; stop\" }\n",
     )
     .run_until_exit_of("probe");

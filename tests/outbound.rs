@@ -8,7 +8,7 @@ use common::{Scenario, Upstream};
 /// A probe agent that runs `script` with the given outbound targets.
 fn caller(name: &str, outbound: &str, script: &str) -> String {
     format!(
-        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"30s\"\n\
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\nbudget = \"30s\"\n\
          grants = [\"messaging\", \"logging\"]\noutbound = [{outbound}]\nconfig = {{ script = \"{script}\" }}\n"
     )
 }
@@ -34,7 +34,7 @@ fn only_granted_targets_under_their_path_are_reachable() {
         u("/echo")
     );
     let stranger = format!("http GET {}; stop", u("/api/v1"));
-    let scenario = Scenario::agents(
+    let scenario = Scenario::finite(
         "",
         &format!("{targets}{}{}", caller("caller", "\"api\", \"echo\"", &script), caller("stranger", "", &stranger)),
     );
@@ -83,7 +83,7 @@ fn rate_limits_hold_over_a_window_per_target_and_per_agent() {
     );
     let window = format!("http-for 1500 GET {}; stop", upstream.url("/ok"));
     let each = format!("http-count 6 GET {}; http GET {}; stop", upstream.url("/api/a"), upstream.url("/api/a"));
-    let scenario = Scenario::agents(
+    let scenario = Scenario::finite(
         "",
         &format!(
             "{targets}{}{}{}",
@@ -133,7 +133,7 @@ fn the_breaker_opens_rejects_probes_once_in_half_open_and_closes() {
         ok = u("/ok"),
         slow = u("/slow")
     );
-    let scenario = Scenario::agents("", &format!("{target}{}", caller("caller", "\"flaky\"", &script)));
+    let scenario = Scenario::finite("", &format!("{target}{}", caller("caller", "\"flaky\"", &script)));
     let run = scenario.run();
     run.assert_success();
     let logs = run.logs("caller");
@@ -161,7 +161,7 @@ fn pool_checkout_times_out_under_contention_overflow_absorbs_it_and_slow_answers
     let slow = upstream.url("/slow");
     let script = format!("http-pair GET {slow}; target single; stop");
     let spill = format!("http-pair GET {slow}; stop");
-    let scenario = Scenario::agents(
+    let scenario = Scenario::finite(
         "",
         &format!(
             "{targets}{}{}{}",

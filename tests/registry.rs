@@ -9,7 +9,7 @@ use common::Scenario;
 fn names_metadata_and_capabilities() {
     let run = Scenario::agents(
         "",
-        "[defaults]\ngrants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"\n\
+        "[defaults]\ngrants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"\nsignificant = true\n\
          [[agent]]\nname = \"first\"\nmodule = \"probe\"\ncapabilities = [\"translate\"]\n\
          config = { run_in_init = \"true\", script = \"register leader; meta region eu; capability summarize\" }\n\
          [[agent]]\nname = \"second\"\nmodule = \"probe\"\ncapabilities = [\"translate\"]\n\
@@ -33,9 +33,9 @@ fn names_metadata_and_capabilities() {
 #[test]
 fn entries_disappear_when_their_agent_exits() {
     // `gone` registers a name and a capability, then stops; `watcher` looks for them afterwards.
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
-        "[defaults]\ngrants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"\n\
+        "[defaults]\ngrants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"\nsignificant = true\n\
          [[agent]]\nname = \"gone\"\nmodule = \"probe\"\ncapabilities = [\"ephemeral\"]\n\
          config = { run_in_init = \"true\", script = \"register alias; meta k v; stop\" }\n\
          [[agent]]\nname = \"watcher\"\nmodule = \"probe\"\n\
@@ -56,9 +56,9 @@ fn entries_disappear_when_their_agent_exits() {
 
 #[test]
 fn an_instance_name_taken_at_runtime_fails_the_later_start() {
-    let run = Scenario::agents(
+    let run = Scenario::finite(
         "",
-        "[defaults]\ngrants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"\n\
+        "[defaults]\ngrants = [\"messaging\", \"registry\", \"logging\"]\nrestart = \"temporary\"\nsignificant = true\n\
          [[agent]]\nname = \"squatter\"\nmodule = \"probe\"\nconfig = { run_in_init = \"true\", script = \"register late\" }\n\
          [[agent]]\nname = \"late\"\nmodule = \"echo\"\n",
     )

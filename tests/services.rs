@@ -12,7 +12,7 @@ use serde_json::Value;
 
 fn probe(name: &str, grants: &str, extra: &str, script: &str) -> String {
     format!(
-        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\n\
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\nbudget = \"1h\"\n\
          grants = [{grants}]\n{extra}\nconfig = {{ script = \"{script}\", report_messages = \"true\" }}\n"
     )
 }
@@ -188,7 +188,7 @@ fn retention_keeps_the_newest_events_and_drops_old_ones() {
         "",
         "event-append-many 20 bulk; sleep 2500; event-all 100; stop",
     );
-    let scenario = Scenario::agents("", &format!("{counted}\n[events]\nretain_events = 5\n"));
+    let scenario = Scenario::finite("", &format!("{counted}\n[events]\nretain_events = 5\n"));
     let run = scenario.run();
     run.assert_success();
     assert_eq!(run.outcome("counted", "event-all 100"), "pages [5] payloads [15,16,17,18,19]");
@@ -199,7 +199,7 @@ fn retention_keeps_the_newest_events_and_drops_old_ones() {
         "",
         "event-append-many 3 old; sleep 3000; event-append young - fresh; event-all 100 kind=old; event-all 100 kind=young; stop",
     );
-    let scenario = Scenario::agents("", &format!("{aged}\n[events]\nretain_for = \"1s\"\n"));
+    let scenario = Scenario::finite("", &format!("{aged}\n[events]\nretain_for = \"1s\"\n"));
     let run = scenario.run();
     run.assert_success();
     assert_eq!(run.outcome("aged", "event-all 100 kind=old"), "pages [0] payloads []");
@@ -218,7 +218,7 @@ fn every_acknowledged_event_survives_a_sigkill_in_mid_write() {
             )
         })
         .collect();
-    let scenario = Scenario::agents("", &writers);
+    let scenario = Scenario::finite("", &writers);
     let mut child = scenario.spawn();
     let mut lines = lines_of(&mut child);
     // Kill once every writer has had a few thousand appends acknowledged. A line read here was
@@ -245,7 +245,8 @@ fn every_acknowledged_event_survives_a_sigkill_in_mid_write() {
         "",
         "event-append after-crash - ok; event-query kind=after-crash; stop",
     );
-    std::fs::write(&scenario.manifest, format!("{}\n{reader}", common::header(""))).unwrap();
+    let ends = "[supervisor]\nauto_shutdown = \"all_significant\"\n";
+    std::fs::write(&scenario.manifest, format!("{}\n{reader}\n{ends}", common::header(""))).unwrap();
     let run = scenario.run();
     run.assert_success();
     assert_eq!(run.outcome("reader", "event-query kind=after-crash"), "events 1 [after-crash:reader:ok] next none");
@@ -341,7 +342,7 @@ fn named_rate_limiters_check_and_wait_per_key() {
          limit fast k 1; limit-wait fast k 1 1000; limit-wait fast k 1 1; stop",
     );
     let outsider = probe("outsider", "\"messaging\", \"logging\"", "", "limit api alice 1; stop");
-    let run = Scenario::agents("", &format!("{user}{outsider}{limits}")).run();
+    let run = Scenario::finite("", &format!("{user}{outsider}{limits}")).run();
     run.assert_success();
     let step = |s: &str| run.outcome("user", s);
     assert_eq!(step("limit-count api alice 5"), "passed 3");

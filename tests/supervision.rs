@@ -22,7 +22,7 @@ fn scenario(sup_settings: &str, children: &[(&str, &str)], script: &str) -> Scen
         ));
     }
     text.push_str(&format!(
-        "[[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"30s\"\nconfig = {{ script = \"{script}\" }}\n"
+        "[[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\nbudget = \"30s\"\nconfig = {{ script = \"{script}\" }}\n"
     ));
     Scenario::agents("", &text)
 }
@@ -115,7 +115,7 @@ fn restart_types_decide_after_normal_and_abnormal_exits() {
         &[
             ("perm", "restart = \"permanent\""),
             ("trans", "restart = \"transient\""),
-            ("temp", "restart = \"temporary\""),
+            ("temp", "restart = \"temporary\"\nsignificant = true"),
             ("trans2", "restart = \"transient\""),
         ],
         "call perm stop 5000; await perm 5000; call trans stop 5000; call temp panic 5000; \
@@ -141,7 +141,7 @@ fn too_many_restarts_escalate_up_the_tree_and_fail_the_run() {
          [[supervisor.children]]\nname = \"sup\"\nintensity = 2\nperiod = \"30s\"\n\
          [[supervisor.children.children]]\nname = \"a\"\nmodule = \"misbehave\"\n\
          [[supervisor.children.children]]\nname = \"flaky\"\nmodule = \"misbehave\"\n\
-         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
          config = {{ script = \"call flaky panic 5000; await flaky 5000; call flaky panic 5000; await flaky 5000; call flaky panic 5000; stop\" }}\n"
     );
     let run = Scenario::agents("", &text).run();
@@ -171,7 +171,7 @@ fn a_child_that_fails_to_start_fails_its_supervisor_start() {
          [[supervisor.children]]\nname = \"broken\"\nmodule = \"misbehave\"\nconfig = {{ on_init = \"error\" }}\n\
          [[supervisor.children]]\nname = \"never\"\nmodule = \"misbehave\"\n"
     );
-    let run = Scenario::agents("", &text).run();
+    let run = Scenario::finite("", &text).run();
     run.assert_failure();
     assert_eq!(run.exit("first")["reason"], "shutdown");
     assert!(run.events("agent_started", Some("never")).is_empty());
@@ -186,7 +186,7 @@ fn shutdown_stops_in_reverse_order_and_kills_past_the_timeout() {
          [[supervisor.children]]\nname = \"group\"\n\
          [[supervisor.children.children]]\nname = \"inner-1\"\nmodule = \"misbehave\"\n\
          [[supervisor.children.children]]\nname = \"inner-2\"\nmodule = \"misbehave\"\n\
-         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
          config = {{ script = \"send stuck loop; stop\" }}\n"
     );
     let run = Scenario::agents("", &text).run_until_exit_of("probe");
@@ -229,7 +229,7 @@ fn dynamic_children_are_spawned_listed_restarted_under_their_name_and_stopped() 
     let text = format!(
         "[defaults]\n{ALL_GRANTS}\n\
          [[supervisor.children]]\nname = \"pool\"\ndynamic = true\nmax_children = 2\nintensity = 5\n\
-         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
          config = {{ script = \"spawn pool w1 misbehave permanent; spawn pool w2 counter temporary; \
          spawn pool w3 echo temporary; spawn pool w1 echo temporary; spawn nowhere x echo temporary; \
          spawn pool w4 nomodule temporary; spawn pool bad/name echo temporary; \
@@ -262,9 +262,9 @@ fn spawning_needs_the_supervision_grant_and_a_child_gets_no_more_than_its_parent
     let text = format!(
         "[defaults]\n{GRANTS}\n\
          [[supervisor.children]]\nname = \"pool\"\ndynamic = true\n\
-         [[supervisor.children]]\nname = \"plain\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         [[supervisor.children]]\nname = \"plain\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
          config = {{ run_in_init = \"true\", script = \"spawn pool x echo temporary; monitor plain; isolated echo hi 1048576 1000\" }}\n\
-         [[supervisor.children]]\nname = \"parent\"\nmodule = \"probe\"\nrestart = \"temporary\"\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"parent\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n{ALL_GRANTS}\n\
          config = {{ run_in_init = \"true\", script = \"spawn pool kid probe temporary; stop\" }}\n"
     );
     let run = Scenario::agents("", &text).run_until_exit_of("parent");
@@ -277,7 +277,7 @@ fn spawning_needs_the_supervision_grant_and_a_child_gets_no_more_than_its_parent
 #[test]
 fn monitors_deliver_down_messages_with_the_reason() {
     let text = format!(
-        "[defaults]\n{ALL_GRANTS}\nrestart = \"temporary\"\n\
+        "[defaults]\n{ALL_GRANTS}\nrestart = \"temporary\"\nsignificant = true\n\
          [[supervisor.children]]\nname = \"target\"\nmodule = \"misbehave\"\n\
          [[supervisor.children]]\nname = \"calm\"\nmodule = \"misbehave\"\n\
          [[supervisor.children]]\nname = \"watcher\"\nmodule = \"probe\"\n\
@@ -303,7 +303,7 @@ fn monitors_deliver_down_messages_with_the_reason() {
 #[test]
 fn links_take_partners_down_unless_they_trap_exits() {
     let text = format!(
-        "[defaults]\n{ALL_GRANTS}\nrestart = \"temporary\"\n\
+        "[defaults]\n{ALL_GRANTS}\nrestart = \"temporary\"\nsignificant = true\n\
          [[supervisor.children]]\nname = \"doomed\"\nmodule = \"misbehave\"\n\
          [[supervisor.children]]\nname = \"graceful\"\nmodule = \"misbehave\"\n\
          [[supervisor.children]]\nname = \"partner\"\nmodule = \"probe\"\n\
@@ -322,7 +322,8 @@ fn links_take_partners_down_unless_they_trap_exits() {
     let partner = run.exit("partner");
     assert_eq!(partner["reason"], "linked");
     let doomed = run.events("agent_started", Some("doomed"))[0]["id"].as_u64().unwrap();
-    assert_eq!(partner["detail"], format!("linked agent {doomed} exited: panic"));
+    let detail = partner["detail"].as_str().unwrap();
+    assert!(detail.starts_with(&format!("linked agent {doomed} exited: panic: ")), "{detail}");
     assert!(run.logs("trapper").contains(&format!("probe got [agora:exit] id={doomed} reason=panic")));
     assert_eq!(run.outcome("probe", "call trapper sync 5000"), "reply sync");
 }
@@ -331,12 +332,12 @@ fn links_take_partners_down_unless_they_trap_exits() {
 fn isolated_jobs_return_output_or_a_typed_error() {
     let text = format!(
         "[defaults]\n{ALL_GRANTS}\n\
-         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
          config = {{ script = \"isolated echo hello 1048576 1000; isolated misbehave hog 2097152 1000; \
          isolated misbehave loop 4194304 200; isolated misbehave panic 1048576 1000; isolated misbehave reject 1048576 1000; \
          isolated nothing x 1048576 1000; isolated echo again 1048576 1000; stop\" }}\n"
     );
-    let run = Scenario::agents("", &text).run();
+    let run = Scenario::finite("", &text).run();
     run.assert_success();
     assert_eq!(run.outcome("probe", "isolated echo hello 1048576 1000"), "output hello");
     assert_eq!(run.outcome("probe", "isolated misbehave hog 2097152 1000"), "error JobError::MemoryCap(2097152)");
@@ -357,7 +358,7 @@ fn components_under_spawn_paths_can_be_spawned_and_run_by_path_others_not() {
     let text = format!(
         "[defaults]\n{ALL_GRANTS}\n\
          [[supervisor.children]]\nname = \"pool\"\ndynamic = true\n\
-         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
          config = {{ script = \"spawn pool p1 plugins/echo.wasm temporary; call p1 hi 5000; \
          spawn pool p2 outside.wasm temporary; spawn pool p3 plugins/missing.wasm temporary; \
          isolated plugins/echo.wasm hey 1048576 1000; isolated outside.wasm hey 1048576 1000; stop\" }}\n"
@@ -376,4 +377,288 @@ fn components_under_spawn_paths_can_be_spawned_and_run_by_path_others_not() {
     );
     assert_eq!(run.outcome("probe", "isolated plugins/echo.wasm hey 1048576 1000"), "output hey");
     assert_eq!(run.outcome("probe", "isolated outside.wasm hey 1048576 1000"), "error JobError::Denied");
+}
+
+/// The id an agent (or supervisor) was started with.
+fn started_id(run: &Run, event: &str, key: &str, name: &str) -> u64 {
+    let found = run.events.iter().find(|e| e["event"] == event && e[key] == name);
+    found.unwrap_or_else(|| panic!("no {event} for {name}: {:#?}", run.events))["id"].as_u64().unwrap()
+}
+
+#[test]
+fn a_dynamic_supervisor_forgets_children_that_will_not_be_restarted() {
+    // OTP deletes a transient child that exited normally and any temporary child: it no longer
+    // counts toward max_children, its name can be spawned again, and stop-child cannot find it.
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"pool\"\ndynamic = true\nmax_children = 1\nintensity = 5\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ script = \"spawn pool t1 misbehave transient; call t1 stop 5000; await-children pool 5000 []; \
+         spawn pool t1 echo temporary; children pool; stop-child pool t1; \
+         spawn pool t2 misbehave temporary; call t2 panic 5000; await-children pool 5000 []; stop-child pool t2; \
+         spawn pool t3 misbehave transient; call t3 exit:shutdown 5000; await-children pool 5000 []; \
+         spawn pool t4 echo temporary; stop\" }}\n"
+    );
+    let run = Scenario::finite("", &text).run();
+    run.assert_success();
+    let outcomes: Vec<String> = [
+        "await-children pool 5000 []",
+        "spawn pool t1 echo temporary",
+        "children pool",
+        "stop-child pool t1",
+        "stop-child pool t2",
+        "spawn pool t4 echo temporary",
+    ]
+    .iter()
+    .map(|step| run.outcome("probe", step).split(' ').next().unwrap().to_string())
+    .collect();
+    assert_eq!(outcomes, ["children", "id", "children", "ok", "error", "id"], "{:#?}", run.logs("probe"));
+    assert_eq!(run.outcome("probe", "await-children pool 5000 []"), "children []");
+    assert_eq!(run.outcome("probe", "children pool"), "children [t1:0]");
+    assert_eq!(run.outcome("probe", "stop-child pool t2"), "error not-found");
+}
+
+#[test]
+fn a_supervisor_without_running_children_stays_up_and_a_one_shot_job_runs_once() {
+    // `empty` has no children and `batch` outlives its one temporary job: in OTP both stay up, so
+    // neither is restarted and the run ends only when the significant driver is done.
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"empty\"\n\
+         [[supervisor.children]]\nname = \"batch\"\n\
+         [[supervisor.children.children]]\nname = \"job\"\nmodule = \"misbehave\"\nrestart = \"temporary\"\n\
+         config = {{ on_init = \"stop\" }}\n\
+         [[supervisor.children]]\nname = \"driver\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ script = \"lookup empty; lookup batch; stop\" }}\n"
+    );
+    let run = Scenario::finite("", &text).run();
+    run.assert_success();
+    assert!(run.outcome("driver", "lookup empty").starts_with("id "), "supervisors are registered");
+    assert!(run.outcome("driver", "lookup batch").starts_with("id "));
+    assert_eq!(run.events("agent_started", Some("job")).len(), 1);
+    assert!(run.events("supervisor_failed", None).is_empty(), "{:#?}", run.events);
+    assert!(run.events("agent_restarted", None).is_empty(), "{:#?}", run.events);
+    // The run ended by the root's auto shutdown: both supervisors were stopped, not exited.
+    let exits: Vec<(&str, &str)> = run
+        .events("supervisor_exited", None)
+        .iter()
+        .map(|e| (e["supervisor"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(exits, [("batch", "shutdown"), ("empty", "shutdown"), ("root", "shutdown")]);
+    assert_eq!(run.events("run_finished", None)[0]["reason"], "finished");
+}
+
+#[test]
+fn auto_shutdown_ends_a_supervisor_once_its_significant_children_are_done() {
+    // `pair` ends when its significant worker exits normally (any_significant), stopping its
+    // permanent helper; transient, it is not restarted.
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"pair\"\nrestart = \"transient\"\nauto_shutdown = \"any_significant\"\n\
+         [[supervisor.children.children]]\nname = \"worker\"\nmodule = \"misbehave\"\nrestart = \"transient\"\nsignificant = true\n\
+         [[supervisor.children.children]]\nname = \"helper\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"driver\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ script = \"call worker stop 5000; await-gone pair 5000; lookup helper; stop\" }}\n"
+    );
+    let run = Scenario::finite("", &text).run();
+    run.assert_success();
+    assert_eq!(run.outcome("driver", "await-gone pair 5000"), "gone");
+    assert_eq!(run.outcome("driver", "lookup helper"), "error not-found");
+    assert_eq!(run.exit("helper")["reason"], "shutdown");
+    assert_eq!(run.exit("worker")["reason"], "normal");
+    assert!(run.events("agent_restarted", None).is_empty(), "{:#?}", run.events);
+}
+
+#[test]
+fn significant_permanent_children_and_dynamic_auto_shutdown_are_refused() {
+    for (manifest, expected) in [
+        (
+            "[[supervisor.children]]\nname = \"a\"\nmodule = \"echo\"\nsignificant = true\n",
+            "`supervisor.children[0].significant`: a permanent child is always restarted",
+        ),
+        (
+            "[defaults]\nsignificant = true\n[[agent]]\nname = \"a\"\nmodule = \"echo\"\n",
+            "`defaults.significant`: a permanent child is always restarted",
+        ),
+        (
+            "[[supervisor.children]]\nname = \"pool\"\ndynamic = true\nauto_shutdown = \"any_significant\"\n",
+            "`supervisor.children[0].auto_shutdown`: a dynamic supervisor's children",
+        ),
+    ] {
+        let scenario = Scenario::agents("", manifest);
+        let run = common::run_agora(&["check", scenario.manifest.to_str().unwrap()]);
+        run.assert_failure();
+        assert!(run.stderr.contains(expected), "{manifest}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn stopping_in_init_is_ignore_and_exiting_otherwise_fails_the_start() {
+    // A permanent child that stops in init (or calls WASI exit(0)) is kept but never restarted.
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"quiet\"\nmodule = \"misbehave\"\nconfig = {{ on_init = \"stop\" }}\n\
+         [[supervisor.children]]\nname = \"done\"\nmodule = \"misbehave\"\nconfig = {{ on_init = \"exit:normal\" }}\n\
+         [[supervisor.children]]\nname = \"gone\"\nmodule = \"misbehave\"\nconfig = {{ on_init = \"wasi-exit:0\" }}\n\
+         [[supervisor.children]]\nname = \"driver\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ script = \"lookup quiet; stop\" }}\n"
+    );
+    let run = Scenario::finite("", &text).run();
+    run.assert_success();
+    for agent in ["quiet", "done", "gone"] {
+        assert_eq!(run.events("agent_started", Some(agent)).len(), 1, "{agent}: {:#?}", run.events);
+        assert_eq!(run.exit(agent)["reason"], "normal");
+    }
+    assert!(run.events("agent_restarted", None).is_empty(), "{:#?}", run.events);
+    assert_eq!(run.outcome("driver", "lookup quiet"), "error not-found");
+    // Any other reason is OTP's `{stop, Reason}`: the start fails, and with it the run.
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"bad\"\nmodule = \"misbehave\"\nconfig = {{ on_init = \"exit:oops\" }}\n"
+    );
+    let run = Scenario::finite("", &text).run();
+    run.assert_failure();
+    assert!(run.stderr.contains("init asked to exit with reason \"oops\""), "{}", run.stderr);
+    assert_eq!(run.events("agent_start_failed", Some("bad"))[0]["reason"], "init_failed");
+}
+
+#[test]
+fn exit_reasons_reach_events_monitors_links_and_restart_decisions() {
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n[supervisor]\nintensity = 10\nauto_shutdown = \"all_significant\"\n\
+         [[supervisor.children]]\nname = \"custom\"\nmodule = \"misbehave\"\nrestart = \"transient\"\n\
+         [[supervisor.children]]\nname = \"down\"\nmodule = \"misbehave\"\nrestart = \"transient\"\n\
+         [[supervisor.children]]\nname = \"clean\"\nmodule = \"misbehave\"\nrestart = \"transient\"\n\
+         [[supervisor.children]]\nname = \"status\"\nmodule = \"misbehave\"\nrestart = \"transient\"\n\
+         [[supervisor.children]]\nname = \"watcher\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ report_messages = \"true\", run_in_init = \"true\", script = \"monitor custom; monitor down; monitor clean; monitor status\" }}\n\
+         [[supervisor.children]]\nname = \"driver\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ script = \"lookup custom; lookup status; call custom exit:panic 5000; call custom exit:{long} 5000; \
+         call custom exit:out-of-stock 5000; await-new custom 5000; call down exit:shutdown 5000; \
+         call clean wasi-exit:0 5000; call status wasi-exit:3 5000; await-new status 5000; \
+         call watcher sync 5000; call watcher stop 5000; stop\" }}\n",
+        long = "x".repeat(257),
+    );
+    let run = Scenario::agents("", &text).run();
+    run.assert_success();
+    // Reserved and over-long reasons are refused, and the agent goes on.
+    for step in ["call custom exit:panic 5000".to_string(), format!("call custom exit:{} 5000", "x".repeat(257))] {
+        let outcome = run.outcome("driver", &step);
+        assert!(outcome.starts_with("reply error Error::Invalid("), "{step}: {outcome}");
+    }
+    let exit = |agent: &str| run.events("agent_exited", Some(agent))[0]["reason"].as_str().unwrap().to_string();
+    assert_eq!(exit("custom"), "out-of-stock");
+    assert_eq!(exit("down"), "shutdown");
+    assert_eq!(exit("clean"), "normal");
+    assert_eq!(exit("status"), "exit_status");
+    // Custom reasons and non-zero statuses are abnormal: the transient agents came back; the
+    // others did not.
+    let restarted: Vec<&str> =
+        run.events("agent_restarted", None).iter().map(|e| e["agent"].as_str().unwrap()).collect();
+    assert_eq!(restarted, ["custom", "status"]);
+    let ids: Vec<u64> =
+        ["custom", "down", "clean", "status"].iter().map(|a| started_id(&run, "agent_started", "agent", a)).collect();
+    let downs: Vec<String> =
+        run.logs("watcher").into_iter().filter(|l| l.starts_with("probe got [agora:down]")).collect();
+    assert_eq!(
+        downs,
+        [
+            format!("probe got [agora:down] ref=1 id={} reason=out-of-stock", ids[0]),
+            format!("probe got [agora:down] ref=2 id={} reason=shutdown", ids[1]),
+            format!("probe got [agora:down] ref=3 id={} reason=normal", ids[2]),
+            format!("probe got [agora:down] ref=4 id={} reason=exit_status", ids[3]),
+        ]
+    );
+}
+
+#[test]
+fn links_pass_on_every_reason_but_normal_and_report_noproc() {
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\nrestart = \"temporary\"\nsignificant = true\n\
+         [[supervisor.children]]\nname = \"a\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"b\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"partner-a\"\nmodule = \"probe\"\n\
+         config = {{ run_in_init = \"true\", script = \"link a\" }}\n\
+         [[supervisor.children]]\nname = \"partner-b\"\nmodule = \"probe\"\n\
+         config = {{ run_in_init = \"true\", script = \"link b\" }}\n\
+         [[supervisor.children]]\nname = \"trapper\"\nmodule = \"probe\"\n\
+         config = {{ report_messages = \"true\", run_in_init = \"true\", script = \"trap-exits on; link b; link #999999; link trapper\" }}\n\
+         [[supervisor.children]]\nname = \"plain\"\nmodule = \"probe\"\n\
+         config = {{ run_in_init = \"true\", script = \"link #999999; stop\" }}\n\
+         [[supervisor.children]]\nname = \"driver\"\nmodule = \"probe\"\n\
+         config = {{ script = \"call a exit:shutdown 5000; await-gone partner-a 5000; call b exit:out-of-stock 5000; \
+         await-gone partner-b 5000; call trapper sync 5000; call trapper stop 5000; stop\" }}\n"
+    );
+    let run = Scenario::finite("", &text).run();
+    run.assert_success();
+    // `shutdown` is not `normal`: a non-trapping partner ends with it (as OTP's does).
+    assert_eq!(run.outcome("driver", "await-gone partner-a 5000"), "gone");
+    assert_eq!(run.exit("partner-a")["reason"], "shutdown");
+    // A custom reason is passed on unchanged, and reaches a trapping partner as given.
+    assert_eq!(run.exit("partner-b")["reason"], "out-of-stock");
+    let b = started_id(&run, "agent_started", "agent", "b");
+    let notices: Vec<String> =
+        run.logs("trapper").into_iter().filter(|l| l.starts_with("probe got [agora:exit]")).collect();
+    assert_eq!(
+        notices,
+        [
+            "probe got [agora:exit] id=999999 reason=noproc".to_string(),
+            format!("probe got [agora:exit] id={b} reason=out-of-stock")
+        ]
+    );
+    // OTP: linking to a process that is gone fails with noproc unless the caller traps exits,
+    // and linking to oneself does nothing.
+    assert_eq!(run.outcome("trapper", "link #999999"), "ok");
+    assert_eq!(run.outcome("trapper", "link trapper"), "ok");
+    assert_eq!(run.outcome("plain", "link #999999"), "error not-found");
+}
+
+#[test]
+fn a_supervisor_that_gives_up_exits_shutdown_and_its_restart_type_decides() {
+    // `sup` is transient: after its intensity it exits `shutdown` (as OTP's supervisor does), so
+    // the root does not restart it and the run goes on.
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"sup\"\nrestart = \"transient\"\nintensity = 1\nperiod = \"30s\"\n\
+         [[supervisor.children.children]]\nname = \"flaky\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"watcher\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ report_messages = \"true\", run_in_init = \"true\", script = \"monitor sup\" }}\n\
+         [[supervisor.children]]\nname = \"driver\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ script = \"call flaky panic 5000; await flaky 5000; call flaky panic 5000; await-gone sup 5000; \
+         call watcher sync 5000; call watcher stop 5000; stop\" }}\n"
+    );
+    let run = Scenario::finite("", &text).run();
+    run.assert_success();
+    let failed: Vec<&Value> =
+        run.events("supervisor_failed", None).into_iter().filter(|e| e["supervisor"] == "sup").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["reason"], "max_restart_intensity");
+    let sup = started_id(&run, "supervisor_started", "supervisor", "sup");
+    let exited = run.events.iter().find(|e| e["event"] == "supervisor_exited" && e["supervisor"] == "sup").unwrap();
+    assert_eq!(exited["reason"], "shutdown");
+    assert!(run.events("agent_restarted", Some("sup")).is_empty());
+    // Supervisors can be monitored like agents.
+    assert!(
+        run.logs("watcher").contains(&format!("probe got [agora:down] ref=1 id={sup} reason=shutdown")),
+        "{:#?}",
+        run.logs("watcher")
+    );
+}
+
+#[test]
+fn a_restart_that_cannot_start_is_reported_and_retried() {
+    // While `x` waits out its backoff, the driver takes its name: the restart fails, leaves an
+    // `agent_start_failed` event, and counts as a crash.
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"sup\"\nintensity = 5\nbackoff = {{ initial = \"2s\", max = \"2s\" }}\n\
+         [[supervisor.children.children]]\nname = \"x\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"driver\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ script = \"call x panic 5000; await-gone x 5000; register x\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run_until(|e| e["event"] == "agent_start_failed" && e["agent"] == "x");
+    assert_eq!(run.outcome("driver", "register x"), "ok");
+    let failed = &run.events("agent_start_failed", Some("x"))[0];
+    assert_eq!(failed["reason"], "start_failed");
+    assert!(failed["detail"].as_str().unwrap().contains("registered by another agent"), "{failed}");
 }

@@ -82,7 +82,27 @@ static inline bool agora_refuse(agent_handle_error_t *err, bool fatal, const cha
   return false;
 }
 
-/* End this agent normally once the current callback returns. */
+/* End this agent normally once the current callback returns (in `init`: OTP's `ignore`). */
 static inline void agora_stop(void) { agora_agent_lifecycle_stop(); }
+
+/* End this agent with a reason once the current callback returns, as `erlang:exit/1`: "normal",
+ * "shutdown", or any other text, which is abnormal. False (an `invalid` error) for an empty,
+ * over-long or reserved reason. */
+static inline bool agora_exit(const char *reason) {
+  agora_agent_lifecycle_exit_reason_t asked;
+  if (strcmp(reason, "normal") == 0) {
+    asked.tag = AGORA_AGENT_LIFECYCLE_EXIT_REASON_NORMAL;
+  } else if (strcmp(reason, "shutdown") == 0) {
+    asked.tag = AGORA_AGENT_LIFECYCLE_EXIT_REASON_SHUTDOWN;
+  } else {
+    asked.tag = AGORA_AGENT_LIFECYCLE_EXIT_REASON_CUSTOM;
+    asked.val.custom.ptr = (uint8_t *)reason;
+    asked.val.custom.len = strlen(reason);
+  }
+  agora_agent_lifecycle_error_t err;
+  if (agora_agent_lifecycle_exit(&asked, &err)) return true;
+  agora_agent_lifecycle_error_free(&err);
+  return false;
+}
 
 #endif

@@ -118,9 +118,19 @@ export function log(message, level = 'info') {
   logging.log(level, message);
 }
 
-/** End this agent normally once the current callback returns. */
+/** End this agent normally once the current callback returns (in `init`: OTP's `ignore`). */
 export function stop() {
   lifecycle.stop();
+}
+
+/**
+ * End this agent with `reason` once the current callback returns, as `erlang:exit/1`: 'normal',
+ * 'shutdown', or any other text, which is abnormal (a custom reason). Throws a `HostError`
+ * ('invalid') for an empty, over-long or reserved reason.
+ */
+export function exit(reason = 'normal') {
+  const asked = reason === 'normal' || reason === 'shutdown' ? { tag: reason } : { tag: 'custom', val: reason };
+  host(lifecycle.exit, asked);
 }
 
 /** Decode a payload as UTF-8 text. */

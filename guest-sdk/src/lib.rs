@@ -329,9 +329,19 @@ pub mod log {
     }
 }
 
-/// Ask the host to end this agent normally once the current callback returns.
+/// Ask the host to end this agent normally once the current callback returns. In `init`,
+/// the agent is ignored (OTP's `ignore`): its supervisor does not restart it.
 pub fn stop() {
     bindings::agora::agent::lifecycle::stop()
+}
+
+pub use bindings::agora::agent::lifecycle::ExitReason;
+
+/// End this agent with `reason` once the current callback returns (`terminate` first), as
+/// `erlang:exit/1`: `ExitReason::Custom(..)` is abnormal (a transient agent is restarted, and
+/// linked agents end with the same reason). `Invalid` for an empty, over-long or reserved reason.
+pub fn exit(reason: &ExitReason) -> Result<(), Error> {
+    bindings::agora::agent::lifecycle::exit(reason)
 }
 
 #[doc(hidden)]

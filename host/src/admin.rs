@@ -1,34 +1,61 @@
 //! The admin endpoint (`[host] admin = "127.0.0.1:9464"`): HTTP/1.1 on the host's own socket.
 //!
 //! - `GET /metrics`: the Prometheus exposition.
-//! - `GET /config`: every config value, as a JSON object by path; `GET /config/<path>`: one.
+//! - `GET /config`: every config value but the secret ones, as a JSON object by path;
+//!   `GET /config/<path>`: one (`403` for a secret).
 //! - `PUT /config/<path>` (body: the new value) and `DELETE /config/<path>`: change the live
-//!   config at a path the manifest marks updatable; `403` elsewhere, with the reason.
+//!   config at a path the manifest marks updatable; `403` elsewhere, with the reason; `507` when
+//!   the config is at its bounds.
 //! - `GET /health`: `ok` while the host runs.
 //!
 //! The bound address is written to `<data_dir>/admin.addr`, so that `agora config` finds a
-//! host that asked for port 0. There is no authentication: keep the address private.
+//! host that asked for port 0. There is no authentication: keep the address private. What keeps
+//! other local software out: requests must name the bound address in `Host` (a page in a browser
+//! that rebinds its own name to 127.0.0.1 sends its own name), writes from a browser must come
+//! from that origin, and connections are capped in number and closed when idle.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::capabilities::config::UpdateError;
 use crate::runtime::Runtime;
 
 /// Largest config value accepted in one update.
 const MAX_VALUE: usize = 64 << 10;
+/// Connections served at once; one more is closed at once (and counted).
+const MAX_CONNECTIONS: usize = 64;
+/// A connection that sends nothing and is sent nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request's headers must arrive within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `accept` waits after a failure (out of file descriptors, say), doubling up to the
+/// most, so that a failing accept never spins.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
 
 /// Where a running host records its admin address.
 pub fn address_file(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.addr")
+}
+
+/// What the endpoint has refused, for `/metrics`.
+#[derive(Default)]
+pub struct AdminCounters {
+    pub connections_refused: AtomicU64,
+    pub accept_errors: AtomicU64,
+    pub requests_refused: AtomicU64,
 }
 
 /// Bind the endpoint and serve it on a task; returns the bound address.
@@ -41,21 +68,136 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
     std::fs::create_dir_all(&runtime.settings.data_dir)?;
     std::fs::write(&file, bound.to_string()).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     tracing::info!(event = "admin_listening", address = %bound, "admin endpoint on http://{bound} (/metrics, /config)");
+    let hosts = Arc::new(accepted_hosts(bound));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
+        let mut backoff = ACCEPT_BACKOFF.0;
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let runtime = runtime.clone();
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff = ACCEPT_BACKOFF.0;
+                    stream
+                }
+                Err(error) => {
+                    runtime.admin.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    if backoff == ACCEPT_BACKOFF.0 {
+                        tracing::warn!(event = "admin_accept_failed", %error, "the admin endpoint cannot accept: {error}; retrying with backoff");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                runtime.admin.connections_refused.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            };
+            let (runtime, hosts) = (runtime.clone(), hosts.clone());
             tokio::spawn(async move {
+                let _slot = slot;
+                let activity = Arc::new(AtomicU64::new(0));
+                let started = tokio::time::Instant::now();
+                let io = TokioIo::new(Watched { inner: stream, activity: activity.clone(), started });
                 let service = hyper::service::service_fn(move |request| {
-                    let runtime = runtime.clone();
-                    async move { Ok::<_, Infallible>(serve(&runtime, request).await) }
+                    let (runtime, hosts) = (runtime.clone(), hosts.clone());
+                    async move { Ok::<_, Infallible>(guarded(&runtime, &hosts, request).await) }
                 });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(io, service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = idle(&activity, started) => {}
+                }
             });
         }
     });
     Ok(bound)
+}
+
+/// Resolves once the connection has seen no bytes either way for `IDLE_TIMEOUT`.
+async fn idle(activity: &AtomicU64, started: tokio::time::Instant) {
+    loop {
+        let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
+        let due = last + IDLE_TIMEOUT;
+        if tokio::time::Instant::now() >= due {
+            return;
+        }
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// A connection's stream, noting when bytes last moved (ms since `started`).
+struct Watched {
+    inner: tokio::net::TcpStream,
+    activity: Arc<AtomicU64>,
+    started: tokio::time::Instant,
+}
+
+impl Watched {
+    fn touch(&self) {
+        self.activity.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if polled.is_ready() {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The `Host` values that name this endpoint: its bound address, and for a loopback bind the
+/// `localhost` spelling too. Anything else is another name resolved to this address.
+fn accepted_hosts(bound: SocketAddr) -> Vec<String> {
+    let mut hosts = vec![bound.to_string()];
+    if bound.ip().is_loopback() {
+        hosts.push(format!("localhost:{}", bound.port()));
+    }
+    hosts
+}
+
+/// Check where a request claims to go (and, for a write, where it comes from), then serve it.
+async fn guarded(runtime: &Runtime, hosts: &[String], request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let host = request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
+    if !host.is_some_and(|host| hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) {
+        runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
+        let expected = hosts.join(" or ");
+        return text(StatusCode::MISDIRECTED_REQUEST, format!("this endpoint answers only to Host: {expected}\n"));
+    }
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if writes && let Some(origin) = request.headers().get(http::header::ORIGIN) {
+        let same =
+            origin.to_str().ok().and_then(|o| o.strip_prefix("http://")).is_some_and(|o| hosts.iter().any(|h| h == o));
+        if !same {
+            runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
+            return text(StatusCode::FORBIDDEN, "writes are accepted only from this endpoint's own origin\n");
+        }
+    }
+    serve(runtime, request).await
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -67,30 +209,92 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
+/// The host's own refusals, as Prometheus counters.
+fn host_counters(runtime: &Runtime) -> String {
+    let admin = &runtime.admin;
+    let counters = [
+        (
+            "agora_admin_connections_refused_total",
+            "Admin connections closed at once: the cap was reached",
+            &admin.connections_refused,
+        ),
+        (
+            "agora_admin_accept_errors_total",
+            "Failed accepts on the admin socket (out of file descriptors, say)",
+            &admin.accept_errors,
+        ),
+        (
+            "agora_admin_requests_refused_total",
+            "Admin requests refused for their Host or Origin",
+            &admin.requests_refused,
+        ),
+        (
+            "agora_config_updates_refused_total",
+            "Config updates refused because the config was at its bounds",
+            &runtime.services.config.refused,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, counter) in counters {
+        let value = counter.load(Ordering::Relaxed);
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+    }
+    text
+}
+
+/// The routes, matched exactly: `/config` and `/config/<path>`, never `/configX`.
+enum Route {
+    Health,
+    Metrics,
+    AllConfig,
+    Config(String),
+    Unknown,
+}
+
+fn route(path: &str) -> Route {
+    match path {
+        "/health" => Route::Health,
+        "/metrics" => Route::Metrics,
+        "/config" | "/config/" => Route::AllConfig,
+        _ => match path.strip_prefix("/config/") {
+            Some(config_path) => Route::Config(config_path.to_string()),
+            None => Route::Unknown,
+        },
+    }
+}
+
 async fn serve(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = request.uri().path().to_string();
-    let config_path = path.strip_prefix("/config").map(|rest| rest.trim_start_matches('/').to_string());
-    match (request.method().clone(), path.as_str(), config_path) {
-        (Method::GET, "/health", _) => text(StatusCode::OK, "ok\n"),
-        (Method::GET, "/metrics", _) => {
-            let mut response = text(StatusCode::OK, runtime.services.telemetry.render());
+    let config = &runtime.services.config;
+    match (request.method().clone(), route(request.uri().path())) {
+        (Method::GET, Route::Health) => text(StatusCode::OK, "ok\n"),
+        (Method::GET, Route::Metrics) => {
+            let mut exposition = runtime.services.telemetry.render();
+            exposition.push_str(&host_counters(runtime));
+            let mut response = text(StatusCode::OK, exposition);
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             response
         }
-        (Method::GET, _, Some(config_path)) if config_path.is_empty() => {
-            let values: serde_json::Map<String, serde_json::Value> =
-                runtime.services.config.list("").into_iter().map(|(k, v)| (k, v.into())).collect();
+        (Method::GET, Route::AllConfig) => {
+            let values: serde_json::Map<String, serde_json::Value> = config
+                .list("")
+                .into_iter()
+                .filter(|(path, _)| !config.is_secret(path))
+                .map(|(k, v)| (k, v.into()))
+                .collect();
             text(StatusCode::OK, serde_json::Value::Object(values).to_string())
         }
-        (Method::GET, _, Some(config_path)) => match runtime.services.config.get(&config_path) {
+        (Method::GET, Route::Config(path)) if config.is_secret(&path) => {
+            text(StatusCode::FORBIDDEN, format!("{path:?} is secret: agents read it, this endpoint never serves it\n"))
+        }
+        (Method::GET, Route::Config(path)) => match config.get(&path) {
             Ok(Some(value)) => text(StatusCode::OK, value),
-            Ok(None) => text(StatusCode::NOT_FOUND, format!("no config value at {config_path:?}\n")),
+            Ok(None) => text(StatusCode::NOT_FOUND, format!("no config value at {path:?}\n")),
             Err(error) => text(StatusCode::BAD_REQUEST, format!("{error:?}\n")),
         },
-        (method @ (Method::PUT | Method::DELETE), _, Some(config_path)) => {
+        (method @ (Method::PUT | Method::DELETE), Route::Config(path)) => {
             let value = if method == Method::PUT {
                 match Limited::new(request.into_body(), MAX_VALUE).collect().await {
                     Ok(body) => match String::from_utf8(body.to_bytes().to_vec()) {
@@ -104,16 +308,18 @@ async fn serve(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<B
             } else {
                 None
             };
-            match crate::capabilities::config::update(runtime, &config_path, value) {
-                Ok(notified) => {
-                    text(StatusCode::OK, format!("updated {config_path}; {notified} subscribers notified\n"))
-                }
+            match crate::capabilities::config::update(runtime, &path, value) {
+                Ok(notified) => text(StatusCode::OK, format!("updated {path}; {notified} subscribers notified\n")),
                 Err(error @ UpdateError::NotUpdatable(..)) => text(StatusCode::FORBIDDEN, format!("{error}\n")),
                 Err(error @ UpdateError::IsTable(_)) => text(StatusCode::CONFLICT, format!("{error}\n")),
                 Err(error @ UpdateError::InvalidPath(_)) => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+                Err(error @ UpdateError::Full(_)) => text(StatusCode::INSUFFICIENT_STORAGE, format!("{error}\n")),
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "routes: GET /health, GET /metrics, GET|PUT|DELETE /config/<path>\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "routes: GET /health, GET /metrics, GET /config, GET|PUT|DELETE /config/<path>\n",
+        ),
     }
 }
 

@@ -69,6 +69,12 @@ impl Scenario {
         Scenario::new(&format!("{}\n{agents}", header(host_extra)))
     }
 
+    /// As [`Scenario::agents`], for a run that ends by itself: the root shuts down once every
+    /// significant agent has exited for good (OTP's `auto_shutdown = "all_significant"`).
+    pub fn finite(host_extra: &str, agents: &str) -> Scenario {
+        Scenario::agents(host_extra, &format!("{agents}\n[supervisor]\nauto_shutdown = \"all_significant\"\n"))
+    }
+
     pub fn run(&self) -> Run {
         run_agora(&["run", "--log-format", "json", self.manifest.to_str().unwrap()])
     }
@@ -107,6 +113,19 @@ impl Scenario {
             }
             wait_for_event(&mut lines, &mut events, |e| e["event"] == "agent_exited" && e["agent"] == *agent);
         }
+        terminate(&child);
+        events.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
+        let status = child.wait().unwrap();
+        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
+        Run { status, events, stdout: String::new(), stderr }
+    }
+
+    /// Run until an event matches `pred`, then stop the host with SIGTERM.
+    pub fn run_until(&self, pred: impl Fn(&Value) -> bool) -> Run {
+        let mut child = self.spawn();
+        let mut lines = lines_of(&mut child);
+        let mut events = Vec::new();
+        wait_for_event(&mut lines, &mut events, pred);
         terminate(&child);
         events.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
         let status = child.wait().unwrap();

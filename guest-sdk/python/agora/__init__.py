@@ -132,8 +132,20 @@ def log(message: str, level: "logging.Level" = logging.Level.INFO) -> None:
 
 
 def stop() -> None:
-    """End this agent normally once the current callback returns."""
+    """End this agent normally once the current callback returns (in `init`: OTP's `ignore`)."""
     lifecycle.stop()
+
+
+def exit(reason: Union[str, "lifecycle.ExitReason"] = "normal") -> None:
+    """End this agent with `reason` once the current callback returns, as `erlang:exit/1`:
+    "normal", "shutdown", or any other text, which is abnormal (a custom reason). Raises
+    `HostError` ("invalid") for an empty, over-long or reserved reason."""
+    if isinstance(reason, str):
+        reason = {
+            "normal": lifecycle.ExitReason_Normal(),
+            "shutdown": lifecycle.ExitReason_Shutdown(),
+        }.get(reason) or lifecycle.ExitReason_Custom(reason)
+    host(lifecycle.exit, reason)
 
 
 def _bytes(payload: Union[bytes, str]) -> bytes:

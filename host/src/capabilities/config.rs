@@ -4,6 +4,9 @@
 //! ```toml
 //! [config]
 //! updatable = ["pricing", "features.beta"]   # these paths and everything under them
+//! secret = ["db.password"]                   # never served by the admin endpoint, never logged
+//! max_entries = 10000                        # the live config's bounds (updates beyond: refused)
+//! max_bytes = "16MiB"
 //! [config.values]
 //! greeting = "hello"
 //! pricing = { rate = 3, currency = "EUR" }
@@ -28,13 +31,30 @@ use crate::runtime::state::AgentState;
 pub const CONFIG_TOPIC: &str = "agora:config";
 
 /// `[config]` as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ConfigSection {
-    #[serde(default)]
     pub updatable: Vec<toml::Spanned<String>>,
-    #[serde(default)]
+    /// Paths (and everything under them) whose values agents may read but the admin endpoint
+    /// never serves, and no log line or event shows.
+    pub secret: Vec<toml::Spanned<String>>,
+    /// At most this many values, and this many bytes of paths and values, live at once: an
+    /// update beyond either is refused (the manifest's own values count too).
+    pub max_entries: toml::Spanned<usize>,
+    pub max_bytes: toml::Spanned<crate::manifest::ByteSize>,
     pub values: toml::Table,
+}
+
+impl Default for ConfigSection {
+    fn default() -> Self {
+        ConfigSection {
+            updatable: Vec::new(),
+            secret: Vec::new(),
+            max_entries: toml::Spanned::new(0..0, 10_000),
+            max_bytes: toml::Spanned::new(0..0, crate::manifest::ByteSize::mib(16)),
+            values: toml::Table::new(),
+        }
+    }
 }
 
 /// Why an update was refused.
@@ -46,12 +66,19 @@ pub enum UpdateError {
     InvalidPath(String),
     #[error("config path {0:?} names a table; update its values one by one")]
     IsTable(String),
+    #[error("the live config is full ({0}); the manifest's [config] max_entries and max_bytes bound it")]
+    Full(String),
 }
 
 /// The live config of one host.
 pub struct ConfigService {
-    values: RwLock<BTreeMap<String, String>>,
+    values: RwLock<Values>,
     updatable: Vec<String>,
+    secret: Vec<String>,
+    max_entries: usize,
+    max_bytes: u64,
+    /// Updates refused because the config was full.
+    pub refused: std::sync::atomic::AtomicU64,
     /// Subscribers by prefix ("" = everything).
     subscribers: RwLock<BTreeMap<String, BTreeSet<AgentId>>>,
     router: Arc<Router>,
@@ -61,16 +88,27 @@ impl ConfigService {
     pub fn new(section: &ConfigSection, router: Arc<Router>) -> ConfigService {
         let mut values = BTreeMap::new();
         flatten("", &section.values, &mut values);
+        let bytes = values.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         ConfigService {
-            values: RwLock::new(values),
+            values: RwLock::new(Values { map: values, bytes }),
             updatable: section.updatable.iter().map(|p| p.get_ref().clone()).collect(),
+            secret: section.secret.iter().map(|p| p.get_ref().clone()).collect(),
+            max_entries: *section.max_entries.get_ref(),
+            max_bytes: section.max_bytes.get_ref().bytes(),
+            refused: Default::default(),
             subscribers: RwLock::default(),
             router,
         }
     }
 
+    /// Whether `path` is secret: agents read it, the admin endpoint and the logs never show it.
+    pub fn is_secret(&self, path: &str) -> bool {
+        self.secret.iter().any(|secret| is_under(path, secret))
+    }
+
     pub fn get(&self, path: &str) -> Result<Option<String>, Error> {
         let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        let values = &values.map;
         if let Some(value) = values.get(path) {
             return Ok(Some(value.clone()));
         }
@@ -83,6 +121,7 @@ impl ConfigService {
     pub fn list(&self, prefix: &str) -> Vec<(String, String)> {
         let values = self.values.read().unwrap_or_else(|p| p.into_inner());
         values
+            .map
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter(|(k, _)| is_under(k, prefix))
@@ -102,13 +141,28 @@ impl ConfigService {
         }
         {
             let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
-            if values.range(format!("{path}.")..).next().is_some_and(|(k, _)| is_under(k, path)) {
+            if values.map.range(format!("{path}.")..).next().is_some_and(|(k, _)| is_under(k, path)) {
                 return Err(UpdateError::IsTable(path.to_string()));
             }
+            let old = values.map.get(path).map(|v| (path.len() + v.len()) as u64);
             match &value {
-                Some(value) => values.insert(path.to_string(), value.clone()),
-                None => values.remove(path),
-            };
+                Some(value) => {
+                    let entries = values.map.len() + usize::from(old.is_none());
+                    let bytes = values.bytes - old.unwrap_or(0) + (path.len() + value.len()) as u64;
+                    if entries > self.max_entries || bytes > self.max_bytes {
+                        self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let held = format!("{} values, {} bytes", values.map.len(), values.bytes);
+                        return Err(UpdateError::Full(held));
+                    }
+                    values.map.insert(path.to_string(), value.clone());
+                    values.bytes = bytes;
+                }
+                None => {
+                    if values.map.remove(path).is_some() {
+                        values.bytes -= old.unwrap_or(0);
+                    }
+                }
+            }
         }
         Ok(self.notify(path, value))
     }
@@ -150,6 +204,12 @@ impl ConfigService {
     }
 }
 
+/// The flat values, with what their paths and values weigh together.
+struct Values {
+    map: BTreeMap<String, String>,
+    bytes: u64,
+}
+
 /// `path` is `prefix` or below it ("" is above everything).
 fn is_under(path: &str, prefix: &str) -> bool {
     prefix.is_empty() || path == prefix || (path.starts_with(prefix) && path.as_bytes()[prefix.len()] == b'.')
@@ -179,10 +239,18 @@ pub struct AgentConfig {
     pub subscriptions: Vec<String>,
 }
 
-/// Change a config value (from the admin endpoint): notify subscribers, journal it.
+/// Change a config value (from the admin endpoint): notify subscribers, journal it (a secret's
+/// value as `null`, with `"secret": true`).
 pub fn update(host: &crate::runtime::Runtime, path: &str, value: Option<String>) -> Result<usize, UpdateError> {
-    let notified = host.services.config.update(path, value.clone())?;
-    super::events::lifecycle::config_changed(&host.services.events.store, path, value.as_deref(), notified);
+    let config = &host.services.config;
+    let notified = config.update(path, value.clone()).inspect_err(|error| {
+        if matches!(error, UpdateError::Full(_)) {
+            tracing::warn!(event = "config_full", path, "config update refused: {error}");
+        }
+    })?;
+    let secret = config.is_secret(path);
+    let shown = if secret { None } else { value.as_deref() };
+    super::events::lifecycle::config_changed(&host.services.events.store, path, shown, secret, notified);
     Ok(notified)
 }
 
@@ -196,12 +264,29 @@ impl Capability for ConfigService {
     type Agent = AgentConfig;
 
     fn validate(section: &ConfigSection) -> Result<(), SectionError> {
-        for (index, path) in section.updatable.iter().enumerate() {
-            if !is_valid_path(path.get_ref()) {
-                let message = format!("invalid path {:?}: use dotted segments of A-Z a-z 0-9 - _", path.get_ref());
-                let key = format!("config.updatable[{index}]");
-                return Err(SectionError { span: Some(path.span()), ..SectionError::new("config", key, message) });
+        let lists = [("updatable", &section.updatable), ("secret", &section.secret)];
+        for (list, paths) in lists {
+            for (index, path) in paths.iter().enumerate() {
+                if !is_valid_path(path.get_ref()) {
+                    let message = format!("invalid path {:?}: use dotted segments of A-Z a-z 0-9 - _", path.get_ref());
+                    let key = format!("config.{list}[{index}]");
+                    return Err(SectionError { span: Some(path.span()), ..SectionError::new("config", key, message) });
+                }
             }
+        }
+        let mut values = BTreeMap::new();
+        flatten("", &section.values, &mut values);
+        let bytes: u64 = values.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        let (max_entries, max_bytes) = (&section.max_entries, &section.max_bytes);
+        if *max_entries.get_ref() < values.len().max(1) {
+            let message = format!("must be at least 1, and hold the {} values [config.values] sets", values.len());
+            let span = Some(max_entries.span()).filter(|s| !s.is_empty());
+            return Err(SectionError { span, ..SectionError::new("config", "config.max_entries", message) });
+        }
+        if max_bytes.get_ref().bytes() < bytes.max(1) {
+            let message = format!("must be at least 1B, and hold the {bytes} bytes [config.values] sets");
+            let span = Some(max_bytes.span()).filter(|s| !s.is_empty());
+            return Err(SectionError { span, ..SectionError::new("config", "config.max_bytes", message) });
         }
         Ok(())
     }

@@ -11,7 +11,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::capabilities::events::lifecycle as events;
 use crate::manifest::{HostSettings, Manifest};
 use crate::runtime::Runtime;
-use crate::runtime::agent::ExitReason;
 use crate::runtime::modules::ModuleLoader;
 use crate::{admin, bench, supervision};
 
@@ -110,8 +109,8 @@ async fn run(path: PathBuf, admin: Option<std::net::SocketAddr>, format: LogForm
     }
     let outcome = supervision::run(runtime.clone(), &manifest.root, stop).await;
     let reason = match &outcome {
-        Ok(ExitReason::Shutdown) => "interrupted",
-        Ok(_) => "all_stopped",
+        Ok(supervision::RunEnd::Interrupted) => "interrupted",
+        Ok(supervision::RunEnd::Finished) => "finished",
         Err(_) => "failed",
     };
     events::run_finished(reason, &runtime.tally);

@@ -17,7 +17,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::capabilities::{Grant, Grants, ServiceSections};
-pub use tree::{Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec, check_name, render_value};
+pub use tree::{
+    AutoShutdown, Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec, check_name, render_value,
+};
 pub use units::{ByteSize, Span};
 
 /// A manifest that parsed and validated: every module it names exists and every value is in range.
@@ -112,6 +114,8 @@ pub struct AgentSpec {
     /// The `[outbound]` targets it may send HTTP requests to.
     pub outbound: Vec<String>,
     pub restart: Restart,
+    /// Its exit for good counts towards its supervisor's `auto_shutdown`.
+    pub significant: bool,
     pub shutdown: Shutdown,
     /// The wallet's first budget (`[economics]`), minted when the wallet is new.
     pub wallet: u64,
@@ -131,6 +135,7 @@ impl AgentSpec {
             grants: Grants::NONE,
             outbound: Vec::new(),
             restart: Restart::Permanent,
+            significant: false,
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
             wallet: 0,
         }

@@ -55,13 +55,24 @@ impl<'de> Deserialize<'de> for Shutdown {
         match text.as_str() {
             "brutal_kill" => Ok(Shutdown::BrutalKill),
             "infinity" => Ok(Shutdown::Infinity),
-            other => humantime::parse_duration(other).map(Shutdown::Timeout).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid shutdown {other:?} ({e}): use a duration like \"5s\", \"infinity\" or \"brutal_kill\""
-                ))
+            other => super::units::parse_span(other).map(Shutdown::Timeout).map_err(|e| {
+                serde::de::Error::custom(format!("invalid shutdown: {e}; or use \"infinity\" or \"brutal_kill\""))
             }),
         }
     }
+}
+
+/// OTP 24's `auto_shutdown`: whether a supervisor ends by itself once its significant children
+/// have exited for good. Never, by default: a supervisor without running children stays up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoShutdown {
+    #[default]
+    Never,
+    /// When any significant child exits and is not restarted.
+    AnySignificant,
+    /// When every significant child has exited and none will be restarted.
+    AllSignificant,
 }
 
 /// Agora's extension: wait before a restart, doubling from `initial` up to `max` while the child
@@ -86,6 +97,9 @@ pub struct SupervisorSpec {
     pub children: Vec<ChildSpec>,
     /// Set for a dynamic supervisor: children are spawned at runtime, at most this many at once.
     pub max_children: Option<u32>,
+    pub auto_shutdown: AutoShutdown,
+    /// Its exit for good counts towards its parent's `auto_shutdown`.
+    pub significant: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +121,13 @@ impl ChildSpec {
         match self {
             ChildSpec::Agent(agent) => agent.restart,
             ChildSpec::Supervisor(supervisor) => supervisor.restart,
+        }
+    }
+
+    pub fn significant(&self) -> bool {
+        match self {
+            ChildSpec::Agent(agent) => agent.significant,
+            ChildSpec::Supervisor(supervisor) => supervisor.significant,
         }
     }
 }
@@ -135,8 +156,9 @@ impl SupervisorSpec {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawChild {
     name: Option<Spanned<String>>,
-    restart: Option<Restart>,
+    restart: Option<Spanned<Restart>>,
     shutdown: Option<Shutdown>,
+    significant: Option<Spanned<bool>>,
     // Agents.
     module: Option<Spanned<String>>,
     config: Option<Spanned<toml::Table>>,
@@ -155,6 +177,7 @@ pub(super) struct RawChild {
     children: Option<Vec<RawChild>>,
     dynamic: Option<bool>,
     max_children: Option<Spanned<u32>>,
+    auto_shutdown: Option<Spanned<AutoShutdown>>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +199,8 @@ pub(super) struct RawDefaults {
     wallet: Option<u64>,
     restart: Option<Restart>,
     shutdown: Option<Shutdown>,
+    /// Agora's shorthand: every agent that does not say otherwise is significant.
+    significant: Option<Spanned<bool>>,
 }
 
 const AGENT_SHUTDOWN: Shutdown = Shutdown::Timeout(Duration::from_secs(5));
@@ -282,6 +307,19 @@ impl TreeBuilder<'_> {
             }
             (true, max) => Some(max.map_or(u32::MAX, Spanned::into_inner)),
         };
+        let auto_shutdown = match raw.auto_shutdown {
+            Some(auto) if max_children.is_some() && *auto.get_ref() != AutoShutdown::Never => {
+                return Err(self.error(
+                    auto.span(),
+                    &format!("{scope}.auto_shutdown"),
+                    "a dynamic supervisor's children are spawned at runtime and are never significant",
+                ));
+            }
+            Some(auto) => auto.into_inner(),
+            None => AutoShutdown::Never,
+        };
+        let restart = raw.restart.as_ref().map(|r| *r.get_ref()).unwrap_or_default();
+        let significant = self.significant(&raw.significant, restart, scope)?;
         let mut children = Vec::new();
         for (index, child) in raw.children.unwrap_or_default().into_iter().enumerate() {
             children.push(self.child(child, &format!("{children_key}[{index}]"))?);
@@ -292,11 +330,26 @@ impl TreeBuilder<'_> {
             intensity,
             period,
             backoff,
-            restart: raw.restart.unwrap_or_default(),
+            restart,
             shutdown: raw.shutdown.unwrap_or(Shutdown::Infinity),
             children,
             max_children,
+            auto_shutdown,
+            significant,
         })
+    }
+
+    /// `significant`, refused on a permanent child as OTP refuses it (it never exits for good).
+    fn significant(&self, flag: &Option<Spanned<bool>>, restart: Restart, scope: &str) -> Result<bool, ManifestError> {
+        match flag {
+            Some(flag) if *flag.get_ref() && restart == Restart::Permanent => Err(self.error(
+                flag.span(),
+                &format!("{scope}.significant"),
+                "a permanent child is always restarted, so it cannot be significant: make it transient or temporary",
+            )),
+            Some(flag) => Ok(*flag.get_ref()),
+            None => Ok(false),
+        }
     }
 
     fn child(&mut self, mut raw: RawChild, scope: &str) -> Result<ChildSpec, ManifestError> {
@@ -325,6 +378,7 @@ impl TreeBuilder<'_> {
                     ("children", raw.children.as_ref().map(|_| span.clone())),
                     ("dynamic", raw.dynamic.as_ref().map(|_| span.clone())),
                     ("max_children", raw.max_children.as_ref().map(|m| m.span())),
+                    ("auto_shutdown", raw.auto_shutdown.as_ref().map(|m| m.span())),
                 ];
                 if let Some((key, Some(at))) = supervisor_only.into_iter().find(|(_, s)| s.is_some()) {
                     return Err(self.error(
@@ -357,6 +411,14 @@ impl TreeBuilder<'_> {
             (&raw.memory, &raw.mailbox, &raw.budget),
             scope,
         )?;
+        let restart = raw.restart.as_ref().map(|r| *r.get_ref()).or(self.defaults.restart).unwrap_or_default();
+        let significant = match &raw.significant {
+            Some(_) => self.significant(&raw.significant, restart, scope)?,
+            None => self.significant(&self.defaults.significant, restart, "defaults").map_err(|mut e| {
+                e.message = format!("{} (agent {name:?} inherits it)", e.message);
+                e
+            })?,
+        };
         let config = raw.config.map(Spanned::into_inner).unwrap_or_default();
         Ok(AgentSpec {
             name,
@@ -372,7 +434,8 @@ impl TreeBuilder<'_> {
                 self.services,
                 &self.outbound,
             )?,
-            restart: raw.restart.or(self.defaults.restart).unwrap_or_default(),
+            restart,
+            significant,
             shutdown: raw.shutdown.or(self.defaults.shutdown).unwrap_or(AGENT_SHUTDOWN),
             wallet: raw.wallet.map(Spanned::into_inner).or(self.defaults.wallet).unwrap_or(0),
         })

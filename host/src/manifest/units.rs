@@ -52,13 +52,34 @@ impl std::str::FromStr for ByteSize {
                 return Err(format!("invalid size {text:?}: use a whole number with B, KiB, MiB or GiB"));
             }
         };
-        digits
+        let size = digits
             .parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(multiplier))
-            .map(ByteSize)
-            .ok_or_else(|| format!("invalid size {text:?}: use a whole number with B, KiB, MiB or GiB"))
+            .ok_or_else(|| format!("invalid size {text:?}: use a whole number with B, KiB, MiB or GiB"))?;
+        if size > MAX_SIZE.0 {
+            return Err(format!("size {text:?} is above the most any setting takes ({MAX_SIZE})"));
+        }
+        Ok(ByteSize(size))
     }
+}
+
+/// The largest size the manifest takes anywhere: more than any machine here has, small enough
+/// that no arithmetic on it overflows.
+pub const MAX_SIZE: ByteSize = ByteSize(1 << 40);
+
+/// The longest duration the manifest takes anywhere (backoffs, periods, timeouts, retention):
+/// 366 days, small enough that doubling or adding it to a clock never overflows.
+pub const MAX_SPAN: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parse a duration the way every manifest key does, within `MAX_SPAN`.
+pub fn parse_span(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}): write it like \"250ms\" or \"5s\""))?;
+    if duration > MAX_SPAN {
+        return Err(format!("duration {text:?} is above the longest any setting takes (366 days)"));
+    }
+    Ok(duration)
 }
 
 impl<'de> Deserialize<'de> for ByteSize {
@@ -70,7 +91,11 @@ impl<'de> Deserialize<'de> for ByteSize {
                 f.write_str("a size such as \"16MiB\" or a number of bytes")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                let size = u64::try_from(v).map_err(|_| E::custom("a size cannot be negative"))?;
+                if size > MAX_SIZE.0 {
+                    return Err(E::custom(format!("size {size} is above the most any setting takes ({MAX_SIZE})")));
+                }
+                Ok(ByteSize(size))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 v.parse().map_err(E::custom)
@@ -99,9 +124,7 @@ impl fmt::Display for Span {
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map(Span).map_err(|e| {
-            de::Error::custom(format!("invalid duration {text:?} ({e}): write it like \"250ms\" or \"5s\""))
-        })
+        parse_span(&text).map(Span).map_err(de::Error::custom)
     }
 }
 
@@ -118,6 +141,10 @@ mod tests {
         assert!("16XB".parse::<ByteSize>().is_err());
         assert!("MiB".parse::<ByteSize>().is_err());
         assert!("99999999999GiB".parse::<ByteSize>().is_err());
+        assert!("1025GiB".parse::<ByteSize>().is_err(), "above MAX_SIZE");
+        assert!(parse_span("366 days").is_ok());
+        assert!(parse_span("367 days").is_err());
+        assert!(parse_span("500000000years").is_err());
         assert_eq!(ByteSize(16 << 20).to_string(), "16MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
     }

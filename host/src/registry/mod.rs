@@ -79,7 +79,8 @@ impl Registry {
         self.agents.get(&id).map(|entry| entry.name.clone())
     }
 
-    pub fn live_agents(&self) -> usize {
+    /// Registered processes: live agents and supervisors (both hold a name).
+    pub fn live_entries(&self) -> usize {
         self.agents.len()
     }
 

@@ -22,7 +22,7 @@ use wasmtime::{AsContextMut, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use super::Runtime;
 use super::invoke;
-use super::limits::{BudgetExceeded, MemoryCapExceeded};
+use super::limits::{BudgetExceeded, CpuMeter, MemoryCapExceeded};
 use super::modules::Module;
 use super::state::AgentState;
 use crate::bindings::{Agent, Envelope, Error, HandleError};
@@ -32,25 +32,35 @@ use crate::manifest::{AgentSpec, Shutdown};
 use crate::messaging::{AgentId, Body, Inbox, Message};
 use crate::supervision::links::KillCause;
 
-/// How an agent ended.
+/// How an agent (or a supervisor) ended.
 #[derive(Debug, Clone)]
 pub enum ExitReason {
-    /// The agent asked to stop.
+    /// The agent asked to stop (`lifecycle.stop`, `exit(normal)`, WASI `exit(0)`).
     Normal,
-    /// The host stopped it (Ctrl-C, SIGTERM, its supervisor).
+    /// The host stopped it (Ctrl-C, SIGTERM, its supervisor), it asked for `exit(shutdown)`, or
+    /// a linked agent exited with `shutdown`.
     Shutdown,
-    /// Its supervisor killed it: `brutal_kill`, or `terminate` overran the shutdown timeout.
+    /// Its supervisor killed it (`brutal_kill`, or `terminate` overran the shutdown timeout), or
+    /// a linked agent was killed.
     Killed,
+    /// The agent exited with a reason of its own (`exit(custom(..))`), or a linked agent did:
+    /// abnormal, as any reason but `normal` and `shutdown` is in OTP.
+    Custom(Arc<str>),
     Crashed(Fault),
+    /// A supervisor reached its restart intensity and stopped its children: OTP's `shutdown`
+    /// (its parent's restart type decides what follows), with the restarts that caused it.
+    GaveUp(Fault),
 }
 
 impl ExitReason {
-    /// A stable, machine-readable code: `normal`, `shutdown`, or the fault kind.
-    pub fn code(&self) -> &'static str {
+    /// A stable, machine-readable code: `normal`, `shutdown`, `killed`, the fault kind, or the
+    /// agent's own reason.
+    pub fn code(&self) -> &str {
         match self {
             ExitReason::Normal => "normal",
-            ExitReason::Shutdown => "shutdown",
+            ExitReason::Shutdown | ExitReason::GaveUp(_) => "shutdown",
             ExitReason::Killed => "killed",
+            ExitReason::Custom(reason) => reason,
             ExitReason::Crashed(fault) => fault.kind.code(),
         }
     }
@@ -58,8 +68,15 @@ impl ExitReason {
     /// OTP's notion: anything but `normal` and `shutdown` is abnormal (a transient child is
     /// restarted after it, a link propagates it).
     pub fn is_abnormal(&self) -> bool {
-        !matches!(self, ExitReason::Normal | ExitReason::Shutdown)
+        !matches!(self, ExitReason::Normal | ExitReason::Shutdown | ExitReason::GaveUp(_))
     }
+}
+
+/// Reasons an agent cannot give `exit(custom(..))`: the host's own codes, so that a report never
+/// claims a fault that did not happen.
+pub fn reserved_reason(reason: &str) -> bool {
+    const OWN: [&str; 5] = ["normal", "shutdown", "killed", "noproc", "linked"];
+    OWN.contains(&reason) || FaultKind::ALL.iter().any(|kind| kind.code() == reason)
 }
 
 /// A crash, with what is known about it.
@@ -89,15 +106,36 @@ pub enum FaultKind {
     HandlerFatal,
     /// A supervisor exceeded its restart intensity and gave up.
     RestartIntensity,
+    /// A restart could not start (its name was taken meanwhile, say).
+    StartFailed,
     /// A linked agent exited abnormally, and this one did not trap exits.
     Linked,
     /// A bug in the host panicked while serving this agent; the host caught it and carried on.
     HostPanic,
     /// Its wallet could not pay for the compute a callback needed (or for its start).
     Unpaid,
+    /// The guest called WASI `exit` with a non-zero status.
+    ExitStatus,
 }
 
 impl FaultKind {
+    pub const ALL: [FaultKind; 14] = [
+        FaultKind::Instantiate,
+        FaultKind::InitError,
+        FaultKind::MemoryCap,
+        FaultKind::CpuBudget,
+        FaultKind::Panic,
+        FaultKind::StackOverflow,
+        FaultKind::Trap,
+        FaultKind::HandlerFatal,
+        FaultKind::RestartIntensity,
+        FaultKind::Linked,
+        FaultKind::HostPanic,
+        FaultKind::Unpaid,
+        FaultKind::ExitStatus,
+        FaultKind::StartFailed,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             FaultKind::Instantiate => "instantiate_failed",
@@ -112,6 +150,8 @@ impl FaultKind {
             FaultKind::Linked => "linked",
             FaultKind::HostPanic => "host_panic",
             FaultKind::Unpaid => "unpaid",
+            FaultKind::ExitStatus => "exit_status",
+            FaultKind::StartFailed => "start_failed",
         }
     }
 }
@@ -134,6 +174,8 @@ impl Fault {
             (FaultKind::MemoryCap, cap.to_string())
         } else if let Some(budget) = error.downcast_ref::<BudgetExceeded>() {
             (FaultKind::CpuBudget, budget.to_string())
+        } else if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            (FaultKind::ExitStatus, format!("the guest called exit({})", exit.0))
         } else if let Some(trap) = error.downcast_ref::<Trap>() {
             let panicked = output.as_deref().is_some_and(|o| o.contains("panicked at"));
             let kind = match trap {
@@ -274,6 +316,9 @@ pub struct RunningAgent {
     stop: StopSignal,
     /// None when the agent asked to stop during `init` and was finished before `start` returned.
     task: Option<tokio::task::JoinHandle<()>>,
+    /// It stopped during `init` (OTP's `ignore`): its supervisor keeps the child, not running,
+    /// and gets no exit for it.
+    pub ignored: bool,
 }
 
 impl RunningAgent {
@@ -326,22 +371,41 @@ pub async fn start(
     let stop = state.stop.clone();
     let kill_cause = KillCause::default();
     runtime.links.enter(id, stop.clone(), kill_cause.clone());
+    let meter = state.budget.meter.clone();
+    let tick = runtime.settings.tick.duration();
     let store = new_store(module.pre.engine(), state);
-    let mut instance = Instance { store, inbox, stop: stop.clone(), kill_cause };
+    let mut instance = Instance { store, inbox, stop: stop.clone(), kill_cause, meter, tick };
     match instance.boot(module, &spec.config).await {
         Ok(agent) => {
             let took = started.elapsed();
             runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts });
-            // An agent that stopped in `init` is finished here, so that its registry entries are
+            // An agent that exits in `init` is finished here, so that its registry entries are
             // gone before the next sibling starts.
-            let task = if instance.store.data().stop_requested {
-                let reason = instance.terminate(&agent, ExitReason::Normal).await;
-                instance.finish(reason, &exits);
-                None
-            } else {
-                Some(tokio::spawn(instance.live(agent, exits)))
-            };
-            Ok(RunningAgent { id, name, stop, task })
+            match instance.store.data_mut().exit_requested.take() {
+                None => {
+                    let task = Some(tokio::spawn(instance.live(agent, exits)));
+                    Ok(RunningAgent { id, name, stop, task, ignored: false })
+                }
+                Some(ExitReason::Normal) => {
+                    let reason = instance.terminate(&agent, ExitReason::Normal).await;
+                    instance.finish(reason, None);
+                    Ok(RunningAgent { id, name, stop, task: None, ignored: true })
+                }
+                Some(reason) => {
+                    // OTP's `{stop, Reason}` from `init`: the start fails.
+                    let detail = format!("init asked to exit with reason {:?}", reason.code());
+                    let fault = Fault::new(FaultKind::InitError, detail);
+                    instance.cleanup(&ExitReason::Crashed(fault.clone()));
+                    Err(StartError::Failed { agent: spec.name.clone(), fault })
+                }
+            }
+        }
+        Err(_) if instance.store.data().exited_cleanly => {
+            // WASI `exit(0)` in `init`: ignored, as `stop` is (the instance cannot run `terminate`).
+            let took = started.elapsed();
+            runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts });
+            instance.finish(ExitReason::Normal, None);
+            Ok(RunningAgent { id, name, stop, task: None, ignored: true })
         }
         Err(fault) => {
             instance.cleanup(&ExitReason::Crashed(fault.clone()));
@@ -351,7 +415,7 @@ pub async fn start(
 }
 
 fn record_handle(state: &AgentState, took: std::time::Duration, inbox: &Inbox) {
-    state.stats.handled(took, || inbox.len(), state.memory.peak(), state.budget.ticks_used);
+    state.stats.handled(took, || inbox.len(), state.memory.peak(), state.budget.ticks);
 }
 
 /// The trap raised in a store whose agent is being killed.
@@ -376,13 +440,22 @@ pub fn new_store(engine: &wasmtime::Engine, state: AgentState) -> Store<AgentSta
         if context.data().stop.is_killed() {
             return Err(wasmtime::Error::new(Killed));
         }
+        let tick = context.data().runtime.settings.tick.duration();
         let budget = &mut context.data_mut().budget;
-        budget.ticks_used += 1;
-        if budget.ticks_used > budget.ticks_allowed {
-            return Err(wasmtime::Error::new(BudgetExceeded { ticks: budget.ticks_used - 1 }));
+        budget.ticks += 1;
+        let used = budget.meter.ticked(tick);
+        if used > budget.allowed {
+            return Err(wasmtime::Error::new(BudgetExceeded { allowed: budget.allowed, used }));
         }
+        let meter = budget.meter.clone();
         AllHooks::tick(context.as_context_mut());
-        Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                meter.resumed();
+            }),
+        ))
     });
     store
 }
@@ -395,6 +468,9 @@ struct Instance {
     stop: StopSignal,
     /// Set when the kill comes from a linked agent's exit.
     kill_cause: KillCause,
+    /// The store's CPU meter, outside the store so that a callback's polls can mark it.
+    meter: Arc<CpuMeter>,
+    tick: std::time::Duration,
 }
 
 impl Instance {
@@ -406,11 +482,11 @@ impl Instance {
             Ok(reason) => reason,
             Err(panic) => ExitReason::Crashed(Fault::new(FaultKind::HostPanic, panic_message(&*panic))),
         };
-        self.finish(reason, &exits);
+        self.finish(reason, Some(&exits));
     }
 
-    /// Clean up, report the exit, tell the supervisor.
-    fn finish(&mut self, reason: ExitReason, exits: &mpsc::UnboundedSender<Exit>) {
+    /// Clean up, report the exit, tell the supervisor (unless it was ignored in `init`).
+    fn finish(&mut self, reason: ExitReason, exits: Option<&mpsc::UnboundedSender<Exit>>) {
         let undelivered = self.cleanup(&reason);
         let state = self.store.data();
         state.runtime.tally.record(&reason);
@@ -423,27 +499,31 @@ impl Instance {
             reason: &reason,
         };
         state.runtime.observe(&HostEvent::AgentExited(&report));
-        let _ = exits.send(Exit { id: state.id, name: state.name.clone(), reason });
+        if let Some(exits) = exits {
+            let _ = exits.send(Exit { id: state.id, name: state.name.clone(), reason });
+        }
     }
 
     async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Agent, Fault> {
         // Waiting here would hold up the supervisor that starts it: an agent held by a gate
         // (a wallet that cannot pay) fails to start, and its supervisor's restart policy decides.
         invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
-        let agent = module.pre.instantiate_async(&mut self.store).await.map_err(|e| {
-            let fault = Fault::from_error(&e, self.store.data(), "instantiate");
-            match fault.kind {
-                FaultKind::MemoryCap => fault,
-                _ if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
-                    let (class, key) = (module.class.as_str(), module.class.slots_key());
-                    let detail = format!("{}; the pool of {class} components is full (raise {key})", fault.detail);
-                    Fault { kind: FaultKind::Instantiate, detail, ..fault }
+        let agent = invoke::metered(&self.meter, self.tick, module.pre.instantiate_async(&mut self.store))
+            .await
+            .map_err(|e| {
+                let fault = Fault::from_error(&e, self.store.data(), "instantiate");
+                match fault.kind {
+                    FaultKind::MemoryCap => fault,
+                    _ if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                        let (class, key) = (module.class.as_str(), module.class.slots_key());
+                        let detail = format!("{}; the pool of {class} components is full (raise {key})", fault.detail);
+                        Fault { kind: FaultKind::Instantiate, detail, ..fault }
+                    }
+                    _ => Fault { kind: FaultKind::Instantiate, ..fault },
                 }
-                _ => Fault { kind: FaultKind::Instantiate, ..fault },
-            }
-        })?;
+            })?;
         invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
-        let initialized = agent.call_init(&mut self.store, config).await;
+        let initialized = invoke::metered(&self.meter, self.tick, agent.call_init(&mut self.store, config)).await;
         match invoke::finish(&mut self.store, initialized, "init")? {
             Ok(()) => {
                 let state = self.store.data();
@@ -506,10 +586,16 @@ impl Instance {
             let Some(handled) = handled else { return self.killed() };
             if let Err(fault) = handled {
                 // A kill that landed while wasm ran surfaces as a trap; report it as the kill.
-                return if stop.is_killed() { self.killed() } else { ExitReason::Crashed(fault) };
+                return if stop.is_killed() {
+                    self.killed()
+                } else if self.store.data().exited_cleanly {
+                    ExitReason::Normal
+                } else {
+                    ExitReason::Crashed(fault)
+                };
             }
-            if self.store.data().stop_requested {
-                return self.terminate(agent, ExitReason::Normal).await;
+            if let Some(reason) = self.store.data_mut().exit_requested.take() {
+                return self.terminate(agent, reason).await;
             }
         }
     }
@@ -525,7 +611,7 @@ impl Instance {
             Envelope { sender: message.sender, correlation, topic: message.topic.map(|t| t.to_string()), payload };
         // Armed (budget and hooks) by the caller, which may have had to wait for a gate.
         let started = quanta::Instant::now();
-        let outcome = agent.call_handle(&mut self.store, &envelope).await;
+        let outcome = invoke::metered(&self.meter, self.tick, agent.call_handle(&mut self.store, &envelope)).await;
         let outcome = invoke::finish(&mut self.store, outcome, "handle");
         let state = self.store.data_mut();
         record_handle(state, started.elapsed(), &self.inbox);
@@ -553,7 +639,7 @@ impl Instance {
     /// envelope stays small enough to pass in registers.
     async fn notify(&mut self, agent: &Agent, notice: crate::messaging::Notice) -> Result<(), Fault> {
         let started = quanta::Instant::now();
-        let outcome = agent.call_notify(&mut self.store, &notice).await;
+        let outcome = invoke::metered(&self.meter, self.tick, agent.call_notify(&mut self.store, &notice)).await;
         let outcome = invoke::finish(&mut self.store, outcome, "notify");
         record_handle(self.store.data(), started.elapsed(), &self.inbox);
         match outcome? {
@@ -572,11 +658,12 @@ impl Instance {
         let terminated = tokio::select! {
             biased;
             _ = stop.killed() => return self.killed(),
-            terminated = agent.call_terminate(&mut self.store, reason.code()) => terminated,
+            terminated = invoke::metered(&self.meter, self.tick, agent.call_terminate(&mut self.store, reason.code())) => terminated,
         };
         match invoke::finish(&mut self.store, terminated, "terminate") {
             Ok(()) => reason,
             Err(_) if stop.is_killed() => self.killed(),
+            Err(_) if self.store.data().exited_cleanly => reason,
             Err(fault) => ExitReason::Crashed(fault),
         }
     }
@@ -641,12 +728,9 @@ impl Instance {
         held
     }
 
-    /// The exit reason when the kill token fired: a link's cause, or a plain kill.
+    /// The exit reason when the kill token fired: the reason a link passed on, or a plain kill.
     fn killed(&self) -> ExitReason {
-        match self.kill_cause.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(cause) => ExitReason::Crashed(Fault::new(FaultKind::Linked, cause)),
-            None => ExitReason::Killed,
-        }
+        self.kill_cause.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or(ExitReason::Killed)
     }
 }
 

@@ -3,9 +3,12 @@
 //! which may hold the callback behind a [`Gate`]), call, run the `after` hooks whatever the
 //! outcome, and classify a failure as a [`Fault`].
 
+use std::time::Duration;
+
 use wasmtime::{AsContextMut, Store};
 
 use super::agent::Fault;
+use super::limits::CpuMeter;
 use super::state::AgentState;
 use crate::capabilities::{AllHooks, Gate};
 
@@ -13,7 +16,8 @@ use crate::capabilities::{AllHooks, Gate};
 #[inline]
 pub fn arm(store: &mut Store<AgentState>) -> Result<(), Box<Gate>> {
     let state = store.data_mut();
-    state.budget.ticks_used = 0;
+    state.budget.ticks = 0;
+    state.budget.meter.reset();
     store.set_epoch_deadline(1);
     AllHooks::before(store.as_context_mut())
 }
@@ -22,7 +26,25 @@ pub fn arm(store: &mut Store<AgentState>) -> Result<(), Box<Gate>> {
 #[inline]
 pub fn finish<T>(store: &mut Store<AgentState>, outcome: wasmtime::Result<T>, during: &str) -> Result<T, Fault> {
     AllHooks::after(store.as_context_mut());
-    outcome.map_err(|error| Fault::from_error(&error, store.data(), during))
+    outcome.map_err(|error| {
+        if error.downcast_ref::<wasmtime_wasi::I32Exit>().is_some_and(|exit| exit.0 == 0) {
+            // WASI `exit(0)`: a normal exit, though the instance unwound like a trap.
+            store.data_mut().exited_cleanly = true;
+        }
+        Fault::from_error(&error, store.data(), during)
+    })
+}
+
+/// A callback's future, each poll marked on the CPU meter (see [`Budget`](super::limits::Budget)).
+pub async fn metered<F: std::future::Future>(meter: &CpuMeter, tick: Duration, callback: F) -> F::Output {
+    let mut callback = std::pin::pin!(callback);
+    std::future::poll_fn(|context| {
+        meter.poll_started();
+        let polled = callback.as_mut().poll(context);
+        meter.poll_ended(tick);
+        polled
+    })
+    .await
 }
 
 /// Why a callback did not complete.
@@ -40,6 +62,8 @@ pub async fn run<T>(
     call: impl AsyncFnOnce(&mut Store<AgentState>) -> wasmtime::Result<T>,
 ) -> Result<T, Failed> {
     arm(store).map_err(Failed::Held)?;
-    let outcome = call(store).await;
+    let meter = store.data().budget.meter.clone();
+    let tick = store.data().runtime.settings.tick.duration();
+    let outcome = metered(&meter, tick, call(store)).await;
     finish(store, outcome, during).map_err(Failed::Fault)
 }

@@ -1,6 +1,9 @@
 //! Per-agent limits enforced inside the store: the memory cap and the CPU budget.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 
@@ -54,25 +57,125 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// The CPU budget of one callback, counted in epoch ticks during which the agent was running.
+/// The CPU budget of one callback: the CPU time the agent itself used, never time it spent
+/// descheduled, waiting inside a host call, or queued behind other agents.
 ///
-/// Ticks spent waiting in a host call (a `call` waiting for its reply, say) cost at most one,
-/// because the deadline is only checked while wasm runs; the budget therefore approximates CPU
-/// time, not wall time.
+/// How it is measured, cheaply: each poll of a callback is one segment (the wrapper in
+/// `invoke::metered` marks its start). Within a poll the epoch callback fires once a tick has
+/// passed; there it charges the segment so far and yields. A segment that resumes after such a
+/// yield knows the thread's CPU clock at its start (read once per tick, ~1 µs), so long-running
+/// compute is charged exactly in CPU time. Other segments (the first poll of a callback, a
+/// resume after a host call) are charged their wall-clock length, at most one tick each:
+/// reading the CPU clock at every poll would cost more than a message does.
 pub struct Budget {
-    pub ticks_allowed: u64,
-    pub ticks_used: u64,
+    pub allowed: Duration,
+    /// Epoch ticks that fired while this callback ran (for the stats).
+    pub ticks: u64,
+    pub meter: Arc<CpuMeter>,
+}
+
+impl Budget {
+    pub fn new(allowed: Duration) -> Budget {
+        Budget { allowed, ticks: 0, meter: Arc::default() }
+    }
+}
+
+/// One callback's CPU time so far, shared by the poll wrapper and the epoch callback (both run
+/// on the agent's task, one after the other; atomics only make the sharing `Sync`).
+#[derive(Default)]
+pub struct CpuMeter {
+    used_ns: AtomicU64,
+    /// The TSC reading where the current segment started.
+    segment_start: AtomicU64,
+    /// The thread's CPU clock where the current segment started, when known (0: not known).
+    segment_cpu: AtomicU64,
+}
+
+/// The TSC clock (a few ns a read), as quanta's raw counter.
+fn now_raw() -> u64 {
+    clock().raw()
+}
+
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// This thread's CPU time, in ns (at least 1, so that 0 can mean "not known").
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write; the clock id is a constant the kernel knows.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if read != 0 {
+        return 1;
+    }
+    (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64).max(1)
+}
+
+impl CpuMeter {
+    /// A callback starts: nothing used yet.
+    pub fn reset(&self) {
+        self.used_ns.store(0, Ordering::Relaxed);
+    }
+
+    pub fn used(&self) -> Duration {
+        Duration::from_nanos(self.used_ns.load(Ordering::Relaxed))
+    }
+
+    fn charge(&self, ns: u64) {
+        self.used_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// A poll of the callback begins: a segment whose CPU start is not known.
+    #[inline]
+    pub fn poll_started(&self) {
+        self.segment_start.store(now_raw(), Ordering::Relaxed);
+        self.segment_cpu.store(0, Ordering::Relaxed);
+    }
+
+    /// A poll ends: charge what ran since the segment started, by the wall clock (the tail
+    /// after a tick, or a whole short poll).
+    #[inline]
+    pub fn poll_ended(&self, tick: Duration) {
+        let wall = clock().delta_as_nanos(self.segment_start.load(Ordering::Relaxed), now_raw());
+        // Longer than a tick without one firing: the thread was descheduled (or in host code,
+        // which no tick interrupts); charge what a tick-long segment would cost.
+        self.charge(wall.min(tick.as_nanos() as u64));
+    }
+
+    /// At an epoch tick, on the thread running the callback: charge the segment so far (its CPU
+    /// time when its start is known, else its wall time, at most `tick`), and start a new one.
+    pub fn ticked(&self, tick: Duration) -> Duration {
+        let cpu_start = self.segment_cpu.load(Ordering::Relaxed);
+        let charged = if cpu_start != 0 {
+            thread_cpu_ns().saturating_sub(cpu_start)
+        } else {
+            let wall = clock().delta_as_nanos(self.segment_start.load(Ordering::Relaxed), now_raw());
+            wall.min(tick.as_nanos() as u64)
+        };
+        self.charge(charged);
+        self.segment_start.store(now_raw(), Ordering::Relaxed);
+        self.segment_cpu.store(0, Ordering::Relaxed);
+        self.used()
+    }
+
+    /// The callback resumes after the yield at a tick, on whichever thread polls it now.
+    pub fn resumed(&self) {
+        self.segment_start.store(now_raw(), Ordering::Relaxed);
+        self.segment_cpu.store(thread_cpu_ns(), Ordering::Relaxed);
+    }
 }
 
 /// Why a store was interrupted in the epoch callback.
 #[derive(Debug, Clone, Copy)]
 pub struct BudgetExceeded {
-    pub ticks: u64,
+    pub allowed: Duration,
+    pub used: Duration,
 }
 
 impl fmt::Display for BudgetExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CPU budget exhausted after {} ticks in one callback", self.ticks)
+        write!(f, "CPU budget of {:?} exhausted ({:?} of CPU time in one callback)", self.allowed, self.used)
     }
 }
 

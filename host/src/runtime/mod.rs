@@ -46,6 +46,8 @@ pub struct Runtime {
     pub base_dir: std::path::PathBuf,
     next_serial: AtomicU64,
     pub tally: ExitTally,
+    /// What the admin endpoint refused.
+    pub admin: crate::admin::AdminCounters,
     /// Stores alive right now (agents, isolated jobs, benchmark baselines): each holds one
     /// instance-pool slot, so this returning to zero means no slot leaked.
     pub live_instances: AtomicUsize,
@@ -86,6 +88,7 @@ impl Runtime {
             base_dir: std::path::PathBuf::from("."),
             next_serial: AtomicU64::new(1),
             tally: ExitTally::default(),
+            admin: Default::default(),
             live_instances: AtomicUsize::new(0),
             engines,
             settings,
@@ -188,7 +191,9 @@ impl ExitTally {
             agent::ExitReason::Normal => &self.normal,
             agent::ExitReason::Shutdown => &self.shutdown,
             agent::ExitReason::Killed => &self.killed,
-            agent::ExitReason::Crashed(_) => &self.crashed,
+            agent::ExitReason::Crashed(_) | agent::ExitReason::Custom(_) | agent::ExitReason::GaveUp(_) => {
+                &self.crashed
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

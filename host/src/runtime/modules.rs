@@ -128,14 +128,39 @@ impl ModuleLoader {
     /// Load one module: from the cache when a matching artifact exists, else compile it and
     /// store the artifact.
     pub fn load(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
+        let started = Instant::now();
+        let (class, pre, initial_memory, cache) = self.prepare(path)?;
+        tracing::info!(
+            event = "module_loaded",
+            module = name,
+            path = %path.display(),
+            class = class.as_str(),
+            cache = cache.as_str(),
+            millis = started.elapsed().as_secs_f64() * 1e3,
+            initial_memory_mib = format!("{:.1}", initial_memory as f64 / (1 << 20) as f64),
+        );
+        Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache, initial_memory, class })
+    }
+
+    /// Compile into the cache, checked as a load checks it (the `agora compile` command).
+    pub fn precompile(&self, path: &Path) -> Result<(PathBuf, CacheOutcome), ModuleError> {
+        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
+        let artifact = self.artifact_path(self.class_of(&bytes), &bytes);
+        let (_, _, _, cache) = self.prepare(path)?;
+        Ok((artifact, cache))
+    }
+
+    /// Read, compile (or find in the cache), check and link a component. The artifact is
+    /// written only once every check has passed, so a cache hit is always a component that
+    /// passed them: a component of the wrong world is refused however often it is given.
+    fn prepare(&self, path: &Path) -> Result<(Class, AgentPre<AgentState>, u64, CacheOutcome), ModuleError> {
         let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
         check_header(path, &bytes)?;
         let class = self.class_of(&bytes);
         let artifact = self.artifact_path(class, &bytes);
-        let started = Instant::now();
         let (component, cache) = match load_artifact(class, &artifact) {
             Some(component) => (component, CacheOutcome::Hit),
-            None => (self.compile(class, path, &bytes, &artifact)?, CacheOutcome::Compiled),
+            None => (self.compile(class, path, &bytes)?, CacheOutcome::Compiled),
         };
         check_version(&class.engine, path, &component)?;
         check_exports(&class.engine, path, &component)?;
@@ -145,31 +170,10 @@ impl ModuleLoader {
             .instantiate_pre(&component)
             .and_then(AgentPre::new)
             .map_err(|e| ModuleError::WrongWorld { path: path.into(), reason: format!("{e:#}") })?;
-        tracing::info!(
-            event = "module_loaded",
-            module = name,
-            path = %path.display(),
-            class = class.class.as_str(),
-            cache = cache.as_str(),
-            millis = started.elapsed().as_secs_f64() * 1e3,
-            initial_memory_mib = format!("{:.1}", initial_memory as f64 / (1 << 20) as f64),
-        );
-        Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache, initial_memory, class: class.class })
-    }
-
-    /// Compile into the cache without linking (the `agora compile` command).
-    pub fn precompile(&self, path: &Path) -> Result<(PathBuf, CacheOutcome), ModuleError> {
-        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
-        check_header(path, &bytes)?;
-        let class = self.class_of(&bytes);
-        let artifact = self.artifact_path(class, &bytes);
-        if load_artifact(class, &artifact).is_some() {
-            return Ok((artifact, CacheOutcome::Hit));
+        if cache == CacheOutcome::Compiled {
+            self.store(path, &component, &artifact)?;
         }
-        let component = self.compile(class, path, &bytes, &artifact)?;
-        check_version(&class.engine, path, &component)?;
-        check_exports(&class.engine, path, &component)?;
-        Ok((artifact, CacheOutcome::Compiled))
+        Ok((class.class, pre, initial_memory, cache))
     }
 
     fn artifact_path(&self, class: &ClassLoader, bytes: &[u8]) -> PathBuf {
@@ -177,15 +181,12 @@ impl ModuleLoader {
         self.cache_dir.join(format!("{module_hash}-{}.cwasm", class.engine_key))
     }
 
-    fn compile(
-        &self,
-        class: &ClassLoader,
-        path: &Path,
-        bytes: &[u8],
-        artifact: &Path,
-    ) -> Result<Component, ModuleError> {
-        let component = with_progress(path, bytes.len(), || Component::new(&class.engine, bytes))
-            .map_err(|e| ModuleError::Invalid { path: path.into(), reason: format!("{e:#}") })?;
+    fn compile(&self, class: &ClassLoader, path: &Path, bytes: &[u8]) -> Result<Component, ModuleError> {
+        with_progress(path, bytes.len(), || Component::new(&class.engine, bytes))
+            .map_err(|e| ModuleError::Invalid { path: path.into(), reason: format!("{e:#}") })
+    }
+
+    fn store(&self, path: &Path, component: &Component, artifact: &Path) -> Result<(), ModuleError> {
         let serialized = component
             .serialize()
             .map_err(|e| ModuleError::Invalid { path: path.into(), reason: format!("cannot serialize: {e}") })?;
@@ -195,7 +196,7 @@ impl ModuleLoader {
         let temporary = artifact.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&temporary, &serialized).map_err(cache_error)?;
         std::fs::rename(&temporary, artifact).map_err(cache_error)?;
-        Ok(component)
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Runtime;
-use super::agent::StopSignal;
+use super::agent::{ExitReason, StopSignal, reserved_reason};
 use super::limits::{Budget, MemoryCap};
 use super::output::GuestOutput;
 pub use super::stats::AgentStats;
@@ -30,8 +30,11 @@ pub struct AgentState {
     pub budget: Budget,
     pub stats: Arc<AgentStats>,
     pub stderr: GuestOutput,
-    /// Set by `lifecycle.stop`; the agent loop ends after the current callback.
-    pub stop_requested: bool,
+    /// Set by `lifecycle.stop` and `exit`; the agent loop ends after the current callback.
+    pub exit_requested: Option<ExitReason>,
+    /// Set when the guest called WASI `exit(0)`: the instance unwound and cannot be entered
+    /// again (no `terminate`), but the exit is normal.
+    pub exited_cleanly: bool,
     /// Each capability's state for this agent.
     pub capabilities: AgentCapabilities,
     /// Whether the capabilities have been told the agent left (once, at its exit or drop).
@@ -53,8 +56,6 @@ impl AgentState {
     ) -> Self {
         let stderr = GuestOutput::new(name.clone(), "stderr");
         let wasi = WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build();
-        let tick = runtime.settings.tick.duration();
-        let ticks_allowed = (spec.limits.budget.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
         runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stats = Arc::new(AgentStats::default());
         let entering = Entering { id, name: &name, spec: &spec, stats: &stats, acting_for };
@@ -65,10 +66,11 @@ impl AgentState {
             restarts: 0,
             stop: StopSignal::default(),
             memory: MemoryCap::new(spec.limits.memory.bytes()),
-            budget: Budget { ticks_allowed, ticks_used: 0 },
+            budget: Budget::new(spec.limits.budget),
             stats,
             stderr,
-            stop_requested: false,
+            exit_requested: None,
+            exited_cleanly: false,
             capabilities,
             left: false,
             wasi,
@@ -107,9 +109,36 @@ impl WasiView for AgentState {
 /// capability: every agent may stop itself.
 impl crate::bindings::lifecycle::Host for AgentState {
     fn stop(&mut self) {
-        self.stop_requested = true;
+        self.exit_requested = Some(ExitReason::Normal);
+    }
+
+    fn exit(&mut self, reason: crate::bindings::lifecycle::ExitReason) -> Result<(), crate::bindings::Error> {
+        use crate::bindings::lifecycle::ExitReason as Asked;
+        let reason = match reason {
+            Asked::Normal => ExitReason::Normal,
+            Asked::Shutdown => ExitReason::Shutdown,
+            Asked::Custom(reason) => {
+                if reason.is_empty() || reason.len() > MAX_REASON {
+                    return Err(crate::bindings::Error::Invalid(format!(
+                        "a custom exit reason has 1 to {MAX_REASON} bytes, not {}",
+                        reason.len()
+                    )));
+                }
+                if reserved_reason(&reason) {
+                    return Err(crate::bindings::Error::Invalid(format!(
+                        "{reason:?} is the host's own exit code; use the `normal` or `shutdown` case, or another reason"
+                    )));
+                }
+                ExitReason::Custom(reason.into())
+            }
+        };
+        self.exit_requested = Some(reason);
+        Ok(())
     }
 }
+
+/// The longest custom exit reason: it travels in every link's and monitor's notice.
+const MAX_REASON: usize = 256;
 
 /// The `types` interface has no functions; linking it only names it.
 impl crate::bindings::types::Host for AgentState {}

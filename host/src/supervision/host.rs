@@ -134,7 +134,7 @@ impl supervision::Host for View<'_, Supervising> {
 
     fn link(&mut self, target: AgentId) -> Result<(), Error> {
         self.require()?;
-        self.host.links.link(self.id, target)
+        self.host.links.link(&self.host.router, self.id, target)
     }
 
     fn unlink(&mut self, target: AgentId) -> Result<(), Error> {

@@ -1,10 +1,12 @@
 //! Monitors and links between agents, with Erlang's semantics.
 //!
-//! A monitor is one-way and one-shot: the watcher gets an `agora:down` message when the target
-//! exits, whatever the reason. A link is two-way: when one side exits abnormally, the other is
-//! killed with reason `linked`, unless it traps exits, in which case it gets an `agora:exit`
-//! message instead; a normal exit reaches only a side that traps exits. The table is sharded by
-//! agent, and an exit touches only the entries of the agents it concerns.
+//! A monitor is one-way and one-shot: the watcher gets a `down` notice when the target exits,
+//! whatever the reason. A link is two-way: when one side exits with any reason but `normal`, the
+//! other ends at once with that reason (a crash reaches it as `linked`, naming the crash),
+//! unless it traps exits, in which case it gets an `exit` notice instead; a `normal` exit
+//! reaches only a side that traps exits. Supervisors are in the table too, trapping exits as
+//! OTP's do, so that they can be monitored and linked. The table is sharded by agent, and an exit
+//! touches only the entries of the agents it concerns.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,15 +18,15 @@ use crate::bindings::Error;
 use crate::bindings::types::{Down, LinkedExit};
 use crate::infra::hashers::IdHasher;
 use crate::messaging::{AgentId, Message, Notice, Router};
-use crate::runtime::agent::{ExitReason, StopSignal};
+use crate::runtime::agent::{ExitReason, Fault, FaultKind, StopSignal};
 
 pub const DOWN_TOPIC: &str = "agora:down";
 pub const EXIT_TOPIC: &str = "agora:exit";
 /// How long a notification may wait for room in a full mailbox before it is reported lost.
 const NOTIFY_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Why a linked agent was killed; read by the agent's task when its kill token fires.
-pub type KillCause = Arc<Mutex<Option<String>>>;
+/// The reason a link passed on to a killed agent; read by its task when its kill token fires.
+pub type KillCause = Arc<Mutex<Option<ExitReason>>>;
 
 #[derive(Default)]
 pub struct Links {
@@ -45,8 +47,18 @@ struct Entry {
 
 impl Links {
     pub fn enter(&self, id: AgentId, stop: StopSignal, cause: KillCause) {
+        self.enter_trapping(id, stop, cause, false);
+    }
+
+    /// Enter a supervisor: it traps exits (a linked agent's exit never ends it; it has no
+    /// mailbox, so the notice is dropped, as OTP's supervisor drops an unknown `'EXIT'`).
+    pub fn enter_supervisor(&self, id: AgentId, stop: StopSignal) {
+        self.enter_trapping(id, stop, KillCause::default(), true);
+    }
+
+    fn enter_trapping(&self, id: AgentId, stop: StopSignal, cause: KillCause, trap_exits: bool) {
         let entry =
-            Entry { stop, cause, trap_exits: false, links: HashSet::new(), watchers: Vec::new(), watching: Vec::new() };
+            Entry { stop, cause, trap_exits, links: HashSet::new(), watchers: Vec::new(), watching: Vec::new() };
         self.agents.insert(id, entry);
     }
 
@@ -89,12 +101,25 @@ impl Links {
         Ok(())
     }
 
-    pub fn link(&self, a: AgentId, b: AgentId) -> Result<(), Error> {
+    /// Link `a` (the caller) to `b`. A `b` that is gone already is OTP's `noproc`: a caller that
+    /// traps exits gets an `exit` notice with that reason; one that does not gets `not-found`
+    /// (OTP's `link/1` fails with `noproc` for a local process).
+    pub fn link(&self, router: &Router, a: AgentId, b: AgentId) -> Result<(), Error> {
         if a == b {
-            return Err(Error::Invalid("an agent cannot link to itself".into()));
+            // OTP: linking to oneself does nothing.
+            return Ok(());
         }
         // Insert on the target first: if it is gone, nothing changes.
-        self.agents.get_mut(&b).ok_or(Error::NotFound)?.links.insert(a);
+        let Some(mut target) = self.agents.get_mut(&b) else {
+            let traps = self.agents.get(&a).is_some_and(|entry| entry.trap_exits);
+            if !traps {
+                return Err(Error::NotFound);
+            }
+            notify(router, a, b, EXIT_TOPIC, Notice::Exit(LinkedExit { agent: b, reason: "noproc".into() }));
+            return Ok(());
+        };
+        target.links.insert(a);
+        drop(target);
         match self.agents.get_mut(&a) {
             Some(mut entry) => {
                 entry.links.insert(b);
@@ -138,12 +163,25 @@ impl Links {
             if other.trap_exits {
                 drop(other);
                 notify(router, linked, id, EXIT_TOPIC, Notice::Exit(LinkedExit { agent: id, reason: code.into() }));
-            } else if reason.is_abnormal() {
-                *other.cause.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("linked agent {id} exited: {code}"));
+            } else if !matches!(reason, ExitReason::Normal) {
+                *other.cause.lock().unwrap_or_else(|p| p.into_inner()) = Some(passed_on(id, reason));
                 other.stop.kill();
             }
         }
+    }
+}
+
+/// The reason a non-trapping partner of `id` ends with. OTP passes the reason on unchanged;
+/// Agora does so for `shutdown`, `killed` and custom reasons, but a crash reaches the partner
+/// as `linked` (the detail names the crash): its own report must not claim a trap it never had.
+fn passed_on(id: AgentId, reason: &ExitReason) -> ExitReason {
+    match reason {
+        ExitReason::Crashed(fault) => ExitReason::Crashed(Fault::new(
+            FaultKind::Linked,
+            format!("linked agent {id} exited: {}: {}", fault.kind.code(), fault.detail),
+        )),
+        ExitReason::GaveUp(_) => ExitReason::Shutdown,
+        other => other.clone(),
     }
 }
 

@@ -6,8 +6,10 @@
 //! `temporary` never); the strategy decides which siblings restart with it (`one_for_one`: none,
 //! `one_for_all`: all, `rest_for_one`: those started after it, stopped in reverse order first).
 //! More than `intensity` restarts within `period` and the supervisor stops all its children and
-//! exits with `max_restart_intensity`, which its own parent treats like any crash; at the root it
-//! ends `agora run` with a non-zero exit.
+//! exits with `shutdown`, as OTP's does (its parent's restart type decides what follows; the
+//! `supervisor_failed` event says why); at the root it ends `agora run` with a non-zero exit.
+//! A supervisor without running children stays up, unless its `auto_shutdown` (OTP 24) says to
+//! end once its significant children have exited for good.
 //!
 //! Each supervisor is one task that owns its children's handles; exits reach it through its own
 //! channel, so supervisors never share a lock or a central process.
@@ -15,10 +17,10 @@
 //! Dynamic supervisors (`dynamic = true`) start empty and take `spawn`, `stop-child` and
 //! `list-children` requests from agents through the `supervision` interface (`host.rs`).
 //!
-//! Where Agora differs from OTP: a static supervisor whose children have all exited for good
-//! (and none is waiting for a restart) exits `normal` itself, so that a run ends when its work is
-//! done; an agent that calls `stop` during `init` counts as started and exited normally (OTP
-//! would call that `ignore`); restarts can wait with an exponential backoff (off by default).
+//! An agent that calls `stop` during `init` is OTP's `ignore`: the child stays, not running, and
+//! is never restarted. Supervisors are registered under their names and can be monitored and
+//! linked like agents. Where Agora differs from OTP: restarts can wait with an exponential
+//! backoff (off by default).
 
 pub mod host;
 mod isolated;
@@ -37,31 +39,42 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bindings::Error;
 use crate::bindings::supervision::{ChildInfo, SpawnError};
 use crate::capabilities::HostEvent;
-use crate::manifest::{AgentSpec, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
+use crate::manifest::{AgentSpec, AutoShutdown, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec};
 use crate::messaging::AgentId;
 use crate::runtime::Runtime;
 use crate::runtime::agent::{self, Exit, ExitReason, Fault, FaultKind, RunningAgent, StartError, StopSignal};
 
+/// How a run ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// `stop` resolved (Ctrl-C, SIGTERM) and the tree was shut down.
+    Interrupted,
+    /// The root ended by itself (its `auto_shutdown`).
+    Finished,
+}
+
 /// Run a supervision tree until its root exits, or until `stop` resolves (then shut it down).
-/// The root's crash (restart intensity reached, or a child that cannot start) is the error.
+/// The root's failure (restart intensity reached, or a child that cannot start) is the error.
 pub async fn run(
     runtime: Arc<Runtime>,
     root: &SupervisorSpec,
     stop: impl Future<Output = ()>,
-) -> Result<ExitReason, SupervisionError> {
+) -> Result<RunEnd, SupervisionError> {
     let (exits, mut exited) = mpsc::unbounded_channel();
     let running = start_supervisor(&runtime, root, exits).await?;
     tokio::pin!(stop);
-    let reason = tokio::select! {
-        exit = exited.recv() => exit.map_or(ExitReason::Normal, |exit| exit.reason),
+    let (reason, end) = tokio::select! {
+        exit = exited.recv() => (exit.map_or(ExitReason::Normal, |exit| exit.reason), RunEnd::Finished),
         _ = &mut stop => {
             running.stop(Shutdown::Infinity).await;
-            exited.recv().await.map_or(ExitReason::Shutdown, |exit| exit.reason)
+            (exited.recv().await.map_or(ExitReason::Shutdown, |exit| exit.reason), RunEnd::Interrupted)
         }
     };
     match reason {
-        ExitReason::Crashed(fault) => Err(SupervisionError::Failed { supervisor: root.name.clone(), fault }),
-        other => Ok(other),
+        ExitReason::Crashed(fault) | ExitReason::GaveUp(fault) => {
+            Err(SupervisionError::Failed { supervisor: root.name.clone(), fault })
+        }
+        _ => Ok(end),
     }
 }
 
@@ -139,10 +152,23 @@ impl Slot {
             running: None,
             restarts: 0,
             removed: false,
+            finished: false,
+            ignored_as: 0,
             next_delay: backoff.map(|b| b.initial),
             started_at: Instant::now(),
-            last_exit: "",
+            last_exit: "".into(),
         }
+    }
+}
+
+/// Why a child could not start, as a fault.
+fn start_fault(error: &StartError) -> Fault {
+    match error {
+        StartError::Failed { fault, .. } => fault.clone(),
+        StartError::NameTaken { agent } => Fault::new(
+            FaultKind::StartFailed,
+            format!("the name {agent:?} is registered by another agent or supervisor"),
+        ),
     }
 }
 
@@ -152,13 +178,18 @@ struct Slot {
     running: Option<Child>,
     /// Restarts of this child so far, for the `agent_restarted` event.
     restarts: u32,
-    /// A temporary child that exited is gone for good (OTP deletes its spec).
+    /// Deleted: a temporary child that exited, or a dynamic supervisor's child that will not
+    /// be restarted (OTP deletes their specs).
     removed: bool,
+    /// It exited for good (not restarted, not running): what `auto_shutdown` counts.
+    finished: bool,
+    /// The id an agent had when it stopped in `init` (ignored).
+    ignored_as: AgentId,
     /// The next backoff delay, when backoff is configured.
     next_delay: Option<Duration>,
     started_at: Instant,
     /// Why the child last exited, for the `agent_restarted` event.
-    last_exit: &'static str,
+    last_exit: Arc<str>,
 }
 
 struct Supervisor {
@@ -184,6 +215,9 @@ struct Supervisor {
     /// For a dynamic supervisor: its limit and its requests.
     max_children: Option<u32>,
     commands: Option<mpsc::UnboundedReceiver<Command>>,
+    auto_shutdown: AutoShutdown,
+    /// Set once `auto_shutdown` says the supervisor's work is done.
+    done: bool,
 }
 
 /// Start a supervisor and all its children (in order), then hand it to a task of its own. If a
@@ -217,7 +251,17 @@ pub fn start_supervisor<'a>(
             pending_restarts: 0,
             max_children: spec.max_children,
             commands: None,
+            auto_shutdown: spec.auto_shutdown,
+            done: false,
         };
+        let name: Arc<str> = spec.name.as_str().into();
+        // One namespace with agents, as OTP's registered names: `whereis` finds a supervisor,
+        // and it can be monitored and linked.
+        if runtime.registry.enter(supervisor.id, &name, &[]).is_err() {
+            return Err(StartError::NameTaken { agent: spec.name.clone() });
+        }
+        let stop = StopSignal::default();
+        runtime.links.enter_supervisor(supervisor.id, stop.clone());
         if spec.is_dynamic() {
             let (commands, requests) = mpsc::unbounded_channel();
             runtime.dynamic_supervisors.insert(spec.name.clone(), commands);
@@ -226,12 +270,12 @@ pub fn start_supervisor<'a>(
         for index in 0..supervisor.slots.len() {
             if let Err(error) = supervisor.start_slot(index).await {
                 supervisor.stop_children(0..index).await;
+                supervisor.leave(&ExitReason::Shutdown);
                 return Err(error);
             }
         }
         let (name, id, children) = (&supervisor.name, supervisor.id, supervisor.slots.len());
         runtime.observe(&HostEvent::SupervisorStarted { supervisor: name, id, children });
-        let stop = StopSignal::default();
         let id = supervisor.id;
         let task = tokio::spawn(supervisor.supervise(stop.clone(), parent));
         Ok(RunningSupervisor { id, stop, task })
@@ -241,13 +285,15 @@ pub fn start_supervisor<'a>(
 impl Supervisor {
     async fn supervise(mut self, stop: StopSignal, parent: mpsc::UnboundedSender<Exit>) {
         let reason = loop {
-            if self.pending_restarts == 0 {
-                if self.commands.is_some() {
-                    // A dynamic supervisor forgets its removed children; one that is empty waits.
-                    self.slots.retain(|slot| !slot.removed);
-                } else if self.slots.iter().all(|slot| slot.running.is_none()) {
-                    break ExitReason::Normal;
-                }
+            if self.pending_restarts == 0 && self.commands.is_some() {
+                // A dynamic supervisor forgets its removed children (slot indices are only
+                // held by pending restarts).
+                self.slots.retain(|slot| !slot.removed);
+            }
+            if self.done {
+                // OTP's auto shutdown: the other children are stopped, and the exit is `shutdown`.
+                self.stop_children(0..self.slots.len()).await;
+                break ExitReason::Shutdown;
             }
             let event = tokio::select! {
                 biased;
@@ -277,7 +323,10 @@ impl Supervisor {
                     fault: &fault,
                 });
                 self.stop_children(0..self.slots.len()).await;
-                break ExitReason::Crashed(fault);
+                break match fault.kind {
+                    FaultKind::RestartIntensity => ExitReason::GaveUp(fault),
+                    _ => ExitReason::Crashed(fault),
+                };
             }
         };
         if matches!(reason, ExitReason::Killed) {
@@ -288,12 +337,19 @@ impl Supervisor {
                 }
             }
         }
-        if self.commands.is_some() {
-            self.runtime.dynamic_supervisors.remove(&self.name);
-        }
+        self.leave(&reason);
         self.runtime.observe(&HostEvent::SupervisorExited { supervisor: &self.name, id: self.id, reason: &reason });
         let name: Arc<str> = self.name.as_str().into();
         let _ = parent.send(Exit { id: self.id, name, reason });
+    }
+
+    /// Leave the registry, the dynamic supervisors and the links table (monitors get `down`).
+    fn leave(&self, reason: &ExitReason) {
+        if self.commands.is_some() {
+            self.runtime.dynamic_supervisors.remove(&self.name);
+        }
+        self.runtime.registry.leave(self.id);
+        self.runtime.links.exit(&self.runtime.router, self.id, reason);
     }
 
     async fn process(&mut self, event: Event) -> Result<(), Fault> {
@@ -348,10 +404,21 @@ impl Supervisor {
         if self.slots.iter().filter(|slot| !slot.removed).count() >= max as usize {
             return Err(SpawnError::MaxChildren(max));
         }
+        // A child waiting for its restart holds its name, though it is not registered now.
+        if self.slots.iter().any(|slot| !slot.removed && slot.spec.name() == spec.name) {
+            return Err(SpawnError::AlreadyExists);
+        }
         self.slots.push(Slot::new(ChildSpec::Agent(spec.into()), self.backoff));
         let index = self.slots.len() - 1;
         match self.start_slot(index).await {
-            Ok(()) => Ok(self.slots[index].running.as_ref().map_or(0, Child::id)),
+            Ok(()) => {
+                let slot = &mut self.slots[index];
+                let id = slot.running.as_ref().map_or(slot.ignored_as, Child::id);
+                // Ignored in `init`: OTP's `start_child` returns `{ok, undefined}` and keeps no
+                // child of a dynamic supervisor.
+                slot.removed |= slot.running.is_none();
+                Ok(id)
+            }
             Err(error) => {
                 self.slots.pop();
                 Err(match error {
@@ -362,23 +429,43 @@ impl Supervisor {
         }
     }
 
-    /// Start (or restart) the child in one slot; its exits are routed to this supervisor.
+    /// Start (or restart) the child in one slot; its exits are routed to this supervisor. An
+    /// agent that stops in `init` (OTP's `ignore`) leaves the slot not running, for good.
     async fn start_slot(&mut self, index: usize) -> Result<(), StartError> {
         let exits = self.exits_sender.clone();
-        let child = match &self.slots[index].spec {
+        let started = match &self.slots[index].spec {
             ChildSpec::Agent(spec) => {
                 let module = self.runtime.module(&spec.module).expect("modules are resolved before a spec exists");
-                let started = agent::start(&self.runtime, spec, &module, exits, self.slots[index].restarts).await;
-                if let Err(StartError::Failed { agent, fault }) = &started {
-                    self.runtime.observe(&HostEvent::AgentStartFailed { agent, fault });
-                }
-                Child::Agent(started?)
+                agent::start(&self.runtime, spec, &module, exits, self.slots[index].restarts).await.map(Child::Agent)
             }
-            ChildSpec::Supervisor(spec) => Child::Supervisor(start_supervisor(&self.runtime, spec, exits).await?),
+            ChildSpec::Supervisor(spec) => start_supervisor(&self.runtime, spec, exits).await.map(Child::Supervisor),
+        };
+        let child = match started {
+            Ok(child) => child,
+            Err(error) => {
+                // A nested supervisor's own child has reported its failure already.
+                let spec = &self.slots[index].spec;
+                let own = matches!(spec, ChildSpec::Agent(_))
+                    || matches!(&error, StartError::NameTaken { agent } if agent == spec.name());
+                if own {
+                    let fault = start_fault(&error);
+                    self.runtime.observe(&HostEvent::AgentStartFailed { agent: spec.name(), fault: &fault });
+                }
+                return Err(error);
+            }
         };
         let slot = &mut self.slots[index];
-        slot.running = Some(child);
         slot.started_at = Instant::now();
+        match child {
+            Child::Agent(agent) if agent.ignored => {
+                slot.ignored_as = agent.id;
+                slot.finished = true;
+            }
+            child => {
+                slot.running = Some(child);
+                slot.finished = false;
+            }
+        }
         Ok(())
     }
 
@@ -389,16 +476,27 @@ impl Supervisor {
         let Some(index) = self.slots.iter().position(|s| s.running.as_ref().is_some_and(|c| c.id() == exit.id)) else {
             return Ok(());
         };
+        let dynamic = self.commands.is_some();
         let slot = &mut self.slots[index];
         slot.running = None;
-        slot.last_exit = exit.reason.code();
+        slot.last_exit = exit.reason.code().into();
         let restart = match slot.spec.restart() {
             Restart::Permanent => true,
             Restart::Transient => exit.reason.is_abnormal(),
             Restart::Temporary => false,
         };
         if !restart {
-            slot.removed = slot.spec.restart() == Restart::Temporary;
+            // OTP deletes a temporary child's spec, and every child a dynamic supervisor will not
+            // restart; a static supervisor keeps a transient child's.
+            slot.removed = dynamic || slot.spec.restart() == Restart::Temporary;
+            slot.finished = true;
+            if slot.spec.significant() {
+                self.done |= match self.auto_shutdown {
+                    AutoShutdown::Never => false,
+                    AutoShutdown::AnySignificant => true,
+                    AutoShutdown::AllSignificant => self.slots.iter().all(|s| !s.spec.significant() || s.finished),
+                };
+            }
             return Ok(());
         }
         if let (Some(backoff), true) = (self.backoff, slot.started_at.elapsed() > self.period) {
@@ -416,7 +514,7 @@ impl Supervisor {
         self.stop_children_at(&siblings).await;
         for &sibling in &siblings {
             let slot = &mut self.slots[sibling];
-            slot.last_exit = "sibling_restart";
+            slot.last_exit = "sibling_restart".into();
             // A temporary sibling stopped by its supervisor is not restarted (OTP deletes it).
             slot.removed |= slot.spec.restart() == Restart::Temporary;
         }
@@ -435,7 +533,7 @@ impl Supervisor {
         let slot = &mut self.slots[cause];
         let delay = slot.next_delay.unwrap_or_default();
         if let Some(backoff) = self.backoff {
-            slot.next_delay = Some((delay * 2).clamp(backoff.initial, backoff.max));
+            slot.next_delay = Some(delay.saturating_mul(2).clamp(backoff.initial, backoff.max));
         }
         self.pending_restarts += 1;
         let due = self.due_sender.clone();
@@ -483,22 +581,15 @@ impl Supervisor {
                     let id = slot.running.as_ref().map_or(0, Child::id);
                     self.runtime.observe(&HostEvent::ChildRestarted {
                         agent: slot.spec.name(),
-                        id,
+                        id: if slot.running.is_some() { id } else { slot.ignored_as },
                         restarts: slot.restarts,
-                        after: slot.last_exit,
+                        after: &slot.last_exit,
                     });
                 }
                 Err(error) => {
                     // A restart that fails to start counts as another crash of that child.
-                    let fault = match error {
-                        StartError::Failed { fault, .. } => fault,
-                        StartError::NameTaken { agent } => Fault::new(
-                            FaultKind::InitError,
-                            format!("the name {agent:?} is registered by another agent"),
-                        ),
-                    };
                     let name: Arc<str> = self.slots[index].spec.name().into();
-                    let exit = Exit { id: 0, name, reason: ExitReason::Crashed(fault) };
+                    let exit = Exit { id: 0, name, reason: ExitReason::Crashed(start_fault(&error)) };
                     self.count_restart(&exit)?;
                     self.defer(vec![index], index);
                 }

@@ -1,6 +1,6 @@
 /* The polyglot agent in C: the same text protocol as its Rust, Python and JavaScript siblings
  * (see sample-agents/python/polyglot/app.py): ping, ask:<agent>:<text>, missing, count,
- * config:<path>, alloc:<bytes>, crash, monitor:<id>, notices. */
+ * config:<path>, alloc:<bytes>, crash, exit:<reason>, monitor:<id>, notices. */
 #include <stdio.h>
 
 #include "agora.h"
@@ -114,6 +114,11 @@ bool exports_agent_handle(agent_envelope_t *message, agent_option_list_u8_t *ret
     return agora_reply(ret, answer);
   }
   if (strcmp(command, "crash") == 0) abort();
+  if (strcmp(command, "exit") == 0) {
+    if (!field(line, 1, true, first, sizeof first) || !agora_exit(first)) return agora_reply(ret, "error invalid");
+    snprintf(answer, sizeof answer, "exiting %s", first);
+    return agora_reply(ret, answer);
+  }
   if (strcmp(command, "monitor") == 0) {
     uint64_t reference;
     agora_agent_supervision_error_t error;

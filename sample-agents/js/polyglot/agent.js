@@ -1,8 +1,8 @@
 // The polyglot agent in JavaScript: the same text protocol as its Rust, Python and C siblings
 // (see sample-agents/python/polyglot/app.py): ping, ask:<agent>:<text>, missing, count,
-// config:<path>, alloc:<bytes>, crash, monitor:<id>, notices.
+// config:<path>, alloc:<bytes>, crash, exit:<reason>, monitor:<id>, notices.
 import {
-  agent, call, host, log, text, HostError, Reject, config, registry, supervision, telemetry,
+  agent, call, exit, host, log, text, HostError, Reject, config, registry, supervision, telemetry,
 } from '../../../guest-sdk/js/agora.js';
 
 let calls = 0;
@@ -54,6 +54,14 @@ export const { init, handle, notify, terminate } = agent({
       }
       case 'crash':
         throw new Error('crashed on request');
+      case 'exit':
+        try {
+          exit(first);
+        } catch (error) {
+          if (error instanceof HostError) return `error ${error.code}`;
+          throw error;
+        }
+        return `exiting ${first}`;
       case 'monitor':
         host(supervision.monitor, BigInt(first));
         return `monitoring ${first}`;

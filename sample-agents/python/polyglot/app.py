@@ -7,6 +7,7 @@
 - `config:<path>` -> the live config value at the path, or `none`
 - `alloc:<bytes>` -> allocates that much (past the memory cap, the instance dies)
 - `crash` -> raises: the instance ends and its supervisor restarts it
+- `exit:<reason>` -> exits with that reason once the reply is sent (`normal`, `shutdown`, or custom)
 - `monitor:<id>` -> monitors the agent; `monitoring <id>` (the host's `down` notice follows)
 - `notices` -> the last host notice seen, typed: `python saw <agent> down: <reason>`, or `none`
 """
@@ -55,6 +56,12 @@ class Polyglot(agora.Agent):
             return f"allocated {len(block)}"
         if command == "crash":
             raise RuntimeError("crashed on request")
+        if command == "exit":
+            try:
+                agora.exit(words[1])
+            except agora.HostError as error:
+                return f"error {error.code}"
+            return f"exiting {words[1]}"
         if command == "monitor":
             agora.host(supervision.monitor, int(words[1]))
             return f"monitoring {words[1]}"

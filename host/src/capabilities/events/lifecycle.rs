@@ -155,9 +155,10 @@ pub fn child_restarted(store: &EventStore, agent: &str, id: AgentId, restarts: u
     );
 }
 
-pub fn config_changed(store: &EventStore, path: &str, value: Option<&str>, notified: usize) {
-    journal(store, "config_changed", None, json!({ "path": path, "value": value }));
-    tracing::info!(target: "agora::lifecycle", event = "config_changed", path, value, notified,
+/// `value` is None for a removal, and for a secret's new value (`secret`), which is never shown.
+pub fn config_changed(store: &EventStore, path: &str, value: Option<&str>, secret: bool, notified: usize) {
+    journal(store, "config_changed", None, json!({ "path": path, "value": value, "secret": secret }));
+    tracing::info!(target: "agora::lifecycle", event = "config_changed", path, value, secret, notified,
         "config {path} changed; {notified} subscribers notified");
 }
 

@@ -1,8 +1,10 @@
 //! An agent that fails on purpose, for the tests and the demo. The payload (or config `on_init`)
 //! says how: `hog` allocates until its memory cap stops it, `loop` spins forever, `panic` panics,
-//! `recurse` overflows the stack, `fatal` returns a fatal handler error, `reject` a non-fatal one, `ignore` never answers a call. Anything else is echoed, and
-//! `tick` is counted so that progress between faults is visible.
-use agora_guest::{Agent, Config, HandleError, Message, log};
+//! `recurse` overflows the stack, `fatal` returns a fatal handler error, `reject` a non-fatal one,
+//! `ignore` never answers a call, `stop` stops, `exit:<reason>` exits with that reason
+//! (`normal`, `shutdown` or any other text) and `wasi-exit:<status>` calls WASI's `exit`.
+//! Anything else is echoed, and `tick` is counted so that progress between faults is visible.
+use agora_guest::{Agent, Config, ExitReason, HandleError, Message, log};
 
 struct Misbehave {
     ticks: u64,
@@ -28,7 +30,27 @@ fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
         "recurse" => Ok(Some(recurse(std::hint::black_box(1)).to_le_bytes().to_vec())),
         "fatal" => Err(HandleError::fatal("misbehave: asked to fail fatally")),
         "reject" => Err(HandleError::reject("misbehave: asked to reject")),
-        _ => Ok(None),
+        "stop" => {
+            agora_guest::stop();
+            Ok(None)
+        }
+        _ => {
+            if let Some(reason) = how.strip_prefix("exit:") {
+                let reason = match reason {
+                    "normal" => ExitReason::Normal,
+                    "shutdown" => ExitReason::Shutdown,
+                    custom => ExitReason::Custom(custom.into()),
+                };
+                return match agora_guest::exit(&reason) {
+                    Ok(()) => Ok(Some(b"exiting".to_vec())),
+                    Err(error) => Ok(Some(format!("error {error:?}").into_bytes())),
+                };
+            }
+            if let Some(status) = how.strip_prefix("wasi-exit:") {
+                std::process::exit(status.parse().unwrap_or(1));
+            }
+            Ok(None)
+        }
     }
 }
 
@@ -59,10 +81,6 @@ impl Agent for Misbehave {
             self.ticks += 1;
             log::info(&format!("tick {}", self.ticks));
             return Ok(Some(self.ticks.to_string().into_bytes()));
-        }
-        if text == "stop" {
-            agora_guest::stop();
-            return Ok(None);
         }
         match text.as_str() {
             "ignore" => Ok(None),

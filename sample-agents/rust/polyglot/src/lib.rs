@@ -1,10 +1,11 @@
 //! The polyglot agent in Rust: the same text protocol as its Python, JavaScript and C siblings
 //! (see sample-agents/python/polyglot/app.py): `ping`, `ask:<agent>:<text>`, `missing`,
-//! `count`, `config:<path>`, `alloc:<bytes>`, `crash`, `monitor:<id>`, `notices`.
+//! `count`, `config:<path>`, `alloc:<bytes>`, `crash`, `exit:<reason>`, `monitor:<id>`, `notices`.
 use std::time::Duration;
 
 use agora_guest::{
-    Agent, Config, Error, HandleError, Message, Notice, config, log, messaging, registry, supervision, telemetry,
+    Agent, Config, Error, ExitReason, HandleError, Message, Notice, config, log, messaging, registry, supervision,
+    telemetry,
 };
 
 struct Polyglot {
@@ -76,6 +77,17 @@ impl Agent for Polyglot {
                 format!("allocated {}", block.len())
             }
             "crash" => panic!("crashed on request"),
+            "exit" => {
+                let reason = match first.unwrap_or("") {
+                    "normal" => ExitReason::Normal,
+                    "shutdown" => ExitReason::Shutdown,
+                    custom => ExitReason::Custom(custom.into()),
+                };
+                match agora_guest::exit(&reason) {
+                    Ok(()) => format!("exiting {}", first.unwrap_or("")),
+                    Err(error) => format!("error {}", code(&error)),
+                }
+            }
             "monitor" => {
                 let target =
                     first.and_then(|id| id.parse().ok()).ok_or_else(|| HandleError::reject("monitor needs an id"))?;

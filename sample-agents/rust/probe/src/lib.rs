@@ -41,7 +41,8 @@
 //! <deadline-ms> lowest|best`, `offer <task> <price> <eta-ms>` (a proposal), `complete <task> <output>`,
 //! `give-up <task> <reason>`, `task-wait <task> <timeout-ms>`, `reputation <agent>`,
 //! `repeat <n> <step...>` (reports the last outcome), `until <timeout-ms> <step...>` (repeats the
-//! step until it succeeds), `sleep <ms>`, `log <text>`, `stop`.
+//! step until it succeeds), `await-children <supervisor> <timeout-ms> <list>` (until `children`
+//! shows that list), `sleep <ms>`, `log <text>`, `stop`. A message `stop` stops it too.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `vote = "accept" | "reject" | "ignore" | "crash"` the probe answers consensus vote requests
 //! so (crash: it panics on the request). With `report_messages = "true"` every message the probe
@@ -278,6 +279,18 @@ fn run_step(words: &[&str]) -> String {
             let listed: Vec<String> = children.iter().map(|c| format!("{}:{}", c.name, c.restarts)).collect();
             format!("children [{}]", listed.join(","))
         }),
+        "await-children" => {
+            // Until the supervisor lists exactly `arg(3)` (as `children` renders it), or the
+            // time runs out.
+            let started = std::time::Instant::now();
+            loop {
+                let last = run_step(&["children", arg(1)]);
+                if last == format!("children {}", arg(3)) || started.elapsed() >= Duration::from_millis(number(2)) {
+                    return last;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         "monitor" => outcome(resolve(arg(1)).and_then(supervision::monitor), |r| format!("ref {r}")),
         "link" => outcome(resolve(arg(1)).and_then(supervision::link), |_| "ok".into()),
         "trap-exits" => outcome(supervision::trap_exits(arg(1) == "on"), |_| "ok".into()),
@@ -644,6 +657,9 @@ impl Agent for Probe {
         if self.report_messages {
             let topic = message.topic.as_deref().unwrap_or("-");
             log::info(&format!("probe got [{topic}] {}", text(&message.payload)));
+        }
+        if message.payload == b"stop" {
+            agora_guest::stop();
         }
         Ok(Some(message.payload))
     }
