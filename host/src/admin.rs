@@ -35,10 +35,6 @@ use crate::runtime::Runtime;
 
 /// Largest config value accepted in one update.
 const MAX_VALUE: usize = 64 << 10;
-/// Connections served at once; one more is closed at once (and counted).
-const MAX_CONNECTIONS: usize = 64;
-/// A connection that sends nothing and is sent nothing for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A request's headers must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `accept` waits after a failure (out of file descriptors, say), doubling up to the
@@ -69,7 +65,9 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
     std::fs::write(&file, bound.to_string()).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     tracing::info!(event = "admin_listening", address = %bound, "admin endpoint on http://{bound} (/metrics, /config)");
     let hosts = Arc::new(accepted_hosts(bound));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Connections served at once (`host.admin_max_connections`); one more is closed at once.
+    let slots = Arc::new(tokio::sync::Semaphore::new(runtime.settings.admin_max_connections as usize));
+    let idle_timeout = runtime.settings.admin_idle_timeout.duration();
     tokio::spawn(async move {
         let mut backoff = ACCEPT_BACKOFF.0;
         loop {
@@ -109,7 +107,7 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
                     .serve_connection(io, service);
                 tokio::select! {
                     _ = connection => {}
-                    _ = idle(&activity, started) => {}
+                    _ = idle(&activity, started, idle_timeout) => {}
                 }
             });
         }
@@ -117,11 +115,11 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
     Ok(bound)
 }
 
-/// Resolves once the connection has seen no bytes either way for `IDLE_TIMEOUT`.
-async fn idle(activity: &AtomicU64, started: tokio::time::Instant) {
+/// Resolves once the connection has seen no bytes either way for `timeout`.
+async fn idle(activity: &AtomicU64, started: tokio::time::Instant, timeout: Duration) {
     loop {
         let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
-        let due = last + IDLE_TIMEOUT;
+        let due = last + timeout;
         if tokio::time::Instant::now() >= due {
             return;
         }

@@ -65,6 +65,10 @@ pub struct HostSettings {
     /// The admin HTTP endpoint (`/metrics` for Prometheus, `/config` for live updates); off
     /// unless set. It has no authentication: bind it to loopback or a private network.
     pub admin: Option<std::net::SocketAddr>,
+    /// An admin connection that moves no bytes for this long is closed.
+    pub admin_idle_timeout: Span,
+    /// Admin connections served at once; more are closed at once (and counted).
+    pub admin_max_connections: u32,
 }
 
 impl Default for HostSettings {
@@ -80,6 +84,8 @@ impl Default for HostSettings {
             tick: Span(Duration::from_millis(10)),
             spawn_paths: Vec::new(),
             admin: None,
+            admin_idle_timeout: Span(Duration::from_secs(30)),
+            admin_max_connections: 64,
         }
     }
 }
@@ -234,6 +240,20 @@ impl Manifest {
             return Err(ManifestError {
                 key: Some("host.max_memory".into()),
                 message: format!("{} exceeds host.memory_reservation ({reservation})", host.max_memory),
+                ..root_table
+            });
+        }
+        if host.admin_max_connections == 0 {
+            return Err(ManifestError {
+                key: Some("host.admin_max_connections".into()),
+                message: "must be at least 1".into(),
+                ..root_table
+            });
+        }
+        if host.admin_idle_timeout.duration() < Duration::from_millis(100) {
+            return Err(ManifestError {
+                key: Some("host.admin_idle_timeout".into()),
+                message: "must be at least 100ms".into(),
                 ..root_table
             });
         }
