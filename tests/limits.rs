@@ -92,6 +92,31 @@ fn waiting_and_queueing_cost_no_cpu_budget() {
 }
 
 #[test]
+fn a_guest_cannot_flood_the_host_log() {
+    // 10 MB as one line, then 10 MB as 100,000 lines: the log gets at most a second's worth of
+    // lines (100 lines, 64 KiB) per burst, a long line cut at 1 KiB, and the drops reported.
+    let run = Scenario::finite(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"loud\"\nmodule = \"misbehave\"\nbudget = \"60s\"\nmemory = \"32MiB\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\nbudget = \"60s\"\n\
+             config = {{ script = \"call loud spew-line 60000; call loud spew-lines 60000; send loud stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(run.outcome("probe", "call loud spew-line 60000"), "reply spew-line");
+    let output: Vec<&serde_json::Value> = run.events("agent_output", Some("loud"));
+    let logged: usize = output.iter().map(|e| e["message"].as_str().unwrap().len()).sum();
+    assert!(output.len() <= 2 * 100 + 1, "{} lines logged", output.len());
+    assert!(logged <= 2 * (64 << 10) + 2048, "{logged} bytes logged");
+    let cut = output.iter().find(|e| e["message"].as_str().unwrap().starts_with('y')).expect("the long line, cut");
+    assert!(cut["message"].as_str().unwrap().ends_with(&format!("[{} more bytes cut]", (10 << 20) - 1024)), "{cut}");
+    assert!(run.stdout.len() < 2 << 20, "the whole log is {} bytes", run.stdout.len());
+}
+
+#[test]
 fn a_panic_is_reported_with_its_message_and_backtrace() {
     let run = Scenario::finite(
         "",

@@ -231,6 +231,11 @@ fn host_counters(runtime: &Runtime) -> String {
             "Config updates refused because the config was at its bounds",
             &runtime.services.config.refused,
         ),
+        (
+            "agora_agent_output_dropped_bytes_total",
+            "Guest stdout/stderr bytes cut from long lines or dropped over the rate",
+            &crate::runtime::output::DROPPED_BYTES,
+        ),
     ];
     let mut text = String::new();
     for (name, help, counter) in counters {

@@ -1,15 +1,31 @@
 //! An agent's stdout and stderr: forwarded to the host log line by line, and the last few KiB
 //! kept so that a crash report can quote what the guest printed (a Rust panic message, say).
+//!
+//! A guest must not be able to flood the host's log: a line is logged up to `MAX_LINE` bytes
+//! (the rest is cut, and the cut said), and each stream logs at most `LINES_PER_SECOND` lines
+//! and `BYTES_PER_SECOND` bytes a second. What is dropped is counted
+//! (`agora_agent_output_dropped_bytes_total`) and reported once per second in which it happened
+//! (`agent_output_dropped`).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 const TAIL_BYTES: usize = 4096;
+/// The longest line logged; the rest of a longer one is cut.
+pub const MAX_LINE: usize = 1024;
+/// Per stream and second, at most this many lines and bytes reach the log.
+pub const LINES_PER_SECOND: u32 = 100;
+pub const BYTES_PER_SECOND: usize = 64 << 10;
+
+/// Guest output bytes that never reached the log (cut lines, over the rate), host-wide.
+pub static DROPPED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// One guest output stream. Cloning shares the buffer.
 #[derive(Clone)]
@@ -19,12 +35,30 @@ pub struct GuestOutput {
     buffer: Arc<Mutex<Buffer>>,
 }
 
-#[derive(Default)]
 struct Buffer {
-    /// Bytes of the line being written, not yet logged.
+    /// Bytes of the line being written, not yet logged (at most `MAX_LINE`).
     partial: Vec<u8>,
+    /// Bytes of the current line cut so far (beyond `MAX_LINE`).
+    cut: usize,
     /// The most recent output, at most `TAIL_BYTES`.
     tail: Vec<u8>,
+    window: Window,
+}
+
+/// The current one-second window of the rate limit.
+struct Window {
+    started: Instant,
+    lines: u32,
+    bytes: usize,
+    dropped_lines: u32,
+    dropped_bytes: usize,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        let window = Window { started: Instant::now(), lines: 0, bytes: 0, dropped_lines: 0, dropped_bytes: 0 };
+        Buffer { partial: Vec::new(), cut: 0, tail: Vec::new(), window }
+    }
 }
 
 impl GuestOutput {
@@ -40,21 +74,59 @@ impl GuestOutput {
 
     fn append(&self, bytes: &[u8]) {
         let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
-        buffer.tail.extend_from_slice(bytes);
+        let tail_from = bytes.len().saturating_sub(TAIL_BYTES);
+        buffer.tail.extend_from_slice(&bytes[tail_from..]);
         if buffer.tail.len() > TAIL_BYTES {
             let excess = buffer.tail.len() - TAIL_BYTES;
             buffer.tail.drain(..excess);
         }
-        buffer.partial.extend_from_slice(bytes);
-        while let Some(end) = buffer.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.partial.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line[..end]);
-            tracing::info!(target: "agora::agent", event = "agent_output", agent = %self.agent, stream = self.stream, "{line}");
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (chunk, ended) = match rest.iter().position(|b| *b == b'\n') {
+                Some(end) => (&rest[..end], true),
+                None => (rest, false),
+            };
+            rest = &rest[(chunk.len() + usize::from(ended)).min(rest.len())..];
+            let room = MAX_LINE - buffer.partial.len();
+            let kept = chunk.len().min(room);
+            buffer.partial.extend_from_slice(&chunk[..kept]);
+            buffer.cut += chunk.len() - kept;
+            if ended {
+                self.emit(&mut buffer);
+            }
         }
-        if buffer.partial.len() > TAIL_BYTES {
-            let line = String::from_utf8_lossy(&buffer.partial).into_owned();
-            buffer.partial.clear();
-            tracing::info!(target: "agora::agent", event = "agent_output", agent = %self.agent, stream = self.stream, "{line}");
+    }
+
+    /// Log the buffered line, within the stream's rate.
+    fn emit(&self, buffer: &mut Buffer) {
+        let line = std::mem::take(&mut buffer.partial);
+        let cut = std::mem::take(&mut buffer.cut);
+        DROPPED_BYTES.fetch_add(cut as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        let window = &mut buffer.window;
+        if now.duration_since(window.started) >= Duration::from_secs(1) {
+            if window.dropped_lines > 0 {
+                tracing::warn!(target: "agora::agent", event = "agent_output_dropped", agent = %self.agent,
+                    stream = self.stream, lines = window.dropped_lines, bytes = window.dropped_bytes,
+                    "{} lines ({} bytes) of {} output over {LINES_PER_SECOND} lines or {BYTES_PER_SECOND} bytes a second were dropped",
+                    window.dropped_lines, window.dropped_bytes, self.stream);
+            }
+            *window = Window { started: now, lines: 0, bytes: 0, dropped_lines: 0, dropped_bytes: 0 };
+        }
+        if window.lines >= LINES_PER_SECOND || window.bytes + line.len() > BYTES_PER_SECOND {
+            window.dropped_lines += 1;
+            window.dropped_bytes += line.len();
+            DROPPED_BYTES.fetch_add(line.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        window.lines += 1;
+        window.bytes += line.len();
+        let text = String::from_utf8_lossy(&line);
+        if cut > 0 {
+            tracing::info!(target: "agora::agent", event = "agent_output", agent = %self.agent, stream = self.stream,
+                cut, "{text} [{cut} more bytes cut]");
+        } else {
+            tracing::info!(target: "agora::agent", event = "agent_output", agent = %self.agent, stream = self.stream, "{text}");
         }
     }
 }

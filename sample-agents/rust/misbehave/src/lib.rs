@@ -2,7 +2,8 @@
 //! says how: `hog` allocates until its memory cap stops it, `loop` spins forever, `panic` panics,
 //! `recurse` overflows the stack, `fatal` returns a fatal handler error, `reject` a non-fatal one,
 //! `ignore` never answers a call, `stop` stops, `exit:<reason>` exits with that reason
-//! (`normal`, `shutdown` or any other text) and `wasi-exit:<status>` calls WASI's `exit`.
+//! (`normal`, `shutdown` or any other text), `wasi-exit:<status>` calls WASI's `exit`, and
+//! `spew-lines` / `spew-line` print 10 MB to stdout (100,000 short lines, or one line).
 //! Anything else is echoed, and `tick` is counted so that progress between faults is visible.
 use agora_guest::{Agent, Config, ExitReason, HandleError, Message, log};
 
@@ -32,6 +33,19 @@ fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
         "reject" => Err(HandleError::reject("misbehave: asked to reject")),
         "stop" => {
             agora_guest::stop();
+            Ok(None)
+        }
+        "spew-lines" => {
+            // 10 MB in 100,000 lines of 100 bytes.
+            let line = "x".repeat(99);
+            for _ in 0..100_000 {
+                println!("{line}");
+            }
+            Ok(None)
+        }
+        "spew-line" => {
+            // One 10 MB line.
+            println!("{}", "y".repeat(10 << 20));
             Ok(None)
         }
         _ => {
