@@ -76,37 +76,53 @@ fn publish_reaches_every_subscriber() {
 
 #[test]
 fn full_mailbox_refuses_at_once_and_queued_messages_are_accounted_for() {
-    // `slow` is busy in a long loop, so its 3-slot mailbox cannot drain while the probe bursts.
+    // `slow` says when it is busy in its long loop; from then on its 3-slot mailbox cannot drain.
     let run = Scenario::finite(
         "",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
              [[agent]]\nname = \"slow\"\nmodule = \"misbehave\"\nmailbox = 3\nbudget = \"3s\"\n\
              [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
-             config = {{ script = \"send slow loop; burst slow 10; send-timeout slow 200 late; stop\" }}\n"
+             config = {{ script = \"send slow loop; await-meta slow state looping 20000; burst slow 10; \
+             send-timeout slow 200 late; stop\" }}\n"
         ),
     )
     .run();
     run.assert_success();
-    let burst = run.outcome("probe", "burst slow 10");
-    let accepted: u64 = burst.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(burst.ends_with("first-error mailbox-full"), "{burst}");
-    // 3 slots, one possibly still holding the `loop` message itself.
-    assert!((2..=3).contains(&accepted), "{burst}");
-    // Waiting for room helps only if `slow` had not yet taken `loop` out of its mailbox during
-    // the burst; once it loops, no room appears.
-    let waited = run.outcome("probe", "send-timeout slow 200 late");
-    let late_accepted = match accepted {
-        3 => {
-            assert_eq!(waited, "error mailbox-full");
-            0
-        }
-        _ => u64::from(waited == "ok"),
-    };
+    assert_eq!(run.outcome("probe", "await-meta slow state looping 20000"), "value looping");
+    assert_eq!(run.outcome("probe", "burst slow 10"), "accepted 3 first-error mailbox-full");
+    // Waiting does not help: no room appears while it loops.
+    assert_eq!(run.outcome("probe", "send-timeout slow 200 late"), "error mailbox-full");
     let exit = run.exit("slow");
     assert_eq!(exit["reason"], "cpu_budget");
     // Accepted but never handled: reported, not silently lost.
-    assert_eq!(exit["undelivered"].as_u64(), Some(accepted + late_accepted));
+    assert_eq!(exit["undelivered"].as_u64(), Some(3));
+}
+
+#[test]
+fn a_mailbox_holds_a_bounded_number_of_bytes() {
+    // 100 slots, but at most 1 MiB of payloads: two 400 KB messages fit, a third does not, a
+    // small one still does, and waiting for room does not help while nothing is taken out.
+    let run = Scenario::finite(
+        "max_message = \"512KiB\"\nmailbox_bytes = \"1MiB\"",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"slow\"\nmodule = \"misbehave\"\nmailbox = 100\nbudget = \"3s\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"send slow loop; await-meta slow state looping 20000; big slow 400000; \
+             big slow 400000; big slow 400000; send-timeout slow 200 small; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    let outcomes: Vec<String> = run
+        .logs("probe")
+        .iter()
+        .filter_map(|l| l.strip_prefix("probe: big slow 400000 => ").map(str::to_string))
+        .collect();
+    assert_eq!(outcomes, ["ok", "ok", "error mailbox-full"]);
+    assert_eq!(run.outcome("probe", "send-timeout slow 200 small"), "ok");
+    assert_eq!(run.exit("slow")["undelivered"].as_u64(), Some(3));
 }
 
 #[test]

@@ -57,6 +57,8 @@ pub struct HostSettings {
     pub memory_guard: Option<ByteSize>,
     /// Largest message payload accepted by send, call, reply and publish.
     pub max_message: ByteSize,
+    /// The most payload bytes one mailbox holds; a send beyond is `mailbox-full`.
+    pub mailbox_bytes: ByteSize,
     /// Epoch tick: the CPU time slice after which a running agent yields to others.
     pub tick: Span,
     /// Directories (relative to the manifest; canonical once parsed) whose components agents may
@@ -81,6 +83,7 @@ impl Default for HostSettings {
             memory_reservation: None,
             memory_guard: None,
             max_message: ByteSize::mib(1),
+            mailbox_bytes: ByteSize(crate::messaging::DEFAULT_MAILBOX_BYTES as u64),
             tick: Span(Duration::from_millis(10)),
             spawn_paths: Vec::new(),
             admin: None,
@@ -240,6 +243,16 @@ impl Manifest {
             return Err(ManifestError {
                 key: Some("host.max_memory".into()),
                 message: format!("{} exceeds host.memory_reservation ({reservation})", host.max_memory),
+                ..root_table
+            });
+        }
+        if host.mailbox_bytes < host.max_message {
+            return Err(ManifestError {
+                key: Some("host.mailbox_bytes".into()),
+                message: format!(
+                    "{} is less than host.max_message ({}): a largest message could never be delivered",
+                    host.mailbox_bytes, host.max_message
+                ),
                 ..root_table
             });
         }

@@ -13,6 +13,7 @@ pub mod host;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -20,6 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bindings::Error;
 use crate::infra::hashers::{IdHasher, NameHasher};
+
+/// The most payload bytes one mailbox holds unless `host.mailbox_bytes` says otherwise.
+pub const DEFAULT_MAILBOX_BYTES: usize = 64 << 20;
 
 /// Agent ids: the top 16 bits name the node (0 here), the rest are a per-node serial.
 pub type AgentId = u64;
@@ -56,6 +60,14 @@ impl Message {
         Message { sender, topic: Some(topic), body: Body::Notice(Box::new(notice)), reply: None }
     }
 
+    /// The payload bytes it holds in a mailbox (a notice holds none of an agent's).
+    fn held_bytes(&self) -> usize {
+        match &self.body {
+            Body::Bytes(payload) => payload.len(),
+            Body::Notice(_) => 0,
+        }
+    }
+
     /// The notice, when the message is one.
     pub fn into_notice(self) -> Option<Notice> {
         match self.body {
@@ -65,11 +77,57 @@ impl Message {
     }
 }
 
-pub type Inbox = mpsc::Receiver<Message>;
+/// An agent's end of its mailbox. It gives back the bytes of each message it takes out.
+pub struct Inbox {
+    receiver: mpsc::Receiver<Message>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    fn taken(&self, message: &Message) {
+        let held = message.held_bytes();
+        if held > 0 {
+            self.bytes.fetch_sub(held, Ordering::Relaxed);
+        }
+    }
+
+    pub fn try_recv(&mut self) -> Result<Message, mpsc::error::TryRecvError> {
+        let message = self.receiver.try_recv()?;
+        self.taken(&message);
+        Ok(message)
+    }
+
+    pub async fn recv(&mut self) -> Option<Message> {
+        let message = self.receiver.recv().await?;
+        self.taken(&message);
+        Some(message)
+    }
+
+    pub fn len(&self) -> usize {
+        self.receiver.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.receiver.is_empty()
+    }
+
+    pub fn close(&mut self) {
+        self.receiver.close();
+    }
+}
+
+/// The router's end of a mailbox: its sender, and the payload bytes queued in it, bounded by
+/// `mailbox_bytes` as the channel bounds the messages (1,024 messages of 1 MiB each would
+/// otherwise park a GiB in one mailbox).
+#[derive(Clone)]
+struct Mailbox {
+    sender: mpsc::Sender<Message>,
+    bytes: Arc<AtomicUsize>,
+}
 
 /// Every live mailbox and topic subscription of this host.
 pub struct Router {
-    mailboxes: DashMap<AgentId, mpsc::Sender<Message>, IdHasher>,
+    mailboxes: DashMap<AgentId, Mailbox, IdHasher>,
     /// Agents held behind a gate that refuses their messages (a wallet that cannot pay, under
     /// `[economics] unpaid = "refuse"`), with the error senders get; the count spares every
     /// delivery a lookup while there are none.
@@ -77,14 +135,21 @@ pub struct Router {
     refusing_count: std::sync::atomic::AtomicUsize,
     topics: DashMap<Arc<str>, Vec<AgentId>, NameHasher>,
     max_message: usize,
+    /// The most payload bytes one mailbox holds.
+    mailbox_bytes: usize,
 }
 
 impl Router {
     pub fn new(max_message: usize) -> Self {
+        Self::with_mailbox_bytes(max_message, DEFAULT_MAILBOX_BYTES)
+    }
+
+    pub fn with_mailbox_bytes(max_message: usize, mailbox_bytes: usize) -> Self {
         Router {
             mailboxes: DashMap::default(),
             topics: DashMap::default(),
             max_message,
+            mailbox_bytes,
             refusing: Default::default(),
             refusing_count: Default::default(),
         }
@@ -96,9 +161,10 @@ impl Router {
 
     /// Open the mailbox of a new agent.
     pub fn open(&self, id: AgentId, capacity: u32) -> Inbox {
-        let (sender, inbox) = mpsc::channel(capacity.max(1) as usize);
-        self.mailboxes.insert(id, sender);
-        inbox
+        let (sender, receiver) = mpsc::channel(capacity.max(1) as usize);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        self.mailboxes.insert(id, Mailbox { sender, bytes: bytes.clone() });
+        Inbox { receiver, bytes }
     }
 
     /// Close an agent's mailbox and drop its subscriptions. Returns how many queued messages
@@ -120,9 +186,10 @@ impl Router {
         undelivered
     }
 
-    /// A clone of an agent's mailbox sender, for a delivery that waits outside the router.
+    /// A clone of an agent's mailbox sender, for a host notice that waits outside the router
+    /// (notices hold no payload bytes).
     pub fn sender(&self, id: AgentId) -> Option<mpsc::Sender<Message>> {
-        self.mailboxes.get(&id).map(|sender| sender.clone())
+        self.mailboxes.get(&id).map(|mailbox| mailbox.sender.clone())
     }
 
     pub fn is_open(&self, id: AgentId) -> bool {
@@ -156,19 +223,51 @@ impl Router {
     pub fn try_deliver(&self, to: AgentId, message: Message) -> Result<(), Error> {
         self.check_refusing(to)?;
         let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?;
-        mailbox.try_send(message).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::MailboxFull,
-            mpsc::error::TrySendError::Closed(_) => Error::NotFound,
+        let held = message.held_bytes();
+        self.reserve(&mailbox.bytes, held)?;
+        mailbox.sender.try_send(message).map_err(|e| {
+            mailbox.bytes.fetch_sub(held, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => Error::MailboxFull,
+                mpsc::error::TrySendError::Closed(_) => Error::NotFound,
+            }
         })
     }
 
-    /// Enqueue, waiting up to `timeout` for room.
+    /// Count `held` bytes into a mailbox, or refuse when they do not fit.
+    fn reserve(&self, bytes: &AtomicUsize, held: usize) -> Result<(), Error> {
+        if held == 0 {
+            return Ok(());
+        }
+        let before = bytes.fetch_add(held, Ordering::Relaxed);
+        if before + held > self.mailbox_bytes {
+            bytes.fetch_sub(held, Ordering::Relaxed);
+            return Err(Error::MailboxFull);
+        }
+        Ok(())
+    }
+
+    /// Enqueue, waiting up to `timeout` for room (a free slot, and room for its bytes).
     pub async fn deliver_timeout(&self, to: AgentId, message: Message, timeout: Duration) -> Result<(), Error> {
         self.check_refusing(to)?;
-        let mailbox = self.sender(to).ok_or(Error::NotFound)?;
-        mailbox.send_timeout(message, timeout).await.map_err(|e| match e {
-            mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,
-            mpsc::error::SendTimeoutError::Closed(_) => Error::NotFound,
+        let mailbox = self.mailboxes.get(&to).map(|m| m.clone()).ok_or(Error::NotFound)?;
+        let held = message.held_bytes();
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Bytes are given back as messages are taken; a full mailbox is looked at again each
+        // millisecond (the wait is the rare path; the slot wait below is the channel's own).
+        while self.reserve(&mailbox.bytes, held).is_err() {
+            if tokio::time::Instant::now() >= deadline || mailbox.sender.is_closed() {
+                return Err(if mailbox.sender.is_closed() { Error::NotFound } else { Error::MailboxFull });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        mailbox.sender.send_timeout(message, left).await.map_err(|e| {
+            mailbox.bytes.fetch_sub(held, Ordering::Relaxed);
+            match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,
+                mpsc::error::SendTimeoutError::Closed(_) => Error::NotFound,
+            }
         })
     }
 

@@ -71,7 +71,10 @@ impl Runtime {
     ) -> anyhow::Result<Runtime> {
         let engines = engine::Engines::build(&settings, sections.meters_fuel())?;
         let loader = ModuleLoader::new(&engines, settings.data_dir.join("cache"), settings.max_memory.bytes())?;
-        let router = Arc::new(Router::new(settings.max_message.bytes() as usize));
+        let router = Arc::new(Router::with_mailbox_bytes(
+            settings.max_message.bytes() as usize,
+            settings.mailbox_bytes.bytes() as usize,
+        ));
         let startup = Startup { data_dir: &settings.data_dir, router: &router, durable: durable_events };
         let services = Services::start(sections, &startup)?;
         Ok(Runtime {

@@ -22,6 +22,9 @@ fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
             }
         }
         "loop" => {
+            // Say so first (when the registry is granted), so that a test can wait until this
+            // agent is busy instead of guessing.
+            let _ = agora_guest::registry::set_metadata("state", Some("looping"));
             let mut spins: u64 = 0;
             loop {
                 spins = std::hint::black_box(spins.wrapping_add(1));

@@ -42,7 +42,7 @@
 //! `give-up <task> <reason>`, `task-wait <task> <timeout-ms>`, `reputation <agent>`,
 //! `repeat <n> <step...>` (reports the last outcome), `until <timeout-ms> <step...>` (repeats the
 //! step until it succeeds), `await-children <supervisor> <timeout-ms> <list>` (until `children`
-//! shows that list), `sleep <ms>`, `log <text>`, `stop`. A message `stop` stops it too.
+//! shows that list), `await-meta <agent> <key> <value> <timeout-ms>`, `sleep <ms>`, `log <text>`, `stop`. A message `stop` stops it too.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `vote = "accept" | "reject" | "ignore" | "crash"` the probe answers consensus vote requests
 //! so (crash: it panics on the request). With `report_messages = "true"` every message the probe
@@ -205,6 +205,20 @@ fn run_step(words: &[&str]) -> String {
         "get-meta" => outcome(registry::lookup(arg(1)).and_then(|id| registry::get_metadata(id, arg(2))), |v| {
             format!("value {}", v.unwrap_or_else(|| "none".into()))
         }),
+        "await-meta" => {
+            // Until agent `arg(1)`'s metadata `arg(2)` is `arg(3)`, or `arg(4)` ms pass.
+            let started = std::time::Instant::now();
+            loop {
+                let value = registry::lookup(arg(1)).and_then(|id| registry::get_metadata(id, arg(2)));
+                if value.as_ref().is_ok_and(|v| v.as_deref() == Some(arg(3))) {
+                    return format!("value {}", arg(3));
+                }
+                if started.elapsed() >= Duration::from_millis(number(4)) {
+                    return format!("error timeout ({value:?})");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         "capability" => outcome(registry::add_capability(arg(1)), |_| "ok".into()),
         "find" => outcome(registry::find_by_capability(arg(1)), |ids| {
             let names: Vec<String> = ids.iter().map(|id| registry::name_of(*id).unwrap_or_default()).collect();
