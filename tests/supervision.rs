@@ -361,6 +361,8 @@ fn components_under_spawn_paths_can_be_spawned_and_run_by_path_others_not() {
          [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
          config = {{ script = \"spawn pool p1 plugins/echo.wasm temporary; call p1 hi 5000; \
          spawn pool p2 outside.wasm temporary; spawn pool p3 plugins/missing.wasm temporary; \
+         spawn pool p4 missing-outside.wasm temporary; spawn pool p5 plugins/../outside.wasm temporary; \
+         spawn pool p6 /etc/hostname temporary; spawn pool p7 plugins/not-wasm.txt temporary; \
          isolated plugins/echo.wasm hey 1048576 1000; isolated outside.wasm hey 1048576 1000; stop\" }}\n"
     );
     let scenario = Scenario::agents("spawn_paths = [\"plugins\"]", &text);
@@ -368,7 +370,19 @@ fn components_under_spawn_paths_can_be_spawned_and_run_by_path_others_not() {
     std::fs::create_dir(&plugins).unwrap();
     std::fs::copy(common::agent("echo"), plugins.join("echo.wasm")).unwrap();
     std::fs::copy(common::agent("echo"), scenario.dir.path().join("outside.wasm")).unwrap();
+    std::fs::write(plugins.join("not-wasm.txt"), "hello").unwrap();
     let run = scenario.run_until_exit_of("probe");
+    // Outside the spawn paths, a file that exists and one that does not get the same answer.
+    for step in ["p4 missing-outside.wasm", "p5 plugins/../outside.wasm", "p6 /etc/hostname"] {
+        assert_eq!(run.outcome("probe", &format!("spawn pool {step} temporary")), "error SpawnError::Denied", "{step}");
+    }
+    // No answer shows where the host keeps its files.
+    let host_dir = scenario.dir.path().canonicalize().unwrap().display().to_string();
+    let invalid = run.outcome("probe", "spawn pool p7 plugins/not-wasm.txt temporary");
+    assert!(invalid.starts_with("error SpawnError::Invalid(") && invalid.contains("plugins/not-wasm.txt"), "{invalid}");
+    for line in run.logs("probe") {
+        assert!(!line.contains(&host_dir), "a host path reached the guest: {line}");
+    }
     assert!(run.outcome("probe", "spawn pool p1 plugins/echo.wasm temporary").starts_with("id "));
     assert_eq!(run.outcome("probe", "call p1 hi 5000"), "reply hi");
     assert_eq!(run.outcome("probe", "spawn pool p2 outside.wasm temporary"), "error SpawnError::Denied");

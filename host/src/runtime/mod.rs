@@ -137,21 +137,36 @@ impl Runtime {
         if let Some(module) = self.module(reference) {
             return Ok(module);
         }
-        let path = self.base_dir.join(reference);
-        let path = path.canonicalize().map_err(|_| ModuleRefError::NotFound(reference.to_string()))?;
-        let allowed = self.settings.spawn_paths.iter().any(|dir| path.starts_with(dir));
-        if !allowed {
-            return Err(ModuleRefError::Denied(reference.to_string()));
+        // Decided from the reference alone, before the file system is asked: a guest learns
+        // nothing about host files outside the spawn paths (not even whether they exist), and
+        // no answer shows a host path, only the reference it gave.
+        let denied = || ModuleRefError::Denied(reference.to_string());
+        let relative = std::path::Path::new(reference);
+        let plain =
+            relative.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+        if !plain || reference.is_empty() {
+            return Err(denied());
+        }
+        let base = self.base_dir.canonicalize().map_err(|_| denied())?;
+        let inside = |path: &std::path::Path| self.settings.spawn_paths.iter().any(|dir| path.starts_with(dir));
+        if !inside(&base.join(relative)) {
+            return Err(denied());
+        }
+        let path = base.join(relative).canonicalize().map_err(|_| ModuleRefError::NotFound(reference.to_string()))?;
+        if !inside(&path) {
+            // A link inside a spawn path that leads out of it.
+            return Err(denied());
         }
         let key = path.display().to_string();
         if let Some(module) = self.module(&key) {
             return Ok(module);
         }
         let runtime = self.clone();
+        let shown = path.display().to_string();
         let loaded = tokio::task::spawn_blocking(move || runtime.loader.load(&key, &path))
             .await
             .map_err(|e| ModuleRefError::Invalid(format!("loading was interrupted: {e}")))?
-            .map_err(|e| ModuleRefError::Invalid(e.to_string()))?;
+            .map_err(|e| ModuleRefError::Invalid(e.to_string().replace(&shown, reference)))?;
         let module = Arc::new(loaded);
         Ok(self.loaded.entry(module.name.clone()).or_insert(module).clone())
     }
@@ -171,9 +186,9 @@ impl Runtime {
 /// Why a module reference could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleRefError {
-    #[error("no module or component {0:?}")]
+    #[error("no module or component {0:?} in [modules] or under host.spawn_paths")]
     NotFound(String),
-    #[error("{0:?} is outside the manifest's host.spawn_paths")]
+    #[error("{0:?} is not a relative path under the manifest's host.spawn_paths")]
     Denied(String),
     #[error("{0}")]
     Invalid(String),
