@@ -183,3 +183,34 @@ fn pool_checkout_times_out_under_contention_overflow_absorbs_it_and_slow_answers
     assert_eq!(run.outcome("impatient", &format!("http GET {}", upstream.url("/ok"))), "status 200 body hello");
     assert_eq!(upstream.hits("/slow"), 4);
 }
+
+#[test]
+fn ipv6_literal_targets_work_and_credentials_in_urls_are_refused() {
+    let v6 = Upstream::start_on("[::1]:0");
+    let v4 = Upstream::start();
+    let port = v4.address.port();
+    let targets =
+        format!("[outbound.six]\nurl = \"{}\"\n[outbound.four]\nurl = \"{}\"\n", v6.url("/api"), v4.url("/api"));
+    // `user@` would reach the upstream's Host header as written: refused before any connection.
+    let script = format!("http GET {}; http GET http://user@127.0.0.1:{port}/api/v1; stop", v6.url("/api/v1"));
+    let scenario = Scenario::finite("", &format!("{targets}{}", caller("caller", "\"six\", \"four\"", &script)));
+    let run = scenario.run();
+    run.assert_success();
+    assert_eq!(run.outcome("caller", &format!("http GET {}", v6.url("/api/v1"))), "status 200 body /api/v1");
+    assert_eq!(
+        run.outcome("caller", &format!("http GET http://user@127.0.0.1:{port}/api/v1")),
+        "error HttpRequestDenied"
+    );
+    assert_eq!(v4.hits("/api/v1"), 0);
+    // In the manifest, the same is refused where it is written.
+    let with_credentials = Scenario::finite(
+        "",
+        &format!(
+            "[outbound.four]\nurl = \"http://user:secret@127.0.0.1:{port}/api\"\n{}",
+            caller("caller", "\"four\"", "stop")
+        ),
+    );
+    let check = common::run_agora(&["check", with_credentials.manifest.to_str().unwrap()]);
+    check.assert_failure();
+    assert!(check.stderr.contains("credentials in a URL (user@host) are not accepted"), "{}", check.stderr);
+}

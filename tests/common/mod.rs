@@ -308,9 +308,14 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
+        Upstream::start_on("127.0.0.1:0")
+    }
+
+    /// On another loopback address (`[::1]:0` for IPv6).
+    pub fn start_on(bind: &str) -> Upstream {
         use http_body_util::Full;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(bind)).unwrap();
         let address = listener.local_addr().unwrap();
         let hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Default::default();
         let counted = hits.clone();

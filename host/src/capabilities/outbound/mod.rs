@@ -158,8 +158,16 @@ fn parse_origin(url: &str) -> Result<Origin, String> {
         _ => return Err(format!("url {url:?}: must start with http://")),
     }
     let host = uri.host().ok_or_else(|| format!("url {url:?}: no host"))?;
+    if has_userinfo(&uri) {
+        return Err(format!("url {url:?}: credentials in a URL (user@host) are not accepted"));
+    }
     let path = uri.path().trim_end_matches('/').to_string();
     Ok(Origin { host: host.to_ascii_lowercase(), port: uri.port_u16().unwrap_or(80), path })
+}
+
+/// Whether the URI's authority carries credentials (`user[:password]@`).
+fn has_userinfo(uri: &http::Uri) -> bool {
+    uri.authority().is_some_and(|authority| authority.as_str().contains('@'))
 }
 
 impl BreakerSection {
@@ -210,7 +218,9 @@ impl Outbound {
         let mut targets = BTreeMap::new();
         for (name, spec) in specs {
             let origin = spec.validate().map_err(|e| anyhow::anyhow!("outbound.{name}: {e}"))?;
-            let address: SocketAddr = (origin.host.as_str(), origin.port)
+            // An IPv6 literal is written in brackets in a URL, and resolved without them.
+            let literal = origin.host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+            let address: SocketAddr = (literal.unwrap_or(&origin.host), origin.port)
                 .to_socket_addrs()
                 .map_err(|e| anyhow::anyhow!("outbound.{name}: cannot resolve {}: {e}", origin.host))?
                 .next()
@@ -304,6 +314,10 @@ impl Target {
     /// be led outside the allowed prefix.
     fn covers(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
+        // `user@host` would reach the upstream's `Host` header as written.
+        if has_userinfo(uri) {
+            return false;
+        }
         let port = uri.port_u16().unwrap_or(80);
         let path = uri.path();
         let lowered = path.to_ascii_lowercase();
