@@ -92,7 +92,19 @@ fn bad_manifests_name_file_line_and_key() {
         (format!("{header}{agents}grants = [\"net\"]\n"), header_lines + 4, "unknown grant \"net\""),
         ("[host]\nmax_agents = \"many\"\n".to_string(), 2, "`max_agents`: invalid type"),
         ("[host]\nspawn_paths = [\"nowhere\"]\n".to_string(), 2, "`host.spawn_paths`: "),
-        ("[host]\ninterpreter_agents = 0\n".to_string(), 1, "`host.interpreter_agents`: must be at least 1"),
+        ("[host]\ninterpreter_agents = 0\n".to_string(), 2, "`host.interpreter_agents`: 0 is outside 1..=100000"),
+        (
+            "[host]\ntick = \"5ms\"\nmax_agents = 4000000000\n".to_string(),
+            3,
+            "`host.max_agents`: 4000000000 is outside",
+        ),
+        ("# a comment\n[host]\nmax_message = \"0B\"\n".to_string(), 3, "`host.max_message`: must be at least 1B"),
+        ("[host]\ndata_dir = \"manifest.toml/cache\"\n".to_string(), 2, "which is a file"),
+        (
+            format!("{header}zero = \"/dev/zero\"\n"),
+            header_lines + 1,
+            "`modules.zero`: module file is not a regular file",
+        ),
         // Absurd durations and sizes are refused where they are written, not found at run time.
         (
             format!("{header}[supervisor]\nbackoff = {{ initial = \"1s\", max = \"500000000years\" }}\n{agents}"),

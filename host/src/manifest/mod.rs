@@ -93,6 +93,64 @@ impl Default for HostSettings {
     }
 }
 
+/// The `[host]` values serde cannot check, each refused at its own line.
+fn check_host(locate: &Locator<'_>, host: &HostSettings) -> Result<(), ManifestError> {
+    let error = |key: &str, message: String| Err(locate.toml_key_error(key, message));
+    for (key, slots, most) in
+        [("max_agents", host.max_agents, MAX_POOL_SLOTS), ("interpreter_agents", host.interpreter_agents, 100_000)]
+    {
+        if !(1..=most).contains(&slots) {
+            return error(key, format!("{slots} is outside 1..={most} (each slot reserves address space at start)"));
+        }
+    }
+    if host.max_memory < ByteSize(64 << 10) {
+        return error("max_memory", format!("{} is below one wasm page (64KiB)", host.max_memory));
+    }
+    if let Some(reservation) = host.memory_reservation.filter(|r| *r < host.max_memory) {
+        return error("max_memory", format!("{} exceeds host.memory_reservation ({reservation})", host.max_memory));
+    }
+    if host.max_message.bytes() == 0 {
+        return error("max_message", "must be at least 1B: no message could be sent".into());
+    }
+    if host.mailbox_bytes < host.max_message {
+        let message = format!(
+            "host.mailbox_bytes ({}) is less than host.max_message ({}): a largest message could never be delivered",
+            host.mailbox_bytes, host.max_message
+        );
+        let key = if locate.source.contains("mailbox_bytes") { "mailbox_bytes" } else { "max_message" };
+        return error(key, message);
+    }
+    if host.admin_max_connections == 0 {
+        return error("admin_max_connections", "must be at least 1".into());
+    }
+    if host.admin_idle_timeout.duration() < Duration::from_millis(100) {
+        return error("admin_idle_timeout", "must be at least 100ms".into());
+    }
+    if !(Duration::from_millis(1)..=Duration::from_secs(1)).contains(&host.tick.duration()) {
+        return error("tick", format!("{} is outside 1ms..=1s", host.tick));
+    }
+    // The data directory must be one, or be makeable: not a file, not under one.
+    let mut ancestor = Some(host.data_dir.as_path());
+    while let Some(dir) = ancestor {
+        if dir.exists() {
+            if !dir.is_dir() {
+                let message = if dir == host.data_dir {
+                    format!("{} is a file, not a directory", host.data_dir.display())
+                } else {
+                    format!("{} is inside {}, which is a file", host.data_dir.display(), dir.display())
+                };
+                return error("data_dir", message);
+            }
+            break;
+        }
+        ancestor = dir.parent();
+    }
+    Ok(())
+}
+
+/// The most instance-pool slots a host reserves.
+const MAX_POOL_SLOTS: u32 = 1_000_000;
+
 /// Per-agent limits; `[defaults]` sets them for all, an agent entry may override each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -228,64 +286,17 @@ impl Manifest {
             }
         }
         host.spawn_paths = spawn_paths;
-        let root_table = locate.at(0..0, None, String::new());
-        for (key, slots) in [("host.max_agents", host.max_agents), ("host.interpreter_agents", host.interpreter_agents)]
-        {
-            if slots == 0 {
-                return Err(ManifestError {
-                    key: Some(key.into()),
-                    message: "must be at least 1".into(),
-                    ..root_table
-                });
-            }
-        }
-        if let Some(reservation) = host.memory_reservation.filter(|r| *r < host.max_memory) {
-            return Err(ManifestError {
-                key: Some("host.max_memory".into()),
-                message: format!("{} exceeds host.memory_reservation ({reservation})", host.max_memory),
-                ..root_table
-            });
-        }
-        if host.mailbox_bytes < host.max_message {
-            return Err(ManifestError {
-                key: Some("host.mailbox_bytes".into()),
-                message: format!(
-                    "{} is less than host.max_message ({}): a largest message could never be delivered",
-                    host.mailbox_bytes, host.max_message
-                ),
-                ..root_table
-            });
-        }
-        if host.admin_max_connections == 0 {
-            return Err(ManifestError {
-                key: Some("host.admin_max_connections".into()),
-                message: "must be at least 1".into(),
-                ..root_table
-            });
-        }
-        if host.admin_idle_timeout.duration() < Duration::from_millis(100) {
-            return Err(ManifestError {
-                key: Some("host.admin_idle_timeout".into()),
-                message: "must be at least 100ms".into(),
-                ..root_table
-            });
-        }
-        if host.tick.duration() < Duration::from_millis(1) {
-            return Err(ManifestError {
-                key: Some("host.tick".into()),
-                message: "must be at least 1ms".into(),
-                ..root_table
-            });
-        }
+        check_host(&locate, &host)?;
 
         let mut modules = BTreeMap::new();
         for (name, file) in &raw.modules {
             let resolved = resolve(Path::new(file.get_ref()));
             if !resolved.is_file() {
+                let why = if resolved.exists() { "is not a regular file" } else { "not found" };
                 return Err(locate.at(
                     file.span(),
                     Some(format!("modules.{name}")),
-                    format!("module file not found: {}", resolved.display()),
+                    format!("module file {why}: {}", resolved.display()),
                 ));
             }
             modules.insert(name.clone(), resolved);
@@ -460,14 +471,20 @@ impl Locator<'_> {
         self.at(offset..offset, Some(key.to_string()), message)
     }
 
-    /// An error about a key that was parsed without a span: located at the key's first line.
+    /// An error about a `[host]` key, which is parsed without spans: located at the key's line
+    /// in the `[host]` table (or the table's header when the key is not written there).
     fn toml_key_error(&self, key: &str, message: String) -> ManifestError {
-        let offset = self
-            .source
-            .match_indices(key)
-            .map(|(at, _)| at)
-            .find(|at| self.source[*at + key.len()..].trim_start().starts_with('='))
-            .unwrap_or(0);
+        let table = self.source.find("[host]").map(|at| at + "[host]".len());
+        let end = table
+            .map_or(0, |start| self.source[start..].find("\n[").map_or(self.source.len(), |next| start + next + 1));
+        let written = table.and_then(|start| {
+            self.source[start..end].match_indices(key).map(|(at, _)| start + at).find(|at| {
+                let line_start = self.source[..*at].rfind('\n').map_or(0, |i| i + 1);
+                self.source[line_start..*at].trim().is_empty()
+                    && self.source[*at + key.len()..].trim_start().starts_with('=')
+            })
+        });
+        let offset = written.or(table.map(|at| at - "[host]".len())).unwrap_or(0);
         self.at(offset..offset, Some(format!("host.{key}")), message)
     }
 
