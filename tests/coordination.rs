@@ -34,12 +34,20 @@ fn a_lock_keeps_concurrent_read_modify_writes_exact() {
 
 #[test]
 fn readers_share_writers_exclude_and_leases_and_crashes_release() {
+    // Two agents each hold `rw` shared at once, and a third's exclusive try meanwhile is busy;
+    // each waits on the others' registered names, not on time.
     let sharer = probe(
         "sharer",
         GRANTS,
-        "lock-try rw shared 60000; lock-try rw shared 60000; lock-try rw exclusive 60000; \
+        "lock-try rw shared 60000; register sharing-1; await sharing-2 10000; await tried 10000; \
          lock-try other exclusive 60000; lock-release other; lock-release other; lock-renew other 1000; stop",
     );
+    let second_sharer = probe(
+        "sharer-2",
+        GRANTS,
+        "await sharing-1 10000; lock-try rw shared 60000; register sharing-2; await tried 10000; stop",
+    );
+    let writer = probe("writer", GRANTS, "await sharing-2 10000; lock-try rw exclusive 60000; register tried; stop");
     // Holds a lock, then crashes; the waiter gets it then, long before the lease (60 s) ends.
     let crasher = probe("crasher", GRANTS, "lock-try crashy exclusive 60000; register holding; sleep 300; panic");
     let heir = probe("heir", GRANTS, "await holding 10000; lock crashy exclusive 60000 30000; stop");
@@ -54,11 +62,18 @@ fn readers_share_writers_exclude_and_leases_and_crashes_release() {
     let patient = probe("patient", GRANTS, "await blocking 10000; lock crashy2 exclusive 1000 200; stop");
     let outsider = probe("outsider", "\"messaging\", \"logging\"", "lock-try rw shared 1000; stop");
     let blocker = probe("blocker", GRANTS, "lock-try crashy2 exclusive 60000; register blocking; sleep 1000; stop");
-    let scenario = Scenario::agents("", &format!("{sharer}{crasher}{heir}{lapser}{taker}{blocker}{patient}{outsider}"));
-    let run = scenario.run_until_exit_of_all(&["sharer", "heir", "taker", "patient", "outsider", "lapser", "blocker"]);
+    let scenario = Scenario::agents(
+        "",
+        &format!("{sharer}{second_sharer}{writer}{crasher}{heir}{lapser}{taker}{blocker}{patient}{outsider}"),
+    );
+    let run = scenario.run_until_exit_of_all(&[
+        "sharer", "sharer-2", "writer", "heir", "taker", "patient", "outsider", "lapser", "blocker",
+    ]);
 
-    assert!(run.outcome("sharer", "lock-try rw shared 60000").starts_with("token "));
-    assert_eq!(run.outcome("sharer", "lock-try rw exclusive 60000"), "error LockError::Busy");
+    let first = token(&run.outcome("sharer", "lock-try rw shared 60000"));
+    let second = token(&run.outcome("sharer-2", "lock-try rw shared 60000"));
+    assert!(second > first, "two readers hold it at once, with increasing tokens");
+    assert_eq!(run.outcome("writer", "lock-try rw exclusive 60000"), "error LockError::Busy");
     assert_eq!(run.outcome("outsider", "lock-try rw shared 1000"), "error LockError::Denied");
     let logs = run.logs("sharer");
     let releases: Vec<&String> = logs.iter().filter(|l| l.starts_with("probe: lock-release other")).collect();

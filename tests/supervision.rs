@@ -7,6 +7,8 @@
 mod common;
 
 use common::{Run, Scenario};
+use std::time::Duration;
+
 use serde_json::Value;
 
 const GRANTS: &str = "grants = [\"messaging\", \"registry\", \"logging\"]";
@@ -209,17 +211,29 @@ fn shutdown_stops_in_reverse_order_and_kills_past_the_timeout() {
 }
 
 #[test]
-fn restart_backoff_delays_restarts() {
+fn restart_backoff_doubles_up_to_its_cap() {
+    let crash = "lookup a; call a panic 5000; await-new a 10000";
     let run = scenario(
-        "backoff = { initial = \"2s\", max = \"4s\" }",
+        "intensity = 10\nbackoff = { initial = \"300ms\", max = \"700ms\" }",
         &[("a", "")],
-        "call a panic 5000; await a 100; await a 5000; stop",
+        &format!("{crash}; {crash}; {crash}; {crash}; stop"),
     )
     .run_until_exit_of("probe");
-    // Not back within the first 100 ms (far inside the 2 s delay, even on a loaded machine), back
-    // within the next seconds.
-    assert_eq!(run.outcome("probe", "await a 100"), "error timeout");
-    assert!(run.outcome("probe", "await a 5000").starts_with("id "));
+    let at = |event: &Value| humantime::parse_rfc3339(event["timestamp"].as_str().unwrap()).unwrap();
+    let crashes: Vec<&Value> =
+        run.events("agent_exited", Some("a")).into_iter().filter(|e| e["reason"] == "panic").collect();
+    let starts = run.events("agent_started", Some("a"));
+    assert_eq!((crashes.len(), starts.len()), (4, 5), "{:#?}", run.events);
+    let delays: Vec<Duration> =
+        crashes.iter().zip(&starts[1..]).map(|(crash, start)| at(start).duration_since(at(crash)).unwrap()).collect();
+    // Each wait is at least the backoff (300, 600, then the 700 ms cap twice); the cap holds it
+    // well under the 1.2 s an uncapped doubling would reach by the third.
+    for (delay, least) in delays.iter().zip([300, 600, 700, 700]) {
+        assert!(*delay >= Duration::from_millis(least), "{delays:?}");
+    }
+    for delay in &delays[2..] {
+        assert!(*delay < Duration::from_millis(1200), "capped at 700 ms: {delays:?}");
+    }
 }
 
 const ALL_GRANTS: &str = "grants = [\"messaging\", \"registry\", \"logging\", \"supervision\"]";
@@ -265,13 +279,22 @@ fn spawning_needs_the_supervision_grant_and_a_child_gets_no_more_than_its_parent
          [[supervisor.children]]\nname = \"plain\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
          config = {{ run_in_init = \"true\", script = \"spawn pool x echo temporary; monitor plain; isolated echo hi 1048576 1000\" }}\n\
          [[supervisor.children]]\nname = \"parent\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n{ALL_GRANTS}\n\
-         config = {{ run_in_init = \"true\", script = \"spawn pool kid probe temporary; stop\" }}\n"
+         config = {{ run_in_init = \"true\", script = \"spawn pool kid probe temporary - config-get greeting; \
+         spawn pool kid2 probe temporary - lookup parent; spawn pool big probe temporary 99999999999; stop\" }}\n\
+         [config.values]\ngreeting = \"hi\"\n"
     );
     let run = Scenario::agents("", &text).run_until_exit_of("parent");
     assert_eq!(run.outcome("plain", "spawn pool x echo temporary"), "error SpawnError::Denied");
     assert_eq!(run.outcome("plain", "monitor plain"), "error denied");
     assert_eq!(run.outcome("plain", "isolated echo hi 1048576 1000"), "error JobError::Denied");
-    assert!(run.outcome("parent", "spawn pool kid probe temporary").starts_with("id "));
+    assert!(run.outcome("parent", "spawn pool kid probe temporary - config-get greeting").starts_with("id "));
+    // The child holds its parent's grants and no more: `config` is denied to it, `registry` not.
+    assert_eq!(run.outcome("kid", "config-get greeting"), "error denied");
+    let parent = run.events("agent_started", Some("parent"))[0]["id"].as_u64().unwrap();
+    assert_eq!(run.outcome("kid2", "lookup parent"), format!("id {parent}"));
+    // Limits above the host's bounds are refused.
+    let big = run.outcome("parent", "spawn pool big probe temporary 99999999999");
+    assert!(big.starts_with("error SpawnError::Invalid(\"memory 99999999999 is outside"), "{big}");
 }
 
 #[test]

@@ -141,6 +141,10 @@ impl Runtime {
         // nothing about host files outside the spawn paths (not even whether they exist), and
         // no answer shows a host path, only the reference it gave.
         let denied = || ModuleRefError::Denied(reference.to_string());
+        // A reference with no `/` that does not end in `.wasm` is a module name, and there is none.
+        if !reference.contains('/') && !reference.ends_with(".wasm") {
+            return Err(ModuleRefError::NotFound(reference.to_string()));
+        }
         let relative = std::path::Path::new(reference);
         let plain =
             relative.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));

@@ -281,8 +281,13 @@ fn run_step(words: &[&str]) -> String {
             };
             let mut limits = supervision::default_limits();
             limits.memory_bytes = arg(5).parse().ok();
-            let child =
-                supervision::Child { name: arg(2).into(), module: arg(3).into(), config: Vec::new(), limits, restart };
+            // Words after the memory (`-` for the default) are one step the child (a probe) runs
+            // in its `init`.
+            let config = match words.get(6..).filter(|step| !step.is_empty()) {
+                Some(step) => vec![("script".into(), step.join(" ")), ("run_in_init".into(), "true".into())],
+                None => Vec::new(),
+            };
+            let child = supervision::Child { name: arg(2).into(), module: arg(3).into(), config, limits, restart };
             match supervision::spawn(arg(1), &child) {
                 Ok(id) => format!("id {id}"),
                 Err(e) => format!("error {e:?}"),
