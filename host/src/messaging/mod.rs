@@ -24,6 +24,8 @@ use crate::infra::hashers::{IdHasher, NameHasher};
 
 /// The most payload bytes one mailbox holds unless `host.mailbox_bytes` says otherwise.
 pub const DEFAULT_MAILBOX_BYTES: usize = 64 << 20;
+/// Payloads this small are not counted against `mailbox_bytes`.
+const UNCOUNTED: usize = 256;
 
 /// Agent ids: the top 16 bits name the node (0 here), the rest are a per-node serial.
 pub type AgentId = u64;
@@ -60,11 +62,13 @@ impl Message {
         Message { sender, topic: Some(topic), body: Body::Notice(Box::new(notice)), reply: None }
     }
 
-    /// The payload bytes it holds in a mailbox (a notice holds none of an agent's).
+    /// The payload bytes it is counted for in a mailbox. Payloads up to `UNCOUNTED` bytes (and
+    /// notices) are not counted: the slot bound already bounds them (1,024 slots hold at most
+    /// 256 KiB of them), and counting would add a shared atomic to every small message's path.
     fn held_bytes(&self) -> usize {
         match &self.body {
-            Body::Bytes(payload) => payload.len(),
-            Body::Notice(_) => 0,
+            Body::Bytes(payload) if payload.len() > UNCOUNTED => payload.len(),
+            _ => 0,
         }
     }
 

@@ -122,8 +122,10 @@ impl CpuMeter {
         Duration::from_nanos(self.used_ns.load(Ordering::Relaxed))
     }
 
+    /// Only the agent's own task writes the meter, so a load and a store do (no locked
+    /// read-modify-write on the message path).
     fn charge(&self, ns: u64) {
-        self.used_ns.fetch_add(ns, Ordering::Relaxed);
+        self.used_ns.store(self.used_ns.load(Ordering::Relaxed) + ns, Ordering::Relaxed);
     }
 
     /// A poll of the callback begins: a segment whose CPU start is not known.
