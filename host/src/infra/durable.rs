@@ -14,6 +14,9 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// The page cache of one durable database.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// Open (or create) the database at `path`, or one in memory when `path` is none. A file left
 /// by a killed process is repaired by redb on open.
 pub fn open_database(path: Option<&Path>) -> Result<Database, String> {
@@ -22,7 +25,9 @@ pub fn open_database(path: Option<&Path>) -> Result<Database, String> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
-            Database::create(path).map_err(|e| format!("{}: {e}", path.display()))
+            // redb caches up to 1 GiB by default, and a write-heavy store (a restart storm
+            // journals every crash) grows the process towards it: bound it.
+            Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| format!("{}: {e}", path.display()))
         }
         None => {
             Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(|e| e.to_string())
