@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{Lines, Scenario, agora, lines_of, terminate, wait_for_event};
+use common::{Lines, Scenario, agora, terminate, wait_for_event};
 use serde_json::Value;
 
 /// The host under attack: an echo agent that keeps it running, the given host keys and config.
@@ -23,18 +23,14 @@ fn scenario(host_extra: &str, config: &str) -> Scenario {
 fn start(scenario: &Scenario, wrapper: &str) -> (Child, Lines, Vec<Value>, String) {
     let agora = agora().get_program().to_str().unwrap().to_string();
     let manifest = scenario.manifest.to_str().unwrap();
-    let mut child = std::process::Command::new("sh")
+    let child = std::process::Command::new("sh")
         .args(["-c", &format!("{wrapper} exec {agora} run --log-format json --admin 127.0.0.1:0 {manifest}")])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = lines_of(&mut child);
-    let mut seen = Vec::new();
-    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "admin_listening");
-    let address = seen.last().unwrap()["address"].as_str().unwrap().to_string();
-    (child, lines, seen, address)
+    common::until_admin_listens(child)
 }
 
 /// One HTTP/1.1 request with the given extra headers (`Host` among them, or not); returns the

@@ -19,17 +19,13 @@ fn probe(name: &str, grants: &str, extra: &str, script: &str) -> String {
 
 /// Start the host with an admin endpoint on a free port; returns it with its output lines.
 fn start(scenario: &Scenario) -> (Child, Lines, Vec<Value>, String) {
-    let mut child = agora()
+    let child = agora()
         .args(["run", "--log-format", "json", "--admin", "127.0.0.1:0", scenario.manifest.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = lines_of(&mut child);
-    let mut seen = Vec::new();
-    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "admin_listening");
-    let address = seen.last().unwrap()["address"].as_str().unwrap().to_string();
-    (child, lines, seen, address)
+    common::until_admin_listens(child)
 }
 
 fn wait_for_log(lines: &mut Lines, seen: &mut Vec<Value>, agent: &str, message: &str) {

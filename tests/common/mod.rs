@@ -143,6 +143,16 @@ impl Scenario {
     }
 }
 
+/// Read a just-spawned host's output until its admin endpoint listens; returns the host, its
+/// output lines, the events seen so far and the bound address.
+pub fn until_admin_listens(mut child: Child) -> (Child, Lines, Vec<Value>, String) {
+    let mut lines = lines_of(&mut child);
+    let mut seen = Vec::new();
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "admin_listening");
+    let address = seen.last().unwrap()["address"].as_str().unwrap().to_string();
+    (child, lines, seen, address)
+}
+
 pub fn terminate(child: &Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

@@ -113,7 +113,9 @@ impl Runtime {
     fn load(manifest: &Manifest, durable_events: bool) -> anyhow::Result<Runtime> {
         let mut runtime = Runtime::with_services(manifest.host.clone(), &manifest.services, durable_events)?;
         runtime.defaults = manifest.defaults;
-        runtime.base_dir = manifest.base_dir().to_path_buf();
+        // Canonical once here, so that resolving a spawned path compares without asking again.
+        let base = manifest.base_dir();
+        runtime.base_dir = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
         for (name, path) in &manifest.modules {
             runtime.add_module(name, path)?;
         }
@@ -151,7 +153,7 @@ impl Runtime {
         if !plain || reference.is_empty() {
             return Err(denied());
         }
-        let base = self.base_dir.canonicalize().map_err(|_| denied())?;
+        let base = &self.base_dir;
         let inside = |path: &std::path::Path| self.settings.spawn_paths.iter().any(|dir| path.starts_with(dir));
         if !inside(&base.join(relative)) {
             return Err(denied());
