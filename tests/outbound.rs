@@ -214,3 +214,103 @@ fn ipv6_literal_targets_work_and_credentials_in_urls_are_refused() {
     check.assert_failure();
     assert!(check.stderr.contains("credentials in a URL (user@host) are not accepted"), "{}", check.stderr);
 }
+
+/// A test CA and a server certificate it signs for `127.0.0.1` and `localhost`: (CA PEM,
+/// server chain PEM, server key PEM).
+fn test_pki(ca_name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    server.distinguished_name.push(DnType::CommonName, "upstream");
+    let server = server.signed_by(&server_key, &ca).unwrap();
+    (ca.pem(), format!("{}{}", server.pem(), ca.pem()), server_key.serialize_pem())
+}
+
+#[test]
+fn https_targets_verify_the_server_against_their_ca_bundle_or_the_system_store() {
+    let (ca, chain, key) = test_pki("Agora test CA");
+    let (stranger_ca, _, _) = test_pki("Some other CA");
+    let upstream = Upstream::start_tls(&chain, &key);
+    let localhost = upstream.url("/api").replace("127.0.0.1", "localhost");
+    let targets = format!(
+        "[outbound.trusted]\nurl = \"{}\"\nca_bundle = \"ca.pem\"\n\
+         [outbound.by_name]\nurl = \"{localhost}\"\nca_bundle = \"ca.pem\"\n\
+         [outbound.foreign]\nurl = \"{}\"\nca_bundle = \"stranger.pem\"\n\
+         [outbound.system]\nurl = \"{}\"\n",
+        upstream.url("/api"),
+        upstream.url("/echo"),
+        upstream.url("/ok"),
+    );
+    let plain = upstream.url("/api/plain").replace("https://", "http://");
+    let script = format!(
+        "http GET {}; http GET {localhost}/by-name; http-post {} sealed; http GET {}; http GET {plain}; stop",
+        upstream.url("/api/v1"),
+        upstream.url("/echo"),
+        upstream.url("/ok"),
+    );
+    let scenario = Scenario::finite(
+        "",
+        &format!("{targets}{}", caller("caller", "\"trusted\", \"by_name\", \"foreign\", \"system\"", &script)),
+    );
+    std::fs::write(scenario.dir.path().join("ca.pem"), &ca).unwrap();
+    std::fs::write(scenario.dir.path().join("stranger.pem"), &stranger_ca).unwrap();
+    // The system store, for this run: a CA that did not sign the server's certificate.
+    let system = scenario.dir.path().join("system.pem");
+    std::fs::write(&system, &stranger_ca).unwrap();
+    let mut command = common::agora();
+    command.env("SSL_CERT_FILE", &system).env_remove("SSL_CERT_DIR");
+    let run = common::run_command(command, &["run", "--log-format", "json", scenario.manifest.to_str().unwrap()]);
+    run.assert_success();
+    let outcome = |step: String| run.outcome("caller", &step);
+    assert_eq!(outcome(format!("http GET {}", upstream.url("/api/v1"))), "status 200 body /api/v1");
+    assert_eq!(outcome(format!("http GET {localhost}/by-name")), "status 200 body /api/by-name");
+    assert_eq!(outcome(format!("http-post {} sealed", upstream.url("/echo"))), "error TlsCertificateError");
+    assert_eq!(outcome(format!("http GET {}", upstream.url("/ok"))), "error TlsCertificateError");
+    assert_eq!(outcome(format!("http GET {plain}")), "error HttpRequestDenied", "http does not reach an https target");
+    assert_eq!(upstream.hits("/api/v1") + upstream.hits("/api/by-name"), 2);
+    assert_eq!(
+        upstream.hits("/echo") + upstream.hits("/ok") + upstream.hits("/api/plain"),
+        0,
+        "refused before any request"
+    );
+
+    // With the system store trusting the test CA, the target without a bundle gets through.
+    std::fs::write(&system, &ca).unwrap();
+    let mut command = common::agora();
+    command.env("SSL_CERT_FILE", &system).env_remove("SSL_CERT_DIR");
+    let run = common::run_command(command, &["run", "--log-format", "json", scenario.manifest.to_str().unwrap()]);
+    run.assert_success();
+    assert_eq!(run.outcome("caller", &format!("http GET {}", upstream.url("/ok"))), "status 200 body hello");
+}
+
+#[test]
+fn a_ca_bundle_that_is_missing_or_not_certificates_is_refused_by_check() {
+    let upstream = Upstream::start();
+    let https = upstream.url("/api").replace("http://", "https://");
+    let check = |bundle: &str, contents: Option<&str>| {
+        let scenario = Scenario::finite(
+            "",
+            &format!(
+                "[outbound.api]\nurl = \"{https}\"\nca_bundle = \"{bundle}\"\n{}",
+                caller("caller", "\"api\"", "stop")
+            ),
+        );
+        if let Some(contents) = contents {
+            std::fs::write(scenario.dir.path().join(bundle), contents).unwrap();
+        }
+        let run = common::run_agora(&["check", scenario.manifest.to_str().unwrap()]);
+        run.assert_failure();
+        run.stderr
+    };
+    let missing = check("absent.pem", None);
+    assert!(missing.contains("outbound.api") && missing.contains("absent.pem"), "{missing}");
+    let empty = check("empty.pem", Some("not a certificate\n"));
+    assert!(empty.contains("holds no certificate"), "{empty}");
+    let garbage = check("bad.pem", Some("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"));
+    assert!(garbage.contains("bad.pem") && garbage.contains("ca_bundle"), "{garbage}");
+}

@@ -173,7 +173,12 @@ pub struct Run {
 }
 
 pub fn run_agora(args: &[&str]) -> Run {
-    let mut child = agora().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    run_command(agora(), args)
+}
+
+/// As [`run_agora`], with the process set up by the caller (its environment, say).
+pub fn run_command(mut command: Command, args: &[&str]) -> Run {
+    let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
@@ -312,6 +317,7 @@ impl Run {
 /// request is counted by path.
 pub struct Upstream {
     pub address: std::net::SocketAddr,
+    secure: bool,
     hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     _runtime: tokio::runtime::Runtime,
 }
@@ -323,55 +329,95 @@ impl Upstream {
 
     /// On another loopback address (`[::1]:0` for IPv6).
     pub fn start_on(bind: &str) -> Upstream {
-        use http_body_util::Full;
+        Upstream::serve(bind, None)
+    }
+
+    /// The same server behind TLS, with the given certificate chain and key (PEM).
+    pub fn start_tls(chain_pem: &str, key_pem: &str) -> Upstream {
+        use rustls::pki_types::pem::PemObject;
+        let chain: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Upstream::serve("127.0.0.1:0", Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))))
+    }
+
+    fn serve(bind: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind(bind)).unwrap();
         let address = listener.local_addr().unwrap();
         let hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Default::default();
         let counted = hits.clone();
+        let secure = tls.is_some();
         runtime.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let counted = counted.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let path = request.uri().path().to_string();
-                        *counted.lock().unwrap().entry(path.clone()).or_default() += 1;
-                        async move {
-                            use http_body_util::BodyExt;
-                            let received =
-                                request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let (status, body) = match path.as_str() {
-                                "/echo" => (200, format!("echo {}", String::from_utf8_lossy(&received))),
-                                "/ok" => (200, "hello".to_string()),
-                                "/slow" => {
-                                    tokio::time::sleep(Duration::from_secs(1)).await;
-                                    (200, "slow".to_string())
-                                }
-                                "/fail" => (500, "failing".to_string()),
-                                other if other.starts_with("/api/") => (200, other.to_string()),
-                                _ => (404, "no such path".to_string()),
-                            };
-                            let mut response = hyper::Response::new(Full::new(bytes::Bytes::from(body)));
-                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(response)
+                    match tls {
+                        // A client that refuses the certificate ends the handshake: nothing to serve.
+                        Some(acceptor) => {
+                            if let Ok(secured) = acceptor.accept(stream).await {
+                                serve_connection(secured, counted).await;
+                            }
                         }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                        None => serve_connection(stream, counted).await,
+                    }
                 });
             }
         });
-        Upstream { address, hits, _runtime: runtime }
+        Upstream { address, secure, hits, _runtime: runtime }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.address)
     }
 
     /// Requests that reached the server on this path.
     pub fn hits(&self, path: &str) -> usize {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
+}
+
+/// One connection of the [`Upstream`] server, plain or secured.
+async fn serve_connection<S>(
+    stream: S,
+    counted: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::Full;
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let path = request.uri().path().to_string();
+        *counted.lock().unwrap().entry(path.clone()).or_default() += 1;
+        async move {
+            use http_body_util::BodyExt;
+            let received = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let (status, body) = match path.as_str() {
+                "/echo" => (200, format!("echo {}", String::from_utf8_lossy(&received))),
+                "/ok" => (200, "hello".to_string()),
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    (200, "slow".to_string())
+                }
+                "/fail" => (500, "failing".to_string()),
+                other if other.starts_with("/api/") => (200, other.to_string()),
+                _ => (404, "no such path".to_string()),
+            };
+            let mut response = hyper::Response::new(Full::new(bytes::Bytes::from(body)));
+            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }

@@ -95,6 +95,11 @@ macro_rules! compose {
         }
 
         impl ServiceSections {
+            /// Make every section's file paths absolute, from the manifest's directory.
+            pub fn resolve_paths(&mut self, base_dir: &std::path::Path) {
+                $(<$capability as Capability>::resolve_paths(&mut self.$field, base_dir);)*
+            }
+
             /// Check every section.
             pub fn validate(&self) -> Result<(), SectionError> {
                 $(<$capability as Capability>::validate(&self.$field)?;)*

@@ -37,6 +37,9 @@ pub trait Capability: Sized + Send + Sync + 'static {
     /// What it keeps for one agent, from the agent's entry to its exit.
     type Agent: Send + 'static;
 
+    /// Make the section's file paths absolute, from the manifest's directory; before `validate`.
+    fn resolve_paths(_section: &mut Self::Section, _base_dir: &std::path::Path) {}
+
     /// Check the manifest section; the error names the key (`section.key`) and why.
     fn validate(_section: &Self::Section) -> Result<(), SectionError> {
         Ok(())

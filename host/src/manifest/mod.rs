@@ -264,7 +264,7 @@ impl Manifest {
     pub fn parse(path: &Path, source: &str) -> Result<Manifest, ManifestError> {
         let locate = Locator { file: path, source };
         let raw: RawManifest = toml::from_str(source).map_err(|e| locate.toml_error(&e))?;
-        let services: ServiceSections = toml::from_str(source).map_err(|e| locate.toml_error(&e))?;
+        let mut services: ServiceSections = toml::from_str(source).map_err(|e| locate.toml_error(&e))?;
         locate.check_top_level(source)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| {
@@ -311,6 +311,7 @@ impl Manifest {
             "defaults",
         )?;
         let grants = resolve_grants(&locate, defaults.grants.as_deref(), "defaults", Grants::NONE)?;
+        services.resolve_paths(&base);
         if let Err(error) = services.validate() {
             return Err(match error.span {
                 Some(span) => locate.at(span, Some(error.key), error.message),
@@ -593,9 +594,15 @@ mod tests {
         assert_eq!((e.line, e.key.as_deref()), (6, Some("agent[0].outbound")), "{e}");
         assert!(e.message.contains("unknown outbound target \"nope\""), "{e}");
 
-        let e = parse(&format!("{agent}[outbound.api]\nurl = \"https://example.com\"\n")).unwrap_err();
+        let e = parse(&format!("{agent}[outbound.api]\nurl = \"ftp://example.com\"\n")).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (6, Some("outbound.api")), "{e}");
-        assert!(e.message.contains("https targets are not supported"), "{e}");
+        assert!(e.message.contains("must start with http:// or https://"), "{e}");
+        let e = parse(&format!("{agent}[outbound.api]\nurl = \"http://example.com\"\nca_bundle = \"ca.pem\"\n"))
+            .unwrap_err();
+        assert!(e.message.contains("ca_bundle applies to https targets only"), "{e}");
+        let e = parse(&format!("{agent}[outbound.api]\nurl = \"https://example.com\"\nca_bundle = \"no-such.pem\"\n"))
+            .unwrap_err();
+        assert!(e.message.contains("no-such.pem") && e.message.contains("ca_bundle"), "{e}");
 
         let breaker = "[outbound.api]\nurl = \"http://127.0.0.1:1\"\nbreaker = { failures = 3, success_rate = 0.5 }\n";
         let e = parse(&format!("{agent}{breaker}")).unwrap_err();

@@ -5,6 +5,8 @@
 //! ```toml
 //! [outbound.search]
 //! url = "http://127.0.0.1:8080/api"     # requests must fall under this origin and path
+//! # url = "https://search.internal/api" # TLS, verified against the system's CA store, or
+//! # ca_bundle = "certs/internal-ca.pem" # only against these CAs (relative to the manifest)
 //! connect_timeout = "2s"
 //! response_timeout = "10s"              # to the first byte, and between body chunks
 //! pool = { size = 4, overflow = 2, checkout_timeout = "500ms" }
@@ -27,10 +29,12 @@
 
 pub mod breaker;
 pub mod pool;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -57,6 +61,9 @@ use pool::{CheckoutError, Pool, PoolSpec};
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     pub url: String,
+    /// A PEM file of the CAs an `https` target's certificate must chain to, instead of the
+    /// system's store.
+    pub ca_bundle: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Span,
     #[serde(default = "default_response_timeout")]
@@ -123,9 +130,10 @@ fn default_probes() -> u32 {
     1
 }
 
-/// Where a target's requests may go: an http origin and a path prefix.
+/// Where a target's requests may go: an http or https origin and a path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    pub secure: bool,
     pub host: String,
     pub port: u16,
     pub path: String,
@@ -135,6 +143,11 @@ impl TargetSpec {
     /// Check the values serde cannot; the text says what is wrong, the caller says where.
     pub fn validate(&self) -> Result<Origin, String> {
         let origin = parse_origin(&self.url)?;
+        match (&self.ca_bundle, origin.secure) {
+            (Some(_), false) => return Err("ca_bundle applies to https targets only".into()),
+            (Some(bundle), true) => drop(tls::load_bundle(bundle)?),
+            (None, _) => {}
+        }
         if let Some(rate) = &self.rate
             && rate.keyed
         {
@@ -152,17 +165,22 @@ impl TargetSpec {
 
 fn parse_origin(url: &str) -> Result<Origin, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(format!("url {url:?}: https targets are not supported yet (no TLS client)")),
-        _ => return Err(format!("url {url:?}: must start with http://")),
-    }
+    let secure = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("url {url:?}: must start with http:// or https://")),
+    };
     let host = uri.host().ok_or_else(|| format!("url {url:?}: no host"))?;
     if has_userinfo(&uri) {
         return Err(format!("url {url:?}: credentials in a URL (user@host) are not accepted"));
     }
     let path = uri.path().trim_end_matches('/').to_string();
-    Ok(Origin { host: host.to_ascii_lowercase(), port: uri.port_u16().unwrap_or(80), path })
+    let port = uri.port_u16().unwrap_or(default_port(secure));
+    Ok(Origin { secure, host: host.to_ascii_lowercase(), port, path })
+}
+
+fn default_port(secure: bool) -> u16 {
+    if secure { 443 } else { 80 }
 }
 
 /// Whether the URI's authority carries credentials (`user[:password]@`).
@@ -220,7 +238,8 @@ impl Outbound {
             let origin = spec.validate().map_err(|e| anyhow::anyhow!("outbound.{name}: {e}"))?;
             // An IPv6 literal is written in brackets in a URL, and resolved without them.
             let literal = origin.host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-            let address: SocketAddr = (literal.unwrap_or(&origin.host), origin.port)
+            let host = literal.unwrap_or(&origin.host);
+            let address: SocketAddr = (host, origin.port)
                 .to_socket_addrs()
                 .map_err(|e| anyhow::anyhow!("outbound.{name}: cannot resolve {}: {e}", origin.host))?
                 .next()
@@ -231,11 +250,16 @@ impl Outbound {
                 checkout_timeout: spec.pool.checkout_timeout.duration(),
                 connect_timeout: spec.connect_timeout.duration(),
             };
+            let tls = origin
+                .secure
+                .then(|| tls::Tls::new(host, spec.ca_bundle.as_deref()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("outbound.{name}: {e}"))?;
             let quota = |limit: &Option<LimiterSpec>| limit.as_ref().and_then(LimiterSpec::quota);
             let target = Target {
                 name: name.clone(),
                 origin,
-                pool: Arc::new(Pool::new(address, pool)),
+                pool: Arc::new(Pool::new(address, pool, tls)),
                 rate: quota(&spec.rate).map(|q| Limiter::new(q, false)),
                 rate_per_agent: quota(&spec.rate_per_agent).map(|q| Limiter::new(q, true)),
                 breaker: spec
@@ -318,7 +342,12 @@ impl Target {
         if has_userinfo(uri) {
             return false;
         }
-        let port = uri.port_u16().unwrap_or(80);
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return false,
+        };
+        let port = uri.port_u16().unwrap_or(default_port(secure));
         let path = uri.path();
         let lowered = path.to_ascii_lowercase();
         let escapes =
@@ -329,7 +358,7 @@ impl Target {
         let under_path = self.origin.path.is_empty()
             || path == self.origin.path
             || path.strip_prefix(&self.origin.path).is_some_and(|rest| rest.starts_with('/'));
-        uri.scheme_str() == Some("http")
+        secure == self.origin.secure
             && host.eq_ignore_ascii_case(&self.origin.host)
             && port == self.origin.port
             && under_path
@@ -492,6 +521,16 @@ impl Capability for Outbound {
     type Section = BTreeMap<String, TargetSpec>;
     type Shared = Outbound;
     type Agent = AgentHttp;
+
+    fn resolve_paths(section: &mut Self::Section, base_dir: &Path) {
+        for target in section.values_mut() {
+            if let Some(bundle) = &mut target.ca_bundle
+                && bundle.is_relative()
+            {
+                *bundle = base_dir.join(&*bundle);
+            }
+        }
+    }
 
     fn validate(section: &Self::Section) -> Result<(), SectionError> {
         for (name, target) in section {

@@ -15,6 +15,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
+use super::tls::Tls;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSpec {
     pub size: u32,
@@ -29,6 +31,8 @@ const READY_WAIT: Duration = Duration::from_millis(50);
 pub struct Pool {
     address: SocketAddr,
     spec: PoolSpec,
+    /// For an `https` target.
+    tls: Option<Tls>,
     /// One permit per connection that may exist: size + overflow.
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<SendRequest<WasiBody>>>,
@@ -50,9 +54,9 @@ pub struct Checkout {
 }
 
 impl Pool {
-    pub fn new(address: SocketAddr, spec: PoolSpec) -> Pool {
+    pub fn new(address: SocketAddr, spec: PoolSpec, tls: Option<Tls>) -> Pool {
         let capacity = (spec.size + spec.overflow).max(1) as usize;
-        Pool { address, spec, slots: Arc::new(Semaphore::new(capacity)), idle: Mutex::new(Vec::new()) }
+        Pool { address, spec, tls, slots: Arc::new(Semaphore::new(capacity)), idle: Mutex::new(Vec::new()) }
     }
 
     pub fn capacity(&self) -> u32 {
@@ -91,16 +95,34 @@ impl Pool {
             Err(_) => return Err(HttpError::ConnectionTimeout),
         };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) =
-            tokio::time::timeout(timeout, hyper::client::conn::http1::handshake(TokioIo::new(stream)))
-                .await
-                .map_err(|_| HttpError::ConnectionTimeout)??;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "outbound connection closed");
+        // The connect timeout covers the whole setup: TCP, the TLS handshake and HTTP's.
+        let setup = async {
+            match &self.tls {
+                Some(tls) => {
+                    let secured = tls.connect(stream).await?;
+                    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(secured)).await?;
+                    tokio::spawn(drive(connection));
+                    Ok::<_, HttpError>(sender)
+                }
+                None => {
+                    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(drive(connection));
+                    Ok(sender)
+                }
             }
-        });
+        };
+        let sender = tokio::time::timeout(timeout, setup).await.map_err(|_| HttpError::ConnectionTimeout)??;
         Ok(sender)
+    }
+}
+
+/// Runs one connection's I/O until it closes.
+async fn drive<T>(connection: hyper::client::conn::http1::Connection<T, WasiBody>)
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "outbound connection closed");
     }
 }
 
