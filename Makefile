@@ -110,3 +110,41 @@ lint: setup
 
 clean-cache:
 	rm -rf .agora
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of the manifest parser, module loading and
+# the host side of the WIT imports: FUZZ_TIME seconds per target. cargo-fuzz's flags are
+# nightly-only; RUSTC_BOOTSTRAP lets the one stable toolchain take them. New inputs go to
+# target/fuzz-corpus/ (the committed seeds in fuzz/corpus/ are read); a crash lands in
+# fuzz/artifacts/<target>/ — fix it, then commit the input to fuzz/corpus/<target>/, where
+# `make test` replays it from then on.
+CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ := $(TOOLS)/cargo/bin/cargo-fuzz
+FUZZ_TARGETS := manifest module host_calls
+FUZZ_TIME ?= 120
+.PHONY: fuzz
+$(CARGO_FUZZ):
+	$(CARGO) install --locked --root $(TOOLS)/cargo cargo-fuzz@$(CARGO_FUZZ_VERSION)
+
+fuzz: $(CARGO_FUZZ)
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$target; \
+		echo "== fuzz $$target for $(FUZZ_TIME)s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) run --sanitizer none $$target target/fuzz-corpus/$$target fuzz/corpus/$$target \
+			-- -max_total_time=$(FUZZ_TIME) -max_len=131072 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+			|| exit 1; \
+	done
+
+# The kill -9 campaign: the durable market example and event writers, killed at random points
+# CRASH_ROUNDS times and restarted on the same data (tests/crash.rs). CRASH_SEED replays one.
+CRASH_ROUNDS ?= 20
+.PHONY: crash-test
+crash-test: setup agents
+	CRASH_ROUNDS=$(CRASH_ROUNDS) $(CARGO) test --release -p agora-host --test crash -- --ignored --nocapture
+
+# The soak: steady messaging beside a restart storm for SOAK_SECS, the host's RSS, descriptors,
+# mappings and pool slots sampled ten times and checked flat (tests/soak.rs; figures in
+# BENCHMARKS.md). `make test` runs a 30-second pass of it.
+SOAK_SECS ?= 600
+.PHONY: soak
+soak: setup agents
+	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p agora-host --test soak -- --ignored --nocapture

@@ -146,19 +146,39 @@ fn call_times_out_when_no_reply_comes() {
 
 #[test]
 fn oversized_messages_are_refused_with_the_limit() {
+    // Sends, calls, replies (returned or through the `reply` import) and publishes alike.
+    let big = "x".repeat(1025);
+    let script = format!(
+        "big echo 1024; big echo 1025; call echo {big} 5000; publish news {big}; call mb big-reply:1024 5000; \
+         call mb big-reply:1025 5000; call mb reply-import:1024 5000; call mb reply-import:1025 5000; \
+         call mb tick 5000; send echo stop; send mb stop; stop"
+    );
     let run = Scenario::finite(
         "max_message = \"1KiB\"",
         &format!(
             "[defaults]\n{GRANT_ALL}\n\
              [[agent]]\nname = \"echo\"\nmodule = \"echo\"\n\
-             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
-             config = {{ script = \"big echo 1024; big echo 1025; send echo stop; stop\" }}\n"
+             [[agent]]\nname = \"mb\"\nmodule = \"misbehave\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\nsignificant = true\nrestart = \"transient\"\n\
+             config = {{ script = \"{script}\" }}\n"
         ),
     )
     .run();
     run.assert_success();
-    assert_eq!(run.outcome("probe", "big echo 1024"), "ok");
-    assert_eq!(run.outcome("probe", "big echo 1025"), "error too-large(1024)");
+    let outcome = |step: &str| run.outcome("probe", step);
+    assert_eq!(outcome("big echo 1024"), "ok");
+    assert_eq!(outcome("big echo 1025"), "error too-large(1024)");
+    assert_eq!(outcome(&format!("call echo {big} 5000")), "error too-large(1024)");
+    assert_eq!(outcome(&format!("publish news {big}")), "error too-large(1024)");
+    assert_eq!(outcome("call mb big-reply:1024 5000"), format!("reply {}", "x".repeat(1024)));
+    assert_eq!(outcome("call mb big-reply:1025 5000"), "error too-large(1024)", "a returned reply over the limit");
+    assert_eq!(outcome("call mb reply-import:1024 5000"), format!("reply {}", "x".repeat(1024)));
+    assert_eq!(
+        outcome("call mb reply-import:1025 5000"),
+        "reply reply-import error Error::TooLarge(1024)",
+        "the reply import refuses it, and the agent learns why"
+    );
+    assert_eq!(outcome("call mb tick 5000"), "reply 1", "refusals are no faults: mb is still its first instance");
 }
 
 #[test]

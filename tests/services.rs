@@ -177,6 +177,41 @@ fn events_are_appended_queried_by_each_filter_paged_and_pushed_by_kind() {
 }
 
 #[test]
+fn events_refuse_payloads_over_max_payload_pages_hold_at_most_1000_and_memory_stores_forget() {
+    let grants = "\"messaging\", \"logging\", \"events\"";
+    let writer = probe(
+        "writer",
+        grants,
+        "",
+        "event-append small - 0123456789abcdef; event-append small - 0123456789abcdefX; \
+         event-append-many 1200 many; event-all 5000 kind=many; event-query kind=many limit=0; stop",
+    );
+    let events = "[events]\nmax_payload = \"16B\"\ndurable = false\n";
+    let scenario = Scenario::finite("", &format!("{writer}{events}"));
+    let run = scenario.run();
+    run.assert_success();
+    let step = |s: &str| run.outcome("writer", s);
+    assert!(step("event-append small - 0123456789abcdef").starts_with("seq "), "16 bytes are within 16B");
+    assert_eq!(step("event-append small - 0123456789abcdefX"), "error too-large(16)");
+    let all = step("event-all 5000 kind=many");
+    let payloads: Vec<String> = (0..1200).map(|i| i.to_string()).collect();
+    assert_eq!(all, format!("pages [1000,200] payloads [{}]", payloads.join(",")), "a page holds at most 1000");
+    assert!(step("event-query kind=many limit=0").starts_with("events 1 [many:writer:0] next "), "at least one");
+    assert!(!scenario.dir.path().join("data/events.redb").exists(), "durable = false writes no store");
+
+    // The next run on the same data starts empty.
+    let reader = probe("reader", grants, "", "event-query kind=small; stop");
+    std::fs::write(
+        &scenario.manifest,
+        format!("{}\n{reader}{events}\n[supervisor]\nauto_shutdown = \"all_significant\"\n", common::header("")),
+    )
+    .unwrap();
+    let run = scenario.run();
+    run.assert_success();
+    assert_eq!(run.outcome("reader", "event-query kind=small"), "events 0 [] next none");
+}
+
+#[test]
 fn retention_keeps_the_newest_events_and_drops_old_ones() {
     let counted = probe(
         "counted",
@@ -283,21 +318,31 @@ fn every_acknowledged_event_survives_a_sigkill_in_mid_write() {
 
 #[test]
 fn telemetry_reaches_the_prometheus_endpoint() {
+    let spread: Vec<String> = (1..=100).map(|v| format!("histogram spread {v}")).collect();
     let meter = probe(
         "meter",
         "\"messaging\", \"logging\", \"telemetry\"",
         "",
-        "counter jobs_done 3; counter jobs_done 2; gauge queue_len 7.5; histogram latency_ms 12; \
-         histogram latency_ms 30; counter Bad-Name 1; gauge jobs_done 1; log ready",
+        &format!(
+            "counter jobs_done 3; counter jobs_done 2; gauge queue_len 7.5; histogram latency_ms 12; \
+             histogram latency_ms 30; {}; counter Bad-Name 1; gauge jobs_done 1; log ready",
+            spread.join("; ")
+        ),
     );
     let mute = probe("mute", "\"messaging\", \"logging\"", "", "counter jobs_done 1; stop");
-    // Stops normally after a moment; permanent, so its supervisor restarts it each time.
-    let bouncer = "[[agent]]\nname = \"bouncer\"\nmodule = \"probe\"\ngrants = [\"messaging\"]\n\
-                   config = { script = \"sleep 100; stop\" }\n[supervisor]\nintensity = 100\nperiod = \"5s\"\n";
-    let scenario = Scenario::agents("", &format!("{meter}{mute}{bouncer}"));
+    // Stops normally after a moment; permanent, so its supervisor restarts it, three times:
+    // the fourth stop is past the supervisor's intensity, which gives up (and, temporary, stays
+    // down), so that the count is final when scraped.
+    let bouncer = "[[supervisor.children]]\nname = \"bouncing\"\nrestart = \"temporary\"\nintensity = 3\nperiod = \"1h\"\n\
+                   [[supervisor.children.children]]\nname = \"bouncer\"\nmodule = \"probe\"\ngrants = [\"messaging\"]\n\
+                   config = { script = \"sleep 10; stop\" }\n";
+    let children = format!("{meter}{mute}").replace("[[agent]]", "[[supervisor.children]]");
+    let scenario = Scenario::agents("", &format!("{children}{bouncer}"));
     let (child, mut lines, mut seen, address) = start(&scenario);
     wait_for_log(&mut lines, &mut seen, "meter", "probe: log ready");
-    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_restarted" && e["agent"] == "bouncer");
+    if !seen.iter().any(|e| e["event"] == "supervisor_failed" && e["supervisor"] == "bouncing") {
+        wait_for_event(&mut lines, &mut seen, |e| e["event"] == "supervisor_failed" && e["supervisor"] == "bouncing");
+    }
     let scraped = http_get(&address, "/metrics");
     terminate(&child);
     seen.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
@@ -314,10 +359,25 @@ fn telemetry_reaches_the_prometheus_endpoint() {
         "agora_memory_peak_bytes{agent=\"meter\"}",
         "agora_mailbox_depth{agent=\"meter\"}",
         "# TYPE agora_cpu_budget_ticks_total counter",
-        "agora_restarts_total{agent=\"bouncer\"}",
+        "agora_restarts_total{agent=\"bouncer\"} 3",
     ] {
         assert!(scraped.contains(expected), "missing {expected:?} in:\n{scraped}");
     }
+    let restarted = seen.iter().filter(|e| e["event"] == "agent_restarted" && e["agent"] == "bouncer").count();
+    assert_eq!(restarted, 3, "the exported count is the restarts that happened");
+    // 100 samples, 1 to 100: each quantile within the sketch's 1% of the value at its rank
+    // (q × (n − 1), rounded down or up: the two conventions).
+    let quantile = |q: &str| -> f64 {
+        let key = format!("agora_agent_spread{{agent=\"meter\",quantile=\"{q}\"}} ");
+        let line = scraped.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("no {key} in {scraped}"));
+        line[key.len()..].trim().parse().unwrap()
+    };
+    for (q, low, high) in [("0.5", 50.0, 51.0), ("0.9", 90.0, 91.0), ("0.99", 99.0, 100.0)] {
+        let value = quantile(q);
+        assert!(value >= low * 0.99 && value <= high * 1.01, "quantile {q}: {value}");
+    }
+    assert!(scraped.contains("agora_agent_spread_sum{agent=\"meter\"} 5050\n"), "{scraped}");
+    assert!(scraped.contains("agora_agent_spread_count{agent=\"meter\"} 100\n"), "{scraped}");
     assert!(!scraped.contains("agora_agent_jobs_done{agent=\"mute\"}"), "an ungranted agent records nothing");
     assert!(outcome(&seen, "meter", "counter Bad-Name 1").starts_with("error invalid("));
     assert!(outcome(&seen, "meter", "gauge jobs_done 1").starts_with("error invalid("));

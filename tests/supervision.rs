@@ -211,6 +211,50 @@ fn shutdown_stops_in_reverse_order_and_kills_past_the_timeout() {
 }
 
 #[test]
+fn brutal_kill_skips_terminate_and_infinity_waits_for_the_callback_to_end() {
+    // The host is stopped while both probes sleep inside their one long callback.
+    let text = format!(
+        "[defaults]\n{GRANTS}\n\
+         [[agent]]\nname = \"brutal\"\nmodule = \"echo\"\nshutdown = \"brutal_kill\"\n\
+         [[agent]]\nname = \"gentle\"\nmodule = \"echo\"\n\
+         [[agent]]\nname = \"patient\"\nmodule = \"probe\"\nshutdown = \"infinity\"\n\
+         config = {{ script = \"log sleeping; sleep 6000; log woke\" }}\n\
+         [[agent]]\nname = \"hasty\"\nmodule = \"probe\"\nshutdown = \"1s\"\n\
+         config = {{ script = \"log dozing; sleep 6000; log awake\" }}\n"
+    );
+    let scenario = Scenario::agents("", &text);
+    let mut child = scenario.spawn();
+    let mut lines = common::lines_of(&mut child);
+    let mut seen = Vec::new();
+    let logged = |seen: &[Value], agent: &str, message: &str| {
+        seen.iter().any(|e| e["agent"] == agent && e["message"].as_str().is_some_and(|m| m.starts_with(message)))
+    };
+    common::wait_for_event(&mut lines, &mut seen, |e| {
+        e["agent"] == "patient" && e["message"] == "probe: log sleeping => sleeping"
+    });
+    if !logged(&seen, "hasty", "probe: log dozing") {
+        common::wait_for_event(&mut lines, &mut seen, |e| {
+            e["agent"] == "hasty" && e["message"] == "probe: log dozing => dozing"
+        });
+    }
+    common::terminate(&child);
+    seen.extend(lines.filter_map(|l| serde_json::from_str::<Value>(&l).ok()));
+    assert!(child.wait().unwrap().success());
+    let reason = |agent: &str| {
+        let exit = seen.iter().find(|e| e["event"] == "agent_exited" && e["agent"] == agent);
+        exit.unwrap_or_else(|| panic!("{agent} never exited: {seen:#?}"))["reason"].as_str().unwrap().to_string()
+    };
+    assert_eq!(reason("brutal"), "killed");
+    assert!(!logged(&seen, "brutal", "echo terminating"), "brutal_kill calls no terminate");
+    assert_eq!(reason("gentle"), "shutdown");
+    assert!(logged(&seen, "gentle", "echo terminating (shutdown)"));
+    assert_eq!(reason("patient"), "shutdown", "infinity waits however long the callback takes");
+    assert!(logged(&seen, "patient", "probe: log woke"), "its callback ran to the end");
+    assert_eq!(reason("hasty"), "killed", "killed when its 1s ran out");
+    assert!(!logged(&seen, "hasty", "probe: log awake"));
+}
+
+#[test]
 fn restart_backoff_doubles_up_to_its_cap() {
     let crash = "lookup a; call a panic 5000; await-new a 10000";
     let run = scenario(
@@ -269,6 +313,31 @@ fn dynamic_children_are_spawned_listed_restarted_under_their_name_and_stopped() 
     assert_eq!(run.outcome("probe", "call w3 hi 5000"), "reply hi");
     assert_eq!(run.outcome("probe", "stop-child pool ghost"), "error not-found");
     assert_eq!(run.exit("w1")["reason"], "panic");
+}
+
+#[test]
+fn a_spawn_under_a_taken_name_is_already_exists_and_a_failing_init_is_start_failed() {
+    let text = format!(
+        "[defaults]\n{ALL_GRANTS}\n\
+         [[supervisor.children]]\nname = \"pool\"\ndynamic = true\nmax_children = 10\n\
+         [[supervisor.children]]\nname = \"resident\"\nmodule = \"echo\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
+         config = {{ script = \"spawn pool w1 echo temporary; spawn pool w1 echo temporary; \
+         spawn pool resident echo temporary; spawn pool doomed probe temporary - panic; \
+         children pool; call resident hi 5000; stop\" }}\n"
+    );
+    let run = Scenario::agents("", &text).run_until_exit_of("probe");
+    let step = |s: &str| run.outcome("probe", s);
+    assert!(step("spawn pool w1 echo temporary").starts_with("id "));
+    let again: Vec<String> =
+        run.logs("probe").into_iter().filter(|l| l.starts_with("probe: spawn pool w1 echo temporary")).collect();
+    assert_eq!(again[1], "probe: spawn pool w1 echo temporary => error SpawnError::AlreadyExists");
+    assert_eq!(step("spawn pool resident echo temporary"), "error SpawnError::AlreadyExists", "a static agent's name");
+    let doomed = step("spawn pool doomed probe temporary - panic");
+    assert!(doomed.starts_with("error SpawnError::StartFailed(") && doomed.contains("panic"), "{doomed}");
+    assert_eq!(step("children pool"), "children [w1:0]", "a child that failed to start is not kept");
+    assert_eq!(step("call resident hi 5000"), "reply hi", "the resident was not disturbed");
+    assert_eq!(run.events("agent_start_failed", Some("doomed")).len(), 1);
 }
 
 #[test]

@@ -242,6 +242,11 @@ fn host_counters(runtime: &Runtime) -> String {
         let value = counter.load(Ordering::Relaxed);
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
     }
+    let live = runtime.live_instances.load(Ordering::Relaxed);
+    let name = "agora_live_instances";
+    text.push_str(&format!(
+        "# HELP {name} Agent instances alive (each holds a pool slot)\n# TYPE {name} gauge\n{name} {live}\n"
+    ));
     text
 }
 

@@ -33,6 +33,8 @@ pub mod bench;
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod infra;
 pub mod manifest;
 pub mod messaging;

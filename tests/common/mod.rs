@@ -241,6 +241,13 @@ pub struct Lines {
     receiver: std::sync::mpsc::Receiver<String>,
 }
 
+impl Lines {
+    /// The next line if one comes before `deadline`; `None` once it passed or the output ended.
+    pub fn next_before(&mut self, deadline: Instant) -> Option<String> {
+        self.receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+    }
+}
+
 impl Iterator for Lines {
     type Item = String;
     fn next(&mut self) -> Option<String> {

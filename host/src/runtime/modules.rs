@@ -162,18 +162,39 @@ impl ModuleLoader {
             Some(component) => (component, CacheOutcome::Hit),
             None => (self.compile(class, path, &bytes)?, CacheOutcome::Compiled),
         };
-        check_version(&class.engine, path, &component)?;
-        check_exports(&class.engine, path, &component)?;
-        let initial_memory = check_resources(path, &component, class.class, self.max_memory)?;
-        let pre = class
-            .linker
-            .instantiate_pre(&component)
-            .and_then(AgentPre::new)
-            .map_err(|e| ModuleError::WrongWorld { path: path.into(), reason: format!("{e:#}") })?;
+        let (pre, initial_memory) = self.check(class, path, &component)?;
         if cache == CacheOutcome::Compiled {
             self.store(path, &component, &artifact)?;
         }
         Ok((class.class, pre, initial_memory, cache))
+    }
+
+    /// Every check a load makes of a compiled component: WIT version, exports, resources, and
+    /// the imports the linker can satisfy.
+    fn check(
+        &self,
+        class: &ClassLoader,
+        path: &Path,
+        component: &Component,
+    ) -> Result<(AgentPre<AgentState>, u64), ModuleError> {
+        check_version(&class.engine, path, component)?;
+        check_exports(&class.engine, path, component)?;
+        let initial_memory = check_resources(path, component, class.class, self.max_memory)?;
+        let pre = class
+            .linker
+            .instantiate_pre(component)
+            .and_then(AgentPre::new)
+            .map_err(|e| ModuleError::WrongWorld { path: path.into(), reason: format!("{e:#}") })?;
+        Ok((pre, initial_memory))
+    }
+
+    /// Check bytes as a load checks a file, without the cache (the module fuzz target).
+    pub fn check_bytes(&self, bytes: &[u8]) -> Result<u64, ModuleError> {
+        let path = Path::new("<bytes>");
+        check_header(path, bytes)?;
+        let class = self.class_of(bytes);
+        let component = self.compile(class, path, bytes)?;
+        self.check(class, path, &component).map(|(_, initial_memory)| initial_memory)
     }
 
     fn artifact_path(&self, class: &ClassLoader, bytes: &[u8]) -> PathBuf {

@@ -3,9 +3,11 @@
 //! `recurse` overflows the stack, `fatal` returns a fatal handler error, `reject` a non-fatal one,
 //! `ignore` never answers a call, `stop` stops, `exit:<reason>` exits with that reason
 //! (`normal`, `shutdown` or any other text), `wasi-exit:<status>` calls WASI's `exit`, and
-//! `spew-lines` / `spew-line` print 10 MB to stdout (100,000 short lines, or one line).
+//! `spew-lines` / `spew-line` print 10 MB to stdout (100,000 short lines, or one line),
+//! `big-reply:<n>` answers a call with n bytes, and `reply-import:<n>` answers it with n bytes
+//! through the `reply` import instead (answering with that import's error when it fails).
 //! Anything else is echoed, and `tick` is counted so that progress between faults is visible.
-use agora_guest::{Agent, Config, ExitReason, HandleError, Message, log};
+use agora_guest::{Agent, Config, ExitReason, HandleError, Message, log, messaging};
 
 struct Misbehave {
     ticks: u64,
@@ -98,6 +100,15 @@ impl Agent for Misbehave {
             self.ticks += 1;
             log::info(&format!("tick {}", self.ticks));
             return Ok(Some(self.ticks.to_string().into_bytes()));
+        }
+        if let Some(size) = text.strip_prefix("big-reply:") {
+            return Ok(Some(vec![b'x'; size.parse().unwrap_or(0)]));
+        }
+        if let (Some(size), Some(correlation)) = (text.strip_prefix("reply-import:"), message.correlation) {
+            return match messaging::reply(correlation, &vec![b'x'; size.parse().unwrap_or(0)]) {
+                Ok(()) => Ok(None),
+                Err(error) => Ok(Some(format!("reply-import error {error:?}").into_bytes())),
+            };
         }
         match text.as_str() {
             "ignore" => Ok(None),
