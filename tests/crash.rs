@@ -40,7 +40,7 @@ fn manifest(round: u64) -> String {
     );
     for i in 0..WRITERS {
         text.push_str(&format!(
-            "\n[[agent]]\nname = \"writer-{i}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = false\n\
+            "\n[[supervisor.children]]\nname = \"writer-{i}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = false\n\
              grants = [\"messaging\", \"logging\", \"events\"]\nconfig = {{ script = \"event-stream bulk-{i}-r{round} 100000000 50\" }}\n"
         ));
     }
@@ -94,11 +94,17 @@ fn sigkill_at_random_points_loses_no_money_and_no_acknowledged_event() {
                 exited = true;
             }
         }
-        if child.try_wait().unwrap().is_none() {
+        // The output ends before the kill point only when the host has exited by itself.
+        let was_killed = Instant::now() >= started + kill_after && child.try_wait().unwrap().is_none();
+        if was_killed {
             std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
             killed += 1;
         }
         let status = child.wait().unwrap();
+        if !was_killed && !status.success() {
+            let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
+            panic!("round {round}: the host failed by itself ({status}): {stderr}");
+        }
         eprintln!(
             "round {round}: after {kill_after:?} ({status}), acknowledged {acked:?}, finished by itself: {exited}"
         );

@@ -20,8 +20,8 @@ use serde_json::Value;
 
 /// The agents that send, and must keep sending.
 const SENDERS: [&str; 4] = ["panicker", "hogger", "caller", "ping"];
-/// Every agent of the workload: six instances when all are up.
-const AGENTS: usize = 6;
+/// Every agent of the workload: seven instances when all are up.
+const AGENTS: usize = 7;
 
 fn workload() -> Scenario {
     // A sender's whole script is one endless callback: nothing to stop it gracefully at (OTP

@@ -145,7 +145,7 @@ impl From<Target> for Address {
 enum Call {
     Send(Target, Vec<u8>),
     SendTimeout(Target, Vec<u8>, u8),
-    CallAgent(Target, Vec<u8>, u8),
+    Request(Target, Vec<u8>, u8),
     Reply(u64, Vec<u8>),
     Publish(Text, Vec<u8>),
     Subscribe(Text),
@@ -225,7 +225,7 @@ async fn perform(agent: &mut AgentState, call: Call) {
         Call::SendTimeout(to, payload, t) => {
             ignore(view::<Messaging>(agent).send_timeout(to.into(), payload, ms(t)).await)
         }
-        Call::CallAgent(to, payload, t) => ignore(view::<Messaging>(agent).call(to.into(), payload, ms(t)).await),
+        Call::Request(to, payload, t) => ignore(view::<Messaging>(agent).call(to.into(), payload, ms(t)).await),
         Call::Reply(correlation, payload) => ignore(view::<Messaging>(agent).reply(correlation, payload)),
         Call::Publish(topic, payload) => ignore(view::<Messaging>(agent).publish(topic, payload)),
         Call::Subscribe(topic) => ignore(view::<Messaging>(agent).subscribe(topic)),

@@ -226,7 +226,8 @@ impl TreeBuilder<'_> {
             return Err(self.error(module.span(), "supervisor.module", "the root is a supervisor"));
         }
         if !agents.is_empty() && raw.children.as_ref().is_some_and(|c| !c.is_empty()) {
-            let span = raw.name.as_ref().map_or(0..0, |n| n.span());
+            // At the first [[agent]]'s name: the root has no table of its own to point at.
+            let span = agents.iter().find_map(|a| a.name.as_ref()).map_or(0..0, |n| n.span());
             return Err(self.error(
                 span,
                 "agent",

@@ -11,19 +11,23 @@
 //!
 //! The per-message path touches only the agent's own cells (plain stores, ~1 ns); each scrape
 //! passes what changed to the Prometheus series, and so does an agent's exit. Handle latency
-//! goes into per-agent log buckets first (12.5% precision) and reaches the endpoint's summary as
-//! bucket midpoints. Metrics the agents record themselves are looked up per call (~70 ns, beside
-//! a host call's ~150 ns). Series stay `idle_timeout` after their last update, so a restarted
-//! agent continues its counters and exited agents' series do not pile up.
+//! goes into per-agent log buckets first (12.5% precision) and reaches its summary as bucket
+//! counts. Metrics the agents record themselves are looked up per call (~70 ns, beside a host
+//! call's ~150 ns). Series stay `idle_timeout` after their last update, so a restarted agent
+//! continues its counters and exited agents' series do not pile up. Summaries (histograms) are
+//! the host's own ([`summary`]): quantiles over the last minute, count and sum over all time.
 
-use std::collections::HashMap;
+pub mod summary;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+use metrics_util::storage::Summary;
 use serde::Deserialize;
 
 use super::hooks::{Hooks, HostEvent};
@@ -33,7 +37,8 @@ use crate::infra::hashers::IdHasher;
 use crate::manifest::Span;
 use crate::messaging::AgentId;
 use crate::runtime::state::AgentState;
-use crate::runtime::stats::{AgentStats, LATENCY_BUCKETS, latency_midpoint};
+use crate::runtime::stats::{AgentStats, LATENCY_BUCKETS};
+use summary::{Buckets, Window};
 
 /// `[telemetry]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,8 +72,24 @@ static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 pub struct Telemetry {
     handle: PrometheusHandle,
     per_agent: bool,
+    quantiles: Vec<f64>,
+    idle_timeout: Duration,
     /// Agents alive now, whose cells the exporter reads at each scrape.
     live: DashMap<AgentId, Arc<LiveAgent>, IdHasher>,
+    /// `agora_handle_seconds`, by agent name (a restarted agent continues its series).
+    latency: DashMap<Arc<str>, Arc<Mutex<Window<Buckets>>>>,
+    /// The agents' own histograms, by (metric, agent).
+    histograms: OwnHistograms,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+/// An agent's name and its window of one histogram.
+type Series = (Arc<str>, Shared<Window<Summary>>);
+/// One histogram series of an agent's own: (metric, agent) and its window.
+type OwnHistograms = DashMap<(Arc<str>, Arc<str>), Shared<Window<Summary>>>;
+
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Telemetry {
@@ -92,7 +113,15 @@ impl Telemetry {
             Ok(handle)
         });
         let handle = handle.clone().map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-        Ok(Telemetry { handle, per_agent: settings.per_agent, live: DashMap::default() })
+        Ok(Telemetry {
+            handle,
+            per_agent: settings.per_agent,
+            quantiles: settings.quantiles.clone(),
+            idle_timeout: settings.idle_timeout.duration(),
+            live: DashMap::default(),
+            latency: DashMap::default(),
+            histograms: DashMap::default(),
+        })
     }
 
     /// The Prometheus text exposition.
@@ -102,7 +131,36 @@ impl Telemetry {
             agent.export();
         }
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        let now = Instant::now();
+        let idle = self.idle_timeout;
+        self.latency.retain(|_, window| now.saturating_duration_since(lock(window).updated) < idle);
+        self.histograms.retain(|_, window| now.saturating_duration_since(lock(window).updated) < idle);
+
+        let latency: BTreeMap<Arc<str>, Shared<Window<Buckets>>> =
+            self.latency.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
+        let guards: Vec<_> = latency.iter().map(|(agent, window)| (agent, lock(window))).collect();
+        summary::render(
+            &mut text,
+            "agora_handle_seconds",
+            Some("Time an agent spent in handle"),
+            &self.quantiles,
+            guards.iter().map(|(agent, window)| (&***agent, &**window)),
+        );
+        drop(guards);
+
+        let mut families: BTreeMap<Arc<str>, Vec<Series>> = BTreeMap::new();
+        for entry in self.histograms.iter() {
+            let (name, agent) = entry.key();
+            families.entry(name.clone()).or_default().push((agent.clone(), entry.value().clone()));
+        }
+        for (name, series) in &mut families {
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            let guards: Vec<_> = series.iter().map(|(agent, window)| (agent, lock(window))).collect();
+            let windows = guards.iter().map(|(agent, window)| (&***agent, &**window));
+            summary::render(&mut text, name, None, &self.quantiles, windows);
+        }
+        text
     }
 }
 
@@ -114,7 +172,6 @@ fn describe() {
         "Messages waiting in an agent's mailbox (sampled every 64 messages, and 0 when it goes idle)"
     );
     metrics::describe_counter!("agora_restarts_total", "Restarts of an agent by its supervisor");
-    metrics::describe_histogram!("agora_handle_seconds", metrics::Unit::Seconds, "Time an agent spent in handle");
     metrics::describe_gauge!("agora_memory_peak_bytes", metrics::Unit::Bytes, "Largest linear memory of an agent");
     metrics::describe_counter!("agora_fuel_consumed_total", "Fuel an agent burned (when compute has a price)");
     metrics::describe_counter!(
@@ -142,6 +199,7 @@ struct LiveAgent {
     name: Arc<str>,
     cells: Arc<AgentStats>,
     exported: Mutex<Exported>,
+    latency: Shared<Window<Buckets>>,
 }
 
 impl LiveAgent {
@@ -171,13 +229,15 @@ impl LiveAgent {
         }
         metrics::gauge!("agora_mailbox_depth", &label).set(cells.mailbox_depth.get() as f64);
         metrics::gauge!("agora_memory_peak_bytes", &label).set(cells.memory_peak.get() as f64);
-        let handle_seconds = metrics::histogram!("agora_handle_seconds", &label);
+        let now = Instant::now();
+        let mut latency = lock(&self.latency);
+        latency.touch(now);
         exported.latency.resize(LATENCY_BUCKETS, 0);
         for (bucket, cell) in cells.latency.iter().enumerate() {
             let count = cell.get();
             let new = count.saturating_sub(exported.latency[bucket]);
             if new > 0 {
-                handle_seconds.record_many(latency_midpoint(bucket), new as usize);
+                latency.record_bucket(bucket, new, now);
                 exported.latency[bucket] = count;
             }
         }
@@ -225,7 +285,13 @@ impl Capability for Telemetry {
     /// Export the agent's counters while it lives (nothing when per-agent metrics are off).
     fn enter(telemetry: &Telemetry, agent: &Entering<'_>) -> AgentMetrics {
         if telemetry.per_agent {
-            let live = LiveAgent { name: agent.name.clone(), cells: agent.stats.clone(), exported: Mutex::default() };
+            let latency = telemetry
+                .latency
+                .entry(agent.name.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(Window::new(Instant::now()))))
+                .clone();
+            let live =
+                LiveAgent { name: agent.name.clone(), cells: agent.stats.clone(), exported: Mutex::default(), latency };
             telemetry.live.insert(agent.id, Arc::new(live));
         }
         AgentMetrics::default()
@@ -296,7 +362,12 @@ impl telemetry::Host for View<'_, Telemetry> {
 
     fn histogram_record(&mut self, name: String, value: f64) -> Result<(), Error> {
         let (name, label) = self.own_metric(&name, Kind::Histogram)?;
-        metrics::histogram!(name, &label).record(value);
+        let [(_, agent)] = label;
+        let key = (Arc::<str>::from(name), Arc::<str>::from(agent));
+        let now = Instant::now();
+        let window =
+            self.shared.histograms.entry(key).or_insert_with(|| Arc::new(Mutex::new(Window::new(now)))).clone();
+        lock(&window).record(value, now);
         Ok(())
     }
 }
