@@ -104,14 +104,20 @@ async fn random_crashes_leave_a_consistent_tree_and_no_leaks() {
         assert!(runtime.router.is_open(id), "{name} is registered but has no mailbox");
     }
     assert!(root_exit.try_recv().is_err(), "the root supervisor must have survived");
-    let crashed = runtime.tally.crashed.load(Ordering::Relaxed);
-    // Some injected messages meet an agent that a sibling's restart stops first; most crash it,
-    // and nothing else crashes anything.
-    assert!(crashed >= injected / 2, "{crashed} crashes observed for {injected} injected");
-    assert!(crashed <= injected, "{crashed} crashes for only {injected} injected");
 
     root.stop(Shutdown::Infinity).await;
     assert!(root_exit.recv().await.is_some());
+    // Each injected message either crashed its agent, or was still queued when a sibling's
+    // crash (one_for_all, rest_for_one) or the final shutdown stopped it, and was counted as
+    // undelivered; nothing else crashes anything, and nothing is lost.
+    let crashed = runtime.tally.crashed.load(Ordering::Relaxed);
+    let undelivered = runtime.tally.undelivered.load(Ordering::Relaxed);
+    assert_eq!(
+        crashed + undelivered,
+        injected,
+        "{crashed} crashes and {undelivered} undelivered for {injected} injected"
+    );
+    assert!(crashed > 0);
     assert_eq!(runtime.registry.live_entries(), 0);
     assert_eq!(runtime.router.live_mailboxes(), 0);
     assert_eq!(runtime.live_instances.load(Ordering::Relaxed), 0, "pool slots leaked");

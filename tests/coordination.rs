@@ -33,6 +33,34 @@ fn a_lock_keeps_concurrent_read_modify_writes_exact() {
 }
 
 #[test]
+fn locks_are_released_when_their_holder_stops_or_is_killed() {
+    // `quitter` stops while holding; `stuck` (temporary: not started again) is killed
+    // mid-callback when its permanent one_for_all sibling crashes and its 100 ms shutdown runs out. Each waiter gets its lock long before
+    // the 60 s lease ends.
+    let quitter = probe("quitter", GRANTS, "lock-try q exclusive 60000; register holding-q; stop");
+    let after_stop = probe("after-stop", GRANTS, "await holding-q 10000; lock q exclusive 60000 30000; stop");
+    let group = format!(
+        "[[supervisor.children]]\nname = \"pair\"\nstrategy = \"one_for_all\"\nrestart = \"temporary\"\nintensity = 5\n\
+         [[supervisor.children.children]]\nname = \"stuck\"\nmodule = \"probe\"\nrestart = \"temporary\"\nshutdown = \"100ms\"\n\
+         budget = \"1h\"\ngrants = [{GRANTS}]\nconfig = {{ script = \"lock-try k exclusive 60000; register holding-k; sleep 600000\" }}\n\
+         [[supervisor.children.children]]\nname = \"sibling\"\nmodule = \"misbehave\"\n"
+    );
+    let after_kill =
+        probe("after-kill", GRANTS, "await holding-k 10000; send sibling panic; lock k exclusive 60000 30000; stop")
+            .replace("[[agent]]", "[[supervisor.children]]");
+    let children = format!("{quitter}{after_stop}").replace("[[agent]]", "[[supervisor.children]]");
+    let run = Scenario::agents("", &format!("{children}{after_kill}{group}")).run_until_exit_of_all(&[
+        "quitter",
+        "after-stop",
+        "after-kill",
+    ]);
+    assert_eq!(run.exit("quitter")["reason"], "normal");
+    assert!(run.outcome("after-stop", "lock q exclusive 60000 30000").starts_with("token "));
+    assert_eq!(run.exit("stuck")["reason"], "killed");
+    assert!(run.outcome("after-kill", "lock k exclusive 60000 30000").starts_with("token "));
+}
+
+#[test]
 fn readers_share_writers_exclude_and_leases_and_crashes_release() {
     // Two agents each hold `rw` shared at once, and a third's exclusive try meanwhile is busy;
     // each waits on the others' registered names, not on time.
@@ -47,21 +75,36 @@ fn readers_share_writers_exclude_and_leases_and_crashes_release() {
         GRANTS,
         "await sharing-1 10000; lock-try rw shared 60000; register sharing-2; await tried 10000; stop",
     );
-    let writer = probe("writer", GRANTS, "await sharing-2 10000; lock-try rw exclusive 60000; register tried; stop");
-    // Holds a lock, then crashes; the waiter gets it then, long before the lease (60 s) ends.
-    let crasher = probe("crasher", GRANTS, "lock-try crashy exclusive 60000; register holding; sleep 300; panic");
-    let heir = probe("heir", GRANTS, "await holding 10000; lock crashy exclusive 60000 30000; stop");
+    // Each awaited name stays registered until its awaiters are done with it (`await-gone`).
+    let writer = probe(
+        "writer",
+        GRANTS,
+        "await sharing-2 10000; lock-try rw exclusive 60000; register tried; await-gone sharer 30000; \
+         await-gone sharer-2 30000; stop",
+    );
+    // Holds a lock, then crashes; the waiter (waiting by then, or trying just after) gets it long
+    // before the lease (60 s) ends: the heir's own wait (30 s) is shorter than the lease.
+    let crasher =
+        probe("crasher", GRANTS, "lock-try crashy exclusive 60000; register holding; await heir-ready 30000; panic");
+    let heir =
+        probe("heir", GRANTS, "await holding 30000; register heir-ready; lock crashy exclusive 60000 30000; stop");
     // Holds a lock with a short lease and stays alive; the waiter gets it when the lease ends.
     let lapser = probe(
         "lapser",
         GRANTS,
-        "lock-try leased exclusive 300; register leasing; sleep 2000; lock-renew leased 1000; lock-release leased; stop",
+        "lock-try leased exclusive 300; register leasing; await took-leased 30000; lock-renew leased 1000; \
+         lock-release leased; stop",
     );
-    let taker =
-        probe("taker", GRANTS, "await leasing 10000; lock leased exclusive 60000 30000; lock-release leased; stop");
+    let taker = probe(
+        "taker",
+        GRANTS,
+        "await leasing 10000; lock leased exclusive 60000 30000; register took-leased; await-gone lapser 30000; \
+         lock-release leased; stop",
+    );
     let patient = probe("patient", GRANTS, "await blocking 10000; lock crashy2 exclusive 1000 200; stop");
     let outsider = probe("outsider", "\"messaging\", \"logging\"", "lock-try rw shared 1000; stop");
-    let blocker = probe("blocker", GRANTS, "lock-try crashy2 exclusive 60000; register blocking; sleep 1000; stop");
+    let blocker =
+        probe("blocker", GRANTS, "lock-try crashy2 exclusive 60000; register blocking; await-gone patient 30000; stop");
     let scenario = Scenario::agents(
         "",
         &format!("{sharer}{second_sharer}{writer}{crasher}{heir}{lapser}{taker}{blocker}{patient}{outsider}"),
@@ -70,6 +113,18 @@ fn readers_share_writers_exclude_and_leases_and_crashes_release() {
         "sharer", "sharer-2", "writer", "heir", "taker", "patient", "outsider", "lapser", "blocker",
     ]);
 
+    for e in &run.events {
+        if e["event"] == "agent_exited" || e["event"] == "agent_log" {
+            eprintln!("DBG {} {} {} {}", e["timestamp"], e["agent"], e["reason"], e["message"]);
+        }
+    }
+    let missed: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.starts_with("probe: await") && m.contains("=> error"))
+        .collect();
+    assert!(missed.is_empty(), "every wait saw what it waited for: {missed:?}");
     let first = token(&run.outcome("sharer", "lock-try rw shared 60000"));
     let second = token(&run.outcome("sharer-2", "lock-try rw shared 60000"));
     assert!(second > first, "two readers hold it at once, with increasing tokens");
@@ -136,10 +191,13 @@ fn a_dead_leader_is_replaced_under_a_new_term_and_members_are_told() {
              grants = [{GRANTS}]\nconfig = {{ script = \"{script}\", report_messages = \"true\" }}\n"
         )
     };
-    let first = member("first", "join g; register first-in; await third-in 10000; sleep 200; panic");
+    let first = member("first", "join g; register first-in; await third-in 10000; panic");
     let second = member(
         "second",
-        "await first-in 10000; join g; register second-in; await third-in 10000; sleep 1000; leader g; leave g; leave g",
+        // A name leaves the registry only after the agent's leaderships are gone: once `first-in`
+        // is gone, the next term has begun.
+        "await first-in 10000; join g; register second-in; await third-in 10000; await-gone first-in 10000; \
+         leader g; leave g; leave g",
     );
     let third = member("third", "await second-in 10000; join g; register third-in");
     let outsider = probe("outsider", "\"messaging\", \"logging\"", "join g; stop");

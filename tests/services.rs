@@ -385,6 +385,22 @@ fn telemetry_reaches_the_prometheus_endpoint() {
 }
 
 #[test]
+fn an_agent_may_make_at_most_256_metrics() {
+    let steps: Vec<String> = (0..257).map(|i| format!("counter m{i} 1")).collect();
+    let script = format!("{}; counter m0 1; gauge m0 1; stop", steps.join("; "));
+    let meter = probe("meter", "\"messaging\", \"logging\", \"telemetry\"", "", &script);
+    let run = Scenario::finite("", &meter).run();
+    run.assert_success();
+    assert_eq!(run.outcome("meter", "counter m255 1"), "ok", "the 256th is made");
+    let refused = run.outcome("meter", "counter m256 1");
+    assert!(refused.starts_with("error invalid(") && refused.contains("at most 256"), "{refused}");
+    let again: Vec<String> =
+        run.logs("meter").into_iter().filter(|l| l.starts_with("probe: counter m0 1 => ")).collect();
+    assert_eq!(again, ["probe: counter m0 1 => ok", "probe: counter m0 1 => ok"], "a made metric stays usable");
+    assert!(run.outcome("meter", "gauge m0 1").starts_with("error invalid("), "a name keeps its first kind");
+}
+
+#[test]
 fn named_rate_limiters_check_and_wait_per_key() {
     let limits = "[rate_limits.api]\nlimit = 3\nper = \"1m\"\nkeyed = true\n\
                   [rate_limits.shared]\nlimit = 3\nper = \"1m\"\n\

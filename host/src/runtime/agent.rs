@@ -489,7 +489,7 @@ impl Instance {
     fn finish(&mut self, reason: ExitReason, exits: Option<&mpsc::UnboundedSender<Exit>>) {
         let undelivered = self.cleanup(&reason);
         let state = self.store.data();
-        state.runtime.tally.record(&reason);
+        state.runtime.tally.record(&reason, undelivered as usize);
         let report = ExitReport {
             agent: &state.name,
             id: state.id,

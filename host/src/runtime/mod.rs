@@ -207,10 +207,13 @@ pub struct ExitTally {
     pub shutdown: AtomicUsize,
     pub killed: AtomicUsize,
     pub crashed: AtomicUsize,
+    /// Messages still queued when their agent exited, over every exit.
+    pub undelivered: AtomicUsize,
 }
 
 impl ExitTally {
-    pub fn record(&self, reason: &agent::ExitReason) {
+    pub fn record(&self, reason: &agent::ExitReason, undelivered: usize) {
+        self.undelivered.fetch_add(undelivered, Ordering::Relaxed);
         let counter = match reason {
             agent::ExitReason::Normal => &self.normal,
             agent::ExitReason::Shutdown => &self.shutdown,
