@@ -768,3 +768,60 @@ fn a_restart_that_cannot_start_is_reported_and_retried() {
     assert_eq!(failed["reason"], "start_failed");
     assert!(failed["detail"].as_str().unwrap().contains("registered by another agent"), "{failed}");
 }
+
+/// Run `text` with `AGORA_INJECT_FAULT` set, until the probe exits.
+fn run_with_fault(fault: &str, text: &str) -> Run {
+    let scenario = Scenario::agents("", text);
+    let mut command = common::agora();
+    command.env("AGORA_INJECT_FAULT", fault);
+    let mut child = command
+        .args(["run", "--log-format", "json", scenario.manifest.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = common::lines_of(&mut child);
+    let mut events = Vec::new();
+    common::wait_for_event(&mut lines, &mut events, |e| e["event"] == "agent_exited" && e["agent"] == "probe");
+    common::terminate(&child);
+    events.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
+    let status = child.wait().unwrap();
+    Run { status, events, stdout: String::new(), stderr: String::new() }
+}
+
+#[test]
+fn a_panic_in_an_agent_task_is_a_host_panic_crash_and_the_agent_is_restarted() {
+    let text = format!(
+        "[defaults]\n{GRANTS}\n\
+         [[agent]]\nname = \"victim\"\nmodule = \"misbehave\"\n\
+         [[agent]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ script = \"lookup victim; call victim tick 2000; await-new victim 10000; call victim tick 5000; stop\" }}\n"
+    );
+    let run = run_with_fault("agent-task:victim", &text);
+    assert!(run.status.success());
+    let exits = run.events("agent_exited", Some("victim"));
+    assert_eq!(exits[0]["reason"], "host_panic", "{exits:#?}");
+    assert!(exits[0]["detail"].as_str().unwrap_or_default().contains("injected fault"), "{exits:#?}");
+    assert_eq!(run.events("agent_restarted", Some("victim")).len(), 1);
+    assert_eq!(run.outcome("probe", "call victim tick 2000"), "error stopped", "the caller learns its callee died");
+    assert_eq!(run.outcome("probe", "call victim tick 5000"), "reply 1", "a fresh instance serves");
+}
+
+#[test]
+fn a_panic_in_a_supervisor_fails_it_with_host_panic_and_its_parent_restarts_it() {
+    let text = format!(
+        "[defaults]\n{GRANTS}\n\
+         [[supervisor.children]]\nname = \"sup\"\nintensity = 5\n\
+         [[supervisor.children.children]]\nname = \"worker\"\nmodule = \"misbehave\"\n\
+         [[supervisor.children]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         config = {{ script = \"lookup worker; call worker panic 2000; await-new worker 10000; call worker tick 5000; stop\" }}\n"
+    );
+    let run = run_with_fault("supervisor:sup", &text);
+    assert!(run.status.success());
+    let failed = run.events("supervisor_failed", None);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!((failed[0]["supervisor"].as_str(), failed[0]["reason"].as_str()), (Some("sup"), Some("host_panic")));
+    assert!(!run.events("agent_started", Some("worker")).is_empty());
+    assert_eq!(run.outcome("probe", "call worker tick 5000"), "reply 1", "the restarted subtree serves");
+    assert!(run.events("supervisor_failed", None).iter().all(|e| e["supervisor"] != "root"), "the root held");
+}

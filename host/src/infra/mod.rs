@@ -1,7 +1,8 @@
 //! What the host's parts share and no capability owns: the durable-store plumbing (a redb file
 //! with a format version and a group-committing writer), the hashers of its maps, and the one
-//! housekeeping thread that runs every periodic sweep.
+//! housekeeping thread that runs every periodic sweep; and the tests' fault injection.
 
 pub mod durable;
+pub mod faults;
 pub mod hashers;
 pub mod housekeeping;

@@ -489,7 +489,7 @@ impl Instance {
     fn finish(&mut self, reason: ExitReason, exits: Option<&mpsc::UnboundedSender<Exit>>) {
         let undelivered = self.cleanup(&reason);
         let state = self.store.data();
-        state.runtime.tally.record(&reason, undelivered as usize);
+        state.runtime.tally.record(&reason, undelivered);
         let report = ExitReport {
             agent: &state.name,
             id: state.id,
@@ -562,6 +562,10 @@ impl Instance {
                     }
                 }
             };
+            // AGORA_INJECT_FAULT=agent-task:<name>: a panic in this task's host code.
+            if crate::infra::faults::fires("agent-task", &self.store.data().name) {
+                panic!("injected fault in the agent task");
+            }
             let message = match invoke::arm(&mut self.store) {
                 Ok(()) => message,
                 Err(gate) => match self.held(message, gate).await {

@@ -151,8 +151,6 @@ impl EpochTicker {
         let stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let flag = stop.clone();
-        // Tests set AGORA_INJECT_FAULT=epoch-ticker to prove that a panicking ticker is restarted.
-        let mut inject_panic = std::env::var("AGORA_INJECT_FAULT").is_ok_and(|v| v == "epoch-ticker");
         std::thread::Builder::new()
             .name("agora-epoch".into())
             .spawn(move || {
@@ -165,7 +163,8 @@ impl EpochTicker {
                             std::thread::sleep(tick);
                             let Some(engine) = weak.upgrade() else { return };
                             engine.increment_epoch();
-                            if std::mem::take(&mut inject_panic) {
+                            // AGORA_INJECT_FAULT=epoch-ticker: a panicking ticker is restarted.
+                            if crate::infra::faults::fires("epoch-ticker", "") {
                                 panic!("injected fault");
                             }
                         }

@@ -353,6 +353,10 @@ impl Supervisor {
     }
 
     async fn process(&mut self, event: Event) -> Result<(), Fault> {
+        // AGORA_INJECT_FAULT=supervisor:<name>: a panic in this supervisor's host code.
+        if crate::infra::faults::fires("supervisor", &self.name) {
+            panic!("injected fault in the supervisor");
+        }
         match event {
             Event::Exit(exit) => self.on_exit(exit).await,
             Event::RestartDue(slots) => {

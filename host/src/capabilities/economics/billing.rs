@@ -44,6 +44,10 @@ pub struct Meter {
     given: u64,
     /// Credits taken from the wallet so far (less paybacks).
     pub charged: u64,
+    /// `charged` as of the last settlement, once the unburned units went back: what the
+    /// agent's counters report, so that a scrape between a purchase and its payback never
+    /// counts credits that come back.
+    settled: u64,
     last_settle: quanta::Instant,
     /// The store's fuel when last armed, and the most it burned between two ticks: a busy
     /// agent buys ahead three times that, so that its reserve outlasts a late tick.
@@ -56,7 +60,15 @@ const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Meter {
     pub fn new(payer: Arc<str>) -> Meter {
-        Meter { payer, given: 0, charged: 0, last_settle: quanta::Instant::now(), at_last_arm: 0, per_tick: 0 }
+        Meter {
+            payer,
+            given: 0,
+            charged: 0,
+            settled: 0,
+            last_settle: quanta::Instant::now(),
+            at_last_arm: 0,
+            per_tick: 0,
+        }
     }
 }
 
@@ -86,7 +98,7 @@ pub fn count_fuel(mut store: StoreContextMut<'_, AgentState>) {
     let state = store.data_mut();
     let economics = Economics::state(&mut state.capabilities);
     economics.fuel_used = used;
-    state.stats.compute(used, economics.meter.as_ref().map_or(0, |meter| meter.charged));
+    state.stats.compute(used, economics.meter.as_ref().map_or(0, |meter| meter.settled));
 }
 
 /// The wallet cannot pay for the next callback: hold the agent until it is funded, refusing
@@ -161,8 +173,12 @@ pub fn settle(mut store: StoreContextMut<'_, AgentState>) {
         ledger.pay_back_compute(&meter.payer, payback);
     }
     meter.last_settle = quanta::Instant::now();
+    meter.settled = meter.charged;
     ledger.settle_compute(&meter.payer);
     let fuel = left % pricing.unit;
     meter.at_last_arm = fuel;
+    let used = meter.given.saturating_sub(fuel);
+    let settled = meter.settled;
     let _ = store.set_fuel(fuel);
+    store.data().stats.compute(used, settled);
 }

@@ -40,7 +40,7 @@
 //! `auction-wait <auction> <timeout-ms>`, `announce <capability> <budget> <bidding-ms>
 //! <deadline-ms> lowest|best`, `offer <task> <price> <eta-ms>` (a proposal), `complete <task> <output>`,
 //! `give-up <task> <reason>`, `task-wait <task> <timeout-ms>`, `reputation <agent>`,
-//! `repeat <n> <step...>` (reports the last outcome), `until <timeout-ms> <step...>` (repeats the
+//! `repeat <n> <step...>` (reports the last outcome), `count <n> <step...>` (outcomes counted by class), `until <timeout-ms> <step...>` (repeats the
 //! step until it succeeds), `await-children <supervisor> <timeout-ms> <list>` (until `children`
 //! shows that list), `await-meta <agent> <key> <value> <timeout-ms>`, `sleep <ms>`, `log <text>`, `stop`. A message `stop` stops it too.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
@@ -224,6 +224,22 @@ fn run_step(words: &[&str]) -> String {
             let names: Vec<String> = ids.iter().map(|id| registry::name_of(*id).unwrap_or_default()).collect();
             format!("found [{}]", names.join(","))
         }),
+        "count" => {
+            // `count <n> <step...>`: the step n times, its outcomes counted by their first word
+            // (`reply`, `ok`, `error unpaid`: an error keeps its code), in first-seen order.
+            let mut counts: Vec<(String, u64)> = Vec::new();
+            for _ in 0..number(1) {
+                let outcome = run_step(&words[2..]);
+                let mut class = outcome.split(' ').take(if outcome.starts_with("error") { 2 } else { 1 });
+                let class = [class.next(), class.next()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+                match counts.iter_mut().find(|(c, _)| *c == class) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((class, 1)),
+                }
+            }
+            let listed: Vec<String> = counts.iter().map(|(class, n)| format!("{class}:{n}")).collect();
+            format!("counted [{}]", listed.join(","))
+        }
         "repeat" => {
             let mut last = String::new();
             for _ in 0..number(1) {
