@@ -212,6 +212,25 @@ fn events_refuse_payloads_over_max_payload_pages_hold_at_most_1000_and_memory_st
 }
 
 #[test]
+fn notifications_that_meet_a_full_mailbox_are_dropped_and_counted() {
+    let grants = "\"messaging\", \"logging\", \"events\", \"registry\"";
+    // Busy in its script until the writer is gone, with room for three messages.
+    let listener =
+        probe("listener", grants, "mailbox = 3", "event-subscribe k; register listening; await-gone writer 30000");
+    let writer = probe("writer", grants, "", "await listening 10000; event-append-many 10 k; stop");
+    let run = Scenario::agents("", &format!("{listener}{writer}")).run_until(|e| {
+        e["agent"] == "listener"
+            && e["message"].as_str().is_some_and(|m| m.starts_with("probe got [agora:event/k]") && m.ends_with("\n2"))
+    });
+    let got: Vec<String> =
+        run.logs("listener").into_iter().filter(|l| l.starts_with("probe got [agora:event/k]")).collect();
+    assert_eq!(got.len(), 3, "the mailbox held three: {got:#?}");
+    let dropped: Vec<&serde_json::Value> = run.events("notification_dropped", None);
+    assert_eq!(dropped.len(), 7, "the other seven were dropped, each with a warning: {dropped:#?}");
+    assert!(dropped.iter().all(|e| e["topic"] == "agora:event/k"), "{dropped:#?}");
+}
+
+#[test]
 fn retention_keeps_the_newest_events_and_drops_old_ones() {
     let counted = probe(
         "counted",
