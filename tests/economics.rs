@@ -215,12 +215,12 @@ fn the_task_market_pays_on_completion_and_refunds_failure_and_timeout() {
         1000,
         "announce render 100 1000 5000 lowest; task-wait 1 10000; wallet; \
          announce render 100 1000 5000 lowest; task-wait 2 10000; \
-         announce render 100 500 1500 lowest; task-wait 3 10000; wallet; reputation cheap; stop",
+         announce render 100 500 1500 lowest; task-wait 3 10000; wallet; await-gone cheap 30000; reputation cheap; stop",
     );
     let cheap = contractor(
         "cheap",
         "until 10000 offer 1 40 100; until 10000 complete 1 rendered; until 10000 offer 2 40 100; \
-         until 10000 give-up 2 broken; until 10000 offer 3 40 100; wallet; stop",
+         until 10000 give-up 2 broken; until 10000 offer 3 40 100; wallet; panic",
     );
     let dear = contractor("dear", "until 10000 offer 1 60 100; task-wait 1 10000; complete 1 late; stop");
     let run = Scenario::agents("", &format!("{cheap}{dear}{boss}")).run_until_exit_of_all(&["boss", "cheap", "dear"]);
@@ -240,7 +240,10 @@ fn the_task_market_pays_on_completion_and_refunds_failure_and_timeout() {
         "paid 40 for task 1; the escrow of tasks 2 and 3 came back"
     );
     assert_eq!(run.outcome("cheap", "wallet"), "balance 40 held 0");
-    // One delivery, two failures: (1 + 1) / (1 + 2 + 2).
+    // One delivery, two failures: (1 + 1) / (1 + 2 + 2); the record outlives the instance that
+    // earned it (cheap crashed at the end), as it is kept by name.
+    assert_eq!(run.exit("cheap")["reason"], "panic");
+    assert_eq!(run.outcome("boss", "await-gone cheap 30000"), "gone");
     assert_eq!(run.outcome("boss", "reputation cheap"), "score 0.400 completed 1 failed 2");
 }
 
