@@ -116,7 +116,8 @@ fn sigkill_at_random_points_loses_no_money_and_no_acknowledged_event() {
         assert!(minted > 0, "round {round}: the wallets were funded");
         drop(ledger);
 
-        let retention = Retention { max_events: None, max_age: None, check_every: Duration::from_secs(3600) };
+        let retention =
+            Retention { max_events: None, max_age: None, max_bytes: None, check_every: Duration::from_secs(3600) };
         let store = EventStore::open(&data.join("events.redb"), retention, None).expect("the event store opens");
         // Every earlier round is checked again: a later crash must not lose what was durable.
         for (earlier, acked) in acknowledged.iter().enumerate() {

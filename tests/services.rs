@@ -307,6 +307,7 @@ fn every_acknowledged_event_survives_a_sigkill_in_mid_write() {
         agora_host::capabilities::events::Retention {
             max_events: None,
             max_age: None,
+            max_bytes: None,
             check_every: std::time::Duration::from_secs(3600),
         },
         None,

@@ -6,6 +6,7 @@
 //! durable = true          # false: kept in memory only, gone when the host exits
 //! retain_events = 1000000 # keep at most this many (oldest go first)
 //! retain_for = "7d"       # and nothing older
+//! retain_bytes = "256MiB" # and at most this much (payloads, names and a row's overhead)
 //! ```
 
 pub mod lifecycle;
@@ -34,6 +35,9 @@ pub struct EventsSettings {
     pub durable: bool,
     pub retain_events: Option<u64>,
     pub retain_for: Option<Span>,
+    /// The most the stored events may take: crash reports carry backtraces, so a count alone
+    /// would let a restart storm fill the memory of an in-memory store, or the disk.
+    pub retain_bytes: Option<ByteSize>,
     /// Largest payload an agent may append.
     pub max_payload: ByteSize,
 }
@@ -44,6 +48,7 @@ impl Default for EventsSettings {
             durable: true,
             retain_events: Some(1_000_000),
             retain_for: None,
+            retain_bytes: Some(ByteSize(256 << 20)),
             max_payload: ByteSize(64 << 10),
         }
     }
@@ -66,6 +71,7 @@ impl EventsService {
         let retention = Retention {
             max_events: settings.retain_events,
             max_age: settings.retain_for.map(Span::duration),
+            max_bytes: settings.retain_bytes.map(|b| b.bytes()),
             check_every: Duration::from_secs(1),
         };
         let hook: store::CommitHook = Arc::new(move |committed: Committed<'_>| publish(&router, committed));

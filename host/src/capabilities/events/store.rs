@@ -23,6 +23,12 @@ use crate::infra::durable::{self, Batch, WriterHandle};
 /// (time in ms since the Unix epoch, kind, agent, correlation, payload)
 type Row<'a> = (u64, &'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
 
+/// What one event counts against `retain_bytes`: its strings and payload, and a row's share of
+/// the tables and indexes (an estimate: redb's pages hold more).
+fn row_bytes(kind: &str, agent: Option<&str>, correlation: Option<&str>, payload: &[u8]) -> u64 {
+    (64 + 3 * kind.len() + 2 * agent.map_or(0, str::len) + 2 * correlation.map_or(0, str::len) + payload.len()) as u64
+}
+
 const EVENTS: TableDefinition<u64, Row> = TableDefinition::new("events");
 /// (seq bucket, value, seq)
 type IndexKey<'a> = (u64, &'a str, u64);
@@ -101,6 +107,8 @@ pub struct Page {
 pub struct Retention {
     pub max_events: Option<u64>,
     pub max_age: Option<Duration>,
+    /// The most the events may take, by [`row_bytes`].
+    pub max_bytes: Option<u64>,
     /// How often the age bound is checked when no appends arrive.
     pub check_every: Duration,
 }
@@ -327,6 +335,8 @@ struct Writer {
     on_commit: Option<CommitHook>,
     last_seq: u64,
     last_time_ms: u64,
+    /// What the stored events take, by [`row_bytes`].
+    stored_bytes: u64,
     /// Index rows of the first retained event's commit time exists; see `retain`.
     last_retention: std::time::Instant,
 }
@@ -336,19 +346,38 @@ impl Writer {
         // Create the tables, so that readers never see a store without them.
         let write = db.begin_write().map_err(StoreError::database)?;
         durable::check_format(&write, "event store", FORMAT).map_err(StoreError::Database)?;
-        let (last_seq, last_time_ms) = {
+        let last_seq = {
             let events = write.open_table(EVENTS).map_err(StoreError::database)?;
             for table in [BY_KIND, BY_AGENT, BY_CORRELATION] {
                 write.open_table(table).map_err(StoreError::database)?;
             }
             write.open_table(BY_TIME).map_err(StoreError::database)?;
-            match events.last().map_err(StoreError::database)? {
+            let last = match events.last().map_err(StoreError::database)? {
                 Some((seq, row)) => (seq.value(), row.value().0),
                 None => (0, 0),
+            };
+            // One pass over the store at start (about a second per million events).
+            let mut stored = 0;
+            if retention.max_bytes.is_some() {
+                for entry in events.iter().map_err(StoreError::database)? {
+                    let (_, row) = entry.map_err(StoreError::database)?;
+                    let (_, kind, agent, correlation, payload) = row.value();
+                    stored += row_bytes(kind, agent, correlation, payload);
+                }
             }
+            (last.0, last.1, stored)
         };
+        let (last_seq, last_time_ms, stored_bytes) = last_seq;
         write.commit().map_err(StoreError::database)?;
-        Ok(Writer { db, retention, on_commit, last_seq, last_time_ms, last_retention: std::time::Instant::now() })
+        Ok(Writer {
+            db,
+            retention,
+            on_commit,
+            last_seq,
+            last_time_ms,
+            stored_bytes,
+            last_retention: std::time::Instant::now(),
+        })
     }
 
     fn run(&mut self, receiver: mpsc::Receiver<Append>) {
@@ -380,7 +409,7 @@ impl Writer {
                 }
             }
             self.commit(&mut batch);
-            if self.retention_due() {
+            if self.retention_due() || self.over_bytes() {
                 self.retain();
             }
         }
@@ -394,6 +423,11 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.last_seq += batch.len() as u64;
+                for append in batch.iter() {
+                    let event = &append.event;
+                    self.stored_bytes +=
+                        row_bytes(&event.kind, event.agent.as_deref(), event.correlation.as_deref(), &event.payload);
+                }
                 self.last_time_ms = time_ms;
                 for (append, seq) in batch.iter_mut().zip(first_seq..) {
                     if let Some(ack) = append.ack.take() {
@@ -450,6 +484,10 @@ impl Writer {
         self.last_retention.elapsed() >= self.retention.check_every
     }
 
+    fn over_bytes(&self) -> bool {
+        self.retention.max_bytes.is_some_and(|max| self.stored_bytes > max)
+    }
+
     /// Delete what the retention bounds exclude, a chunk per commit until none is left.
     fn retain(&mut self) {
         self.last_retention = std::time::Instant::now();
@@ -484,18 +522,38 @@ impl Writer {
             };
             keep_from = keep_from.max(from);
         }
+        if let Some(max) = self.retention.max_bytes
+            && self.stored_bytes > max
+        {
+            // The oldest go until the rest fits.
+            let events = read.open_table(EVENTS).map_err(StoreError::database)?;
+            let mut left = self.stored_bytes;
+            let mut from = self.last_seq + 1;
+            for entry in events.iter().map_err(StoreError::database)? {
+                let (seq, row) = entry.map_err(StoreError::database)?;
+                if left <= max {
+                    from = seq.value();
+                    break;
+                }
+                let (_, kind, agent, correlation, payload) = row.value();
+                left -= row_bytes(kind, agent, correlation, payload).min(left);
+            }
+            keep_from = keep_from.max(from);
+        }
         Ok(keep_from)
     }
 
     fn retain_chunk(&mut self) -> Result<usize, StoreError> {
         let write = self.db.begin_write().map_err(StoreError::database)?;
+        let mut freed = 0;
         let removed = {
             let keep_from = self.retained_from(&write)?;
             let mut events = write.open_table(EVENTS).map_err(StoreError::database)?;
             let mut doomed = Vec::new();
             for entry in events.range(..keep_from).map_err(StoreError::database)?.take(RETENTION_CHUNK) {
                 let (seq, row) = entry.map_err(StoreError::database)?;
-                let (_, kind, agent, correlation, _) = row.value();
+                let (_, kind, agent, correlation, payload) = row.value();
+                freed += row_bytes(kind, agent, correlation, payload);
                 doomed.push((
                     seq.value(),
                     kind.to_string(),
@@ -533,6 +591,7 @@ impl Writer {
             doomed.len()
         };
         write.commit().map_err(StoreError::database)?;
+        self.stored_bytes = self.stored_bytes.saturating_sub(freed);
         Ok(removed)
     }
 }
@@ -551,7 +610,7 @@ mod tests {
     }
 
     fn keep_all() -> Retention {
-        Retention { max_events: None, max_age: None, check_every: Duration::from_secs(3600) }
+        Retention { max_events: None, max_age: None, max_bytes: None, check_every: Duration::from_secs(3600) }
     }
 
     #[tokio::test]
@@ -609,9 +668,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn byte_retention_keeps_the_newest_that_fit_and_counts_a_reopened_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.redb");
+        // 1 KiB payloads: each counts 1024 + 64 + 3 × 3 ("big") + 2 × 1 ("a") = 1,099 bytes.
+        let each = row_bytes("big", Some("a"), None, &[0; 1024]);
+        let retention = Retention {
+            max_events: None,
+            max_age: None,
+            max_bytes: Some(20 * each),
+            check_every: Duration::from_secs(3600),
+        };
+        let big = || NewEvent { payload: vec![7; 1024], ..event("big", "a", None) };
+        {
+            let store = EventStore::open(&path, retention, None).unwrap();
+            for _ in 0..100 {
+                store.append(big()).await.unwrap();
+            }
+            // Retention runs right after the commit that passes the bound.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while store.len().unwrap() > 20 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(store.len().unwrap(), 20, "20 events fit the bound");
+            let kept = store.query(&Query { limit: 100, ..Default::default() }).unwrap();
+            assert_eq!(kept.events.first().map(|e| e.seq), Some(81), "the newest are kept");
+        }
+        // Reopened with a smaller bound, the store counts what it holds and trims it.
+        let smaller = Retention { max_bytes: Some(5 * each), ..retention };
+        let store = EventStore::open(&path, smaller, None).unwrap();
+        store.append(big()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.len().unwrap() > 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(store.len().unwrap(), 5);
+    }
+
+    #[tokio::test]
     async fn time_ranges_and_count_retention() {
         let dir = tempfile::tempdir().unwrap();
-        let retention = Retention { max_events: Some(10), max_age: None, check_every: Duration::from_millis(1) };
+        let retention =
+            Retention { max_events: Some(10), max_age: None, max_bytes: None, check_every: Duration::from_millis(1) };
         let store = EventStore::open(&dir.path().join("e.redb"), retention, None).unwrap();
         for _ in 0..5 {
             store.append(event("early", "a", None)).await.unwrap();
