@@ -185,6 +185,40 @@ fn pool_checkout_times_out_under_contention_overflow_absorbs_it_and_slow_answers
 }
 
 #[test]
+fn an_overflow_connection_is_closed_on_return_and_the_kept_one_is_reused() {
+    let upstream = Upstream::start();
+    let target = format!(
+        "[outbound.spill]\nurl = \"{}\"\npool = {{ size = 1, overflow = 1, checkout_timeout = \"5s\" }}\n",
+        upstream.url("")
+    );
+    let (slow, ok) = (upstream.url("/slow"), upstream.url("/ok"));
+    let script = format!("http-pair GET {slow}; http GET {ok}; http GET {ok}; http GET {ok}; log done");
+    let scenario = Scenario::agents("", &format!("{target}{}", caller("spiller", "\"spill\"", &script)));
+    let mut child = scenario.spawn();
+    let mut lines = common::lines_of(&mut child);
+    let mut seen = Vec::new();
+    common::wait_for_event(&mut lines, &mut seen, |e| {
+        e["agent"] == "spiller" && e["message"] == "probe: log done => done"
+    });
+    // The pair needed two connections; the overflow one is closed once returned, and the three
+    // requests after it all went over the one the pool keeps.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.connections().1 > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(upstream.connections(), (2, 1), "(accepted, open)");
+    assert_eq!(upstream.hits("/ok"), 3);
+    common::terminate(&child);
+    let _ = child.wait();
+    let outcomes: Vec<String> = seen
+        .iter()
+        .filter(|e| e["agent"] == "spiller")
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect();
+    assert!(outcomes.contains(&format!("probe: http-pair GET {slow} => outcomes [200,200]")), "{outcomes:#?}");
+}
+
+#[test]
 fn ipv6_literal_targets_work_and_credentials_in_urls_are_refused() {
     let v6 = Upstream::start_on("[::1]:0");
     let v4 = Upstream::start();

@@ -326,6 +326,8 @@ pub struct Upstream {
     pub address: std::net::SocketAddr,
     secure: bool,
     hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// Connections accepted, and those still open.
+    connections: std::sync::Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -362,11 +364,18 @@ impl Upstream {
         let hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Default::default();
         let counted = hits.clone();
         let secure = tls.is_some();
+        let connections: std::sync::Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)> =
+            Default::default();
+        let tracked = connections.clone();
         runtime.spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let counted = counted.clone();
                 let tls = tls.clone();
+                let tracked = tracked.clone();
+                tracked.0.fetch_add(1, SeqCst);
+                tracked.1.fetch_add(1, SeqCst);
                 tokio::spawn(async move {
                     match tls {
                         // A client that refuses the certificate ends the handshake: nothing to serve.
@@ -377,15 +386,22 @@ impl Upstream {
                         }
                         None => serve_connection(stream, counted).await,
                     }
+                    tracked.1.fetch_sub(1, SeqCst);
                 });
             }
         });
-        Upstream { address, secure, hits, _runtime: runtime }
+        Upstream { address, secure, hits, connections, _runtime: runtime }
     }
 
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.secure { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.address)
+    }
+
+    /// (connections accepted so far, connections open now).
+    pub fn connections(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.connections.0.load(SeqCst), self.connections.1.load(SeqCst))
     }
 
     /// Requests that reached the server on this path.
