@@ -27,6 +27,9 @@ fn manifest(round: u64) -> String {
             l if l.starts_with("data_dir") => "data_dir = \"data\"".to_string(),
             l if l.starts_with("durable = false") => "durable = true".to_string(),
             l if l.starts_with("trader = ") => format!("trader = {:?}", common::agent("trader").display().to_string()),
+            // Budgets are minted once, in the first round, and compute is billed in every one:
+            // enough for every round, so that no start is refused for want of money.
+            l if l.starts_with("wallet = ") => "wallet = 100000000".to_string(),
             l => l.to_string(),
         };
         text.push_str(&line);
