@@ -32,7 +32,7 @@ fn transfers_and_holds_move_money_and_survive_a_restart() {
         "await bob 10000; pay bob 30; pay bob 500; pay nobody 1; hold 50; wallet; capture bob 20; wallet; \
          hold 10; release-hold; release-hold; wallet; stop",
     );
-    let bob = probe("bob", 0, "register bob; sleep 200; wallet; stop");
+    let bob = probe("bob", 0, "register bob; await-gone alice 30000; wallet; stop");
     // Deny by default: without the grant, no wallet call reaches the ledger.
     let outsider = "[[agent]]\nname = \"outsider\"\nmodule = \"probe\"\nrestart = \"temporary\"\nsignificant = true\n\
                     grants = [\"messaging\", \"logging\"]\nconfig = { script = \"wallet; pay alice 1; stop\" }\n";
@@ -40,6 +40,7 @@ fn transfers_and_holds_move_money_and_survive_a_restart() {
     let run = scenario.run_until_exit_of_all(&["alice", "bob", "outsider"]);
     assert_eq!(run.outcome("outsider", "wallet"), "error LedgerError::Denied");
     assert_eq!(run.outcome("outsider", "pay alice 1"), "error LedgerError::Denied");
+    assert_eq!(run.outcome("bob", "wallet"), "balance 50 held 0", "paid 30, then 20 captured from a hold");
     assert!(run.outcome("alice", "pay bob 30").starts_with("paid seq "));
     assert_eq!(
         run.outcome("alice", "pay bob 500"),

@@ -236,23 +236,32 @@ fn retention_keeps_the_newest_events_and_drops_old_ones() {
         "counted",
         "\"messaging\", \"logging\", \"events\"",
         "",
-        "event-append-many 20 bulk; sleep 2500; event-all 100; stop",
+        "event-append-many 20 bulk; await-outcome 30000 event-all 100 => pages [5] payloads [15,16,17,18,19]; stop",
     );
     let scenario = Scenario::finite("", &format!("{counted}\n[events]\nretain_events = 5\n"));
     let run = scenario.run();
     run.assert_success();
-    assert_eq!(run.outcome("counted", "event-all 100"), "pages [5] payloads [15,16,17,18,19]");
+    let step = "await-outcome 30000 event-all 100 => pages [5] payloads [15,16,17,18,19]";
+    assert_eq!(run.outcome("counted", step), "pages [5] payloads [15,16,17,18,19]", "the newest five are kept");
 
     let aged = probe(
         "aged",
         "\"messaging\", \"logging\", \"events\"",
         "",
-        "event-append-many 3 old; sleep 3000; event-append young - fresh; event-all 100 kind=old; event-all 100 kind=young; stop",
+        // Until the old ones are gone (retain_for 1 s), then a young one is kept.
+        "event-append-many 3 old; event-all 100 kind=old; \
+         await-outcome 30000 event-all 100 kind=old => pages [0] payloads []; \
+         event-append young - fresh; event-all 100 kind=young; stop",
     );
     let scenario = Scenario::finite("", &format!("{aged}\n[events]\nretain_for = \"1s\"\n"));
     let run = scenario.run();
     run.assert_success();
-    assert_eq!(run.outcome("aged", "event-all 100 kind=old"), "pages [0] payloads []");
+    assert_eq!(run.outcome("aged", "event-all 100 kind=old"), "pages [3] payloads [0,1,2]", "kept while young");
+    assert_eq!(
+        run.outcome("aged", "await-outcome 30000 event-all 100 kind=old => pages [0] payloads []"),
+        "pages [0] payloads []",
+        "gone once older than retain_for"
+    );
     assert_eq!(run.outcome("aged", "event-all 100 kind=young"), "pages [1] payloads [fresh]");
 }
 

@@ -40,7 +40,8 @@
 //! `auction-wait <auction> <timeout-ms>`, `announce <capability> <budget> <bidding-ms>
 //! <deadline-ms> lowest|best`, `offer <task> <price> <eta-ms>` (a proposal), `complete <task> <output>`,
 //! `give-up <task> <reason>`, `task-wait <task> <timeout-ms>`, `reputation <agent>`,
-//! `repeat <n> <step...>` (reports the last outcome), `count <n> <step...>` (outcomes counted by class), `until <timeout-ms> <step...>` (repeats the
+//! `repeat <n> <step...>` (reports the last outcome), `count <n> <step...>` (outcomes counted by class), `await-outcome <timeout-ms> <step...> => <outcome>` (repeats the step until it has that outcome),
+//! `until <timeout-ms> <step...>` (repeats the
 //! step until it succeeds), `await-children <supervisor> <timeout-ms> <list>` (until `children`
 //! shows that list), `await-meta <agent> <key> <value> <timeout-ms>`, `sleep <ms>`, `log <text>`, `stop`. A message `stop` stops it too.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
@@ -246,6 +247,21 @@ fn run_step(words: &[&str]) -> String {
                 last = run_step(&words[2..]);
             }
             last
+        }
+        "await-outcome" => {
+            // `await-outcome <timeout-ms> <step...> => <outcome...>`: the step again every 10 ms
+            // until its outcome is that one, or the time runs out; reports the last outcome.
+            let rest = &words[2..];
+            let split = rest.iter().position(|w| *w == "=>").unwrap_or(rest.len());
+            let (step, expected) = (&rest[..split], rest.get(split + 1..).unwrap_or_default().join(" "));
+            let started = std::time::Instant::now();
+            loop {
+                let last = run_step(step);
+                if last == expected || started.elapsed() >= Duration::from_millis(number(1)) {
+                    return last;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         "until" => {
             // Until the step succeeds (its outcome is no error), or the time runs out.
