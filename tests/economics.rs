@@ -264,3 +264,74 @@ fn the_market_example_runs_and_conserves_money() {
         assert!(run.stderr.contains(&format!("{client}: all 8 tasks ended")), "{client} finished: {}", run.stderr);
     }
 }
+
+/// A probe that logs every notice it is sent (`report_messages`), and stays up after its script.
+fn listening(name: &str, wallet: u64, extra: &str, script: &str) -> String {
+    format!(
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nrestart = \"temporary\"\nbudget = \"1h\"\nwallet = {wallet}\n{extra}\
+         grants = [\"messaging\", \"logging\", \"registry\", \"economics\"]\n\
+         config = {{ script = \"{script}\", report_messages = \"true\" }}\n"
+    )
+}
+
+#[test]
+fn bidders_sellers_contractors_and_announcers_are_told_by_notices() {
+    // An English auction: bob bids 20, ann outbids him with 30 and wins at her bid.
+    let seller = listening("seller", 0, "", "auction-open english 10 1500 5; register opened; log opened");
+    let bob = listening("bob", 100, "", "await opened 10000; bid 1 20; register bob-bid");
+    let ann = listening("ann", 100, "", "await bob-bid 10000; bid 1 30");
+    // A task for "render": two contractors propose, the cheaper wins and delivers.
+    let boss =
+        listening("boss", 1000, "", "await cheap-up 10000; await dear-up 10000; announce render 100 500 5000 lowest");
+    let capable = "capabilities = [\"render\"]\n";
+    let cheap =
+        listening("cheap", 0, capable, "register cheap-up; until 10000 offer 1 40 100; until 10000 complete 1 done");
+    let dear = listening("dear", 0, capable, "register dear-up; until 10000 offer 1 60 100");
+    let told = |run: &common::Run, agent: &str| -> Vec<String> {
+        run.logs(agent).into_iter().filter(|l| l.starts_with("probe got [agora:")).collect()
+    };
+    let scenario = Scenario::agents("", &format!("{seller}{bob}{ann}{boss}{cheap}{dear}"));
+    // Until the boss heard the task completed and every party of the auction heard it sold.
+    let seen = std::cell::Cell::new(0u8);
+    let run = scenario.run_until(|e| {
+        let message = e["message"].as_str().unwrap_or_default();
+        let bit = match e["agent"].as_str() {
+            Some("boss") if message.starts_with("probe got [agora:market] MarketNotice::Completed") => 1,
+            Some("seller") if message.contains("AuctionNotice::Sold") => 2,
+            Some("bob") if message.contains("AuctionNotice::Sold") => 4,
+            Some("ann") if message.contains("AuctionNotice::Sold") => 8,
+            _ => 0,
+        };
+        seen.set(seen.get() | bit);
+        seen.get() == 15
+    });
+    let sold = "probe got [agora:auction] AuctionNotice::Sold(AuctionSold { auction: 1, winner: \"ann\", price: 30 })";
+    assert!(told(&run, "seller").contains(&sold.to_string()), "{:#?}", told(&run, "seller"));
+    let bob_told = told(&run, "bob");
+    assert_eq!(
+        bob_told.first().map(String::as_str),
+        Some("probe got [agora:auction] AuctionNotice::Outbid(Outbid { auction: 1, by: 30 })")
+    );
+    assert!(bob_told.contains(&sold.to_string()), "{bob_told:#?}");
+    assert!(told(&run, "ann").contains(&sold.to_string()), "{:#?}", told(&run, "ann"));
+    assert!(told(&run, "ann").iter().all(|l| !l.contains("Outbid")), "the leader is never outbid");
+
+    let cheap_told = told(&run, "cheap");
+    assert_eq!(
+        cheap_told[..2],
+        [
+            "probe got [agora:market] MarketNotice::CallForProposals(1)",
+            "probe got [agora:market] MarketNotice::Awarded(1)"
+        ]
+    );
+    assert_eq!(
+        told(&run, "dear"),
+        [
+            "probe got [agora:market] MarketNotice::CallForProposals(1)",
+            "probe got [agora:market] MarketNotice::Lost(1)"
+        ]
+    );
+    let boss_told = told(&run, "boss");
+    assert_eq!(boss_told.len(), 1, "{boss_told:#?}");
+    assert!(boss_told[0].contains("contractor: \"cheap\"") && boss_told[0].contains("price: 40"), "{boss_told:#?}");
+}
