@@ -37,8 +37,10 @@ fn locks_are_released_when_their_holder_stops_or_is_killed() {
     // `quitter` stops while holding; `stuck` (temporary: not started again) is killed
     // mid-callback when its permanent one_for_all sibling crashes and its 100 ms shutdown runs out. Each waiter gets its lock long before
     // the 60 s lease ends.
-    let quitter = probe("quitter", GRANTS, "lock-try q exclusive 60000; register holding-q; stop");
-    let after_stop = probe("after-stop", GRANTS, "await holding-q 10000; lock q exclusive 60000 30000; stop");
+    let quitter =
+        probe("quitter", GRANTS, "lock-try q exclusive 60000; register holding-q; await waiting-q 10000; stop");
+    let after_stop =
+        probe("after-stop", GRANTS, "await holding-q 10000; register waiting-q; lock q exclusive 60000 30000; stop");
     let group = format!(
         "[[supervisor.children]]\nname = \"pair\"\nstrategy = \"one_for_all\"\nrestart = \"temporary\"\nintensity = 5\n\
          [[supervisor.children.children]]\nname = \"stuck\"\nmodule = \"probe\"\nrestart = \"temporary\"\nshutdown = \"100ms\"\n\
@@ -73,7 +75,8 @@ fn readers_share_writers_exclude_and_leases_and_crashes_release() {
     let second_sharer = probe(
         "sharer-2",
         GRANTS,
-        "await sharing-1 10000; lock-try rw shared 60000; register sharing-2; await tried 10000; stop",
+        "await sharing-1 10000; lock-try rw shared 60000; register sharing-2; await tried 10000; \
+         await-gone sharer 30000; stop",
     );
     // Each awaited name stays registered until its awaiters are done with it (`await-gone`).
     let writer = probe(
@@ -113,11 +116,6 @@ fn readers_share_writers_exclude_and_leases_and_crashes_release() {
         "sharer", "sharer-2", "writer", "heir", "taker", "patient", "outsider", "lapser", "blocker",
     ]);
 
-    for e in &run.events {
-        if e["event"] == "agent_exited" || e["event"] == "agent_log" {
-            eprintln!("DBG {} {} {} {}", e["timestamp"], e["agent"], e["reason"], e["message"]);
-        }
-    }
     let missed: Vec<&str> = run
         .events
         .iter()
