@@ -11,13 +11,16 @@ fn target() -> Option<&'static str> {
     TARGET.get_or_init(|| std::env::var("AGORA_INJECT_FAULT").ok().filter(|v| !v.is_empty())).as_deref()
 }
 
-/// Whether the fault at `site` (for `name`, when the site has names) is to fire now: true once.
-pub fn fires(site: &str, name: &str) -> bool {
-    static FIRED: AtomicBool = AtomicBool::new(false);
-    let Some(target) = target() else { return false };
-    let matches = match target.split_once(':') {
+/// Whether the fault is set for `site` (and `name`, when the site has names).
+pub fn aimed_at(site: &str, name: &str) -> bool {
+    target().is_some_and(|target| match target.split_once(':') {
         Some((at, who)) => at == site && who == name,
         None => target == site,
-    };
-    matches && !FIRED.swap(true, Ordering::Relaxed)
+    })
+}
+
+/// Whether the fault at `site` (for `name`) is to fire now: true once per process.
+pub fn fires(site: &str, name: &str) -> bool {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    aimed_at(site, name) && !FIRED.swap(true, Ordering::Relaxed)
 }

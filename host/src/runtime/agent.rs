@@ -537,6 +537,8 @@ impl Instance {
     /// Handle messages until the agent stops, faults or is shut down.
     async fn serve(&mut self, agent: &Agent) -> ExitReason {
         let stop = self.stop.clone();
+        // Looked up once per task, so that the message path pays a local test for it.
+        let injecting = crate::infra::faults::aimed_at("agent-task", &self.store.data().name);
         loop {
             match stop.level() {
                 KILL => return self.killed(),
@@ -563,7 +565,7 @@ impl Instance {
                 }
             };
             // AGORA_INJECT_FAULT=agent-task:<name>: a panic in this task's host code.
-            if crate::infra::faults::fires("agent-task", &self.store.data().name) {
+            if injecting && crate::infra::faults::fires("agent-task", &self.store.data().name) {
                 panic!("injected fault in the agent task");
             }
             let message = match invoke::arm(&mut self.store) {

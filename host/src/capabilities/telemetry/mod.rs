@@ -95,21 +95,13 @@ fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Telemetry {
     pub fn install(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
         let handle = RECORDER.get_or_init(|| {
+            // Counters and gauges only: histograms are the host's own summaries (`summary`).
             let recorder = PrometheusBuilder::new()
-                .set_quantiles(&settings.quantiles)
-                .map_err(|e| format!("telemetry.quantiles: {e}"))?
                 .idle_timeout(MetricKindMask::ALL, Some(settings.idle_timeout.duration()))
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
             describe();
-            // Histograms buffer samples until upkeep folds them in; without it they grow
-            // without bound between scrapes.
-            let upkeep = handle.clone();
-            crate::infra::housekeeping::global().every(Duration::from_secs(5), move || {
-                upkeep.run_upkeep();
-                true
-            });
             Ok(handle)
         });
         let handle = handle.clone().map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
@@ -130,7 +122,6 @@ impl Telemetry {
         for agent in live {
             agent.export();
         }
-        self.handle.run_upkeep();
         let mut text = self.handle.render();
         let now = Instant::now();
         let idle = self.idle_timeout;
