@@ -159,14 +159,18 @@ fn barriers_release_together_time_out_and_report_a_lost_party() {
     let lonely = probe("lonely", GRANTS, "barrier empty 2 200; barrier meet 4 1000; stop");
     // "doomed" waits at "fragile" linked to "fuse", which crashes: doomed dies while waiting, and
     // "steady", waiting there too, is told who was lost.
-    let fuse = probe("fuse", GRANTS, "register fuse; await doomed-waiting 10000; sleep 200; panic");
+    let fuse = probe(
+        "fuse",
+        GRANTS,
+        "register fuse; await-outcome 10000 barrier-waiting fragile => waiting [doomed,steady]; panic",
+    );
     let doomed = probe(
         "doomed",
         &format!("{GRANTS}, \"supervision\""),
-        "await fuse 10000; link fuse; register doomed-waiting; barrier fragile 3 30000; stop",
+        "await fuse 10000; link fuse; barrier fragile 3 30000; stop",
     );
     let steady = probe("steady", GRANTS, "barrier fragile 3 30000; stop");
-    let outsider = probe("outsider", "\"messaging\", \"logging\"", "barrier meet 3 100; stop");
+    let outsider = probe("outsider", "\"messaging\", \"logging\"", "barrier meet 3 100; barrier-waiting meet; stop");
     let run = Scenario::agents("", &format!("{parties}{lonely}{fuse}{doomed}{steady}{outsider}"))
         .run_until_exit_of_all(&["party-0", "party-1", "party-2", "lonely", "steady", "outsider", "doomed", "fuse"]);
     for i in 0..3 {
@@ -177,8 +181,11 @@ fn barriers_release_together_time_out_and_report_a_lost_party() {
     assert_eq!(run.outcome("lonely", "barrier empty 2 200"), "error BarrierError::Timeout");
     assert_eq!(run.outcome("lonely", "barrier meet 4 1000"), "error BarrierError::Mismatch(3)");
     assert_eq!(run.outcome("steady", "barrier fragile 3 30000"), "error BarrierError::PartyLost(\"doomed\")");
+    let both = "await-outcome 10000 barrier-waiting fragile => waiting [doomed,steady]";
+    assert_eq!(run.outcome("fuse", both), "waiting [doomed,steady]", "the fuse went off with both waiting");
     assert_eq!(run.exit("doomed")["reason"], "linked");
     assert_eq!(run.outcome("outsider", "barrier meet 3 100"), "error BarrierError::Denied");
+    assert_eq!(run.outcome("outsider", "barrier-waiting meet"), "error BarrierError::Denied");
 }
 
 #[test]

@@ -60,34 +60,29 @@ fn only_granted_targets_under_their_path_are_reachable() {
     assert!(!run.events("outbound_denied", Some("stranger")).is_empty());
 }
 
-/// `outcomes [200:7,rate-limited:30] elapsed-ms 1500` → (200s, rate-limited, elapsed ms).
-fn window_counts(outcome: &str) -> (u64, u64, u64) {
-    let count = |class: &str| {
-        outcome
-            .split(['[', ',', ']'])
-            .find_map(|part| part.strip_prefix(class)?.strip_prefix(':')?.parse().ok())
-            .unwrap_or(0)
-    };
-    let elapsed = outcome.rsplit(' ').next().unwrap().parse().unwrap();
-    (count("200"), count("rate-limited"), elapsed)
+/// `passed 12 limited 7 elapsed-ms 1500` → (limited, elapsed ms).
+fn paced(outcome: &str) -> (u64, u64) {
+    let words: Vec<&str> = outcome.split(' ').collect();
+    assert_eq!(words[..2], ["passed", "12"], "{outcome}");
+    (words[3].parse().unwrap(), words[5].parse().unwrap())
 }
 
 #[test]
 fn rate_limits_hold_over_a_window_per_target_and_per_agent() {
     let upstream = Upstream::start();
     let targets = format!(
-        "[outbound.quota]\nurl = \"{}\"\nrate = {{ limit = 20, per = \"1s\", burst = 5 }}\n\
+        "[outbound.quota]\nurl = \"{}\"\nrate = {{ limit = 10, per = \"1s\", burst = 2 }}\n\
          [outbound.each]\nurl = \"{}\"\nrate_per_agent = {{ limit = 3, per = \"1m\" }}\n",
         upstream.url("/ok"),
         upstream.url("/api")
     );
-    let window = format!("http-for 1500 GET {}; stop", upstream.url("/ok"));
+    let pace = format!("http-paced 12 GET {}", upstream.url("/ok"));
     let each = format!("http-count 6 GET {}; http GET {}; stop", upstream.url("/api/a"), upstream.url("/api/a"));
     let scenario = Scenario::finite(
         "",
         &format!(
             "{targets}{}{}{}",
-            caller("window", "\"quota\"", &window),
+            caller("pacer", "\"quota\"", &format!("{pace}; stop")),
             caller("first", "\"each\"", &each),
             caller("second", "\"each\"", &each)
         ),
@@ -95,15 +90,14 @@ fn rate_limits_hold_over_a_window_per_target_and_per_agent() {
     let run = scenario.run();
     run.assert_success();
 
-    // GCRA: the burst at once, then one every 50 ms.
-    let (accepted, limited, elapsed) = window_counts(&run.outcome("window", &window[..window.find(';').unwrap()]));
-    let expected = 5 + elapsed / 50;
-    assert!(
-        accepted + 1 >= expected && accepted <= expected + 1,
-        "{accepted} accepted in {elapsed} ms; the quota allows {expected}"
-    );
-    assert!(limited > 0, "the loop outran the limit");
-    assert_eq!(upstream.hits("/ok") as u64, accepted, "a limited request never reaches the target");
+    // GCRA at 10/s with a burst of 2: the 12 requests that pass take at least 10 intervals of
+    // 100 ms, however fast the client asks. A client that waits out each retry-after is never
+    // early: after the burst, each limited answer is followed by a pass (so at most 10 are
+    // limited), and the loop, asking at once after each pass, meets the limit.
+    let (limited, elapsed) = paced(&run.outcome("pacer", &pace));
+    assert!(elapsed >= 1000, "12 passed within {elapsed} ms: the limit of 10/s did not hold");
+    assert!((1..=10).contains(&limited), "{limited} limited: a retry-after was too short");
+    assert_eq!(upstream.hits("/ok"), 12, "a limited request never reaches the target");
 
     for agent in ["first", "second"] {
         let step = format!("http-count 6 GET {}", upstream.url("/api/a"));
@@ -111,6 +105,7 @@ fn rate_limits_hold_over_a_window_per_target_and_per_agent() {
         let rejected = run.outcome(agent, &format!("http GET {}", upstream.url("/api/a")));
         let retry: u64 =
             rejected.strip_prefix("status 429 rejected rate-limited retry-after-ms ").unwrap().parse().unwrap();
+        // The next of 3 cells a minute is at most 20 s away.
         assert!(retry > 0 && retry <= 20_000, "{rejected}");
     }
     assert_eq!(upstream.hits("/api/a"), 6);
@@ -126,7 +121,7 @@ fn the_breaker_opens_rejects_probes_once_in_half_open_and_closes() {
     );
     let u = |path: &str| upstream.url(path);
     let script = format!(
-        "http-count 3 GET {fail}; target flaky; http-count 4 GET {ok}; \
+        "http-count 3 GET {fail}; target flaky; http-count 4 GET {ok}; http GET {ok}; \
          sleep 1100; http GET {fail}; target flaky; \
          sleep 1100; http-pair GET {slow}; target flaky; http GET {ok}; stop",
         fail = u("/fail"),
@@ -137,16 +132,54 @@ fn the_breaker_opens_rejects_probes_once_in_half_open_and_closes() {
     let run = scenario.run();
     run.assert_success();
     let logs = run.logs("caller");
-    let outcomes: Vec<&str> = logs.iter().filter_map(|l| l.split(" => ").nth(1)).collect();
+    let outcomes: Vec<&str> = logs.iter().filter_map(|l| l.rsplit(" => ").next()).collect();
     assert_eq!(outcomes[0], "outcomes [500:3]");
     assert!(outcomes[1].starts_with("circuit open retry-after-ms "), "{outcomes:?}");
     assert_eq!(outcomes[2], "outcomes [circuit-open:4]", "an open breaker rejects without calling");
-    assert_eq!(outcomes[4], "status 500 body failing", "the half-open probe reached the target");
-    assert!(outcomes[5].starts_with("circuit open"), "a failed probe reopens: {outcomes:?}");
-    assert_eq!(outcomes[7], "outcomes [200,circuit-open]", "half-open admits one probe at a time");
-    assert!(outcomes[8].starts_with("circuit closed"), "a successful probe closes: {outcomes:?}");
-    assert_eq!(outcomes[9], "status 200 body hello");
+    // The open delay is jittered within [500 ms, 1 s]; what is left of it counts down.
+    let left = |outcome: &str, prefix: &str| -> u64 {
+        outcome
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{outcome:?} does not start with {prefix:?}"))
+    };
+    let status_left = left(outcomes[1], "circuit open retry-after-ms ");
+    let answer_left = left(outcomes[3], "status 503 rejected circuit-open retry-after-ms ");
+    assert!(status_left <= 1000 && answer_left <= status_left && answer_left > 0, "{outcomes:?}");
+    assert_eq!(outcomes[5], "status 500 body failing", "the half-open probe reached the target");
+    assert!(outcomes[6].starts_with("circuit open"), "a failed probe reopens: {outcomes:?}");
+    assert_eq!(outcomes[8], "outcomes [200,circuit-open]", "half-open admits one probe at a time");
+    assert!(outcomes[9].starts_with("circuit closed"), "a successful probe closes: {outcomes:?}");
+    assert_eq!(outcomes[10], "status 200 body hello");
     assert_eq!((upstream.hits("/fail"), upstream.hits("/ok"), upstream.hits("/slow")), (4, 1, 1));
+}
+
+#[test]
+fn a_falling_success_rate_opens_the_breaker_and_a_healthy_one_keeps_it_closed() {
+    let upstream = Upstream::start();
+    let target = format!(
+        "[outbound.flaky]\nurl = \"{}\"\n\
+         breaker = {{ success_rate = 0.5, minimum_calls = 4, window = \"1s\", backoff_initial = \"60s\", backoff_max = \"60s\" }}\n",
+        upstream.url("")
+    );
+    // Failsafe judges the rate once a whole window has passed, as a moving average weighted by
+    // time: the successes run for longer than the window; the failures go on, 10 ms apart,
+    // until the breaker answers in the target's place.
+    let trip = format!("await-outcome 60000 http GET {} => status 503 rejected circuit-open*", upstream.url("/fail"));
+    let script = format!(
+        "await-outcome 1500 http GET {ok} => never; target flaky; {trip}; target flaky; stop",
+        ok = upstream.url("/ok")
+    );
+    let scenario = Scenario::finite("", &format!("{target}{}", caller("caller", "\"flaky\"", &script)));
+    let run = scenario.run();
+    run.assert_success();
+    let logs = run.logs("caller");
+    let outcomes: Vec<&str> = logs.iter().filter_map(|l| l.rsplit(" => ").next()).collect();
+    assert_eq!(outcomes[0], "status 200 body hello");
+    assert!(outcomes[1].starts_with("circuit closed"), "successes for a whole window keep it closed: {outcomes:?}");
+    assert!(outcomes[2].starts_with("status 503 rejected circuit-open retry-after-ms "), "{outcomes:?}");
+    assert!(outcomes[3].starts_with("circuit open"), "{outcomes:?}");
+    assert!(upstream.hits("/ok") >= 4 && upstream.hits("/fail") >= 4, "the minimum of calls was seen");
 }
 
 #[test]
@@ -216,6 +249,22 @@ fn an_overflow_connection_is_closed_on_return_and_the_kept_one_is_reused() {
         .filter_map(|e| e["message"].as_str().map(str::to_string))
         .collect();
     assert!(outcomes.contains(&format!("probe: http-pair GET {slow} => outcomes [200,200]")), "{outcomes:#?}");
+}
+
+#[test]
+fn a_target_that_accepts_but_never_completes_the_handshake_fails_at_the_connect_timeout() {
+    // TCP is accepted, then nothing is said: the TLS handshake waits for an answer that never
+    // comes, and `connect_timeout` covers it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || silent.incoming().take(1).filter_map(Result::ok).collect::<Vec<_>>());
+    let target = format!("[outbound.mute]\nurl = \"https://127.0.0.1:{port}\"\nconnect_timeout = \"300ms\"\n");
+    let script = format!("http GET https://127.0.0.1:{port}/; stop");
+    let scenario = Scenario::finite("", &format!("{target}{}", caller("caller", "\"mute\"", &script)));
+    let run = scenario.run();
+    run.assert_success();
+    assert_eq!(run.outcome("caller", &format!("http GET https://127.0.0.1:{port}/")), "error ConnectionTimeout");
+    assert_eq!(held.join().unwrap().len(), 1, "the connection was made");
 }
 
 #[test]

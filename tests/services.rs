@@ -433,14 +433,15 @@ fn an_agent_may_make_at_most_256_metrics() {
 fn named_rate_limiters_check_and_wait_per_key() {
     let limits = "[rate_limits.api]\nlimit = 3\nper = \"1m\"\nkeyed = true\n\
                   [rate_limits.shared]\nlimit = 3\nper = \"1m\"\n\
-                  [rate_limits.fast]\nlimit = 10\nper = \"1s\"\nburst = 1\n";
+                  [rate_limits.fast]\nlimit = 10\nper = \"1s\"\nburst = 1\n\
+                  [rate_limits.slow]\nlimit = 1\nper = \"1h\"\n";
     let user = probe(
         "user",
         "\"messaging\", \"logging\", \"rate-limits\"",
         "",
         "limit-count api alice 5; limit-count api bob 5; limit api alice 1; limit api carol 4; \
          limit-count shared alice 2; limit-count shared bob 2; limit nope k 1; \
-         limit fast k 1; limit-wait fast k 1 1000; limit-wait fast k 1 1; stop",
+         limit fast k 1; limit-wait fast k 1 1000; limit slow k 1; limit-wait slow k 1 1000; stop",
     );
     let outsider = probe("outsider", "\"messaging\", \"logging\"", "", "limit api alice 1; stop");
     let run = Scenario::finite("", &format!("{user}{outsider}{limits}")).run();
@@ -455,7 +456,9 @@ fn named_rate_limiters_check_and_wait_per_key() {
     assert_eq!(step("limit nope k 1"), "error LimitError::NotFound");
     assert_eq!(step("limit fast k 1"), "ok");
     assert_eq!(step("limit-wait fast k 1 1000"), "ok", "waited for the next cell");
-    assert_eq!(step("limit-wait fast k 1 1"), "error LimitError::Timeout");
+    assert_eq!(step("limit slow k 1"), "ok");
+    // The next cell of one an hour is far beyond the wait.
+    assert_eq!(step("limit-wait slow k 1 1000"), "error LimitError::Timeout");
     assert_eq!(run.outcome("outsider", "limit api alice 1"), "error LimitError::Denied");
 }
 

@@ -410,3 +410,37 @@ macro_rules! export_agent {
         $crate::bindings::__export_agent_world!(__AgoraAgentExport with_types_in $crate::bindings);
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        Config(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn config_values_parse_with_the_key_named_in_the_error() {
+        let config = config(&[("peers", "3"), ("rate", "fast")]);
+        assert_eq!(config.get("peers"), Some("3"));
+        assert_eq!(config.parse::<u32>("peers"), Ok(Some(3)));
+        assert_eq!(config.parse::<u32>("absent"), Ok(None), "a missing key is not an error");
+        let error = config.parse::<u32>("rate").unwrap_err();
+        assert!(error.starts_with("config `rate` = \"fast\": "), "{error}");
+        assert_eq!(config.iter().collect::<Vec<_>>(), [("peers", "3"), ("rate", "fast")]);
+    }
+
+    #[test]
+    fn rejections_are_read_from_the_hosts_headers() {
+        use outbound::{Rejection, rejection};
+        let headers = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let limited = headers(&[("agora-rejected", "rate-limited"), ("agora-retry-after-ms", "250")]);
+        assert_eq!(rejection(limited), Some(Rejection::RateLimited { retry_after_ms: 250 }));
+        let open = headers(&[("agora-rejected", "circuit-open"), ("agora-retry-after-ms", "x")]);
+        assert_eq!(rejection(open), Some(Rejection::CircuitOpen { retry_after_ms: 0 }), "an unreadable delay is 0");
+        assert_eq!(rejection(headers(&[("retry-after", "1")])), None, "the target's own 429 is not the host's");
+        assert_eq!(rejection(headers(&[("agora-rejected", "other")])), None);
+    }
+}

@@ -182,6 +182,7 @@ enum Call {
     Renew(Text, u64, u32),
     Release(Text, u64),
     Arrive(Text, u32, u8),
+    Waiting(Text),
     Join(Text),
     Leave(Text),
     Leader(Text),
@@ -300,6 +301,7 @@ async fn perform(agent: &mut AgentState, call: Call) {
         Call::Arrive(name, parties, t) => {
             ignore(view::<coordination::Coordination>(agent).arrive(name, parties, ms(t)).await)
         }
+        Call::Waiting(name) => ignore(view::<coordination::Coordination>(agent).waiting(name)),
         Call::Join(group) => ignore(view::<coordination::Coordination>(agent).join(group)),
         Call::Leave(group) => ignore(view::<coordination::Coordination>(agent).leave(group)),
         Call::Leader(group) => ignore(view::<coordination::Coordination>(agent).leader(group)),

@@ -182,3 +182,59 @@ impl fmt::Display for BudgetExceeded {
 }
 
 impl std::error::Error for BudgetExceeded {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(10);
+
+    /// Burn this thread's CPU for `cpu`, by its own CPU clock.
+    fn burn(cpu: Duration) {
+        let start = thread_cpu_ns();
+        while thread_cpu_ns() - start < cpu.as_nanos() as u64 {
+            std::hint::black_box(0u64.wrapping_add(1));
+        }
+    }
+
+    #[test]
+    fn growing_past_the_cap_traps_with_the_sizes_and_the_peak_is_kept() {
+        let mut cap = MemoryCap::new(1 << 20);
+        assert!(cap.memory_growing(0, 1 << 19, None).unwrap());
+        assert!(cap.memory_growing(1 << 19, 1 << 20, None).unwrap(), "up to the cap is allowed");
+        let error = cap.memory_growing(1 << 20, (1 << 20) + 65_536, None).unwrap_err();
+        let exceeded = error.downcast_ref::<MemoryCapExceeded>().expect("a typed error");
+        assert_eq!((exceeded.cap, exceeded.requested), (1 << 20, (1 << 20) + 65_536));
+        assert_eq!(cap.peak(), 1 << 20, "a refused growth is not a peak");
+        assert!(!cap.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap());
+    }
+
+    #[test]
+    fn a_resumed_segment_is_charged_its_cpu_time_not_its_wall_time() {
+        let meter = CpuMeter::default();
+        meter.resumed();
+        burn(Duration::from_millis(30));
+        let used = meter.ticked(TICK);
+        assert!(used >= Duration::from_millis(30), "compute is charged in full: {used:?}");
+
+        meter.reset();
+        meter.resumed();
+        std::thread::sleep(Duration::from_millis(200));
+        let used = meter.ticked(TICK);
+        assert!(used < Duration::from_millis(50), "time asleep (descheduled) is not charged: {used:?}");
+    }
+
+    #[test]
+    fn a_segment_of_unknown_cpu_start_is_charged_at_most_a_tick() {
+        let meter = CpuMeter::default();
+        meter.poll_started();
+        std::thread::sleep(Duration::from_millis(50));
+        meter.poll_ended(TICK);
+        assert_eq!(meter.used(), TICK, "a long poll without a tick was descheduled or in host code");
+        meter.poll_started();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(meter.ticked(TICK), 2 * TICK);
+        meter.reset();
+        assert_eq!(meter.used(), Duration::ZERO, "each callback starts at zero");
+    }
+}

@@ -25,8 +25,9 @@
 pub mod host;
 mod isolated;
 pub mod links;
+mod restarts;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -197,12 +198,9 @@ struct Supervisor {
     name: String,
     id: AgentId,
     strategy: Strategy,
-    intensity: u32,
-    period: Duration,
+    intensity: restarts::Intensity,
     backoff: Option<crate::manifest::Backoff>,
     slots: Vec<Slot>,
-    /// When each restart within the current period happened.
-    recent_restarts: VecDeque<Instant>,
     /// Children this supervisor is stopping itself; their exits are expected, not failures.
     stopping: HashSet<AgentId>,
     /// Children's exits.
@@ -238,11 +236,9 @@ pub fn start_supervisor<'a>(
             name: spec.name.clone(),
             id: runtime.next_id(),
             strategy: spec.strategy,
-            intensity: spec.intensity,
-            period: spec.period,
+            intensity: restarts::Intensity::new(spec.intensity, spec.period),
             backoff: spec.backoff,
             slots: spec.children.iter().map(|child| Slot::new(child.clone(), spec.backoff)).collect(),
-            recent_restarts: VecDeque::new(),
             stopping: HashSet::new(),
             exits,
             exits_sender,
@@ -503,7 +499,7 @@ impl Supervisor {
             }
             return Ok(());
         }
-        if let (Some(backoff), true) = (self.backoff, slot.started_at.elapsed() > self.period) {
+        if let (Some(backoff), true) = (self.backoff, slot.started_at.elapsed() > self.intensity.period) {
             // It ran well for a whole period: start the backoff over.
             slot.next_delay = Some(backoff.initial);
         }
@@ -537,7 +533,7 @@ impl Supervisor {
         let slot = &mut self.slots[cause];
         let delay = slot.next_delay.unwrap_or_default();
         if let Some(backoff) = self.backoff {
-            slot.next_delay = Some(delay.saturating_mul(2).clamp(backoff.initial, backoff.max));
+            slot.next_delay = Some(restarts::next_delay(delay, backoff));
         }
         self.pending_restarts += 1;
         let due = self.due_sender.clone();
@@ -553,18 +549,13 @@ impl Supervisor {
 
     /// Record one restart; fail once the intensity is exceeded within the period.
     fn count_restart(&mut self, exit: &Exit) -> Result<(), Fault> {
-        let now = Instant::now();
-        while self.recent_restarts.front().is_some_and(|at| now.duration_since(*at) > self.period) {
-            self.recent_restarts.pop_front();
-        }
-        self.recent_restarts.push_back(now);
-        if self.recent_restarts.len() as u32 > self.intensity {
+        if !self.intensity.allows(Instant::now()) {
             return Err(Fault::new(
                 FaultKind::RestartIntensity,
                 format!(
                     "more than {} restarts within {:?}; the last: {} exited with {}",
-                    self.intensity,
-                    self.period,
+                    self.intensity.intensity,
+                    self.intensity.period,
                     exit.name,
                     exit.reason.code()
                 ),

@@ -105,6 +105,13 @@ impl Barriers {
         outcome
     }
 
+    /// The names of the parties waiting at `barrier`, in arrival order.
+    pub fn waiting(&self, barrier: &str) -> Vec<Arc<str>> {
+        self.table.get(barrier).map_or_else(Vec::new, |round| {
+            round.waiting.iter().filter(|party| !party.outcome.is_closed()).map(|party| party.name.clone()).collect()
+        })
+    }
+
     /// A party died while waiting: everyone else waiting in the round hears who, and the round
     /// starts over.
     fn lose(&self, barrier: &str, agent: AgentId) {
@@ -176,10 +183,13 @@ mod tests {
             let barriers = barriers.clone();
             tokio::spawn(async move { barriers.arrive("b", 2, "doomed".into(), 3, LONG).await })
         };
-        while barriers.table.get("b").is_none_or(|round| round.waiting.len() < 2) {
+        while barriers.waiting("b").len() < 2 {
             tokio::task::yield_now().await;
         }
+        assert_eq!(barriers.waiting("b"), [Arc::from("steady"), Arc::from("doomed")], "in arrival order");
         doomed.abort();
         assert_eq!(waiter.await.unwrap(), Err(BarrierError::PartyLost("doomed".into())));
+        assert!(barriers.waiting("b").is_empty(), "a broken round starts over empty");
+        assert!(barriers.waiting("never").is_empty());
     }
 }

@@ -159,6 +159,11 @@ impl wit_barriers::Host for View<'_, Coordination> {
             barriers::BarrierError::Mismatch(parties) => WitBarrierError::Mismatch(parties),
         })
     }
+
+    fn waiting(&mut self, name: String) -> Result<Vec<String>, WitBarrierError> {
+        self.require()?;
+        Ok(self.shared.barriers.waiting(&name).iter().map(|party| party.to_string()).collect())
+    }
 }
 
 fn leadership(leadership: election::Leadership) -> wit_election::Leadership {

@@ -131,16 +131,11 @@ pub fn arm(mut store: StoreContextMut<'_, AgentState>, at_tick: bool) -> bool {
     if at_tick {
         meter.per_tick = meter.per_tick.max(meter.at_last_arm.saturating_sub(left));
     }
-    // A running callback stays well ahead of the next tick, which may come late on a loaded
-    // host; a start buys less, as what it buys is set aside from the agent's own spending.
-    let ahead = if at_tick { AHEAD } else { 1 };
-    let target = pricing.slice_fuel().max(meter.per_tick.saturating_mul(3)).saturating_mul(ahead);
-    if left >= if at_tick { target } else { target / 2 } {
+    let Some(wanted) = to_buy(&pricing, left, meter.per_tick, at_tick) else {
         meter.at_last_arm = left;
         return true;
-    }
+    };
     let ledger = &economics.ledger;
-    let wanted = (target - left).div_ceil(pricing.unit);
     let units = ledger.buy_compute(&meter.payer, pricing.price, wanted);
     meter.charged += units * pricing.price;
     let bought = units * pricing.unit;
@@ -156,6 +151,22 @@ pub fn arm(mut store: StoreContextMut<'_, AgentState>, at_tick: bool) -> bool {
     fuel >= pricing.slice_fuel() / 2
 }
 
+/// How many units a store holding `left` fuel buys now, if any. A running callback (`at_tick`)
+/// stays well ahead of the next tick, which may come late on a loaded host; a start buys less,
+/// as what it buys is set aside from the agent's own spending.
+fn to_buy(pricing: &super::Pricing, left: u64, per_tick: u64, at_tick: bool) -> Option<u64> {
+    let ahead = if at_tick { AHEAD } else { 1 };
+    let target = pricing.slice_fuel().max(per_tick.saturating_mul(3)).saturating_mul(ahead);
+    let enough = if at_tick { target } else { target / 2 };
+    (left < enough).then(|| (target - left).div_ceil(pricing.unit))
+}
+
+/// What goes back of `left` unburned fuel: the whole units (their count), and the fuel that
+/// stays in the store (less than a unit, already paid for).
+fn unburned(pricing: &super::Pricing, left: u64) -> (u64, u64) {
+    (left / pricing.unit, left % pricing.unit)
+}
+
 /// The agent went idle: give back the whole units it did not burn, and journal its charges.
 pub fn settle(mut store: StoreContextMut<'_, AgentState>) {
     if meter(&store).is_none() {
@@ -165,7 +176,7 @@ pub fn settle(mut store: StoreContextMut<'_, AgentState>) {
     let (economics, meter) = parts(store.data_mut());
     let (Some(pricing), Some(meter)) = (economics.pricing(), meter) else { return };
     let ledger = &economics.ledger;
-    let unused = left / pricing.unit;
+    let (unused, fuel) = unburned(&pricing, left);
     if unused > 0 {
         let payback = unused * pricing.price;
         meter.given -= unused * pricing.unit;
@@ -175,10 +186,50 @@ pub fn settle(mut store: StoreContextMut<'_, AgentState>) {
     meter.last_settle = quanta::Instant::now();
     meter.settled = meter.charged;
     ledger.settle_compute(&meter.payer);
-    let fuel = left % pricing.unit;
     meter.at_last_arm = fuel;
     let used = meter.given.saturating_sub(fuel);
     let settled = meter.settled;
     let _ = store.set_fuel(fuel);
     store.data().stats.compute(used, settled);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::economics::Pricing;
+
+    /// 2 credits per 1,000 fuel, bought 10 units (10,000 fuel) at a time.
+    const PRICING: Pricing = Pricing { price: 2, unit: 1_000, slice: 10 };
+
+    #[test]
+    fn a_callback_starts_with_a_slice_unless_it_holds_half_of_one() {
+        assert_eq!(to_buy(&PRICING, 0, 0, false), Some(10), "an empty store buys a whole slice");
+        assert_eq!(to_buy(&PRICING, 4_999, 0, false), Some(6), "tops up to the slice, in whole units");
+        assert_eq!(to_buy(&PRICING, 5_000, 0, false), None, "half a slice is enough to start");
+    }
+
+    #[test]
+    fn a_busy_callback_holds_eight_times_its_burn_per_tick_ahead() {
+        // Burning 20,000 fuel a tick: three ticks' burn (60,000) beats a slice, eight times over.
+        assert_eq!(to_buy(&PRICING, 0, 20_000, true), Some(480));
+        assert_eq!(to_buy(&PRICING, 479_999, 20_000, true), Some(1), "rounded up to a whole unit");
+        assert_eq!(to_buy(&PRICING, 480_000, 20_000, true), None);
+        // A slow burner still holds eight slices at a tick, and one at a start.
+        assert_eq!(to_buy(&PRICING, 0, 10, true), Some(80));
+        assert_eq!(to_buy(&PRICING, 0, 10, false), Some(10));
+    }
+
+    #[test]
+    fn only_whole_units_go_back_and_the_rest_stays_paid_for() {
+        assert_eq!(unburned(&PRICING, 0), (0, 0));
+        assert_eq!(unburned(&PRICING, 999), (0, 999));
+        assert_eq!(unburned(&PRICING, 12_345), (12, 345));
+    }
+
+    #[test]
+    fn the_running_chunk_is_a_sixteenth_of_a_slice_within_bounds() {
+        assert_eq!(chunk(&PRICING), 625);
+        assert_eq!(chunk(&Pricing { price: 1, unit: 1, slice: 1 }), 1);
+        assert_eq!(chunk(&Pricing { price: 1, unit: 1_000_000, slice: 1_000 }), 1_000_000);
+    }
 }

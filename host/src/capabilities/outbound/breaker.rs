@@ -315,6 +315,45 @@ mod tests {
         assert_eq!(breaker.circuit(), Circuit::Open, "mostly failures trip it");
     }
 
+    fn delay(breaker: &Breaker) -> Duration {
+        Duration::from_nanos(breaker.track.last_delay.load(Ordering::SeqCst))
+    }
+
+    /// Wait out the open period, by the breaker's own account of it.
+    fn until_half_open(breaker: &Breaker) {
+        while let Some(left) = breaker.retry_after().filter(|left| !left.is_zero()) {
+            std::thread::sleep(left);
+        }
+    }
+
+    #[test]
+    fn the_open_delay_doubles_while_probes_fail_up_to_the_cap_and_starts_over_once_closed() {
+        let ms = Duration::from_millis;
+        let breaker = Breaker::new(&BreakerSpec {
+            trip: Trip::ConsecutiveFailures(1),
+            backoff_initial: ms(8),
+            backoff_max: ms(32),
+            probes: 1,
+        });
+        breaker.permit().unwrap().record(false);
+        // Equal jitter: the n-th delay lies in [d/2, d] for d = min(8 ms * 2^n, 32 ms).
+        for full in [8, 16, 32, 32, 32] {
+            let chosen = delay(&breaker);
+            assert!(chosen >= ms(full) / 2 && chosen <= ms(full), "{chosen:?} outside [{full}/2, {full}] ms");
+            assert!(breaker.retry_after().unwrap() <= chosen, "retry-after counts down from the delay");
+            until_half_open(&breaker);
+            breaker.permit().expect("a probe once the delay has passed").record(false);
+            assert_eq!(breaker.circuit(), Circuit::Open);
+        }
+        until_half_open(&breaker);
+        breaker.permit().unwrap().record(true);
+        assert_eq!(breaker.circuit(), Circuit::Closed);
+        assert_eq!(breaker.retry_after(), None, "a closed breaker has no retry-after");
+        breaker.permit().unwrap().record(false);
+        let chosen = delay(&breaker);
+        assert!(chosen >= ms(4) && chosen <= ms(8), "closing starts the sequence over: {chosen:?}");
+    }
+
     #[test]
     fn a_failed_probe_reopens() {
         let breaker = breaker(1);

@@ -315,8 +315,14 @@ impl Rejection {
 
 type Sent = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>;
 
+/// Rounded up, so that a client that waits exactly that long is never early.
+fn ceil_millis(duration: Duration) -> u64 {
+    duration.as_nanos().div_ceil(1_000_000) as u64
+}
+
+/// The host's answer in the target's place.
 fn rejected(rejection: Rejection, retry_after: Duration) -> Sent {
-    let millis = retry_after.as_millis().max(1) as u64;
+    let millis = ceil_millis(retry_after).max(1);
     let response = http::Response::builder()
         .status(rejection.status())
         .header(http::header::RETRY_AFTER, millis.div_ceil(1000).to_string())
@@ -599,9 +605,72 @@ impl wit::Host for View<'_, Outbound> {
                 Circuit::Open => WitCircuit::Open,
                 Circuit::HalfOpen => WitCircuit::HalfOpen,
             },
-            retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+            retry_after_ms: retry_after.map(ceil_millis),
             in_use,
             capacity,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Arc<Target> {
+        let spec: TargetSpec = toml::from_str(&format!("url = {url:?}")).unwrap();
+        let outbound = Outbound::new(&BTreeMap::from([("t".to_string(), spec)])).unwrap();
+        outbound.target("t").unwrap().clone()
+    }
+
+    #[test]
+    fn origins_take_scheme_host_port_and_path_and_refuse_credentials() {
+        let origin = parse_origin("https://API.Example.com/v1/").unwrap();
+        assert_eq!(origin, Origin { secure: true, host: "api.example.com".into(), port: 443, path: "/v1".into() });
+        assert_eq!(parse_origin("http://[::1]:8080").unwrap().port, 8080);
+        assert_eq!(parse_origin("http://127.0.0.1").unwrap().port, 80);
+        assert!(parse_origin("ftp://127.0.0.1/").unwrap_err().contains("http:// or https://"));
+        assert!(parse_origin("http://user:pw@127.0.0.1/").unwrap_err().contains("credentials"));
+        assert!(parse_origin("127.0.0.1:80").is_err(), "no scheme");
+    }
+
+    #[tokio::test]
+    async fn a_target_covers_its_origin_under_its_path_and_nothing_that_could_leave_it() {
+        let api = target("http://127.0.0.1:9/api");
+        let covers = |uri: &str| api.covers(&uri.parse().unwrap());
+        for inside in ["http://127.0.0.1:9/api", "http://127.0.0.1:9/api/", "http://127.0.0.1:9/api/a/b?q=1"] {
+            assert!(covers(inside), "{inside}");
+        }
+        for outside in [
+            "http://127.0.0.1:9/apix",
+            "http://127.0.0.1:9/",
+            "http://127.0.0.1:9/api/../admin",
+            "http://127.0.0.1:9/api/./a",
+            "http://127.0.0.1:9/api/%2E%2E/admin",
+            "http://127.0.0.1:9/api/a%2fb",
+            "http://127.0.0.1:9/api\\..\\admin",
+            "https://127.0.0.1:9/api",
+            "http://127.0.0.1:10/api",
+            "http://127.0.0.2:9/api",
+            "http://user@127.0.0.1:9/api",
+        ] {
+            assert!(!covers(outside), "{outside}");
+        }
+        let whole = target("http://localhost:9");
+        assert!(whole.covers(&"http://LOCALHOST:9/anything".parse().unwrap()), "host names match in any case");
+    }
+
+    #[test]
+    fn a_rejection_rounds_its_retry_after_up() {
+        let headers = |retry_after: Duration| {
+            let (response, _) = rejected(Rejection::RateLimited, retry_after).unwrap();
+            assert_eq!(response.status(), 429);
+            let header = |name: &str| response.headers()[name].to_str().unwrap().to_string();
+            (header("agora-retry-after-ms"), header("retry-after"), header("agora-rejected"))
+        };
+        assert_eq!(headers(Duration::from_micros(1200)), ("2".into(), "1".into(), "rate-limited".into()));
+        assert_eq!(headers(Duration::ZERO).0, "1", "never zero: a retry at once would be refused again");
+        assert_eq!(headers(Duration::from_millis(2500)), ("2500".into(), "3".into(), "rate-limited".into()));
+        let (open, _) = rejected(Rejection::CircuitOpen, Duration::from_secs(1)).unwrap();
+        assert_eq!((open.status().as_u16(), open.headers()["agora-rejected"].to_str().unwrap()), (503, "circuit-open"));
     }
 }

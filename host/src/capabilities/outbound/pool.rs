@@ -140,3 +140,90 @@ impl Drop for Checkout {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    const SPEC: PoolSpec = PoolSpec {
+        size: 1,
+        overflow: 1,
+        checkout_timeout: Duration::from_millis(200),
+        connect_timeout: Duration::from_millis(300),
+    };
+
+    /// A loopback listener with an accept queue of one that nobody accepts from, filled up: the
+    /// kernel drops further SYNs, so a connect to it hangs as one to a dead host does.
+    fn full_listener() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+        // SAFETY: plain socket calls on a descriptor this function owns; `sockaddr_in` is
+        // written whole before it is read.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let mut address: libc::sockaddr_in = std::mem::zeroed();
+            address.sin_family = libc::AF_INET as libc::sa_family_t;
+            address.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(libc::bind(fd, (&raw const address).cast(), size), 0);
+            assert_eq!(libc::listen(fd, 0), 0);
+            std::net::TcpListener::from_raw_fd(fd)
+        };
+        let target = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        while let Ok(stream) = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
+            held.push(stream);
+            assert!(held.len() < 64, "the accept queue never filled");
+        }
+        (listener, held)
+    }
+
+    #[tokio::test]
+    async fn a_connect_that_hangs_fails_at_the_connect_timeout() {
+        let (listener, _held) = full_listener();
+        let pool = Arc::new(Pool::new(listener.local_addr().unwrap(), SPEC, None));
+        let started = std::time::Instant::now();
+        let failed = pool.checkout().await.err().expect("nobody accepts");
+        assert!(matches!(failed, CheckoutError::Connect(HttpError::ConnectionTimeout)), "{failed:?}");
+        assert!(started.elapsed() >= SPEC.connect_timeout);
+        assert_eq!(pool.in_use(), 0, "a failed connect gives its slot back");
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_never_answers_fails_at_the_connect_timeout() {
+        // Accepted, then silent: the TCP connect succeeds and the handshake waits for ever.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+        let tls = Tls::new("127.0.0.1", None).unwrap();
+        let pool = Arc::new(Pool::new(address, SPEC, Some(tls)));
+        let failed = pool.checkout().await.err().expect("the server never speaks");
+        assert!(matches!(failed, CheckoutError::Connect(HttpError::ConnectionTimeout)), "{failed:?}");
+        drop(accepted.join().unwrap());
+    }
+
+    #[tokio::test]
+    async fn overflow_is_opened_when_all_are_busy_and_the_checkout_waits_no_longer_than_its_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            let mut streams = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                streams.push(stream);
+            }
+        });
+        let pool = Arc::new(Pool::new(address, SPEC, None));
+        let first = pool.checkout().await.unwrap();
+        let overflow = pool.checkout().await.unwrap();
+        assert_eq!((pool.in_use(), pool.capacity()), (2, 2));
+        let started = std::time::Instant::now();
+        assert!(matches!(pool.checkout().await, Err(CheckoutError::Timeout)), "size + overflow are taken");
+        assert!(started.elapsed() >= SPEC.checkout_timeout);
+        drop(overflow);
+        assert_eq!(pool.in_use(), 1);
+        let again = pool.checkout().await.expect("a returned slot is free again");
+        drop((first, again));
+        assert_eq!(pool.in_use(), 0);
+        accepting.abort();
+    }
+}

@@ -25,13 +25,13 @@
 //! `limit <limiter> <key> <cost>`, `limit-count <limiter> <key> <n>` (n checks: how many passed),
 //! `limit-wait <limiter> <key> <cost> <timeout-ms>`, `target <name>` (its outbound status),
 //! `http <method> <url>`, `http-post <url> <text>`, `http-count <n> <method> <url>` (outcome classes, counted),
-//! `http-for <ms> <method> <url>` (requests back to back for that long: classes counted, and
-//! the time taken), `http-pair <method> <url>` (two requests in flight at once),
+//! `http-paced <n> <method> <url>` (until n pass, waiting out each rate-limited answer's
+//! retry-after: how many were limited, the time taken), `http-pair <method> <url>` (two requests in flight at once),
 //! `lock <name> exclusive|shared <ttl-ms> <timeout-ms>`, `lock-try <name> <mode> <ttl-ms>`,
 //! `lock-renew <name> <ttl-ms>`, `lock-release <name>` (with this probe's last token of it),
 //! `locked-inc <counter> <lock> <n>` (read-modify-write rounds on a counter agent under the lock),
 //! `lock-cycle <prefix> <locks> <n>` (n try-acquire + release pairs over that many locks),
-//! `barrier <name> <parties> <timeout-ms>`, `join <group>`, `leader <group>`, `leave <group>`,
+//! `barrier <name> <parties> <timeout-ms>`, `barrier-waiting <name>`, `join <group>`, `leader <group>`, `leave <group>`,
 //! `propose <group> majority|all|<n> <timeout-ms> <value>`, `panic`,
 //! `wallet`, `pay <to> <amount>`, `hold <amount>` (remembered as the last hold),
 //! `release-hold`, `capture <to> <amount>` (of the last hold), `usage`, `spin <n>` (n rounds of
@@ -250,14 +250,19 @@ fn run_step(words: &[&str]) -> String {
         }
         "await-outcome" => {
             // `await-outcome <timeout-ms> <step...> => <outcome...>`: the step again every 10 ms
-            // until its outcome is that one, or the time runs out; reports the last outcome.
+            // until its outcome is that one (or, written `<prefix>*`, starts so), or the time runs
+            // out; reports the last outcome.
             let rest = &words[2..];
             let split = rest.iter().position(|w| *w == "=>").unwrap_or(rest.len());
             let (step, expected) = (&rest[..split], rest.get(split + 1..).unwrap_or_default().join(" "));
+            let matches = |outcome: &str| match expected.strip_suffix('*') {
+                Some(prefix) => outcome.starts_with(prefix),
+                None => outcome == expected,
+            };
             let started = std::time::Instant::now();
             loop {
                 let last = run_step(step);
-                if last == expected || started.elapsed() >= Duration::from_millis(number(1)) {
+                if matches(&last) || started.elapsed() >= Duration::from_millis(number(1)) {
                     return last;
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -540,15 +545,24 @@ fn run_step(words: &[&str]) -> String {
             let body = words[2..].join(" ");
             http::describe(http::start_with_body("POST", arg(1), Some(body.as_bytes())).and_then(http::finish))
         }
-        "http-for" => {
+        "http-paced" => {
+            // `http-paced <n> GET <url>`: until n requests passed, waiting out each rate-limited
+            // answer's retry-after; reports how many were limited and how long it all took.
             let started = std::time::Instant::now();
-            let window = Duration::from_millis(number(1));
-            let mut counts = std::collections::BTreeMap::<String, u32>::new();
-            while started.elapsed() < window {
-                *counts.entry(http::class(&http::start(arg(2), arg(3)).and_then(http::finish))).or_default() += 1;
+            let (mut passed, mut limited) = (0, 0);
+            while passed < number(1) {
+                match http::start(arg(2), arg(3)).and_then(http::finish) {
+                    Ok(answer) if answer.header("agora-rejected").as_deref() == Some("rate-limited") => {
+                        limited += 1;
+                        let retry: u64 =
+                            answer.header("agora-retry-after-ms").and_then(|v| v.parse().ok()).unwrap_or(1);
+                        std::thread::sleep(Duration::from_millis(retry));
+                    }
+                    Ok(answer) if answer.status == 200 => passed += 1,
+                    other => return format!("stopped by {}", http::describe(other)),
+                }
             }
-            let listed: Vec<String> = counts.iter().map(|(class, n)| format!("{class}:{n}")).collect();
-            format!("outcomes [{}] elapsed-ms {}", listed.join(","), started.elapsed().as_millis())
+            format!("passed {passed} limited {limited} elapsed-ms {}", started.elapsed().as_millis())
         }
         "http-pair" => {
             let first = http::start(arg(1), arg(2));
@@ -626,6 +640,15 @@ fn run_step(words: &[&str]) -> String {
         }
         "barrier" => match agora_guest::barriers::arrive(arg(1), number(2) as u32, number(3) as u32) {
             Ok(round) => format!("round {round}"),
+            Err(e) => format!("error {e:?}"),
+        },
+        // Sorted, so that a script can wait for a set of parties whatever their arrival order.
+        // Sorted, so that a script can wait for a set of parties whatever their arrival order.
+        "barrier-waiting" => match agora_guest::barriers::waiting(arg(1)) {
+            Ok(mut parties) => {
+                parties.sort();
+                format!("waiting [{}]", parties.join(","))
+            }
             Err(e) => format!("error {e:?}"),
         },
         "join" | "leader" => {
