@@ -29,7 +29,7 @@ fn memory_hog_is_stopped_at_its_cap_and_others_keep_working() {
     let exit = run.exit("hog");
     assert_eq!(exit["reason"], "memory_cap");
     assert_eq!(exit["level"], "ERROR");
-    assert!(exit["detail"].as_str().unwrap().contains("memory cap of 2097152 bytes exceeded"), "{exit}");
+    assert!(exit["detail"].as_str().unwrap().contains("memory cap of 2.0 MiB exceeded"), "{exit}");
     assert!(exit["peak_memory"].as_u64().unwrap() <= 2 << 20);
     assert_eq!(run.exit("counter")["reason"], "normal");
 }

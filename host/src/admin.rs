@@ -16,7 +16,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,11 +40,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// most, so that a failing accept never spins.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
 
-/// Where a running host records its admin address.
-pub fn address_file(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.addr")
-}
-
 /// What the endpoint has refused, for `/metrics`.
 #[derive(Default)]
 pub struct AdminCounters {
@@ -60,9 +54,6 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!("host.admin: cannot listen on {address}: {e}"))?;
     let bound = listener.local_addr()?;
-    let file = address_file(&runtime.settings.data_dir);
-    std::fs::create_dir_all(&runtime.settings.data_dir)?;
-    std::fs::write(&file, bound.to_string()).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     tracing::info!(event = "admin_listening", address = %bound, "admin endpoint on http://{bound} (/metrics, /config)");
     let hosts = Arc::new(accepted_hosts(bound));
     // Connections served at once (`host.admin_max_connections`); one more is closed at once.

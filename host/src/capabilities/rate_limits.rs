@@ -222,7 +222,7 @@ impl Capability for RateLimits {
 
 impl Hooks for RateLimits {}
 
-crate::capabilities::denied_is_denied!(LimitError);
+crate::capabilities::denied_is_denied!(LimitError => "rate-limits");
 
 impl View<'_, RateLimits> {
     fn limiter(&self, name: &str, cost: u32) -> Result<(&Limiter<u64>, NonZeroU32), LimitError> {

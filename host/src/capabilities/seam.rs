@@ -182,7 +182,29 @@ impl<C: Member> View<'_, C> {
     /// interface's error type says `denied` its own way ([`Denied`]).
     #[inline]
     pub fn require<E: Denied>(&self) -> Result<(), E> {
-        if Grants::allow::<C>(self.spec.grants) { Ok(()) } else { Err(E::denied()) }
+        if Grants::allow::<C>(self.spec.grants) {
+            Ok(())
+        } else {
+            self.explain_denial(if E::INTERFACE.is_empty() { Grant::of::<C>().name() } else { E::INTERFACE });
+            Err(E::denied())
+        }
+    }
+
+    /// Say in the log, once per agent and interface, what the manifest must grant.
+    #[cold]
+    fn explain_denial(&self, interface: &'static str) {
+        let grant = Grant::of::<C>().name();
+        if self.stats.note_denial(interface, grant) {
+            tracing::warn!(
+                event = "grant_denied",
+                agent = %self.name,
+                interface,
+                grant,
+                "agent {} called the {interface} interface without the grant: add \"{grant}\" to its `grants` \
+                 in the manifest (an agent holds only the grants its manifest entry or [defaults] name)",
+                self.name
+            );
+        }
     }
 
     /// Whether the agent holds this capability's grant.
@@ -193,6 +215,9 @@ impl<C: Member> View<'_, C> {
 
 /// An interface error type's `denied` case.
 pub trait Denied {
+    /// The WIT interface whose calls fail with this type; empty for the shared `types.error`,
+    /// whose capabilities each serve the one interface their grant is named after.
+    const INTERFACE: &'static str = "";
     fn denied() -> Self;
 }
 
@@ -268,8 +293,9 @@ impl fmt::Debug for Grants {
 /// [`Denied`] for interface error types whose `denied` case is the unit variant `Denied` (all of
 /// them, so far).
 macro_rules! denied_is_denied {
-    ($($error:ty),* $(,)?) => {
+    ($($error:ty $(=> $interface:literal)?),* $(,)?) => {
         $(impl $crate::capabilities::Denied for $error {
+            $(const INTERFACE: &'static str = $interface;)?
             fn denied() -> Self {
                 Self::Denied
             }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capabilities::events::lifecycle as events;
+use crate::infra::host_lock::{self, HostLock};
 use crate::manifest::{HostSettings, Manifest};
 use crate::runtime::Runtime;
 use crate::runtime::modules::ModuleLoader;
@@ -20,6 +21,15 @@ struct Cli {
     /// Log as text on stderr, or as one JSON object per line on stdout.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Colour the text log: on a terminal only (auto), always, or never.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Color::Auto)]
+    color: logging::Color,
+    /// Warnings and errors only.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Debug lines too, each with its fields; a crash's backtrace and output under it.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,10 +54,18 @@ enum ConfigAction {
 enum Command {
     /// Run a manifest until every agent has stopped, or until Ctrl-C / SIGTERM.
     Run {
-        manifest: PathBuf,
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
         /// Serve the admin endpoint here instead of at the manifest's `host.admin`.
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
+        /// Once the agents have started, call NAME with TEXT and print the reply; repeatable, in
+        /// order. The host then stops as on Ctrl-C (exit 1 if a call failed).
+        #[arg(long, value_name = "NAME=TEXT", value_parser = parse_call)]
+        call: Vec<(String, String)>,
+        /// How long each `--call` waits for its reply.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        call_timeout: std::time::Duration,
     },
     /// Read or change the config of a running host, through its admin endpoint.
     Config {
@@ -55,7 +73,10 @@ enum Command {
         action: ConfigAction,
     },
     /// Validate a manifest and its modules without running anything.
-    Check { manifest: PathBuf },
+    Check {
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
+    },
     /// Compile components into the module cache so that the next start does not.
     Compile {
         /// Use this manifest's host settings (data_dir, pool) for the engine and the cache.
@@ -72,7 +93,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Benchmarks start thousands of agents; their lifecycle lines would drown the figures.
     let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info" };
-    logging::init(cli.log_format, default_filter);
+    let detail = match (cli.quiet, cli.verbose) {
+        (true, _) => logging::Detail::Quiet,
+        (_, true) => logging::Detail::Verbose,
+        _ => logging::Detail::Normal,
+    };
+    logging::init(cli.log_format, detail, cli.color, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
@@ -81,9 +107,11 @@ pub fn main() -> ExitCode {
     // spawns then start on the same worker's queue instead of waking a parked thread per spawn.
     let command = runtime.spawn(async move {
         match cli.command {
-            Command::Run { manifest, admin } => run(manifest, admin, cli.log_format).await,
+            Command::Run { manifest, admin, call, call_timeout } => {
+                run(manifest_path(manifest)?, admin, Calls { calls: call, timeout: call_timeout }, cli.log_format).await
+            }
             Command::Config { action } => config(action).await,
-            Command::Check { manifest } => check(manifest),
+            Command::Check { manifest } => check(manifest_path(manifest)?, cli.log_format),
             Command::Compile { manifest, modules } => compile(manifest, modules),
             Command::Bench(args) => bench::run(args).await,
         }
@@ -100,13 +128,99 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(path: PathBuf, admin: Option<std::net::SocketAddr>, format: LogFormat) -> anyhow::Result<ExitCode> {
-    let manifest = Manifest::load(&path)?;
-    let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
-    let stop = stop_signal()?;
-    if let Some(address) = admin.or(manifest.host.admin) {
-        admin::start(runtime.clone(), address).await?;
+/// The manifest given, or the project's `agora.toml` in this directory (as `spin` finds
+/// `spin.toml`).
+fn manifest_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path);
     }
+    let here = PathBuf::from(PROJECT_MANIFEST);
+    if here.is_file() {
+        return Ok(here);
+    }
+    anyhow::bail!(
+        "no manifest given and no {PROJECT_MANIFEST} in this directory: name one (`agora run app.toml`), or start a \
+         project with `agora new NAME`"
+    )
+}
+
+/// The manifest a project directory holds.
+pub const PROJECT_MANIFEST: &str = "agora.toml";
+
+fn parse_call(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, payload)) if !name.is_empty() => Ok((name.to_string(), payload.to_string())),
+        _ => Err(format!("{text:?}: expected NAME=TEXT, as in `--call greeter=world`")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::manifest::units::parse_span(text)
+}
+
+/// `agora run --call`: what to ask once the tree is up.
+struct Calls {
+    calls: Vec<(String, String)>,
+    timeout: std::time::Duration,
+}
+
+impl Calls {
+    /// Make each call in order, printing each reply (or why there is none) on stdout. True
+    /// when every call was answered.
+    async fn make(self, runtime: &Runtime) -> bool {
+        let mut all_answered = true;
+        for (name, payload) in self.calls {
+            match runtime.call(&name, payload.into_bytes(), self.timeout).await {
+                Ok(reply) => println!("{name}: {}", String::from_utf8_lossy(&reply)),
+                Err(error) => {
+                    all_answered = false;
+                    use crate::bindings::Error;
+                    let why = match error {
+                        Error::NotFound => format!("no agent is registered as {name:?}"),
+                        Error::Timeout => format!("no reply within {:?} (--call-timeout)", self.timeout),
+                        Error::MailboxFull => "its mailbox is full".into(),
+                        Error::Stopped => "it exited before it replied".into(),
+                        Error::Failed(why) => format!("it refused the message: {why}"),
+                        Error::TooLarge(limit) => format!("the text is over host.max_message ({limit} bytes)"),
+                        other => format!("{other:?}"),
+                    };
+                    println!("{name}: call failed: {why}");
+                }
+            }
+        }
+        all_answered
+    }
+}
+
+async fn run(
+    path: PathBuf,
+    admin: Option<std::net::SocketAddr>,
+    calls: Calls,
+    format: LogFormat,
+) -> anyhow::Result<ExitCode> {
+    let manifest = Manifest::load(&path)?;
+    // Before any store opens: a second host on the same data is refused, naming the first.
+    let mut lock = HostLock::acquire(&manifest.host.data_dir, &path)?;
+    let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
+    let signal = stop_signal()?;
+    if let Some(address) = admin.or(manifest.host.admin) {
+        lock.record_admin(admin::start(runtime.clone(), address).await?)?;
+    }
+    // The stop future is first polled once every agent has started: the calls go then, and
+    // their end stops the host.
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let stop = {
+        let (runtime, answered) = (runtime.clone(), answered.clone());
+        async move {
+            if calls.calls.is_empty() {
+                return signal.await;
+            }
+            tokio::select! {
+                () = signal => {}
+                all = calls.make(&runtime) => answered.store(all, std::sync::atomic::Ordering::SeqCst),
+            }
+        }
+    };
     let outcome = supervision::run(runtime.clone(), &manifest.root, stop).await;
     let reason = match &outcome {
         Ok(supervision::RunEnd::Interrupted) => "interrupted",
@@ -120,9 +234,9 @@ async fn run(path: PathBuf, admin: Option<std::net::SocketAddr>, format: LogForm
         (Some(summary), LogFormat::Json) => tracing::info!(event = "economy_summary", %summary),
         (None, _) => {}
     }
-    let _ = std::fs::remove_file(admin::address_file(&runtime.settings.data_dir));
+    drop(lock);
     outcome?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if answered.load(std::sync::atomic::Ordering::SeqCst) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
@@ -132,10 +246,15 @@ async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
         ConfigAction::Unset { manifest, path } => (manifest, http::Method::DELETE, path, None),
     };
     let manifest = Manifest::load(&manifest)?;
-    let recorded = std::fs::read_to_string(admin::address_file(&manifest.host.data_dir)).ok();
-    let address = match recorded.and_then(|a| a.trim().parse().ok()).or(manifest.host.admin) {
-        Some(address) => address,
-        None => anyhow::bail!("no running host found: the manifest sets no host.admin and no host recorded one"),
+    let Some(host) = host_lock::running(&manifest.host.data_dir) else {
+        anyhow::bail!("no host is running on {}: start it with `agora run`", manifest.host.data_dir.display());
+    };
+    let Some(address) = host.admin else {
+        anyhow::bail!(
+            "the host running on {} (pid {}) serves no admin endpoint",
+            manifest.host.data_dir.display(),
+            host.pid
+        );
     };
     let (status, body) = admin::request(address, method, &format!("/config/{path}"), body).await?;
     if status.is_success() {
@@ -149,12 +268,26 @@ async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
+fn check(path: PathBuf, format: LogFormat) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&path)?;
     // Loading compiles (or finds in the cache) and links every module, so a component of the
     // wrong world fails here rather than at run time.
-    Runtime::for_check(&manifest)?;
-    println!("{}: ok ({} modules, {} agents)", path.display(), manifest.modules.len(), manifest.agents().len());
+    let runtime = Runtime::for_check(&manifest)?;
+    // What each start would refuse, refused here with the same words.
+    for spec in manifest.agents() {
+        if let Some(module) = runtime.module(&spec.module)
+            && let Err(why) = crate::runtime::agent::fits(&module, spec)
+        {
+            anyhow::bail!("{}: agent {:?}: {why}", path.display(), spec.name);
+        }
+    }
+    let (modules, agents) = (manifest.modules.len(), manifest.agents().len());
+    match format {
+        LogFormat::Text => println!("{}: ok ({modules} modules, {agents} agents)", path.display()),
+        // JSON owns stdout: the verdict is one more object.
+        LogFormat::Json => tracing::info!(event = "check_passed", manifest = %path.display(), modules, agents,
+            "{}: ok", path.display()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -175,23 +308,44 @@ fn compile(manifest: Option<PathBuf>, modules: Vec<PathBuf>) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM; a second signal during the graceful shutdown exits at once.
-/// The handlers are installed before this returns, so a signal that arrives while agents are
-/// still starting is not lost to the default action (which would kill the process).
+/// Signals that arrive within this of the first are the same request: GNU `timeout` (and a
+/// shell's process-group kill) delivers SIGTERM twice at once.
+const SAME_SIGNAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves on Ctrl-C or SIGTERM; another one during the graceful shutdown (later than
+/// [`SAME_SIGNAL`] after the first) exits at once. SIGHUP is logged and ignored: a host keeps
+/// running when its terminal goes. The handlers are installed before this returns, so a signal
+/// that arrives while agents are still starting is not lost to the default action (which would
+/// kill the process).
 fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!(event = "signal_ignored", signal = "SIGHUP", "SIGHUP ignored: the host keeps running");
+        }
+    });
     Ok(async move {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        tracing::info!(event = "shutdown_requested", "stopping agents in reverse start order");
+        let first = tokio::time::Instant::now();
+        tracing::info!(
+            event = "shutdown_requested",
+            "stopping agents in reverse start order (signal again to exit without waiting)"
+        );
         tokio::spawn(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                if first.elapsed() >= SAME_SIGNAL {
+                    break;
+                }
             }
             eprintln!("agora: second signal, exiting without waiting for agents");
             std::process::exit(130);

@@ -5,7 +5,7 @@
 //! default. Paths are resolved against the manifest's own directory.
 
 mod tree;
-mod units;
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::fmt;

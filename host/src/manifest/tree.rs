@@ -369,6 +369,17 @@ impl TreeBuilder<'_> {
         let span = name.span();
         let name = name.into_inner();
         match raw.module.take() {
+            // Under [[agent]] a table is an agent: one without a module is a mistake, not a
+            // supervisor (those are written as [[supervisor.children]]).
+            None if scope.starts_with("agent[") => {
+                let known: Vec<&str> = self.modules.keys().map(String::as_str).collect();
+                let message = format!(
+                    "agent {name:?} has no `module` (one of [modules]: {}); a nested supervisor is written as \
+                     [[supervisor.children]] with `children`",
+                    known.join(", ")
+                );
+                Err(self.error(span, &format!("{scope}.module"), message))
+            }
             None => Ok(ChildSpec::Supervisor(self.supervisor(name, raw, scope, &format!("{scope}.children"))?)),
             Some(module) => {
                 let supervisor_only = [

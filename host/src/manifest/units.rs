@@ -33,6 +33,17 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// A size for people, in the one style every log message uses: `512 B`, `128 KiB`, `1.5 MiB`,
+/// `2.0 GiB`. (Fields for machines stay in bytes.)
+pub fn readable(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
 impl std::str::FromStr for ByteSize {
     type Err = String;
 
@@ -147,5 +158,9 @@ mod tests {
         assert!(parse_span("500000000years").is_err());
         assert_eq!(ByteSize(16 << 20).to_string(), "16MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
+        assert_eq!(readable(512), "512 B");
+        assert_eq!(readable(131_072), "128 KiB");
+        assert_eq!(readable(3 << 19), "1.5 MiB");
+        assert_eq!(readable(2 << 30), "2.0 GiB");
     }
 }

@@ -337,6 +337,21 @@ impl RunningAgent {
 /// Start an agent: instantiate it and run its `init` on the caller's task (so that a start
 /// costs no cross-thread hand-off), then hand the instance to a task of its own. Exits after a
 /// successful start are sent to `exits`; a failed start is returned instead.
+/// Whether the agent's memory cap holds its module's memory at start: checked by `agora check`
+/// as by each start.
+pub fn fits(module: &Module, spec: &AgentSpec) -> Result<(), String> {
+    if module.initial_memory <= spec.limits.memory.bytes() {
+        return Ok(());
+    }
+    let readable = crate::manifest::units::readable;
+    Err(format!(
+        "its module {:?} needs {} of memory at start, above its memory cap of {} (raise `memory`)",
+        module.name,
+        readable(module.initial_memory),
+        readable(spec.limits.memory.bytes()),
+    ))
+}
+
 /// `restarts` counts the earlier incarnations, for the lifecycle events.
 pub async fn start(
     runtime: &Arc<Runtime>,
@@ -346,13 +361,7 @@ pub async fn start(
     restarts: u32,
 ) -> Result<RunningAgent, StartError> {
     let started = Instant::now();
-    if module.initial_memory > spec.limits.memory.bytes() {
-        let needs = format!(
-            "its module {:?} needs {:.1} MiB of memory at start, above its memory cap of {:.1} MiB (raise `memory`)",
-            module.name,
-            module.initial_memory as f64 / (1 << 20) as f64,
-            spec.limits.memory.bytes() as f64 / (1 << 20) as f64,
-        );
+    if let Err(needs) = fits(module, spec) {
         return Err(StartError::Failed { agent: spec.name.clone(), fault: Fault::new(FaultKind::MemoryCap, needs) });
     }
     AllHooks::admit(runtime, spec).await.map_err(|reason| StartError::Failed {
@@ -530,7 +539,14 @@ impl Instance {
                 state.stats.initialized(state.memory.peak());
                 Ok(agent)
             }
-            Err(message) => Err(Fault::new(FaultKind::InitError, message)),
+            Err(message) => {
+                // A guest that fails init over a denied call says only `denied`: name the fix.
+                let message = match self.store.data().stats.denied_grants() {
+                    Some(grants) => format!("{message} (denied during init; the manifest must grant {grants})"),
+                    None => message,
+                };
+                Err(Fault::new(FaultKind::InitError, message))
+            }
         }
     }
 

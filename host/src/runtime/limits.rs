@@ -23,7 +23,8 @@ pub struct MemoryCapExceeded {
 
 impl fmt::Display for MemoryCapExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "memory cap of {} bytes exceeded (the agent asked for {} bytes)", self.cap, self.requested)
+        let readable = |bytes: usize| crate::manifest::units::readable(bytes as u64);
+        write!(f, "memory cap of {} exceeded (the agent asked for {})", readable(self.cap), readable(self.requested))
     }
 }
 

@@ -183,6 +183,27 @@ impl Runtime {
         self.services.observe(event)
     }
 
+    /// Call the agent registered as `name` from outside any agent (its message has no sender)
+    /// and wait up to `timeout` for the reply: `agora run --call`, and the Rust API.
+    pub async fn call(&self, name: &str, payload: Vec<u8>, timeout: std::time::Duration) -> crate::messaging::Reply {
+        use crate::bindings::Error;
+        let target = self.registry.lookup(name).ok_or(Error::NotFound)?;
+        self.router.check_size(payload.len())?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let message = crate::messaging::Message {
+            sender: None,
+            topic: None,
+            body: crate::messaging::Body::Bytes(payload),
+            reply: Some(reply),
+        };
+        self.router.try_deliver(target, message)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
     /// A fresh agent id; ids are never reused within a process.
     pub fn next_id(&self) -> AgentId {
         self.next_serial.fetch_add(1, Ordering::Relaxed)
@@ -207,6 +228,8 @@ pub struct ExitTally {
     pub shutdown: AtomicUsize,
     pub killed: AtomicUsize,
     pub crashed: AtomicUsize,
+    /// Starts that failed (init refused, a name taken): not exits, so counted apart.
+    pub start_failed: AtomicUsize,
     /// Messages still queued when their agent exited, over every exit.
     pub undelivered: AtomicUsize,
 }

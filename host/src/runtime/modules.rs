@@ -137,7 +137,12 @@ impl ModuleLoader {
             class = class.as_str(),
             cache = cache.as_str(),
             millis = started.elapsed().as_secs_f64() * 1e3,
-            initial_memory_mib = format!("{:.1}", initial_memory as f64 / (1 << 20) as f64),
+            initial_memory,
+            "module {name} loaded ({}, cache {}, {:.1} ms; starts with {} of memory)",
+            class.as_str(),
+            cache.as_str(),
+            started.elapsed().as_secs_f64() * 1e3,
+            crate::manifest::units::readable(initial_memory)
         );
         Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache, initial_memory, class })
     }

@@ -60,6 +60,8 @@ pub struct AgentStats {
     pub fuel: Cell,
     pub charged: Cell,
     pub latency: [Cell; LATENCY_BUCKETS],
+    /// The (interface, grant) pairs this agent was denied, each explained once in the log.
+    denials: std::sync::Mutex<Vec<(&'static str, &'static str)>>,
 }
 
 impl Default for AgentStats {
@@ -73,11 +75,30 @@ impl Default for AgentStats {
             fuel: Cell::default(),
             charged: Cell::default(),
             latency: std::array::from_fn(|_| Cell::default()),
+            denials: std::sync::Mutex::default(),
         }
     }
 }
 
 impl AgentStats {
+    /// Record a denial; true the first time for this interface.
+    pub fn note_denial(&self, interface: &'static str, grant: &'static str) -> bool {
+        let mut denials = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        let new = !denials.iter().any(|(i, _)| *i == interface);
+        if new {
+            denials.push((interface, grant));
+        }
+        new
+    }
+
+    /// The denials so far, as the fix they call for: `"messaging" (messaging), ...`.
+    pub fn denied_grants(&self) -> Option<String> {
+        let denials = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        let listed: Vec<String> =
+            denials.iter().map(|(interface, grant)| format!("\"{grant}\" ({interface})")).collect();
+        (!listed.is_empty()).then(|| listed.join(", "))
+    }
+
     /// Count one handled message. The mailbox depth is read every 64th message only: the
     /// queue's tail is a cache line the senders write, and the agent going idle records the
     /// depth (zero) anyway.

@@ -38,7 +38,7 @@ impl Capability for Supervising {
 
 impl Hooks for Supervising {}
 
-crate::capabilities::denied_is_denied!(SpawnError, JobError);
+crate::capabilities::denied_is_denied!(SpawnError => "supervision", JobError => "supervision");
 
 impl View<'_, Supervising> {
     /// The manifest's defaults with the guest's overrides, checked against the host's bounds.

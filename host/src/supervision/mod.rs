@@ -449,6 +449,7 @@ impl Supervisor {
                     || matches!(&error, StartError::NameTaken { agent } if agent == spec.name());
                 if own {
                     let fault = start_fault(&error);
+                    self.runtime.tally.start_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.runtime.observe(&HostEvent::AgentStartFailed { agent: spec.name(), fault: &fault });
                 }
                 return Err(error);

@@ -71,7 +71,12 @@ impl Capability for Coordination {
 
 impl Hooks for Coordination {}
 
-crate::capabilities::denied_is_denied!(WitError, WitBarrierError, WitElectionError, WitConsensusError);
+crate::capabilities::denied_is_denied!(
+    WitError => "locks",
+    WitBarrierError => "barriers",
+    WitElectionError => "election",
+    WitConsensusError => "consensus",
+);
 
 /// Per-agent state: the grants to end and the groups to leave when the agent exits.
 #[derive(Default)]

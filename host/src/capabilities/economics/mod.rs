@@ -284,7 +284,7 @@ impl Hooks for Economics {
     }
 }
 
-crate::capabilities::denied_is_denied!(WitError, WitAuctionError, WitMarketError);
+crate::capabilities::denied_is_denied!(WitError => "ledger", WitAuctionError => "auctions", WitMarketError => "market");
 
 fn error(error: LedgerError) -> WitError {
     match LedgerFailure::from(error) {

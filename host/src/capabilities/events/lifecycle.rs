@@ -69,6 +69,7 @@ pub fn agent_start_failed(store: &EventStore, agent: &str, fault: &Fault) {
 
 fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
     let ExitReport { agent, id, restarts, undelivered, peak_memory, .. } = *report;
+    let what = if event == "agent_start_failed" { "failed to start" } else { "crashed" };
     tracing::error!(
         target: "agora::lifecycle",
         event,
@@ -81,7 +82,7 @@ fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
         restarts,
         undelivered,
         peak_memory,
-        "agent {agent} crashed: {fault}"
+        "agent {agent} {what}: {fault}"
     );
 }
 
@@ -89,6 +90,8 @@ pub fn run_finished(outcome: &str, tally: &ExitTally) {
     let count = |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
     let (normal, shutdown, killed, crashed) =
         (count(&tally.normal), count(&tally.shutdown), count(&tally.killed), count(&tally.crashed));
+    let start_failed = count(&tally.start_failed);
+    let failed_starts = if start_failed > 0 { format!("; {start_failed} failed to start") } else { String::new() };
     tracing::info!(
         target: "agora::lifecycle",
         event = "run_finished",
@@ -97,7 +100,9 @@ pub fn run_finished(outcome: &str, tally: &ExitTally) {
         shutdown,
         killed,
         crashed,
-        "run finished ({outcome}): agents exited {normal} normal, {shutdown} shutdown, {killed} killed, {crashed} crashed"
+        start_failed,
+        "run finished ({outcome}): agents exited {normal} normal, {shutdown} shutdown, {killed} killed, \
+         {crashed} crashed{failed_starts}"
     );
 }
 

@@ -505,11 +505,37 @@ impl http_body::Body for PooledBody {
 pub struct AgentOutbound {
     pub agent: Arc<str>,
     pub allowed: Vec<Arc<Target>>,
+    /// Every target of the host, to tell a denied agent which one it lacks.
+    every: Arc<BTreeMap<String, Arc<Target>>>,
+    /// Denials already explained in the log (the first per URL origin).
+    explained: Vec<String>,
 }
 
 impl AgentOutbound {
     pub fn new(agent: Arc<str>, granted: &[String], outbound: &Outbound) -> AgentOutbound {
-        AgentOutbound { agent, allowed: granted.iter().filter_map(|name| outbound.target(name).cloned()).collect() }
+        AgentOutbound {
+            agent,
+            allowed: granted.iter().filter_map(|name| outbound.target(name).cloned()).collect(),
+            every: outbound.targets.clone(),
+            explained: Vec::new(),
+        }
+    }
+
+    /// What the manifest must add for `uri` to be allowed, once per origin; None when told.
+    fn explain(&mut self, uri: &http::Uri) -> Option<String> {
+        let origin = format!("{}://{}", uri.scheme_str().unwrap_or("?"), uri.authority().map_or("?", |a| a.as_str()));
+        if self.explained.contains(&origin) || self.explained.len() >= 64 {
+            return None;
+        }
+        self.explained.push(origin.clone());
+        Some(match self.every.values().find(|target| target.covers(uri)) {
+            Some(target) => format!("add \"{}\" to the agent's `outbound` list in the manifest", target.name),
+            None => format!(
+                "no [outbound.*] target of the manifest covers {origin}{}: declare one (`url = ...`) and add \
+                 its name to the agent's `outbound` list",
+                uri.path()
+            ),
+        })
     }
 }
 
@@ -580,14 +606,19 @@ impl WasiHttpHooks for AgentOutbound {
         _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let target = self.allowed.iter().find(|t| t.covers(request.uri())).cloned();
+        if target.is_none() {
+            let uri = request.uri();
+            match self.explain(uri) {
+                Some(fix) => tracing::warn!(event = "outbound_denied", agent = %self.agent, uri = %uri, fix = %fix,
+                    "agent {} may not reach {uri}: {fix}", self.agent),
+                None => tracing::debug!(event = "outbound_denied", agent = %self.agent, uri = %uri,
+                    "outbound request outside the agent's granted targets"),
+            }
+            metrics::counter!("agora_outbound_denied_total", "agent" => self.agent.to_string()).increment(1);
+        }
         let agent = self.agent.clone();
         Box::new(async move {
-            let Some(target) = target else {
-                tracing::warn!(event = "outbound_denied", agent = %agent, uri = %request.uri(),
-                    "outbound request outside the agent's granted targets");
-                metrics::counter!("agora_outbound_denied_total", "agent" => agent.to_string()).increment(1);
-                return Err(HttpError::HttpRequestDenied);
-            };
+            let Some(target) = target else { return Err(HttpError::HttpRequestDenied) };
             target.send(&agent, request, options).await
         })
     }
