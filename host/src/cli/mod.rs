@@ -1,6 +1,9 @@
 //! The `agora` command line.
 
+mod build;
+mod doctor;
 mod logging;
+mod new;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +75,25 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Write a new agent project (source, SDK, WIT contract, agora.toml) into directory NAME.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        lang: new::Lang,
+        /// Write it here instead of ./NAME.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Check this machine for what building and running agents needs, and say how to fix it.
+    Doctor {
+        /// The manifest whose languages and limits to check (default: `agora.toml` here, if any).
+        manifest: Option<PathBuf>,
+    },
+    /// Build the manifest's modules with their `build` commands.
+    Build {
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
+    },
     /// Validate a manifest and its modules without running anything.
     Check {
         /// The manifest (default: `agora.toml` in this directory).
@@ -111,6 +133,11 @@ pub fn main() -> ExitCode {
                 run(manifest_path(manifest)?, admin, Calls { calls: call, timeout: call_timeout }, cli.log_format).await
             }
             Command::Config { action } => config(action).await,
+            Command::New { name, lang, dir } => new::new(&name, lang, dir),
+            Command::Doctor { manifest } => {
+                doctor::doctor(manifest.or_else(|| Some(PathBuf::from(PROJECT_MANIFEST)).filter(|p| p.is_file())))
+            }
+            Command::Build { manifest } => build::build(&manifest_path(manifest)?),
             Command::Check { manifest } => check(manifest_path(manifest)?, cli.log_format),
             Command::Compile { manifest, modules } => compile(manifest, modules),
             Command::Bench(args) => bench::run(args).await,

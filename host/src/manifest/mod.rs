@@ -241,22 +241,77 @@ struct RawManifest {
     #[serde(default)]
     defaults: tree::RawDefaults,
     #[serde(default)]
-    modules: BTreeMap<String, Spanned<String>>,
+    modules: BTreeMap<String, Spanned<toml::Value>>,
     supervisor: Option<tree::RawChild>,
     #[serde(default, rename = "agent")]
     agents: Vec<tree::RawChild>,
 }
 
+fn read(path: &Path) -> Result<String, ManifestError> {
+    std::fs::read_to_string(path).map_err(|e| ManifestError {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        key: None,
+        message: format!("cannot read the manifest: {e}"),
+    })
+}
+
+/// One `[modules]` entry: `name = "path"`, or `[modules.name]` with `path` and `build`.
+pub struct ModuleEntry {
+    pub name: String,
+    /// As written (relative to the manifest's directory unless absolute).
+    pub path: String,
+    /// The command `agora build` runs, in the manifest's directory, to make `path`.
+    pub build: Option<String>,
+    span: std::ops::Range<usize>,
+}
+
+fn module_entries(
+    locate: &Locator<'_>,
+    raw: &BTreeMap<String, Spanned<toml::Value>>,
+) -> Result<Vec<ModuleEntry>, ManifestError> {
+    let mut entries = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
+        let (span, key) = (value.span(), Some(format!("modules.{name}")));
+        let wrong = |message: &str| locate.at(span.clone(), key.clone(), message.to_string());
+        let (path, build) = match value.get_ref() {
+            toml::Value::String(path) => (path.clone(), None),
+            toml::Value::Table(table) => {
+                if let Some(unknown) = table.keys().find(|k| !["path", "build"].contains(&k.as_str())) {
+                    return Err(wrong(&format!("unknown key `{unknown}`; a module table has `path` and `build`")));
+                }
+                let path = match table.get("path") {
+                    Some(toml::Value::String(path)) => path.clone(),
+                    _ => return Err(wrong("a module table needs `path = \"<file>.wasm\"`")),
+                };
+                let build = match table.get("build") {
+                    None => None,
+                    Some(toml::Value::String(command)) if !command.trim().is_empty() => Some(command.clone()),
+                    Some(_) => return Err(wrong("`build` is a shell command, as a non-empty string")),
+                };
+                (path, build)
+            }
+            _ => return Err(wrong("a module is a path, or a table with `path` and `build`")),
+        };
+        entries.push(ModuleEntry { name: name.clone(), path, build, span });
+    }
+    Ok(entries)
+}
+
 impl Manifest {
+    /// The `[modules]` of a manifest, read without checking that their files exist yet (for
+    /// `agora build`, which makes them).
+    pub fn modules_of(path: &Path) -> Result<Vec<ModuleEntry>, ManifestError> {
+        let source = read(path)?;
+        let locate = Locator { file: path, source: &source };
+        let raw: RawManifest = toml::from_str(&source).map_err(|e| locate.toml_error(&e))?;
+        module_entries(&locate, &raw.modules)
+    }
+
     /// Read, parse and validate a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let source = std::fs::read_to_string(path).map_err(|e| ManifestError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            key: None,
-            message: format!("cannot read the manifest: {e}"),
-        })?;
+        let source = read(path)?;
         Self::parse(path, &source)
     }
 
@@ -289,17 +344,18 @@ impl Manifest {
         check_host(&locate, &host)?;
 
         let mut modules = BTreeMap::new();
-        for (name, file) in &raw.modules {
-            let resolved = resolve(Path::new(file.get_ref()));
+        for entry in module_entries(&locate, &raw.modules)? {
+            let resolved = resolve(Path::new(&entry.path));
             if !resolved.is_file() {
                 let why = if resolved.exists() { "is not a regular file" } else { "not found" };
+                let hint = if entry.build.is_some() { " (build it with `agora build`)" } else { "" };
                 return Err(locate.at(
-                    file.span(),
-                    Some(format!("modules.{name}")),
-                    format!("module file {why}: {}", resolved.display()),
+                    entry.span,
+                    Some(format!("modules.{}", entry.name)),
+                    format!("module file {why}: {}{hint}", resolved.display()),
                 ));
             }
-            modules.insert(name.clone(), resolved);
+            modules.insert(entry.name, resolved);
         }
 
         let defaults = &raw.defaults;

@@ -1,0 +1,121 @@
+//! Every example in the README, run: the 60-second session command by command, each first
+//! agent against what `agora new` writes (which tests/new_project.rs builds and runs), and each
+//! manifest through `agora check`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Run, agora, run_command};
+
+fn readme() -> String {
+    std::fs::read_to_string(common::workspace().join("README.md")).unwrap()
+}
+
+/// The text of a `## title` section.
+fn section<'a>(text: &'a str, title: &str) -> &'a str {
+    let start = text.find(&format!("\n## {title}\n")).unwrap_or_else(|| panic!("no section {title:?}"));
+    let rest = &text[start + title.len() + 5..];
+    &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+}
+
+/// The fenced code blocks of `text` in this language.
+fn blocks(text: &str, lang: &str) -> Vec<String> {
+    let fence = format!("```{lang}\n");
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&fence) {
+        let body = &rest[start + fence.len()..];
+        let end = body.find("```").unwrap();
+        found.push(body[..end].to_string());
+        rest = &body[end..];
+    }
+    found
+}
+
+fn agora_in(dir: &Path, args: &[&str]) -> Run {
+    let mut command = agora();
+    command.current_dir(dir);
+    run_command(command, args)
+}
+
+#[test]
+fn the_sixty_second_session_runs_as_written() {
+    let text = readme();
+    let session = section(&text, "In 60 seconds");
+    let commands = &blocks(session, "sh")[0];
+    let printed = session.split("The last command prints `").nth(1).and_then(|r| r.split('`').next()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut dir: PathBuf = home.path().to_path_buf();
+    let mut last = None;
+    for line in commands.lines() {
+        let words: Vec<&str> = line.split('#').next().unwrap().split_whitespace().collect();
+        match words.as_slice() {
+            ["cd", to] => dir = dir.join(to),
+            ["agora", args @ ..] => {
+                let run = agora_in(&dir, args);
+                run.assert_success();
+                last = Some(run);
+            }
+            other => panic!("the session has a command this test does not know: {other:?}"),
+        }
+    }
+    let last = last.unwrap();
+    assert_eq!(last.stdout, format!("{printed}\n"), "{}", last.stderr);
+    // `agora build` gave the agent its small stack: it runs within a 1 MiB memory cap.
+    let manifest = dir.join("agora.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("config = {", "memory = \"1MiB\"\nconfig = {");
+    std::fs::write(&manifest, text).unwrap();
+    let small = agora_in(&dir, &["run", "--call", "greeter=small"]);
+    small.assert_success();
+    assert_eq!(small.stdout, "greeter: hello, small!\n", "{}", small.stderr);
+}
+
+#[test]
+fn each_first_agent_is_what_agora_new_writes() {
+    let text = readme();
+    let first = section(&text, "Your first agent");
+    for (lang, fence, file) in [
+        ("rust", "rust", "src/lib.rs"),
+        ("python", "python", "app.py"),
+        ("js", "js", "agent.js"),
+        ("c", "c", "agent.c"),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        agora_in(home.path(), &["new", "greeter", "--lang", lang]).assert_success();
+        let written = std::fs::read_to_string(home.path().join("greeter").join(file)).unwrap();
+        let shown = blocks(first, fence);
+        assert_eq!(shown.first(), Some(&written), "the README's {lang} agent differs from {file}");
+    }
+}
+
+#[test]
+fn every_manifest_in_the_readme_checks() {
+    let text = readme();
+    let manifests = blocks(&text, "toml");
+    assert!(manifests.len() >= 2, "{} manifests", manifests.len());
+    let built = common::agent("echo");
+    for (index, manifest) in manifests.iter().enumerate() {
+        // Laid out as the README's paths expect: the manifest in a directory beside `target/`.
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("project");
+        std::fs::create_dir_all(dir.join("plugins")).unwrap();
+        let agents = home.path().join("target/wasm32-wasip2/agent");
+        std::fs::create_dir_all(&agents).unwrap();
+        for name in ["echo", "counter", "worker"] {
+            std::fs::copy(built.with_file_name(format!("{name}.wasm")), agents.join(format!("{name}.wasm"))).unwrap();
+        }
+        // A fragment names modules it does not declare: the sample agents, by those names.
+        let text = if manifest.contains("[modules]") {
+            manifest.clone()
+        } else {
+            let modules = ["echo", "counter", "worker"]
+                .map(|m| format!("{m} = \"../target/wasm32-wasip2/agent/{m}.wasm\"\n"))
+                .concat();
+            format!("{manifest}\n[modules]\n{modules}")
+        };
+        std::fs::write(dir.join("agora.toml"), text).unwrap();
+        let checked = agora_in(&dir, &["check"]);
+        assert!(checked.status.success(), "README manifest {index} fails check:\n{}\n{manifest}", checked.stderr);
+    }
+}
