@@ -82,7 +82,11 @@ fn bad_manifests_name_file_line_and_key() {
     let header_lines = header.lines().count();
     let cases = [
         // (manifest, expected line, expected text)
-        (format!("{header}{agents}memroy = \"1MiB\"\n"), header_lines + 4, "unknown field `memroy`"),
+        (
+            format!("{header}{agents}memroy = \"1MiB\"\n"),
+            header_lines + 4,
+            "unknown key `memroy`: did you mean `memory`?",
+        ),
         (format!("{header}{agents}memory = \"12XB\"\n"), header_lines + 4, "`memory`: invalid size \"12XB\""),
         (format!("{header}{agents}budget = \"soon\"\n"), header_lines + 4, "`budget`: invalid duration \"soon\""),
         (format!("{header}{agents}mailbox = 0\n"), header_lines + 4, "`agent[0].mailbox`: must be at least 1"),

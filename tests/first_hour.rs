@@ -169,3 +169,43 @@ fn sighup_is_ignored_and_a_doubled_sigterm_stops_gracefully() {
     assert_eq!(status.code(), Some(0), "one graceful stop, not the second signal's exit 130");
     assert!(seen.iter().any(|e| e["event"] == "agent_exited" && e["agent"] == "echo" && e["reason"] == "shutdown"));
 }
+
+/// Unsigned LEB128, as wasm sizes are written.
+fn leb128(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[test]
+fn a_small_agent_with_megabytes_of_debug_info_stays_in_the_compact_pool() {
+    // A debug build is mostly DWARF, in custom sections: 5 MiB of it on the echo agent.
+    let mut component = std::fs::read(common::agent("echo")).unwrap();
+    let name = b".debug_info";
+    let mut body = leb128(name.len());
+    body.extend_from_slice(name);
+    body.extend(std::iter::repeat_n(0u8, 5 << 20));
+    component.push(0);
+    component.extend(leb128(body.len()));
+    component.extend(body);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("debug.wasm");
+    std::fs::write(&path, &component).unwrap();
+    let scenario = Scenario::new(&format!(
+        "[host]\ndata_dir = \"data\"\n[modules]\ndebug = {:?}\n[[agent]]\nname = \"echo\"\nmodule = \"debug\"\n\
+         grants = [\"messaging\", \"registry\", \"logging\"]\n",
+        path.display().to_string()
+    ));
+    let run = run_agora(&["run", "--log-format", "json", "--call", "echo=debug", manifest(&scenario)]);
+    run.assert_success();
+    let loaded = &run.events("module_loaded", None)[0];
+    assert_eq!(loaded["class"], "compact", "{loaded}");
+    assert!(run.stdout.contains("echo: debug"), "{}", run.stdout);
+}

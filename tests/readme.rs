@@ -19,16 +19,25 @@ fn section<'a>(text: &'a str, title: &str) -> &'a str {
     &rest[..rest.find("\n## ").unwrap_or(rest.len())]
 }
 
-/// The fenced code blocks of `text` in this language.
+/// The fenced code blocks of `text` in this language (`""`: those without one).
 fn blocks(text: &str, lang: &str) -> Vec<String> {
-    let fence = format!("```{lang}\n");
     let mut found = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(&fence) {
-        let body = &rest[start + fence.len()..];
-        let end = body.find("```").unwrap();
-        found.push(body[..end].to_string());
-        rest = &body[end..];
+    let mut open: Option<(bool, String)> = None;
+    for line in text.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(tag)) => open = Some((tag.trim() == lang, String::new())),
+            (Some(_), Some(_)) => {
+                let (wanted, body) = open.take().unwrap();
+                if wanted {
+                    found.push(body);
+                }
+            }
+            (Some((_, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
     }
     found
 }
@@ -64,11 +73,19 @@ fn the_sixty_second_session_runs_as_written() {
     assert_eq!(last.stdout, format!("{printed}\n"), "{}", last.stderr);
     // `agora build` gave the agent its small stack: it runs within a 1 MiB memory cap.
     let manifest = dir.join("agora.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap().replace("config = {", "memory = \"1MiB\"\nconfig = {");
-    std::fs::write(&manifest, text).unwrap();
+    let small_cap = std::fs::read_to_string(&manifest).unwrap().replace("config = {", "memory = \"1MiB\"\nconfig = {");
+    std::fs::write(&manifest, small_cap).unwrap();
     let small = agora_in(&dir, &["run", "--call", "greeter=small"]);
     small.assert_success();
     assert_eq!(small.stdout, "greeter: hello, small!\n", "{}", small.stderr);
+
+    // The manifest section's error example, on this project.
+    let shown = blocks(section(&text, "The manifest"), "")[0].trim().to_string();
+    let manifest_text = std::fs::read_to_string(&manifest).unwrap().replace("memory = \"1MiB\"", "memroy = \"1MiB\"");
+    std::fs::write(&manifest, manifest_text).unwrap();
+    let misspelt = agora_in(&dir, &["check"]);
+    misspelt.assert_failure();
+    assert_eq!(misspelt.stderr.trim(), format!("agora: error: {shown}"));
 }
 
 #[test]

@@ -515,6 +515,7 @@ impl Locator<'_> {
                 let message = format!("unknown field `{key}`, expected one of {}", expected.join(", "));
                 let header = format!("[{key}");
                 let offset = self.source.find(&header).map(|at| at + 1).or_else(|| self.source.find(key.as_str()));
+                let message = self.explain_unknown_field(&message, offset.unwrap_or(0)).unwrap_or(message);
                 Ok(self.at(offset.map_or(0..0, |at| at..at), None, message)).and_then(Err)
             }
         }
@@ -558,8 +559,57 @@ impl Locator<'_> {
             .map(|(k, _)| k.trim().trim_matches('"').to_string())
             .filter(|k| !k.is_empty() && !k.starts_with('['));
         let message = error.message().trim().to_string();
+        let message = self.explain_unknown_field(&message, offset).unwrap_or(message);
         self.at(span, key, message)
     }
+
+    /// serde's "unknown field `memroy`, expected one of `name`, `module`, ..." as a person needs
+    /// it: the likely key first, then only the keys of this kind of table (an agent's or a
+    /// supervisor's, for a child of the tree).
+    fn explain_unknown_field(&self, message: &str, offset: usize) -> Option<String> {
+        let rest = message.strip_prefix("unknown field `")?;
+        let (unknown, rest) = rest.split_once('`')?;
+        if !rest.starts_with(", expected") {
+            return None;
+        }
+        let mut expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+        if expected.contains(&"module") && expected.contains(&"strategy") {
+            // The table's own text: from its header to the next one.
+            let start = self.source[..offset].rfind("\n[").map_or(0, |i| i + 1);
+            let end = self.source[offset..].find("\n[").map_or(self.source.len(), |i| offset + i);
+            let is_agent = self.source[start..end].lines().any(|l| l.trim_start().starts_with("module"));
+            let own: &[&str] = if is_agent { tree::AGENT_KEYS } else { tree::SUPERVISOR_KEYS };
+            expected.retain(|key| own.contains(key) || tree::CHILD_KEYS.contains(key));
+        }
+        let closest = expected
+            .iter()
+            .map(|key| (edit_distance(unknown, key), *key))
+            .filter(|(distance, key)| *distance <= 2.max(key.len() / 3))
+            .min();
+        let listed: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+        Some(match closest {
+            Some((_, key)) => {
+                format!("unknown key `{unknown}`: did you mean `{key}`? (keys here: {})", listed.join(", "))
+            }
+            None => format!("unknown key `{unknown}` (keys here: {})", listed.join(", ")),
+        })
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -595,7 +645,9 @@ mod tests {
         let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\nmemroy = \"1MiB\"\n")
             .unwrap_err();
         assert_eq!(e.line, 6, "{e}");
-        assert!(e.message.contains("unknown field `memroy`"), "{e}");
+        assert!(e.message.contains("unknown key `memroy`: did you mean `memory`?"), "{e}");
+        // Only an agent's keys (and those every child has), not a supervisor's.
+        assert!(e.message.contains("`wallet`") && !e.message.contains("`strategy`"), "{e}");
 
         let e = parse("[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\nmemory = \"12XB\"\n")
             .unwrap_err();
@@ -622,7 +674,7 @@ mod tests {
         // A top-level key that is neither the core's nor a capability's section.
         let e = parse("[modules]\na = \"a.wasm\"\n[evnts]\ndurable = false\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
-        assert!(e.message.contains("unknown field `evnts`, expected one of `host`"), "{e}");
+        assert!(e.message.contains("unknown key `evnts`: did you mean `events`? (keys here: `host`"), "{e}");
         assert!(e.message.contains("`events`") && e.message.contains("`economics`"), "{e}");
         let e = parse("telemetri = 1\n").unwrap_err();
         assert_eq!(e.line, 1, "{e}");
@@ -669,7 +721,7 @@ mod tests {
 
         let e = parse(&format!("{agent}[events]\nretain_evnts = 5\n")).unwrap_err();
         assert_eq!(e.line, 7, "{e}");
-        assert!(e.message.contains("unknown field `retain_evnts`"), "{e}");
+        assert!(e.message.contains("unknown key `retain_evnts`: did you mean `retain_events`?"), "{e}");
 
         let e = parse(&format!("{agent}[rate_limits.r]\nlimit = 0\n")).unwrap_err();
         assert_eq!(e.line, 7, "{e}");

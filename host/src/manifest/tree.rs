@@ -152,6 +152,14 @@ impl SupervisorSpec {
 
 /// A child table: an agent or a supervisor. One struct for both, so that a typo in either is an
 /// unknown-key error with its line, and mixing the two kinds is caught with a clear message.
+/// The keys of a child table that agents and supervisors share, and each one's own: for error
+/// messages that list only what applies.
+pub(super) const CHILD_KEYS: &[&str] = &["name", "restart", "shutdown", "significant"];
+pub(super) const AGENT_KEYS: &[&str] =
+    &["module", "config", "capabilities", "memory", "mailbox", "budget", "grants", "outbound", "wallet"];
+pub(super) const SUPERVISOR_KEYS: &[&str] =
+    &["strategy", "intensity", "period", "backoff", "children", "dynamic", "max_children", "auto_shutdown"];
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawChild {

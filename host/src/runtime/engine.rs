@@ -31,12 +31,27 @@ pub enum Class {
     Interpreter,
 }
 
-/// A component file this large bundles an interpreter.
+/// A component whose code and data are this large bundles an interpreter.
 pub const INTERPRETER_SIZE: usize = 4 << 20;
 
+/// The bytes of a component that are code and data: all but its custom sections (debug info,
+/// names, producers), so that a debug build of a small agent is not taken for an interpreter.
+pub fn payload_bytes(component: &[u8]) -> usize {
+    let custom: usize = wasmparser::Parser::new(0)
+        .parse_all(component)
+        .map_while(Result::ok)
+        .filter_map(|payload| match payload {
+            wasmparser::Payload::CustomSection(section) => Some(section.data().len()),
+            _ => None,
+        })
+        .sum();
+    component.len().saturating_sub(custom)
+}
+
 impl Class {
-    pub fn of(component_bytes: usize) -> Class {
-        if component_bytes >= INTERPRETER_SIZE { Class::Interpreter } else { Class::Compact }
+    /// The class of a component, by its code and data.
+    pub fn of(component: &[u8]) -> Class {
+        if payload_bytes(component) >= INTERPRETER_SIZE { Class::Interpreter } else { Class::Compact }
     }
 
     pub fn as_str(self) -> &'static str {

@@ -119,7 +119,7 @@ impl ModuleLoader {
     }
 
     fn class_of(&self, bytes: &[u8]) -> &ClassLoader {
-        match Class::of(bytes.len()) {
+        match Class::of(bytes) {
             Class::Compact => &self.compact,
             Class::Interpreter => &self.interpreter,
         }
