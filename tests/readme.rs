@@ -136,3 +136,38 @@ fn every_manifest_in_the_readme_checks() {
         assert!(checked.status.success(), "README manifest {index} fails check:\n{}\n{manifest}", checked.stderr);
     }
 }
+
+#[test]
+fn each_service_example_is_the_tours_and_the_tour_runs() {
+    let text = readme();
+    let shown = blocks(section(&text, "Host services"), "rust");
+    let tour = std::fs::read_to_string(common::workspace().join("sample-agents/rust/tour/src/lib.rs")).unwrap();
+    let regions: Vec<String> = tour
+        .split("// README: ")
+        .skip(1)
+        .filter_map(|part| part.split_once('\n'))
+        .filter(|(tag, _)| *tag != "end")
+        .map(|(_, body)| body.to_string())
+        .collect();
+    assert_eq!(regions.len(), 8, "the tour's marked functions");
+    assert_eq!(shown, regions, "the README's service examples are the tour's functions, in order");
+
+    let run = agora_in(&common::workspace(), &["run", "--log-format", "json", "examples/tour.toml"]);
+    run.assert_success();
+    let said: Vec<String> = run.logs("tour");
+    let expected = [
+        "config: pricing.rate = 3",
+        "events: appended as #",
+        "telemetry: counted",
+        "rate limits: 2 of 3 passed",
+        "locks: released",
+        "barriers: round 1 complete",
+        "election: leading",
+        "ledger: balance 70 held 30",
+    ];
+    assert_eq!(said.len(), expected.len(), "{said:#?}");
+    for (line, start) in said.iter().zip(expected) {
+        assert!(line.starts_with(start), "{line:?} is not {start:?}...");
+    }
+    assert!(said[1].ends_with(", found 1 by its correlation"), "{}", said[1]);
+}

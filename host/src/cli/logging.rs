@@ -131,6 +131,12 @@ where
         };
         let dim = if self.color { "\x1b[2m" } else { "" };
         write!(writer, "{dim}{}{reset} {paint}{level:>5}{reset} ", clock(std::time::SystemTime::now()))?;
+        // What an agent said is shown as its own: `driver: probe: ...`.
+        if event.metadata().target() == "agora::agent"
+            && let Some((_, agent)) = fields.inline.iter().find(|(name, _)| *name == "agent")
+        {
+            fields.message = format!("{agent}: {}", fields.message);
+        }
         // An event without a message says what it is by its name and fields.
         let unnamed = fields.message.is_empty();
         if unnamed {

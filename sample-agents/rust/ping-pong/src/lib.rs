@@ -5,7 +5,7 @@
 //! start many pairs at once).
 use std::time::Duration;
 
-use agora_guest::{Agent, Config, HandleError, Message, log, messaging};
+use agora_guest::{Agent, Config, Error, HandleError, Message, log, messaging};
 
 enum Mode {
     Send,
@@ -85,8 +85,12 @@ impl Agent for PingPong {
                 return Ok(Some(message.payload));
             }
             let sender = message.sender.ok_or_else(|| HandleError::reject("no sender"))?;
-            messaging::send(sender, &message.payload).map_err(|e| HandleError::fatal(e.to_string()))?;
-            return Ok(None);
+            return match messaging::send(sender, &message.payload) {
+                // As a send to a dead process in Erlang: a peer that has exited (its host
+                // shutting down, say) is not this agent's failure.
+                Ok(()) | Err(Error::NotFound) => Ok(None),
+                Err(e) => Err(HandleError::fatal(e.to_string())),
+            };
         }
         match self.mode {
             Mode::Call => self.serve_calls(),
@@ -97,9 +101,10 @@ impl Agent for PingPong {
                 if self.done == self.rounds {
                     return self.finish();
                 }
-                messaging::send(self.peer.as_str(), &self.done.to_le_bytes())
-                    .map_err(|e| HandleError::fatal(format!("send {}: {e}", self.peer)))?;
-                Ok(None)
+                match messaging::send(self.peer.as_str(), &self.done.to_le_bytes()) {
+                    Ok(()) | Err(Error::NotFound) => Ok(None),
+                    Err(e) => Err(HandleError::fatal(format!("send {}: {e}", self.peer))),
+                }
             }
         }
     }

@@ -1,0 +1,114 @@
+//! A tour of the host services, one short function each: the README shows each function (between
+//! its `// README:` markers) as that service's example, and tests/readme.rs runs the tour
+//! (examples/tour.toml) and checks what each one logs.
+
+use agora_guest::{
+    Agent, Config, HandleError, Message, barriers, config, election, events, ledger, locks, log, messaging,
+    rate_limits, telemetry,
+};
+
+// README: config
+fn read_config() -> Result<String, String> {
+    // `[config.values] pricing = { rate = 3 }` in the manifest; grant "config".
+    let rate = config::get("pricing.rate").map_err(|e| e.to_string())?;
+    config::subscribe("pricing").map_err(|e| e.to_string())?; // changes arrive in `notify`
+    Ok(format!("pricing.rate = {}", rate.unwrap_or_default()))
+}
+// README: end
+
+// README: events
+fn record_an_event() -> Result<String, String> {
+    // Grant "events": an append returns once the event is durable.
+    let seq = events::append("order-placed", b"{\"id\": 42}", Some("order-42")).map_err(|e| e.to_string())?;
+    let mut filter = events::all(10);
+    filter.correlation = Some("order-42".into());
+    let page = events::query(&filter).map_err(|e| e.to_string())?;
+    Ok(format!("appended as #{seq}, found {} by its correlation", page.events.len()))
+}
+// README: end
+
+// README: telemetry
+fn count_something() -> Result<String, String> {
+    // Grant "telemetry": served at the admin endpoint's /metrics as agora_agent_orders{agent="tour"}.
+    telemetry::counter_add("orders", 1).map_err(|e| e.to_string())?;
+    telemetry::histogram_record("order_value", 12.5).map_err(|e| e.to_string())?;
+    Ok("counted".into())
+}
+// README: end
+
+// README: rate limits
+fn limit_a_caller() -> Result<String, String> {
+    // `[rate_limits.api] limit = 2, per = "1m", keyed = true`; grant "rate-limits".
+    let passed = (0..3).filter(|_| rate_limits::check("api", "customer-7", 1).is_ok()).count();
+    Ok(format!("{passed} of 3 passed"))
+}
+// README: end
+
+// README: locks
+fn update_under_a_lock() -> Result<String, String> {
+    // Grant "coordination": a 5 s lease, waiting up to 1 s; the token fences writes elsewhere.
+    let token = locks::acquire("inventory", locks::Mode::Exclusive, 5_000, 1_000).map_err(|e| format!("{e:?}"))?;
+    // ... read-modify-write, presenting `token` to the store ...
+    locks::release("inventory", token).map_err(|e| format!("{e:?}"))?;
+    Ok("released".into())
+}
+// README: end
+
+// README: barriers
+fn meet_the_others() -> Result<String, String> {
+    // Grant "coordination": here a party of one, so the round is complete at once.
+    let round = barriers::arrive("start", 1, 1_000).map_err(|e| format!("{e:?}"))?;
+    Ok(format!("round {round} complete"))
+}
+// README: end
+
+// README: election
+fn stand_for_leader() -> Result<String, String> {
+    // Grant "coordination": the earliest live member leads; changes arrive in `notify`.
+    let now = election::join("schedulers").map_err(|e| format!("{e:?}"))?;
+    let me = messaging::self_id();
+    Ok(if now.leader == Some(me) { "leading".into() } else { "following".into() })
+}
+// README: end
+
+// README: ledger
+fn put_money_aside() -> Result<String, String> {
+    // Grant "economics": the wallet starts with the manifest's `wallet = 100`.
+    let hold = ledger::hold(30, "deposit for job 9").map_err(|e| format!("{e:?}"))?;
+    let funds = ledger::wallet().map_err(|e| format!("{e:?}"))?;
+    ledger::release(hold).map_err(|e| format!("{e:?}"))?;
+    Ok(format!("balance {} held {}", funds.balance, funds.held))
+}
+// README: end
+
+struct Tour;
+
+impl Agent for Tour {
+    fn init(_config: Config) -> Result<Self, String> {
+        messaging::send(messaging::self_id(), b"tour").map_err(|e| e.to_string())?;
+        Ok(Tour)
+    }
+
+    fn handle(&mut self, _message: Message) -> Result<Option<Vec<u8>>, HandleError> {
+        let stops: [(&str, fn() -> Result<String, String>); 8] = [
+            ("config", read_config),
+            ("events", record_an_event),
+            ("telemetry", count_something),
+            ("rate limits", limit_a_caller),
+            ("locks", update_under_a_lock),
+            ("barriers", meet_the_others),
+            ("election", stand_for_leader),
+            ("ledger", put_money_aside),
+        ];
+        for (service, stop) in stops {
+            match stop() {
+                Ok(said) => log::info(&format!("{service}: {said}")),
+                Err(why) => log::error(&format!("{service} failed: {why}")),
+            }
+        }
+        agora_guest::stop();
+        Ok(None)
+    }
+}
+
+agora_guest::export_agent!(Tour);
