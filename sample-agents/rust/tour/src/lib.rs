@@ -81,6 +81,9 @@ fn put_money_aside() -> Result<String, String> {
 }
 // README: end
 
+/// One stop of the tour: what the service said, or why it refused.
+type Stop = fn() -> Result<String, String>;
+
 struct Tour;
 
 impl Agent for Tour {
@@ -90,7 +93,7 @@ impl Agent for Tour {
     }
 
     fn handle(&mut self, _message: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        let stops: [(&str, fn() -> Result<String, String>); 8] = [
+        let stops: [(&str, Stop); 8] = [
             ("config", read_config),
             ("events", record_an_event),
             ("telemetry", count_something),
