@@ -7,12 +7,15 @@
 //!   config at a path the manifest marks updatable; `403` elsewhere, with the reason; `507` when
 //!   the config is at its bounds.
 //! - `GET /health`: `ok` while the host runs.
+//! - `/v1/...`: the admin API ([`v1`]), JSON, behind the bearer token of this start.
 //!
-//! The bound address is written to `<data_dir>/admin.addr`, so that `agora config` finds a
-//! host that asked for port 0. There is no authentication: keep the address private. What keeps
-//! other local software out: requests must name the bound address in `Host` (a page in a browser
-//! that rebinds its own name to 127.0.0.1 sends its own name), writes from a browser must come
-//! from that origin, and connections are capped in number and closed when idle.
+//! The bound address is recorded in `<data_dir>/host.lock`, so that the CLI finds a host that
+//! asked for port 0. What keeps other local software out: requests must name the bound address
+//! in `Host` (a page in a browser that rebinds its own name to 127.0.0.1 sends its own name),
+//! writes from a browser must come from that origin, connections are capped in number and closed
+//! when idle, and the API needs the token, readable by this user only.
+
+pub mod v1;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,8 +57,12 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!("host.admin: cannot listen on {address}: {e}"))?;
     let bound = listener.local_addr()?;
-    tracing::info!(event = "admin_listening", address = %bound, "admin endpoint on http://{bound} (/metrics, /config)");
-    let hosts = Arc::new(accepted_hosts(bound));
+    // The token is in place before anyone is told the endpoint listens.
+    let endpoint =
+        Arc::new(Endpoint { hosts: accepted_hosts(bound), token: v1::issue_token(&runtime.settings.data_dir)? });
+    tracing::info!(event = "admin_listening", address = %bound,
+        "admin endpoint on http://{bound} (/metrics, /config, /v1: the API, token in {})",
+        v1::token_file(&runtime.settings.data_dir).display());
     // Connections served at once (`host.admin_max_connections`); one more is closed at once.
     let slots = Arc::new(tokio::sync::Semaphore::new(runtime.settings.admin_max_connections as usize));
     let idle_timeout = runtime.settings.admin_idle_timeout.duration();
@@ -82,15 +89,15 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
                 drop(stream);
                 continue;
             };
-            let (runtime, hosts) = (runtime.clone(), hosts.clone());
+            let (runtime, endpoint) = (runtime.clone(), endpoint.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 let activity = Arc::new(AtomicU64::new(0));
                 let started = tokio::time::Instant::now();
                 let io = TokioIo::new(Watched { inner: stream, activity: activity.clone(), started });
                 let service = hyper::service::service_fn(move |request| {
-                    let (runtime, hosts) = (runtime.clone(), hosts.clone());
-                    async move { Ok::<_, Infallible>(guarded(&runtime, &hosts, request).await) }
+                    let (runtime, endpoint) = (runtime.clone(), endpoint.clone());
+                    async move { Ok::<_, Infallible>(guarded(&runtime, &endpoint, request).await) }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -170,7 +177,14 @@ fn accepted_hosts(bound: SocketAddr) -> Vec<String> {
 }
 
 /// Check where a request claims to go (and, for a write, where it comes from), then serve it.
-async fn guarded(runtime: &Runtime, hosts: &[String], request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// What this endpoint answers to, and the API's token for this start.
+struct Endpoint {
+    hosts: Vec<String>,
+    token: String,
+}
+
+async fn guarded(runtime: &Runtime, endpoint: &Endpoint, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let hosts = &endpoint.hosts;
     let host = request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
     if !host.is_some_and(|host| hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) {
         runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
@@ -185,6 +199,9 @@ async fn guarded(runtime: &Runtime, hosts: &[String], request: Request<Incoming>
             runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
             return text(StatusCode::FORBIDDEN, "writes are accepted only from this endpoint's own origin\n");
         }
+    }
+    if request.uri().path().starts_with("/v1/") {
+        return v1::serve(runtime, &endpoint.token, request).await;
     }
     serve(runtime, request).await
 }
@@ -317,29 +334,30 @@ async fn serve(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<B
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "routes: GET /health, GET /metrics, GET /config, GET|PUT|DELETE /config/<path>\n",
+            "routes: GET /health, GET /metrics, GET /config, GET|PUT|DELETE /config/<path>, /v1/... (the API)\n",
         ),
     }
 }
 
-/// A client for `agora config`: one request to a running host's endpoint; returns the status
-/// and the body.
+/// A client for the CLI: one request to a running host's endpoint (with the API's token, when
+/// given); returns the status and the body.
 pub async fn request(
     address: SocketAddr,
+    token: Option<&str>,
     method: Method,
     path: &str,
-    body: Option<String>,
+    body: impl Into<Bytes>,
 ) -> anyhow::Result<(StatusCode, String)> {
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the host's admin endpoint at {address}: {e}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, address.to_string())
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let mut request = Request::builder().method(method).uri(path).header(http::header::HOST, address.to_string());
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(body.into()))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();

@@ -4,6 +4,7 @@ mod build;
 mod doctor;
 mod logging;
 mod new;
+mod operate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,44 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// List the running host's agents.
+    Ps {
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
+        /// Order by name, or largest first by memory, mailbox, restarts, cpu or uptime.
+        #[arg(long, default_value = "name")]
+        sort: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// Call an agent of the running host and print its reply: `agora call [manifest] NAME PAYLOAD`
+    /// (PAYLOAD: text, @file, or - for stdin).
+    Call {
+        #[arg(num_args = 2..=3, value_name = "[MANIFEST] NAME PAYLOAD")]
+        words: Vec<String>,
+        /// How long to wait for the reply.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// Send an agent of the running host a message: `agora send [manifest] NAME PAYLOAD`.
+    Send {
+        #[arg(num_args = 2..=3, value_name = "[MANIFEST] NAME PAYLOAD")]
+        words: Vec<String>,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// Kill an agent of the running host, as Erlang's `exit(Pid, kill)`: its supervisor decides
+    /// what follows. `agora kill [manifest] NAME`.
+    Kill {
+        #[arg(num_args = 1..=2, value_name = "[MANIFEST] NAME")]
+        words: Vec<String>,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
     /// Write a new agent project (source, SDK, WIT contract, agora.toml) into directory NAME.
     New {
         name: String,
@@ -134,6 +173,12 @@ pub fn main() -> ExitCode {
             }
             Command::Config { action } => config(action).await,
             Command::New { name, lang, dir } => new::new(&name, lang, dir),
+            Command::Ps { manifest, sort, json, reach } => operated(operate::ps(manifest, &reach, &sort, json).await),
+            Command::Call { words, timeout, reach } => {
+                operated(operate::call(words, &reach, timeout.as_millis() as u64).await)
+            }
+            Command::Send { words, reach } => operated(operate::send(words, &reach).await),
+            Command::Kill { words, reach } => operated(operate::kill(words, &reach).await),
             Command::Doctor { manifest } => {
                 doctor::doctor(manifest.or_else(|| Some(PathBuf::from(PROJECT_MANIFEST)).filter(|p| p.is_file())))
             }
@@ -148,6 +193,15 @@ pub fn main() -> ExitCode {
         Ok(Err(error)) => fail(format!("{error:#}")),
         Err(panic) => fail(format!("the command panicked: {panic}")),
     }
+}
+
+/// An operation's outcome, with its documented exit code: 1 when the host refused, 2 when it
+/// could not be reached or asked.
+fn operated(outcome: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+    outcome.or_else(|error| {
+        eprintln!("agora: error: {error:#}");
+        Ok(operate::exit_code(&error))
+    })
 }
 
 fn fail(message: String) -> ExitCode {
@@ -283,7 +337,8 @@ async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
             host.pid
         );
     };
-    let (status, body) = admin::request(address, method, &format!("/config/{path}"), body).await?;
+    let (status, body) =
+        admin::request(address, None, method, &format!("/config/{path}"), body.unwrap_or_default()).await?;
     if status.is_success() {
         print!("{body}");
         if !body.ends_with('\n') {

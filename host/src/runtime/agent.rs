@@ -378,6 +378,15 @@ pub async fn start(
     let mut state = AgentState::new(runtime.clone(), id, name.clone(), spec.clone(), None);
     state.restarts = restarts;
     let stop = state.stop.clone();
+    runtime.directory.enter(super::directory::Listed {
+        id,
+        name: name.clone(),
+        module: module.name.clone(),
+        restarts,
+        started: Instant::now(),
+        stats: state.stats.clone(),
+        stop: stop.clone(),
+    });
     let kill_cause = KillCause::default();
     runtime.links.enter(id, stop.clone(), kill_cause.clone());
     let meter = state.budget.meter.clone();

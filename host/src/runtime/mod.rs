@@ -7,6 +7,7 @@
 //! `InstancePre`, so a start is "instantiate + init" with no compilation or linking.
 
 pub mod agent;
+pub mod directory;
 pub mod engine;
 pub mod invoke;
 pub mod limits;
@@ -34,6 +35,10 @@ pub struct Runtime {
     pub router: Arc<Router>,
     pub registry: Registry,
     pub links: crate::supervision::links::Links,
+    /// The live agents, for the admin API.
+    pub directory: directory::Directory,
+    /// When this host started, for its uptime.
+    pub started: std::time::Instant,
     /// Dynamic supervisors by name, for `supervision.spawn` and friends.
     pub dynamic_supervisors: dashmap::DashMap<String, crate::supervision::Commands>,
     /// The manifest's `[defaults]`: limits for agents spawned at runtime and isolated jobs.
@@ -84,6 +89,8 @@ impl Runtime {
             services,
             registry: Registry::default(),
             links: Default::default(),
+            directory: Default::default(),
+            started: std::time::Instant::now(),
             dynamic_supervisors: Default::default(),
             defaults: Limits::default(),
             modules: BTreeMap::new(),
@@ -202,6 +209,13 @@ impl Runtime {
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout),
         }
+    }
+
+    /// Enqueue a message for the agent registered as `name`, from outside any agent.
+    pub fn send(&self, name: &str, payload: Vec<u8>) -> Result<(), crate::bindings::Error> {
+        let target = self.registry.lookup(name).ok_or(crate::bindings::Error::NotFound)?;
+        self.router.check_size(payload.len())?;
+        self.router.try_deliver(target, crate::messaging::Message::cast(None, payload))
     }
 
     /// A fresh agent id; ids are never reused within a process.

@@ -89,6 +89,7 @@ impl AgentState {
         }
         let leaving = Leaving { id: self.id, name: &self.name, host: &self.runtime };
         self.runtime.services.leave(&mut self.capabilities, &leaving);
+        self.runtime.directory.leave(self.id);
     }
 }
 

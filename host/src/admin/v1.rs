@@ -1,0 +1,243 @@
+//! The admin API, version 1: JSON on the admin endpoint, every route behind the bearer token the
+//! host writes at each start to `<data_dir>/admin.token` (mode 0600). Errors are
+//! `{"error": {"code": "...", "message": "..."}}` with a stable code.
+//!
+//! - `GET /v1/status`: version, uptime, agents alive, pool slots used per class.
+//! - `GET /v1/agents[?sort=name|memory|mailbox|restarts|cpu|uptime]`: the live agents.
+//! - `GET /v1/agents/<name>`: one.
+//! - `POST /v1/agents/<name>/call[?timeout_ms=N]` (body: the payload): the reply, as
+//!   `{"reply": text}` (`reply_base64` as well when it is not UTF-8).
+//! - `POST /v1/agents/<name>/send` (body: the payload): enqueued, or why not.
+//! - `POST /v1/agents/<name>/kill`: as Erlang's `exit(Pid, kill)`: the agent ends at once with
+//!   `killed`, and its supervisor's restart policy decides what follows.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::bindings::Error;
+use crate::runtime::Runtime;
+use crate::runtime::directory::Listed;
+
+/// Where a host writes its token, beside its other state.
+pub fn token_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+/// A new token for this start (32 random bytes, hex), written for the CLI to read: readable by
+/// this user only, created that way rather than narrowed after.
+pub fn issue_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir)?;
+    let path = token_file(data_dir);
+    // A file from an earlier start may have any mode: replace it.
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    file.write_all(token.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(token)
+}
+
+/// The largest payload a `call` or `send` takes in one request (the host's `max_message`
+/// applies too).
+const MAX_PAYLOAD: usize = 16 << 20;
+/// The longest a `call` may wait.
+const MAX_CALL: Duration = Duration::from_secs(300);
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn failure(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Full<Bytes>> {
+    json_response(status, &json!({ "error": { "code": code, "message": message.into() } }))
+}
+
+/// Compare without an early exit, so that timing does not reveal how much of a guess was right.
+fn same(presented: &[u8], token: &[u8]) -> bool {
+    presented.len() == token.len() && presented.iter().zip(token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+pub async fn serve(runtime: &Runtime, token: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let presented = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if !presented.is_some_and(|presented| same(presented.as_bytes(), token.as_bytes())) {
+        return failure(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>`, the token in the host's <data_dir>/admin.token",
+        );
+    }
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let parts: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    match (request.method().clone(), parts.as_slice()) {
+        (Method::GET, ["status"]) => status(runtime),
+        (Method::GET, ["agents"]) => agents(runtime, &query),
+        (Method::GET, ["agents", name]) => match find(runtime, name) {
+            Some(listed) => json_response(StatusCode::OK, &describe(&listed)),
+            None => not_found(name),
+        },
+        (Method::POST, ["agents", name, action @ ("call" | "send" | "kill")]) => {
+            let name = name.to_string();
+            let action = action.to_string();
+            let payload = match Limited::new(request.into_body(), MAX_PAYLOAD).collect().await {
+                Ok(body) => body.to_bytes().to_vec(),
+                Err(_) => {
+                    return failure(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "the payload is over 16 MiB");
+                }
+            };
+            match action.as_str() {
+                "call" => call(runtime, &name, payload, &query).await,
+                "send" => send(runtime, &name, payload),
+                _ => kill(runtime, &name),
+            }
+        }
+        _ => failure(StatusCode::NOT_FOUND, "no-route", format!("no route {path}; the routes are in the docs")),
+    }
+}
+
+fn not_found(name: &str) -> Response<Full<Bytes>> {
+    failure(StatusCode::NOT_FOUND, "not-found", format!("no live agent is named {name:?}"))
+}
+
+/// The live agent registered under `name`.
+fn find(runtime: &Runtime, name: &str) -> Option<Arc<Listed>> {
+    runtime.registry.lookup(name).and_then(|id| runtime.directory.get(id))
+}
+
+fn describe(listed: &Listed) -> Value {
+    let stats = &listed.stats;
+    json!({
+        "name": &*listed.name,
+        "id": listed.id,
+        "module": listed.module,
+        "restarts": listed.restarts,
+        "uptime_ms": listed.started.elapsed().as_millis() as u64,
+        "mailbox": stats.mailbox_depth.get(),
+        "memory_peak": stats.memory_peak.get(),
+        "messages_in": stats.messages_in.get(),
+        "messages_out": stats.messages_out.get(),
+        "cpu_ticks": stats.cpu_ticks.get(),
+        "fuel": stats.fuel.get(),
+    })
+}
+
+fn status(runtime: &Runtime) -> Response<Full<Bytes>> {
+    let live = runtime.live_instances.load(std::sync::atomic::Ordering::Relaxed);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_ms": runtime.started.elapsed().as_millis() as u64,
+            "agents": runtime.directory.len(),
+            "instances": live,
+            "max_agents": runtime.settings.max_agents,
+            "interpreter_agents": runtime.settings.interpreter_agents,
+        }),
+    )
+}
+
+/// The sort keys of `GET /v1/agents`, largest first but for `name`.
+const SORTS: &[&str] = &["name", "memory", "mailbox", "restarts", "cpu", "uptime"];
+
+fn agents(runtime: &Runtime, query: &str) -> Response<Full<Bytes>> {
+    let sort = query.split('&').find_map(|pair| pair.strip_prefix("sort=")).unwrap_or("name");
+    if !SORTS.contains(&sort) {
+        return failure(StatusCode::BAD_REQUEST, "invalid", format!("sort={sort}: one of {}", SORTS.join(", ")));
+    }
+    let mut listed = runtime.directory.list();
+    let key = |listed: &Listed| -> u64 {
+        let stats = &listed.stats;
+        match sort {
+            "memory" => stats.memory_peak.get(),
+            "mailbox" => stats.mailbox_depth.get(),
+            "restarts" => listed.restarts.into(),
+            "cpu" => stats.cpu_ticks.get(),
+            _ => listed.started.elapsed().as_millis() as u64,
+        }
+    };
+    if sort == "name" {
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+    } else {
+        listed.sort_by_key(|listed| std::cmp::Reverse(key(listed)));
+    }
+    json_response(StatusCode::OK, &json!({ "agents": listed.iter().map(|l| describe(l)).collect::<Vec<_>>() }))
+}
+
+/// How an agent's refusal reads over HTTP.
+fn refused(name: &str, error: Error) -> Response<Full<Bytes>> {
+    let (status, code, message) = match error {
+        Error::NotFound => return not_found(name),
+        Error::MailboxFull => (StatusCode::SERVICE_UNAVAILABLE, "mailbox-full", "its mailbox is full".to_string()),
+        Error::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout", "no reply within the timeout".to_string()),
+        Error::Stopped => (StatusCode::BAD_GATEWAY, "stopped", "it exited before it replied".to_string()),
+        Error::Failed(why) => (StatusCode::UNPROCESSABLE_ENTITY, "failed", format!("it refused the message: {why}")),
+        Error::TooLarge(limit) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("the payload is over host.max_message ({limit} B)"))
+        }
+        Error::Unpaid => (StatusCode::PAYMENT_REQUIRED, "unpaid", "its wallet cannot pay for its compute".to_string()),
+        other => (StatusCode::INTERNAL_SERVER_ERROR, "failed", format!("{other:?}")),
+    };
+    failure(status, code, message)
+}
+
+async fn call(runtime: &Runtime, name: &str, payload: Vec<u8>, query: &str) -> Response<Full<Bytes>> {
+    let timeout = match query.split('&').find_map(|pair| pair.strip_prefix("timeout_ms=")) {
+        None => Duration::from_secs(5),
+        Some(ms) => match ms.parse::<u64>() {
+            Ok(ms) if Duration::from_millis(ms) <= MAX_CALL => Duration::from_millis(ms),
+            _ => {
+                return failure(StatusCode::BAD_REQUEST, "invalid", "timeout_ms: a number of milliseconds up to 300000");
+            }
+        },
+    };
+    match runtime.call(name, payload, timeout).await {
+        Ok(reply) => {
+            let mut body = json!({ "reply": String::from_utf8_lossy(&reply) });
+            if std::str::from_utf8(&reply).is_err() {
+                use base64::Engine as _;
+                body["reply_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&reply));
+            }
+            json_response(StatusCode::OK, &body)
+        }
+        Err(error) => refused(name, error),
+    }
+}
+
+fn send(runtime: &Runtime, name: &str, payload: Vec<u8>) -> Response<Full<Bytes>> {
+    match runtime.send(name, payload) {
+        Ok(()) => json_response(StatusCode::ACCEPTED, &json!({ "sent": true })),
+        Err(error) => refused(name, error),
+    }
+}
+
+fn kill(runtime: &Runtime, name: &str) -> Response<Full<Bytes>> {
+    match find(runtime, name) {
+        Some(listed) => {
+            listed.stop.kill();
+            tracing::warn!(event = "agent_killed_by_operator", agent = %listed.name, id = listed.id,
+                "agent {} killed through the admin API", listed.name);
+            json_response(StatusCode::ACCEPTED, &json!({ "killed": listed.id }))
+        }
+        None => not_found(name),
+    }
+}

@@ -1,0 +1,168 @@
+//! Operating a running host through its admin API: `agora ps`, `call`, `send`, `kill`. Each finds
+//! the host as `agora config` does, from the manifest's `data_dir` (the manifest given first, or
+//! `agora.toml` here), or talks to `--admin ADDR` with `--token-file F`.
+//!
+//! Exit codes: 0 done; 1 the host refused (the reason on stderr, with the API's error code);
+//! 2 no host could be reached or the command line was wrong.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::admin;
+use crate::infra::host_lock;
+use crate::manifest::Manifest;
+
+/// How to reach the host.
+#[derive(Args, Clone)]
+pub struct Reach {
+    /// The running host's admin address, instead of finding it from the manifest.
+    #[arg(long, requires = "token_file")]
+    admin: Option<SocketAddr>,
+    /// The API token of that host (its `<data_dir>/admin.token`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the API token {}: {e}", path.display()))?;
+    Ok(token.trim().to_string())
+}
+
+/// The host's admin address and API token.
+fn reach(manifest: Option<PathBuf>, how: &Reach) -> anyhow::Result<(SocketAddr, String)> {
+    if let (Some(address), Some(token)) = (how.admin, &how.token_file) {
+        return Ok((address, read_token(token)?));
+    }
+    let manifest = super::manifest_path(manifest)?;
+    let data_dir = Manifest::load(&manifest)?.host.data_dir;
+    let Some(host) = host_lock::running(&data_dir) else {
+        anyhow::bail!("no host is running on {}: start it with `agora run`", data_dir.display());
+    };
+    let Some(address) = host.admin else {
+        anyhow::bail!(
+            "the host running on {} (pid {}) serves no admin endpoint: set host.admin or run with --admin",
+            data_dir.display(),
+            host.pid
+        );
+    };
+    Ok((address, read_token(&admin::v1::token_file(&data_dir))?))
+}
+
+/// Split `[manifest] ARGS...`: a manifest is there when one more word than `wanted` is.
+fn split(mut words: Vec<String>, wanted: usize, usage: &str) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
+    match words.len() {
+        n if n == wanted => Ok((None, words)),
+        n if n == wanted + 1 => {
+            let manifest = words.remove(0);
+            Ok((Some(manifest.into()), words))
+        }
+        _ => anyhow::bail!("usage: {usage}"),
+    }
+}
+
+/// A payload as given: text, `@file` for a file's bytes, or `-` for standard input.
+fn payload(given: &str) -> anyhow::Result<Vec<u8>> {
+    if given == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)?;
+        return Ok(bytes);
+    }
+    if let Some(file) = given.strip_prefix('@') {
+        return std::fs::read(file).map_err(|e| anyhow::anyhow!("{file}: {e}"));
+    }
+    Ok(given.as_bytes().to_vec())
+}
+
+/// One API request; a refusal becomes the command's error, with the API's code.
+async fn api(address: SocketAddr, token: &str, method: Method, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+    let (status, text) = admin::request(address, Some(token), method, path, body).await?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(value);
+    }
+    let code = value["error"]["code"].as_str().unwrap_or("error");
+    let message = value["error"]["message"].as_str().unwrap_or(text.trim());
+    Err(Refused { status, code: code.to_string(), message: message.to_string() }.into())
+}
+
+/// The host refused a request: exit 1, where an unreachable host or a bad command line is 2.
+#[derive(Debug)]
+pub struct Refused {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {})", self.message, self.code, self.status)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The exit code of a failed operation.
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<Refused>().is_some() { ExitCode::from(1) } else { ExitCode::from(2) }
+}
+
+pub async fn ps(manifest: Option<PathBuf>, how: &Reach, sort: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (address, token) = reach(manifest, how)?;
+    let listed = api(address, &token, Method::GET, &format!("/v1/agents?sort={sort}"), Vec::new()).await?;
+    if as_json {
+        println!("{listed}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = listed["agents"].as_array().cloned().unwrap_or_default();
+    let readable = |v: &Value| crate::manifest::units::readable(v.as_u64().unwrap_or(0));
+    let mut table =
+        vec![["NAME", "ID", "MODULE", "MAILBOX", "MEMORY", "CPU TICKS", "RESTARTS", "UPTIME"].map(String::from)];
+    for row in &rows {
+        table.push([
+            row["name"].as_str().unwrap_or("").to_string(),
+            row["id"].to_string(),
+            row["module"].as_str().unwrap_or("").to_string(),
+            row["mailbox"].to_string(),
+            readable(&row["memory_peak"]),
+            row["cpu_ticks"].to_string(),
+            row["restarts"].to_string(),
+            format!("{:.1}s", row["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1e3),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|column| table.iter().map(|r| r[column].len()).max().unwrap_or(0)).collect();
+    for row in table {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn call(words: Vec<String>, how: &Reach, timeout_ms: u64) -> anyhow::Result<ExitCode> {
+    let (manifest, words) = split(words, 2, "agora call [manifest] NAME PAYLOAD (text, @file or -)")?;
+    let (address, token) = reach(manifest, how)?;
+    let path = format!("/v1/agents/{}/call?timeout_ms={timeout_ms}", words[0]);
+    let answered = api(address, &token, Method::POST, &path, payload(&words[1])?).await?;
+    println!("{}", answered["reply"].as_str().unwrap_or(""));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn send(words: Vec<String>, how: &Reach) -> anyhow::Result<ExitCode> {
+    let (manifest, words) = split(words, 2, "agora send [manifest] NAME PAYLOAD (text, @file or -)")?;
+    let (address, token) = reach(manifest, how)?;
+    api(address, &token, Method::POST, &format!("/v1/agents/{}/send", words[0]), payload(&words[1])?).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn kill(words: Vec<String>, how: &Reach) -> anyhow::Result<ExitCode> {
+    let (manifest, words) = split(words, 1, "agora kill [manifest] NAME")?;
+    let (address, token) = reach(manifest, how)?;
+    let killed = api(address, &token, Method::POST, &format!("/v1/agents/{}/kill", words[0]), Vec::new()).await?;
+    println!("killed {} (id {})", words[0], killed["killed"]);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,59 @@
+//! The live agents, for operators: who runs, on which module, since when, under which
+//! supervisor, with which counters, and the handle to kill it. An instance is listed when it
+//! starts and unlisted when it leaves (its exit, or a start that failed); the admin API reads it.
+//! Isolated jobs are not listed: they are their caller's work.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::DashMap;
+
+use super::agent::StopSignal;
+use super::stats::AgentStats;
+use crate::infra::hashers::IdHasher;
+use crate::messaging::AgentId;
+
+pub struct Listed {
+    pub id: AgentId,
+    pub name: Arc<str>,
+    pub module: String,
+    /// Earlier incarnations under its supervisor.
+    pub restarts: u32,
+    pub started: Instant,
+    pub stats: Arc<AgentStats>,
+    pub stop: StopSignal,
+}
+
+#[derive(Default)]
+pub struct Directory {
+    live: DashMap<AgentId, Arc<Listed>, IdHasher>,
+}
+
+impl Directory {
+    pub fn enter(&self, listed: Listed) {
+        self.live.insert(listed.id, Arc::new(listed));
+    }
+
+    pub fn leave(&self, id: AgentId) {
+        self.live.remove(&id);
+    }
+
+    /// Every live agent, by id (start order).
+    pub fn list(&self) -> Vec<Arc<Listed>> {
+        let mut listed: Vec<Arc<Listed>> = self.live.iter().map(|entry| entry.value().clone()).collect();
+        listed.sort_by_key(|listed| listed.id);
+        listed
+    }
+
+    pub fn get(&self, id: AgentId) -> Option<Arc<Listed>> {
+        self.live.get(&id).map(|entry| entry.value().clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}

@@ -1,0 +1,140 @@
+//! Operating a running host through the admin API and its CLI: `ps`, `call`, `send`, `kill`,
+//! the bearer token (refused without it, nothing changed), and the exit codes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{Run, Scenario, agora, run_command, terminate, until_admin_listens, wait_for_event};
+
+const AGENTS: &str = "[[agent]]\nname = \"echo\"\nmodule = \"echo\"\ngrants = [\"messaging\", \"registry\", \"logging\"]\n\
+                      [[agent]]\nname = \"counter\"\nmodule = \"counter\"\ngrants = [\"messaging\", \"logging\"]\n";
+
+fn raw(address: &str, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+fn cli(scenario: &Scenario, args: &[&str]) -> Run {
+    let mut all: Vec<&str> = vec![args[0], scenario.manifest.to_str().unwrap()];
+    all.extend(&args[1..]);
+    run_command(agora(), &all)
+}
+
+#[test]
+fn an_operator_lists_calls_sends_and_kills_agents_with_the_token() {
+    let scenario = Scenario::agents("admin = \"127.0.0.1:0\"", AGENTS);
+    let (child, mut lines, mut seen, address) = until_admin_listens(scenario.spawn());
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_started" && e["agent"] == "counter");
+
+    // The token: this user's only, and required.
+    let token_file = scenario.dir.path().join("data/admin.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let get = |auth: &str| {
+        raw(&address, &format!("GET /v1/agents HTTP/1.1\r\nhost: {address}\r\n{auth}connection: close\r\n\r\n"))
+    };
+    let (status, body) = get("");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+    assert_eq!(get("authorization: Bearer wrong\r\n").0, 401);
+    let kill = format!(
+        "POST /v1/agents/counter/kill HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer x{token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    assert_eq!(raw(&address, &kill).0, 401);
+    let (status, body) = get(&format!("authorization: Bearer {token}\r\n"));
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["agents"].as_array().unwrap().len(), 2, "{listed}");
+
+    let authed = |path: &str| {
+        let (status, body) = raw(
+            &address,
+            &format!(
+                "GET {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+            ),
+        );
+        (status, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default())
+    };
+    let (status, host) = authed("/v1/status");
+    assert_eq!(status, 200);
+    assert_eq!((host["agents"].as_u64(), host["version"].is_string()), (Some(2), true), "{host}");
+    let (status, echo) = authed("/v1/agents/echo");
+    assert_eq!((status, echo["name"].as_str(), echo["module"].as_str()), (200, Some("echo"), Some("echo")), "{echo}");
+    assert_eq!(authed("/v1/agents/nobody").1["error"]["code"], "not-found");
+    assert_eq!(authed("/v1/nothing-here").0, 404);
+
+    // ps: a table, and JSON.
+    let ps = cli(&scenario, &["ps"]);
+    ps.assert_success();
+    let table: Vec<&str> = ps.stdout.lines().collect();
+    assert!(table[0].starts_with("NAME") && table[0].contains("MAILBOX"), "{}", ps.stdout);
+    assert!(table[1].starts_with("counter ") && table[2].starts_with("echo "), "sorted by name:\n{}", ps.stdout);
+    let json = cli(&scenario, &["ps", "--json", "--sort", "memory"]);
+    json.assert_success();
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(parsed["agents"].as_array().unwrap().iter().all(|a| a["module"].is_string()), "{parsed}");
+    let bad = cli(&scenario, &["ps", "--sort", "colour"]);
+    assert_eq!(bad.status.code(), Some(1), "a refusal exits 1: {}", bad.stderr);
+    assert!(bad.stderr.contains("(invalid, 400"), "{}", bad.stderr);
+
+    // call and send.
+    let echoed = cli(&scenario, &["call", "echo", "hello there"]);
+    echoed.assert_success();
+    assert_eq!(echoed.stdout, "hello there\n");
+    let file = scenario.dir.path().join("payload.txt");
+    std::fs::write(&file, "from a file").unwrap();
+    assert_eq!(cli(&scenario, &["call", "echo", &format!("@{}", file.display())]).stdout, "from a file\n");
+    for _ in 0..3 {
+        cli(&scenario, &["send", "counter", "inc"]).assert_success();
+    }
+    assert_eq!(cli(&scenario, &["call", "counter", "get"]).stdout, "3\n");
+    let nobody = cli(&scenario, &["call", "nobody", "x"]);
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(nobody.stderr.contains("no live agent is named \"nobody\" (not-found, 404"), "{}", nobody.stderr);
+    let refused = cli(&scenario, &["call", "counter", "dance"]);
+    assert!(
+        refused.stderr.contains("it refused the message: unknown command \"dance\" (failed, 422"),
+        "{}",
+        refused.stderr
+    );
+
+    // kill: as exit(Pid, kill); the permanent counter comes back, with its state lost.
+    let killed = cli(&scenario, &["kill", "counter"]);
+    killed.assert_success();
+    assert!(killed.stdout.starts_with("killed counter (id "), "{}", killed.stdout);
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_exited" && e["agent"] == "counter");
+    assert_eq!(seen.iter().rev().find(|e| e["event"] == "agent_exited").unwrap()["reason"], "killed");
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_restarted" && e["agent"] == "counter");
+    assert_eq!(cli(&scenario, &["call", "counter", "get"]).stdout, "0\n");
+
+    // A remote host: its address and a copy of its token.
+    let copy = scenario.dir.path().join("token-copy");
+    std::fs::copy(&token_file, &copy).unwrap();
+    let remote = run_command(
+        agora(),
+        &["call", "--admin", &address, "--token-file", copy.to_str().unwrap(), "echo", "far away"],
+    );
+    remote.assert_success();
+    assert_eq!(remote.stdout, "far away\n");
+
+    terminate(&child);
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+    let gone = cli(&scenario, &["ps"]);
+    assert_eq!(gone.status.code(), Some(2), "no host is 2: {}", gone.stderr);
+    assert!(gone.stderr.contains("no host is running on"), "{}", gone.stderr);
+    // The next start has a new token.
+    let (child, _lines, _seen, _address) = until_admin_listens(scenario.spawn());
+    assert_ne!(std::fs::read_to_string(&token_file).unwrap(), token);
+    terminate(&child);
+}
