@@ -117,6 +117,33 @@ fn an_operator_lists_calls_sends_and_kills_agents_with_the_token() {
     wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_restarted" && e["agent"] == "counter");
     assert_eq!(cli(&scenario, &["call", "counter", "get"]).stdout, "0\n");
 
+    // The event store, read by the operator.
+    // Lifecycle events are journaled by the store's writer, a moment after they happen.
+    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+    let agents = loop {
+        let started = cli(&scenario, &["events", "--kind", "agent_started", "--json"]);
+        started.assert_success();
+        let page: serde_json::Value = serde_json::from_str(&started.stdout).unwrap();
+        let agents: Vec<String> =
+            page["events"].as_array().unwrap().iter().filter_map(|e| e["agent"].as_str().map(String::from)).collect();
+        if agents.len() >= 3 || std::time::Instant::now() > deadline {
+            break agents;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(agents, ["echo", "counter", "counter"], "started, and the restart after the kill");
+    let newest =
+        cli(&scenario, &["events", "--agent", "counter", "--kind", "agent_exited", "--newest", "--limit", "1"]);
+    newest.assert_success();
+    let lines: Vec<&str> = newest.stdout.lines().collect();
+    assert!(
+        lines[0].contains("agent_exited  counter  {") && lines[0].contains("\"reason\":\"killed\""),
+        "{}",
+        newest.stdout
+    );
+    let bad = cli(&scenario, &["events", "--kind", "x", "--limit", "nope"]);
+    assert_eq!(bad.status.code(), Some(2), "a bad command line is 2: {}", bad.stderr);
+
     // A remote host: its address and a copy of its token.
     let copy = scenario.dir.path().join("token-copy");
     std::fs::copy(&token_file, &copy).unwrap();

@@ -10,6 +10,8 @@
 //! - `POST /v1/agents/<name>/send` (body: the payload): enqueued, or why not.
 //! - `POST /v1/agents/<name>/kill`: as Erlang's `exit(Pid, kill)`: the agent ends at once with
 //!   `killed`, and its supervisor's restart policy decides what follows.
+//! - `GET /v1/events[?kind=&agent=&correlation=&since_ms=&until_ms=&after=&limit=&newest=true]`:
+//!   the event store, read by the operator (no agent needed): a page, and `next` to continue.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::bindings::Error;
+use crate::capabilities::events::store::{MAX_PAGE, Query};
 use crate::runtime::Runtime;
 use crate::runtime::directory::Listed;
 
@@ -92,6 +95,7 @@ pub async fn serve(runtime: &Runtime, token: &str, request: Request<Incoming>) -
     match (request.method().clone(), parts.as_slice()) {
         (Method::GET, ["status"]) => status(runtime),
         (Method::GET, ["agents"]) => agents(runtime, &query),
+        (Method::GET, ["events"]) => events(runtime, &query),
         (Method::GET, ["agents", name]) => match find(runtime, name) {
             Some(listed) => json_response(StatusCode::OK, &describe(&listed)),
             None => not_found(name),
@@ -113,6 +117,28 @@ pub async fn serve(runtime: &Runtime, token: &str, request: Request<Incoming>) -
         }
         _ => failure(StatusCode::NOT_FOUND, "no-route", format!("no route {path}; the routes are in the docs")),
     }
+}
+
+/// A query parameter, percent-decoded (`+` is a space).
+fn param(query: &str, key: &str) -> Option<String> {
+    let raw = query.split('&').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => decoded.push(b' '),
+            (byte, _) => decoded.push(byte),
+        }
+        i += 1;
+    }
+    Some(String::from_utf8_lossy(&decoded).into_owned())
 }
 
 fn not_found(name: &str) -> Response<Full<Bytes>> {
@@ -160,7 +186,8 @@ fn status(runtime: &Runtime) -> Response<Full<Bytes>> {
 const SORTS: &[&str] = &["name", "memory", "mailbox", "restarts", "cpu", "uptime"];
 
 fn agents(runtime: &Runtime, query: &str) -> Response<Full<Bytes>> {
-    let sort = query.split('&').find_map(|pair| pair.strip_prefix("sort=")).unwrap_or("name");
+    let sort = param(query, "sort").unwrap_or_else(|| "name".into());
+    let sort = sort.as_str();
     if !SORTS.contains(&sort) {
         return failure(StatusCode::BAD_REQUEST, "invalid", format!("sort={sort}: one of {}", SORTS.join(", ")));
     }
@@ -200,13 +227,63 @@ fn refused(name: &str, error: Error) -> Response<Full<Bytes>> {
     failure(status, code, message)
 }
 
+fn events(runtime: &Runtime, query: &str) -> Response<Full<Bytes>> {
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        match param(query, key) {
+            None => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| format!("{key}={text}: a whole number")),
+        }
+    };
+    let numbers = (number("since_ms"), number("until_ms"), number("after"), number("limit"));
+    let (since_ms, until_ms, after, limit) = match numbers {
+        (Ok(since), Ok(until), Ok(after), Ok(limit)) => (since, until, after, limit),
+        (Err(why), ..) | (_, Err(why), ..) | (_, _, Err(why), _) | (.., Err(why)) => {
+            return failure(StatusCode::BAD_REQUEST, "invalid", why);
+        }
+    };
+    let query = Query {
+        kind: param(query, "kind"),
+        agent: param(query, "agent"),
+        correlation: param(query, "correlation"),
+        since_ms,
+        until_ms,
+        after,
+        limit: limit.map_or(100, |l| l.min(u64::from(MAX_PAGE)) as u32),
+        newest_first: param(query, "newest").is_some_and(|v| v == "true"),
+    };
+    match runtime.services.events.store.query(&query) {
+        Ok(page) => {
+            let events: Vec<Value> = page
+                .events
+                .iter()
+                .map(|event| {
+                    json!({
+                        "seq": event.seq,
+                        "time_ms": event.time_ms,
+                        "kind": event.kind,
+                        "agent": event.agent,
+                        "correlation": event.correlation,
+                        "payload": String::from_utf8_lossy(&event.payload),
+                    })
+                })
+                .collect();
+            json_response(StatusCode::OK, &json!({ "events": events, "next": page.next }))
+        }
+        Err(error) => failure(StatusCode::SERVICE_UNAVAILABLE, "event-store", format!("{error:?}")),
+    }
+}
+
 async fn call(runtime: &Runtime, name: &str, payload: Vec<u8>, query: &str) -> Response<Full<Bytes>> {
-    let timeout = match query.split('&').find_map(|pair| pair.strip_prefix("timeout_ms=")) {
+    let timeout = match param(query, "timeout_ms") {
         None => Duration::from_secs(5),
         Some(ms) => match ms.parse::<u64>() {
             Ok(ms) if Duration::from_millis(ms) <= MAX_CALL => Duration::from_millis(ms),
             _ => {
-                return failure(StatusCode::BAD_REQUEST, "invalid", "timeout_ms: a number of milliseconds up to 300000");
+                return failure(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "timeout_ms: a number of milliseconds up to 300000",
+                );
             }
         },
     };
@@ -239,5 +316,29 @@ fn kill(runtime: &Runtime, name: &str) -> Response<Full<Bytes>> {
             json_response(StatusCode::ACCEPTED, &json!({ "killed": listed.id }))
         }
         None => not_found(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_found_whole_and_percent_decoded() {
+        let query = "kind=order%2Fplaced&agent=a+b&sortx=1&sort=memory&bad=%zz&cut=%4";
+        assert_eq!(param(query, "kind").as_deref(), Some("order/placed"));
+        assert_eq!(param(query, "agent").as_deref(), Some("a b"));
+        assert_eq!(param(query, "sort").as_deref(), Some("memory"), "not `sortx`");
+        assert_eq!(param(query, "bad").as_deref(), Some("%zz"));
+        assert_eq!(param(query, "cut").as_deref(), Some("%4"));
+        assert_eq!(param(query, "absent"), None);
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abd", b"abc"));
+        assert!(!same(b"ab", b"abc"));
+        assert!(!same(b"", b"abc"));
     }
 }

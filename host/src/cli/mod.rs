@@ -114,6 +114,17 @@ enum Command {
         #[command(flatten)]
         reach: operate::Reach,
     },
+    /// Query the running host's event store: `agora events [manifest] [--kind K] [--agent A] ...`.
+    Events {
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        filter: operate::EventFilter,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
     /// Write a new agent project (source, SDK, WIT contract, agora.toml) into directory NAME.
     New {
         name: String,
@@ -179,6 +190,9 @@ pub fn main() -> ExitCode {
             }
             Command::Send { words, reach } => operated(operate::send(words, &reach).await),
             Command::Kill { words, reach } => operated(operate::kill(words, &reach).await),
+            Command::Events { manifest, filter, json, reach } => {
+                operated(operate::events(manifest, &reach, &filter, json).await)
+            }
             Command::Doctor { manifest } => {
                 doctor::doctor(manifest.or_else(|| Some(PathBuf::from(PROJECT_MANIFEST)).filter(|p| p.is_file())))
             }

@@ -166,3 +166,75 @@ pub async fn kill(words: Vec<String>, how: &Reach) -> anyhow::Result<ExitCode> {
     println!("killed {} (id {})", words[0], killed["killed"]);
     Ok(ExitCode::SUCCESS)
 }
+
+/// `agora events`: the filters of `GET /v1/events`.
+#[derive(Args, Clone)]
+pub struct EventFilter {
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long)]
+    correlation: Option<String>,
+    /// Continue past this sequence number (a previous page's `next`).
+    #[arg(long)]
+    after: Option<u64>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Newest first.
+    #[arg(long)]
+    newest: bool,
+}
+
+/// Percent-encode a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub async fn events(
+    manifest: Option<PathBuf>,
+    how: &Reach,
+    filter: &EventFilter,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (address, token) = reach(manifest, how)?;
+    let mut query = vec![format!("limit={}", filter.limit)];
+    for (key, value) in [("kind", &filter.kind), ("agent", &filter.agent), ("correlation", &filter.correlation)] {
+        if let Some(value) = value {
+            query.push(format!("{key}={}", encode(value)));
+        }
+    }
+    if let Some(after) = filter.after {
+        query.push(format!("after={after}"));
+    }
+    if filter.newest {
+        query.push("newest=true".into());
+    }
+    let page = api(address, &token, Method::GET, &format!("/v1/events?{}", query.join("&")), Vec::new()).await?;
+    if as_json {
+        println!("{page}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for event in page["events"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:>8}  {}  {}  {}",
+            event["seq"],
+            event["kind"].as_str().unwrap_or(""),
+            event["agent"].as_str().unwrap_or("-"),
+            event["payload"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(next) = page["next"].as_u64() {
+        println!("(more: --after {next})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
