@@ -2,6 +2,7 @@
 //! host writes at each start to `<data_dir>/admin.token` (mode 0600). Errors are
 //! `{"error": {"code": "...", "message": "..."}}` with a stable code.
 //!
+//! - `GET /v1/openapi.json`: the OpenAPI document of these routes (no token needed).
 //! - `GET /v1/status`: version, uptime, agents alive, pool slots used per class.
 //! - `GET /v1/agents[?sort=name|memory|mailbox|restarts|cpu|uptime]`: the live agents.
 //! - `GET /v1/agents/<name>`: one.
@@ -76,7 +77,15 @@ fn same(presented: &[u8], token: &[u8]) -> bool {
     presented.len() == token.len() && presented.iter().zip(token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
+/// The routes described, kept true by a test that calls each one.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 pub async fn serve(runtime: &Runtime, token: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() == Method::GET && request.uri().path() == "/v1/openapi.json" {
+        let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        return response;
+    }
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)

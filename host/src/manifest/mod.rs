@@ -64,8 +64,9 @@ pub struct HostSettings {
     /// Directories (relative to the manifest; canonical once parsed) whose components agents may
     /// spawn or run as isolated jobs by path, besides the modules declared in `[modules]`.
     pub spawn_paths: Vec<PathBuf>,
-    /// The admin HTTP endpoint (`/metrics` for Prometheus, `/config` for live updates); off
-    /// unless set. It has no authentication: bind it to loopback or a private network.
+    /// The admin HTTP endpoint (`/metrics` for Prometheus, `/config` for live updates, `/v1`
+    /// the API, behind its token); off unless set. Bind it to loopback or a private network:
+    /// `/metrics` and `/config` need no token.
     pub admin: Option<std::net::SocketAddr>,
     /// An admin connection that moves no bytes for this long is closed.
     pub admin_idle_timeout: Span,
