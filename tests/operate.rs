@@ -210,3 +210,40 @@ fn the_openapi_document_names_every_route_and_each_one_answers() {
     assert_eq!(request("DELETE", "/v1/agents/counter", true).0, 404);
     terminate(&child);
 }
+
+#[test]
+fn a_fixed_token_file_is_used_when_it_is_private_and_long_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    let file = dir.path().join("api.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let host = format!("admin = \"127.0.0.1:0\"\nadmin_token_file = {:?}", file.display().to_string());
+    let scenario = Scenario::agents(&host, AGENTS);
+    let open = run_command(agora(), &["check", scenario.manifest.to_str().unwrap()]);
+    open.assert_failure();
+    assert!(
+        open.stderr.contains("`host.admin_token_file`") && open.stderr.contains("`chmod 600` it"),
+        "{}",
+        open.stderr
+    );
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (child, mut lines, mut seen, address) = until_admin_listens(scenario.spawn());
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_started" && e["agent"] == "counter");
+    let status = |bearer: &str| {
+        raw(&address, &format!("GET /v1/status HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {bearer}\r\nconnection: close\r\n\r\n")).0
+    };
+    assert_eq!(status(token), 200);
+    assert!(!scenario.dir.path().join("data/admin.token").exists(), "no token of its own is written");
+    // The CLI reads the same file, from the manifest.
+    let ps = cli(&scenario, &["ps", "--json"]);
+    ps.assert_success();
+    terminate(&child);
+
+    // Too short a token is refused where it is set.
+    std::fs::write(&file, "short\n").unwrap();
+    let short = run_command(agora(), &["check", scenario.manifest.to_str().unwrap()]);
+    short.assert_failure();
+    assert!(short.stderr.contains("at least 32 characters"), "{}", short.stderr);
+}

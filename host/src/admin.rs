@@ -58,11 +58,10 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("host.admin: cannot listen on {address}: {e}"))?;
     let bound = listener.local_addr()?;
     // The token is in place before anyone is told the endpoint listens.
-    let endpoint =
-        Arc::new(Endpoint { hosts: accepted_hosts(bound), token: v1::issue_token(&runtime.settings.data_dir)? });
+    let endpoint = Arc::new(Endpoint { hosts: accepted_hosts(bound), token: v1::issue_token(&runtime.settings)? });
     tracing::info!(event = "admin_listening", address = %bound,
         "admin endpoint on http://{bound} (/metrics, /config, /v1: the API, token in {})",
-        v1::token_file(&runtime.settings.data_dir).display());
+        runtime.settings.admin_token_file.clone().unwrap_or_else(|| v1::token_file(&runtime.settings.data_dir)).display());
     // Connections served at once (`host.admin_max_connections`); one more is closed at once.
     let slots = Arc::new(tokio::sync::Semaphore::new(runtime.settings.admin_max_connections as usize));
     let idle_timeout = runtime.settings.admin_idle_timeout.duration();

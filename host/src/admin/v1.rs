@@ -35,9 +35,40 @@ pub fn token_file(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")
 }
 
-/// A new token for this start (32 random bytes, hex), written for the CLI to read: readable by
-/// this user only, created that way rather than narrowed after.
-pub fn issue_token(data_dir: &Path) -> anyhow::Result<String> {
+/// The shortest fixed token accepted: 128 bits, hex.
+const MIN_TOKEN: usize = 32;
+
+/// A fixed token (`host.admin_token_file`): the file's first line, long enough, in a file no
+/// one but its owner can read.
+pub fn read_token_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        return Err(format!("{} is readable by others: `chmod 600` it", path.display()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.len() < MIN_TOKEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{}: the token must be at least {MIN_TOKEN} characters, without spaces", path.display()));
+    }
+    Ok(token)
+}
+
+/// The token the CLI presents to the host of these settings.
+pub fn token_for(settings: &crate::manifest::HostSettings) -> anyhow::Result<String> {
+    let path = settings.admin_token_file.clone().unwrap_or_else(|| token_file(&settings.data_dir));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read the API token {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_string())
+}
+
+/// This start's token: the fixed one, or a new one (32 random bytes, hex) written for the CLI
+/// to read, readable by this user only, created that way rather than narrowed after.
+pub fn issue_token(settings: &crate::manifest::HostSettings) -> anyhow::Result<String> {
+    if let Some(file) = &settings.admin_token_file {
+        return read_token_file(file).map_err(|why| anyhow::anyhow!("host.admin_token_file: {why}"));
+    }
+    let data_dir = settings.data_dir.as_path();
     use std::os::unix::fs::OpenOptionsExt;
     let bytes: [u8; 32] = rand::random();
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

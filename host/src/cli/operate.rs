@@ -40,7 +40,8 @@ fn reach(manifest: Option<PathBuf>, how: &Reach) -> anyhow::Result<(SocketAddr, 
         return Ok((address, read_token(token)?));
     }
     let manifest = super::manifest_path(manifest)?;
-    let data_dir = Manifest::load(&manifest)?.host.data_dir;
+    let settings = Manifest::load(&manifest)?.host;
+    let data_dir = settings.data_dir.clone();
     let Some(host) = host_lock::running(&data_dir) else {
         anyhow::bail!("no host is running on {}: start it with `agora run`", data_dir.display());
     };
@@ -51,7 +52,7 @@ fn reach(manifest: Option<PathBuf>, how: &Reach) -> anyhow::Result<(SocketAddr, 
             host.pid
         );
     };
-    Ok((address, read_token(&admin::v1::token_file(&data_dir))?))
+    Ok((address, admin::v1::token_for(&settings)?))
 }
 
 /// Split `[manifest] ARGS...`: a manifest is there when one more word than `wanted` is.

@@ -72,6 +72,9 @@ pub struct HostSettings {
     pub admin_idle_timeout: Span,
     /// Admin connections served at once; more are closed at once (and counted).
     pub admin_max_connections: u32,
+    /// A fixed API token, read from this file (relative to the manifest; readable by its owner
+    /// only), instead of a new one written to `<data_dir>/admin.token` at each start.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for HostSettings {
@@ -90,6 +93,7 @@ impl Default for HostSettings {
             admin: None,
             admin_idle_timeout: Span(Duration::from_secs(30)),
             admin_max_connections: 64,
+            admin_token_file: None,
         }
     }
 }
@@ -123,6 +127,11 @@ fn check_host(locate: &Locator<'_>, host: &HostSettings) -> Result<(), ManifestE
     }
     if host.admin_max_connections == 0 {
         return error("admin_max_connections", "must be at least 1".into());
+    }
+    if let Some(file) = &host.admin_token_file
+        && let Err(why) = crate::admin::v1::read_token_file(file)
+    {
+        return error("admin_token_file", why);
     }
     if host.admin_idle_timeout.duration() < Duration::from_millis(100) {
         return error("admin_idle_timeout", "must be at least 100ms".into());
@@ -329,6 +338,7 @@ impl Manifest {
 
         let mut host = raw.host;
         host.data_dir = resolve(&host.data_dir);
+        host.admin_token_file = host.admin_token_file.as_deref().map(resolve);
         // Canonical once here, so that checking a spawned path against them needs no I/O.
         let mut spawn_paths = Vec::with_capacity(host.spawn_paths.len());
         for dir in &host.spawn_paths {
