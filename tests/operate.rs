@@ -135,14 +135,40 @@ fn an_operator_lists_calls_sends_and_kills_agents_with_the_token() {
     let newest =
         cli(&scenario, &["events", "--agent", "counter", "--kind", "agent_exited", "--newest", "--limit", "1"]);
     newest.assert_success();
-    let lines: Vec<&str> = newest.stdout.lines().collect();
+    let rows: Vec<&str> = newest.stdout.lines().collect();
     assert!(
-        lines[0].contains("agent_exited  counter  {") && lines[0].contains("\"reason\":\"killed\""),
+        rows[0].contains("agent_exited  counter  {") && rows[0].contains("\"reason\":\"killed\""),
         "{}",
         newest.stdout
     );
     let bad = cli(&scenario, &["events", "--kind", "x", "--limit", "nope"]);
     assert_eq!(bad.status.code(), Some(2), "a bad command line is 2: {}", bad.stderr);
+
+    // stop keeps it down (OTP's terminate_child), restart brings it back, the tree shows both.
+    let stopped = cli(&scenario, &["stop", "echo"]);
+    stopped.assert_success();
+    assert_eq!(stopped.stdout, "stopped echo under root\n");
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_exited" && e["agent"] == "echo");
+    assert_eq!(seen.iter().rev().find(|e| e["event"] == "agent_exited").unwrap()["reason"], "shutdown");
+    let tree = cli(&scenario, &["tree"]);
+    tree.assert_success();
+    assert!(
+        tree.stdout.starts_with("root (supervisor)\n  echo (agent, terminated, id -, 0 restarts)\n"),
+        "{}",
+        tree.stdout
+    );
+    assert!(tree.stdout.contains("  counter (agent, running, id "), "{}", tree.stdout);
+    let down = cli(&scenario, &["call", "echo", "anyone?"]);
+    assert_eq!(down.status.code(), Some(1), "a stopped agent stays down: {}", down.stdout);
+    let restarted = cli(&scenario, &["restart", "echo"]);
+    restarted.assert_success();
+    assert!(restarted.stdout.starts_with("restarted echo (id "), "{}", restarted.stdout);
+    assert_eq!(cli(&scenario, &["call", "echo", "back"]).stdout, "back\n");
+    let json_tree = cli(&scenario, &["tree", "--json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json_tree.stdout).unwrap();
+    let echo = parsed["supervisors"]["root"].as_array().unwrap().iter().find(|c| c["name"] == "echo").unwrap().clone();
+    assert_eq!((echo["state"].as_str(), echo["restarts"].as_u64()), (Some("running"), Some(1)), "{parsed}");
+    assert_eq!(cli(&scenario, &["stop", "nobody"]).status.code(), Some(1));
 
     // A remote host: its address and a copy of its token.
     let copy = scenario.dir.path().join("token-copy");

@@ -9,6 +9,10 @@
 //! - `POST /v1/agents/<name>/call[?timeout_ms=N]` (body: the payload): the reply, as
 //!   `{"reply": text}` (`reply_base64` as well when it is not UTF-8).
 //! - `POST /v1/agents/<name>/send` (body: the payload): enqueued, or why not.
+//! - `POST /v1/agents/<name>/stop`: OTP's `terminate_child`: its supervisor stops it as its
+//!   `shutdown` says and keeps it down; `POST /v1/agents/<name>/restart`: stopped if it runs, then
+//!   started again.
+//! - `GET /v1/tree`: every supervisor and its children (kind, id, state, restarts).
 //! - `POST /v1/agents/<name>/kill`: as Erlang's `exit(Pid, kill)`: the agent ends at once with
 //!   `killed`, and its supervisor's restart policy decides what follows.
 //! - `GET /v1/events[?kind=&agent=&correlation=&since_ms=&until_ms=&after=&limit=&newest=true]`:
@@ -136,6 +140,9 @@ pub async fn serve(runtime: &Runtime, token: &str, request: Request<Incoming>) -
         (Method::GET, ["status"]) => status(runtime),
         (Method::GET, ["agents"]) => agents(runtime, &query),
         (Method::GET, ["events"]) => events(runtime, &query),
+        (Method::GET, ["tree"]) => tree(runtime).await,
+        (Method::POST, ["agents", name, "stop"]) => stop(runtime, name, false).await,
+        (Method::POST, ["agents", name, "restart"]) => stop(runtime, name, true).await,
         (Method::GET, ["agents", name]) => match find(runtime, name) {
             Some(listed) => json_response(StatusCode::OK, &describe(&listed)),
             None => not_found(name),
@@ -265,6 +272,65 @@ fn refused(name: &str, error: Error) -> Response<Full<Bytes>> {
         other => (StatusCode::INTERNAL_SERVER_ERROR, "failed", format!("{other:?}")),
     };
     failure(status, code, message)
+}
+
+/// The supervisors now, by name.
+fn supervisors(runtime: &Runtime) -> Vec<(String, crate::supervision::Operators)> {
+    runtime.supervisors.iter().map(|entry| (entry.key().clone(), entry.value().clone())).collect()
+}
+
+/// Ask one supervisor to stop or restart its child `name`: what it did, or why not.
+async fn operate(
+    operators: &crate::supervision::Operators,
+    name: &str,
+    restart: bool,
+) -> Option<Result<Value, String>> {
+    use crate::supervision::Operate;
+    let name = name.to_string();
+    if restart {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        operators.send(Operate::Restart { name, reply }).ok()?;
+        Some(answer.await.ok()?.map(|id| json!({ "restarted": id })))
+    } else {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        operators.send(Operate::Terminate { name: name.clone(), reply }).ok()?;
+        Some(answer.await.ok()?.map(|()| json!({ "stopped": name })))
+    }
+}
+
+/// Ask the supervisor of `name` (whichever holds it) to stop it, or to restart it.
+async fn stop(runtime: &Runtime, name: &str, restart: bool) -> Response<Full<Bytes>> {
+    for (supervisor, operators) in supervisors(runtime) {
+        match operate(&operators, name, restart).await {
+            Some(Ok(mut done)) => {
+                done["supervisor"] = json!(supervisor);
+                return json_response(StatusCode::OK, &done);
+            }
+            Some(Err(why)) if !why.contains("has no child") => {
+                return failure(StatusCode::CONFLICT, "start-failed", why);
+            }
+            _ => {}
+        }
+    }
+    failure(StatusCode::NOT_FOUND, "not-found", format!("no supervisor has a child named {name:?}"))
+}
+
+async fn tree(runtime: &Runtime) -> Response<Full<Bytes>> {
+    use crate::supervision::Operate;
+    let mut tree = serde_json::Map::new();
+    for (supervisor, operators) in supervisors(runtime) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if operators.send(Operate::Describe { reply }).is_ok()
+            && let Ok(children) = answer.await
+        {
+            tree.insert(supervisor, json!(children));
+        }
+    }
+    // The root is the supervisor no other has as a child.
+    let children: Vec<&str> =
+        tree.values().flat_map(|c| c.as_array().into_iter().flatten()).filter_map(|c| c["name"].as_str()).collect();
+    let root = tree.keys().find(|name| !children.contains(&name.as_str())).cloned();
+    json_response(StatusCode::OK, &json!({ "root": root, "supervisors": tree }))
 }
 
 fn events(runtime: &Runtime, query: &str) -> Response<Full<Bytes>> {

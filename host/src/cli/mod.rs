@@ -106,6 +106,30 @@ enum Command {
         #[command(flatten)]
         reach: operate::Reach,
     },
+    /// Stop an agent through its supervisor and keep it down (OTP's `terminate_child`):
+    /// `agora stop [manifest] NAME`.
+    Stop {
+        #[arg(num_args = 1..=2, value_name = "[MANIFEST] NAME")]
+        words: Vec<String>,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// Stop an agent if it runs, then start it again: `agora restart [manifest] NAME`.
+    Restart {
+        #[arg(num_args = 1..=2, value_name = "[MANIFEST] NAME")]
+        words: Vec<String>,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// Show the running host's supervision tree.
+    Tree {
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
     /// Kill an agent of the running host, as Erlang's `exit(Pid, kill)`: its supervisor decides
     /// what follows. `agora kill [manifest] NAME`.
     Kill {
@@ -190,6 +214,9 @@ pub fn main() -> ExitCode {
             }
             Command::Send { words, reach } => operated(operate::send(words, &reach).await),
             Command::Kill { words, reach } => operated(operate::kill(words, &reach).await),
+            Command::Stop { words, reach } => operated(operate::stop(words, &reach, false).await),
+            Command::Restart { words, reach } => operated(operate::stop(words, &reach, true).await),
+            Command::Tree { manifest, json, reach } => operated(operate::tree(manifest, &reach, json).await),
             Command::Events { manifest, filter, json, reach } => {
                 operated(operate::events(manifest, &reach, &filter, json).await)
             }

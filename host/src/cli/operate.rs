@@ -239,3 +239,44 @@ pub async fn events(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn stop(words: Vec<String>, how: &Reach, restart: bool) -> anyhow::Result<ExitCode> {
+    let verb = if restart { "restart" } else { "stop" };
+    let (manifest, words) = split(words, 1, &format!("agora {verb} [manifest] NAME"))?;
+    let (address, token) = reach(manifest, how)?;
+    let done = api(address, &token, Method::POST, &format!("/v1/agents/{}/{verb}", words[0]), Vec::new()).await?;
+    match done["restarted"].as_u64() {
+        Some(id) => println!("restarted {} (id {id}) under {}", words[0], done["supervisor"].as_str().unwrap_or("?")),
+        None => println!("stopped {} under {}", words[0], done["supervisor"].as_str().unwrap_or("?")),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn tree(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (address, token) = reach(manifest, how)?;
+    let tree = api(address, &token, Method::GET, "/v1/tree", Vec::new()).await?;
+    if as_json {
+        println!("{tree}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    fn show(tree: &Value, supervisor: &str, depth: usize) {
+        for child in tree["supervisors"][supervisor].as_array().cloned().unwrap_or_default() {
+            let name = child["name"].as_str().unwrap_or("?");
+            let id = child["id"].as_u64().map_or_else(|| "-".to_string(), |id| id.to_string());
+            println!(
+                "{}{name} ({}, {}, id {id}, {} restarts)",
+                "  ".repeat(depth),
+                child["kind"].as_str().unwrap_or("?"),
+                child["state"].as_str().unwrap_or("?"),
+                child["restarts"]
+            );
+            if child["kind"] == "supervisor" {
+                show(tree, name, depth + 1);
+            }
+        }
+    }
+    let root = tree["root"].as_str().unwrap_or("root").to_string();
+    println!("{root} (supervisor)");
+    show(&tree, &root, 1);
+    Ok(ExitCode::SUCCESS)
+}

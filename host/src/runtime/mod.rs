@@ -41,6 +41,8 @@ pub struct Runtime {
     pub started: std::time::Instant,
     /// Dynamic supervisors by name, for `supervision.spawn` and friends.
     pub dynamic_supervisors: dashmap::DashMap<String, crate::supervision::Commands>,
+    /// Every supervisor by name, for the admin API.
+    pub supervisors: dashmap::DashMap<String, crate::supervision::Operators>,
     /// The manifest's `[defaults]`: limits for agents spawned at runtime and isolated jobs.
     pub defaults: Limits,
     pub loader: ModuleLoader,
@@ -92,6 +94,7 @@ impl Runtime {
             directory: Default::default(),
             started: std::time::Instant::now(),
             dynamic_supervisors: Default::default(),
+            supervisors: Default::default(),
             defaults: Limits::default(),
             modules: BTreeMap::new(),
             loaded: Default::default(),

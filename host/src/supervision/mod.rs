@@ -96,6 +96,33 @@ pub enum Command {
 
 pub type Commands = mpsc::UnboundedSender<Command>;
 
+/// An operator's requests to any supervisor (the admin API), as OTP's `terminate_child`,
+/// `restart_child` and `which_children`.
+pub enum Operate {
+    /// Stop the child as its `shutdown` says and keep its spec; it stays down until restarted.
+    Terminate { name: String, reply: oneshot::Sender<Result<(), String>> },
+    /// Stop the child if it runs, then start it again.
+    Restart { name: String, reply: oneshot::Sender<Result<AgentId, String>> },
+    /// The children, in start order.
+    Describe { reply: oneshot::Sender<Vec<ChildView>> },
+}
+
+/// A child as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChildView {
+    pub name: String,
+    /// `agent` or `supervisor`.
+    pub kind: &'static str,
+    /// The id it runs under, if it runs.
+    pub id: Option<AgentId>,
+    /// `running`, `restarting` (waiting for its restart), `terminated` (by an operator) or
+    /// `finished` (exited for good).
+    pub state: &'static str,
+    pub restarts: u32,
+}
+
+pub type Operators = mpsc::UnboundedSender<Operate>;
+
 /// A running child of a supervisor.
 enum Child {
     Agent(RunningAgent),
@@ -137,6 +164,7 @@ enum Event {
     /// A restart scheduled after a backoff delay: these slots, in this order.
     RestartDue(Vec<usize>),
     Command(Command),
+    Operate(Operate),
 }
 
 async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Option<Command> {
@@ -158,6 +186,7 @@ impl Slot {
             next_delay: backoff.map(|b| b.initial),
             started_at: Instant::now(),
             last_exit: "".into(),
+            terminated: false,
         }
     }
 }
@@ -191,6 +220,8 @@ struct Slot {
     started_at: Instant,
     /// Why the child last exited, for the `agent_restarted` event.
     last_exit: Arc<str>,
+    /// Stopped by an operator (`terminate_child`): not restarted until asked.
+    terminated: bool,
 }
 
 struct Supervisor {
@@ -213,6 +244,8 @@ struct Supervisor {
     /// For a dynamic supervisor: its limit and its requests.
     max_children: Option<u32>,
     commands: Option<mpsc::UnboundedReceiver<Command>>,
+    /// The admin API's requests, which every supervisor takes.
+    operator: mpsc::UnboundedReceiver<Operate>,
     auto_shutdown: AutoShutdown,
     /// Set once `auto_shutdown` says the supervisor's work is done.
     done: bool,
@@ -247,6 +280,7 @@ pub fn start_supervisor<'a>(
             pending_restarts: 0,
             max_children: spec.max_children,
             commands: None,
+            operator: mpsc::unbounded_channel().1,
             auto_shutdown: spec.auto_shutdown,
             done: false,
         };
@@ -258,6 +292,9 @@ pub fn start_supervisor<'a>(
         }
         let stop = StopSignal::default();
         runtime.links.enter_supervisor(supervisor.id, stop.clone());
+        let (operators, operator) = mpsc::unbounded_channel();
+        runtime.supervisors.insert(spec.name.clone(), operators);
+        supervisor.operator = operator;
         if spec.is_dynamic() {
             let (commands, requests) = mpsc::unbounded_channel();
             runtime.dynamic_supervisors.insert(spec.name.clone(), commands);
@@ -305,6 +342,7 @@ impl Supervisor {
                 exit = self.exits.recv() => Event::Exit(exit.expect("the supervisor holds a sender")),
                 slots = self.due.recv() => Event::RestartDue(slots.expect("the supervisor holds a sender")),
                 Some(command) = next_command(&mut self.commands) => Event::Command(command),
+                Some(operate) = self.operator.recv() => Event::Operate(operate),
             };
             // A panic in this host code fails the supervisor (its parent restarts it) instead of
             // leaving its children unsupervised.
@@ -341,6 +379,7 @@ impl Supervisor {
 
     /// Leave the registry, the dynamic supervisors and the links table (monitors get `down`).
     fn leave(&self, reason: &ExitReason) {
+        self.runtime.supervisors.remove(&self.name);
         if self.commands.is_some() {
             self.runtime.dynamic_supervisors.remove(&self.name);
         }
@@ -361,6 +400,10 @@ impl Supervisor {
             }
             Event::Command(command) => {
                 self.on_command(command).await;
+                Ok(())
+            }
+            Event::Operate(operate) => {
+                self.on_operate(operate).await;
                 Ok(())
             }
         }
@@ -391,6 +434,60 @@ impl Supervisor {
                     .map(|slot| ChildInfo {
                         name: slot.spec.name().to_string(),
                         id: slot.running.as_ref().map(Child::id),
+                        restarts: slot.restarts,
+                    })
+                    .collect();
+                let _ = reply.send(children);
+            }
+        }
+    }
+
+    async fn on_operate(&mut self, operate: Operate) {
+        let find = |slots: &[Slot], name: &str| slots.iter().position(|slot| !slot.removed && slot.spec.name() == name);
+        match operate {
+            Operate::Terminate { name, reply } => {
+                let Some(index) = find(&self.slots, &name) else {
+                    let _ = reply.send(Err(format!("{} has no child {name:?}", self.name)));
+                    return;
+                };
+                self.stop_children_at(&[index]).await;
+                let slot = &mut self.slots[index];
+                slot.terminated = true;
+                // A dynamic supervisor keeps no spec of a child that will not come back.
+                slot.removed = self.commands.is_some();
+                let _ = reply.send(Ok(()));
+            }
+            Operate::Restart { name, reply } => {
+                let Some(index) = find(&self.slots, &name) else {
+                    let _ = reply.send(Err(format!("{} has no child {name:?}", self.name)));
+                    return;
+                };
+                self.stop_children_at(&[index]).await;
+                self.slots[index].terminated = false;
+                self.slots[index].restarts += 1;
+                let started = match self.start_slot(index).await {
+                    Ok(()) => {
+                        self.slots[index].running.as_ref().map(Child::id).ok_or_else(|| "it stopped in init".into())
+                    }
+                    Err(error) => Err(error.to_string()),
+                };
+                let _ = reply.send(started);
+            }
+            Operate::Describe { reply } => {
+                let children = self
+                    .slots
+                    .iter()
+                    .filter(|slot| !slot.removed)
+                    .map(|slot| ChildView {
+                        name: slot.spec.name().to_string(),
+                        kind: if matches!(slot.spec, ChildSpec::Agent(_)) { "agent" } else { "supervisor" },
+                        id: slot.running.as_ref().map(Child::id),
+                        state: match (&slot.running, slot.terminated, slot.finished) {
+                            (Some(_), ..) => "running",
+                            (None, true, _) => "terminated",
+                            (None, _, true) => "finished",
+                            (None, ..) => "restarting",
+                        },
                         restarts: slot.restarts,
                     })
                     .collect();
@@ -457,6 +554,7 @@ impl Supervisor {
         };
         let slot = &mut self.slots[index];
         slot.started_at = Instant::now();
+        slot.terminated = false;
         match child {
             Child::Agent(agent) if agent.ignored => {
                 slot.ignored_as = agent.id;
