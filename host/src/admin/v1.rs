@@ -51,7 +51,7 @@ pub fn read_token_file(path: &Path) -> Result<String, String> {
         return Err(format!("{} is readable by others: `chmod 600` it", path.display()));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    let token = first_line(&text);
     if token.len() < MIN_TOKEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("{}: the token must be at least {MIN_TOKEN} characters, without spaces", path.display()));
     }
@@ -60,10 +60,18 @@ pub fn read_token_file(path: &Path) -> Result<String, String> {
 
 /// The token the CLI presents to the host of these settings.
 pub fn token_for(settings: &crate::manifest::HostSettings) -> anyhow::Result<String> {
-    let path = settings.admin_token_file.clone().unwrap_or_else(|| token_file(&settings.data_dir));
-    let text = std::fs::read_to_string(&path)
+    read_token(&settings.admin_token_file.clone().unwrap_or_else(|| token_file(&settings.data_dir)))
+}
+
+/// A token file's token, as the host reads it: its first line.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read the API token {}: {e}", path.display()))?;
-    Ok(text.lines().next().unwrap_or_default().trim().to_string())
+    Ok(first_line(&text))
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_string()
 }
 
 /// This start's token: the fixed one, or a new one (32 random bytes, hex) written for the CLI
@@ -202,7 +210,7 @@ fn describe(listed: &Listed) -> Value {
     json!({
         "name": &*listed.name,
         "id": listed.id,
-        "module": listed.module,
+        "module": listed.module.name,
         "restarts": listed.restarts,
         "uptime_ms": listed.started.elapsed().as_millis() as u64,
         "mailbox": stats.mailbox_depth.get(),

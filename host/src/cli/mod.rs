@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capabilities::events::lifecycle as events;
-use crate::infra::host_lock::{self, HostLock};
+use crate::infra::host_lock::HostLock;
 use crate::manifest::{HostSettings, Manifest};
 use crate::runtime::Runtime;
 use crate::runtime::modules::ModuleLoader;
@@ -368,16 +368,7 @@ async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
         ConfigAction::Unset { manifest, path } => (manifest, http::Method::DELETE, path, None),
     };
     let manifest = Manifest::load(&manifest)?;
-    let Some(host) = host_lock::running(&manifest.host.data_dir) else {
-        anyhow::bail!("no host is running on {}: start it with `agora run`", manifest.host.data_dir.display());
-    };
-    let Some(address) = host.admin else {
-        anyhow::bail!(
-            "the host running on {} (pid {}) serves no admin endpoint",
-            manifest.host.data_dir.display(),
-            host.pid
-        );
-    };
+    let address = operate::admin_address(&manifest.host.data_dir)?;
     let (status, body) =
         admin::request(address, None, method, &format!("/config/{path}"), body.unwrap_or_default()).await?;
     if status.is_success() {

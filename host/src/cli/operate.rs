@@ -28,31 +28,28 @@ pub struct Reach {
     token_file: Option<PathBuf>,
 }
 
-fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read the API token {}: {e}", path.display()))?;
-    Ok(token.trim().to_string())
-}
-
 /// The host's admin address and API token.
 fn reach(manifest: Option<PathBuf>, how: &Reach) -> anyhow::Result<(SocketAddr, String)> {
     if let (Some(address), Some(token)) = (how.admin, &how.token_file) {
-        return Ok((address, read_token(token)?));
+        return Ok((address, admin::v1::read_token(token)?));
     }
     let manifest = super::manifest_path(manifest)?;
     let settings = Manifest::load(&manifest)?.host;
-    let data_dir = settings.data_dir.clone();
-    let Some(host) = host_lock::running(&data_dir) else {
+    Ok((admin_address(&settings.data_dir)?, admin::v1::token_for(&settings)?))
+}
+
+/// The admin address of the host running on `data_dir`.
+pub fn admin_address(data_dir: &std::path::Path) -> anyhow::Result<SocketAddr> {
+    let Some(host) = host_lock::running(data_dir) else {
         anyhow::bail!("no host is running on {}: start it with `agora run`", data_dir.display());
     };
-    let Some(address) = host.admin else {
-        anyhow::bail!(
+    host.admin.ok_or_else(|| {
+        anyhow::anyhow!(
             "the host running on {} (pid {}) serves no admin endpoint: set host.admin or run with --admin",
             data_dir.display(),
             host.pid
-        );
-    };
-    Ok((address, admin::v1::token_for(&settings)?))
+        )
+    })
 }
 
 /// Split `[manifest] ARGS...`: a manifest is there when one more word than `wanted` is.

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
-use super::{AgentId, AgentMessaging, Body, Message};
+use super::{AgentId, AgentMessaging, Message};
 use crate::bindings::{Address, Error, PublishReport, messaging};
 use crate::capabilities::hooks::Hooks;
 use crate::capabilities::{Capability, Entering, Getter, Leaving, NoSection, Served, Startup, View};
@@ -83,14 +81,7 @@ impl messaging::Host for View<'_, Messaging> {
         if target == self.id {
             return Err(Error::Invalid("an agent cannot call itself: it handles one message at a time".into()));
         }
-        let (reply, answer) = oneshot::channel();
-        let message = Message { sender: Some(self.id), topic: None, body: Body::Bytes(payload), reply: Some(reply) };
-        self.host.router.try_deliver(target, message)?;
-        match tokio::time::timeout(millis(timeout_ms), answer).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout),
-        }
+        self.host.router.call(Some(self.id), target, payload, millis(timeout_ms)).await
     }
 
     fn reply(&mut self, correlation: u64, payload: Vec<u8>) -> Result<(), Error> {

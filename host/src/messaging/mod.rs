@@ -223,6 +223,20 @@ impl Router {
         }
     }
 
+    /// Deliver `payload` to `to` as a call from `sender` (none: from outside any agent) and
+    /// wait up to `timeout` for its reply.
+    #[inline]
+    pub async fn call(&self, sender: Option<AgentId>, to: AgentId, payload: Vec<u8>, timeout: Duration) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        let message = Message { sender, topic: None, body: Body::Bytes(payload), reply: Some(reply) };
+        self.try_deliver(to, message)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
     /// Enqueue without waiting.
     pub fn try_deliver(&self, to: AgentId, message: Message) -> Result<(), Error> {
         self.check_refusing(to)?;

@@ -381,7 +381,7 @@ pub async fn start(
     runtime.directory.enter(super::directory::Listed {
         id,
         name: name.clone(),
-        module: module.name.clone(),
+        module: module.clone(),
         restarts,
         started: Instant::now(),
         stats: state.stats.clone(),

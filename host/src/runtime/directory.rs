@@ -9,6 +9,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 
 use super::agent::StopSignal;
+use super::modules::Module;
 use super::stats::AgentStats;
 use crate::infra::hashers::IdHasher;
 use crate::messaging::AgentId;
@@ -16,7 +17,8 @@ use crate::messaging::AgentId;
 pub struct Listed {
     pub id: AgentId,
     pub name: Arc<str>,
-    pub module: String,
+    /// Its module (shared, so that listing an agent copies nothing on the spawn path).
+    pub module: Module,
     /// Earlier incarnations under its supervisor.
     pub restarts: u32,
     pub started: Instant,

@@ -196,22 +196,9 @@ impl Runtime {
     /// Call the agent registered as `name` from outside any agent (its message has no sender)
     /// and wait up to `timeout` for the reply: `agora run --call`, and the Rust API.
     pub async fn call(&self, name: &str, payload: Vec<u8>, timeout: std::time::Duration) -> crate::messaging::Reply {
-        use crate::bindings::Error;
-        let target = self.registry.lookup(name).ok_or(Error::NotFound)?;
+        let target = self.registry.lookup(name).ok_or(crate::bindings::Error::NotFound)?;
         self.router.check_size(payload.len())?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let message = crate::messaging::Message {
-            sender: None,
-            topic: None,
-            body: crate::messaging::Body::Bytes(payload),
-            reply: Some(reply),
-        };
-        self.router.try_deliver(target, message)?;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout),
-        }
+        self.router.call(None, target, payload, timeout).await
     }
 
     /// Enqueue a message for the agent registered as `name`, from outside any agent.

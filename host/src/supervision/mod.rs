@@ -264,6 +264,7 @@ pub fn start_supervisor<'a>(
     Box::pin(async move {
         let (exits_sender, exits) = mpsc::unbounded_channel();
         let (due_sender, due) = mpsc::unbounded_channel();
+        let (operators, operator) = mpsc::unbounded_channel();
         let mut supervisor = Supervisor {
             runtime: runtime.clone(),
             name: spec.name.clone(),
@@ -280,7 +281,7 @@ pub fn start_supervisor<'a>(
             pending_restarts: 0,
             max_children: spec.max_children,
             commands: None,
-            operator: mpsc::unbounded_channel().1,
+            operator,
             auto_shutdown: spec.auto_shutdown,
             done: false,
         };
@@ -292,9 +293,7 @@ pub fn start_supervisor<'a>(
         }
         let stop = StopSignal::default();
         runtime.links.enter_supervisor(supervisor.id, stop.clone());
-        let (operators, operator) = mpsc::unbounded_channel();
         runtime.supervisors.insert(spec.name.clone(), operators);
-        supervisor.operator = operator;
         if spec.is_dynamic() {
             let (commands, requests) = mpsc::unbounded_channel();
             runtime.dynamic_supervisors.insert(spec.name.clone(), commands);
@@ -442,13 +441,18 @@ impl Supervisor {
         }
     }
 
+    /// The slot of the child named `name`, or why there is none.
+    fn child_index(&self, name: &str) -> Result<usize, String> {
+        let found = self.slots.iter().position(|slot| !slot.removed && slot.spec.name() == name);
+        found.ok_or_else(|| format!("{} has no child {name:?}", self.name))
+    }
+
     async fn on_operate(&mut self, operate: Operate) {
-        let find = |slots: &[Slot], name: &str| slots.iter().position(|slot| !slot.removed && slot.spec.name() == name);
         match operate {
             Operate::Terminate { name, reply } => {
-                let Some(index) = find(&self.slots, &name) else {
-                    let _ = reply.send(Err(format!("{} has no child {name:?}", self.name)));
-                    return;
+                let index = match self.child_index(&name) {
+                    Ok(index) => index,
+                    Err(why) => return drop(reply.send(Err(why))),
                 };
                 self.stop_children_at(&[index]).await;
                 let slot = &mut self.slots[index];
@@ -458,9 +462,9 @@ impl Supervisor {
                 let _ = reply.send(Ok(()));
             }
             Operate::Restart { name, reply } => {
-                let Some(index) = find(&self.slots, &name) else {
-                    let _ = reply.send(Err(format!("{} has no child {name:?}", self.name)));
-                    return;
+                let index = match self.child_index(&name) {
+                    Ok(index) => index,
+                    Err(why) => return drop(reply.send(Err(why))),
                 };
                 self.stop_children_at(&[index]).await;
                 self.slots[index].terminated = false;
