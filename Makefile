@@ -1,7 +1,7 @@
 # The entry points a user needs. Each target installs what it needs first (the wasm target).
 
 CARGO ?= cargo
-AGENTS := echo ping-pong counter misbehave probe replica worker trader polyglot not-an-agent tour
+AGENTS := echo ping-pong counter counter-v2 misbehave probe replica worker trader polyglot not-an-agent tour
 AGENT_FLAGS := --profile agent --target wasm32-wasip2 $(addprefix -p ,$(AGENTS))
 AGORA := target/release/agora
 

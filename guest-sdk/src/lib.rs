@@ -66,6 +66,40 @@ pub mod bindings {
     });
 }
 
+/// The `stateful-agent` world: the same imports (shared with [`bindings`]), and the `state`
+/// export besides the agent's own. Used by `export_agent!(T, state)`.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
+pub mod stateful_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "stateful-agent",
+        pub_export_macro: true,
+        export_macro_name: "__export_stateful_agent_world",
+        default_bindings_module: "agora_guest::stateful_bindings",
+        with: {
+            "agora:agent/types@0.3.0": crate::bindings::agora::agent::types,
+            "agora:agent/messaging@0.3.0": crate::bindings::agora::agent::messaging,
+            "agora:agent/registry@0.3.0": crate::bindings::agora::agent::registry,
+            "agora:agent/logging@0.3.0": crate::bindings::agora::agent::logging,
+            "agora:agent/lifecycle@0.3.0": crate::bindings::agora::agent::lifecycle,
+            "agora:agent/supervision@0.3.0": crate::bindings::agora::agent::supervision,
+            "agora:agent/config@0.3.0": crate::bindings::agora::agent::config,
+            "agora:agent/events@0.3.0": crate::bindings::agora::agent::events,
+            "agora:agent/telemetry@0.3.0": crate::bindings::agora::agent::telemetry,
+            "agora:agent/rate-limits@0.3.0": crate::bindings::agora::agent::rate_limits,
+            "agora:agent/outbound@0.3.0": crate::bindings::agora::agent::outbound,
+            "agora:agent/locks@0.3.0": crate::bindings::agora::agent::locks,
+            "agora:agent/barriers@0.3.0": crate::bindings::agora::agent::barriers,
+            "agora:agent/election@0.3.0": crate::bindings::agora::agent::election,
+            "agora:agent/consensus@0.3.0": crate::bindings::agora::agent::consensus,
+            "agora:agent/ledger@0.3.0": crate::bindings::agora::agent::ledger,
+            "agora:agent/auctions@0.3.0": crate::bindings::agora::agent::auctions,
+            "agora:agent/market@0.3.0": crate::bindings::agora::agent::market,
+        },
+    });
+}
+
 use std::cell::RefCell;
 use std::fmt;
 
@@ -113,6 +147,53 @@ pub trait Agent: Sized + 'static {
 
     /// Called once before a graceful exit ("normal" or "shutdown").
     fn terminate(&mut self, _reason: &str) {}
+}
+
+/// An agent whose state outlives its instance: across an upgrade of its code (OTP's
+/// `code_change`) and, with hibernation, across idle periods. Export it with
+/// `export_agent!(MyAgent, state)`; an agent exported without it is upgraded by a fresh `init`.
+///
+/// The bytes are the agent's own format. With the `serde` feature, [`state::encode`] and
+/// [`state::decode`] write and read JSON:
+///
+/// ```ignore
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Counter { value: i64 }
+///
+/// impl agora_guest::Stateful for Counter {
+///     fn snapshot(&self) -> Result<Vec<u8>, String> {
+///         agora_guest::state::encode(self)
+///     }
+///     fn restore(_config: Config, state: &[u8], _from_version: &str) -> Result<Self, String> {
+///         agora_guest::state::decode(state)
+///     }
+/// }
+/// agora_guest::export_agent!(Counter, state);
+/// ```
+pub trait Stateful: Agent {
+    /// The whole state, between two messages. An error refuses the upgrade; the agent carries on.
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
+
+    /// Rebuild the agent from an earlier instance's snapshot, instead of [`Agent::init`].
+    /// `from_version` is that instance's module version (a label, or `sha256:` and 12 hex
+    /// digits): convert older formats here. Its registrations, subscriptions and holdings are
+    /// still the agent's; do not make them again. An error rolls an upgrade back.
+    fn restore(config: Config, state: &[u8], from_version: &str) -> Result<Self, String>;
+}
+
+/// Encode and decode a [`Stateful`] agent's state as JSON (feature `serde`).
+#[cfg(feature = "serde")]
+pub mod state {
+    /// The state as JSON bytes.
+    pub fn encode<T: serde::Serialize>(state: &T) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(state).map_err(|e| format!("cannot encode the state: {e}"))
+    }
+
+    /// Read JSON bytes written by [`encode`] (of this or an earlier version: add fields with
+    /// `#[serde(default)]` to read older snapshots).
+    pub fn decode<T: serde::de::DeserializeOwned>(state: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(state).map_err(|e| format!("cannot read the state: {e}"))
+    }
 }
 
 impl HandleError {
@@ -381,22 +462,67 @@ pub mod __private {
     pub fn terminate<A: Agent>(reason: String) {
         with_agent::<A, _>(|agent| agent.terminate(&reason))
     }
+
+    pub fn snapshot<A: Stateful>() -> Result<Vec<u8>, String> {
+        with_agent::<A, _>(|agent| agent.snapshot())
+    }
+
+    pub fn restore<A: Stateful>(
+        config: Vec<(String, String)>,
+        state: Vec<u8>,
+        from_version: String,
+    ) -> Result<(), String> {
+        let agent = A::restore(Config(config), &state, &from_version)?;
+        STATE.with(|cell| *cell.borrow_mut() = Some(Box::new(agent)));
+        Ok(())
+    }
 }
 
-/// Export a type implementing [`Agent`] as this component's agent.
+/// Export a type implementing [`Agent`] as this component's agent; `export_agent!(T, state)`
+/// also exports its [`Stateful`] implementation (the `stateful-agent` world).
 #[macro_export]
 macro_rules! export_agent {
     ($agent:ty) => {
+        $crate::__agent_guest!($agent, bindings);
+        $crate::bindings::__export_agent_world!(__AgoraAgentExport with_types_in $crate::bindings);
+    };
+    ($agent:ty, state) => {
+        $crate::__agent_guest!($agent, stateful_bindings);
+
+        impl $crate::stateful_bindings::exports::agora::agent::state::Guest for __AgoraAgentExport {
+            fn snapshot() -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                $crate::__private::snapshot::<$agent>()
+            }
+            fn restore(
+                config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                state: ::std::vec::Vec<u8>,
+                from_version: ::std::string::String,
+            ) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::__private::restore::<$agent>(config, state, from_version)
+            }
+        }
+
+        $crate::stateful_bindings::__export_stateful_agent_world!(__AgoraAgentExport with_types_in $crate::stateful_bindings);
+    };
+}
+
+/// The world-level exports, for either world's bindings.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __agent_guest {
+    ($agent:ty, $bindings:ident) => {
         #[doc(hidden)]
         struct __AgoraAgentExport;
 
-        impl $crate::bindings::Guest for __AgoraAgentExport {
-            fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
-                -> ::std::result::Result<(), ::std::string::String> {
+        impl $crate::$bindings::Guest for __AgoraAgentExport {
+            fn init(
+                config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+            ) -> ::std::result::Result<(), ::std::string::String> {
                 $crate::__private::init::<$agent>(config)
             }
-            fn handle(message: $crate::Message)
-                -> ::std::result::Result<::std::option::Option<::std::vec::Vec<u8>>, $crate::HandleError> {
+            fn handle(
+                message: $crate::Message,
+            ) -> ::std::result::Result<::std::option::Option<::std::vec::Vec<u8>>, $crate::HandleError> {
                 $crate::__private::handle::<$agent>(message)
             }
             fn notify(notice: $crate::Notice) -> ::std::result::Result<(), $crate::HandleError> {
@@ -406,8 +532,6 @@ macro_rules! export_agent {
                 $crate::__private::terminate::<$agent>(reason)
             }
         }
-
-        $crate::bindings::__export_agent_world!(__AgoraAgentExport with_types_in $crate::bindings);
     };
 }
 

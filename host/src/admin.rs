@@ -182,7 +182,7 @@ struct Endpoint {
     token: String,
 }
 
-async fn guarded(runtime: &Runtime, endpoint: &Endpoint, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn guarded(runtime: &Arc<Runtime>, endpoint: &Endpoint, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let hosts = &endpoint.hosts;
     let host = request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
     if !host.is_some_and(|host| hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) {

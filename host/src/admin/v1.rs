@@ -17,6 +17,14 @@
 //!   `killed`, and its supervisor's restart policy decides what follows.
 //! - `GET /v1/events[?kind=&agent=&correlation=&since_ms=&until_ms=&after=&limit=&newest=true]`:
 //!   the event store, read by the operator (no agent needed): a page, and `next` to continue.
+//! - `GET /v1/modules`: every module, its current version and the old one still run, with the
+//!   agents on each. `POST /v1/modules` (`{"name", "path", "version"?}`): load a version, compiled
+//!   in the background; `GET /v1/loads/<id>` follows it.
+//! - `POST /v1/agents/<name>/upgrade[?trial_ms=N]`: move the agent to its module's current
+//!   version, state and all (`runtime::upgrade`); `POST /v1/modules/<name>/upgrade`: every agent
+//!   on an older version of it, one at a time, with a report each.
+//! - `POST /v1/supervisors/<name>/children` (`{"name", "module", "config"?, "grants"?, "restart"?,
+//!   "memory"?, "mailbox"?}`): spawn under a dynamic supervisor.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -123,7 +131,7 @@ fn same(presented: &[u8], token: &[u8]) -> bool {
 /// The routes described, kept true by a test that calls each one.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-pub async fn serve(runtime: &Runtime, token: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn serve(runtime: &Arc<Runtime>, token: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() == Method::GET && request.uri().path() == "/v1/openapi.json" {
         let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
         response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -149,6 +157,21 @@ pub async fn serve(runtime: &Runtime, token: &str, request: Request<Incoming>) -
         (Method::GET, ["agents"]) => agents(runtime, &query),
         (Method::GET, ["events"]) => events(runtime, &query),
         (Method::GET, ["tree"]) => tree(runtime).await,
+        (Method::GET, ["modules"]) => modules(runtime),
+        (Method::GET, ["loads", id]) => load_status(runtime, id),
+        (Method::POST, ["agents", name, "upgrade"]) => upgrade_agent(runtime, name, &query).await,
+        (Method::POST, ["modules", name, "upgrade"]) => upgrade_module(runtime, name, &query).await,
+        (Method::POST, ["modules"]) => match body_json(request).await {
+            Ok(body) => load(runtime, &body),
+            Err(response) => response,
+        },
+        (Method::POST, ["supervisors", supervisor, "children"]) => {
+            let supervisor = supervisor.to_string();
+            match body_json(request).await {
+                Ok(body) => spawn(runtime, &supervisor, &body).await,
+                Err(response) => response,
+            }
+        }
         (Method::POST, ["agents", name, "stop"]) => stop(runtime, name, false).await,
         (Method::POST, ["agents", name, "restart"]) => stop(runtime, name, true).await,
         (Method::GET, ["agents", name]) => match find(runtime, name) {
@@ -211,6 +234,7 @@ fn describe(listed: &Listed) -> Value {
         "name": &*listed.name,
         "id": listed.id,
         "module": listed.module.name,
+        "version": listed.module.version.to_string(),
         "restarts": listed.restarts,
         "uptime_ms": listed.started.elapsed().as_millis() as u64,
         "mailbox": stats.mailbox_depth.get(),
@@ -430,6 +454,290 @@ fn kill(runtime: &Runtime, name: &str) -> Response<Full<Bytes>> {
             json_response(StatusCode::ACCEPTED, &json!({ "killed": listed.id }))
         }
         None => not_found(name),
+    }
+}
+
+/// The largest JSON body a request takes.
+const MAX_JSON: usize = 64 << 10;
+
+/// A request's body as a JSON object, or the error response.
+async fn body_json(request: Request<Incoming>) -> Result<Value, Response<Full<Bytes>>> {
+    let body = Limited::new(request.into_body(), MAX_JSON)
+        .collect()
+        .await
+        .map_err(|_| failure(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "the JSON body is over 64 KiB"))?
+        .to_bytes();
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(_) => Err(failure(StatusCode::BAD_REQUEST, "invalid", "the body is a JSON object")),
+        Err(e) => Err(failure(StatusCode::BAD_REQUEST, "invalid", format!("the body is not JSON: {e}"))),
+    }
+}
+
+/// A string field of a JSON body: required or optional.
+fn field<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, Response<Full<Bytes>>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(failure(StatusCode::BAD_REQUEST, "invalid", format!("`{key}` is a string"))),
+    }
+}
+
+fn required<'a>(body: &'a Value, key: &str) -> Result<&'a str, Response<Full<Bytes>>> {
+    field(body, key)?.ok_or_else(|| failure(StatusCode::BAD_REQUEST, "invalid", format!("`{key}` is required")))
+}
+
+fn modules(runtime: &Runtime) -> Response<Full<Bytes>> {
+    let listed = runtime.directory.list();
+    let running = |module: &crate::runtime::modules::Module| {
+        listed.iter().filter(|agent| Arc::ptr_eq(&agent.module, module)).count()
+    };
+    runtime.catalog.purge(running);
+    let version = |module: &crate::runtime::modules::Module, current: bool| {
+        json!({
+            "version": module.version.to_string(),
+            "hash": module.version.short_hash(),
+            "label": module.version.label,
+            "current": current,
+            "agents": running(module),
+            "class": module.class.as_str(),
+            "state_interface": module.state.is_some(),
+            "path": module.path.display().to_string(),
+        })
+    };
+    let modules: Vec<Value> = runtime
+        .catalog
+        .list()
+        .into_iter()
+        .map(|(name, versions)| {
+            let mut all = vec![version(&versions.current, true)];
+            all.extend(versions.old.as_ref().map(|old| version(old, false)));
+            json!({ "name": name, "versions": all })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "modules": modules }))
+}
+
+fn load(runtime: &Arc<Runtime>, body: &Value) -> Response<Full<Bytes>> {
+    let checked = (|| {
+        let name = required(body, "name")?;
+        let path = required(body, "path")?;
+        let label = field(body, "version")?;
+        let invalid = |why: String| failure(StatusCode::BAD_REQUEST, "invalid", why);
+        crate::runtime::catalog::check_name(name).map_err(invalid)?;
+        if let Some(label) = label {
+            crate::runtime::catalog::check_label(label).map_err(invalid)?;
+        }
+        Ok((name.to_string(), path.to_string(), label.map(str::to_string)))
+    })();
+    let (name, path, label) = match checked {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let path = Path::new(&path);
+    let path = if path.is_absolute() { path.to_path_buf() } else { runtime.base_dir.join(path) };
+    if !path.is_file() {
+        return failure(StatusCode::BAD_REQUEST, "invalid", format!("{} is not a file on the host", path.display()));
+    }
+    let load = runtime.load_module(&name, path, label);
+    json_response(StatusCode::ACCEPTED, &describe_load(&load))
+}
+
+fn describe_load(load: &crate::runtime::catalog::Load) -> Value {
+    use crate::runtime::catalog::LoadOutcome;
+    let mut described = json!({
+        "load": load.id,
+        "name": load.name,
+        "path": load.path.display().to_string(),
+        "seconds": load.started.elapsed().as_secs_f64(),
+    });
+    match load.outcome() {
+        LoadOutcome::Compiling => described["status"] = json!("compiling"),
+        LoadOutcome::Ready { version, cache, replaced, millis } => {
+            described["status"] = json!("ready");
+            described["version"] = json!(version);
+            described["cache"] = json!(cache.as_str());
+            described["replaced"] = json!(replaced);
+            described["millis"] = json!(millis);
+        }
+        LoadOutcome::Failed { error, code } => {
+            described["status"] = json!("failed");
+            described["error"] = json!({ "code": code, "message": error });
+        }
+    }
+    described
+}
+
+fn load_status(runtime: &Runtime, id: &str) -> Response<Full<Bytes>> {
+    match id.parse::<u64>().ok().and_then(|id| runtime.loads.get(id)) {
+        Some(load) => json_response(StatusCode::OK, &describe_load(&load)),
+        None => failure(StatusCode::NOT_FOUND, "not-found", format!("no load {id:?} (the last 64 are kept)")),
+    }
+}
+
+/// The trial window of an upgrade: `trial_ms`, 1 s unless given, at most a minute.
+fn trial(query: &str) -> Result<Duration, Response<Full<Bytes>>> {
+    match param(query, "trial_ms") {
+        None => Ok(Duration::from_secs(1)),
+        Some(ms) => match ms.parse::<u64>() {
+            Ok(ms) if ms <= 60_000 => Ok(Duration::from_millis(ms)),
+            _ => Err(failure(StatusCode::BAD_REQUEST, "invalid", "trial_ms: milliseconds up to 60000")),
+        },
+    }
+}
+
+/// How one agent's upgrade reads over HTTP.
+fn upgrade_answer(
+    outcome: Result<crate::runtime::upgrade::Upgraded, crate::runtime::upgrade::UpgradeError>,
+) -> (StatusCode, Value) {
+    use crate::runtime::upgrade::UpgradeError;
+    match outcome {
+        Ok(done) => (StatusCode::OK, json!({ "upgraded": done })),
+        Err(UpgradeError::Failed(failed)) => {
+            let code = if failed.stage == "unchanged" { "unchanged" } else { "upgrade-failed" };
+            (
+                StatusCode::CONFLICT,
+                json!({ "error": { "code": code, "message": failed.to_string() }, "failed": failed }),
+            )
+        }
+        Err(other) => {
+            (StatusCode::CONFLICT, json!({ "error": { "code": "upgrade-failed", "message": other.to_string() } }))
+        }
+    }
+}
+
+async fn upgrade_agent(runtime: &Runtime, name: &str, query: &str) -> Response<Full<Bytes>> {
+    let trial = match trial(query) {
+        Ok(trial) => trial,
+        Err(response) => return response,
+    };
+    let Some(listed) = find(runtime, name) else { return not_found(name) };
+    let (status, body) = upgrade_answer(crate::runtime::upgrade::upgrade(runtime, &listed, trial).await);
+    json_response(status, &body)
+}
+
+async fn upgrade_module(runtime: &Runtime, module: &str, query: &str) -> Response<Full<Bytes>> {
+    let trial = match trial(query) {
+        Ok(trial) => trial,
+        Err(response) => return response,
+    };
+    let Some(current) = runtime.module(module) else {
+        return failure(StatusCode::NOT_FOUND, "not-found", format!("no module {module:?}"));
+    };
+    let behind: Vec<Arc<Listed>> = runtime
+        .directory
+        .list()
+        .into_iter()
+        .filter(|listed| listed.module.name == module && !Arc::ptr_eq(&listed.module, &current))
+        .collect();
+    let mut reports = Vec::with_capacity(behind.len());
+    let (mut upgraded, mut failed) = (0, 0);
+    for listed in behind {
+        let (status, mut body) = upgrade_answer(crate::runtime::upgrade::upgrade(runtime, &listed, trial).await);
+        if status == StatusCode::OK {
+            upgraded += 1
+        } else {
+            failed += 1
+        }
+        body["agent"] = json!(&*listed.name);
+        reports.push(body);
+    }
+    let body = json!({
+        "module": module,
+        "version": current.version.to_string(),
+        "upgraded": upgraded,
+        "failed": failed,
+        "agents": reports,
+    });
+    json_response(if failed == 0 { StatusCode::OK } else { StatusCode::MULTI_STATUS }, &body)
+}
+
+async fn spawn(runtime: &Arc<Runtime>, supervisor: &str, body: &Value) -> Response<Full<Bytes>> {
+    use crate::manifest::{AgentSpec, Restart};
+    let invalid = |why: String| failure(StatusCode::BAD_REQUEST, "invalid", why);
+    let checked = (|| {
+        let name = required(body, "name")?;
+        crate::manifest::check_name(name).map_err(invalid)?;
+        let module = required(body, "module")?;
+        let restart = match field(body, "restart")?.unwrap_or("permanent") {
+            "permanent" => Restart::Permanent,
+            "transient" => Restart::Transient,
+            "temporary" => Restart::Temporary,
+            other => return Err(invalid(format!("restart {other:?}: permanent, transient or temporary"))),
+        };
+        let config: Vec<(String, String)> = match body.get("config") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(table)) => table
+                .iter()
+                .map(|(key, value)| (key.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_string)))
+                .collect(),
+            Some(_) => return Err(invalid("`config` is an object of values".into())),
+        };
+        let grants: Vec<String> = match body.get("grants") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(names)) => names.iter().map(|n| n.as_str().unwrap_or("?").to_string()).collect(),
+            Some(_) => return Err(invalid("`grants` is a list of grant names".into())),
+        };
+        if let Some(unknown) = grants.iter().find(|g| !crate::capabilities::GRANTS.contains(&g.as_str())) {
+            return Err(invalid(format!(
+                "unknown grant {unknown:?}; the grants: {}",
+                crate::capabilities::GRANTS.join(", ")
+            )));
+        }
+        let mut limits = runtime.defaults;
+        if let Some(memory) = field(body, "memory")? {
+            let memory: crate::manifest::units::ByteSize =
+                memory.parse().map_err(|e| invalid(format!("memory: {e}")))?;
+            if !(64 << 10..=runtime.settings.max_memory.bytes()).contains(&memory.bytes()) {
+                return Err(invalid(format!("memory {memory} is outside 64KiB..={}", runtime.settings.max_memory)));
+            }
+            limits.memory = memory;
+        }
+        if let Some(mailbox) = body.get("mailbox") {
+            match mailbox.as_u64() {
+                Some(n) if n >= 1 && n <= u64::from(u32::MAX) => limits.mailbox = n as u32,
+                _ => return Err(invalid("`mailbox` is a number of messages, at least 1".into())),
+            }
+        }
+        Ok((name.to_string(), module.to_string(), restart, config, grants, limits))
+    })();
+    let (name, module, restart, config, grants, limits) = match checked {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let Some(commands) = runtime.dynamic_supervisors.get(supervisor).map(|c| c.clone()) else {
+        return failure(StatusCode::NOT_FOUND, "not-found", format!("no dynamic supervisor {supervisor:?}"));
+    };
+    let module = match runtime.resolve_module(&module).await {
+        Ok(module) => module,
+        Err(error) => return failure(StatusCode::BAD_REQUEST, "invalid-module", error.to_string()),
+    };
+    let names: Vec<&str> = grants.iter().map(String::as_str).collect();
+    let spec = AgentSpec {
+        config,
+        grants: crate::capabilities::Grants::named(&names),
+        restart,
+        ..AgentSpec::new(name.clone(), &module.name, limits)
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if commands.send(crate::supervision::Command::Spawn { spec, reply }).is_err() {
+        return failure(StatusCode::NOT_FOUND, "not-found", format!("supervisor {supervisor:?} has exited"));
+    }
+    use crate::bindings::supervision::SpawnError;
+    match answer.await {
+        Ok(Ok(id)) => {
+            json_response(StatusCode::CREATED, &json!({ "spawned": name, "id": id, "supervisor": supervisor }))
+        }
+        Ok(Err(error)) => {
+            let (status, code) = match &error {
+                SpawnError::AlreadyExists => (StatusCode::CONFLICT, "already-exists"),
+                SpawnError::MaxChildren(_) => (StatusCode::CONFLICT, "max-children"),
+                SpawnError::StartFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "start-failed"),
+                _ => (StatusCode::BAD_REQUEST, "invalid"),
+            };
+            failure(status, code, format!("{error:?}"))
+        }
+        Err(_) => failure(StatusCode::NOT_FOUND, "not-found", format!("supervisor {supervisor:?} has exited")),
     }
 }
 

@@ -34,10 +34,10 @@ async fn measure(runtime: &Arc<Runtime>, probe: &Module, language: &str, path: &
     let loader = ModuleLoader::new(&runtime.engines, cache.clone(), runtime.settings.max_memory.bytes())?;
     let name = format!("polyglot-{language}");
     let started = Instant::now();
-    loader.load(&name, path)?;
+    loader.load(&name, path, None)?;
     let cold_ms = started.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
-    let module: Module = Arc::new(loader.load(&name, path)?);
+    let module: Module = Arc::new(loader.load(&name, path, None)?);
     let warm_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let (exits, _keep) = mpsc::unbounded_channel();

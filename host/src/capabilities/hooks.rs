@@ -89,13 +89,46 @@ impl Gate {
 
 /// What the host tells the capabilities about its agents and supervisors.
 pub enum HostEvent<'a> {
-    AgentStarted { agent: &'a str, id: AgentId, module: &'a str, took: Duration, restarts: u32 },
-    AgentStartFailed { agent: &'a str, fault: &'a Fault },
+    AgentStarted {
+        agent: &'a str,
+        id: AgentId,
+        module: &'a str,
+        took: Duration,
+        restarts: u32,
+    },
+    AgentStartFailed {
+        agent: &'a str,
+        fault: &'a Fault,
+    },
     AgentExited(&'a ExitReport<'a>),
-    ChildRestarted { agent: &'a str, id: AgentId, restarts: u32, after: &'a str },
-    SupervisorStarted { supervisor: &'a str, id: AgentId, children: usize },
-    SupervisorFailed { supervisor: &'a str, id: AgentId, fault: &'a Fault },
-    SupervisorExited { supervisor: &'a str, id: AgentId, reason: &'a ExitReason },
+    ChildRestarted {
+        agent: &'a str,
+        id: AgentId,
+        restarts: u32,
+        after: &'a str,
+    },
+    SupervisorStarted {
+        supervisor: &'a str,
+        id: AgentId,
+        children: usize,
+    },
+    SupervisorFailed {
+        supervisor: &'a str,
+        id: AgentId,
+        fault: &'a Fault,
+    },
+    SupervisorExited {
+        supervisor: &'a str,
+        id: AgentId,
+        reason: &'a ExitReason,
+    },
+    /// An upgrade of an agent's code ended: done (`ok`) or rolled back; `report` says how.
+    AgentUpgrade {
+        agent: &'a str,
+        id: AgentId,
+        report: &'a serde_json::Value,
+        ok: bool,
+    },
 }
 
 /// What is known about an agent when it exits.

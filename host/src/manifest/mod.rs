@@ -28,6 +28,8 @@ pub struct Manifest {
     pub path: PathBuf,
     pub host: HostSettings,
     pub modules: BTreeMap<String, PathBuf>,
+    /// The `version` labels of `[modules]` entries that have one.
+    pub module_versions: BTreeMap<String, String>,
     /// The root supervisor and, below it, every agent.
     pub root: SupervisorSpec,
     /// `[defaults]`, resolved: what agents spawned at runtime start from.
@@ -274,6 +276,8 @@ pub struct ModuleEntry {
     pub path: String,
     /// The command `agora build` runs, in the manifest's directory, to make `path`.
     pub build: Option<String>,
+    /// A label for this build (`version = "1.2"`), shown with its content hash.
+    pub version: Option<String>,
     span: std::ops::Range<usize>,
 }
 
@@ -285,11 +289,13 @@ fn module_entries(
     for (name, value) in raw {
         let (span, key) = (value.span(), Some(format!("modules.{name}")));
         let wrong = |message: &str| locate.at(span.clone(), key.clone(), message.to_string());
-        let (path, build) = match value.get_ref() {
-            toml::Value::String(path) => (path.clone(), None),
+        let (path, build, version) = match value.get_ref() {
+            toml::Value::String(path) => (path.clone(), None, None),
             toml::Value::Table(table) => {
-                if let Some(unknown) = table.keys().find(|k| !["path", "build"].contains(&k.as_str())) {
-                    return Err(wrong(&format!("unknown key `{unknown}`; a module table has `path` and `build`")));
+                if let Some(unknown) = table.keys().find(|k| !["path", "build", "version"].contains(&k.as_str())) {
+                    return Err(wrong(&format!(
+                        "unknown key `{unknown}`; a module table has `path`, `build` and `version`"
+                    )));
                 }
                 let path = match table.get("path") {
                     Some(toml::Value::String(path)) => path.clone(),
@@ -300,11 +306,18 @@ fn module_entries(
                     Some(toml::Value::String(command)) if !command.trim().is_empty() => Some(command.clone()),
                     Some(_) => return Err(wrong("`build` is a shell command, as a non-empty string")),
                 };
-                (path, build)
+                let version = match table.get("version") {
+                    None => None,
+                    Some(toml::Value::String(label)) => {
+                        Some(crate::runtime::catalog::check_label(label).map_err(|why| wrong(&why))?.to_string())
+                    }
+                    Some(_) => return Err(wrong("`version` is a label, as a string (\"1.2\")")),
+                };
+                (path, build, version)
             }
             _ => return Err(wrong("a module is a path, or a table with `path` and `build`")),
         };
-        entries.push(ModuleEntry { name: name.clone(), path, build, span });
+        entries.push(ModuleEntry { name: name.clone(), path, build, version, span });
     }
     Ok(entries)
 }
@@ -355,6 +368,7 @@ impl Manifest {
         check_host(&locate, &host)?;
 
         let mut modules = BTreeMap::new();
+        let mut module_versions = BTreeMap::new();
         for entry in module_entries(&locate, &raw.modules)? {
             let resolved = resolve(Path::new(&entry.path));
             if !resolved.is_file() {
@@ -365,6 +379,9 @@ impl Manifest {
                     Some(format!("modules.{}", entry.name)),
                     format!("module file {why}: {}{hint}", resolved.display()),
                 ));
+            }
+            if let Some(label) = entry.version {
+                module_versions.insert(entry.name.clone(), label);
             }
             modules.insert(entry.name, resolved);
         }
@@ -398,7 +415,7 @@ impl Manifest {
             names: BTreeMap::new(),
         };
         let root = builder.root(raw.supervisor, raw.agents)?;
-        Ok(Manifest { path: path.to_path_buf(), host, modules, root, defaults: limits, services })
+        Ok(Manifest { path: path.to_path_buf(), host, modules, module_versions, root, defaults: limits, services })
     }
 
     /// Every agent in the tree, in start order.

@@ -237,6 +237,9 @@ pub struct StopSignal {
 struct StopInner {
     level: std::sync::atomic::AtomicU8,
     waiter: futures_util::task::AtomicWaker,
+    /// Set while `controls` holds a request: the agent loop tests it between messages.
+    pending: std::sync::atomic::AtomicBool,
+    controls: std::sync::Mutex<Vec<super::upgrade::Control>>,
 }
 
 /// Stop levels (0 = running).
@@ -263,6 +266,36 @@ impl StopSignal {
 
     pub fn is_killed(&self) -> bool {
         self.level() == KILL
+    }
+
+    /// Ask the agent's task for something it does between two messages (an upgrade); it is
+    /// woken if idle. A stopped agent never takes it: the request's reply channel is dropped.
+    pub fn control(&self, control: super::upgrade::Control) {
+        self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()).push(control);
+        self.inner.pending.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.waiter.wake();
+    }
+
+    fn control_pending(&self) -> bool {
+        self.inner.pending.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take_controls(&self) -> Vec<super::upgrade::Control> {
+        self.inner.pending.store(false, std::sync::atomic::Ordering::SeqCst);
+        std::mem::take(&mut *self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves once a shutdown (or kill) is asked for, or a control request is pending.
+    async fn attention(&self) {
+        std::future::poll_fn(|context| {
+            let ready = || self.level() >= SHUTDOWN || self.inner.pending.load(std::sync::atomic::Ordering::SeqCst);
+            if ready() {
+                return std::task::Poll::Ready(());
+            }
+            self.inner.waiter.register(context.waker());
+            if ready() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+        })
+        .await
     }
 
     /// Resolves once the level is at least `level`. For the agent's own task only.
@@ -392,20 +425,20 @@ pub async fn start(
     let meter = state.budget.meter.clone();
     let tick = runtime.settings.tick.duration();
     let store = new_store(module.pre.engine(), state);
-    let mut instance = Instance { store, inbox, stop: stop.clone(), kill_cause, meter, tick };
+    let mut instance = Instance { store, inbox, stop: stop.clone(), kill_cause, meter, tick, module: module.clone() };
     match instance.boot(module, &spec.config).await {
-        Ok(agent) => {
+        Ok(booted) => {
             let took = started.elapsed();
             runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts });
             // An agent that exits in `init` is finished here, so that its registry entries are
             // gone before the next sibling starts.
             match instance.store.data_mut().exit_requested.take() {
                 None => {
-                    let task = Some(tokio::spawn(instance.live(agent, exits)));
+                    let task = Some(tokio::spawn(instance.live(booted, exits)));
                     Ok(RunningAgent { id, name, stop, task, ignored: false })
                 }
                 Some(ExitReason::Normal) => {
-                    let reason = instance.terminate(&agent, ExitReason::Normal).await;
+                    let reason = instance.terminate(&booted.agent, ExitReason::Normal).await;
                     instance.finish(reason, None);
                     Ok(RunningAgent { id, name, stop, task: None, ignored: true })
                 }
@@ -478,25 +511,33 @@ pub fn new_store(engine: &wasmtime::Engine, state: AgentState) -> Store<AgentSta
     store
 }
 
-struct Instance {
-    store: Store<AgentState>,
-    inbox: Inbox,
+pub(super) struct Instance {
+    pub(super) store: Store<AgentState>,
+    pub(super) inbox: Inbox,
     /// A kill ends even a callback in progress: the epoch callback traps running wasm, and a
     /// suspended call is dropped (safe: the store is never entered again, only its data read).
-    stop: StopSignal,
+    pub(super) stop: StopSignal,
     /// Set when the kill comes from a linked agent's exit.
     kill_cause: KillCause,
     /// The store's CPU meter, outside the store so that a callback's polls can mark it.
-    meter: Arc<CpuMeter>,
-    tick: std::time::Duration,
+    pub(super) meter: Arc<CpuMeter>,
+    pub(super) tick: std::time::Duration,
+    /// The module version the store's instance runs.
+    pub(super) module: Module,
+}
+
+/// A booted instance: the `agent` world's exports, and the instance for the optional ones.
+pub(super) struct Booted {
+    pub(super) agent: Agent,
+    pub(super) instance: wasmtime::component::Instance,
 }
 
 impl Instance {
     /// The agent task: serve, clean up, report.
-    async fn live(mut self, agent: Agent, exits: mpsc::UnboundedSender<Exit>) {
+    async fn live(mut self, mut booted: Booted, exits: mpsc::UnboundedSender<Exit>) {
         // A panic in host code must not leave a registered agent without a task: catch it,
         // then clean up and report like any crash, so the supervisor can restart the agent.
-        let reason = match AssertUnwindSafe(self.serve(&agent)).catch_unwind().await {
+        let reason = match AssertUnwindSafe(self.serve(&mut booted)).catch_unwind().await {
             Ok(reason) => reason,
             Err(panic) => ExitReason::Crashed(Fault::new(FaultKind::HostPanic, panic_message(&*panic))),
         };
@@ -522,31 +563,16 @@ impl Instance {
         }
     }
 
-    async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Agent, Fault> {
-        // Waiting here would hold up the supervisor that starts it: an agent held by a gate
-        // (a wallet that cannot pay) fails to start, and its supervisor's restart policy decides.
+    async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Booted, Fault> {
+        let booted = self.instantiate(module).await?;
         invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
-        let agent = invoke::metered(&self.meter, self.tick, module.pre.instantiate_async(&mut self.store))
-            .await
-            .map_err(|e| {
-                let fault = Fault::from_error(&e, self.store.data(), "instantiate");
-                match fault.kind {
-                    FaultKind::MemoryCap => fault,
-                    _ if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
-                        let (class, key) = (module.class.as_str(), module.class.slots_key());
-                        let detail = format!("{}; the pool of {class} components is full (raise {key})", fault.detail);
-                        Fault { kind: FaultKind::Instantiate, detail, ..fault }
-                    }
-                    _ => Fault { kind: FaultKind::Instantiate, ..fault },
-                }
-            })?;
-        invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
-        let initialized = invoke::metered(&self.meter, self.tick, agent.call_init(&mut self.store, config)).await;
+        let initialized =
+            invoke::metered(&self.meter, self.tick, booted.agent.call_init(&mut self.store, config)).await;
         match invoke::finish(&mut self.store, initialized, "init")? {
             Ok(()) => {
                 let state = self.store.data();
                 state.stats.initialized(state.memory.peak());
-                Ok(agent)
+                Ok(booted)
             }
             Err(message) => {
                 // A guest that fails init over a denied call says only `denied`: name the fix.
@@ -559,17 +585,50 @@ impl Instance {
         }
     }
 
+    /// Instantiate `module` in the store, without calling anything in it yet.
+    pub(super) async fn instantiate(&mut self, module: &Module) -> Result<Booted, Fault> {
+        // Waiting here would hold up the supervisor that starts it: an agent held by a gate
+        // (a wallet that cannot pay) fails to start, and its supervisor's restart policy decides.
+        invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
+        let instantiated = async {
+            let instance = module.pre.instance_pre().instantiate_async(&mut self.store).await?;
+            let agent = module.indices.load(&mut self.store, &instance)?;
+            Ok::<_, wasmtime::Error>(Booted { agent, instance })
+        };
+        invoke::metered(&self.meter, self.tick, instantiated).await.map_err(|e| {
+            let fault = Fault::from_error(&e, self.store.data(), "instantiate");
+            match fault.kind {
+                FaultKind::MemoryCap => fault,
+                _ if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                    let (class, key) = (module.class.as_str(), module.class.slots_key());
+                    let detail = format!("{}; the pool of {class} components is full (raise {key})", fault.detail);
+                    Fault { kind: FaultKind::Instantiate, detail, ..fault }
+                }
+                _ => Fault { kind: FaultKind::Instantiate, ..fault },
+            }
+        })
+    }
+
     /// Handle messages until the agent stops, faults or is shut down.
-    async fn serve(&mut self, agent: &Agent) -> ExitReason {
+    async fn serve(&mut self, booted: &mut Booted) -> ExitReason {
         let stop = self.stop.clone();
         // Looked up once per task, so that the message path pays a local test for it.
         let injecting = crate::infra::faults::aimed_at("agent-task", &self.store.data().name);
         loop {
             match stop.level() {
                 KILL => return self.killed(),
-                SHUTDOWN => return self.terminate(agent, ExitReason::Shutdown).await,
+                SHUTDOWN => return self.terminate(&booted.agent, ExitReason::Shutdown).await,
                 _ => {}
             }
+            if stop.control_pending() {
+                for control in stop.take_controls() {
+                    if let Some(reason) = self.control(booted, control).await {
+                        return reason;
+                    }
+                }
+                continue;
+            }
+            let agent = &booted.agent;
             let message = match self.inbox.try_recv() {
                 Ok(message) => message,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -581,7 +640,7 @@ impl Instance {
                     AllHooks::idle(self.store.as_context_mut());
                     tokio::select! {
                         biased;
-                        _ = stop.reached(SHUTDOWN) => continue,
+                        _ = stop.attention() => continue,
                         message = self.inbox.recv() => match message {
                             Some(message) => message,
                             None => return self.terminate(agent, ExitReason::Shutdown).await,
@@ -632,17 +691,36 @@ impl Instance {
     }
 
     async fn handle(&mut self, agent: &Agent, message: Message) -> Result<(), Fault> {
+        let delivery = self.prepare(message);
+        self.deliver(agent, &delivery).await
+    }
+
+    /// A message as the guest gets it; a caller's reply channel is now the agent's to answer.
+    pub(super) fn prepare(&mut self, message: Message) -> Delivery {
         let payload = match message.body {
             Body::Bytes(payload) => payload,
-            Body::Notice(notice) => return self.notify(agent, *notice).await,
+            Body::Notice(notice) => return Delivery::Notice(notice),
         };
         let state = self.store.data_mut();
         let correlation = message.reply.map(|reply| state.capabilities.messaging.expect_reply(reply));
-        let envelope =
-            Envelope { sender: message.sender, correlation, topic: message.topic.map(|t| t.to_string()), payload };
+        Delivery::Envelope(Envelope {
+            sender: message.sender,
+            correlation,
+            topic: message.topic.map(|t| t.to_string()),
+            payload,
+        })
+    }
+
+    /// Hand one prepared message to the guest (armed by the caller) and answer its caller.
+    pub(super) async fn deliver(&mut self, agent: &Agent, delivery: &Delivery) -> Result<(), Fault> {
+        let envelope = match delivery {
+            Delivery::Envelope(envelope) => envelope,
+            Delivery::Notice(notice) => return self.notify(agent, notice).await,
+        };
+        let correlation = envelope.correlation;
         // Armed (budget and hooks) by the caller, which may have had to wait for a gate.
         let started = quanta::Instant::now();
-        let outcome = invoke::metered(&self.meter, self.tick, agent.call_handle(&mut self.store, &envelope)).await;
+        let outcome = invoke::metered(&self.meter, self.tick, agent.call_handle(&mut self.store, envelope)).await;
         let outcome = invoke::finish(&mut self.store, outcome, "handle");
         let state = self.store.data_mut();
         record_handle(state, started.elapsed(), &self.inbox);
@@ -668,9 +746,9 @@ impl Instance {
 
     /// A host notice goes to the `notify` export: a separate callback, so that `handle`'s
     /// envelope stays small enough to pass in registers.
-    async fn notify(&mut self, agent: &Agent, notice: crate::messaging::Notice) -> Result<(), Fault> {
+    async fn notify(&mut self, agent: &Agent, notice: &crate::messaging::Notice) -> Result<(), Fault> {
         let started = quanta::Instant::now();
-        let outcome = invoke::metered(&self.meter, self.tick, agent.call_notify(&mut self.store, &notice)).await;
+        let outcome = invoke::metered(&self.meter, self.tick, agent.call_notify(&mut self.store, notice)).await;
         let outcome = invoke::finish(&mut self.store, outcome, "notify");
         record_handle(self.store.data(), started.elapsed(), &self.inbox);
         match outcome? {
@@ -679,7 +757,7 @@ impl Instance {
         }
     }
 
-    async fn terminate(&mut self, agent: &Agent, reason: ExitReason) -> ExitReason {
+    pub(super) async fn terminate(&mut self, agent: &Agent, reason: ExitReason) -> ExitReason {
         if let Err(gate) = invoke::arm(&mut self.store) {
             tracing::warn!(event = "terminate_skipped", agent = %self.store.data().name,
                 "terminate not called: {}", gate.fault.detail);
@@ -760,9 +838,15 @@ impl Instance {
     }
 
     /// The exit reason when the kill token fired: the reason a link passed on, or a plain kill.
-    fn killed(&self) -> ExitReason {
+    pub(super) fn killed(&self) -> ExitReason {
         self.kill_cause.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or(ExitReason::Killed)
     }
+}
+
+/// A message ready for the guest's `handle` or `notify`.
+pub(super) enum Delivery {
+    Envelope(Envelope),
+    Notice(Box<crate::messaging::Notice>),
 }
 
 /// Turn a message away from a held agent: a caller gets `error`, a cast is logged.

@@ -36,6 +36,23 @@ impl Directory {
         self.live.insert(listed.id, Arc::new(listed));
     }
 
+    /// The agent runs another version of its module now.
+    pub fn upgraded(&self, id: AgentId, module: Module) {
+        if let Some(mut entry) = self.live.get_mut(&id) {
+            let listed = entry.value();
+            let upgraded = Listed {
+                id,
+                name: listed.name.clone(),
+                module,
+                restarts: listed.restarts,
+                started: listed.started,
+                stats: listed.stats.clone(),
+                stop: listed.stop.clone(),
+            };
+            *entry.value_mut() = Arc::new(upgraded);
+        }
+    }
+
     pub fn leave(&self, id: AgentId) {
         self.live.remove(&id);
     }

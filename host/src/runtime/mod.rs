@@ -7,6 +7,7 @@
 //! `InstancePre`, so a start is "instantiate + init" with no compilation or linking.
 
 pub mod agent;
+pub mod catalog;
 pub mod directory;
 pub mod engine;
 pub mod invoke;
@@ -15,8 +16,8 @@ pub mod modules;
 pub mod output;
 pub mod state;
 pub mod stats;
+pub mod upgrade;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -46,9 +47,10 @@ pub struct Runtime {
     /// The manifest's `[defaults]`: limits for agents spawned at runtime and isolated jobs.
     pub defaults: Limits,
     pub loader: ModuleLoader,
-    modules: BTreeMap<String, Module>,
-    /// Components loaded at runtime from `host.spawn_paths`, by canonical path.
-    loaded: dashmap::DashMap<String, Module>,
+    /// Every module, by name (components spawned by path: by canonical path), with its versions.
+    pub catalog: catalog::Catalog,
+    /// The operator's loads in progress, and the last ones done.
+    pub loads: catalog::Loads,
     /// The manifest's directory: relative component paths are resolved from here.
     pub base_dir: std::path::PathBuf,
     next_serial: AtomicU64,
@@ -96,8 +98,8 @@ impl Runtime {
             dynamic_supervisors: Default::default(),
             supervisors: Default::default(),
             defaults: Limits::default(),
-            modules: BTreeMap::new(),
-            loaded: Default::default(),
+            catalog: Default::default(),
+            loads: Default::default(),
             base_dir: std::path::PathBuf::from("."),
             next_serial: AtomicU64::new(1),
             tally: ExitTally::default(),
@@ -127,20 +129,66 @@ impl Runtime {
         let base = manifest.base_dir();
         runtime.base_dir = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
         for (name, path) in &manifest.modules {
-            runtime.add_module(name, path)?;
+            let label = manifest.module_versions.get(name).map(String::as_str);
+            let module = Arc::new(runtime.loader.load(name, path, label)?);
+            runtime.catalog.insert_new(module);
         }
         Ok(runtime)
     }
 
+    /// Load a module under `name` (its first version: for benchmarks and tests).
     pub fn add_module(&mut self, name: &str, path: &std::path::Path) -> Result<Module, ModuleError> {
-        let module = Arc::new(self.loader.load(name, path)?);
-        self.modules.insert(name.to_string(), module.clone());
+        let module = Arc::new(self.loader.load(name, path, None)?);
+        self.catalog.insert_new(module.clone());
         Ok(module)
     }
 
-    /// A module by its manifest name, or a component loaded earlier by its canonical path.
+    /// The current version of a module, by its manifest name (or the canonical path of a
+    /// component spawned by path).
     pub fn module(&self, name: &str) -> Option<Module> {
-        self.modules.get(name).cloned().or_else(|| self.loaded.get(name).map(|module| module.clone()))
+        self.catalog.current(name)
+    }
+
+    /// How many live agents run exactly this version.
+    pub fn running_on(&self, module: &Module) -> usize {
+        self.directory.list().iter().filter(|listed| Arc::ptr_eq(&listed.module, module)).count()
+    }
+
+    /// Load a version of a module for the operator, in the background: compiled (or found in
+    /// the cache) off the async threads, then made the current version of `name`. The load's
+    /// outcome is read from [`Runtime::loads`].
+    pub fn load_module(
+        self: &Arc<Self>,
+        name: &str,
+        path: std::path::PathBuf,
+        label: Option<String>,
+    ) -> Arc<catalog::Load> {
+        let load = self.loads.begin(name, path, label);
+        let runtime = self.clone();
+        let job = load.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let outcome = match runtime.loader.load(&job.name, &job.path, job.label.as_deref()) {
+                Err(error) => catalog::LoadOutcome::Failed { error: error.to_string(), code: "invalid_module" },
+                Ok(loaded) => {
+                    let module = Arc::new(loaded);
+                    let (version, cache) = (module.version.to_string(), module.cache);
+                    match runtime.catalog.install(module, |m| runtime.running_on(m)) {
+                        Err(error) => catalog::LoadOutcome::Failed { error: error.to_string(), code: "two_versions" },
+                        Ok(installed) => {
+                            let replaced = match installed {
+                                catalog::Installed::Replaced { old } => Some(old.version.to_string()),
+                                _ => None,
+                            };
+                            let millis = started.elapsed().as_secs_f64() * 1e3;
+                            catalog::LoadOutcome::Ready { version, cache, replaced, millis }
+                        }
+                    }
+                }
+            };
+            job.finish(outcome);
+        });
+        load
     }
 
     /// Find the module an agent refers to: a name from `[modules]`, or the path of a component
@@ -179,12 +227,11 @@ impl Runtime {
         }
         let runtime = self.clone();
         let shown = path.display().to_string();
-        let loaded = tokio::task::spawn_blocking(move || runtime.loader.load(&key, &path))
+        let loaded = tokio::task::spawn_blocking(move || runtime.loader.load(&key, &path, None))
             .await
             .map_err(|e| ModuleRefError::Invalid(format!("loading was interrupted: {e}")))?
             .map_err(|e| ModuleRefError::Invalid(e.to_string().replace(&shown, reference)))?;
-        let module = Arc::new(loaded);
-        Ok(self.loaded.entry(module.name.clone()).or_insert(module).clone())
+        Ok(self.catalog.insert_new(Arc::new(loaded)))
     }
 
     /// Tell the capabilities of a lifecycle event (the event store journals it, telemetry

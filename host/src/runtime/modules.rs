@@ -17,23 +17,63 @@ use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::engine::{Class, Engines, INTERPRETER_SIZE};
 use super::state::AgentState;
-use crate::bindings::{self, AgentPre};
+use crate::bindings::{self, AgentIndices, AgentPre};
 
 /// The exports every agent component must have, as named in the `agent` world.
 const REQUIRED_EXPORTS: [&str; 4] = ["init", "handle", "notify", "terminate"];
 const WORLD: &str = "agora:agent/agent@0.3.0";
+/// The optional export that carries an agent's state across upgrades (`wit/state.wit`).
+const STATE_INTERFACE: &str = "agora:agent/state@0.3.0";
 
 /// A module ready to instantiate.
 pub struct LoadedModule {
     pub name: String,
     pub path: PathBuf,
+    /// Which build of the module this is.
+    pub version: Version,
     pub pre: AgentPre<AgentState>,
+    /// Where the `agent` world's exports are, to load them from an instance.
+    pub indices: AgentIndices,
+    /// The `state` interface's exports, when the component has them.
+    pub state: Option<StateExports>,
     pub cache: CacheOutcome,
     /// The most any of its memories needs at instantiation, in bytes: an agent's memory cap
     /// must allow it (an interpreter-bundling component starts with ~13 MB).
     pub initial_memory: u64,
     /// Which engine compiled it, and in which pool its instances live.
     pub class: Class,
+}
+
+/// A module's version: its content hash, and the label the manifest or the operator gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// SHA-256 of the component's bytes, in hex.
+    pub hash: String,
+    pub label: Option<String>,
+}
+
+impl Version {
+    /// `sha256:` and the first 12 hex digits: enough to tell builds apart in a listing.
+    pub fn short_hash(&self) -> String {
+        format!("sha256:{}", &self.hash[..12])
+    }
+}
+
+impl std::fmt::Display for Version {
+    /// The label if it has one, else the short hash: what `from-version` and `ps` show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.label {
+            Some(label) => f.write_str(label),
+            None => f.write_str(&self.short_hash()),
+        }
+    }
+}
+
+/// The `state` interface of a component: `snapshot` and `restore`.
+#[derive(Clone, Copy)]
+pub struct StateExports {
+    pub snapshot: wasmtime::component::ComponentExportIndex,
+    pub restore: wasmtime::component::ComponentExportIndex,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,51 +167,67 @@ impl ModuleLoader {
 
     /// Load one module: from the cache when a matching artifact exists, else compile it and
     /// store the artifact.
-    pub fn load(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
+    pub fn load(&self, name: &str, path: &Path, label: Option<&str>) -> Result<LoadedModule, ModuleError> {
         let started = Instant::now();
-        let (class, pre, initial_memory, cache) = self.prepare(path)?;
+        let Prepared { class, pre, state, initial_memory, cache, hash } = self.prepare(path)?;
+        let version = Version { hash, label: label.map(str::to_string) };
         tracing::info!(
             event = "module_loaded",
             module = name,
+            version = %version,
             path = %path.display(),
             class = class.as_str(),
             cache = cache.as_str(),
             millis = started.elapsed().as_secs_f64() * 1e3,
             initial_memory,
-            "module {name} loaded ({}, cache {}, {:.1} ms; starts with {} of memory)",
+            "module {name}@{version} loaded ({}, cache {}, {:.1} ms; starts with {} of memory)",
             class.as_str(),
             cache.as_str(),
             started.elapsed().as_secs_f64() * 1e3,
             crate::manifest::units::readable(initial_memory)
         );
-        Ok(LoadedModule { name: name.to_string(), path: path.into(), pre, cache, initial_memory, class })
+        let indices = AgentIndices::new(pre.instance_pre())
+            .map_err(|e| ModuleError::WrongWorld { path: path.into(), reason: format!("{e:#}") })?;
+        Ok(LoadedModule {
+            name: name.to_string(),
+            path: path.into(),
+            version,
+            pre,
+            indices,
+            state,
+            cache,
+            initial_memory,
+            class,
+        })
     }
 
     /// Compile into the cache, checked as a load checks it (the `agora compile` command).
     pub fn precompile(&self, path: &Path) -> Result<(PathBuf, CacheOutcome), ModuleError> {
         let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
-        let artifact = self.artifact_path(self.class_of(&bytes), &bytes);
-        let (_, _, _, cache) = self.prepare(path)?;
-        Ok((artifact, cache))
+        let artifact = self.artifact_path(self.class_of(&bytes), &hex(&Sha256::digest(&bytes)));
+        let prepared = self.prepare(path)?;
+        Ok((artifact, prepared.cache))
     }
 
     /// Read, compile (or find in the cache), check and link a component. The artifact is
     /// written only once every check has passed, so a cache hit is always a component that
     /// passed them: a component of the wrong world is refused however often it is given.
-    fn prepare(&self, path: &Path) -> Result<(Class, AgentPre<AgentState>, u64, CacheOutcome), ModuleError> {
+    fn prepare(&self, path: &Path) -> Result<Prepared, ModuleError> {
         let bytes = std::fs::read(path).map_err(|source| ModuleError::Read { path: path.into(), source })?;
         check_header(path, &bytes)?;
         let class = self.class_of(&bytes);
-        let artifact = self.artifact_path(class, &bytes);
+        let hash = hex(&Sha256::digest(&bytes));
+        let artifact = self.artifact_path(class, &hash);
         let (component, cache) = match load_artifact(class, &artifact) {
             Some(component) => (component, CacheOutcome::Hit),
             None => (self.compile(class, path, &bytes)?, CacheOutcome::Compiled),
         };
         let (pre, initial_memory) = self.check(class, path, &component)?;
+        let state = state_exports(path, &component)?;
         if cache == CacheOutcome::Compiled {
             self.store(path, &component, &artifact)?;
         }
-        Ok((class.class, pre, initial_memory, cache))
+        Ok(Prepared { class: class.class, pre, state, initial_memory, cache, hash })
     }
 
     /// Every check a load makes of a compiled component: WIT version, exports, resources, and
@@ -199,11 +255,12 @@ impl ModuleLoader {
         check_header(path, bytes)?;
         let class = self.class_of(bytes);
         let component = self.compile(class, path, bytes)?;
-        self.check(class, path, &component).map(|(_, initial_memory)| initial_memory)
+        let (_, initial_memory) = self.check(class, path, &component)?;
+        state_exports(path, &component)?;
+        Ok(initial_memory)
     }
 
-    fn artifact_path(&self, class: &ClassLoader, bytes: &[u8]) -> PathBuf {
-        let module_hash = hex(&Sha256::digest(bytes));
+    fn artifact_path(&self, class: &ClassLoader, module_hash: &str) -> PathBuf {
         self.cache_dir.join(format!("{module_hash}-{}.cwasm", class.engine_key))
     }
 
@@ -224,6 +281,30 @@ impl ModuleLoader {
         std::fs::rename(&temporary, artifact).map_err(cache_error)?;
         Ok(())
     }
+}
+
+/// What `prepare` makes of a component file.
+struct Prepared {
+    class: Class,
+    pre: AgentPre<AgentState>,
+    state: Option<StateExports>,
+    initial_memory: u64,
+    cache: CacheOutcome,
+    hash: String,
+}
+
+/// The `state` interface's functions, if the component exports the interface; an export of
+/// that name without both functions is refused, rather than failing at the first upgrade.
+/// (Their types are checked where they are called: a mismatch is a failed upgrade, reported.)
+fn state_exports(path: &Path, component: &Component) -> Result<Option<StateExports>, ModuleError> {
+    let Some(interface) = component.get_export_index(None, STATE_INTERFACE) else { return Ok(None) };
+    let function = |name: &str| {
+        component.get_export_index(Some(&interface), name).ok_or_else(|| ModuleError::WrongWorld {
+            path: path.into(),
+            reason: format!("it exports {STATE_INTERFACE} without `{name}`"),
+        })
+    };
+    Ok(Some(StateExports { snapshot: function("snapshot")?, restore: function("restore")? }))
 }
 
 fn load_artifact(class: &ClassLoader, artifact: &Path) -> Option<Component> {

@@ -80,6 +80,47 @@ impl AgentState {
         }
     }
 
+    /// The state for the agent's next instance (an upgrade): the same identity, manifest
+    /// entry, stop signal and counters, a fresh WASI context, memory cap and budget. It holds
+    /// no capabilities of its own until [`AgentState::hand_over`] gives it the agent's.
+    pub fn successor(&self) -> AgentState {
+        let name = self.name.clone();
+        let stderr = GuestOutput::new(name.clone(), "stderr");
+        let wasi = WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build();
+        self.runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let entering = Entering { id: self.id, name: &name, spec: &self.spec, stats: &self.stats, acting_for: None };
+        let capabilities = self.runtime.services.enter(&entering);
+        AgentState {
+            id: self.id,
+            name,
+            restarts: self.restarts,
+            stop: self.stop.clone(),
+            memory: MemoryCap::new(self.spec.limits.memory.bytes()),
+            budget: Budget::new(self.spec.limits.budget),
+            stats: self.stats.clone(),
+            stderr,
+            exit_requested: None,
+            exited_cleanly: false,
+            // Placeholders, swapped for the agent's own by `hand_over`; entering again only
+            // refreshes what the capabilities key by the agent's id.
+            capabilities,
+            // Owns nothing yet: dropping it unused ends nothing of the agent's.
+            left: true,
+            wasi,
+            table: ResourceTable::new(),
+            spec: self.spec.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// Move what the agent holds in the capabilities (subscriptions, pending replies, locks'
+    /// state, its wallet's meter, ...) from `self` to `other`, and the duty to end it at exit.
+    /// Called once to hand over to a successor, and again to take it back on a rollback.
+    pub fn hand_over(&mut self, other: &mut AgentState) {
+        std::mem::swap(&mut self.capabilities, &mut other.capabilities);
+        std::mem::swap(&mut self.left, &mut other.left);
+    }
+
     /// End what the agent holds in every capability (once). The agent's exit does this before
     /// its name leaves the registry, so that whoever sees the name gone sees its locks and
     /// leaderships gone too.

@@ -67,6 +67,21 @@ pub fn agent_start_failed(store: &EventStore, agent: &str, fault: &Fault) {
     crashed("agent_start_failed", &report, fault);
 }
 
+/// An upgrade's outcome: `agent_upgraded`, or `agent_upgrade_failed` with the stage and reason.
+pub fn agent_upgrade(store: &EventStore, agent: &str, id: AgentId, report: &serde_json::Value, ok: bool) {
+    let event = if ok { "agent_upgraded" } else { "agent_upgrade_failed" };
+    journal(store, event, Some(agent), report.clone());
+    let text = |key: &str| report.get(key).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    if ok {
+        tracing::info!(target: "agora::lifecycle", event, agent, id, from = %text("from"), to = %text("to"),
+            handoff = %text("handoff"), paused_us = report.get("paused_us").and_then(|v| v.as_u64()),
+            "agent {agent} upgraded from {} to {} ({} handed over)", text("from"), text("to"), text("handoff"));
+    } else {
+        tracing::warn!(target: "agora::lifecycle", event, agent, id, stage = %text("stage"), reason = %text("reason"),
+            "agent {agent}: upgrade to {} failed at {} and was rolled back: {}", text("to"), text("stage"), text("reason"));
+    }
+}
+
 fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
     let ExitReport { agent, id, restarts, undelivered, peak_memory, .. } = *report;
     let what = if event == "agent_start_failed" { "failed to start" } else { "crashed" };

@@ -143,6 +143,7 @@ impl Hooks for EventsService {
             HostEvent::SupervisorExited { supervisor, id, reason } => {
                 lifecycle::supervisor_exited(supervisor, id, reason)
             }
+            HostEvent::AgentUpgrade { agent, id, report, ok } => lifecycle::agent_upgrade(store, agent, id, report, ok),
         }
     }
 }

@@ -1,11 +1,15 @@
 //! A counter that keeps state between messages: `inc`, `add <n>`, `set <n>`, `get` (replies with the value
 //! as decimal text), `stop`. It starts at config `start` (default 0).
 //!
+//! The counter is [`Stateful`]: its value (and a held call) survive an upgrade of its code, as
+//! JSON (`{"value":3,"held":null}`); `sample-agents/rust/counter-v2` reads that format.
+//!
 //! `hold` shows a deferred reply: the call is not answered from `handle`; the counter sends
 //! itself `release`, and answers the held call from there with `messaging::reply` (and logs what
 //! a second reply to the same call returns).
-use agora_guest::{Agent, Config, HandleError, Message, log, messaging};
+use agora_guest::{Agent, Config, HandleError, Message, Stateful, log, messaging};
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Counter {
     value: i64,
     held: Option<u64>,
@@ -52,4 +56,16 @@ impl Agent for Counter {
     }
 }
 
-agora_guest::export_agent!(Counter);
+impl Stateful for Counter {
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        agora_guest::state::encode(self)
+    }
+
+    fn restore(_config: Config, state: &[u8], from_version: &str) -> Result<Self, String> {
+        let counter: Counter = agora_guest::state::decode(state)?;
+        log::info(&format!("counter restored at {} from {from_version}", counter.value));
+        Ok(counter)
+    }
+}
+
+agora_guest::export_agent!(Counter, state);
