@@ -24,7 +24,20 @@ pub fn agent(name: &str) -> PathBuf {
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace())
             .args(["build", "--profile", "agent", "--target", "wasm32-wasip2"])
-            .args(["-p", "echo", "-p", "ping-pong", "-p", "counter", "-p", "misbehave", "-p", "probe"])
+            .args([
+                "-p",
+                "echo",
+                "-p",
+                "ping-pong",
+                "-p",
+                "counter",
+                "-p",
+                "counter-v2",
+                "-p",
+                "misbehave",
+                "-p",
+                "probe",
+            ])
             .args(["-p", "replica", "-p", "worker", "-p", "trader", "-p", "polyglot", "-p", "not-an-agent"])
             .status()
             .expect("running cargo to build the sample agents");
@@ -165,6 +178,7 @@ pub fn agora() -> Command {
 }
 
 /// What a finished `agora` process left behind.
+#[derive(Debug)]
 pub struct Run {
     pub status: ExitStatus,
     pub events: Vec<Value>,

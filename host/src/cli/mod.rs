@@ -149,6 +149,64 @@ enum Command {
         #[command(flatten)]
         reach: operate::Reach,
     },
+    /// List the running host's modules and their versions (at most two each).
+    Modules {
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// Load a version of a module into the running host: `agora load [manifest] NAME PATH`. It
+    /// becomes the module's current version (what starts, restarts and spawns run).
+    Load {
+        #[arg(num_args = 2..=3, value_name = "[MANIFEST] NAME PATH")]
+        words: Vec<String>,
+        /// A label for this version ("1.2.0"), shown with its content hash.
+        #[arg(long = "version", value_name = "LABEL")]
+        label: Option<String>,
+        /// Then upgrade every agent of the module to it.
+        #[arg(long)]
+        upgrade: bool,
+        /// How long an upgraded agent's first message may take to arrive to count as its trial.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        trial: std::time::Duration,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// Upgrade an agent to its module's current version, carrying its state (OTP's
+    /// `code_change`), with rollback: `agora upgrade [manifest] NAME`, or `--module M` for all.
+    Upgrade {
+        #[arg(num_args = 0..=2, value_name = "[MANIFEST] NAME")]
+        words: Vec<String>,
+        /// Every agent of this module that runs an older version, one at a time.
+        #[arg(long)]
+        module: Option<String>,
+        /// How long to wait for the first message, which runs on the new code while the old is kept.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        trial: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// Start an agent under a dynamic supervisor: `agora spawn [manifest] SUPERVISOR NAME MODULE`.
+    Spawn {
+        #[arg(num_args = 3..=4, value_name = "[MANIFEST] SUPERVISOR NAME MODULE")]
+        words: Vec<String>,
+        /// A config value, `KEY=VALUE`; repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_call)]
+        config: Vec<(String, String)>,
+        /// A grant (messaging, registry, logging, ...); repeatable.
+        #[arg(long)]
+        grant: Vec<String>,
+        /// permanent, transient or temporary.
+        #[arg(long, default_value = "permanent")]
+        restart: String,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
     /// Write a new agent project (source, SDK, WIT contract, agora.toml) into directory NAME.
     New {
         name: String,
@@ -219,6 +277,16 @@ pub fn main() -> ExitCode {
             Command::Tree { manifest, json, reach } => operated(operate::tree(manifest, &reach, json).await),
             Command::Events { manifest, filter, json, reach } => {
                 operated(operate::events(manifest, &reach, &filter, json).await)
+            }
+            Command::Modules { manifest, json, reach } => operated(operate::modules(manifest, &reach, json).await),
+            Command::Load { words, label, upgrade, trial, reach } => {
+                operated(operate::load(words, &reach, label, upgrade, trial.as_millis() as u64).await)
+            }
+            Command::Upgrade { words, module, trial, json, reach } => {
+                operated(operate::upgrade(words, &reach, module, trial.as_millis() as u64, json).await)
+            }
+            Command::Spawn { words, config, grant, restart, reach } => {
+                operated(operate::spawn(words, &reach, config, grant, restart).await)
             }
             Command::Doctor { manifest } => {
                 doctor::doctor(manifest.or_else(|| Some(PathBuf::from(PROJECT_MANIFEST)).filter(|p| p.is_file())))

@@ -125,7 +125,7 @@ pub async fn ps(manifest: Option<PathBuf>, how: &Reach, sort: &str, as_json: boo
         table.push([
             row["name"].as_str().unwrap_or("").to_string(),
             row["id"].to_string(),
-            row["module"].as_str().unwrap_or("").to_string(),
+            format!("{}@{}", row["module"].as_str().unwrap_or(""), row["version"].as_str().unwrap_or("?")),
             row["mailbox"].to_string(),
             readable(&row["memory_peak"]),
             row["cpu_ticks"].to_string(),
@@ -275,5 +275,170 @@ pub async fn tree(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyh
     let root = tree["root"].as_str().unwrap_or("root").to_string();
     println!("{root} (supervisor)");
     show(&tree, &root, 1);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn modules(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (address, token) = reach(manifest, how)?;
+    let listed = api(address, &token, Method::GET, "/v1/modules", Vec::new()).await?;
+    if as_json {
+        println!("{listed}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for module in listed["modules"].as_array().cloned().unwrap_or_default() {
+        for version in module["versions"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "{}@{}  {}  {} agent(s)  {}{}",
+                module["name"].as_str().unwrap_or("?"),
+                version["version"].as_str().unwrap_or("?"),
+                if version["current"] == true { "current" } else { "old    " },
+                version["agents"],
+                version["class"].as_str().unwrap_or("?"),
+                if version["state_interface"] == true { ", carries state" } else { "" },
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agora load [manifest] NAME PATH`: load a version of a module and follow its compilation;
+/// with `upgrade`, then move every agent of the module onto it.
+pub async fn load(
+    words: Vec<String>,
+    how: &Reach,
+    label: Option<String>,
+    upgrade: bool,
+    trial_ms: u64,
+) -> anyhow::Result<ExitCode> {
+    let (manifest, words) = split(words, 2, "agora load [manifest] NAME PATH [--version LABEL] [--upgrade]")?;
+    let (address, token) = reach(manifest, how)?;
+    // The host reads the file: give it the path as this shell means it.
+    let path = std::path::absolute(&words[1])?;
+    let body = serde_json::json!({ "name": words[0], "path": path, "version": label });
+    let begun = api(address, &token, Method::POST, "/v1/modules", body.to_string().into_bytes()).await?;
+    let id = begun["load"].as_u64().unwrap_or(0);
+    let mut said = std::time::Instant::now();
+    let loaded = loop {
+        let status = api(address, &token, Method::GET, &format!("/v1/loads/{id}"), Vec::new()).await?;
+        match status["status"].as_str() {
+            Some("compiling") => {
+                if said.elapsed() >= std::time::Duration::from_secs(2) {
+                    eprintln!("compiling {} ({:.0} s)", words[0], status["seconds"].as_f64().unwrap_or(0.0));
+                    said = std::time::Instant::now();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Some("ready") => break status,
+            _ => {
+                let error = &status["error"];
+                return Err(Refused {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    code: error["code"].as_str().unwrap_or("failed").to_string(),
+                    message: error["message"].as_str().unwrap_or("the load failed").to_string(),
+                }
+                .into());
+            }
+        }
+    };
+    let replaced = loaded["replaced"].as_str().map(|old| format!("; agents on {old} run it until upgraded"));
+    println!(
+        "loaded {}@{} (cache {}, {:.0} ms){}",
+        words[0],
+        loaded["version"].as_str().unwrap_or("?"),
+        loaded["cache"].as_str().unwrap_or("?"),
+        loaded["millis"].as_f64().unwrap_or(0.0),
+        replaced.unwrap_or_default()
+    );
+    if upgrade {
+        return upgrade_module(address, &token, &words[0], trial_ms).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agora upgrade [manifest] NAME`, or `--module M` for every agent of a module.
+pub async fn upgrade(
+    words: Vec<String>,
+    how: &Reach,
+    module: Option<String>,
+    trial_ms: u64,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(module) = module {
+        let (manifest, _) = split(words, 0, "agora upgrade [manifest] --module MODULE")?;
+        let (address, token) = reach(manifest, how)?;
+        return upgrade_module(address, &token, &module, trial_ms).await;
+    }
+    let (manifest, words) = split(words, 1, "agora upgrade [manifest] NAME | --module MODULE")?;
+    let (address, token) = reach(manifest, how)?;
+    let path = format!("/v1/agents/{}/upgrade?trial_ms={trial_ms}", words[0]);
+    let done = api(address, &token, Method::POST, &path, Vec::new()).await?;
+    if as_json {
+        println!("{done}");
+    } else {
+        println!("{}", upgraded_line(&done["upgraded"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn upgraded_line(done: &Value) -> String {
+    format!(
+        "upgraded {} from {} to {} ({} handed over{}, paused {:.2} ms, trial {})",
+        done["agent"].as_str().unwrap_or("?"),
+        done["from"].as_str().unwrap_or("?"),
+        done["to"].as_str().unwrap_or("?"),
+        done["handoff"].as_str().unwrap_or("?"),
+        done["state_bytes"].as_u64().map(|n| format!(", {n} B")).unwrap_or_default(),
+        done["paused_us"].as_f64().unwrap_or(0.0) / 1e3,
+        done["trial"].as_str().unwrap_or("?"),
+    )
+}
+
+async fn upgrade_module(address: SocketAddr, token: &str, module: &str, trial_ms: u64) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/modules/{module}/upgrade?trial_ms={trial_ms}");
+    let (status, text) = admin::request(address, Some(token), Method::POST, &path, Vec::new()).await?;
+    let report: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let error = &report["error"];
+        return Err(Refused {
+            status,
+            code: error["code"].as_str().unwrap_or("error").to_string(),
+            message: error["message"].as_str().unwrap_or(text.trim()).to_string(),
+        }
+        .into());
+    }
+    for agent in report["agents"].as_array().cloned().unwrap_or_default() {
+        match agent.get("upgraded") {
+            Some(done) => println!("{}", upgraded_line(done)),
+            None => eprintln!("{}", agent["error"]["message"].as_str().unwrap_or("?")),
+        }
+    }
+    println!(
+        "{}@{}: {} upgraded, {} failed",
+        module,
+        report["version"].as_str().unwrap_or("?"),
+        report["upgraded"],
+        report["failed"]
+    );
+    if report["failed"].as_u64().unwrap_or(0) > 0 {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agora spawn [manifest] SUPERVISOR NAME MODULE`: a child of a dynamic supervisor.
+pub async fn spawn(
+    words: Vec<String>,
+    how: &Reach,
+    config: Vec<(String, String)>,
+    grants: Vec<String>,
+    restart: String,
+) -> anyhow::Result<ExitCode> {
+    let (manifest, words) = split(words, 3, "agora spawn [manifest] SUPERVISOR NAME MODULE")?;
+    let (address, token) = reach(manifest, how)?;
+    let config: serde_json::Map<String, Value> = config.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let body = serde_json::json!({ "name": words[1], "module": words[2], "config": config, "grants": grants, "restart": restart });
+    let path = format!("/v1/supervisors/{}/children", words[0]);
+    let spawned = api(address, &token, Method::POST, &path, body.to_string().into_bytes()).await?;
+    println!("spawned {} (id {}) under {}", words[1], spawned["id"], words[0]);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,287 @@
+//! Modules loaded into a running host and agents upgraded live, through the real binary:
+//! `agora load`, `agora upgrade`, `agora modules`, `agora spawn`. The counter (version 1) and
+//! counter-v2 carry their state across (`wit/state.wit`); counter-v2 can be told by config to
+//! refuse the state or to trap in its first message, for the rollback paths.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{Run, Scenario, agent, agora, run_command, terminate, until_admin_listens, wait_for_event};
+use serde_json::Value;
+
+/// One admin API request with the host's token: status and JSON body.
+fn api(address: &str, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+struct Host {
+    scenario: Scenario,
+    child: std::process::Child,
+    address: String,
+    token: String,
+}
+
+impl Host {
+    fn start(agents: &str) -> Host {
+        let scenario = Scenario::agents("admin = \"127.0.0.1:0\"", agents);
+        let (child, mut lines, mut seen, address) = until_admin_listens(scenario.spawn());
+        wait_for_event(&mut lines, &mut seen, |e| e["event"] == "supervisor_started" && e["supervisor"] == "root");
+        // The rest of the output is not read: keep the pipe drained so that the host never blocks.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(scenario.dir.path().join("data/admin.token")).unwrap();
+        Host { scenario, child, address, token }
+    }
+
+    fn cli(&self, args: &[&str]) -> Run {
+        let mut all: Vec<&str> = vec![args[0], self.scenario.manifest.to_str().unwrap()];
+        all.extend(&args[1..]);
+        run_command(agora(), &all)
+    }
+
+    fn call(&self, agent: &str, payload: &str) -> (u16, Value) {
+        api(&self.address, &self.token, "POST", &format!("/v1/agents/{agent}/call?timeout_ms=10000"), payload)
+    }
+
+    fn reply(&self, agent: &str, payload: &str) -> String {
+        let (status, body) = self.call(agent, payload);
+        assert_eq!(status, 200, "{agent} <- {payload}: {body}");
+        body["reply"].as_str().unwrap().to_string()
+    }
+
+    fn version_of(&self, agent: &str) -> String {
+        let (status, body) = api(&self.address, &self.token, "GET", &format!("/v1/agents/{agent}"), "");
+        assert_eq!(status, 200, "{body}");
+        body["version"].as_str().unwrap().to_string()
+    }
+
+    /// The payloads of the events of `kind`, once there are `count` (journal writes are
+    /// asynchronous: poll for them).
+    fn events(&self, kind: &str, count: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let (status, page) = api(&self.address, &self.token, "GET", &format!("/v1/events?kind={kind}"), "");
+            assert_eq!(status, 200, "{page}");
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events.len() >= count {
+                return events.iter().map(|e| serde_json::from_str(e["payload"].as_str().unwrap()).unwrap()).collect();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("fewer than {count} {kind} events");
+    }
+
+    fn v2(&self) -> String {
+        agent("counter_v2").display().to_string()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        terminate(&self.child);
+        let _ = self.child.wait();
+    }
+}
+
+const COUNTER: &str =
+    "[[supervisor.children]]\nname = \"counter\"\nmodule = \"counter\"\ngrants = [\"messaging\", \"logging\"]\n";
+
+#[test]
+fn a_counter_upgraded_under_a_stream_of_calls_keeps_its_count_and_answers_each_call_once() {
+    let host = Arc::new(Host::start(COUNTER));
+    // A client calls `inc` back to back and records every reply.
+    let done = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (host, done) = (host.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut replies = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                replies.push(host.reply("counter", "inc").parse::<u64>().unwrap());
+            }
+            replies
+        })
+    };
+    while host.reply("counter", "get").parse::<u64>().unwrap() < 50 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let loaded = host.cli(&["load", "counter", &host.v2(), "--version", "2", "--upgrade"]);
+    loaded.assert_success();
+    assert!(loaded.stdout.contains("loaded counter@2"), "{}", loaded.stdout);
+    assert!(loaded.stdout.contains("upgraded counter from sha256:"), "{}", loaded.stdout);
+    assert!(loaded.stdout.contains("state handed over") && loaded.stdout.contains("trial passed"), "{}", loaded.stdout);
+    assert!(loaded.stdout.contains("1 upgraded, 0 failed"), "{}", loaded.stdout);
+    // Keep calling a little on the new code, then stop the client.
+    let upgraded_at = host.reply("counter", "get").parse::<u64>().unwrap();
+    while host.reply("counter", "get").parse::<u64>().unwrap() < upgraded_at + 50 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    done.store(true, Ordering::SeqCst);
+    let replies = client.join().unwrap();
+    // Every call answered once, in order, and the count went on across the upgrade.
+    let expected: Vec<u64> = (1..=replies.len() as u64).collect();
+    assert_eq!(replies, expected, "replies skipped or repeated a count");
+    assert_eq!(host.reply("counter", "get"), replies.len().to_string());
+    assert_eq!(host.reply("counter", "version"), "2", "the new code answers");
+    assert_eq!(host.reply("counter", "upgrades"), "1", "its restore ran once");
+    assert_eq!(host.version_of("counter"), "2");
+    // The upgrade is an event in the store, with its pause.
+    let payload = host.events("agent_upgraded", 1).remove(0);
+    assert_eq!((payload["to"].as_str(), payload["handoff"].as_str()), (Some("2"), Some("state")), "{payload}");
+    assert!(payload["paused_us"].as_u64().is_some(), "{payload}");
+    // Nothing runs the first version any more: the listing forgets it.
+    let modules = host.cli(&["modules", "--json"]);
+    let listed: Value = serde_json::from_str(&modules.stdout).unwrap();
+    let counter = listed["modules"].as_array().unwrap().iter().find(|m| m["name"] == "counter").unwrap().clone();
+    assert_eq!(counter["versions"].as_array().unwrap().len(), 1, "{counter}");
+    assert_eq!(counter["versions"][0]["version"], "2");
+}
+
+#[test]
+fn a_failed_upgrade_rolls_back_to_the_old_instance_with_its_state() {
+    let agents = format!(
+        "{COUNTER}[supervisor.children.config]\nrefuse_restore = \"true\"\n\
+         [[supervisor.children]]\nname = \"trapper\"\nmodule = \"counter\"\ngrants = [\"messaging\", \"logging\"]\n\
+         [supervisor.children.config]\ntrap_first = \"true\"\n"
+    );
+    let host = Host::start(&agents);
+    assert_eq!(host.reply("counter", "add 7"), "7");
+    assert_eq!(host.reply("trapper", "add 3"), "3");
+    let loaded = host.cli(&["load", "counter", &host.v2(), "--version", "2"]);
+    loaded.assert_success();
+    let first = host.version_of("counter");
+
+    // The new code refuses the state: the old instance serves on, count intact.
+    let refused = host.cli(&["upgrade", "counter"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("failed at restore") && refused.stderr.contains("refuse_restore"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(host.version_of("counter"), first);
+    assert_eq!(host.reply("counter", "inc"), "8");
+
+    // The new code traps in its first message: rolled back, and the message is answered by
+    // the old instance instead of being lost.
+    let upgrading = {
+        let manifest = host.scenario.manifest.clone();
+        std::thread::spawn(move || {
+            run_command(agora(), &["upgrade", manifest.to_str().unwrap(), "trapper", "--trial", "20s", "--json"])
+        })
+    };
+    // The upgrade waits for the first message; this call is it.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(host.reply("trapper", "inc"), "4", "the trial message, answered by the old code");
+    let trapped = upgrading.join().unwrap();
+    assert_eq!(trapped.status.code(), Some(1), "{trapped:?}");
+    assert!(
+        trapped.stderr.contains("failed at first_message") && trapped.stderr.contains("panic"),
+        "{}",
+        trapped.stderr
+    );
+    assert_eq!(host.version_of("trapper"), first);
+    assert_eq!(host.reply("trapper", "get"), "4");
+
+    // Two versions serve agents: a third is refused, and nothing changes.
+    let third = host.cli(&["load", "counter", &agent("echo").display().to_string()]);
+    assert_eq!(third.status.code(), Some(1), "{third:?}");
+    assert!(third.stderr.contains("two versions") && third.stderr.contains("two_versions"), "{}", third.stderr);
+    assert_eq!(host.reply("counter", "get"), "8");
+    let stages: Vec<String> =
+        host.events("agent_upgrade_failed", 2).iter().map(|e| e["stage"].as_str().unwrap().to_string()).collect();
+    assert_eq!(stages, ["restore", "first_message"]);
+}
+
+#[test]
+fn an_agent_without_the_state_interface_restarts_on_the_new_code_and_bad_loads_change_nothing() {
+    let agents = "[[supervisor.children]]\nname = \"echo\"\nmodule = \"echo\"\ngrants = [\"messaging\"]\n\
+                  [[supervisor.children]]\nname = \"small\"\nmodule = \"counter\"\nmemory = \"1MiB\"\ngrants = [\"messaging\"]\n";
+    let host = Host::start(agents);
+    assert_eq!(host.reply("echo", "hi"), "hi");
+    // echo has no state interface: the counter's code starts fresh with `init`.
+    host.cli(&["load", "echo", &agent("counter").display().to_string()]).assert_success();
+    let upgraded = host.cli(&["upgrade", "echo", "--json"]);
+    upgraded.assert_success();
+    let report: Value = serde_json::from_str(&upgraded.stdout).unwrap();
+    assert_eq!(report["upgraded"]["handoff"], "init", "{report}");
+    assert_eq!(host.reply("echo", "get"), "0", "the new code runs, from init");
+
+    // A file that is not a component: the load fails, the module is as it was.
+    let junk = host.scenario.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let failed = host.cli(&["load", "counter", junk.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    assert!(
+        failed.stderr.contains("not a WebAssembly file") && failed.stderr.contains("invalid_module"),
+        "{}",
+        failed.stderr
+    );
+    let missing = host.cli(&["load", "counter", "/nonexistent.wasm"]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert_eq!(host.reply("small", "add 2"), "2");
+
+    // A version whose start does not fit the agent's memory cap is refused before it runs.
+    let python = common::workspace().join("target/guests/polyglot_py.wasm");
+    assert!(python.is_file(), "make guests builds {}", python.display());
+    host.cli(&["load", "counter", python.to_str().unwrap(), "--version", "py"]).assert_success();
+    let refused = host.cli(&["upgrade", "small"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("failed at instantiate") && refused.stderr.contains("memory cap"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(host.reply("small", "get"), "2", "the old instance, untouched");
+}
+
+#[test]
+fn every_agent_of_a_module_is_upgraded_one_at_a_time_and_spawned_ones_run_the_current_version() {
+    let agents = "[[supervisor.children]]\nname = \"pool\"\ndynamic = true\n";
+    let host = Host::start(agents);
+    for i in 0..12 {
+        let name = format!("c{i}");
+        let spawned =
+            host.cli(&["spawn", "pool", &name, "counter", "--grant", "messaging", "--config", &format!("start={i}")]);
+        spawned.assert_success();
+        assert!(spawned.stdout.contains(&format!("spawned {name}")), "{}", spawned.stdout);
+    }
+    assert_eq!(host.reply("c5", "inc"), "6", "config reached the spawned agent");
+    let loaded = host.cli(&["load", "counter", &host.v2(), "--version", "2", "--upgrade", "--trial", "0s"]);
+    loaded.assert_success();
+    assert!(loaded.stdout.contains("12 upgraded, 0 failed"), "{}", loaded.stdout);
+    for i in 0..12 {
+        let name = format!("c{i}");
+        let expected = if i == 5 { 6 } else { i };
+        assert_eq!(host.reply(&name, "get"), expected.to_string(), "{name} kept its count");
+        assert_eq!(host.reply(&name, "version"), "2");
+    }
+    // A spawn now runs the current version; a restart too.
+    host.cli(&["spawn", "pool", "fresh", "counter", "--grant", "messaging"]).assert_success();
+    assert_eq!(host.version_of("fresh"), "2");
+    // Refusals of spawn: a taken name, an unknown module, an unknown supervisor, a bad grant.
+    let taken = host.cli(&["spawn", "pool", "fresh", "counter"]);
+    assert_eq!(taken.status.code(), Some(1));
+    assert!(taken.stderr.contains("already-exists"), "{}", taken.stderr);
+    let unknown = host.cli(&["spawn", "pool", "x", "nothing"]);
+    assert!(unknown.stderr.contains("invalid-module"), "{}", unknown.stderr);
+    let nobody = host.cli(&["spawn", "nobody", "x", "counter"]);
+    assert!(nobody.stderr.contains("no dynamic supervisor"), "{}", nobody.stderr);
+    let grant = host.cli(&["spawn", "pool", "x", "counter", "--grant", "network"]);
+    assert!(grant.stderr.contains("unknown grant"), "{}", grant.stderr);
+    let ps = host.cli(&["ps"]);
+    assert!(ps.stdout.contains("counter@2"), "{}", ps.stdout);
+}
