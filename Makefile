@@ -30,7 +30,7 @@ C_PACKAGES := clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
 WIT := $(wildcard wit/*.wit)
 
 .PHONY: guests toolchains
-guests: $(GUESTS)/polyglot_py.wasm $(GUESTS)/polyglot_js.wasm $(GUESTS)/polyglot_c.wasm
+guests: $(GUESTS)/polyglot_py.wasm $(GUESTS)/polyglot_js.wasm $(GUESTS)/polyglot_c.wasm $(GUESTS)/counter_py.wasm
 
 toolchains: $(TOOLS)/python/bin/componentize-py $(TOOLS)/js/node_modules/.bin/componentize-js \
 	$(TOOLS)/cargo/bin/wit-bindgen $(TOOLS)/cargo/bin/wasm-tools $(TOOLS)/c-packages
@@ -64,6 +64,13 @@ $(GUESTS)/polyglot_py.wasm: $(TOOLS)/python/bin/componentize-py $(WIT) guest-sdk
 	mkdir -p $(GUESTS)
 	$(TOOLS)/python/bin/componentize-py -d wit -w agent componentize -p guest-sdk/python \
 		-p sample-agents/python/polyglot app -o $@
+
+# The stateful world: the `state` export besides the agent's.
+$(GUESTS)/counter_py.wasm: $(TOOLS)/python/bin/componentize-py $(WIT) guest-sdk/python/agora/__init__.py \
+		sample-agents/python/counter/app.py
+	mkdir -p $(GUESTS)
+	$(TOOLS)/python/bin/componentize-py -d wit -w stateful-agent componentize -p guest-sdk/python \
+		-p sample-agents/python/counter app -o $@
 
 # `-d http -d fetch-event`: the agent world imports no wasi:http.
 $(GUESTS)/polyglot_js.wasm: $(TOOLS)/js/node_modules/.bin/componentize-js $(WIT) guest-sdk/js/agora.js \

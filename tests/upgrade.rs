@@ -285,3 +285,35 @@ fn every_agent_of_a_module_is_upgraded_one_at_a_time_and_spawned_ones_run_the_cu
     let ps = host.cli(&["ps"]);
     assert!(ps.stdout.contains("counter@2"), "{}", ps.stdout);
 }
+
+#[test]
+fn state_crosses_languages_from_python_to_rust_and_from_rust_to_python() {
+    let python = common::workspace().join("target/guests/counter_py.wasm");
+    assert!(python.is_file(), "make guests builds {}", python.display());
+    let agents = format!(
+        "pycounter = {:?}\n\
+         [[supervisor.children]]\nname = \"py\"\nmodule = \"pycounter\"\nmemory = \"64MiB\"\ngrants = [\"messaging\", \"logging\"]\n\
+         [[supervisor.children]]\nname = \"rs\"\nmodule = \"counter\"\nmemory = \"64MiB\"\ngrants = [\"messaging\", \"logging\"]\n",
+        python.display().to_string()
+    );
+    let host = Host::start(&agents);
+    assert_eq!(host.reply("py", "add 41"), "41");
+    assert_eq!(host.reply("py", "version"), "python");
+    assert_eq!(host.reply("rs", "add 9"), "9");
+
+    // Python's snapshot, Rust's restore.
+    host.cli(&["load", "pycounter", &host.v2(), "--version", "rust-2"]).assert_success();
+    let upgraded = host.cli(&["upgrade", "py", "--trial", "0s", "--json"]);
+    upgraded.assert_success();
+    let report: Value = serde_json::from_str(&upgraded.stdout).unwrap();
+    assert_eq!(report["upgraded"]["handoff"], "state", "{report}");
+    assert_eq!(host.reply("py", "inc"), "42");
+    assert_eq!(host.reply("py", "version"), "2");
+
+    // Rust's snapshot, Python's restore.
+    host.cli(&["load", "counter", python.to_str().unwrap(), "--version", "py-1"]).assert_success();
+    host.cli(&["upgrade", "rs", "--trial", "0s"]).assert_success();
+    assert_eq!(host.reply("rs", "version"), "python");
+    assert_eq!(host.reply("rs", "inc"), "10");
+    assert_eq!(host.version_of("rs"), "py-1");
+}

@@ -18,6 +18,22 @@ carries its text or number, if any. `agora.send`, `agora.call` and `agora.lookup
 name or id. In `handle`, raise `agora.Reject` to refuse one message (a caller gets
 `failed(text)`); any other exception ends the instance, and its supervisor decides what next.
 
+An agent that carries its state across upgrades of its code (built with `-w stateful-agent`)
+implements `snapshot` and the class method `restore`, and exports `State` too:
+
+    class Counter(agora.Agent):
+        def snapshot(self):
+            return json.dumps({"value": self.value}).encode()
+
+        @classmethod
+        def restore(cls, config, state, from_version):
+            counter = cls()
+            counter.value = json.loads(state)["value"]
+            return counter
+
+    WitWorld = agora.export(Counter)
+    State = agora.export_state(Counter)
+
 Host notices arrive typed, in mailbox order, through `notify(self, notice)`: `notice` is one of
 `agora.types.Notice_Down`, `Notice_Exit`, `Notice_ConfigChanged`, `Notice_Event`,
 `Notice_LeaderChanged`, `Notice_VoteRequested`, `Notice_Auction`, `Notice_Market`, whose
@@ -54,7 +70,7 @@ from wit_world.imports import (  # noqa: F401  (re-exported for agents)
 )
 
 __all__ = [
-    "Agent", "Message", "HostError", "Reject", "export", "host", "send", "call", "lookup", "log", "stop",
+    "Agent", "Message", "HostError", "Reject", "export", "export_state", "host", "send", "call", "lookup", "log", "stop",
     "auctions", "barriers", "config", "consensus", "election", "events", "ledger", "lifecycle", "locks",
     "logging", "market", "messaging", "outbound", "rate_limits", "registry", "supervision", "telemetry", "types",
 ]
@@ -168,10 +184,48 @@ class Agent:
     def terminate(self, reason: str) -> None:
         """Called before a graceful exit ("normal", "shutdown")."""
 
+    # A stateful agent (exported with `export_state`) also implements these two.
+
+    def snapshot(self) -> bytes:
+        """The whole state, between two messages, in a form the next version can read. Raise to
+        refuse an upgrade (the agent carries on)."""
+        raise NotImplementedError("this agent keeps no state across upgrades")
+
+    @classmethod
+    def restore(cls, config: Dict[str, str], state: bytes, from_version: str) -> "Agent":
+        """Build the agent from an earlier instance's snapshot, instead of `init`. `from_version`
+        is that instance's module version: convert older formats here. Raise to refuse the
+        state (an upgrade then rolls back)."""
+        raise NotImplementedError("this agent keeps no state across upgrades")
+
+
+# The running agent, shared by the world's exports and the `state` interface's.
+_running: Dict[str, Agent] = {}
+
+
+def export_state(agent_class: type) -> type:
+    """The `State` class componentize-py looks for in a `stateful-agent` component."""
+    from wit_world import exports
+
+    class State(exports.State):
+        def snapshot(self):
+            try:
+                return _bytes(_running["agent"].snapshot())
+            except Exception as error:  # noqa: BLE001  (a refusal, with its text)
+                raise Err(f"snapshot: {type(error).__name__}: {error}") from None
+
+        def restore(self, config, state, from_version):
+            try:
+                _running["agent"] = agent_class.restore(dict(config), bytes(state), from_version)
+            except Exception as error:  # noqa: BLE001  (a refusal, with its text)
+                raise Err(f"restore: {type(error).__name__}: {error}") from None
+
+    return State
+
 
 def export(agent_class: type) -> type:
     """The world class componentize-py looks for, driving one `agent_class` instance."""
-    state: Dict[str, Agent] = {}
+    state = _running
 
     class WitWorld(wit_world.WitWorld):
         def init(self, config):
