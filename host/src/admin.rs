@@ -182,13 +182,24 @@ struct Endpoint {
     token: String,
 }
 
-async fn guarded(runtime: &Arc<Runtime>, endpoint: &Endpoint, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn guarded(runtime: &Arc<Runtime>, endpoint: &Endpoint, request: Request<Incoming>) -> Response<v1::Body> {
+    if let Err(refused) = checked(runtime, endpoint, &request) {
+        return refused.map(http_body_util::Either::Left);
+    }
+    if request.uri().path().starts_with("/v1/") {
+        return v1::serve(runtime, &endpoint.token, request).await;
+    }
+    serve(runtime, request).await.map(http_body_util::Either::Left)
+}
+
+/// Refuse a request that names another host, or a write from another origin.
+fn checked(runtime: &Runtime, endpoint: &Endpoint, request: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
     let hosts = &endpoint.hosts;
     let host = request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
     if !host.is_some_and(|host| hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) {
         runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
         let expected = hosts.join(" or ");
-        return text(StatusCode::MISDIRECTED_REQUEST, format!("this endpoint answers only to Host: {expected}\n"));
+        return Err(text(StatusCode::MISDIRECTED_REQUEST, format!("this endpoint answers only to Host: {expected}\n")));
     }
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
     if writes && let Some(origin) = request.headers().get(http::header::ORIGIN) {
@@ -196,13 +207,10 @@ async fn guarded(runtime: &Arc<Runtime>, endpoint: &Endpoint, request: Request<I
             origin.to_str().ok().and_then(|o| o.strip_prefix("http://")).is_some_and(|o| hosts.iter().any(|h| h == o));
         if !same {
             runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
-            return text(StatusCode::FORBIDDEN, "writes are accepted only from this endpoint's own origin\n");
+            return Err(text(StatusCode::FORBIDDEN, "writes are accepted only from this endpoint's own origin\n"));
         }
     }
-    if request.uri().path().starts_with("/v1/") {
-        return v1::serve(runtime, &endpoint.token, request).await;
-    }
-    serve(runtime, request).await
+    Ok(())
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -347,6 +355,46 @@ pub async fn request(
     path: &str,
     body: impl Into<Bytes>,
 ) -> anyhow::Result<(StatusCode, String)> {
+    let response = send(address, token, method, path, body.into()).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A `GET` whose body streams (a followed log): each line to `on_line` as it arrives, until the
+/// host ends the stream. A refusal is the status and the whole body, unread by `on_line`.
+pub async fn stream(
+    address: SocketAddr,
+    token: &str,
+    path: &str,
+    mut on_line: impl FnMut(&str),
+) -> anyhow::Result<(StatusCode, String)> {
+    let response = send(address, Some(token), Method::GET, path, Bytes::new()).await?;
+    let status = response.status();
+    let mut body = response.into_body();
+    if !status.is_success() {
+        let whole = body.collect().await?.to_bytes();
+        return Ok((status, String::from_utf8_lossy(&whole).into_owned()));
+    }
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            on_line(String::from_utf8_lossy(&line[..end]).as_ref());
+        }
+    }
+    Ok((status, String::new()))
+}
+
+async fn send(
+    address: SocketAddr,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<Response<Incoming>> {
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the host's admin endpoint at {address}: {e}"))?;
@@ -356,9 +404,5 @@ pub async fn request(
     if let Some(token) = token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request.body(Full::new(body.into()))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok(sender.send_request(request.body(Full::new(body))?).await?)
 }

@@ -131,18 +131,39 @@ fn same(presented: &[u8], token: &[u8]) -> bool {
 /// The routes described, kept true by a test that calls each one.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-pub async fn serve(runtime: &Arc<Runtime>, token: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.method() == Method::GET && request.uri().path() == "/v1/openapi.json" {
-        let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
-        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        return response;
+/// A response body: whole, or streamed (a followed log).
+pub type Body = http_body_util::Either<Full<Bytes>, Streamed>;
+
+pub async fn serve(runtime: &Arc<Runtime>, token: &str, request: Request<Incoming>) -> Response<Body> {
+    let follow = request.method() == Method::GET
+        && request.uri().path() == "/v1/logs"
+        && param(request.uri().query().unwrap_or_default(), "follow").is_some_and(|v| v == "true");
+    if follow && authorized(&request, token) {
+        let query = request.uri().query().unwrap_or_default().to_string();
+        return match log_filter(&query) {
+            Ok((limit, agent)) => follow_logs(limit, agent).map(http_body_util::Either::Right),
+            Err(response) => response.map(http_body_util::Either::Left),
+        };
     }
+    serve_whole(runtime, token, request).await.map(http_body_util::Either::Left)
+}
+
+fn authorized(request: &Request<Incoming>, token: &str) -> bool {
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    if !presented.is_some_and(|presented| same(presented.as_bytes(), token.as_bytes())) {
+    presented.is_some_and(|presented| same(presented.as_bytes(), token.as_bytes()))
+}
+
+async fn serve_whole(runtime: &Arc<Runtime>, token: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() == Method::GET && request.uri().path() == "/v1/openapi.json" {
+        let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        return response;
+    }
+    if !authorized(&request, token) {
         return failure(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -158,6 +179,10 @@ pub async fn serve(runtime: &Arc<Runtime>, token: &str, request: Request<Incomin
         (Method::GET, ["events"]) => events(runtime, &query),
         (Method::GET, ["tree"]) => tree(runtime).await,
         (Method::GET, ["modules"]) => modules(runtime),
+        (Method::GET, ["logs"]) => match log_filter(&query) {
+            Ok((limit, agent)) => logs(limit, agent),
+            Err(response) => response,
+        },
         (Method::GET, ["loads", id]) => load_status(runtime, id),
         (Method::POST, ["agents", name, "upgrade"]) => upgrade_agent(runtime, name, &query).await,
         (Method::POST, ["modules", name, "upgrade"]) => upgrade_module(runtime, name, &query).await,
@@ -454,6 +479,87 @@ fn kill(runtime: &Runtime, name: &str) -> Response<Full<Bytes>> {
             json_response(StatusCode::ACCEPTED, &json!({ "killed": listed.id }))
         }
         None => not_found(name),
+    }
+}
+
+/// `limit` (default 100, at most the lines kept) and `agent` of a log request.
+fn log_filter(query: &str) -> Result<(usize, Option<String>), Response<Full<Bytes>>> {
+    let limit = match param(query, "limit") {
+        None => 100,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n <= crate::infra::log_tail::KEPT => n,
+            _ => {
+                let why = format!("limit={n}: a number of lines up to {}", crate::infra::log_tail::KEPT);
+                return Err(failure(StatusCode::BAD_REQUEST, "invalid", why));
+            }
+        },
+    };
+    Ok((limit, param(query, "agent")))
+}
+
+fn logs(limit: usize, agent: Option<String>) -> Response<Full<Bytes>> {
+    let keep = |line: &crate::infra::log_tail::LogLine| agent.is_none() || line.agent == agent;
+    let (lines, _) = crate::infra::log_tail::tail().follow(limit, keep);
+    let lines: Vec<&crate::infra::log_tail::LogLine> = lines.iter().map(|line| &**line).collect();
+    json_response(StatusCode::OK, &json!({ "lines": lines }))
+}
+
+/// How often a followed log says it is still there, so that idle connections are not closed.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A followed log: the last `limit` lines, then each new one as it comes, as JSON lines (an empty
+/// line is a heartbeat; `{"lost": n}` says a slow reader missed n lines).
+fn follow_logs(limit: usize, agent: Option<String>) -> Response<Streamed> {
+    let keep = move |line: &crate::infra::log_tail::LogLine| agent.is_none() || line.agent == agent;
+    let (backlog, mut live) = crate::infra::log_tail::tail().follow(limit, &keep);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        for entry in backlog {
+            if sender.send(line(&*entry)).await.is_err() {
+                return;
+            }
+        }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await;
+        loop {
+            let next = tokio::select! {
+                received = live.recv() => match received {
+                    Ok(entry) if keep(&entry) => line(&*entry),
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => line(&json!({ "lost": lost })),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = heartbeat.tick() => Bytes::from_static(b"\n"),
+            };
+            if sender.send(next).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Streamed { receiver });
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
+    response
+}
+
+/// One JSON line.
+fn line<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
+    Bytes::from(format!("{}\n", serde_json::to_string(value).unwrap_or_default()))
+}
+
+/// A body fed by a task, chunk by chunk, until the task drops its sender.
+pub struct Streamed {
+    receiver: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.receiver.poll_recv(context).map(|chunk| chunk.map(|bytes| Ok(http_body::Frame::data(bytes))))
     }
 }
 

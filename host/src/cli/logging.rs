@@ -3,7 +3,8 @@
 //! `--verbose` each line also carries the event's fields, and a crash's backtrace and captured
 //! output follow it, indented. JSON goes to stdout for machines: one object per line, every field.
 //! `RUST_LOG` filters both (default `info`, `warn` for benchmarks); `--quiet` (`warn`) and
-//! `--verbose` (`debug`) override it.
+//! `--verbose` (`debug`) override it. What the log shows is also kept for `agora logs`
+//! (`infra::log_tail`).
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -17,6 +18,9 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::LogFormat;
+use crate::infra::log_tail::TailLayer;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Color {
@@ -56,6 +60,8 @@ pub fn init(format: LogFormat, detail: Detail, color: Color, default_filter: &st
                 .with_ansi(color)
                 .event_format(Human { color, verbose: detail == Detail::Verbose })
                 .with_writer(std::io::stderr)
+                .finish()
+                .with(TailLayer)
                 .init()
         }
         LogFormat::Json => builder
@@ -64,6 +70,8 @@ pub fn init(format: LogFormat, detail: Detail, color: Color, default_filter: &st
             .with_current_span(false)
             .with_span_list(false)
             .with_writer(std::io::stdout)
+            .finish()
+            .with(TailLayer)
             .init(),
     }
 }

@@ -149,6 +149,21 @@ enum Command {
         #[command(flatten)]
         reach: operate::Reach,
     },
+    /// Print the running host's recent log lines (`agora logs [manifest] [NAME]`: one agent's),
+    /// and with `-f` every new one until interrupted.
+    Logs {
+        #[arg(num_args = 0..=2, value_name = "[MANIFEST] [NAME]")]
+        words: Vec<String>,
+        #[arg(short, long)]
+        follow: bool,
+        /// How many recent lines to print first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
     /// List the running host's modules and their versions (at most two each).
     Modules {
         /// The manifest (default: `agora.toml` in this directory).
@@ -277,6 +292,9 @@ pub fn main() -> ExitCode {
             Command::Tree { manifest, json, reach } => operated(operate::tree(manifest, &reach, json).await),
             Command::Events { manifest, filter, json, reach } => {
                 operated(operate::events(manifest, &reach, &filter, json).await)
+            }
+            Command::Logs { words, follow, lines, json, reach } => {
+                operated(operate::logs(words, &reach, follow, lines, json).await)
             }
             Command::Modules { manifest, json, reach } => operated(operate::modules(manifest, &reach, json).await),
             Command::Load { words, label, upgrade, trial, reach } => {

@@ -442,3 +442,70 @@ pub async fn spawn(
     println!("spawned {} (id {}) under {}", words[1], spawned["id"], words[0]);
     Ok(ExitCode::SUCCESS)
 }
+
+/// `agora logs [manifest] [NAME] [-f]`: the host's recent log lines (one agent's, with NAME),
+/// and with `follow` each new one until interrupted.
+pub async fn logs(
+    words: Vec<String>,
+    how: &Reach,
+    follow: bool,
+    lines: usize,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    // One word is a manifest if it names one, else an agent.
+    let (manifest, agent) = match words.as_slice() {
+        [] => (None, None),
+        [one] if one.ends_with(".toml") || std::path::Path::new(one).is_file() => (Some(one.into()), None),
+        [one] => (None, Some(one.clone())),
+        [manifest, agent] => (Some(manifest.into()), Some(agent.clone())),
+        _ => anyhow::bail!("usage: agora logs [manifest] [NAME] [-f]"),
+    };
+    let (address, token) = reach(manifest, how)?;
+    let mut path = format!("/v1/logs?limit={lines}");
+    if let Some(agent) = &agent {
+        path.push_str(&format!("&agent={}", encode(agent)));
+    }
+    let show = |line: &Value| {
+        if as_json {
+            println!("{line}");
+        } else if let Some(lost) = line["lost"].as_u64() {
+            eprintln!("({lost} lines lost: this reader was too slow)");
+        } else {
+            let ms = line["time_ms"].as_u64().unwrap_or(0);
+            let (h, m, s) = ((ms / 3_600_000) % 24, (ms / 60_000) % 60, (ms / 1000) % 60);
+            let agent = line["agent"].as_str().map(|a| format!("{a}: ")).unwrap_or_default();
+            println!(
+                "{h:02}:{m:02}:{s:02}.{:03} {:<5} {agent}{}",
+                ms % 1000,
+                line["level"].as_str().unwrap_or("?"),
+                line["message"].as_str().unwrap_or("")
+            );
+        }
+    };
+    if !follow {
+        let page = api(address, &token, Method::GET, &path, Vec::new()).await?;
+        for line in page["lines"].as_array().cloned().unwrap_or_default() {
+            show(&line);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    path.push_str("&follow=true");
+    let (status, text) = admin::stream(address, &token, &path, |line| {
+        if let Ok(value) = serde_json::from_str::<Value>(line) {
+            show(&value);
+        }
+    })
+    .await?;
+    if !status.is_success() {
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let error = &value["error"];
+        return Err(Refused {
+            status,
+            code: error["code"].as_str().unwrap_or("error").to_string(),
+            message: error["message"].as_str().unwrap_or(text.trim()).to_string(),
+        }
+        .into());
+    }
+    // The host ended the stream: it is shutting down.
+    Ok(ExitCode::SUCCESS)
+}
