@@ -143,7 +143,7 @@ fn a_second_host_on_the_same_data_is_refused_naming_the_first() {
 }
 
 #[test]
-fn sighup_is_ignored_and_a_doubled_sigterm_stops_gracefully() {
+fn sighup_reloads_the_manifest_and_a_doubled_sigterm_stops_gracefully() {
     let scenario = Scenario::agents("", ECHO);
     let mut child = scenario.spawn();
     let mut lines = lines_of(&mut child);
@@ -152,8 +152,9 @@ fn sighup_is_ignored_and_a_doubled_sigterm_stops_gracefully() {
     let signal = |name: &str| {
         assert!(std::process::Command::new("kill").args([name, &child.id().to_string()]).status().unwrap().success())
     };
+    // SIGHUP reloads the manifest (unchanged here: the host keeps running as it was).
     signal("-HUP");
-    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "signal_ignored");
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "reloaded");
     // As GNU `timeout` does: the same signal twice, at once.
     signal("-TERM");
     signal("-TERM");

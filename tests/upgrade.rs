@@ -35,6 +35,8 @@ struct Host {
     child: std::process::Child,
     address: String,
     token: String,
+    /// The host's log events, as they come.
+    seen: Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 impl Host {
@@ -42,10 +44,30 @@ impl Host {
         let scenario = Scenario::agents("admin = \"127.0.0.1:0\"", agents);
         let (child, mut lines, mut seen, address) = until_admin_listens(scenario.spawn());
         wait_for_event(&mut lines, &mut seen, |e| e["event"] == "supervisor_started" && e["supervisor"] == "root");
-        // The rest of the output is not read: keep the pipe drained so that the host never blocks.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep the pipe drained so that the host never blocks, and the events for `wait_for`.
+        let seen = Arc::new(std::sync::Mutex::new(seen));
+        let collected = seen.clone();
+        std::thread::spawn(move || {
+            for line in lines {
+                if let Ok(event) = serde_json::from_str(&line) {
+                    collected.lock().unwrap().push(event);
+                }
+            }
+        });
         let token = std::fs::read_to_string(scenario.dir.path().join("data/admin.token")).unwrap();
-        Host { scenario, child, address, token }
+        Host { scenario, child, address, token, seen }
+    }
+
+    /// Wait for a log event of the host's that matches.
+    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+        loop {
+            if let Some(event) = self.seen.lock().unwrap().iter().find(|e| pred(e)) {
+                return event.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "no {what} event");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn cli(&self, args: &[&str]) -> Run {
@@ -316,4 +338,90 @@ fn state_crosses_languages_from_python_to_rust_and_from_rust_to_python() {
     assert_eq!(host.reply("rs", "version"), "python");
     assert_eq!(host.reply("rs", "inc"), "10");
     assert_eq!(host.version_of("rs"), "py-1");
+}
+
+#[test]
+fn reload_applies_a_changed_manifest_and_an_invalid_one_changes_nothing() {
+    let agents =
+        format!("{COUNTER}[[supervisor.children]]\nname = \"echo\"\nmodule = \"echo\"\ngrants = [\"messaging\"]\n");
+    let host = Host::start(&agents);
+    assert_eq!(host.reply("counter", "add 4"), "4");
+    let unchanged = host.cli(&["reload"]);
+    unchanged.assert_success();
+    assert_eq!(unchanged.stdout.trim(), "nothing to change");
+
+    // The new manifest: counter's code is version 2, echo is gone, echo2 and a config value are new.
+    let original = std::fs::read_to_string(&host.scenario.manifest).unwrap();
+    let v1 = agent("counter").display().to_string();
+    let changed = original
+        .replace(&format!("{v1:?}"), &format!("{{ path = {:?}, version = \"2\" }}", host.v2()))
+        .replace("name = \"echo\"\nmodule = \"echo\"", "name = \"echo2\"\nmodule = \"echo\"")
+        + "\n[config.values]\ngreeting = \"hi\"\n";
+    assert_ne!(changed, original);
+    std::fs::write(&host.scenario.manifest, &changed).unwrap();
+    let reloaded = host.cli(&["reload"]);
+    reloaded.assert_success();
+    for said in [
+        "module counter: replaced 2",
+        "echo2 under root: started",
+        "echo under root: stopped",
+        "upgraded counter from sha256:",
+        "config greeting = hi",
+    ] {
+        assert!(reloaded.stdout.contains(said), "{said:?} in {}", reloaded.stdout);
+    }
+    assert_eq!(host.reply("counter", "get"), "4", "the count came across");
+    assert_eq!(host.reply("counter", "version"), "2");
+    assert_eq!(host.reply("echo2", "yo"), "yo");
+    assert_eq!(host.call("echo", "yo").0, 404, "echo was stopped");
+    let config = run_command(agora(), &["config", "get", host.scenario.manifest.to_str().unwrap(), "greeting"]);
+    assert_eq!(config.stdout.trim(), "hi");
+
+    // SIGHUP with a manifest that does not hold: refused with where, and nothing changes.
+    let broken = changed.replace("module = \"echo\"", "module = \"nowhere\"");
+    std::fs::write(&host.scenario.manifest, broken).unwrap();
+    let hup = std::process::Command::new("kill").args(["-HUP", &host.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let failed = host.wait_for("reload_failed", |e| e["event"] == "reload_failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("unknown module \"nowhere\"") && error.contains("nothing was changed"), "{error}");
+    assert_eq!(host.reply("echo2", "still"), "still");
+    assert_eq!(host.reply("counter", "get"), "4");
+}
+
+#[test]
+fn logs_show_the_recent_lines_and_follow_new_ones() {
+    let host = Host::start(COUNTER);
+    let recent = host.cli(&["logs", "-n", "50"]);
+    recent.assert_success();
+    assert!(recent.stdout.contains("counter: agent counter started"), "{}", recent.stdout);
+    let json = host.cli(&["logs", "counter", "--json"]);
+    let lines: Vec<Value> = json.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l["agent"] == "counter"), "{}", json.stdout);
+
+    // Follow one agent's lines while it stops and is restarted.
+    let mut follower = agora()
+        .args(["logs", host.scenario.manifest.to_str().unwrap(), "counter", "-f", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = common::lines_of(&mut follower);
+    // Its one line of backlog says it follows: the backlog and the live lines join without a gap.
+    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+    let first = lines.next_before(deadline).expect("the backlog line");
+    assert!(first.contains("counter: agent counter started"), "{first}");
+    assert_eq!(host.call("counter", "stop").0, 200);
+    let mut followed = Vec::new();
+    while !followed.iter().any(|l: &String| l.contains("restarted after normal")) {
+        match lines.next_before(deadline) {
+            Some(line) => followed.push(line),
+            None => panic!("the follower saw no restart: {followed:?}"),
+        }
+    }
+    assert!(followed.iter().any(|l| l.contains("counter terminating (normal)")), "{followed:?}");
+    assert!(followed.iter().all(|l| l.contains("counter:")), "only the counter's lines: {followed:?}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let bad = host.cli(&["logs", "-n", "999999"]);
+    assert_eq!(bad.status.code(), Some(1));
 }

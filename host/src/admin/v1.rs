@@ -23,6 +23,8 @@
 //! - `POST /v1/agents/<name>/upgrade[?trial_ms=N]`: move the agent to its module's current
 //!   version, state and all (`runtime::upgrade`); `POST /v1/modules/<name>/upgrade`: every agent
 //!   on an older version of it, one at a time, with a report each.
+//! - `POST /v1/reload`: re-read the manifest and apply the difference (`runtime::reload`).
+//! - `GET /v1/logs[?agent=&limit=&follow=true]`: recent log lines; followed, as JSON lines.
 //! - `POST /v1/supervisors/<name>/children` (`{"name", "module", "config"?, "grants"?, "restart"?,
 //!   "memory"?, "mailbox"?}`): spawn under a dynamic supervisor.
 
@@ -179,6 +181,10 @@ async fn serve_whole(runtime: &Arc<Runtime>, token: &str, request: Request<Incom
         (Method::GET, ["events"]) => events(runtime, &query),
         (Method::GET, ["tree"]) => tree(runtime).await,
         (Method::GET, ["modules"]) => modules(runtime),
+        (Method::POST, ["reload"]) => match crate::runtime::reload::reload(runtime).await {
+            Ok(report) => json_response(StatusCode::OK, &json!(report)),
+            Err(error) => failure(StatusCode::UNPROCESSABLE_ENTITY, "invalid-manifest", error.to_string()),
+        },
         (Method::GET, ["logs"]) => match log_filter(&query) {
             Ok((limit, agent)) => logs(limit, agent),
             Err(response) => response,

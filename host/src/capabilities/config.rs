@@ -167,6 +167,37 @@ impl ConfigService {
         Ok(self.notify(path, value))
     }
 
+    /// Take the values of a reloaded manifest's `[config]`: every path whose value differs is
+    /// set (or removed) and its subscribers notified, as an update would; the lists of updatable
+    /// and secret paths and the bounds stay those the host started with. A table that would
+    /// exceed the bounds changes nothing. Returns the changed paths and their new values.
+    pub fn reload(&self, section: &ConfigSection) -> Result<Vec<(String, Option<String>)>, UpdateError> {
+        let mut wanted = BTreeMap::new();
+        flatten("", &section.values, &mut wanted);
+        let bytes: u64 = wanted.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        if wanted.len() > self.max_entries || bytes > self.max_bytes {
+            return Err(UpdateError::Full(format!("{} values, {bytes} bytes", wanted.len())));
+        }
+        let changes: Vec<(String, Option<String>)> = {
+            let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+            let mut changes: Vec<(String, Option<String>)> =
+                values.map.keys().filter(|path| !wanted.contains_key(*path)).map(|path| (path.clone(), None)).collect();
+            changes.extend(
+                wanted
+                    .iter()
+                    .filter(|(path, value)| values.map.get(*path) != Some(value))
+                    .map(|(path, value)| (path.clone(), Some(value.clone()))),
+            );
+            values.map = wanted;
+            values.bytes = bytes;
+            changes
+        };
+        for (path, value) in &changes {
+            self.notify(path, value.clone());
+        }
+        Ok(changes)
+    }
+
     fn notify(&self, path: &str, value: Option<String>) -> usize {
         let watchers: BTreeSet<AgentId> = {
             let subscribers = self.subscribers.read().unwrap_or_else(|p| p.into_inner());

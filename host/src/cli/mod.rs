@@ -164,6 +164,16 @@ enum Command {
         #[command(flatten)]
         reach: operate::Reach,
     },
+    /// Make the running host re-read its manifest and apply the difference (as SIGHUP does):
+    /// modules loaded or upgraded, agents started, stopped or restarted, config values changed.
+    Reload {
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
     /// List the running host's modules and their versions (at most two each).
     Modules {
         /// The manifest (default: `agora.toml` in this directory).
@@ -296,6 +306,7 @@ pub fn main() -> ExitCode {
             Command::Logs { words, follow, lines, json, reach } => {
                 operated(operate::logs(words, &reach, follow, lines, json).await)
             }
+            Command::Reload { manifest, json, reach } => operated(operate::reload(manifest, &reach, json).await),
             Command::Modules { manifest, json, reach } => operated(operate::modules(manifest, &reach, json).await),
             Command::Load { words, label, upgrade, trial, reach } => {
                 operated(operate::load(words, &reach, label, upgrade, trial.as_millis() as u64).await)
@@ -410,7 +421,7 @@ async fn run(
     // Before any store opens: a second host on the same data is refused, naming the first.
     let mut lock = HostLock::acquire(&manifest.host.data_dir, &path)?;
     let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
-    let signal = stop_signal()?;
+    let signal = stop_signal(runtime.clone())?;
     if let Some(address) = admin.or(manifest.host.admin) {
         lock.record_admin(admin::start(runtime.clone(), address).await?)?;
     }
@@ -513,18 +524,21 @@ fn compile(manifest: Option<PathBuf>, modules: Vec<PathBuf>) -> anyhow::Result<E
 const SAME_SIGNAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Resolves on Ctrl-C or SIGTERM; another one during the graceful shutdown (later than
-/// [`SAME_SIGNAL`] after the first) exits at once. SIGHUP is logged and ignored: a host keeps
-/// running when its terminal goes. The handlers are installed before this returns, so a signal
+/// [`SAME_SIGNAL`] after the first) exits at once. SIGHUP reloads the manifest (`agora reload`),
+/// as daemons do; the host keeps running when its terminal goes. The handlers are installed before this returns, so a signal
 /// that arrives while agents are still starting is not lost to the default action (which would
 /// kill the process).
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+fn stop_signal(runtime: Arc<Runtime>) -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::info!(event = "signal_ignored", signal = "SIGHUP", "SIGHUP ignored: the host keeps running");
+            tracing::info!(event = "reload_requested", signal = "SIGHUP", "SIGHUP: reloading the manifest");
+            if let Err(error) = crate::runtime::reload::reload(&runtime).await {
+                tracing::error!(event = "reload_failed", %error, "reload refused: {error}");
+            }
         }
     });
     Ok(async move {

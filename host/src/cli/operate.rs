@@ -509,3 +509,61 @@ pub async fn logs(
     // The host ended the stream: it is shutting down.
     Ok(ExitCode::SUCCESS)
 }
+
+/// `agora reload [manifest]`: the host re-reads its manifest and applies the difference.
+pub async fn reload(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (address, token) = reach(manifest, how)?;
+    let report = api(address, &token, Method::POST, "/v1/reload", Vec::new()).await?;
+    if as_json {
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut said = 0;
+    for module in report["modules"].as_array().cloned().unwrap_or_default() {
+        said += 1;
+        println!(
+            "module {}: {} {}{}",
+            module["name"].as_str().unwrap_or("?"),
+            module["action"].as_str().unwrap_or("?"),
+            module["version"].as_str().unwrap_or(""),
+            module["detail"].as_str().map(|d| format!(" ({d})")).unwrap_or_default()
+        );
+    }
+    for child in report["children"].as_array().cloned().unwrap_or_default() {
+        said += 1;
+        println!(
+            "{} under {}: {}{}",
+            child["child"].as_str().unwrap_or("?"),
+            child["supervisor"].as_str().unwrap_or("?"),
+            child["action"].as_str().unwrap_or("?"),
+            child["detail"].as_str().map(|d| format!(" ({d})")).unwrap_or_default()
+        );
+    }
+    let mut failed = false;
+    for upgrade in report["upgrades"].as_array().cloned().unwrap_or_default() {
+        said += 1;
+        match upgrade.get("upgraded") {
+            Some(done) => println!("{}", upgraded_line(done)),
+            None => {
+                failed = true;
+                println!("{}: {}", upgrade["agent"].as_str().unwrap_or("?"), upgrade["failed"].as_str().unwrap_or("?"))
+            }
+        }
+    }
+    for change in report["config"].as_array().cloned().unwrap_or_default() {
+        said += 1;
+        match change["value"].as_str() {
+            Some(value) => println!("config {} = {value}", change["path"].as_str().unwrap_or("?")),
+            None => println!("config {} removed", change["path"].as_str().unwrap_or("?")),
+        }
+    }
+    for part in report["deferred"].as_array().cloned().unwrap_or_default() {
+        println!("{} changed: applies at the next start", part.as_str().unwrap_or("?"));
+    }
+    if said == 0 {
+        println!("nothing to change");
+    }
+    failed |= report["modules"].as_array().is_some_and(|m| m.iter().any(|m| m["action"] == "failed"))
+        || report["children"].as_array().is_some_and(|c| c.iter().any(|c| c["action"] == "failed"));
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -14,6 +14,7 @@ pub mod invoke;
 pub mod limits;
 pub mod modules;
 pub mod output;
+pub mod reload;
 pub mod state;
 pub mod stats;
 pub mod upgrade;
@@ -53,6 +54,10 @@ pub struct Runtime {
     pub loads: catalog::Loads,
     /// The manifest's directory: relative component paths are resolved from here.
     pub base_dir: std::path::PathBuf,
+    /// The manifest this host runs, for `agora reload`.
+    pub manifest_path: Option<std::path::PathBuf>,
+    /// Held by a reload, so that two (SIGHUP and the API) never interleave.
+    pub reloading: tokio::sync::Mutex<()>,
     next_serial: AtomicU64,
     pub tally: ExitTally,
     /// What the admin endpoint refused.
@@ -101,6 +106,8 @@ impl Runtime {
             catalog: Default::default(),
             loads: Default::default(),
             base_dir: std::path::PathBuf::from("."),
+            manifest_path: None,
+            reloading: Default::default(),
             next_serial: AtomicU64::new(1),
             tally: ExitTally::default(),
             admin: Default::default(),
@@ -128,6 +135,7 @@ impl Runtime {
         // Canonical once here, so that resolving a spawned path compares without asking again.
         let base = manifest.base_dir();
         runtime.base_dir = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+        runtime.manifest_path = Some(manifest.path.clone());
         for (name, path) in &manifest.modules {
             let label = manifest.module_versions.get(name).map(String::as_str);
             let module = Arc::new(runtime.loader.load(name, path, label)?);

@@ -105,6 +105,22 @@ pub enum Operate {
     Restart { name: String, reply: oneshot::Sender<Result<AgentId, String>> },
     /// The children, in start order.
     Describe { reply: oneshot::Sender<Vec<ChildView>> },
+    /// Make the children those of `children` (a reloaded manifest's), as a release upgrade
+    /// does: children no longer listed are stopped and deleted, new ones started after the
+    /// others, agents whose spec changed restarted on the new spec. A nested supervisor is kept
+    /// as it runs (its own children are reconciled by a request of their own).
+    Reconcile { children: Vec<ChildSpec>, reply: oneshot::Sender<Vec<Reconciled>> },
+}
+
+/// What a reconcile did to one child.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reconciled {
+    pub supervisor: String,
+    pub child: String,
+    /// `started`, `stopped`, `restarted` (its spec changed) or `failed`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A child as the operator sees it.
@@ -477,6 +493,9 @@ impl Supervisor {
                 };
                 let _ = reply.send(started);
             }
+            Operate::Reconcile { children, reply } => {
+                let _ = reply.send(self.reconcile(children).await);
+            }
             Operate::Describe { reply } => {
                 let children = self
                     .slots
@@ -498,6 +517,62 @@ impl Supervisor {
                 let _ = reply.send(children);
             }
         }
+    }
+
+    async fn reconcile(&mut self, wanted: Vec<ChildSpec>) -> Vec<Reconciled> {
+        let mut done = Vec::new();
+        let supervisor = self.name.clone();
+        let mut report = |child: &str, action, detail: Option<String>| {
+            done.push(Reconciled { supervisor: supervisor.clone(), child: child.to_string(), action, detail })
+        };
+        if self.commands.is_some() {
+            // A dynamic supervisor's children are its spawns, not the manifest's.
+            return done;
+        }
+        // Gone from the manifest: stopped, in reverse start order, and forgotten.
+        let gone: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| !self.slots[i].removed && !wanted.iter().any(|w| w.name() == self.slots[i].spec.name()))
+            .collect();
+        self.stop_children_at(&gone).await;
+        for &index in &gone {
+            self.slots[index].removed = true;
+            report(self.slots[index].spec.name(), "stopped", None);
+        }
+        for spec in wanted {
+            let existing = self.slots.iter().position(|slot| !slot.removed && slot.spec.name() == spec.name());
+            match existing {
+                Some(index) => {
+                    let same = match (&self.slots[index].spec, &spec) {
+                        (ChildSpec::Agent(old), ChildSpec::Agent(new)) => format!("{old:?}") == format!("{new:?}"),
+                        (ChildSpec::Supervisor(_), ChildSpec::Supervisor(_)) => true,
+                        _ => false,
+                    };
+                    if same {
+                        continue;
+                    }
+                    self.stop_children_at(&[index]).await;
+                    self.slots[index].spec = spec;
+                    match self.start_slot(index).await {
+                        Ok(()) => report(self.slots[index].spec.name(), "restarted", Some("its spec changed".into())),
+                        Err(error) => report(self.slots[index].spec.name(), "failed", Some(error.to_string())),
+                    }
+                }
+                None => {
+                    let name = spec.name().to_string();
+                    self.slots.push(Slot::new(spec, self.backoff));
+                    let index = self.slots.len() - 1;
+                    match self.start_slot(index).await {
+                        Ok(()) => report(&name, "started", None),
+                        Err(error) => {
+                            // Kept, not running: a later reload or restart tries again.
+                            self.slots[index].finished = true;
+                            report(&name, "failed", Some(error.to_string()))
+                        }
+                    }
+                }
+            }
+        }
+        done
     }
 
     async fn spawn(&mut self, spec: AgentSpec) -> Result<AgentId, SpawnError> {
