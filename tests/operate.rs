@@ -273,3 +273,33 @@ fn a_fixed_token_file_is_used_when_it_is_private_and_long_enough() {
     short.assert_failure();
     assert!(short.stderr.contains("at least 32 characters"), "{}", short.stderr);
 }
+
+#[test]
+fn the_api_is_served_on_a_unix_socket_with_the_same_token() {
+    use std::os::unix::net::UnixStream;
+    let scenario = Scenario::agents("admin = \"unix:admin.sock\"", AGENTS);
+    let (child, mut lines, mut seen, address) = until_admin_listens(scenario.spawn());
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_started" && e["agent"] == "counter");
+    let socket = scenario.dir.path().join("admin.sock");
+    assert_eq!(address, format!("unix:{}", socket.display()));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only this user reaches the socket");
+    // Without the token: refused, as on TCP.
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream.write_all(b"GET /v1/agents HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    // The CLI finds the socket through the manifest, and with --admin.
+    let ps = cli(&scenario, &["ps"]);
+    ps.assert_success();
+    assert!(ps.stdout.contains("counter"), "{}", ps.stdout);
+    let token = scenario.dir.path().join("data/admin.token");
+    let call = run_command(
+        agora(),
+        &["call", "counter", "add 2", "--admin", &address, "--token-file", token.to_str().unwrap()],
+    );
+    call.assert_success();
+    assert_eq!(call.stdout.trim(), "2");
+    terminate(&child);
+}

@@ -51,16 +51,104 @@ pub struct AdminCounters {
     pub requests_refused: AtomicU64,
 }
 
+/// Where the endpoint listens: a TCP address, or a Unix socket (`unix:<path>`), which only
+/// local users with access to the file reach, and no browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::str::FromStr for Address {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Address, String> {
+        match text.strip_prefix("unix:") {
+            Some("") => Err("`unix:` needs a socket path, as in unix:data/admin.sock".into()),
+            Some(path) => Ok(Address::Unix(path.into())),
+            None => text.parse().map(Address::Tcp).map_err(|_| {
+                format!("{text:?} is neither an address with a port (127.0.0.1:9464) nor unix:<socket path>")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(address) => write!(f, "{address}"),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl serde::Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Address, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A connection's byte stream, TCP or Unix.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    async fn bind(address: &Address) -> anyhow::Result<(Listener, Address)> {
+        let cannot = |e: std::io::Error| anyhow::anyhow!("host.admin: cannot listen on {address}: {e}");
+        match address {
+            Address::Tcp(socket) => {
+                let listener = tokio::net::TcpListener::bind(socket).await.map_err(cannot)?;
+                let bound = listener.local_addr()?;
+                Ok((Listener::Tcp(listener), Address::Tcp(bound)))
+            }
+            Address::Unix(path) => {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                // A socket left by a host that is gone (nobody accepts on it) is replaced; one
+                // that answers belongs to someone else.
+                if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        anyhow::bail!("host.admin: {} is in use by another process", path.display());
+                    }
+                    std::fs::remove_file(path).map_err(cannot)?;
+                }
+                let listener = tokio::net::UnixListener::bind(path).map_err(cannot)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(cannot)?;
+                Ok((Listener::Unix(listener), address.clone()))
+            }
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<Box<dyn Connection>> {
+        Ok(match self {
+            Listener::Tcp(listener) => Box::new(listener.accept().await?.0),
+            Listener::Unix(listener) => Box::new(listener.accept().await?.0),
+        })
+    }
+}
+
 /// Bind the endpoint and serve it on a task; returns the bound address.
-pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| anyhow::anyhow!("host.admin: cannot listen on {address}: {e}"))?;
-    let bound = listener.local_addr()?;
+pub async fn start(runtime: Arc<Runtime>, address: Address) -> anyhow::Result<Address> {
+    let (listener, bound) = Listener::bind(&address).await?;
     // The token is in place before anyone is told the endpoint listens.
-    let endpoint = Arc::new(Endpoint { hosts: accepted_hosts(bound), token: v1::issue_token(&runtime.settings)? });
+    let endpoint = Arc::new(Endpoint { hosts: accepted_hosts(&bound), token: v1::issue_token(&runtime.settings)? });
+    let url = match &bound {
+        Address::Tcp(socket) => format!("http://{socket}"),
+        Address::Unix(_) => bound.to_string(),
+    };
     tracing::info!(event = "admin_listening", address = %bound,
-        "admin endpoint on http://{bound} (/metrics, /config, /v1: the API, token in {})",
+        "admin endpoint on {url} (/metrics, /config, /v1: the API, token in {})",
         runtime.settings.admin_token_file.clone().unwrap_or_else(|| v1::token_file(&runtime.settings.data_dir)).display());
     // Connections served at once (`host.admin_max_connections`); one more is closed at once.
     let slots = Arc::new(tokio::sync::Semaphore::new(runtime.settings.admin_max_connections as usize));
@@ -69,7 +157,7 @@ pub async fn start(runtime: Arc<Runtime>, address: SocketAddr) -> anyhow::Result
         let mut backoff = ACCEPT_BACKOFF.0;
         loop {
             let stream = match listener.accept().await {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     backoff = ACCEPT_BACKOFF.0;
                     stream
                 }
@@ -126,7 +214,7 @@ async fn idle(activity: &AtomicU64, started: tokio::time::Instant, timeout: Dura
 
 /// A connection's stream, noting when bytes last moved (ms since `started`).
 struct Watched {
-    inner: tokio::net::TcpStream,
+    inner: Box<dyn Connection>,
     activity: Arc<AtomicU64>,
     started: tokio::time::Instant,
 }
@@ -166,8 +254,10 @@ impl AsyncWrite for Watched {
 }
 
 /// The `Host` values that name this endpoint: its bound address, and for a loopback bind the
-/// `localhost` spelling too. Anything else is another name resolved to this address.
-fn accepted_hosts(bound: SocketAddr) -> Vec<String> {
+/// `localhost` spelling too. Anything else is another name resolved to this address. A Unix
+/// socket is reached by no name (no browser connects to it): clients say `localhost`.
+fn accepted_hosts(bound: &Address) -> Vec<String> {
+    let Address::Tcp(bound) = bound else { return vec!["localhost".to_string()] };
     let mut hosts = vec![bound.to_string()];
     if bound.ip().is_loopback() {
         hosts.push(format!("localhost:{}", bound.port()));
@@ -349,7 +439,7 @@ async fn serve(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<B
 /// A client for the CLI: one request to a running host's endpoint (with the API's token, when
 /// given); returns the status and the body.
 pub async fn request(
-    address: SocketAddr,
+    address: &Address,
     token: Option<&str>,
     method: Method,
     path: &str,
@@ -364,7 +454,7 @@ pub async fn request(
 /// A `GET` whose body streams (a followed log): each line to `on_line` as it arrives, until the
 /// host ends the stream. A refusal is the status and the whole body, unread by `on_line`.
 pub async fn stream(
-    address: SocketAddr,
+    address: &Address,
     token: &str,
     path: &str,
     mut on_line: impl FnMut(&str),
@@ -389,18 +479,24 @@ pub async fn stream(
 }
 
 async fn send(
-    address: SocketAddr,
+    address: &Address,
     token: Option<&str>,
     method: Method,
     path: &str,
     body: Bytes,
 ) -> anyhow::Result<Response<Incoming>> {
-    let stream = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the host's admin endpoint at {address}: {e}"))?;
+    let unreachable = |e: std::io::Error| anyhow::anyhow!("cannot reach the host's admin endpoint at {address}: {e}");
+    let (stream, host): (Box<dyn Connection>, String) = match address {
+        Address::Tcp(socket) => {
+            (Box::new(tokio::net::TcpStream::connect(socket).await.map_err(unreachable)?), socket.to_string())
+        }
+        Address::Unix(path) => {
+            (Box::new(tokio::net::UnixStream::connect(path).await.map_err(unreachable)?), "localhost".to_string())
+        }
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let mut request = Request::builder().method(method).uri(path).header(http::header::HOST, address.to_string());
+    let mut request = Request::builder().method(method).uri(path).header(http::header::HOST, host);
     if let Some(token) = token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }

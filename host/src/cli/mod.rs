@@ -62,7 +62,7 @@ enum Command {
         manifest: Option<PathBuf>,
         /// Serve the admin endpoint here instead of at the manifest's `host.admin`.
         #[arg(long)]
-        admin: Option<std::net::SocketAddr>,
+        admin: Option<crate::admin::Address>,
         /// Once the agents have started, call NAME with TEXT and print the reply; repeatable, in
         /// order. The host then stops as on Ctrl-C (exit 1 if a call failed).
         #[arg(long, value_name = "NAME=TEXT", value_parser = parse_call)]
@@ -413,7 +413,7 @@ impl Calls {
 
 async fn run(
     path: PathBuf,
-    admin: Option<std::net::SocketAddr>,
+    admin: Option<crate::admin::Address>,
     calls: Calls,
     format: LogFormat,
 ) -> anyhow::Result<ExitCode> {
@@ -422,8 +422,9 @@ async fn run(
     let mut lock = HostLock::acquire(&manifest.host.data_dir, &path)?;
     let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
     let signal = stop_signal(runtime.clone())?;
-    if let Some(address) = admin.or(manifest.host.admin) {
-        lock.record_admin(admin::start(runtime.clone(), address).await?)?;
+    let admin = admin.or(manifest.host.admin.clone());
+    if let Some(address) = &admin {
+        lock.record_admin(admin::start(runtime.clone(), address.clone()).await?)?;
     }
     // The stop future is first polled once every agent has started: the calls go then, and
     // their end stops the host.
@@ -453,6 +454,10 @@ async fn run(
         (Some(summary), LogFormat::Json) => tracing::info!(event = "economy_summary", %summary),
         (None, _) => {}
     }
+    if let Some(admin::Address::Unix(socket)) = &admin {
+        // No one will accept on it again.
+        let _ = std::fs::remove_file(socket);
+    }
     drop(lock);
     outcome?;
     Ok(if answered.load(std::sync::atomic::Ordering::SeqCst) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -467,7 +472,7 @@ async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&manifest)?;
     let address = operate::admin_address(&manifest.host.data_dir)?;
     let (status, body) =
-        admin::request(address, None, method, &format!("/config/{path}"), body.unwrap_or_default()).await?;
+        admin::request(&address, None, method, &format!("/config/{path}"), body.unwrap_or_default()).await?;
     if status.is_success() {
         print!("{body}");
         if !body.ends_with('\n') {

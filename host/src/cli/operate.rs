@@ -5,7 +5,7 @@
 //! Exit codes: 0 done; 1 the host refused (the reason on stderr, with the API's error code);
 //! 2 no host could be reached or the command line was wrong.
 
-use std::net::SocketAddr;
+use crate::admin::Address;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,16 +22,16 @@ use crate::manifest::Manifest;
 pub struct Reach {
     /// The running host's admin address, instead of finding it from the manifest.
     #[arg(long, requires = "token_file")]
-    admin: Option<SocketAddr>,
+    admin: Option<Address>,
     /// The API token of that host (its `<data_dir>/admin.token`).
     #[arg(long)]
     token_file: Option<PathBuf>,
 }
 
 /// The host's admin address and API token.
-fn reach(manifest: Option<PathBuf>, how: &Reach) -> anyhow::Result<(SocketAddr, String)> {
-    if let (Some(address), Some(token)) = (how.admin, &how.token_file) {
-        return Ok((address, admin::v1::read_token(token)?));
+fn reach(manifest: Option<PathBuf>, how: &Reach) -> anyhow::Result<(Address, String)> {
+    if let (Some(address), Some(token)) = (&how.admin, &how.token_file) {
+        return Ok((address.clone(), admin::v1::read_token(token)?));
     }
     let manifest = super::manifest_path(manifest)?;
     let settings = Manifest::load(&manifest)?.host;
@@ -39,7 +39,7 @@ fn reach(manifest: Option<PathBuf>, how: &Reach) -> anyhow::Result<(SocketAddr, 
 }
 
 /// The admin address of the host running on `data_dir`.
-pub fn admin_address(data_dir: &std::path::Path) -> anyhow::Result<SocketAddr> {
+pub fn admin_address(data_dir: &std::path::Path) -> anyhow::Result<Address> {
     let Some(host) = host_lock::running(data_dir) else {
         anyhow::bail!("no host is running on {}: start it with `agora run`", data_dir.display());
     };
@@ -78,7 +78,7 @@ fn payload(given: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// One API request; a refusal becomes the command's error, with the API's code.
-async fn api(address: SocketAddr, token: &str, method: Method, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+async fn api(address: &Address, token: &str, method: Method, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
     let (status, text) = admin::request(address, Some(token), method, path, body).await?;
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if status.is_success() {
@@ -112,7 +112,7 @@ pub fn exit_code(error: &anyhow::Error) -> ExitCode {
 
 pub async fn ps(manifest: Option<PathBuf>, how: &Reach, sort: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     let (address, token) = reach(manifest, how)?;
-    let listed = api(address, &token, Method::GET, &format!("/v1/agents?sort={sort}"), Vec::new()).await?;
+    let listed = api(&address, &token, Method::GET, &format!("/v1/agents?sort={sort}"), Vec::new()).await?;
     if as_json {
         println!("{listed}");
         return Ok(ExitCode::SUCCESS);
@@ -145,7 +145,7 @@ pub async fn call(words: Vec<String>, how: &Reach, timeout_ms: u64) -> anyhow::R
     let (manifest, words) = split(words, 2, "agora call [manifest] NAME PAYLOAD (text, @file or -)")?;
     let (address, token) = reach(manifest, how)?;
     let path = format!("/v1/agents/{}/call?timeout_ms={timeout_ms}", words[0]);
-    let answered = api(address, &token, Method::POST, &path, payload(&words[1])?).await?;
+    let answered = api(&address, &token, Method::POST, &path, payload(&words[1])?).await?;
     println!("{}", answered["reply"].as_str().unwrap_or(""));
     Ok(ExitCode::SUCCESS)
 }
@@ -153,14 +153,14 @@ pub async fn call(words: Vec<String>, how: &Reach, timeout_ms: u64) -> anyhow::R
 pub async fn send(words: Vec<String>, how: &Reach) -> anyhow::Result<ExitCode> {
     let (manifest, words) = split(words, 2, "agora send [manifest] NAME PAYLOAD (text, @file or -)")?;
     let (address, token) = reach(manifest, how)?;
-    api(address, &token, Method::POST, &format!("/v1/agents/{}/send", words[0]), payload(&words[1])?).await?;
+    api(&address, &token, Method::POST, &format!("/v1/agents/{}/send", words[0]), payload(&words[1])?).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn kill(words: Vec<String>, how: &Reach) -> anyhow::Result<ExitCode> {
     let (manifest, words) = split(words, 1, "agora kill [manifest] NAME")?;
     let (address, token) = reach(manifest, how)?;
-    let killed = api(address, &token, Method::POST, &format!("/v1/agents/{}/kill", words[0]), Vec::new()).await?;
+    let killed = api(&address, &token, Method::POST, &format!("/v1/agents/{}/kill", words[0]), Vec::new()).await?;
     println!("killed {} (id {})", words[0], killed["killed"]);
     Ok(ExitCode::SUCCESS)
 }
@@ -217,7 +217,7 @@ pub async fn events(
     if filter.newest {
         query.push("newest=true".into());
     }
-    let page = api(address, &token, Method::GET, &format!("/v1/events?{}", query.join("&")), Vec::new()).await?;
+    let page = api(&address, &token, Method::GET, &format!("/v1/events?{}", query.join("&")), Vec::new()).await?;
     if as_json {
         println!("{page}");
         return Ok(ExitCode::SUCCESS);
@@ -241,7 +241,7 @@ pub async fn stop(words: Vec<String>, how: &Reach, restart: bool) -> anyhow::Res
     let verb = if restart { "restart" } else { "stop" };
     let (manifest, words) = split(words, 1, &format!("agora {verb} [manifest] NAME"))?;
     let (address, token) = reach(manifest, how)?;
-    let done = api(address, &token, Method::POST, &format!("/v1/agents/{}/{verb}", words[0]), Vec::new()).await?;
+    let done = api(&address, &token, Method::POST, &format!("/v1/agents/{}/{verb}", words[0]), Vec::new()).await?;
     match done["restarted"].as_u64() {
         Some(id) => println!("restarted {} (id {id}) under {}", words[0], done["supervisor"].as_str().unwrap_or("?")),
         None => println!("stopped {} under {}", words[0], done["supervisor"].as_str().unwrap_or("?")),
@@ -251,7 +251,7 @@ pub async fn stop(words: Vec<String>, how: &Reach, restart: bool) -> anyhow::Res
 
 pub async fn tree(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
     let (address, token) = reach(manifest, how)?;
-    let tree = api(address, &token, Method::GET, "/v1/tree", Vec::new()).await?;
+    let tree = api(&address, &token, Method::GET, "/v1/tree", Vec::new()).await?;
     if as_json {
         println!("{tree}");
         return Ok(ExitCode::SUCCESS);
@@ -280,7 +280,7 @@ pub async fn tree(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyh
 
 pub async fn modules(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
     let (address, token) = reach(manifest, how)?;
-    let listed = api(address, &token, Method::GET, "/v1/modules", Vec::new()).await?;
+    let listed = api(&address, &token, Method::GET, "/v1/modules", Vec::new()).await?;
     if as_json {
         println!("{listed}");
         return Ok(ExitCode::SUCCESS);
@@ -315,11 +315,11 @@ pub async fn load(
     // The host reads the file: give it the path as this shell means it.
     let path = std::path::absolute(&words[1])?;
     let body = serde_json::json!({ "name": words[0], "path": path, "version": label });
-    let begun = api(address, &token, Method::POST, "/v1/modules", body.to_string().into_bytes()).await?;
+    let begun = api(&address, &token, Method::POST, "/v1/modules", body.to_string().into_bytes()).await?;
     let id = begun["load"].as_u64().unwrap_or(0);
     let mut said = std::time::Instant::now();
     let loaded = loop {
-        let status = api(address, &token, Method::GET, &format!("/v1/loads/{id}"), Vec::new()).await?;
+        let status = api(&address, &token, Method::GET, &format!("/v1/loads/{id}"), Vec::new()).await?;
         match status["status"].as_str() {
             Some("compiling") => {
                 if said.elapsed() >= std::time::Duration::from_secs(2) {
@@ -350,7 +350,7 @@ pub async fn load(
         replaced.unwrap_or_default()
     );
     if upgrade {
-        return upgrade_module(address, &token, &words[0], trial_ms).await;
+        return upgrade_module(&address, &token, &words[0], trial_ms).await;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -366,12 +366,12 @@ pub async fn upgrade(
     if let Some(module) = module {
         let (manifest, _) = split(words, 0, "agora upgrade [manifest] --module MODULE")?;
         let (address, token) = reach(manifest, how)?;
-        return upgrade_module(address, &token, &module, trial_ms).await;
+        return upgrade_module(&address, &token, &module, trial_ms).await;
     }
     let (manifest, words) = split(words, 1, "agora upgrade [manifest] NAME | --module MODULE")?;
     let (address, token) = reach(manifest, how)?;
     let path = format!("/v1/agents/{}/upgrade?trial_ms={trial_ms}", words[0]);
-    let done = api(address, &token, Method::POST, &path, Vec::new()).await?;
+    let done = api(&address, &token, Method::POST, &path, Vec::new()).await?;
     if as_json {
         println!("{done}");
     } else {
@@ -393,7 +393,7 @@ fn upgraded_line(done: &Value) -> String {
     )
 }
 
-async fn upgrade_module(address: SocketAddr, token: &str, module: &str, trial_ms: u64) -> anyhow::Result<ExitCode> {
+async fn upgrade_module(address: &Address, token: &str, module: &str, trial_ms: u64) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/modules/{module}/upgrade?trial_ms={trial_ms}");
     let (status, text) = admin::request(address, Some(token), Method::POST, &path, Vec::new()).await?;
     let report: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -438,7 +438,7 @@ pub async fn spawn(
     let config: serde_json::Map<String, Value> = config.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     let body = serde_json::json!({ "name": words[1], "module": words[2], "config": config, "grants": grants, "restart": restart });
     let path = format!("/v1/supervisors/{}/children", words[0]);
-    let spawned = api(address, &token, Method::POST, &path, body.to_string().into_bytes()).await?;
+    let spawned = api(&address, &token, Method::POST, &path, body.to_string().into_bytes()).await?;
     println!("spawned {} (id {}) under {}", words[1], spawned["id"], words[0]);
     Ok(ExitCode::SUCCESS)
 }
@@ -483,14 +483,14 @@ pub async fn logs(
         }
     };
     if !follow {
-        let page = api(address, &token, Method::GET, &path, Vec::new()).await?;
+        let page = api(&address, &token, Method::GET, &path, Vec::new()).await?;
         for line in page["lines"].as_array().cloned().unwrap_or_default() {
             show(&line);
         }
         return Ok(ExitCode::SUCCESS);
     }
     path.push_str("&follow=true");
-    let (status, text) = admin::stream(address, &token, &path, |line| {
+    let (status, text) = admin::stream(&address, &token, &path, |line| {
         if let Ok(value) = serde_json::from_str::<Value>(line) {
             show(&value);
         }
@@ -513,7 +513,7 @@ pub async fn logs(
 /// `agora reload [manifest]`: the host re-reads its manifest and applies the difference.
 pub async fn reload(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
     let (address, token) = reach(manifest, how)?;
-    let report = api(address, &token, Method::POST, "/v1/reload", Vec::new()).await?;
+    let report = api(&address, &token, Method::POST, "/v1/reload", Vec::new()).await?;
     if as_json {
         println!("{report}");
         return Ok(ExitCode::SUCCESS);

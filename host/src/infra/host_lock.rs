@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub struct Holder {
     pub pid: u32,
     pub manifest: String,
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<crate::admin::Address>,
 }
 
 /// The lock of a running host; released when dropped (or when the process ends).
@@ -82,7 +81,7 @@ impl HostLock {
     }
 
     /// Record the admin endpoint's bound address, for `agora config` and friends.
-    pub fn record_admin(&mut self, address: SocketAddr) -> anyhow::Result<()> {
+    pub fn record_admin(&mut self, address: crate::admin::Address) -> anyhow::Result<()> {
         self.holder.admin = Some(address);
         self.write()
     }
@@ -119,8 +118,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut first = HostLock::acquire(dir.path(), Path::new("first.toml")).unwrap();
         assert_eq!(running(dir.path()).map(|h| h.admin), Some(None));
-        let admin: SocketAddr = "127.0.0.1:9464".parse().unwrap();
-        first.record_admin(admin).unwrap();
+        let admin: crate::admin::Address = "127.0.0.1:9464".parse().unwrap();
+        first.record_admin(admin.clone()).unwrap();
         let refused = HostLock::acquire(dir.path(), Path::new("second.toml")).err().unwrap().to_string();
         let pid = std::process::id();
         assert!(refused.contains(&format!("pid {pid}, running first.toml, admin 127.0.0.1:9464")), "{refused}");

@@ -67,9 +67,10 @@ pub struct HostSettings {
     /// spawn or run as isolated jobs by path, besides the modules declared in `[modules]`.
     pub spawn_paths: Vec<PathBuf>,
     /// The admin HTTP endpoint (`/metrics` for Prometheus, `/config` for live updates, `/v1`
-    /// the API, behind its token); off unless set. Bind it to loopback or a private network:
+    /// the API, behind its token); off unless set. `unix:<path>` serves it on a Unix socket
+    /// (mode 0600; the path relative to the manifest). Bind it to loopback or a private network:
     /// `/metrics` and `/config` need no token.
-    pub admin: Option<std::net::SocketAddr>,
+    pub admin: Option<crate::admin::Address>,
     /// An admin connection that moves no bytes for this long is closed.
     pub admin_idle_timeout: Span,
     /// Admin connections served at once; more are closed at once (and counted).
@@ -352,6 +353,9 @@ impl Manifest {
         let mut host = raw.host;
         host.data_dir = resolve(&host.data_dir);
         host.admin_token_file = host.admin_token_file.as_deref().map(resolve);
+        if let Some(crate::admin::Address::Unix(socket)) = &mut host.admin {
+            *socket = resolve(socket);
+        }
         // Canonical once here, so that checking a spawned path against them needs no I/O.
         let mut spawn_paths = Vec::with_capacity(host.spawn_paths.len());
         for dir in &host.spawn_paths {
