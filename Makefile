@@ -30,7 +30,8 @@ C_PACKAGES := clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
 WIT := $(wildcard wit/*.wit)
 
 .PHONY: guests toolchains
-guests: $(GUESTS)/polyglot_py.wasm $(GUESTS)/polyglot_js.wasm $(GUESTS)/polyglot_c.wasm $(GUESTS)/counter_py.wasm
+guests: $(GUESTS)/polyglot_py.wasm $(GUESTS)/polyglot_js.wasm $(GUESTS)/polyglot_c.wasm $(GUESTS)/counter_py.wasm \
+	$(GUESTS)/counter_js.wasm $(GUESTS)/counter_c.wasm
 
 toolchains: $(TOOLS)/python/bin/componentize-py $(TOOLS)/js/node_modules/.bin/componentize-js \
 	$(TOOLS)/cargo/bin/wit-bindgen $(TOOLS)/cargo/bin/wasm-tools $(TOOLS)/c-packages
@@ -79,6 +80,12 @@ $(GUESTS)/polyglot_js.wasm: $(TOOLS)/js/node_modules/.bin/componentize-js $(WIT)
 	$(TOOLS)/js/node_modules/.bin/componentize-js sample-agents/js/polyglot/agent.js --wit wit \
 		--world-name agent -d http -d fetch-event -o $@
 
+$(GUESTS)/counter_js.wasm: $(TOOLS)/js/node_modules/.bin/componentize-js $(WIT) guest-sdk/js/agora.js \
+		sample-agents/js/counter/agent.js
+	mkdir -p $(GUESTS)
+	$(TOOLS)/js/node_modules/.bin/componentize-js sample-agents/js/counter/agent.js --wit wit \
+		--world-name stateful-agent -d http -d fetch-event -o $@
+
 $(GUESTS)/c-gen/agent.h: $(TOOLS)/cargo/bin/wit-bindgen $(WIT)
 	$(TOOLS)/cargo/bin/wit-bindgen c wit --world agent --out-dir $(GUESTS)/c-gen >/dev/null
 
@@ -94,6 +101,22 @@ $(GUESTS)/polyglot_c.wasm: $(TOOLS)/c-packages $(TOOLS)/cargo/bin/wasm-tools $(G
 		-I $(GUESTS)/c-gen -I guest-sdk/c -o $(GUESTS)/polyglot_c.core.wasm \
 		sample-agents/c/polyglot/agent.c $(GUESTS)/c-gen/agent.c $(GUESTS)/c-gen/agent_component_type.o
 	$(TOOLS)/cargo/bin/wasm-tools component new $(GUESTS)/polyglot_c.core.wasm \
+		--adapt wasi_snapshot_preview1=$(GUESTS)/wasi_snapshot_preview1.reactor.wasm -o $@
+	$(TOOLS)/cargo/bin/wasm-tools validate $@
+
+# The stateful world, under the agent world's names, so that guest-sdk/c/agora.h applies.
+$(GUESTS)/c-gen-stateful/agent.h: $(TOOLS)/cargo/bin/wit-bindgen $(WIT)
+	$(TOOLS)/cargo/bin/wit-bindgen c wit --world stateful-agent --rename-world agent \
+		--out-dir $(GUESTS)/c-gen-stateful >/dev/null
+
+$(GUESTS)/counter_c.wasm: $(TOOLS)/c-packages $(TOOLS)/cargo/bin/wasm-tools $(GUESTS)/c-gen-stateful/agent.h \
+		$(GUESTS)/wasi_snapshot_preview1.reactor.wasm guest-sdk/c/agora.h sample-agents/c/counter/agent.c
+	$(CLANG) --target=wasm32-wasi --sysroot=/usr -O2 -Wall -Werror -mexec-model=reactor \
+		-Wl,--export=cabi_realloc -Wl,-zstack-size=65536 -Wl,--strip-debug \
+		-I $(GUESTS)/c-gen-stateful -I guest-sdk/c -o $(GUESTS)/counter_c.core.wasm \
+		sample-agents/c/counter/agent.c $(GUESTS)/c-gen-stateful/agent.c \
+		$(GUESTS)/c-gen-stateful/agent_component_type.o
+	$(TOOLS)/cargo/bin/wasm-tools component new $(GUESTS)/counter_c.core.wasm \
 		--adapt wasi_snapshot_preview1=$(GUESTS)/wasi_snapshot_preview1.reactor.wasm -o $@
 	$(TOOLS)/cargo/bin/wasm-tools validate $@
 

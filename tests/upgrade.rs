@@ -309,16 +309,38 @@ fn every_agent_of_a_module_is_upgraded_one_at_a_time_and_spawned_ones_run_the_cu
 }
 
 #[test]
-fn state_crosses_languages_from_python_to_rust_and_from_rust_to_python() {
+fn state_crosses_languages_in_every_direction_the_sdks_allow() {
     let python = common::workspace().join("target/guests/counter_py.wasm");
-    assert!(python.is_file(), "make guests builds {}", python.display());
+    let js = common::workspace().join("target/guests/counter_js.wasm");
+    let c = common::workspace().join("target/guests/counter_c.wasm");
+    for guest in [&python, &js, &c] {
+        assert!(guest.is_file(), "make guests builds {}", guest.display());
+    }
     let agents = format!(
-        "pycounter = {:?}\n\
+        "pycounter = {:?}\njscounter = {:?}\nccounter = {:?}\n\
+         [[supervisor.children]]\nname = \"c\"\nmodule = \"ccounter\"\nmemory = \"2MiB\"\ngrants = [\"messaging\"]\n\
+         [[supervisor.children]]\nname = \"js\"\nmodule = \"jscounter\"\nmemory = \"64MiB\"\ngrants = [\"messaging\", \"logging\"]\n\
          [[supervisor.children]]\nname = \"py\"\nmodule = \"pycounter\"\nmemory = \"64MiB\"\ngrants = [\"messaging\", \"logging\"]\n\
          [[supervisor.children]]\nname = \"rs\"\nmodule = \"counter\"\nmemory = \"64MiB\"\ngrants = [\"messaging\", \"logging\"]\n",
-        python.display().to_string()
+        python.display().to_string(),
+        js.display().to_string(),
+        c.display().to_string()
     );
     let host = Host::start(&agents);
+    // C's snapshot, Rust's restore.
+    assert_eq!(host.reply("c", "add 11"), "11");
+    assert_eq!(host.reply("c", "version"), "c");
+    host.cli(&["load", "ccounter", &host.v2()]).assert_success();
+    host.cli(&["upgrade", "c", "--trial", "0s"]).assert_success();
+    assert_eq!((host.reply("c", "inc"), host.reply("c", "version")), ("12".into(), "2".into()));
+    // JavaScript's snapshot, Rust's restore.
+    assert_eq!(host.reply("js", "add 6"), "6");
+    assert_eq!(host.reply("js", "version"), "js");
+    host.cli(&["load", "jscounter", &host.v2()]).assert_success();
+    host.cli(&["upgrade", "js", "--trial", "0s"]).assert_success();
+    assert_eq!(host.reply("js", "inc"), "7");
+    assert_eq!(host.reply("js", "version"), "2");
+
     assert_eq!(host.reply("py", "add 41"), "41");
     assert_eq!(host.reply("py", "version"), "python");
     assert_eq!(host.reply("rs", "add 9"), "9");
@@ -338,6 +360,11 @@ fn state_crosses_languages_from_python_to_rust_and_from_rust_to_python() {
     assert_eq!(host.reply("rs", "version"), "python");
     assert_eq!(host.reply("rs", "inc"), "10");
     assert_eq!(host.version_of("rs"), "py-1");
+
+    // Python's snapshot, C's restore.
+    host.cli(&["load", "counter", c.to_str().unwrap(), "--version", "c-1"]).assert_success();
+    host.cli(&["upgrade", "rs", "--trial", "0s"]).assert_success();
+    assert_eq!((host.reply("rs", "inc"), host.reply("rs", "version")), ("11".into(), "c".into()));
 }
 
 #[test]

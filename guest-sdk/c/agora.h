@@ -16,6 +16,17 @@
  * one of `AGORA_AGENT_TYPES_NOTICE_DOWN`, `..._EXIT`, `..._CONFIG_CHANGED`, `..._EVENT`,
  * `..._LEADER_CHANGED`, `..._VOTE_REQUESTED`, `..._AUCTION`, `..._MARKET`, and
  * `notice->val.down` (and so on) is its record; free it with `agent_notice_free`.
+ *
+ * An agent that carries its state across upgrades of its code is built for the `stateful-agent`
+ * world, with `wit-bindgen c wit --world stateful-agent --rename-world agent` (so that the names
+ * above stay), and defines two more exports:
+ *
+ *   bool exports_agora_agent_state_snapshot(agent_list_u8_t *ret, agent_string_t *err);
+ *   bool exports_agora_agent_state_restore(agent_list_tuple2_string_string_t *config,
+ *       agent_list_u8_t *state, agent_string_t *from_version, agent_string_t *err);
+ *
+ * `restore` runs instead of `init`; returning false (with `err`) refuses the state or the
+ * upgrade. `agora_bytes` fills a snapshot. See sample-agents/c/counter.
  */
 #ifndef AGORA_H
 #define AGORA_H
@@ -73,6 +84,15 @@ static inline bool agora_reply(agent_option_list_u8_t *ret, const char *text) {
   memcpy(ret->val.ptr, text, n);
   ret->val.len = n;
   return true;
+}
+
+/* Fill `list` with a copy of `text` (a snapshot, say). */
+static inline void agora_bytes(agent_list_u8_t *list, const char *text) {
+  size_t n = strlen(text);
+  list->ptr = malloc(n ? n : 1);
+  if (!list->ptr) abort();
+  memcpy(list->ptr, text, n);
+  list->len = n;
 }
 
 /* Refuse the message being handled (`fatal`: end the instance as well). */

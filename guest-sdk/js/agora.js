@@ -23,6 +23,18 @@
 //   export const { init, handle, notify, terminate } = agent({
 //     notify(notice) { if (notice.tag === 'down') log(`agent ${notice.val.agent} exited`); },
 //   });
+//
+// An agent that carries its state across upgrades of its code (built with `--world-name
+// stateful-agent`) gives `snapshot()` (bytes or a string) and `restore(config, state,
+// fromVersion)` (instead of `init`: set the agent up from `state`, a Uint8Array), and exports
+// `state` too:
+//
+//   export const { init, handle, notify, terminate, state } = agent({
+//     count: 0,
+//     snapshot() { return JSON.stringify({ count: this.count }); },
+//     restore(config, state, fromVersion) { this.count = JSON.parse(text(state)).count; },
+//     handle(message) { this.count += 1; return String(this.count); },
+//   });
 
 import * as messaging from 'agora:agent/messaging@0.3.0';
 import * as registry from 'agora:agent/registry@0.3.0';
@@ -168,6 +180,25 @@ export function agent(impl) {
     },
     terminate(reason) {
       if (impl.terminate) impl.terminate(reason);
+    },
+    // The `state` interface of the stateful-agent world (ignored by the agent world).
+    state: {
+      snapshot() {
+        if (!impl.snapshot) throw 'snapshot: this agent keeps no state across upgrades';
+        try {
+          return bytes(impl.snapshot());
+        } catch (error) {
+          throw `snapshot: ${error && error.message ? error.message : error}`;
+        }
+      },
+      restore(settings, state, fromVersion) {
+        if (!impl.restore) throw 'restore: this agent keeps no state across upgrades';
+        try {
+          impl.restore(Object.fromEntries(settings), state, fromVersion);
+        } catch (error) {
+          throw `restore: ${error && error.message ? error.message : error}`;
+        }
+      },
     },
   };
 }

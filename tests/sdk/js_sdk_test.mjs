@@ -42,3 +42,22 @@ test('a failing init names the error', () => {
   const world = agent({ init() { throw new Error('no peers'); } });
   assert.throws(() => world.init([]), (e) => e === 'init: no peers');
 });
+
+test('state: the snapshot is bytes, restore rebuilds the agent instead of init, and failures name themselves', () => {
+  const world = agent({
+    count: 0,
+    init() { this.count = 100; },
+    snapshot() { return JSON.stringify({ count: this.count }); },
+    restore(config, state, fromVersion) {
+      if (fromVersion === 'bad') throw new Error('unknown format');
+      this.count = JSON.parse(text(state)).count + Number(config.bonus || 0);
+    },
+    handle() { this.count += 1; return String(this.count); },
+  });
+  world.state.restore([['bonus', '2']], new TextEncoder().encode('{"count":5}'), 'sha256:0123456789ab');
+  assert.equal(text(world.handle({ payload: new Uint8Array() })), '8', 'restored, not initialised');
+  assert.deepEqual(JSON.parse(text(world.state.snapshot())), { count: 8 });
+  assert.throws(() => world.state.restore([], new Uint8Array(), 'bad'), (e) => e === 'restore: unknown format');
+  const stateless = agent({ handle() {} });
+  assert.throws(() => stateless.state.snapshot(), (e) => String(e).startsWith('snapshot: this agent keeps no state'));
+});
