@@ -259,22 +259,44 @@ fn find(runtime: &Runtime, name: &str) -> Option<Arc<Listed>> {
     runtime.registry.lookup(name).and_then(|id| runtime.directory.get(id))
 }
 
-fn describe(listed: &Listed) -> Value {
+/// One agent as the API lists it: serialized straight to the response, without a JSON tree
+/// per agent (a listing of 10,000 agents is a common request).
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    name: &'a str,
+    id: u64,
+    module: &'a str,
+    version: &'a crate::runtime::modules::Version,
+    restarts: u32,
+    uptime_ms: u64,
+    mailbox: u64,
+    memory_peak: u64,
+    messages_in: u64,
+    messages_out: u64,
+    cpu_ticks: u64,
+    fuel: u64,
+}
+
+fn row(listed: &Listed) -> Row<'_> {
     let stats = &listed.stats;
-    json!({
-        "name": &*listed.name,
-        "id": listed.id,
-        "module": listed.module.name,
-        "version": listed.module.version.to_string(),
-        "restarts": listed.restarts,
-        "uptime_ms": listed.started.elapsed().as_millis() as u64,
-        "mailbox": stats.mailbox_depth.get(),
-        "memory_peak": stats.memory_peak.get(),
-        "messages_in": stats.messages_in.get(),
-        "messages_out": stats.messages_out.get(),
-        "cpu_ticks": stats.cpu_ticks.get(),
-        "fuel": stats.fuel.get(),
-    })
+    Row {
+        name: &listed.name,
+        id: listed.id,
+        module: &listed.module.name,
+        version: &listed.module.version,
+        restarts: listed.restarts,
+        uptime_ms: listed.started.elapsed().as_millis() as u64,
+        mailbox: stats.mailbox_depth.get(),
+        memory_peak: stats.memory_peak.get(),
+        messages_in: stats.messages_in.get(),
+        messages_out: stats.messages_out.get(),
+        cpu_ticks: stats.cpu_ticks.get(),
+        fuel: stats.fuel.get(),
+    }
+}
+
+fn describe(listed: &Listed) -> Value {
+    serde_json::to_value(row(listed)).unwrap_or_default()
 }
 
 fn status(runtime: &Runtime) -> Response<Full<Bytes>> {
@@ -317,7 +339,14 @@ fn agents(runtime: &Runtime, query: &str) -> Response<Full<Bytes>> {
     } else {
         listed.sort_by_key(|listed| std::cmp::Reverse(key(listed)));
     }
-    json_response(StatusCode::OK, &json!({ "agents": listed.iter().map(|l| describe(l)).collect::<Vec<_>>() }))
+    #[derive(serde::Serialize)]
+    struct Listing<'a> {
+        agents: Vec<Row<'a>>,
+    }
+    let body = serde_json::to_vec(&Listing { agents: listed.iter().map(|l| row(l)).collect() }).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
 }
 
 /// How an agent's refusal reads over HTTP.

@@ -12,9 +12,12 @@
 //!   [`services`]).
 //! - `ledger`, `auctions`, `metering`: the economy (see [`economics`]).
 //! - `languages`: the same agent built from Rust, C, Python and JavaScript (see [`languages`]).
+//! - `upgrade`, `api`: operating a host: an upgrade's pause against a restart, and the admin
+//!   API's agent listing with many agents (see [`operations`]).
 
 mod economics;
 mod languages;
+mod operations;
 mod services;
 
 use std::path::PathBuf;
@@ -71,17 +74,21 @@ pub struct BenchArgs {
     /// Memory cap of each agent in the density benchmark.
     #[arg(long, default_value = "16MiB")]
     density_memory: ByteSize,
+    /// Upgrades (and restarts, its baseline) for the upgrade benchmark.
+    #[arg(long, default_value_t = 400)]
+    upgrades: usize,
     /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
-    /// config, locks, coordination, ledger, auctions, metering, languages); all when empty.
+    /// config, locks, coordination, ledger, auctions, metering, upgrade, api, languages); all
+    /// when empty.
     only: Vec<String>,
 }
 
-struct Report {
+pub(crate) struct Report {
     json: bool,
 }
 
 impl Report {
-    fn figure(&self, bench: &str, value: f64, unit: &str, baseline: Option<f64>, note: &str) {
+    pub(crate) fn figure(&self, bench: &str, value: f64, unit: &str, baseline: Option<f64>, note: &str) {
         if self.json {
             let mut line = serde_json::json!({ "bench": bench, "value": round(value), "unit": unit });
             if let Some(baseline) = baseline {
@@ -158,6 +165,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wants("metering") {
         economics::metering(&runtime, &args.agents.join("probe.wasm"), &report).await?;
     }
+    if wants("upgrade") {
+        operations::upgrade(&runtime, &args.agents, args.upgrades, &report).await?;
+    }
+    if wants("api") {
+        operations::api_ps(&runtime, &echo, args.density, 100, &report).await?;
+    }
     if wants("languages") {
         languages::languages(&runtime, &probe, &args.agents, &args.guests, &report).await?;
     }
@@ -166,7 +179,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 const BENCH_BUDGET: Duration = Duration::from_secs(3600);
 
-fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize) -> AgentSpec {
+pub(crate) fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize) -> AgentSpec {
     AgentSpec {
         config: config.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         grants: Grants::all(),
@@ -183,7 +196,7 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1e6
 }
 
-fn error(e: impl std::fmt::Debug) -> anyhow::Error {
+pub(crate) fn error(e: impl std::fmt::Debug) -> anyhow::Error {
     anyhow::anyhow!("{e:?}")
 }
 
@@ -223,7 +236,7 @@ async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &R
     Ok(())
 }
 
-async fn stop_all(agents: Vec<RunningAgent>) {
+pub(crate) async fn stop_all(agents: Vec<RunningAgent>) {
     for agent in &agents {
         agent.request_shutdown();
     }

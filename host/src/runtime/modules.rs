@@ -59,6 +59,13 @@ impl Version {
     }
 }
 
+/// Serialized as it is shown.
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl std::fmt::Display for Version {
     /// The label if it has one, else the short hash: what `from-version` and `ps` show.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
