@@ -283,13 +283,20 @@ async fn guarded(runtime: &Arc<Runtime>, endpoint: &Endpoint, request: Request<I
 }
 
 /// Refuse a request that names another host, or a write from another origin.
-fn checked(runtime: &Runtime, endpoint: &Endpoint, request: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+fn checked(
+    runtime: &Runtime,
+    endpoint: &Endpoint,
+    request: &Request<Incoming>,
+) -> Result<(), Box<Response<Full<Bytes>>>> {
     let hosts = &endpoint.hosts;
     let host = request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok());
     if !host.is_some_and(|host| hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) {
         runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
         let expected = hosts.join(" or ");
-        return Err(text(StatusCode::MISDIRECTED_REQUEST, format!("this endpoint answers only to Host: {expected}\n")));
+        return Err(Box::new(text(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("this endpoint answers only to Host: {expected}\n"),
+        )));
     }
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
     if writes && let Some(origin) = request.headers().get(http::header::ORIGIN) {
@@ -297,7 +304,10 @@ fn checked(runtime: &Runtime, endpoint: &Endpoint, request: &Request<Incoming>) 
             origin.to_str().ok().and_then(|o| o.strip_prefix("http://")).is_some_and(|o| hosts.iter().any(|h| h == o));
         if !same {
             runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
-            return Err(text(StatusCode::FORBIDDEN, "writes are accepted only from this endpoint's own origin\n"));
+            return Err(Box::new(text(
+                StatusCode::FORBIDDEN,
+                "writes are accepted only from this endpoint's own origin\n",
+            )));
         }
     }
     Ok(())

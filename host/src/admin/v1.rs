@@ -187,20 +187,20 @@ async fn serve_whole(runtime: &Arc<Runtime>, token: &str, request: Request<Incom
         },
         (Method::GET, ["logs"]) => match log_filter(&query) {
             Ok((limit, agent)) => logs(limit, agent),
-            Err(response) => response,
+            Err(response) => *response,
         },
         (Method::GET, ["loads", id]) => load_status(runtime, id),
         (Method::POST, ["agents", name, "upgrade"]) => upgrade_agent(runtime, name, &query).await,
         (Method::POST, ["modules", name, "upgrade"]) => upgrade_module(runtime, name, &query).await,
         (Method::POST, ["modules"]) => match body_json(request).await {
             Ok(body) => load(runtime, &body),
-            Err(response) => response,
+            Err(response) => *response,
         },
         (Method::POST, ["supervisors", supervisor, "children"]) => {
             let supervisor = supervisor.to_string();
             match body_json(request).await {
                 Ok(body) => spawn(runtime, &supervisor, &body).await,
-                Err(response) => response,
+                Err(response) => *response,
             }
         }
         (Method::POST, ["agents", name, "stop"]) => stop(runtime, name, false).await,
@@ -518,14 +518,14 @@ fn kill(runtime: &Runtime, name: &str) -> Response<Full<Bytes>> {
 }
 
 /// `limit` (default 100, at most the lines kept) and `agent` of a log request.
-fn log_filter(query: &str) -> Result<(usize, Option<String>), Response<Full<Bytes>>> {
+fn log_filter(query: &str) -> Result<(usize, Option<String>), Refusal> {
     let limit = match param(query, "limit") {
         None => 100,
         Some(n) => match n.parse::<usize>() {
             Ok(n) if n <= crate::infra::log_tail::KEPT => n,
             _ => {
                 let why = format!("limit={n}: a number of lines up to {}", crate::infra::log_tail::KEPT);
-                return Err(failure(StatusCode::BAD_REQUEST, "invalid", why));
+                return Err(refusal(StatusCode::BAD_REQUEST, "invalid", why));
             }
         },
     };
@@ -598,34 +598,42 @@ impl http_body::Body for Streamed {
     }
 }
 
+/// A refusal built before the route is done (boxed: a response is large, and most requests
+/// never build one).
+type Refusal = Box<Response<Full<Bytes>>>;
+
+fn refusal(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal {
+    Box::new(failure(status, code, message))
+}
+
 /// The largest JSON body a request takes.
 const MAX_JSON: usize = 64 << 10;
 
 /// A request's body as a JSON object, or the error response.
-async fn body_json(request: Request<Incoming>) -> Result<Value, Response<Full<Bytes>>> {
+async fn body_json(request: Request<Incoming>) -> Result<Value, Refusal> {
     let body = Limited::new(request.into_body(), MAX_JSON)
         .collect()
         .await
-        .map_err(|_| failure(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "the JSON body is over 64 KiB"))?
+        .map_err(|_| refusal(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "the JSON body is over 64 KiB"))?
         .to_bytes();
     match serde_json::from_slice::<Value>(&body) {
         Ok(value) if value.is_object() => Ok(value),
-        Ok(_) => Err(failure(StatusCode::BAD_REQUEST, "invalid", "the body is a JSON object")),
-        Err(e) => Err(failure(StatusCode::BAD_REQUEST, "invalid", format!("the body is not JSON: {e}"))),
+        Ok(_) => Err(refusal(StatusCode::BAD_REQUEST, "invalid", "the body is a JSON object")),
+        Err(e) => Err(refusal(StatusCode::BAD_REQUEST, "invalid", format!("the body is not JSON: {e}"))),
     }
 }
 
 /// A string field of a JSON body: required or optional.
-fn field<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, Response<Full<Bytes>>> {
+fn field<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, Refusal> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
-        Some(_) => Err(failure(StatusCode::BAD_REQUEST, "invalid", format!("`{key}` is a string"))),
+        Some(_) => Err(refusal(StatusCode::BAD_REQUEST, "invalid", format!("`{key}` is a string"))),
     }
 }
 
-fn required<'a>(body: &'a Value, key: &str) -> Result<&'a str, Response<Full<Bytes>>> {
-    field(body, key)?.ok_or_else(|| failure(StatusCode::BAD_REQUEST, "invalid", format!("`{key}` is required")))
+fn required<'a>(body: &'a Value, key: &str) -> Result<&'a str, Refusal> {
+    field(body, key)?.ok_or_else(|| refusal(StatusCode::BAD_REQUEST, "invalid", format!("`{key}` is required")))
 }
 
 fn modules(runtime: &Runtime) -> Response<Full<Bytes>> {
@@ -664,16 +672,16 @@ fn load(runtime: &Arc<Runtime>, body: &Value) -> Response<Full<Bytes>> {
         let name = required(body, "name")?;
         let path = required(body, "path")?;
         let label = field(body, "version")?;
-        let invalid = |why: String| failure(StatusCode::BAD_REQUEST, "invalid", why);
+        let invalid = |why: String| refusal(StatusCode::BAD_REQUEST, "invalid", why);
         crate::runtime::catalog::check_name(name).map_err(invalid)?;
         if let Some(label) = label {
             crate::runtime::catalog::check_label(label).map_err(invalid)?;
         }
-        Ok((name.to_string(), path.to_string(), label.map(str::to_string)))
+        Ok::<_, Refusal>((name.to_string(), path.to_string(), label.map(str::to_string)))
     })();
     let (name, path, label) = match checked {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let path = Path::new(&path);
     let path = if path.is_absolute() { path.to_path_buf() } else { runtime.base_dir.join(path) };
@@ -717,12 +725,12 @@ fn load_status(runtime: &Runtime, id: &str) -> Response<Full<Bytes>> {
 }
 
 /// The trial window of an upgrade: `trial_ms`, 1 s unless given, at most a minute.
-fn trial(query: &str) -> Result<Duration, Response<Full<Bytes>>> {
+fn trial(query: &str) -> Result<Duration, Refusal> {
     match param(query, "trial_ms") {
         None => Ok(Duration::from_secs(1)),
         Some(ms) => match ms.parse::<u64>() {
             Ok(ms) if ms <= 60_000 => Ok(Duration::from_millis(ms)),
-            _ => Err(failure(StatusCode::BAD_REQUEST, "invalid", "trial_ms: milliseconds up to 60000")),
+            _ => Err(refusal(StatusCode::BAD_REQUEST, "invalid", "trial_ms: milliseconds up to 60000")),
         },
     }
 }
@@ -750,7 +758,7 @@ fn upgrade_answer(
 async fn upgrade_agent(runtime: &Runtime, name: &str, query: &str) -> Response<Full<Bytes>> {
     let trial = match trial(query) {
         Ok(trial) => trial,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(listed) = find(runtime, name) else { return not_found(name) };
     let (status, body) = upgrade_answer(crate::runtime::upgrade::upgrade(runtime, &listed, trial).await);
@@ -760,7 +768,7 @@ async fn upgrade_agent(runtime: &Runtime, name: &str, query: &str) -> Response<F
 async fn upgrade_module(runtime: &Runtime, module: &str, query: &str) -> Response<Full<Bytes>> {
     let trial = match trial(query) {
         Ok(trial) => trial,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(current) = runtime.module(module) else {
         return failure(StatusCode::NOT_FOUND, "not-found", format!("no module {module:?}"));
@@ -795,7 +803,7 @@ async fn upgrade_module(runtime: &Runtime, module: &str, query: &str) -> Respons
 
 async fn spawn(runtime: &Arc<Runtime>, supervisor: &str, body: &Value) -> Response<Full<Bytes>> {
     use crate::manifest::{AgentSpec, Restart};
-    let invalid = |why: String| failure(StatusCode::BAD_REQUEST, "invalid", why);
+    let invalid = |why: String| refusal(StatusCode::BAD_REQUEST, "invalid", why);
     let checked = (|| {
         let name = required(body, "name")?;
         crate::manifest::check_name(name).map_err(invalid)?;
@@ -840,11 +848,11 @@ async fn spawn(runtime: &Arc<Runtime>, supervisor: &str, body: &Value) -> Respon
                 _ => return Err(invalid("`mailbox` is a number of messages, at least 1".into())),
             }
         }
-        Ok((name.to_string(), module.to_string(), restart, config, grants, limits))
+        Ok::<_, Refusal>((name.to_string(), module.to_string(), restart, config, grants, limits))
     })();
     let (name, module, restart, config, grants, limits) = match checked {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(commands) = runtime.dynamic_supervisors.get(supervisor).map(|c| c.clone()) else {
         return failure(StatusCode::NOT_FOUND, "not-found", format!("no dynamic supervisor {supervisor:?}"));
