@@ -29,7 +29,7 @@ CLANG := clang-19
 C_PACKAGES := clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
 WIT := $(wildcard wit/*.wit)
 
-.PHONY: guests toolchains
+.PHONY: guests toolchains browser
 guests: $(GUESTS)/polyglot_py.wasm $(GUESTS)/polyglot_js.wasm $(GUESTS)/polyglot_c.wasm $(GUESTS)/counter_py.wasm \
 	$(GUESTS)/counter_js.wasm $(GUESTS)/counter_c.wasm
 
@@ -44,6 +44,18 @@ $(TOOLS)/js/node_modules/.bin/componentize-js:
 	mkdir -p $(TOOLS)/js
 	cd $(TOOLS)/js && echo '{"private": true}' > package.json && \
 		npm install --no-audit --no-fund --save-exact @bytecodealliance/componentize-js@$(COMPONENTIZE_JS)
+
+# The dashboard's browser tests: Debian's Chromium, driven by playwright-core (pinned).
+PLAYWRIGHT := 1.65.1
+browser: $(TOOLS)/js/node_modules/playwright-core/package.json
+	@test -x /usr/bin/chromium || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+		{ $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
+
+$(TOOLS)/js/node_modules/playwright-core/package.json:
+	mkdir -p $(TOOLS)/js
+	cd $(TOOLS)/js && test -f package.json || echo '{"private": true}' > package.json
+	cd $(TOOLS)/js && npm install --no-audit --no-fund --save-exact playwright-core@$(PLAYWRIGHT)
 
 $(TOOLS)/cargo/bin/wit-bindgen:
 	$(CARGO) install --locked --root $(TOOLS)/cargo wit-bindgen-cli@$(WIT_BINDGEN)
@@ -127,7 +139,7 @@ run: build agents
 	$(AGORA) run examples/market.toml
 
 # Lint first: formatting and clippy are part of what CI enforces.
-test: setup agents guests lint
+test: setup agents guests browser lint
 	$(CARGO) test --release -p agora-host -- --test-threads 2
 	$(CARGO) test --release -p agora-guest
 

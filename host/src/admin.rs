@@ -7,6 +7,7 @@
 //!   config at a path the manifest marks updatable; `403` elsewhere, with the reason; `507` when
 //!   the config is at its bounds.
 //! - `GET /health`: `ok` while the host runs.
+//! - `GET /`: the dashboard ([`dashboard`]), a page over the API.
 //! - `/v1/...`: the admin API ([`v1`]), JSON, behind the bearer token of this start.
 //!
 //! The bound address is recorded in `<data_dir>/host.lock`, so that the CLI finds a host that
@@ -15,6 +16,7 @@
 //! writes from a browser must come from that origin, connections are capped in number and closed
 //! when idle, and the API needs the token, readable by this user only.
 
+pub mod dashboard;
 pub mod v1;
 
 use std::convert::Infallible;
@@ -278,6 +280,11 @@ async fn guarded(runtime: &Arc<Runtime>, endpoint: &Endpoint, request: Request<I
     }
     if request.uri().path().starts_with("/v1/") {
         return v1::serve(runtime, &endpoint.token, request).await;
+    }
+    if request.method() == Method::GET
+        && let Some(page) = dashboard::asset(request.uri().path())
+    {
+        return page.map(http_body_util::Either::Left);
     }
     serve(runtime, request).await.map(http_body_util::Either::Left)
 }

@@ -140,6 +140,9 @@ pub async fn serve(runtime: &Arc<Runtime>, token: &str, request: Request<Incomin
     let follow = request.method() == Method::GET
         && request.uri().path() == "/v1/logs"
         && param(request.uri().query().unwrap_or_default(), "follow").is_some_and(|v| v == "true");
+    if request.method() == Method::GET && request.uri().path() == "/v1/live" && authorized(&request, token) {
+        return super::dashboard::live(runtime).map(http_body_util::Either::Right);
+    }
     if follow && authorized(&request, token) {
         let query = request.uri().query().unwrap_or_default().to_string();
         return match log_filter(&query) {
@@ -206,9 +209,10 @@ async fn serve_whole(runtime: &Arc<Runtime>, token: &str, request: Request<Incom
         (Method::POST, ["agents", name, "stop"]) => stop(runtime, name, false).await,
         (Method::POST, ["agents", name, "restart"]) => stop(runtime, name, true).await,
         (Method::GET, ["agents", name]) => match find(runtime, name) {
-            Some(listed) => json_response(StatusCode::OK, &describe(&listed)),
+            Some(listed) => json_response(StatusCode::OK, &detail(runtime, &listed).await),
             None => not_found(name),
         },
+        (Method::GET, ["economy"]) => economy(runtime),
         (Method::POST, ["agents", name, action @ ("call" | "send" | "kill")]) => {
             let name = name.to_string();
             let action = action.to_string();
@@ -262,28 +266,38 @@ fn find(runtime: &Runtime, name: &str) -> Option<Arc<Listed>> {
 /// One agent as the API lists it: serialized straight to the response, without a JSON tree
 /// per agent (a listing of 10,000 agents is a common request).
 #[derive(serde::Serialize)]
-struct Row<'a> {
-    name: &'a str,
-    id: u64,
-    module: &'a str,
-    version: &'a crate::runtime::modules::Version,
-    restarts: u32,
-    uptime_ms: u64,
-    mailbox: u64,
-    memory_peak: u64,
-    messages_in: u64,
-    messages_out: u64,
-    cpu_ticks: u64,
-    fuel: u64,
+pub(super) struct Row<'a> {
+    pub name: &'a str,
+    pub id: u64,
+    pub module: &'a str,
+    pub version: &'a crate::runtime::modules::Version,
+    /// `starting`, `idle`, `busy`, `held` or `upgrading`.
+    pub state: &'static str,
+    pub supervisor: &'a str,
+    pub class: &'static str,
+    pub restarts: u32,
+    pub uptime_ms: u64,
+    pub mailbox: u64,
+    pub memory_peak: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub cpu_ticks: u64,
+    pub fuel: u64,
+    #[serde(skip)]
+    pub phase: u64,
 }
 
-fn row(listed: &Listed) -> Row<'_> {
+pub(super) fn row(listed: &Listed) -> Row<'_> {
     let stats = &listed.stats;
+    let phase = stats.phase();
     Row {
         name: &listed.name,
         id: listed.id,
         module: &listed.module.name,
         version: &listed.module.version,
+        state: phase.name(),
+        supervisor: &listed.supervisor,
+        class: listed.module.class.as_str(),
         restarts: listed.restarts,
         uptime_ms: listed.started.elapsed().as_millis() as u64,
         mailbox: stats.mailbox_depth.get(),
@@ -292,26 +306,74 @@ fn row(listed: &Listed) -> Row<'_> {
         messages_out: stats.messages_out.get(),
         cpu_ticks: stats.cpu_ticks.get(),
         fuel: stats.fuel.get(),
+        phase: phase as u64,
     }
 }
 
-fn describe(listed: &Listed) -> Value {
-    serde_json::to_value(row(listed)).unwrap_or_default()
+/// One agent in full: its row, its limits, grants and holdings (asked of its own task, which
+/// answers between two messages; `busy` if it does not within a second), its links and monitors.
+async fn detail(runtime: &Runtime, listed: &Listed) -> Value {
+    let mut value = serde_json::to_value(row(listed)).unwrap_or_default();
+    match crate::runtime::control::describe(&listed.stop, Duration::from_secs(1)).await {
+        Some(described) => {
+            for (key, part) in described.as_object().into_iter().flatten() {
+                value[key] = part.clone();
+            }
+        }
+        None => value["holdings"] = json!("busy: it did not answer within a second"),
+    }
+    let named = |ids: &[u64]| -> Vec<Value> {
+        ids.iter()
+            .map(|id| match runtime.registry.name_of(*id) {
+                Some(name) => json!(format!("{name} ({id})")),
+                None => json!(id.to_string()),
+            })
+            .collect()
+    };
+    if let Some(relations) = runtime.links.relations(listed.id) {
+        let mut described = json!({
+            "links": named(&relations.links),
+            "monitoring": named(&relations.monitoring),
+            "monitored_by": named(&relations.monitored_by),
+            "trap_exits": relations.trap_exits,
+        });
+        if let Some(holdings) = value.get("holdings").and_then(Value::as_object) {
+            described["topics"] = holdings.get("topics").cloned().unwrap_or_default();
+            described["locks"] = holdings.get("locks").cloned().unwrap_or_default();
+            described["groups"] = holdings.get("groups").cloned().unwrap_or_default();
+        }
+        value["relations"] = described;
+    }
+    value
+}
+
+/// The host's status, as `GET /v1/status` and the dashboard's ticks give it.
+pub(super) fn status_value(runtime: &Runtime) -> Value {
+    let live = runtime.live_instances.load(std::sync::atomic::Ordering::Relaxed);
+    let (mut compact, mut interpreter) = (0u64, 0u64);
+    for listed in runtime.directory.list() {
+        match listed.module.class {
+            crate::runtime::engine::Class::Compact => compact += 1,
+            crate::runtime::engine::Class::Interpreter => interpreter += 1,
+        }
+    }
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_ms": runtime.started.elapsed().as_millis() as u64,
+        "agents": runtime.directory.len(),
+        "instances": live,
+        "max_agents": runtime.settings.max_agents,
+        "interpreter_agents": runtime.settings.interpreter_agents,
+        "classes": [
+            { "class": "compact", "agents": compact, "slots": runtime.settings.max_agents },
+            { "class": "interpreter", "agents": interpreter, "slots": runtime.settings.interpreter_agents },
+        ],
+        "memory_bytes": crate::infra::resident_bytes(),
+    })
 }
 
 fn status(runtime: &Runtime) -> Response<Full<Bytes>> {
-    let live = runtime.live_instances.load(std::sync::atomic::Ordering::Relaxed);
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_ms": runtime.started.elapsed().as_millis() as u64,
-            "agents": runtime.directory.len(),
-            "instances": live,
-            "max_agents": runtime.settings.max_agents,
-            "interpreter_agents": runtime.settings.interpreter_agents,
-        }),
-    )
+    json_response(StatusCode::OK, &status_value(runtime))
 }
 
 /// The sort keys of `GET /v1/agents`, largest first but for `name`.
@@ -324,6 +386,15 @@ fn agents(runtime: &Runtime, query: &str) -> Response<Full<Bytes>> {
         return failure(StatusCode::BAD_REQUEST, "invalid", format!("sort={sort}: one of {}", SORTS.join(", ")));
     }
     let mut listed = runtime.directory.list();
+    // Filters: `module`, `supervisor` and `state` match exactly, `name` is a substring.
+    let (module, supervisor, state, name) =
+        (param(query, "module"), param(query, "supervisor"), param(query, "state"), param(query, "name"));
+    listed.retain(|l| {
+        module.as_deref().is_none_or(|m| *l.module.name == *m)
+            && supervisor.as_deref().is_none_or(|s| *l.supervisor == *s)
+            && state.as_deref().is_none_or(|s| l.stats.phase().name() == s)
+            && name.as_deref().is_none_or(|n| l.name.contains(n))
+    });
     let key = |listed: &Listed| -> u64 {
         let stats = &listed.stats;
         match sort {
@@ -547,7 +618,7 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 fn follow_logs(limit: usize, agent: Option<String>) -> Response<Streamed> {
     let keep = move |line: &crate::infra::log_tail::LogLine| agent.is_none() || line.agent == agent;
     let (backlog, mut live) = crate::infra::log_tail::tail().follow(limit, &keep);
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (sender, streamed) = Streamed::channel(64);
     tokio::spawn(async move {
         for entry in backlog {
             if sender.send(line(&*entry)).await.is_err() {
@@ -571,19 +642,27 @@ fn follow_logs(limit: usize, agent: Option<String>) -> Response<Streamed> {
             }
         }
     });
-    let mut response = Response::new(Streamed { receiver });
+    let mut response = Response::new(streamed);
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
     response
 }
 
 /// One JSON line.
-fn line<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
+pub(super) fn line<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
     Bytes::from(format!("{}\n", serde_json::to_string(value).unwrap_or_default()))
 }
 
 /// A body fed by a task, chunk by chunk, until the task drops its sender.
 pub struct Streamed {
     receiver: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl Streamed {
+    /// A body, and the sender that feeds it (`capacity` chunks ahead of the reader).
+    pub(super) fn channel(capacity: usize) -> (tokio::sync::mpsc::Sender<Bytes>, Streamed) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity);
+        (sender, Streamed { receiver })
+    }
 }
 
 impl http_body::Body for Streamed {
@@ -596,6 +675,47 @@ impl http_body::Body for Streamed {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         self.receiver.poll_recv(context).map(|chunk| chunk.map(|bytes| Ok(http_body::Frame::data(bytes))))
     }
+}
+
+/// The economy, when the manifest enables it: wallets, and the auctions and tasks in play.
+fn economy(runtime: &Runtime) -> Response<Full<Bytes>> {
+    let economics = &runtime.services.economics;
+    let wallets = economics.ledger.wallets();
+    if wallets.is_empty() && economics.auctions.list().is_empty() && economics.market.list().is_empty() {
+        return json_response(StatusCode::OK, &json!({ "enabled": false }));
+    }
+    let wallets: Vec<Value> = wallets
+        .iter()
+        .map(|(name, funds)| json!({ "name": name, "balance": funds.balance, "held": funds.held }))
+        .collect();
+    let auctions: Vec<Value> = economics
+        .auctions
+        .list()
+        .into_iter()
+        .map(|(id, info)| {
+            json!({
+                "id": id, "item": info.item, "seller": &*info.seller, "format": format!("{:?}", info.format),
+                "state": format!("{:?}", info.state), "standing": info.standing, "asking": info.asking,
+                "bids": info.bids, "closes_in_ms": info.closes_in.as_millis() as u64,
+            })
+        })
+        .collect();
+    let tasks: Vec<Value> = economics
+        .market
+        .list()
+        .into_iter()
+        .map(|(id, task)| {
+            json!({
+                "id": id, "client": &*task.announcer, "description": task.announcement.kind,
+                "budget": task.announcement.budget, "state": format!("{:?}", task.state),
+                "proposals": task.proposals,
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "enabled": true, "currency": economics.settings.currency, "wallets": wallets, "auctions": auctions, "tasks": tasks }),
+    )
 }
 
 /// A refusal built before the route is done (boxed: a response is large, and most requests

@@ -12,6 +12,7 @@
 //!   [`services`]).
 //! - `ledger`, `auctions`, `metering`: the economy (see [`economics`]).
 //! - `languages`: the same agent built from Rust, C, Python and JavaScript (see [`languages`]).
+//! - `watched`: messaging with the dashboard's live stream open, against the same without.
 //! - `upgrade`, `api`: operating a host: an upgrade's pause against a restart, and the admin
 //!   API's agent listing with many agents (see [`operations`]).
 
@@ -78,7 +79,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 400)]
     upgrades: usize,
     /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
-    /// config, locks, coordination, ledger, auctions, metering, upgrade, api, languages); all
+    /// config, locks, coordination, ledger, auctions, metering, watched, upgrade, api, languages); all
     /// when empty.
     only: Vec<String>,
 }
@@ -137,6 +138,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("call") {
         call(&runtime, &ping_pong, args.calls, &report).await?;
+    }
+    if wants("watched") {
+        operations::watched(&runtime, &ping_pong, args.pairs, args.rounds, &report).await?;
     }
     if wants("rate-limit") {
         services::rate_limit(&report);
@@ -345,14 +349,7 @@ fn mappings() -> usize {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |maps| maps.lines().count())
 }
 
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
+use crate::infra::resident_bytes;
 
 async fn density(
     runtime: &Arc<Runtime>,

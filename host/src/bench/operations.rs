@@ -113,3 +113,42 @@ pub async fn api_ps(
     super::stop_all(agents).await;
     Ok(())
 }
+
+/// `messaging_watched`: the messaging benchmark's pairs with the dashboard's live stream open (a
+/// viewer reading every tick and event over loopback HTTP), against the same pairs unwatched,
+/// alternating, the best of three each.
+pub async fn watched(
+    runtime: &Arc<Runtime>,
+    ping_pong: &crate::runtime::modules::Module,
+    pairs: usize,
+    rounds: u64,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let address = crate::admin::start(runtime.clone(), "127.0.0.1:0".parse().map_err(anyhow::Error::msg)?).await?;
+    let token = crate::admin::v1::token_for(&runtime.settings)?;
+    let messages = (pairs as u64 * rounds * 2) as f64;
+    let (mut watched, mut unwatched) = (0f64, 0f64);
+    for _ in 0..3 {
+        let elapsed = super::run_pairs(runtime, ping_pong, pairs, rounds, "send").await?;
+        unwatched = unwatched.max(messages / elapsed.as_secs_f64());
+        let (address, token) = (address.clone(), token.clone());
+        let lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = lines.clone();
+        let viewer = tokio::spawn(async move {
+            crate::admin::stream(&address, &token, "/v1/live", |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .await
+        });
+        // The viewer has its snapshot before the pairs start.
+        while lines.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = super::run_pairs(runtime, ping_pong, pairs, rounds, "send").await?;
+        watched = watched.max(messages / elapsed.as_secs_f64());
+        viewer.abort();
+    }
+    let note = format!("({:.3}x unwatched; {pairs} pairs, a live viewer sampling every second)", watched / unwatched);
+    report.figure("messaging_watched", watched, "msgs/s", Some(unwatched), &note);
+    Ok(())
+}

@@ -424,7 +424,15 @@ async fn run(
     let signal = stop_signal(runtime.clone())?;
     let admin = admin.or(manifest.host.admin.clone());
     if let Some(address) = &admin {
-        lock.record_admin(admin::start(runtime.clone(), address.clone()).await?)?;
+        let bound = admin::start(runtime.clone(), address.clone()).await?;
+        // For people only: the link carries the token (after `#`, so it never reaches a server
+        // log), and JSON logs are for machines that may keep them.
+        if let (admin::Address::Tcp(socket), LogFormat::Text) = (&bound, format)
+            && let Ok(token) = admin::v1::token_for(&runtime.settings)
+        {
+            eprintln!("dashboard: http://{socket}/#token={token}");
+        }
+        lock.record_admin(bound)?;
     }
     // The stop future is first polled once every agent has started: the calls go then, and
     // their end stops the host.

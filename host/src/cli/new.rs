@@ -33,6 +33,7 @@ pub const WIT: &[(&str, &str)] = &[
     ("outbound.wit", include_str!("../../../wit/outbound.wit")),
     ("rate-limits.wit", include_str!("../../../wit/rate-limits.wit")),
     ("registry.wit", include_str!("../../../wit/registry.wit")),
+    ("state.wit", include_str!("../../../wit/state.wit")),
     ("supervision.wit", include_str!("../../../wit/supervision.wit")),
     ("telemetry.wit", include_str!("../../../wit/telemetry.wit")),
     ("types.wit", include_str!("../../../wit/types.wit")),

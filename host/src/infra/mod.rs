@@ -9,3 +9,13 @@ pub mod hashers;
 pub mod host_lock;
 pub mod housekeeping;
 pub mod log_tail;
+
+/// This process's resident memory, in bytes (0 where /proc does not say).
+pub fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}

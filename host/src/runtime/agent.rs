@@ -239,7 +239,7 @@ struct StopInner {
     waiter: futures_util::task::AtomicWaker,
     /// Set while `controls` holds a request: the agent loop tests it between messages.
     pending: std::sync::atomic::AtomicBool,
-    controls: std::sync::Mutex<Vec<super::upgrade::Control>>,
+    controls: std::sync::Mutex<Vec<super::control::Control>>,
 }
 
 /// Stop levels (0 = running).
@@ -270,7 +270,7 @@ impl StopSignal {
 
     /// Ask the agent's task for something it does between two messages (an upgrade); it is
     /// woken if idle. A stopped agent never takes it: the request's reply channel is dropped.
-    pub fn control(&self, control: super::upgrade::Control) {
+    pub fn control(&self, control: super::control::Control) {
         self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()).push(control);
         self.inner.pending.store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.waiter.wake();
@@ -280,7 +280,7 @@ impl StopSignal {
         self.inner.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn take_controls(&self) -> Vec<super::upgrade::Control> {
+    fn take_controls(&self) -> Vec<super::control::Control> {
         self.inner.pending.store(false, std::sync::atomic::Ordering::SeqCst);
         std::mem::take(&mut *self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -393,6 +393,18 @@ pub async fn start(
     exits: mpsc::UnboundedSender<Exit>,
     restarts: u32,
 ) -> Result<RunningAgent, StartError> {
+    start_under(runtime, spec, module, exits, restarts, &Arc::from("")).await
+}
+
+/// [`start`], by the supervisor `supervisor`, named in the directory.
+pub async fn start_under(
+    runtime: &Arc<Runtime>,
+    spec: &Arc<AgentSpec>,
+    module: &Module,
+    exits: mpsc::UnboundedSender<Exit>,
+    restarts: u32,
+    supervisor: &Arc<str>,
+) -> Result<RunningAgent, StartError> {
     let started = Instant::now();
     if let Err(needs) = fits(module, spec) {
         return Err(StartError::Failed { agent: spec.name.clone(), fault: Fault::new(FaultKind::MemoryCap, needs) });
@@ -416,6 +428,7 @@ pub async fn start(
         name: name.clone(),
         module: module.clone(),
         restarts,
+        supervisor: supervisor.clone(),
         started: Instant::now(),
         stats: state.stats.clone(),
         stop: stop.clone(),
@@ -804,6 +817,7 @@ impl Instance {
         };
         tracing::warn!(event = gate.held_event, agent = %name, refuses = gate.refuses,
             "{}; the agent waits", gate.fault.detail);
+        self.store.data().stats.set_phase(super::stats::Phase::Held);
         let mut held = Some(message);
         if gate.refuses {
             runtime.router.refuse(id, gate.error.clone());

@@ -21,6 +21,8 @@ pub struct Listed {
     pub module: Module,
     /// Earlier incarnations under its supervisor.
     pub restarts: u32,
+    /// The supervisor it runs under ("" for one started outside a tree, as the benchmarks do).
+    pub supervisor: Arc<str>,
     pub started: Instant,
     pub stats: Arc<AgentStats>,
     pub stop: StopSignal,
@@ -45,6 +47,7 @@ impl Directory {
                 name: listed.name.clone(),
                 module,
                 restarts: listed.restarts,
+                supervisor: listed.supervisor.clone(),
                 started: listed.started,
                 stats: listed.stats.clone(),
                 stop: listed.stop.clone(),

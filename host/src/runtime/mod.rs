@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod control;
 pub mod directory;
 pub mod engine;
 pub mod invoke;

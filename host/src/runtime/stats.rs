@@ -60,6 +60,8 @@ pub struct AgentStats {
     pub fuel: Cell,
     pub charged: Cell,
     pub latency: [Cell; LATENCY_BUCKETS],
+    /// What the agent is doing ([`Phase`]), for operators.
+    pub phase: Cell,
     /// The (interface, grant) pairs this agent was denied, each explained once in the log.
     denials: std::sync::Mutex<Vec<(&'static str, &'static str)>>,
 }
@@ -75,12 +77,59 @@ impl Default for AgentStats {
             fuel: Cell::default(),
             charged: Cell::default(),
             latency: std::array::from_fn(|_| Cell::default()),
+            phase: Cell::default(),
             denials: std::sync::Mutex::default(),
         }
     }
 }
 
+/// What an agent is doing, as `AgentStats::phase` holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Phase {
+    /// Started, not yet waiting for a message.
+    Starting = 0,
+    /// Waiting for its next message.
+    Idle = 1,
+    /// Working through its mailbox.
+    Busy = 2,
+    /// Held by a gate (its wallet cannot pay, say).
+    Held = 3,
+    /// Its code is being upgraded.
+    Upgrading = 4,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Idle => "idle",
+            Phase::Busy => "busy",
+            Phase::Held => "held",
+            Phase::Upgrading => "upgrading",
+        }
+    }
+
+    fn from(value: u64) -> Phase {
+        match value {
+            1 => Phase::Idle,
+            2 => Phase::Busy,
+            3 => Phase::Held,
+            4 => Phase::Upgrading,
+            _ => Phase::Starting,
+        }
+    }
+}
+
 impl AgentStats {
+    pub fn phase(&self) -> Phase {
+        Phase::from(self.phase.get())
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.set(phase as u64);
+    }
+
     /// Record a denial; true the first time for this interface.
     pub fn note_denial(&self, interface: &'static str, grant: &'static str) -> bool {
         let mut denials = self.denials.lock().unwrap_or_else(|p| p.into_inner());
@@ -106,6 +155,8 @@ impl AgentStats {
     pub fn handled(&self, took: Duration, queued: impl FnOnce() -> usize, memory_peak: usize, cpu_ticks: u64) {
         let handled = self.messages_in.get().wrapping_add(1);
         self.messages_in.set(handled);
+        // Busy until it goes idle: one store to a line this task writes anyway.
+        self.phase.set(Phase::Busy as u64);
         self.latency[latency_bucket(took.as_nanos() as u64)].add(1);
         if handled.is_multiple_of(64) {
             self.mailbox_depth.set(queued() as u64);
@@ -120,6 +171,7 @@ impl AgentStats {
     #[inline]
     pub fn idle(&self) {
         self.mailbox_depth.set(0);
+        self.phase.set(Phase::Idle as u64);
     }
 
     /// Record the memory an agent has once it is initialized.

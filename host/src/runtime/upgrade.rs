@@ -31,11 +31,6 @@ use super::state::AgentState;
 use crate::capabilities::HostEvent;
 use crate::messaging::AgentId;
 
-/// What an agent's task is asked to do between two messages.
-pub enum Control {
-    Upgrade { to: Module, trial: Duration, reply: oneshot::Sender<Result<Upgraded, UpgradeFailed>> },
-}
-
 /// A finished upgrade.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Upgraded {
@@ -86,7 +81,7 @@ pub async fn upgrade(
 ) -> Result<Upgraded, UpgradeError> {
     let to = runtime.module(&listed.module.name).ok_or_else(|| UpgradeError::NoModule(listed.module.name.clone()))?;
     let (reply, answer) = oneshot::channel();
-    listed.stop.control(Control::Upgrade { to, trial, reply });
+    listed.stop.control(super::control::Control::Upgrade { to, trial, reply });
     match answer.await {
         Ok(outcome) => outcome.map_err(UpgradeError::Failed),
         Err(_) => Err(UpgradeError::Exited(listed.name.to_string())),
@@ -103,24 +98,27 @@ struct Kept {
 }
 
 impl Instance {
-    /// Carry out one control request; `Some` when the agent ends because of it.
-    pub(super) async fn control(&mut self, booted: &mut Booted, control: Control) -> Option<ExitReason> {
-        match control {
-            Control::Upgrade { to, trial, reply } => {
-                let (outcome, exit) = self.upgrade(booted, to, trial).await;
-                let state = self.store.data();
-                let report = match &outcome {
-                    Ok(done) => serde_json::to_value(done),
-                    Err(failed) => serde_json::to_value(failed),
-                }
-                .unwrap_or_default();
-                let event =
-                    HostEvent::AgentUpgrade { agent: &state.name, id: state.id, report: &report, ok: outcome.is_ok() };
-                state.runtime.observe(&event);
-                let _ = reply.send(outcome);
-                exit
-            }
+    /// Upgrade the agent (see the module's documentation), report the outcome as an event,
+    /// and send it to `reply`; `Some` when the agent ends because of it.
+    pub(super) async fn upgrade_and_report(
+        &mut self,
+        booted: &mut Booted,
+        to: Module,
+        trial: Duration,
+        reply: oneshot::Sender<Result<Upgraded, UpgradeFailed>>,
+    ) -> Option<ExitReason> {
+        self.store.data().stats.set_phase(super::stats::Phase::Upgrading);
+        let (outcome, exit) = self.upgrade(booted, to, trial).await;
+        let state = self.store.data();
+        let report = match &outcome {
+            Ok(done) => serde_json::to_value(done),
+            Err(failed) => serde_json::to_value(failed),
         }
+        .unwrap_or_default();
+        let event = HostEvent::AgentUpgrade { agent: &state.name, id: state.id, report: &report, ok: outcome.is_ok() };
+        state.runtime.observe(&event);
+        let _ = reply.send(outcome);
+        exit
     }
 
     async fn upgrade(

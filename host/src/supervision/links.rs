@@ -45,7 +45,30 @@ struct Entry {
     watching: Vec<(u64, AgentId)>,
 }
 
+/// An agent's links and monitors, for operators.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Relations {
+    pub links: Vec<AgentId>,
+    /// Agents it monitors.
+    pub monitoring: Vec<AgentId>,
+    /// Agents that monitor it.
+    pub monitored_by: Vec<AgentId>,
+    pub trap_exits: bool,
+}
+
 impl Links {
+    pub fn relations(&self, id: AgentId) -> Option<Relations> {
+        let entry = self.agents.get(&id)?;
+        let mut links: Vec<AgentId> = entry.links.iter().copied().collect();
+        links.sort_unstable();
+        Some(Relations {
+            links,
+            monitoring: entry.watching.iter().map(|(_, target)| *target).collect(),
+            monitored_by: entry.watchers.iter().map(|(_, watcher)| *watcher).collect(),
+            trap_exits: entry.trap_exits,
+        })
+    }
+
     pub fn enter(&self, id: AgentId, stop: StopSignal, cause: KillCause) {
         self.enter_trapping(id, stop, cause, false);
     }

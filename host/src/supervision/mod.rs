@@ -243,6 +243,8 @@ struct Slot {
 struct Supervisor {
     runtime: Arc<Runtime>,
     name: String,
+    /// Its name, shared by its agents' directory entries.
+    label: Arc<str>,
     id: AgentId,
     strategy: Strategy,
     intensity: restarts::Intensity,
@@ -284,6 +286,7 @@ pub fn start_supervisor<'a>(
         let mut supervisor = Supervisor {
             runtime: runtime.clone(),
             name: spec.name.clone(),
+            label: spec.name.as_str().into(),
             id: runtime.next_id(),
             strategy: spec.strategy,
             intensity: restarts::Intensity::new(spec.intensity, spec.period),
@@ -612,7 +615,9 @@ impl Supervisor {
         let started = match &self.slots[index].spec {
             ChildSpec::Agent(spec) => {
                 let module = self.runtime.module(&spec.module).expect("modules are resolved before a spec exists");
-                agent::start(&self.runtime, spec, &module, exits, self.slots[index].restarts).await.map(Child::Agent)
+                agent::start_under(&self.runtime, spec, &module, exits, self.slots[index].restarts, &self.label)
+                    .await
+                    .map(Child::Agent)
             }
             ChildSpec::Supervisor(spec) => start_supervisor(&self.runtime, spec, exits).await.map(Child::Supervisor),
         };

@@ -479,6 +479,14 @@ impl Auctions {
         Ok(())
     }
 
+    /// Every auction still in the table (open, or closed and not yet swept), by id.
+    pub fn list(&self) -> Vec<(u64, Info)> {
+        let ids: Vec<u64> = self.table.pin().keys().copied().collect();
+        let mut listed: Vec<(u64, Info)> = ids.into_iter().filter_map(|id| Some((id, self.info(id).ok()?))).collect();
+        listed.sort_by_key(|(id, _)| *id);
+        listed
+    }
+
     pub fn info(&self, id: u64) -> Result<Info, AuctionError> {
         let auction = self.get(id)?;
         let now = Instant::now();

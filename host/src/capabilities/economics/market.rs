@@ -394,6 +394,15 @@ impl Market {
         Ok(paid)
     }
 
+    /// Every task still in the table, by id.
+    pub fn list(&self) -> Vec<(u64, TaskInfo)> {
+        let ids: Vec<u64> = self.tasks.pin().keys().copied().collect();
+        let mut listed: Vec<(u64, TaskInfo)> =
+            ids.into_iter().filter_map(|id| Some((id, self.info(id).ok()?))).collect();
+        listed.sort_by_key(|(id, _)| *id);
+        listed
+    }
+
     pub fn info(&self, id: u64) -> Result<TaskInfo, MarketError> {
         let task = self.get(id)?;
         let book = task.book();
