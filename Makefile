@@ -47,15 +47,16 @@ $(TOOLS)/js/node_modules/.bin/componentize-js:
 
 # The dashboard's browser tests: Debian's Chromium, driven by playwright-core (pinned).
 PLAYWRIGHT := 1.65.1
-browser: $(TOOLS)/js/node_modules/playwright-core/package.json
+browser: $(TOOLS)/browser/node_modules/playwright-core/package.json
 	@test -x /usr/bin/chromium || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
 		{ $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
 
-$(TOOLS)/js/node_modules/playwright-core/package.json:
-	mkdir -p $(TOOLS)/js
-	cd $(TOOLS)/js && test -f package.json || echo '{"private": true}' > package.json
-	cd $(TOOLS)/js && npm install --no-audit --no-fund --save-exact playwright-core@$(PLAYWRIGHT)
+# A directory of its own: an install beside componentize-js would prune packages it needs.
+$(TOOLS)/browser/node_modules/playwright-core/package.json:
+	mkdir -p $(TOOLS)/browser
+	cd $(TOOLS)/browser && echo '{"private": true}' > package.json && \
+		npm install --no-audit --no-fund --save-exact playwright-core@$(PLAYWRIGHT)
 
 $(TOOLS)/cargo/bin/wit-bindgen:
 	$(CARGO) install --locked --root $(TOOLS)/cargo wit-bindgen-cli@$(WIT_BINDGEN)

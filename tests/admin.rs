@@ -18,9 +18,21 @@ fn scenario(host_extra: &str, config: &str) -> Scenario {
     Scenario::agents(host_extra, &format!("[[agent]]\nname = \"echo\"\nmodule = \"echo\"\n{config}"))
 }
 
+thread_local! {
+    /// The API token of the host this test started (each test runs on a thread of its own).
+    static TOKEN: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// Start a host with its admin endpoint on a free loopback port, through `wrapper` (a shell
 /// prefix such as `ulimit -n 64;`), and wait until it listens.
 fn start(scenario: &Scenario, wrapper: &str) -> (Child, Lines, Vec<Value>, String) {
+    let started = spawn(scenario, wrapper);
+    let token = std::fs::read_to_string(scenario.dir.path().join("data/admin.token")).unwrap();
+    TOKEN.with(|t| *t.borrow_mut() = token.trim().to_string());
+    started
+}
+
+fn spawn(scenario: &Scenario, wrapper: &str) -> (Child, Lines, Vec<Value>, String) {
     let agora = agora().get_program().to_str().unwrap().to_string();
     let manifest = scenario.manifest.to_str().unwrap();
     let child = std::process::Command::new("sh")
@@ -52,8 +64,10 @@ fn request(address: &str, method: &str, path: &str, headers: &[(&str, &str)], bo
     (status, body)
 }
 
+/// A request with this endpoint's `Host` and the host's token.
 fn ask(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    request(address, method, path, &[("host", address)], body)
+    let bearer = format!("Bearer {}", TOKEN.with(|t| t.borrow().clone()));
+    request(address, method, path, &[("host", address), ("authorization", &bearer)], body)
 }
 
 /// A counter's value in the `/metrics` exposition.
@@ -80,15 +94,20 @@ fn foreign_hosts_and_origins_are_refused_and_routes_are_exact() {
     let foreign = [("host", address.as_str()), ("origin", "http://attacker.example")];
     assert_eq!(request(&address, "PUT", "/config/app.name", &foreign, "evil").0, 403);
     let own_origin = format!("http://{address}");
-    let own = [("host", address.as_str()), ("origin", own_origin.as_str())];
+    let bearer = format!("Bearer {}", TOKEN.with(|t| t.borrow().clone()));
+    let own = [("host", address.as_str()), ("origin", own_origin.as_str()), ("authorization", bearer.as_str())];
     assert_eq!(request(&address, "PUT", "/config/app.name", &own, "y").0, 200);
+    // The config takes the API's token: without it, nothing is read or changed.
+    let plain = [("host", address.as_str())];
+    assert_eq!(request(&address, "PUT", "/config/app.name", &plain, "evil").0, 401);
+    assert_eq!(request(&address, "GET", "/config", &plain, "").0, 401);
     assert_eq!(ask(&address, "GET", "/config/app.name", ""), (200, "y".into()));
     // Exact routes: `/configX` is not `/config/X`.
     assert_eq!(ask(&address, "GET", "/configapp.name", "").0, 404);
     assert_eq!(ask(&address, "PUT", "/configapp.name", "z").0, 404);
     assert_eq!(ask(&address, "GET", "/healthz", "").0, 404);
     assert_eq!(ask(&address, "GET", "/config/app.name", "").1, "y");
-    assert_eq!(counter(&address, "agora_admin_requests_refused_total"), 4);
+    assert_eq!(counter(&address, "agora_admin_requests_refused_total"), 6);
     terminate(&child);
 }
 

@@ -28,7 +28,7 @@ fn the_dashboard_works_in_a_real_browser() {
     std::thread::spawn(move || for _ in lines {});
     let token = std::fs::read_to_string(scenario.dir.path().join("data/admin.token")).unwrap();
 
-    let tools = workspace().join(".toolchains/js/node_modules/playwright-core");
+    let tools = workspace().join(".toolchains/browser/node_modules/playwright-core");
     assert!(tools.is_dir(), "`make browser` installs playwright-core into {}", tools.display());
     assert!(std::path::Path::new("/usr/bin/chromium").is_file(), "`make browser` installs Debian's chromium");
     let shots = workspace().join("docs");
@@ -48,4 +48,33 @@ fn the_dashboard_works_in_a_real_browser() {
     for shot in ["overview", "agents", "events", "tree", "agent"] {
         assert!(shots.join(format!("dashboard-{shot}.png")).is_file(), "the {shot} screenshot");
     }
+}
+
+#[test]
+fn the_agents_table_holds_ten_thousand_agents_in_a_real_browser() {
+    const AGENTS: usize = 10_000;
+    let mut manifest = format!(
+        "[host]\ndata_dir = \"data\"\nadmin = \"127.0.0.1:0\"\nmax_agents = {}\n[modules]\necho = {:?}\n",
+        AGENTS + 100,
+        agent("echo").display().to_string()
+    );
+    for i in 0..AGENTS {
+        manifest.push_str(&format!("[[supervisor.children]]\nname = \"many-{i}\"\nmodule = \"echo\"\n"));
+    }
+    let scenario = Scenario::new(&manifest);
+    let (child, mut lines, mut seen, address) = until_admin_listens(scenario.spawn());
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "supervisor_started" && e["supervisor"] == "root");
+    std::thread::spawn(move || for _ in lines {});
+    let token = std::fs::read_to_string(scenario.dir.path().join("data/admin.token")).unwrap();
+    let run = Command::new("node")
+        .current_dir(workspace())
+        .env("PLAYWRIGHT_CORE", workspace().join(".toolchains/browser/node_modules/playwright-core"))
+        .args(["tests/browser/many_agents_test.mjs", &format!("http://{address}"), token.trim(), &AGENTS.to_string()])
+        .output()
+        .expect("running node");
+    terminate(&child);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "the browser test failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains(&format!("ok - {AGENTS} agents")), "{stdout}");
+    println!("{stdout}");
 }

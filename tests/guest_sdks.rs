@@ -53,7 +53,7 @@ fn the_javascript_sdk_maps_errors_and_callbacks() {
         .output()
         .unwrap();
     let report = passed("the JavaScript SDK's tests", run);
-    assert!(report.contains("# pass 3") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
 }
 
 #[test]

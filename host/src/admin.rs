@@ -2,7 +2,7 @@
 //!
 //! - `GET /metrics`: the Prometheus exposition.
 //! - `GET /config`: every config value but the secret ones, as a JSON object by path;
-//!   `GET /config/<path>`: one (`403` for a secret).
+//!   `GET /config/<path>`: one (`403` for a secret). `/config` takes the API's token, as `/v1`.
 //! - `PUT /config/<path>` (body: the new value) and `DELETE /config/<path>`: change the live
 //!   config at a path the manifest marks updatable; `403` elsewhere, with the reason; `507` when
 //!   the config is at its bounds.
@@ -285,6 +285,17 @@ async fn guarded(runtime: &Arc<Runtime>, endpoint: &Endpoint, request: Request<I
         && let Some(page) = dashboard::asset(request.uri().path())
     {
         return page.map(http_body_util::Either::Left);
+    }
+    // The live config is the API's too: reading its values or changing them takes the token.
+    if matches!(route(request.uri().path()), Route::AllConfig | Route::Config(_))
+        && !v1::authorized(&request, &endpoint.token)
+    {
+        runtime.admin.requests_refused.fetch_add(1, Ordering::Relaxed);
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "send `Authorization: Bearer <token>`, the token in the host's <data_dir>/admin.token\n",
+        )
+        .map(http_body_util::Either::Left);
     }
     serve(runtime, request).await.map(http_body_util::Either::Left)
 }

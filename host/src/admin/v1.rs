@@ -153,7 +153,8 @@ pub async fn serve(runtime: &Arc<Runtime>, token: &str, request: Request<Incomin
     serve_whole(runtime, token, request).await.map(http_body_util::Either::Left)
 }
 
-fn authorized(request: &Request<Incoming>, token: &str) -> bool {
+/// Whether the request carries this start's token.
+pub fn authorized(request: &Request<Incoming>, token: &str) -> bool {
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)

@@ -479,8 +479,9 @@ async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
     };
     let manifest = Manifest::load(&manifest)?;
     let address = operate::admin_address(&manifest.host.data_dir)?;
+    let token = admin::v1::token_for(&manifest.host)?;
     let (status, body) =
-        admin::request(&address, None, method, &format!("/config/{path}"), body.unwrap_or_default()).await?;
+        admin::request(&address, Some(&token), method, &format!("/config/{path}"), body.unwrap_or_default()).await?;
     if status.is_success() {
         print!("{body}");
         if !body.ends_with('\n') {
