@@ -23,6 +23,21 @@ fn raw(address: &str, request: &str) -> (u16, String) {
     (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
 }
 
+/// The status and headers of a response whose body streams (the dashboard's live feed), read
+/// until the headers end.
+fn raw_head(address: &str, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    (head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), head)
+}
+
 fn cli(scenario: &Scenario, args: &[&str]) -> Run {
     let mut all: Vec<&str> = vec![args[0], scenario.manifest.to_str().unwrap()];
     all.extend(&args[1..]);
@@ -218,6 +233,17 @@ fn the_openapi_document_names_every_route_and_each_one_answers() {
             // `counter` exists; a kill is left for last, the call gets a command it knows.
             let concrete = path.replace("{name}", "counter");
             let concrete = if concrete.ends_with("/call") { format!("{concrete}?timeout_ms=1000") } else { concrete };
+            if path == "/v1/live" {
+                // It streams until the client goes: its head is the answer.
+                let (status, head) = raw_head(
+                    &address,
+                    &format!("GET /v1/live HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\n\r\n"),
+                );
+                assert_eq!(status, 200, "{head}");
+                assert!(head.contains("text/event-stream"), "{head}");
+                assert_eq!(request("GET", "/v1/live", false).0, 401);
+                continue;
+            }
             let (status, body) = request(&method.to_uppercase(), &concrete, true);
             let code: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             assert_ne!(code["error"]["code"], "no-route", "{method} {path} is documented but not served");

@@ -6,7 +6,8 @@
 //! the server, or typed in). It is served with a content security policy that lets it load
 //! and reach nothing but this endpoint.
 //!
-//! `GET /v1/live` streams JSON lines to one viewer: a `hello` (every agent, the host's status,
+//! `GET /v1/live` streams server-sent events (`text/event-stream`, each `data:` a JSON object)
+//! to one viewer, read with `fetch` so that the token goes in a header, not the URL: a `hello` (every agent, the host's status,
 //! the recent lifecycle events), then a `tick` a second (the status, the rates, the agents whose
 //! figures changed and the ids of those gone), and each lifecycle event (`agent_exited`,
 //! `agent_restarted`, ...) the moment it is logged. The sampling runs only while a viewer is
@@ -21,7 +22,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::v1::{Streamed, line, row};
+use super::v1::{Streamed, row};
 use crate::infra::log_tail::{LogLine, tail};
 use crate::runtime::Runtime;
 
@@ -55,6 +56,11 @@ pub fn asset(path: &str) -> Option<Response<Full<Bytes>>> {
     headers.insert(http::header::REFERRER_POLICY, header("no-referrer"));
     *response.status_mut() = StatusCode::OK;
     Some(response)
+}
+
+/// One server-sent event.
+fn event(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
 }
 
 /// A log line that is a lifecycle event, as the page shows it.
@@ -100,7 +106,7 @@ pub fn live(runtime: &Arc<Runtime>) -> Response<Streamed> {
         let hello =
             json!({ "t": "hello", "status": super::v1::status_value(&runtime), "agents": rows, "events": events });
         drop(rows);
-        if sender.send(line(&hello)).await.is_err() {
+        if sender.send(event(&hello)).await.is_err() {
             return;
         }
         let mut restarts: VecDeque<Instant> = VecDeque::new();
@@ -116,11 +122,11 @@ pub fn live(runtime: &Arc<Runtime>) -> Response<Streamed> {
                             restarts.push_back(Instant::now());
                         }
                         match lifecycle(&entry) {
-                            Some(event) => line(&event),
+                            Some(lifecycle) => event(&lifecycle),
                             None => continue,
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => line(&json!({ "t": "lost", "lines": lost })),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => event(&json!({ "t": "lost", "lines": lost })),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 _ = ticks.tick() => {
@@ -153,7 +159,7 @@ pub fn live(runtime: &Arc<Runtime>) -> Response<Streamed> {
                         seen.remove(id);
                     }
                     let status = super::v1::status_value(&runtime);
-                    line(&json!({ "t": "tick", "status": status, "rates": rates, "changed": changed, "gone": gone }))
+                    event(&json!({ "t": "tick", "status": status, "rates": rates, "changed": changed, "gone": gone }))
                 }
             };
             if sender.send(next).await.is_err() {
@@ -162,7 +168,7 @@ pub fn live(runtime: &Arc<Runtime>) -> Response<Streamed> {
         }
     });
     let mut response = Response::new(streamed);
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
     response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     response
 }

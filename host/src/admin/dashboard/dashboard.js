@@ -1,6 +1,7 @@
 // The Agora dashboard: one page over the admin API (the same routes and token as the CLI), kept
-// live by one streamed request (`GET /v1/live`: a snapshot, then a tick a second with what
-// changed, and each lifecycle event as it happens). No framework, no network but the host.
+// live by server-sent events (`GET /v1/live`: a snapshot, then a tick a second with what
+// changed, and each lifecycle event as it happens), read with fetch so that the token travels in
+// a header. No framework, no network but the host.
 'use strict';
 
 const ROW = 28;
@@ -130,10 +131,12 @@ async function live() {
       if (done) break;
       pending += decoder.decode(value, { stream: true });
       let end;
-      while ((end = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, end);
-        pending = pending.slice(end + 1);
-        if (line.trim()) receive(JSON.parse(line));
+      // Events end with a blank line; their `data:` lines carry the JSON.
+      while ((end = pending.indexOf('\n\n')) >= 0) {
+        const block = pending.slice(0, end);
+        pending = pending.slice(end + 2);
+        const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+        if (data) receive(JSON.parse(data));
       }
     }
   } catch (error) {
