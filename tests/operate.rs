@@ -93,11 +93,22 @@ fn an_operator_lists_calls_sends_and_kills_agents_with_the_token() {
     ps.assert_success();
     let table: Vec<&str> = ps.stdout.lines().collect();
     assert!(table[0].starts_with("NAME") && table[0].contains("MAILBOX"), "{}", ps.stdout);
+    assert!(table[0].contains("STATE") && table[0].contains("SUPERVISOR"), "{}", ps.stdout);
     assert!(table[1].starts_with("counter ") && table[2].starts_with("echo "), "sorted by name:\n{}", ps.stdout);
     let json = cli(&scenario, &["ps", "--json", "--sort", "memory"]);
     json.assert_success();
     let parsed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert!(parsed["agents"].as_array().unwrap().iter().all(|a| a["module"].is_string()), "{parsed}");
+    // Filters: by module, supervisor and state exactly, by a part of the name.
+    let only = |query: &str| -> Vec<String> {
+        let (status, listed) = authed(&format!("/v1/agents?{query}"));
+        assert_eq!(status, 200, "{listed}");
+        listed["agents"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(only("module=counter"), ["counter"]);
+    assert_eq!(only("supervisor=root&name=ch"), ["echo"]);
+    assert_eq!(only("supervisor=nobody"), Vec::<String>::new());
+    assert_eq!(only("state=upgrading"), Vec::<String>::new());
     let bad = cli(&scenario, &["ps", "--sort", "colour"]);
     assert_eq!(bad.status.code(), Some(1), "a refusal exits 1: {}", bad.stderr);
     assert!(bad.stderr.contains("(invalid, 400"), "{}", bad.stderr);

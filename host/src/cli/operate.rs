@@ -119,13 +119,17 @@ pub async fn ps(manifest: Option<PathBuf>, how: &Reach, sort: &str, as_json: boo
     }
     let rows = listed["agents"].as_array().cloned().unwrap_or_default();
     let readable = |v: &Value| crate::manifest::units::readable(v.as_u64().unwrap_or(0));
-    let mut table =
-        vec![["NAME", "ID", "MODULE", "MAILBOX", "MEMORY", "CPU TICKS", "RESTARTS", "UPTIME"].map(String::from)];
+    let mut table = vec![
+        ["NAME", "ID", "MODULE", "STATE", "SUPERVISOR", "MAILBOX", "MEMORY", "CPU TICKS", "RESTARTS", "UPTIME"]
+            .map(String::from),
+    ];
     for row in &rows {
         table.push([
             row["name"].as_str().unwrap_or("").to_string(),
             row["id"].to_string(),
             format!("{}@{}", row["module"].as_str().unwrap_or(""), row["version"].as_str().unwrap_or("?")),
+            row["state"].as_str().unwrap_or("?").to_string(),
+            row["supervisor"].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string(),
             row["mailbox"].to_string(),
             readable(&row["memory_peak"]),
             row["cpu_ticks"].to_string(),
@@ -133,7 +137,7 @@ pub async fn ps(manifest: Option<PathBuf>, how: &Reach, sort: &str, as_json: boo
             format!("{:.1}s", row["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1e3),
         ]);
     }
-    let widths: Vec<usize> = (0..8).map(|column| table.iter().map(|r| r[column].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..10).map(|column| table.iter().map(|r| r[column].len()).max().unwrap_or(0)).collect();
     for row in table {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         println!("{}", cells.join("  ").trim_end());
