@@ -5,10 +5,7 @@
 //
 // Prints one line per check, and exits non-zero at the first that fails.
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
-const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
+import { launch } from './launch.mjs';
 
 const [base, token, shots, expected] = process.argv.slice(2);
 const agents = expected.split(',');
@@ -18,11 +15,7 @@ const api = async (method, path, body) => {
 };
 const step = (text) => console.log(`ok - ${text}`);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   const errors = [];

@@ -78,16 +78,7 @@ fn figures(row: &super::v1::Row<'_>) -> Figures {
 
 /// The newest event's sequence number in the store, to count events per second.
 fn newest_event(runtime: &Runtime) -> u64 {
-    let query = crate::capabilities::events::store::Query {
-        kind: None,
-        agent: None,
-        correlation: None,
-        since_ms: None,
-        until_ms: None,
-        after: None,
-        limit: 1,
-        newest_first: true,
-    };
+    let query = crate::capabilities::events::store::Query { limit: 1, newest_first: true, ..Default::default() };
     runtime.services.events.store.query(&query).ok().and_then(|page| page.events.first().map(|e| e.seq)).unwrap_or(0)
 }
 

@@ -84,9 +84,7 @@ async fn api(address: &Address, token: &str, method: Method, path: &str, body: V
     if status.is_success() {
         return Ok(value);
     }
-    let code = value["error"]["code"].as_str().unwrap_or("error");
-    let message = value["error"]["message"].as_str().unwrap_or(text.trim());
-    Err(Refused { status, code: code.to_string(), message: message.to_string() }.into())
+    Err(Refused::from_answer(status, &value, &text).into())
 }
 
 /// The host refused a request: exit 1, where an unreachable host or a bad command line is 2.
@@ -95,6 +93,18 @@ pub struct Refused {
     status: StatusCode,
     code: String,
     message: String,
+}
+
+impl Refused {
+    /// A refusal from the API's error body (`{"error": {"code", "message"}}`), or its text.
+    fn from_answer(status: StatusCode, answer: &Value, text: &str) -> Refused {
+        let error = &answer["error"];
+        Refused {
+            status,
+            code: error["code"].as_str().unwrap_or("error").to_string(),
+            message: error["message"].as_str().unwrap_or(text.trim()).to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for Refused {
@@ -333,15 +343,7 @@ pub async fn load(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             Some("ready") => break status,
-            _ => {
-                let error = &status["error"];
-                return Err(Refused {
-                    status: StatusCode::UNPROCESSABLE_ENTITY,
-                    code: error["code"].as_str().unwrap_or("failed").to_string(),
-                    message: error["message"].as_str().unwrap_or("the load failed").to_string(),
-                }
-                .into());
-            }
+            _ => return Err(Refused::from_answer(StatusCode::UNPROCESSABLE_ENTITY, &status, "the load failed").into()),
         }
     };
     let replaced = loaded["replaced"].as_str().map(|old| format!("; agents on {old} run it until upgraded"));
@@ -402,13 +404,7 @@ async fn upgrade_module(address: &Address, token: &str, module: &str, trial_ms: 
     let (status, text) = admin::request(address, Some(token), Method::POST, &path, Vec::new()).await?;
     let report: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if !status.is_success() {
-        let error = &report["error"];
-        return Err(Refused {
-            status,
-            code: error["code"].as_str().unwrap_or("error").to_string(),
-            message: error["message"].as_str().unwrap_or(text.trim()).to_string(),
-        }
-        .into());
+        return Err(Refused::from_answer(status, &report, &text).into());
     }
     for agent in report["agents"].as_array().cloned().unwrap_or_default() {
         match agent.get("upgraded") {
@@ -502,13 +498,7 @@ pub async fn logs(
     .await?;
     if !status.is_success() {
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let error = &value["error"];
-        return Err(Refused {
-            status,
-            code: error["code"].as_str().unwrap_or("error").to_string(),
-            message: error["message"].as_str().unwrap_or(text.trim()).to_string(),
-        }
-        .into());
+        return Err(Refused::from_answer(status, &value, &text).into());
     }
     // The host ended the stream: it is shutting down.
     Ok(ExitCode::SUCCESS)
