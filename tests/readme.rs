@@ -149,7 +149,7 @@ fn each_service_example_is_the_tours_and_the_tour_runs() {
         .filter(|(tag, _)| *tag != "end")
         .map(|(_, body)| body.to_string())
         .collect();
-    assert_eq!(regions.len(), 8, "the tour's marked functions");
+    assert_eq!(regions.len(), 10, "the tour's marked functions");
     assert_eq!(shown, regions, "the README's service examples are the tour's functions, in order");
 
     let run = agora_in(&common::workspace(), &["run", "--log-format", "json", "examples/tour.toml"]);
@@ -164,6 +164,8 @@ fn each_service_example_is_the_tours_and_the_tour_runs() {
         "barriers: round 1 complete",
         "election: leading",
         "ledger: balance 70 held 30",
+        "auctions: #1 asked 10, unsold",
+        "market: task #1: nobody proposed; balance 100",
     ];
     assert_eq!(said.len(), expected.len(), "{said:#?}");
     for (line, start) in said.iter().zip(expected) {

@@ -3,8 +3,8 @@
 //! (examples/tour.toml) and checks what each one logs.
 
 use agora_guest::{
-    Agent, Config, HandleError, Message, barriers, config, election, events, ledger, locks, log, messaging,
-    rate_limits, telemetry,
+    Agent, Config, HandleError, Message, auctions, barriers, config, election, events, ledger, locks, log, market,
+    messaging, rate_limits, telemetry,
 };
 
 // README: config
@@ -81,6 +81,50 @@ fn put_money_aside() -> Result<String, String> {
 }
 // README: end
 
+// README: auctions
+fn sell_something() -> Result<String, String> {
+    // Grant "economics": an English auction with a public reserve; nobody bids in this tour.
+    let terms = auctions::Terms {
+        item: "4 GPU hours".into(),
+        format: auctions::Format::English(auctions::EnglishRules { min_increment: 1, soft_close_ms: 0 }),
+        reserve: 10,
+        duration_ms: 50,
+    };
+    let id = auctions::open(&terms).map_err(|e| format!("{e:?}"))?;
+    let asking = auctions::info(id).map_err(|e| format!("{e:?}"))?.asking;
+    let ended = match auctions::wait(id, 1_000).map_err(|e| format!("{e:?}"))? {
+        auctions::State::Sold(sale) => format!("sold to {} for {}", sale.winner, sale.price),
+        auctions::State::Unsold => "unsold".to_string(),
+        other => format!("{other:?}"),
+    };
+    Ok(format!("#{id} asked {asking}, {ended}"))
+}
+// README: end
+
+// README: market
+fn put_out_a_task() -> Result<String, String> {
+    // Grant "economics": the budget waits in escrow; agents with the capability may propose.
+    let task = market::Task {
+        kind: "translate".into(),
+        capabilities: vec!["translation".into()],
+        budget: 20,
+        bidding_ms: 50,
+        deadline_ms: 1_000,
+        rule: market::AwardRule::LowestPrice,
+        payload: b"hello".to_vec(),
+    };
+    let id = market::announce(&task).map_err(|e| format!("{e:?}"))?;
+    let outcome = match market::wait(id, 2_000).map_err(|e| format!("{e:?}"))? {
+        market::TaskState::Completed(done) => format!("done by {} for {}", done.contractor, done.price),
+        market::TaskState::Unawarded => "nobody proposed".to_string(),
+        other => format!("{other:?}"),
+    };
+    // Unawarded, failed or timed out, the budget is back in the wallet.
+    let balance = ledger::wallet().map_err(|e| format!("{e:?}"))?.balance;
+    Ok(format!("task #{id}: {outcome}; balance {balance}"))
+}
+// README: end
+
 /// One stop of the tour: what the service said, or why it refused.
 type Stop = fn() -> Result<String, String>;
 
@@ -93,7 +137,7 @@ impl Agent for Tour {
     }
 
     fn handle(&mut self, _message: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        let stops: [(&str, Stop); 8] = [
+        let stops: [(&str, Stop); 10] = [
             ("config", read_config),
             ("events", record_an_event),
             ("telemetry", count_something),
@@ -102,6 +146,8 @@ impl Agent for Tour {
             ("barriers", meet_the_others),
             ("election", stand_for_leader),
             ("ledger", put_money_aside),
+            ("auctions", sell_something),
+            ("market", put_out_a_task),
         ];
         for (service, stop) in stops {
             match stop() {
