@@ -199,6 +199,12 @@ pub struct AgentSpec {
     pub shutdown: Shutdown,
     /// The wallet's first budget (`[economics]`), minted when the wallet is new.
     pub wallet: u64,
+    /// Idle this long, it hibernates: its state is taken (`snapshot`), its instance dropped, and
+    /// the next message wakes it (`restore`). Off unless set.
+    pub hibernate_after: Option<Duration>,
+    /// It keeps no state worth carrying: without the state interface it may still hibernate
+    /// (it is woken by `init`).
+    pub stateless: bool,
 }
 
 impl AgentSpec {
@@ -218,6 +224,8 @@ impl AgentSpec {
             significant: false,
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
             wallet: 0,
+            hibernate_after: None,
+            stateless: false,
         }
     }
 }

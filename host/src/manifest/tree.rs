@@ -155,8 +155,19 @@ impl SupervisorSpec {
 /// The keys of a child table that agents and supervisors share, and each one's own: for error
 /// messages that list only what applies.
 pub(super) const CHILD_KEYS: &[&str] = &["name", "restart", "shutdown", "significant"];
-pub(super) const AGENT_KEYS: &[&str] =
-    &["module", "config", "capabilities", "memory", "mailbox", "budget", "grants", "outbound", "wallet"];
+pub(super) const AGENT_KEYS: &[&str] = &[
+    "module",
+    "config",
+    "capabilities",
+    "memory",
+    "mailbox",
+    "budget",
+    "grants",
+    "outbound",
+    "wallet",
+    "hibernate_after",
+    "stateless",
+];
 pub(super) const SUPERVISOR_KEYS: &[&str] =
     &["strategy", "intensity", "period", "backoff", "children", "dynamic", "max_children", "auto_shutdown"];
 
@@ -177,6 +188,8 @@ pub(super) struct RawChild {
     grants: Option<Vec<Spanned<String>>>,
     outbound: Option<Vec<Spanned<String>>>,
     wallet: Option<Spanned<u64>>,
+    hibernate_after: Option<Spanned<Span>>,
+    stateless: Option<Spanned<bool>>,
     // Supervisors.
     strategy: Option<Spanned<Strategy>>,
     intensity: Option<Spanned<u32>>,
@@ -205,6 +218,8 @@ pub(super) struct RawDefaults {
     pub grants: Option<Vec<Spanned<String>>>,
     pub outbound: Option<Vec<Spanned<String>>>,
     wallet: Option<u64>,
+    hibernate_after: Option<Span>,
+    stateless: Option<bool>,
     restart: Option<Restart>,
     shutdown: Option<Shutdown>,
     /// Agora's shorthand: every agent that does not say otherwise is significant.
@@ -272,6 +287,8 @@ impl TreeBuilder<'_> {
             ("grants", raw.grants.as_ref().and_then(|g| g.first()).map(|c| c.span())),
             ("outbound", raw.outbound.as_ref().and_then(|g| g.first()).map(|c| c.span())),
             ("wallet", raw.wallet.as_ref().map(|c| c.span())),
+            ("hibernate_after", raw.hibernate_after.as_ref().map(|c| c.span())),
+            ("stateless", raw.stateless.as_ref().map(|c| c.span())),
         ];
         if let Some((key, Some(span))) = agent_only.into_iter().find(|(_, span)| span.is_some()) {
             return Err(self.error(
@@ -458,6 +475,12 @@ impl TreeBuilder<'_> {
             significant,
             shutdown: raw.shutdown.or(self.defaults.shutdown).unwrap_or(AGENT_SHUTDOWN),
             wallet: raw.wallet.map(Spanned::into_inner).or(self.defaults.wallet).unwrap_or(0),
+            hibernate_after: raw
+                .hibernate_after
+                .map(|span| span.into_inner().duration())
+                .or(self.defaults.hibernate_after.map(|span| span.duration()))
+                .filter(|after| !after.is_zero()),
+            stateless: raw.stateless.map(Spanned::into_inner).or(self.defaults.stateless).unwrap_or(false),
         })
     }
 }

@@ -286,7 +286,7 @@ impl StopSignal {
     }
 
     /// Resolves once a shutdown (or kill) is asked for, or a control request is pending.
-    async fn attention(&self) {
+    pub(super) async fn attention(&self) {
         std::future::poll_fn(|context| {
             let ready = || self.level() >= SHUTDOWN || self.inner.pending.load(std::sync::atomic::Ordering::SeqCst);
             if ready() {
@@ -641,26 +641,34 @@ impl Instance {
                 }
                 continue;
             }
-            let agent = &booted.agent;
             let message = match self.inbox.try_recv() {
                 Ok(message) => message,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return self.terminate(agent, ExitReason::Shutdown).await;
+                    return self.terminate(&booted.agent, ExitReason::Shutdown).await;
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Going idle: the mailbox depth is known to be zero, for free.
                     self.store.data().stats.idle();
                     AllHooks::idle(self.store.as_context_mut());
+                    let hibernate = self.hibernation_delay();
                     tokio::select! {
                         biased;
                         _ = stop.attention() => continue,
                         message = self.inbox.recv() => match message {
                             Some(message) => message,
-                            None => return self.terminate(agent, ExitReason::Shutdown).await,
+                            None => return self.terminate(&booted.agent, ExitReason::Shutdown).await,
                         },
+                        _ = tokio::time::sleep(hibernate.unwrap_or_default()), if hibernate.is_some() => {
+                            match self.hibernate(booted).await {
+                                super::hibernation::Hibernation::Stayed | super::hibernation::Hibernation::Woke(None) => continue,
+                                super::hibernation::Hibernation::Woke(Some(message)) => message,
+                                super::hibernation::Hibernation::Ended(reason) => return reason,
+                            }
+                        }
                     }
                 }
             };
+            let agent = &booted.agent;
             // AGORA_INJECT_FAULT=agent-task:<name>: a panic in this task's host code.
             if injecting && crate::infra::faults::fires("agent-task", &self.store.data().name) {
                 panic!("injected fault in the agent task");

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod control;
 pub mod directory;
 pub mod engine;
+pub mod hibernation;
 pub mod invoke;
 pub mod limits;
 pub mod modules;

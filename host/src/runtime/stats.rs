@@ -97,6 +97,8 @@ pub enum Phase {
     Held = 3,
     /// Its code is being upgraded.
     Upgrading = 4,
+    /// Hibernated: no instance, its state taken; the next message wakes it.
+    Hibernated = 5,
 }
 
 impl Phase {
@@ -107,6 +109,7 @@ impl Phase {
             Phase::Busy => "busy",
             Phase::Held => "held",
             Phase::Upgrading => "upgrading",
+            Phase::Hibernated => "hibernated",
         }
     }
 
@@ -116,6 +119,7 @@ impl Phase {
             2 => Phase::Busy,
             3 => Phase::Held,
             4 => Phase::Upgrading,
+            5 => Phase::Hibernated,
             _ => Phase::Starting,
         }
     }

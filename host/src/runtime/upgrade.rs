@@ -265,7 +265,11 @@ impl Instance {
         (Err(failed), None)
     }
 
-    async fn snapshot(&mut self, booted: &Booted, exports: StateExports) -> Result<Result<Vec<u8>, String>, Fault> {
+    pub(super) async fn snapshot(
+        &mut self,
+        booted: &Booted,
+        exports: StateExports,
+    ) -> Result<Result<Vec<u8>, String>, Fault> {
         invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
         let call = async {
             let snapshot =
@@ -276,7 +280,7 @@ impl Instance {
         invoke::finish(&mut self.store, outcome, "snapshot")
     }
 
-    async fn restore(
+    pub(super) async fn restore(
         &mut self,
         booted: &Booted,
         exports: Option<StateExports>,
@@ -301,7 +305,11 @@ impl Instance {
         }
     }
 
-    async fn init(&mut self, booted: &Booted, config: &[(String, String)]) -> Result<(), (&'static str, String)> {
+    pub(super) async fn init(
+        &mut self,
+        booted: &Booted,
+        config: &[(String, String)],
+    ) -> Result<(), (&'static str, String)> {
         invoke::arm(&mut self.store).map_err(|gate| ("init", gate.fault.to_string()))?;
         let outcome = invoke::metered(&self.meter, self.tick, booted.agent.call_init(&mut self.store, config)).await;
         match invoke::finish(&mut self.store, outcome, "init") {
