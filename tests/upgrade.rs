@@ -12,8 +12,6 @@ use std::time::Duration;
 use common::{Run, Scenario, agent, agora, api, run_command, terminate, until_admin_listens, wait_for_event};
 use serde_json::Value;
 
-/// One admin API request with the host's token: status and JSON body.
-
 struct Host {
     scenario: Scenario,
     child: std::process::Child,
