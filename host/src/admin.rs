@@ -378,8 +378,14 @@ fn host_counters(runtime: &Runtime) -> String {
     let live = runtime.live_instances.load(Ordering::Relaxed);
     let name = "agora_live_instances";
     text.push_str(&format!(
-        "# HELP {name} Agent instances alive (each holds a pool slot)\n# TYPE {name} gauge\n{name} {live}\n"
+        "# HELP {name} Agent stores alive (an awake agent's holds a pool slot, a hibernated one's none)\n\
+         # TYPE {name} gauge\n{name} {live}\n"
     ));
+    let name = "agora_agents";
+    text.push_str(&format!("# HELP {name} Registered agents, by what they are doing\n# TYPE {name} gauge\n"));
+    for (phase, count) in runtime.directory.by_phase() {
+        text.push_str(&format!("{name}{{state=\"{}\"}} {count}\n", phase.name()));
+    }
     text
 }
 

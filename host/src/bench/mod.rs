@@ -17,6 +17,7 @@
 //!   API's agent listing with many agents (see [`operations`]).
 
 mod economics;
+mod hibernation;
 mod languages;
 mod operations;
 mod services;
@@ -78,6 +79,9 @@ pub struct BenchArgs {
     /// Upgrades (and restarts, its baseline) for the upgrade benchmark.
     #[arg(long, default_value_t = 400)]
     upgrades: usize,
+    /// Agents hibernated for the hibernation benchmark.
+    #[arg(long, default_value_t = 100_000)]
+    hibernated: usize,
     /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
     /// config, locks, coordination, ledger, auctions, metering, watched, upgrade, api, languages); all
     /// when empty.
@@ -126,9 +130,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let echo = runtime.add_module("echo", &args.agents.join("echo.wasm"))?;
     let ping_pong = runtime.add_module("ping-pong", &args.agents.join("ping_pong.wasm"))?;
     let probe = runtime.add_module("probe", &args.agents.join("probe.wasm"))?;
+    let counter = runtime.add_module("counter", &args.agents.join("counter.wasm"))?;
     let runtime = Arc::new(runtime);
     if wants("density") {
         density(&runtime, &echo, args.density, args.density_memory, &report).await?;
+    }
+    if wants("hibernation") {
+        hibernation::hibernated(&runtime, &counter, args.hibernated, (args.max_agents as usize / 2).max(1), &report)
+            .await?;
     }
     if wants("spawn") {
         spawn(&runtime, &echo, args.spawns, &report).await?;

@@ -129,6 +129,20 @@ pub enum HostEvent<'a> {
         report: &'a serde_json::Value,
         ok: bool,
     },
+    /// An idle agent hibernated: its instance is gone, its state kept (in memory, or on disk
+    /// for a durable one).
+    AgentHibernated {
+        agent: &'a str,
+        id: AgentId,
+        state_bytes: usize,
+        durable: bool,
+    },
+    /// A hibernated agent woke for a message, in `micros`.
+    AgentWoken {
+        agent: &'a str,
+        id: AgentId,
+        micros: u64,
+    },
 }
 
 /// What is known about an agent when it exits.

@@ -502,6 +502,7 @@ fn check(path: PathBuf, format: LogFormat) -> anyhow::Result<ExitCode> {
     for spec in manifest.agents() {
         if let Some(module) = runtime.module(&spec.module)
             && let Err(why) = crate::runtime::agent::fits(&module, spec)
+                .and_then(|()| crate::runtime::agent::durable_fits(&module, spec))
         {
             anyhow::bail!("{}: agent {:?}: {why}", path.display(), spec.name);
         }

@@ -205,6 +205,24 @@ pub struct AgentSpec {
     /// It keeps no state worth carrying: without the state interface it may still hibernate
     /// (it is woken by `init`).
     pub stateless: bool,
+    /// `durable = true`: its state is written to disk under `data_dir` (when, by the policy),
+    /// and it comes back with it when the host restarts. None for an ordinary agent.
+    pub durable: Option<Persist>,
+}
+
+/// When a durable agent's state is written (`persist = ...`), besides at hibernation and at a
+/// graceful stop, which every durable agent's is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Persist {
+    /// Only at hibernation and at a graceful stop.
+    Shutdown,
+    /// Also whenever it goes idle (its mailbox empty) having handled a message since the last
+    /// write.
+    #[default]
+    Idle,
+    /// Also after every message, before its reply is released.
+    EveryMessage,
 }
 
 impl AgentSpec {
@@ -226,6 +244,7 @@ impl AgentSpec {
             wallet: 0,
             hibernate_after: None,
             stateless: false,
+            durable: None,
         }
     }
 }

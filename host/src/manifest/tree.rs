@@ -167,6 +167,8 @@ pub(super) const AGENT_KEYS: &[&str] = &[
     "wallet",
     "hibernate_after",
     "stateless",
+    "durable",
+    "persist",
 ];
 pub(super) const SUPERVISOR_KEYS: &[&str] =
     &["strategy", "intensity", "period", "backoff", "children", "dynamic", "max_children", "auto_shutdown"];
@@ -190,6 +192,8 @@ pub(super) struct RawChild {
     wallet: Option<Spanned<u64>>,
     hibernate_after: Option<Spanned<Span>>,
     stateless: Option<Spanned<bool>>,
+    durable: Option<Spanned<bool>>,
+    persist: Option<Spanned<super::Persist>>,
     // Supervisors.
     strategy: Option<Spanned<Strategy>>,
     intensity: Option<Spanned<u32>>,
@@ -289,6 +293,8 @@ impl TreeBuilder<'_> {
             ("wallet", raw.wallet.as_ref().map(|c| c.span())),
             ("hibernate_after", raw.hibernate_after.as_ref().map(|c| c.span())),
             ("stateless", raw.stateless.as_ref().map(|c| c.span())),
+            ("durable", raw.durable.as_ref().map(|c| c.span())),
+            ("persist", raw.persist.as_ref().map(|c| c.span())),
         ];
         if let Some((key, Some(span))) = agent_only.into_iter().find(|(_, span)| span.is_some()) {
             return Err(self.error(
@@ -457,6 +463,8 @@ impl TreeBuilder<'_> {
             })?,
         };
         let config = raw.config.map(Spanned::into_inner).unwrap_or_default();
+        let stateless = raw.stateless.map(Spanned::into_inner).or(self.defaults.stateless).unwrap_or(false);
+        let durable = self.durable(&raw.durable, &raw.persist, stateless, scope)?;
         Ok(AgentSpec {
             name,
             module: module.into_inner(),
@@ -480,8 +488,30 @@ impl TreeBuilder<'_> {
                 .map(|span| span.into_inner().duration())
                 .or(self.defaults.hibernate_after.map(|span| span.duration()))
                 .filter(|after| !after.is_zero()),
-            stateless: raw.stateless.map(Spanned::into_inner).or(self.defaults.stateless).unwrap_or(false),
+            stateless,
+            durable,
         })
+    }
+
+    /// `durable = true` and its `persist` policy (`idle` unless given); `persist` alone, or a
+    /// durable agent said to be stateless, is a mistake worth pointing at.
+    fn durable(
+        &self,
+        durable: &Option<Spanned<bool>>,
+        persist: &Option<Spanned<super::Persist>>,
+        stateless: bool,
+        scope: &str,
+    ) -> Result<Option<super::Persist>, ManifestError> {
+        let is_durable = durable.as_ref().is_some_and(|d| *d.get_ref());
+        if let (false, Some(persist)) = (is_durable, persist) {
+            let message = "`persist` says when a durable agent's state is written: add `durable = true`, or drop it";
+            return Err(self.error(persist.span(), &format!("{scope}.persist"), message));
+        }
+        if let (true, true, Some(durable)) = (is_durable, stateless, durable) {
+            let message = "a durable agent keeps its state across restarts, a stateless one has none: choose one";
+            return Err(self.error(durable.span(), &format!("{scope}.durable"), message));
+        }
+        Ok(is_durable.then(|| persist.as_ref().map_or_else(super::Persist::default, |p| *p.get_ref())))
     }
 }
 

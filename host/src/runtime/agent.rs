@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 use wasmtime::{AsContextMut, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use super::Runtime;
+use super::control::Control;
+use super::hibernation::Hibernation;
 use super::invoke;
 use super::limits::{BudgetExceeded, CpuMeter, MemoryCapExceeded};
 use super::modules::Module;
@@ -28,7 +30,7 @@ use super::state::AgentState;
 use crate::bindings::{Agent, Envelope, Error, HandleError};
 use crate::capabilities::hooks::ExitReport;
 use crate::capabilities::{AllHooks, Gate, HostEvent};
-use crate::manifest::{AgentSpec, Shutdown};
+use crate::manifest::{AgentSpec, Persist, Shutdown};
 use crate::messaging::{AgentId, Body, Inbox, Message};
 use crate::supervision::links::KillCause;
 
@@ -116,10 +118,13 @@ pub enum FaultKind {
     Unpaid,
     /// The guest called WASI `exit` with a non-zero status.
     ExitStatus,
+    /// A durable agent's state could not be written (its snapshot trapped or refused, or the
+    /// disk failed): it is restarted from what was last written.
+    PersistFailed,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Instantiate,
         FaultKind::InitError,
         FaultKind::MemoryCap,
@@ -134,6 +139,7 @@ impl FaultKind {
         FaultKind::Unpaid,
         FaultKind::ExitStatus,
         FaultKind::StartFailed,
+        FaultKind::PersistFailed,
     ];
 
     pub fn code(self) -> &'static str {
@@ -152,6 +158,7 @@ impl FaultKind {
             FaultKind::Unpaid => "unpaid",
             FaultKind::ExitStatus => "exit_status",
             FaultKind::StartFailed => "start_failed",
+            FaultKind::PersistFailed => "persist_failed",
         }
     }
 }
@@ -276,11 +283,16 @@ impl StopSignal {
         self.inner.waiter.wake();
     }
 
-    fn control_pending(&self) -> bool {
+    /// A shutdown (or a kill) has been asked for.
+    pub(super) fn shutdown_asked(&self) -> bool {
+        self.level() >= SHUTDOWN
+    }
+
+    pub(super) fn control_pending(&self) -> bool {
         self.inner.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn take_controls(&self) -> Vec<super::control::Control> {
+    pub(super) fn take_controls(&self) -> Vec<super::control::Control> {
         self.inner.pending.store(false, std::sync::atomic::Ordering::SeqCst);
         std::mem::take(&mut *self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -385,6 +397,19 @@ pub fn fits(module: &Module, spec: &AgentSpec) -> Result<(), String> {
     ))
 }
 
+/// Whether a durable entry's module can carry its state: checked by `agora check`, by each
+/// start, and before an upgrade.
+pub fn durable_fits(module: &Module, spec: &AgentSpec) -> Result<(), String> {
+    if spec.durable.is_none() || module.state.is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "it is durable, but its module {:?} does not export the state interface (`agora:agent/state`) to \
+         take and restore its state through",
+        module.name
+    ))
+}
+
 /// `restarts` counts the earlier incarnations, for the lifecycle events.
 pub async fn start(
     runtime: &Arc<Runtime>,
@@ -408,6 +433,9 @@ pub async fn start_under(
     let started = Instant::now();
     if let Err(needs) = fits(module, spec) {
         return Err(StartError::Failed { agent: spec.name.clone(), fault: Fault::new(FaultKind::MemoryCap, needs) });
+    }
+    if let Err(why) = durable_fits(module, spec) {
+        return Err(StartError::Failed { agent: spec.name.clone(), fault: Fault::new(FaultKind::Instantiate, why) });
     }
     AllHooks::admit(runtime, spec).await.map_err(|reason| StartError::Failed {
         agent: spec.name.clone(),
@@ -438,7 +466,17 @@ pub async fn start_under(
     let meter = state.budget.meter.clone();
     let tick = runtime.settings.tick.duration();
     let store = new_store(module.pre.engine(), state);
-    let mut instance = Instance { store, inbox, stop: stop.clone(), kill_cause, meter, tick, module: module.clone() };
+    let mut instance = Instance {
+        store,
+        inbox,
+        stop: stop.clone(),
+        kill_cause,
+        meter,
+        tick,
+        module: module.clone(),
+        unpersisted: false,
+        held_answer: None,
+    };
     match instance.boot(module, &spec.config).await {
         Ok(booted) => {
             let took = started.elapsed();
@@ -451,7 +489,7 @@ pub async fn start_under(
                     Ok(RunningAgent { id, name, stop, task, ignored: false })
                 }
                 Some(ExitReason::Normal) => {
-                    let reason = instance.terminate(&booted.agent, ExitReason::Normal).await;
+                    let reason = instance.terminate(&booted, ExitReason::Normal).await;
                     instance.finish(reason, None);
                     Ok(RunningAgent { id, name, stop, task: None, ignored: true })
                 }
@@ -537,6 +575,11 @@ pub(super) struct Instance {
     pub(super) tick: std::time::Duration,
     /// The module version the store's instance runs.
     pub(super) module: Module,
+    /// A durable agent (`persist = "idle"`) has handled a message since its state was written.
+    pub(super) unpersisted: bool,
+    /// The reply of the message just handled, held until the state it made is on disk
+    /// (`persist = "every-message"`).
+    pub(super) held_answer: Option<(u64, Result<Vec<u8>, Error>)>,
 }
 
 /// A booted instance: the `agent` world's exports, and the instance for the optional ones.
@@ -577,7 +620,24 @@ impl Instance {
     }
 
     async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Booted, Fault> {
+        // A durable agent with a state on disk comes back with it: `restore` instead of `init`.
+        let persisted = match self.store.data().spec.durable {
+            Some(_) => self.persisted()?,
+            None => None,
+        };
         let booted = self.instantiate(module).await?;
+        if let Some(snapshot) = persisted {
+            let bytes = snapshot.state.len();
+            self.restore(&booted, module.state, config, &snapshot.state, &snapshot.version).await.map_err(
+                |(_, reason)| Fault::new(FaultKind::InitError, format!("restoring its persisted state: {reason}")),
+            )?;
+            let state = self.store.data();
+            state.stats.initialized(state.memory.peak());
+            tracing::info!(event = "agent_restored", agent = %state.name, id = state.id, from = %snapshot.version,
+                state_bytes = bytes, "agent {} came back with its persisted state ({bytes} bytes, written by {})",
+                state.name, snapshot.version);
+            return Ok(booted);
+        }
         invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
         let initialized =
             invoke::metered(&self.meter, self.tick, booted.agent.call_init(&mut self.store, config)).await;
@@ -598,28 +658,66 @@ impl Instance {
         }
     }
 
-    /// Instantiate `module` in the store, without calling anything in it yet.
+    /// The durable agent's last persisted snapshot, if it has one.
+    pub(super) fn persisted(&self) -> Result<Option<super::persistence::Snapshot>, Fault> {
+        let state = self.store.data();
+        let fault = |e: String| Fault::new(FaultKind::PersistFailed, e);
+        state.runtime.snapshots().map_err(|e| fault(e.to_string()))?.load(&state.name).map_err(fault)
+    }
+
+    /// Instantiate `module` in the store, without calling anything in it yet. A full pool first
+    /// hibernates the least recently used idle agent that can hibernate ([`super::live_set`]).
     pub(super) async fn instantiate(&mut self, module: &Module) -> Result<Booted, Fault> {
-        // Waiting here would hold up the supervisor that starts it: an agent held by a gate
-        // (a wallet that cannot pay) fails to start, and its supervisor's restart policy decides.
-        invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
-        let instantiated = async {
-            let instance = module.pre.instance_pre().instantiate_async(&mut self.store).await?;
-            let agent = module.indices.load(&mut self.store, &instance)?;
-            Ok::<_, wasmtime::Error>(Booted { agent, instance })
-        };
-        invoke::metered(&self.meter, self.tick, instantiated).await.map_err(|e| {
-            let fault = Fault::from_error(&e, self.store.data(), "instantiate");
-            match fault.kind {
-                FaultKind::MemoryCap => fault,
-                _ if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
-                    let (class, key) = (module.class.as_str(), module.class.slots_key());
-                    let detail = format!("{}; the pool of {class} components is full (raise {key})", fault.detail);
-                    Fault { kind: FaultKind::Instantiate, detail, ..fault }
-                }
-                _ => Fault { kind: FaultKind::Instantiate, ..fault },
+        loop {
+            // Waiting here would hold up the supervisor that starts it: an agent held by a gate
+            // (a wallet that cannot pay) fails to start, and its supervisor's restart policy decides.
+            invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
+            let instantiated = async {
+                let instance = module.pre.instance_pre().instantiate_async(&mut self.store).await?;
+                let agent = module.indices.load(&mut self.store, &instance)?;
+                Ok::<_, wasmtime::Error>(Booted { agent, instance })
+            };
+            let error = match invoke::metered(&self.meter, self.tick, instantiated).await {
+                Ok(booted) => return Ok(booted),
+                Err(error) => error,
+            };
+            let fault = Fault::from_error(&error, self.store.data(), "instantiate");
+            if fault.kind == FaultKind::MemoryCap {
+                return Err(fault);
             }
-        })
+            if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_none() {
+                return Err(Fault { kind: FaultKind::Instantiate, ..fault });
+            }
+            let (runtime, id) = (self.store.data().runtime.clone(), self.store.data().id);
+            if runtime.live_set.make_room(module.class, id).await {
+                continue;
+            }
+            let (class, key) = (module.class.as_str(), module.class.slots_key());
+            let detail = format!(
+                "{}; the pool of {class} components is full and no idle agent can hibernate to make room \
+                 (raise {key}, or let idle agents hibernate: the state interface, or `stateless = true`)",
+                fault.detail
+            );
+            return Err(Fault { kind: FaultKind::Instantiate, detail, ..fault });
+        }
+    }
+
+    /// Whether this agent can hibernate: its module carries its state, or it has none to carry.
+    pub(super) fn can_hibernate(&self) -> bool {
+        self.module.state.is_some() || self.store.data().spec.stateless
+    }
+
+    /// The agent has an instance: if it can hibernate, a full pool may ask it to.
+    pub(super) fn enter_live_set(&self) {
+        if self.can_hibernate() {
+            let state = self.store.data();
+            state.runtime.live_set.enter(self.module.class, state.id, &state.stats, &self.stop);
+        }
+    }
+
+    pub(super) fn leave_live_set(&self) {
+        let state = self.store.data();
+        state.runtime.live_set.leave(self.module.class, state.id);
     }
 
     /// Handle messages until the agent stops, faults or is shut down.
@@ -627,42 +725,69 @@ impl Instance {
         let stop = self.stop.clone();
         // Looked up once per task, so that the message path pays a local test for it.
         let injecting = crate::infra::faults::aimed_at("agent-task", &self.store.data().name);
+        let candidate = self.can_hibernate();
+        self.enter_live_set();
+        // The message that woke the agent from hibernation, handled before any other.
+        let mut woken: Option<Message> = None;
         loop {
             match stop.level() {
                 KILL => return self.killed(),
-                SHUTDOWN => return self.terminate(&booted.agent, ExitReason::Shutdown).await,
+                SHUTDOWN => return self.terminate(booted, ExitReason::Shutdown).await,
                 _ => {}
             }
-            if stop.control_pending() {
+            if woken.is_none() && stop.control_pending() {
+                let mut hibernate = None;
                 for control in stop.take_controls() {
-                    if let Some(reason) = self.control(booted, control).await {
-                        return reason;
+                    match control {
+                        // Last, after the others: it sleeps until a message comes.
+                        Control::Hibernate { reply } => hibernate = Some(reply),
+                        control => {
+                            if let Some(reason) = self.control(booted, control).await {
+                                return reason;
+                            }
+                        }
+                    }
+                }
+                if let Some(reply) = hibernate {
+                    match self.hibernate_for_room(booted, reply).await {
+                        Hibernation::Stayed | Hibernation::Woke(None) => {}
+                        Hibernation::Woke(Some(message)) => woken = Some(message),
+                        Hibernation::Ended(reason) => return reason,
                     }
                 }
                 continue;
             }
-            let message = match self.inbox.try_recv() {
+            let message = match woken.take().map_or_else(|| self.inbox.try_recv(), Ok) {
                 Ok(message) => message,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return self.terminate(&booted.agent, ExitReason::Shutdown).await;
+                    return self.terminate(booted, ExitReason::Shutdown).await;
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Going idle: the mailbox depth is known to be zero, for free.
-                    self.store.data().stats.idle();
+                    let stats = &self.store.data().stats;
+                    stats.idle();
+                    if candidate {
+                        stats.last_used.store(super::live_set::now_stamp(), std::sync::atomic::Ordering::Relaxed);
+                    }
                     AllHooks::idle(self.store.as_context_mut());
+                    if self.unpersisted
+                        && let Err(fault) = self.persist(booted).await
+                    {
+                        return ExitReason::Crashed(fault);
+                    }
                     let hibernate = self.hibernation_delay();
                     tokio::select! {
                         biased;
                         _ = stop.attention() => continue,
                         message = self.inbox.recv() => match message {
                             Some(message) => message,
-                            None => return self.terminate(&booted.agent, ExitReason::Shutdown).await,
+                            None => return self.terminate(booted, ExitReason::Shutdown).await,
                         },
                         _ = tokio::time::sleep(hibernate.unwrap_or_default()), if hibernate.is_some() => {
-                            match self.hibernate(booted).await {
-                                super::hibernation::Hibernation::Stayed | super::hibernation::Hibernation::Woke(None) => continue,
-                                super::hibernation::Hibernation::Woke(Some(message)) => message,
-                                super::hibernation::Hibernation::Ended(reason) => return reason,
+                            match self.hibernate(booted, None).await {
+                                Hibernation::Stayed | Hibernation::Woke(None) => continue,
+                                Hibernation::Woke(Some(message)) => message,
+                                Hibernation::Ended(reason) => return reason,
                             }
                         }
                     }
@@ -705,8 +830,11 @@ impl Instance {
                     ExitReason::Crashed(fault)
                 };
             }
+            if let Err(fault) = self.after_message(booted).await {
+                return ExitReason::Crashed(fault);
+            }
             if let Some(reason) = self.store.data_mut().exit_requested.take() {
-                return self.terminate(agent, reason).await;
+                return self.terminate(booted, reason).await;
             }
         }
     }
@@ -745,24 +873,74 @@ impl Instance {
         let outcome = invoke::finish(&mut self.store, outcome, "handle");
         let state = self.store.data_mut();
         record_handle(state, started.elapsed(), &self.inbox);
-        match outcome {
-            Ok(Ok(reply)) => {
-                if let (Some(correlation), Some(reply)) = (correlation, reply) {
-                    let reply = state.runtime.router.check_size(reply.len()).map(|()| reply);
-                    // A caller that gave up is no error of this agent's.
-                    let _ = state.capabilities.messaging.answer(correlation, reply);
-                }
-                Ok(())
-            }
+        let answer = match outcome {
+            Ok(Ok(reply)) => correlation.zip(reply).map(|(correlation, reply)| {
+                (correlation, state.runtime.router.check_size(reply.len()).map(|()| reply))
+            }),
             Ok(Err(HandleError { fatal: false, message })) => {
-                if let Some(correlation) = correlation {
-                    let _ = state.capabilities.messaging.answer(correlation, Err(Error::Failed(message)));
+                correlation.map(|correlation| (correlation, Err(Error::Failed(message))))
+            }
+            Ok(Err(HandleError { fatal: true, message })) => return Err(Fault::new(FaultKind::HandlerFatal, message)),
+            Err(fault) => return Err(fault),
+        };
+        if let Some((correlation, reply)) = answer {
+            if state.spec.durable == Some(Persist::EveryMessage) {
+                self.held_answer = Some((correlation, reply));
+            } else {
+                // A caller that gave up is no error of this agent's.
+                let _ = state.capabilities.messaging.answer(correlation, reply);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a handled message: a durable agent's state is written (`every-message`, and then
+    /// its reply released) or marked as not yet written (`idle`).
+    pub(super) async fn after_message(&mut self, booted: &Booted) -> Result<(), Fault> {
+        match self.store.data().spec.durable {
+            None | Some(Persist::Shutdown) => Ok(()),
+            Some(Persist::Idle) => {
+                self.unpersisted = true;
+                Ok(())
+            }
+            Some(Persist::EveryMessage) => {
+                self.persist(booted).await?;
+                if let Some((correlation, reply)) = self.held_answer.take() {
+                    let _ = self.store.data_mut().capabilities.messaging.answer(correlation, reply);
                 }
                 Ok(())
             }
-            Ok(Err(HandleError { fatal: true, message })) => Err(Fault::new(FaultKind::HandlerFatal, message)),
-            Err(fault) => Err(fault),
         }
+    }
+
+    /// Take a durable agent's state and write it to disk, returning once it is there. A
+    /// snapshot that traps or refuses, or a write that fails, is a fault: what runs must never
+    /// be ahead of what a restart would restore without anyone being told.
+    pub(super) async fn persist(&mut self, booted: &Booted) -> Result<(), Fault> {
+        let exports = self.module.state.ok_or_else(|| {
+            Fault::new(FaultKind::PersistFailed, "its module has no state interface to take its state through")
+        })?;
+        let state = match self.snapshot(booted, exports).await? {
+            Ok(state) => state,
+            Err(refused) => {
+                return Err(Fault::new(FaultKind::PersistFailed, format!("its snapshot refused: {refused}")));
+            }
+        };
+        self.write_snapshot(state).await
+    }
+
+    /// Write a snapshot already taken (at hibernation, say).
+    pub(super) async fn write_snapshot(&mut self, state: Vec<u8>) -> Result<(), Fault> {
+        let runtime = self.store.data().runtime.clone();
+        let snapshot = super::persistence::Snapshot {
+            module: self.module.name.clone(),
+            version: self.module.version.to_string(),
+            state,
+        };
+        let store = runtime.snapshots().map_err(|e| Fault::new(FaultKind::PersistFailed, e))?;
+        store.persist(&self.store.data().name, snapshot).await.map_err(|e| Fault::new(FaultKind::PersistFailed, e))?;
+        self.unpersisted = false;
+        Ok(())
     }
 
     /// A host notice goes to the `notify` export: a separate callback, so that `handle`'s
@@ -778,7 +956,15 @@ impl Instance {
         }
     }
 
-    pub(super) async fn terminate(&mut self, agent: &Agent, reason: ExitReason) -> ExitReason {
+    pub(super) async fn terminate(&mut self, booted: &Booted, reason: ExitReason) -> ExitReason {
+        let agent = &booted.agent;
+        // A durable agent's state is written at every graceful stop, before `terminate` runs.
+        if self.store.data().spec.durable.is_some()
+            && let Err(fault) = self.persist(booted).await
+        {
+            tracing::error!(event = "snapshot_persist_failed", agent = %self.store.data().name,
+                "agent {}: its state was not persisted at its stop: {fault}", self.store.data().name);
+        }
         if let Err(gate) = invoke::arm(&mut self.store) {
             tracing::warn!(event = "terminate_skipped", agent = %self.store.data().name,
                 "terminate not called: {}", gate.fault.detail);
@@ -801,6 +987,7 @@ impl Instance {
     /// End coordination holdings, leave the registry, close the mailbox, notify monitors and
     /// links; returns how many messages were never handled.
     fn cleanup(&mut self, reason: &ExitReason) -> usize {
+        self.leave_live_set();
         AllHooks::exit(self.store.as_context_mut());
         self.store.data_mut().leave();
         let state = self.store.data();

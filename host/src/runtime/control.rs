@@ -21,6 +21,12 @@ pub enum Control {
     Describe {
         reply: oneshot::Sender<Value>,
     },
+    /// Hibernate now, to free a pool slot for a start or a wake ([`super::live_set`]): answered
+    /// true once the instance is gone, false if the agent could not (it has messages waiting,
+    /// its snapshot refused, it is asleep already).
+    Hibernate {
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 impl Instance {
@@ -32,10 +38,15 @@ impl Instance {
                 let _ = reply.send(self.describe());
                 None
             }
+            // Carried out by the serve loop itself, which then sleeps (see `Instance::serve`).
+            Control::Hibernate { reply } => {
+                let _ = reply.send(false);
+                None
+            }
         }
     }
 
-    fn describe(&self) -> Value {
+    pub(super) fn describe(&self) -> Value {
         let state = self.store.data();
         let spec = &state.spec;
         let capabilities = &state.capabilities;

@@ -71,6 +71,15 @@ impl Directory {
         self.live.get(&id).map(|entry| entry.value().clone())
     }
 
+    /// How many agents are in each phase (every phase listed, zeros included).
+    pub fn by_phase(&self) -> Vec<(super::stats::Phase, usize)> {
+        let mut counts = [0usize; super::stats::Phase::ALL.len()];
+        for entry in self.live.iter() {
+            counts[entry.value().stats.phase() as usize] += 1;
+        }
+        super::stats::Phase::ALL.into_iter().zip(counts).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.live.len()
     }

@@ -14,8 +14,10 @@ pub mod engine;
 pub mod hibernation;
 pub mod invoke;
 pub mod limits;
+pub mod live_set;
 pub mod modules;
 pub mod output;
+pub mod persistence;
 pub mod reload;
 pub mod state;
 pub mod stats;
@@ -67,6 +69,10 @@ pub struct Runtime {
     /// Stores alive right now (agents, isolated jobs, benchmark baselines): each holds one
     /// instance-pool slot, so this returning to zero means no slot leaked.
     pub live_instances: AtomicUsize,
+    /// The agents a full pool may hibernate, least recently used first.
+    pub live_set: live_set::LiveSet,
+    /// Durable agents' snapshots, opened when the first durable agent starts.
+    snapshots: std::sync::OnceLock<Result<persistence::Snapshots, String>>,
     /// Every capability's shared state.
     pub services: Services,
     _tickers: [EpochTicker; 2],
@@ -114,10 +120,20 @@ impl Runtime {
             tally: ExitTally::default(),
             admin: Default::default(),
             live_instances: AtomicUsize::new(0),
+            live_set: Default::default(),
+            snapshots: Default::default(),
             engines,
             settings,
             loader,
         })
+    }
+
+    /// The durable agents' store, `<data_dir>/agents.redb`, opened on first use.
+    pub fn snapshots(&self) -> Result<&persistence::Snapshots, String> {
+        self.snapshots
+            .get_or_init(|| persistence::Snapshots::open(&self.settings.data_dir.join("agents.redb")))
+            .as_ref()
+            .map_err(|e| format!("the durable agents' store: {e}"))
     }
 
     /// Build the runtime for a manifest and load (or compile) each of its modules.

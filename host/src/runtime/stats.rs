@@ -62,6 +62,9 @@ pub struct AgentStats {
     pub latency: [Cell; LATENCY_BUCKETS],
     /// What the agent is doing ([`Phase`]), for operators.
     pub phase: Cell,
+    /// When it last went idle ([`super::live_set::now_stamp`]), for the least-recently-used
+    /// choice of whom to hibernate; kept only for agents that can hibernate.
+    pub last_used: AtomicU64,
     /// The (interface, grant) pairs this agent was denied, each explained once in the log.
     denials: std::sync::Mutex<Vec<(&'static str, &'static str)>>,
 }
@@ -78,6 +81,7 @@ impl Default for AgentStats {
             charged: Cell::default(),
             latency: std::array::from_fn(|_| Cell::default()),
             phase: Cell::default(),
+            last_used: AtomicU64::new(0),
             denials: std::sync::Mutex::default(),
         }
     }
@@ -99,9 +103,14 @@ pub enum Phase {
     Upgrading = 4,
     /// Hibernated: no instance, its state taken; the next message wakes it.
     Hibernated = 5,
+    /// Being woken: a fresh instance is restoring its state.
+    Waking = 6,
 }
 
 impl Phase {
+    pub const ALL: [Phase; 7] =
+        [Phase::Starting, Phase::Idle, Phase::Busy, Phase::Held, Phase::Upgrading, Phase::Hibernated, Phase::Waking];
+
     pub fn name(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
@@ -110,6 +119,7 @@ impl Phase {
             Phase::Held => "held",
             Phase::Upgrading => "upgrading",
             Phase::Hibernated => "hibernated",
+            Phase::Waking => "waking",
         }
     }
 
@@ -120,6 +130,7 @@ impl Phase {
             3 => Phase::Held,
             4 => Phase::Upgrading,
             5 => Phase::Hibernated,
+            6 => Phase::Waking,
             _ => Phase::Starting,
         }
     }

@@ -108,7 +108,10 @@ impl Instance {
         reply: oneshot::Sender<Result<Upgraded, UpgradeFailed>>,
     ) -> Option<ExitReason> {
         self.store.data().stats.set_phase(super::stats::Phase::Upgrading);
+        // Out of the live set while two instances exist; back in under whichever version serves.
+        self.leave_live_set();
         let (outcome, exit) = self.upgrade(booted, to, trial).await;
+        self.enter_live_set();
         let state = self.store.data();
         let report = match &outcome {
             Ok(done) => serde_json::to_value(done),
@@ -142,7 +145,7 @@ impl Instance {
         if from.version.hash == to.version.hash {
             return (Err(failed("unchanged", format!("it runs {} already", from.version), true)), None);
         }
-        if let Err(why) = super::agent::fits(&to, &spec) {
+        if let Err(why) = super::agent::fits(&to, &spec).and_then(|()| super::agent::durable_fits(&to, &spec)) {
             return (Err(failed("instantiate", why, true)), None);
         }
 
@@ -208,6 +211,11 @@ impl Instance {
                 // fault; hand it to the old instance, and report the upgrade untried.
                 Err(gate) => Err(gate.fault),
             };
+            // A durable agent's state is written (and the reply released) as after any message.
+            let outcome = match outcome {
+                Ok(()) => self.after_message(booted).await,
+                failed => failed,
+            };
             match outcome {
                 Ok(()) => tried = "passed",
                 Err(_) if stop.is_killed() => {
@@ -220,6 +228,10 @@ impl Instance {
                     let retried = match invoke::arm(&mut self.store) {
                         Ok(()) => self.deliver(&booted.agent, &delivery).await,
                         Err(gate) => Err(gate.fault),
+                    };
+                    let retried = match retried {
+                        Ok(()) => self.after_message(booted).await,
+                        failed => failed,
                     };
                     return match retried {
                         Ok(()) => report,

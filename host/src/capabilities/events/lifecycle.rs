@@ -82,6 +82,20 @@ pub fn agent_upgrade(store: &EventStore, agent: &str, id: AgentId, report: &serd
     }
 }
 
+/// Journaled only: the agent's task logs these itself, with what it knows.
+pub fn agent_hibernated(store: &EventStore, agent: &str, id: AgentId, state_bytes: usize, durable: bool) {
+    journal(
+        store,
+        "agent_hibernated",
+        Some(agent),
+        json!({ "id": id, "state_bytes": state_bytes, "durable": durable }),
+    );
+}
+
+pub fn agent_woken(store: &EventStore, agent: &str, id: AgentId, micros: u64) {
+    journal(store, "agent_woken", Some(agent), json!({ "id": id, "micros": micros }));
+}
+
 fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
     let ExitReport { agent, id, restarts, undelivered, peak_memory, .. } = *report;
     let what = if event == "agent_start_failed" { "failed to start" } else { "crashed" };

@@ -144,6 +144,10 @@ impl Hooks for EventsService {
                 lifecycle::supervisor_exited(supervisor, id, reason)
             }
             HostEvent::AgentUpgrade { agent, id, report, ok } => lifecycle::agent_upgrade(store, agent, id, report, ok),
+            HostEvent::AgentHibernated { agent, id, state_bytes, durable } => {
+                lifecycle::agent_hibernated(store, agent, id, state_bytes, durable)
+            }
+            HostEvent::AgentWoken { agent, id, micros } => lifecycle::agent_woken(store, agent, id, micros),
         }
     }
 }
