@@ -485,6 +485,10 @@ pub async fn start_under(
             // gone before the next sibling starts.
             match instance.store.data_mut().exit_requested.take() {
                 None => {
+                    // Idle from here (its task may not have run yet): a full pool may ask it to
+                    // hibernate.
+                    instance.store.data().stats.idle();
+                    instance.enter_live_set();
                     let task = Some(tokio::spawn(instance.live(booted, exits)));
                     Ok(RunningAgent { id, name, stop, task, ignored: false })
                 }
@@ -726,7 +730,7 @@ impl Instance {
         // Looked up once per task, so that the message path pays a local test for it.
         let injecting = crate::infra::faults::aimed_at("agent-task", &self.store.data().name);
         let candidate = self.can_hibernate();
-        self.enter_live_set();
+        let mut used = false;
         // The message that woke the agent from hibernation, handled before any other.
         let mut woken: Option<Message> = None;
         loop {
@@ -766,7 +770,8 @@ impl Instance {
                     // Going idle: the mailbox depth is known to be zero, for free.
                     let stats = &self.store.data().stats;
                     stats.idle();
-                    if candidate {
+                    // Used (it handled messages) since it last went idle: the stamp moves.
+                    if candidate && std::mem::take(&mut used) {
                         stats.last_used.store(super::live_set::now_stamp(), std::sync::atomic::Ordering::Relaxed);
                     }
                     AllHooks::idle(self.store.as_context_mut());
@@ -830,6 +835,7 @@ impl Instance {
                     ExitReason::Crashed(fault)
                 };
             }
+            used = true;
             if let Err(fault) = self.after_message(booted).await {
                 return ExitReason::Crashed(fault);
             }
