@@ -44,12 +44,31 @@ fn an_idle_agent_hibernates_and_wakes_with_its_state_and_its_messages_in_order()
     assert_eq!(call("counter", "add 5"), "5");
     until_state(&address, &token, "counter", "hibernated");
     wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_hibernated" && e["agent"] == "counter");
+    // Its details are answered by the sleeping agent, which stays asleep.
+    let (status, detail) = api(&address, &token, "GET", "/v1/agents/counter", "");
+    assert_eq!(status, 200, "{detail}");
+    assert!(detail["holdings"].is_object(), "{detail}");
+    assert_eq!(state(&address, &token, "counter"), "hibernated");
     // Three casts while it sleeps, then a call: all of them, in order, on the restored count.
     for _ in 0..3 {
         assert_eq!(api(&address, &token, "POST", "/v1/agents/counter/send", "inc").0, 202);
     }
     assert_eq!(call("counter", "get"), "8");
     wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_woken" && e["agent"] == "counter");
+    // Both are in the event store too.
+    // (Host records are committed in batches, within 50 ms.)
+    for kind in ["agent_hibernated", "agent_woken"] {
+        let deadline = Instant::now() + common::RUN_TIMEOUT;
+        loop {
+            let (status, page) = api(&address, &token, "GET", &format!("/v1/events?kind={kind}&agent=counter"), "");
+            assert_eq!(status, 200, "{page}");
+            if !page["events"].as_array().unwrap().is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no {kind} in the event store: {page}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     // It hibernates again, and again wakes with its state.
     until_state(&address, &token, "counter", "hibernated");
     assert_eq!(call("counter", "inc"), "9");

@@ -8,6 +8,8 @@
 //! - `messaging`: many ping-pong pairs exchanging messages through their mailboxes, against a
 //!   raw host-to-guest `handle` call loop on one store.
 //! - `call`: request/reply between two agents.
+//! - `hibernation`: hibernate and wake latency against a spawn, what a hibernated agent costs,
+//!   and durable agents' persist rate (see [`hibernation`]).
 //! - `rate-limit`, `metric`, `events`, `config`, `locks`, `coordination`: the host services (see
 //!   [`services`]).
 //! - `ledger`, `auctions`, `metering`: the economy (see [`economics`]).
@@ -79,10 +81,14 @@ pub struct BenchArgs {
     /// Upgrades (and restarts, its baseline) for the upgrade benchmark.
     #[arg(long, default_value_t = 400)]
     upgrades: usize,
-    /// Agents hibernated for the hibernation benchmark.
-    #[arg(long, default_value_t = 100_000)]
-    hibernated: usize,
-    /// Run only these benchmarks (density, spawn, messaging, call, rate-limit, metric, events,
+    /// Agents registered for the hibernation benchmark's memory figure (the pool, `--max-agents`,
+    /// hibernates all but its size).
+    #[arg(long, default_value_t = 50_000)]
+    registered: usize,
+    /// Agents spawned, hibernated and woken for the hibernation benchmark's latency figures.
+    #[arg(long, default_value_t = 2_000)]
+    wakes: usize,
+    /// Run only these benchmarks (density, hibernation, spawn, messaging, call, rate-limit, metric, events,
     /// config, locks, coordination, ledger, auctions, metering, watched, upgrade, api, languages); all
     /// when empty.
     only: Vec<String>,
@@ -136,8 +142,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         density(&runtime, &echo, args.density, args.density_memory, &report).await?;
     }
     if wants("hibernation") {
-        hibernation::hibernated(&runtime, &counter, args.hibernated, (args.max_agents as usize / 2).max(1), &report)
-            .await?;
+        let sizes = hibernation::Sizes { sample: args.wakes, registered: args.registered, durable: 64, calls: 200 };
+        hibernation::hibernation(&runtime, &counter, sizes, &report).await?;
     }
     if wants("spawn") {
         spawn(&runtime, &echo, args.spawns, &report).await?;

@@ -246,7 +246,15 @@ struct StopInner {
     waiter: futures_util::task::AtomicWaker,
     /// Set while `controls` holds a request: the agent loop tests it between messages.
     pending: std::sync::atomic::AtomicBool,
-    controls: std::sync::Mutex<Vec<super::control::Control>>,
+    controls: std::sync::Mutex<Controls>,
+}
+
+/// Requests waiting for the agent's task; once it has ended (`closed`), a request is dropped
+/// at once, so that its asker learns it will never be carried out.
+#[derive(Default)]
+struct Controls {
+    queue: Vec<super::control::Control>,
+    closed: bool,
 }
 
 /// Stop levels (0 = running).
@@ -278,7 +286,14 @@ impl StopSignal {
     /// Ask the agent's task for something it does between two messages (an upgrade); it is
     /// woken if idle. A stopped agent never takes it: the request's reply channel is dropped.
     pub fn control(&self, control: super::control::Control) {
-        self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()).push(control);
+        let mut controls = self.inner.controls.lock().unwrap_or_else(|p| p.into_inner());
+        if controls.closed {
+            drop(controls);
+            drop(control);
+            return;
+        }
+        controls.queue.push(control);
+        drop(controls);
         self.inner.pending.store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.waiter.wake();
     }
@@ -294,7 +309,16 @@ impl StopSignal {
 
     pub(super) fn take_controls(&self) -> Vec<super::control::Control> {
         self.inner.pending.store(false, std::sync::atomic::Ordering::SeqCst);
-        std::mem::take(&mut *self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()).queue)
+    }
+
+    /// The agent's task has ended: drop what waits, and whatever comes later.
+    fn close_controls(&self) {
+        let mut controls = self.inner.controls.lock().unwrap_or_else(|p| p.into_inner());
+        controls.closed = true;
+        let dropped = std::mem::take(&mut controls.queue);
+        drop(controls);
+        drop(dropped);
     }
 
     /// Resolves once a shutdown (or kill) is asked for, or a control request is pending.
@@ -994,6 +1018,7 @@ impl Instance {
     /// links; returns how many messages were never handled.
     fn cleanup(&mut self, reason: &ExitReason) -> usize {
         self.leave_live_set();
+        self.stop.close_controls();
         AllHooks::exit(self.store.as_context_mut());
         self.store.data_mut().leave();
         let state = self.store.data();

@@ -109,8 +109,9 @@ impl Instance {
             // No need to wake what is killed: its holdings end with the sleeping store.
             return Hibernation::Ended(self.killed());
         }
-        if durable && self.stop.shutdown_asked() {
-            // Its state is on disk already: it is not woken only to stop (no `terminate`).
+        if self.stop.shutdown_asked() {
+            // Not woken only to stop (no `terminate`): waking a host's every sleeper at its
+            // shutdown would need a pool slot for each. A durable agent's state is on disk.
             return Hibernation::Ended(ExitReason::Shutdown);
         }
         let started = quanta::Instant::now();

@@ -92,10 +92,15 @@ impl LiveSet {
             let (reply, hibernated) = oneshot::channel();
             candidate.stop.control(Control::Hibernate { reply });
             // Its task answers once its store is gone (true), or that it could not (it got a
-            // message meanwhile, its snapshot refused), having put itself back.
-            if hibernated.await.unwrap_or(false) {
-                tracing::debug!(event = "agent_evicted", id, class = class.as_str(), "hibernated to make room");
-                return true;
+            // message meanwhile, its snapshot refused), having put itself back. A request
+            // dropped unanswered means the agent ended: its slot is freed, so try again.
+            match hibernated.await {
+                Ok(true) => {
+                    tracing::debug!(event = "agent_evicted", id, class = class.as_str(), "hibernated to make room");
+                    return true;
+                }
+                Ok(false) => {}
+                Err(_) => return true,
             }
         }
     }
