@@ -822,6 +822,9 @@ impl Instance {
                     }
                 }
             };
+            // Busy from the moment it takes a message: a full pool must not take an agent in a
+            // long callback (or one waiting on a call to the very agent being woken) for idle.
+            self.store.data().stats.set_phase(super::stats::Phase::Busy);
             let agent = &booted.agent;
             // AGORA_INJECT_FAULT=agent-task:<name>: a panic in this task's host code.
             if injecting && crate::infra::faults::fires("agent-task", &self.store.data().name) {
