@@ -130,7 +130,8 @@ fn interpreter_agents_that_do_not_fit_are_refused_with_the_reason() {
     assert!(run.events("module_compiling", None).is_empty(), "loaded from the cache");
     let second = detail(&run, "second");
     assert!(
-        second.contains("the pool of interpreter components is full") && second.contains("raise host.interpreter_agents"),
+        second.contains("the pool of interpreter components is full")
+            && second.contains("raise host.interpreter_agents"),
         "{second}: {}",
         run.stderr
     );

@@ -760,7 +760,7 @@ impl Instance {
         loop {
             match stop.level() {
                 KILL => return self.killed(),
-                SHUTDOWN => return self.terminate(booted, ExitReason::Shutdown).await,
+                SHUTDOWN => return Box::pin(self.terminate(booted, ExitReason::Shutdown)).await,
                 _ => {}
             }
             if woken.is_none() && stop.control_pending() {
@@ -770,14 +770,14 @@ impl Instance {
                         // Last, after the others: it sleeps until a message comes.
                         Control::Hibernate { reply } => hibernate = Some(reply),
                         control => {
-                            if let Some(reason) = self.control(booted, control).await {
+                            if let Some(reason) = Box::pin(self.control(booted, control)).await {
                                 return reason;
                             }
                         }
                     }
                 }
                 if let Some(reply) = hibernate {
-                    match self.hibernate_for_room(booted, reply).await {
+                    match Box::pin(self.hibernate_for_room(booted, reply)).await {
                         Hibernation::Stayed | Hibernation::Woke(None) => {}
                         Hibernation::Woke(Some(message)) => woken = Some(message),
                         Hibernation::Ended(reason) => return reason,
@@ -788,7 +788,7 @@ impl Instance {
             let message = match woken.take().map_or_else(|| self.inbox.try_recv(), Ok) {
                 Ok(message) => message,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return self.terminate(booted, ExitReason::Shutdown).await;
+                    return Box::pin(self.terminate(booted, ExitReason::Shutdown)).await;
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Going idle: the mailbox depth is known to be zero, for free.
@@ -800,7 +800,7 @@ impl Instance {
                     }
                     AllHooks::idle(self.store.as_context_mut());
                     if self.unpersisted
-                        && let Err(fault) = self.persist(booted).await
+                        && let Err(fault) = Box::pin(self.persist(booted)).await
                     {
                         return ExitReason::Crashed(fault);
                     }
@@ -810,10 +810,10 @@ impl Instance {
                         _ = stop.attention() => continue,
                         message = self.inbox.recv() => match message {
                             Some(message) => message,
-                            None => return self.terminate(booted, ExitReason::Shutdown).await,
+                            None => return Box::pin(self.terminate(booted, ExitReason::Shutdown)).await,
                         },
                         _ = tokio::time::sleep(hibernate.unwrap_or_default()), if hibernate.is_some() => {
-                            match self.hibernate(booted, None).await {
+                            match Box::pin(self.hibernate(booted, None)).await {
                                 Hibernation::Stayed | Hibernation::Woke(None) => continue,
                                 Hibernation::Woke(Some(message)) => message,
                                 Hibernation::Ended(reason) => return reason,
@@ -832,7 +832,7 @@ impl Instance {
             }
             let message = match invoke::arm(&mut self.store) {
                 Ok(()) => message,
-                Err(gate) => match self.held(message, gate).await {
+                Err(gate) => match Box::pin(self.held(message, gate)).await {
                     Some(message) => message,
                     None => continue,
                 },
@@ -863,11 +863,14 @@ impl Instance {
                 };
             }
             used = true;
-            if let Err(fault) = self.after_message(booted).await {
+            // Only a durable agent has work here: the others skip the (boxed) call.
+            if self.store.data().spec.durable.is_some()
+                && let Err(fault) = Box::pin(self.after_message(booted)).await
+            {
                 return ExitReason::Crashed(fault);
             }
             if let Some(reason) = self.store.data_mut().exit_requested.take() {
-                return self.terminate(booted, reason).await;
+                return Box::pin(self.terminate(booted, reason)).await;
             }
         }
     }

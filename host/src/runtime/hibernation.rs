@@ -57,7 +57,9 @@ impl Instance {
     pub(super) async fn hibernate(&mut self, booted: &mut Booted, freed: Option<oneshot::Sender<bool>>) -> Hibernation {
         let module = self.module.clone();
         let snapshot = match module.state {
-            Some(exports) => match self.snapshot(booted, exports).await {
+            // Boxed, as the wake below: the future of a sleeping agent holds only what it needs
+            // to sleep, not the calls made before and after.
+            Some(exports) => match Box::pin(self.snapshot(booted, exports)).await {
                 Ok(Ok(bytes)) => Some(bytes),
                 Ok(Err(refused)) => {
                     tracing::warn!(event = "hibernation_refused", agent = %self.store.data().name,
@@ -75,7 +77,7 @@ impl Instance {
         // A durable agent's snapshot goes to disk, and only there: it wakes from the disk.
         let durable = self.store.data().spec.durable.is_some();
         let snapshot = match snapshot {
-            Some(state) if durable => match self.write_snapshot(state).await {
+            Some(state) if durable => match Box::pin(self.write_snapshot(state)).await {
                 Ok(()) => None,
                 Err(fault) => return Hibernation::Ended(ExitReason::Crashed(fault)),
             },
@@ -116,7 +118,7 @@ impl Instance {
         }
         let started = quanta::Instant::now();
         self.store.data().stats.set_phase(Phase::Waking);
-        if let Err(fault) = self.wake(booted, snapshot).await {
+        if let Err(fault) = Box::pin(self.wake(booted, snapshot)).await {
             return Hibernation::Ended(ExitReason::Crashed(fault));
         }
         self.enter_live_set();
