@@ -239,6 +239,16 @@ fn a_durable_counter_comes_back_after_a_graceful_restart_awake_or_hibernated() {
     }
     assert_eq!(reply(&address, &token, "kept", "inc"), "8");
     assert_eq!(reply(&address, &token, "sleeper", "inc"), "4");
+    // Its state is forgotten only while it does not run; then it starts again by `init`.
+    let (status, body) = api(&address, &token, "DELETE", "/v1/agents/kept/state", "");
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("agent-running")), "{body}");
+    assert_eq!(api(&address, &token, "POST", "/v1/agents/kept/stop", "").0, 200);
+    let forgot = common::run_agora(&["forget", scenario.manifest.to_str().unwrap(), "kept"]);
+    forgot.assert_success();
+    let (status, body) = api(&address, &token, "DELETE", "/v1/agents/kept/state", "");
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no-state")), "{body}");
+    assert_eq!(api(&address, &token, "POST", "/v1/agents/kept/restart", "").0, 200);
+    assert_eq!(reply(&address, &token, "kept", "get"), "0");
     terminate(&child);
 }
 

@@ -27,6 +27,8 @@
 //! - `GET /v1/logs[?agent=&limit=&follow=true]`: recent log lines; followed, as JSON lines.
 //! - `POST /v1/supervisors/<name>/children` (`{"name", "module", "config"?, "grants"?, "restart"?,
 //!   "memory"?, "mailbox"?}`): spawn under a dynamic supervisor.
+//! - `DELETE /v1/agents/<name>/state`: forget a durable agent's persisted state, so that it next
+//!   starts by `init` (refused while an agent of that name runs).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -207,6 +209,7 @@ async fn serve_whole(runtime: &Arc<Runtime>, token: &str, request: Request<Incom
                 Err(response) => *response,
             }
         }
+        (Method::DELETE, ["agents", name, "state"]) => forget(runtime, name).await,
         (Method::POST, ["agents", name, "stop"]) => stop(runtime, name, false).await,
         (Method::POST, ["agents", name, "restart"]) => stop(runtime, name, true).await,
         (Method::GET, ["agents", name]) => match find(runtime, name) {
@@ -873,6 +876,24 @@ fn upgrade_answer(
         Err(other) => {
             (StatusCode::CONFLICT, json!({ "error": { "code": "upgrade-failed", "message": other.to_string() } }))
         }
+    }
+}
+
+/// Forget a durable agent's persisted state: the remedy for a state its `restore` cannot take.
+/// Not while it runs (it would write its state again at its next persist): stop it first.
+async fn forget(runtime: &Runtime, name: &str) -> Response<Full<Bytes>> {
+    if find(runtime, name).is_some() {
+        let message = format!("agent {name:?} is running: stop it first (`agora stop {name}`), then forget its state");
+        return failure(StatusCode::CONFLICT, "agent-running", message);
+    }
+    let store = match runtime.snapshots() {
+        Ok(store) => store,
+        Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "store-failed", error),
+    };
+    match store.forget(name).await {
+        Ok(true) => json_response(StatusCode::OK, &json!({ "forgotten": name })),
+        Ok(false) => failure(StatusCode::NOT_FOUND, "no-state", format!("no persisted state for {name:?}")),
+        Err(error) => failure(StatusCode::INTERNAL_SERVER_ERROR, "store-failed", error),
     }
 }
 

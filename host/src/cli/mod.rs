@@ -114,6 +114,14 @@ enum Command {
         #[command(flatten)]
         reach: operate::Reach,
     },
+    /// Forget a durable agent's persisted state, so that its next start is by `init`:
+    /// `agora forget [manifest] NAME` (stop it first).
+    Forget {
+        #[arg(num_args = 1..=2, value_name = "[MANIFEST] NAME")]
+        words: Vec<String>,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
     /// Stop an agent if it runs, then start it again: `agora restart [manifest] NAME`.
     Restart {
         #[arg(num_args = 1..=2, value_name = "[MANIFEST] NAME")]
@@ -299,6 +307,7 @@ pub fn main() -> ExitCode {
             Command::Kill { words, reach } => operated(operate::kill(words, &reach).await),
             Command::Stop { words, reach } => operated(operate::stop(words, &reach, false).await),
             Command::Restart { words, reach } => operated(operate::stop(words, &reach, true).await),
+            Command::Forget { words, reach } => operated(operate::forget(words, &reach).await),
             Command::Tree { manifest, json, reach } => operated(operate::tree(manifest, &reach, json).await),
             Command::Events { manifest, filter, json, reach } => {
                 operated(operate::events(manifest, &reach, &filter, json).await)

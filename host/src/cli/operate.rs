@@ -263,6 +263,14 @@ pub async fn stop(words: Vec<String>, how: &Reach, restart: bool) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn forget(words: Vec<String>, how: &Reach) -> anyhow::Result<ExitCode> {
+    let (manifest, words) = split(words, 1, "agora forget [manifest] NAME")?;
+    let (address, token) = reach(manifest, how)?;
+    api(&address, &token, Method::DELETE, &format!("/v1/agents/{}/state", words[0]), Vec::new()).await?;
+    println!("forgot the persisted state of {}: its next start is by init", words[0]);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn tree(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
     let (address, token) = reach(manifest, how)?;
     let tree = api(&address, &token, Method::GET, "/v1/tree", Vec::new()).await?;

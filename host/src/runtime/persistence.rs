@@ -34,7 +34,8 @@ pub struct Snapshot {
 
 struct Write {
     agent: Arc<str>,
-    snapshot: Snapshot,
+    /// None forgets the agent's snapshot.
+    snapshot: Option<Snapshot>,
     acked: oneshot::Sender<Result<(), String>>,
 }
 
@@ -60,7 +61,19 @@ impl Snapshots {
     /// Persist `agent`'s snapshot, replacing its last; returns once it is on disk.
     pub async fn persist(&self, agent: &Arc<str>, snapshot: Snapshot) -> Result<(), String> {
         let (acked, ack) = oneshot::channel();
-        if !self.writer.send(Write { agent: agent.clone(), snapshot, acked }) {
+        self.write(Write { agent: agent.clone(), snapshot: Some(snapshot), acked }, ack).await
+    }
+
+    /// Forget `agent`'s snapshot (its next start is by `init`); false when it had none.
+    pub async fn forget(&self, agent: &str) -> Result<bool, String> {
+        let had = self.load(agent)?.is_some();
+        let (acked, ack) = oneshot::channel();
+        self.write(Write { agent: agent.into(), snapshot: None, acked }, ack).await?;
+        Ok(had)
+    }
+
+    async fn write(&self, write: Write, ack: oneshot::Receiver<Result<(), String>>) -> Result<(), String> {
+        if !self.writer.send(write) {
             return Err("the durable agents' store has shut down".into());
         }
         ack.await.map_err(|_| "the durable agents' store has shut down".to_string())?
@@ -117,8 +130,15 @@ fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
         let mut table = write.open_table(SNAPSHOTS).map_err(|e| e.to_string())?;
         // Later writes of one agent replace its earlier ones in the batch: the last one counts.
         for Write { agent, snapshot, .. } in batch {
-            let row = (snapshot.module.as_str(), snapshot.version.as_str(), snapshot.state.as_slice());
-            table.insert(&**agent, row).map_err(|e| e.to_string())?;
+            match snapshot {
+                Some(snapshot) => {
+                    let row = (snapshot.module.as_str(), snapshot.version.as_str(), snapshot.state.as_slice());
+                    table.insert(&**agent, row).map_err(|e| e.to_string())?;
+                }
+                None => {
+                    table.remove(&**agent).map_err(|e| e.to_string())?;
+                }
+            }
         }
     }
     write.commit().map_err(|e| e.to_string())
@@ -147,5 +167,9 @@ mod tests {
         assert_eq!(store.load("b").unwrap(), Some(snapshot(7)));
         assert_eq!(store.load("c").unwrap(), None);
         assert_eq!(store.totals().unwrap(), (2, 6));
+        assert!(store.forget("a").await.unwrap());
+        assert!(!store.forget("a").await.unwrap());
+        assert_eq!(store.load("a").unwrap(), None);
+        assert_eq!(store.totals().unwrap(), (1, 3));
     }
 }
