@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Report, error, percentile, spec, stop_all};
+use super::{Report, error, spec, stop_all};
 use crate::manifest::{ByteSize, Persist};
 use crate::messaging::{Body, Message};
 use crate::runtime::Runtime;
@@ -102,19 +102,15 @@ async fn wake_and_hibernate(
         wake_times.push(begun.elapsed());
         anyhow::ensure!(reply == b"42", "a woken counter answered {:?}", String::from_utf8_lossy(&reply));
     }
-    spawn_times.sort();
-    wake_times.sort();
-    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-        let (wake, spawn) = (percentile(&wake_times, p), percentile(&spawn_times, p));
-        let note = format!("({:.2}x a spawn; a call that wakes the agent, restores it and is answered)", wake / spawn);
-        report.figure(&format!("wake_{label}"), wake, "us", Some(spawn), &note);
-    }
+    super::report_percentiles(report, "wake", &mut wake_times, &mut spawn_times, |ratio| {
+        format!("({ratio:.2}x a spawn; a call that wakes the agent, restores it and is answered)")
+    });
     stop_all(agents).await;
     Ok(())
 }
 
-/// Register `count` counters, hibernated in rounds of half the pool (so that each round's
-/// starts find free slots, warm from the round before); then as many again started into a full
+/// Register `count` counters, hibernated in rounds: the first fills the pool, the others take
+/// half of it (so that each round's starts find free slots, warm from the rounds before); then as many again started into a full
 /// pool, where each start hibernates the least recently used. The memory figure is the
 /// marginal cost of a hibernated agent, measured past the first round (whose slots stay
 /// resident once touched).
@@ -127,7 +123,9 @@ async fn registered(runtime: &Arc<Runtime>, counter: &Module, count: usize, repo
     let started = Instant::now();
     while agents.len() < count {
         let first = agents.len();
-        for i in first..(first + round).min(count) {
+        // The first round fills the pool, so that every slot is warm before the measure starts.
+        let size = if first == 0 { pool } else { round };
+        for i in first..(first + size).min(count) {
             agents.push(start(runtime, counter, format!("registered-{i}")).await?);
         }
         let hibernated = hibernate_all(runtime, &agents[first..]).await?;

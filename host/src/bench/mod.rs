@@ -210,6 +210,23 @@ pub(crate) fn spec(name: String, module: &str, config: &[(&str, String)], memory
     }
 }
 
+/// `<name>_p50` and `<name>_p99` of `times` (µs), each next to the same percentile of
+/// `baseline`; `note` words the ratio.
+pub(crate) fn report_percentiles(
+    report: &Report,
+    name: &str,
+    times: &mut [Duration],
+    baseline: &mut [Duration],
+    note: impl Fn(f64) -> String,
+) {
+    times.sort();
+    baseline.sort();
+    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (value, base) = (percentile(times, p), percentile(baseline, p));
+        report.figure(&format!("{name}_{label}"), value, "us", Some(base), &note(value / base));
+    }
+}
+
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
     sorted[index].as_secs_f64() * 1e6
@@ -243,13 +260,9 @@ async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &R
         agora_times.push(started.elapsed());
         agents.push(agent);
     }
-    raw_times.sort();
-    agora_times.sort();
-    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-        let (agora, raw) = (percentile(&agora_times, p), percentile(&raw_times, p));
-        let note = format!("({:.2}x raw, {count} starts)", agora / raw);
-        report.figure(&format!("spawn_{label}"), agora, "us", Some(raw), &note);
-    }
+    report_percentiles(report, "spawn", &mut agora_times, &mut raw_times, |ratio| {
+        format!("({ratio:.2}x raw, {count} starts)")
+    });
     drop(raw_stores);
     stop_all(agents).await;
     Ok(())

@@ -53,13 +53,9 @@ pub async fn upgrade(
         restarts.push(started.elapsed());
     }
     running.stop(Shutdown::Infinity).await;
-    pauses.sort();
-    restarts.sort();
-    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-        let (pause, restart) = (percentile(&pauses, p), percentile(&restarts, p));
-        let note = format!("({:.2}x a restart, {rounds} upgrades with state)", pause / restart);
-        report.figure(&format!("upgrade_pause_{label}"), pause, "us", Some(restart), &note);
-    }
+    super::report_percentiles(report, "upgrade_pause", &mut pauses, &mut restarts, |ratio| {
+        format!("({ratio:.2}x a restart, {rounds} upgrades with state)")
+    });
     Ok(())
 }
 

@@ -78,6 +78,24 @@ pub fn next_batch<T>(receiver: &mpsc::Receiver<T>, batch: &mut Vec<T>, max: usiz
     Batch::Ready
 }
 
+/// The loop of a writer thread that only commits: whenever records wait, take them all (up to
+/// `max`) and hand them to `commit`, which empties the batch and says whether to go on. Ends
+/// when every sender is gone.
+pub fn commit_batches<T>(receiver: &mpsc::Receiver<T>, max: usize, mut commit: impl FnMut(&mut Vec<T>) -> bool) {
+    let mut batch = Vec::with_capacity(max.min(1024));
+    loop {
+        match next_batch(receiver, &mut batch, max, Duration::from_secs(3600)) {
+            Batch::Ready => {
+                if !commit(&mut batch) {
+                    return;
+                }
+            }
+            Batch::Idle => {}
+            Batch::Closed => return,
+        }
+    }
+}
+
 /// The sending end of a writer thread: dropping it lets the writer commit what it holds, and
 /// waits for it.
 pub struct WriterHandle<T> {

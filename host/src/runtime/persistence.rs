@@ -10,12 +10,11 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use crate::infra::durable::{self, Batch, WriterHandle};
+use crate::infra::durable::{self, WriterHandle};
 
 /// Agent name → (module, version, state).
 const SNAPSHOTS: TableDefinition<&str, (&str, &str, &[u8])> = TableDefinition::new("snapshots");
@@ -105,14 +104,8 @@ impl Snapshots {
 }
 
 fn run(db: &Database, receiver: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(256);
-    loop {
-        match durable::next_batch(&receiver, &mut batch, MAX_BATCH, Duration::from_secs(3600)) {
-            Batch::Ready => {}
-            Batch::Idle => continue,
-            Batch::Closed => return,
-        }
-        let outcome = commit(db, &batch);
+    durable::commit_batches(&receiver, MAX_BATCH, |batch| {
+        let outcome = commit(db, batch);
         if let Err(error) = &outcome {
             tracing::error!(event = "snapshot_persist_failed", %error, writes = batch.len(),
                 "durable agents' store: a commit failed");
@@ -120,7 +113,8 @@ fn run(db: &Database, receiver: mpsc::Receiver<Write>) {
         for write in batch.drain(..) {
             let _ = write.acked.send(outcome.clone());
         }
-    }
+        true
+    })
 }
 
 fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {

@@ -5,12 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use crate::infra::durable::{self, Batch, WriterHandle};
+use crate::infra::durable::{self, WriterHandle};
 
 /// (time in ms since the Unix epoch, kind, debit account, credit account, amount, hold, memo);
 /// the empty account is the host's issuance.
@@ -141,21 +141,16 @@ struct Writer {
 
 impl Writer {
     fn run(&mut self, receiver: mpsc::Receiver<Pending>) {
-        let mut batch = Vec::with_capacity(1024);
-        loop {
-            match durable::next_batch(&receiver, &mut batch, MAX_BATCH, Duration::from_secs(3600)) {
-                Batch::Ready => {}
-                Batch::Idle => continue,
-                Batch::Closed => return,
-            }
+        durable::commit_batches(&receiver, MAX_BATCH, |batch| {
             let first_seq = self.last_seq + 1;
-            match self.write(&batch) {
+            match self.write(batch) {
                 Ok(()) => {
                     for (pending, seq) in batch.drain(..).zip(first_seq..) {
                         if let Some(ack) = pending.ack {
                             let _ = ack.send(Ok(seq));
                         }
                     }
+                    true
                 }
                 Err(error) => {
                     // The balances in memory are now ahead of the file; the ledger stops taking
@@ -166,10 +161,10 @@ impl Writer {
                             let _ = ack.send(Err(error.clone()));
                         }
                     }
-                    return;
+                    false
                 }
             }
-        }
+        })
     }
 
     fn write(&mut self, batch: &[Pending]) -> Result<(), JournalError> {
