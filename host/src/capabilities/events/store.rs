@@ -429,13 +429,16 @@ impl Writer {
                         row_bytes(&event.kind, event.agent.as_deref(), event.correlation.as_deref(), &event.payload);
                 }
                 self.last_time_ms = time_ms;
+                // Subscribers are told before the appenders: once an append returns, its
+                // notifications are queued (or counted as dropped), so an appender that exits
+                // right after cannot outrun them.
+                if let Some(hook) = &self.on_commit {
+                    hook(Committed { first_seq, time_ms, batch });
+                }
                 for (append, seq) in batch.iter_mut().zip(first_seq..) {
                     if let Some(ack) = append.ack.take() {
                         let _ = ack.send(Ok(seq));
                     }
-                }
-                if let Some(hook) = &self.on_commit {
-                    hook(Committed { first_seq, time_ms, batch });
                 }
                 batch.clear();
             }
