@@ -70,11 +70,6 @@ impl LiveSet {
         self.class(class).candidates.remove(&id);
     }
 
-    /// Live agents that could hibernate, in `class`.
-    pub fn candidates(&self, class: Class) -> usize {
-        self.class(class).candidates.len()
-    }
-
     /// Hibernate the least recently used idle candidate of `class`, and wait until its slot is
     /// free. False when no candidate could.
     pub async fn make_room(&self, class: Class, asking: AgentId) -> bool {

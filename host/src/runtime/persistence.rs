@@ -90,7 +90,8 @@ impl Snapshots {
     }
 
     /// How many agents have a snapshot, and their bytes of state.
-    pub fn totals(&self) -> Result<(u64, u64), String> {
+    #[cfg(test)]
+    fn totals(&self) -> Result<(u64, u64), String> {
         let read = self.db.begin_read().map_err(|e| e.to_string())?;
         let table = read.open_table(SNAPSHOTS).map_err(|e| e.to_string())?;
         let mut totals = (0, 0);

@@ -170,8 +170,6 @@ impl AgentStats {
     pub fn handled(&self, took: Duration, queued: impl FnOnce() -> usize, memory_peak: usize, cpu_ticks: u64) {
         let handled = self.messages_in.get().wrapping_add(1);
         self.messages_in.set(handled);
-        // Busy until it goes idle: one store to a line this task writes anyway.
-        self.phase.set(Phase::Busy as u64);
         self.latency[latency_bucket(took.as_nanos() as u64)].add(1);
         if handled.is_multiple_of(64) {
             self.mailbox_depth.set(queued() as u64);

@@ -312,7 +312,7 @@ impl Instance {
         let outcome = invoke::metered(&self.meter, self.tick, call).await;
         match invoke::finish(&mut self.store, outcome, "restore") {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(refused)) => Err(("restore", format!("the new version refused the state: {refused}"))),
+            Ok(Err(refused)) => Err(("restore", format!("its restore refused the state: {refused}"))),
             Err(fault) => Err(("restore", fault.to_string())),
         }
     }
