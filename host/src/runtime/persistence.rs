@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::infra::durable::{self, WriterHandle};
@@ -92,6 +92,7 @@ impl Snapshots {
     /// How many agents have a snapshot, and their bytes of state.
     #[cfg(test)]
     fn totals(&self) -> Result<(u64, u64), String> {
+        use redb::ReadableTable;
         let read = self.db.begin_read().map_err(|e| e.to_string())?;
         let table = read.open_table(SNAPSHOTS).map_err(|e| e.to_string())?;
         let mut totals = (0, 0);
