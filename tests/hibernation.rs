@@ -306,3 +306,21 @@ fn durable_without_the_state_interface_and_persist_without_durable_are_refused_w
     run.assert_failure();
     assert!(run.stderr.contains("durable") && run.stderr.contains("state interface"), "{}", run.stderr);
 }
+
+#[test]
+fn a_durable_agent_whose_state_cannot_be_written_crashes_and_its_caller_gets_no_reply() {
+    let agents = "[[agent]]\nname = \"stubborn\"\nmodule = \"counter\"\nrestart = \"temporary\"\ngrants = [\"messaging\"]\n\
+                  durable = true\npersist = \"every-message\"\nconfig = { refuse_snapshot = \"true\" }\n";
+    let scenario = Scenario::agents("admin = \"127.0.0.1:0\"", agents);
+    let (child, mut lines, mut seen, address, token) = host(&scenario);
+    wait_for_event(&mut lines, &mut seen, |e| e["event"] == "agent_started" && e["agent"] == "stubborn");
+    // The increment ran, but its state cannot be written: the reply is never released.
+    let (status, body) = call(&address, &token, "stubborn", "inc");
+    assert_ne!(status, 200, "{body}");
+    wait_for_event(&mut lines, &mut seen, |e| {
+        e["event"] == "agent_exited" && e["agent"] == "stubborn" && e["reason"] == "persist_failed"
+    });
+    let exit = seen.last().unwrap();
+    assert!(exit["detail"].as_str().unwrap().contains("snapshot refused"), "{exit}");
+    terminate(&child);
+}

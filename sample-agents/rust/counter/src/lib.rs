@@ -4,6 +4,9 @@
 //! The counter is [`Stateful`]: its value (and a held call) survive an upgrade of its code, as
 //! JSON (`{"value":3,"held":null}`); `sample-agents/rust/counter-v2` reads that format.
 //!
+//! With config `refuse_snapshot = "true"` its `snapshot` refuses (for the failure paths of
+//! durable agents).
+//!
 //! `hold` shows a deferred reply: the call is not answered from `handle`; the counter sends
 //! itself `release`, and answers the held call from there with `messaging::reply` (and logs what
 //! a second reply to the same call returns).
@@ -13,11 +16,14 @@ use agora_guest::{Agent, Config, HandleError, Message, Stateful, log, messaging}
 struct Counter {
     value: i64,
     held: Option<u64>,
+    #[serde(skip)]
+    refuse_snapshot: bool,
 }
 
 impl Agent for Counter {
     fn init(config: Config) -> Result<Self, String> {
-        Ok(Counter { value: config.parse("start")?.unwrap_or(0), held: None })
+        let refuse_snapshot = config.get("refuse_snapshot") == Some("true");
+        Ok(Counter { value: config.parse("start")?.unwrap_or(0), held: None, refuse_snapshot })
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
@@ -58,11 +64,15 @@ impl Agent for Counter {
 
 impl Stateful for Counter {
     fn snapshot(&self) -> Result<Vec<u8>, String> {
+        if self.refuse_snapshot {
+            return Err("refusing to be snapshotted (refuse_snapshot)".into());
+        }
         agora_guest::state::encode(self)
     }
 
-    fn restore(_config: Config, state: &[u8], from_version: &str) -> Result<Self, String> {
-        let counter: Counter = agora_guest::state::decode(state)?;
+    fn restore(config: Config, state: &[u8], from_version: &str) -> Result<Self, String> {
+        let mut counter: Counter = agora_guest::state::decode(state)?;
+        counter.refuse_snapshot = config.get("refuse_snapshot") == Some("true");
         log::info(&format!("counter restored at {} from {from_version}", counter.value));
         Ok(counter)
     }
