@@ -504,15 +504,18 @@ pub async fn start_under(
     match instance.boot(module, &spec.config).await {
         Ok(booted) => {
             let took = started.elapsed();
+            let exiting = instance.store.data_mut().exit_requested.take();
+            if exiting.is_none() {
+                // Idle from here, before anyone hears it started (its task may not have run
+                // yet): a full pool may ask it to hibernate.
+                instance.store.data().stats.idle();
+                instance.enter_live_set();
+            }
             runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts });
             // An agent that exits in `init` is finished here, so that its registry entries are
             // gone before the next sibling starts.
-            match instance.store.data_mut().exit_requested.take() {
+            match exiting {
                 None => {
-                    // Idle from here (its task may not have run yet): a full pool may ask it to
-                    // hibernate.
-                    instance.store.data().stats.idle();
-                    instance.enter_live_set();
                     let task = Some(tokio::spawn(instance.live(booted, exits)));
                     Ok(RunningAgent { id, name, stop, task, ignored: false })
                 }
