@@ -149,20 +149,34 @@ fn each_service_example_is_the_tours_and_the_tour_runs() {
         .filter(|(tag, _)| *tag != "end")
         .map(|(_, body)| body.to_string())
         .collect();
-    assert_eq!(regions.len(), 10, "the tour's marked functions");
+    assert_eq!(regions.len(), 12, "the tour's marked functions");
     assert_eq!(shown, regions, "the README's service examples are the tour's functions, in order");
 
-    let run = agora_in(&common::workspace(), &["run", "--log-format", "json", "examples/tour.toml"]);
+    // The tour as shipped, but with its admin endpoint (the outbound stop's upstream) on a free
+    // port, its modules found from elsewhere and its data in a directory of its own.
+    let shipped = std::fs::read_to_string(common::workspace().join("examples/tour.toml")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let target = common::workspace().join("target");
+    let manifest = shipped
+        .replace("127.0.0.1:9464", &format!("127.0.0.1:{port}"))
+        .replace("\"../target/", &format!("\"{}/", target.display()))
+        .replace("data_dir = \"../.agora/tour-example\"", "data_dir = \"data\"");
+    assert_ne!(manifest, shipped);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("tour.toml"), manifest).unwrap();
+    let run = agora_in(home.path(), &["run", "--log-format", "json", "tour.toml"]);
     run.assert_success();
     let said: Vec<String> = run.logs("tour");
     let expected = [
         "config: pricing.rate = 3",
         "events: appended as #",
         "telemetry: counted",
+        "outbound: status 200, circuit closed, 0 of 8 connections in use",
         "rate limits: 2 of 3 passed",
         "locks: released",
         "barriers: round 1 complete",
         "election: leading",
+        "consensus: committed, 2 of 2 accepted",
         "ledger: balance 70 held 30",
         "auctions: #1 asked 10, unsold",
         "market: task #1: nobody proposed; balance 100",

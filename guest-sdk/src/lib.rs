@@ -346,6 +346,9 @@ pub mod outbound {
     }
 }
 
+#[cfg(feature = "http")]
+pub mod http;
+
 /// Named locks with leases and fencing tokens. Grant: "coordination".
 pub mod locks {
     pub use crate::bindings::agora::agent::locks::*;

@@ -76,7 +76,13 @@ fn project(lang: Lang, name: &str) -> Project {
         Lang::Rust => {
             let krate = name.replace('-', "_");
             let sdk_manifest = format!(
-                "[package]\nname = \"agora-guest\"\nversion = \"{}\"\nedition = \"2024\"\n\n[dependencies]\nwit-bindgen = \"0.63\"\n",
+                concat!(
+                    "[package]\nname = \"agora-guest\"\nversion = \"{}\"\nedition = \"2024\"\n\n",
+                    "[dependencies]\nwit-bindgen = \"0.63\"\n",
+                    "serde = {{ version = \"1\", optional = true }}\nserde_json = {{ version = \"1\", optional = true }}\n",
+                    "wasi = {{ version = \"0.14\", optional = true }}\n\n",
+                    "[features]\nserde = [\"dep:serde\", \"dep:serde_json\"]\nhttp = [\"dep:wasi\"]\n",
+                ),
                 env!("CARGO_PKG_VERSION")
             );
             files.extend([
@@ -85,6 +91,7 @@ fn project(lang: Lang, name: &str) -> Project {
                 text(".gitignore", include_str!("../../templates/rust/gitignore"), name),
                 ("agora-guest/Cargo.toml".into(), sdk_manifest.into_bytes()),
                 ("agora-guest/src/lib.rs".into(), include_str!("../../../guest-sdk/src/lib.rs").as_bytes().to_vec()),
+                ("agora-guest/src/http.rs".into(), include_str!("../../../guest-sdk/src/http.rs").as_bytes().to_vec()),
             ]);
             Project {
                 files,

@@ -327,7 +327,20 @@ impl Market {
             // Only a failed journal gets here; the ledger's next start releases the escrow.
             tracing::error!(event = "task_settlement_failed", task = task.id, %error);
         }
-        tracing::info!(event = "task_ended", task = task.id, outcome = ?told);
+        match &told {
+            MarketNotice::Completed(done) => tracing::info!(
+                event = "task_ended",
+                task = task.id,
+                outcome = "completed",
+                contractor = %done.contractor,
+                price = done.price
+            ),
+            MarketNotice::Failed(ended) | MarketNotice::TimedOut(ended) => {
+                let outcome = if matches!(told, MarketNotice::Failed(_)) { "failed" } else { "timed_out" };
+                tracing::info!(event = "task_ended", task = task.id, outcome, contractor = %ended.contractor)
+            }
+            _ => tracing::info!(event = "task_ended", task = task.id, outcome = "unawarded"),
+        }
         task.outcome.send_replace(state);
         let contractor = task.book().contractor;
         let topic: Arc<str> = TOPIC.into();

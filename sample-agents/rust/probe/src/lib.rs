@@ -532,18 +532,18 @@ fn run_step(words: &[&str]) -> String {
             };
             format!("circuit {circuit} retry-after-ms {retry} in-use {} capacity {}", s.in_use, s.capacity)
         }),
-        "http" => http::describe(http::start(arg(1), arg(2)).and_then(http::finish)),
+        "http" => http::describe(http::start(arg(1), arg(2), None).and_then(http::finish)),
         "http-count" => {
             let mut counts = std::collections::BTreeMap::<String, u32>::new();
             for _ in 0..number(1) {
-                *counts.entry(http::class(&http::start(arg(2), arg(3)).and_then(http::finish))).or_default() += 1;
+                *counts.entry(http::class(&http::start(arg(2), arg(3), None).and_then(http::finish))).or_default() += 1;
             }
             let listed: Vec<String> = counts.iter().map(|(class, n)| format!("{class}:{n}")).collect();
             format!("outcomes [{}]", listed.join(","))
         }
         "http-post" => {
             let body = words[2..].join(" ");
-            http::describe(http::start_with_body("POST", arg(1), Some(body.as_bytes())).and_then(http::finish))
+            http::describe(http::start("POST", arg(1), Some(body.as_bytes())).and_then(http::finish))
         }
         "http-paced" => {
             // `http-paced <n> GET <url>`: until n requests passed, waiting out each rate-limited
@@ -551,7 +551,7 @@ fn run_step(words: &[&str]) -> String {
             let started = std::time::Instant::now();
             let (mut passed, mut limited) = (0, 0);
             while passed < number(1) {
-                match http::start(arg(2), arg(3)).and_then(http::finish) {
+                match http::start(arg(2), arg(3), None).and_then(http::finish) {
                     Ok(answer) if answer.header("agora-rejected").as_deref() == Some("rate-limited") => {
                         limited += 1;
                         let retry: u64 =
@@ -565,8 +565,8 @@ fn run_step(words: &[&str]) -> String {
             format!("passed {passed} limited {limited} elapsed-ms {}", started.elapsed().as_millis())
         }
         "http-pair" => {
-            let first = http::start(arg(1), arg(2));
-            let second = http::start(arg(1), arg(2));
+            let first = http::start(arg(1), arg(2), None);
+            let second = http::start(arg(1), arg(2), None);
             let mut classes = [first.and_then(http::finish), second.and_then(http::finish)].map(|o| http::class(&o));
             classes.sort();
             format!("outcomes [{}]", classes.join(","))

@@ -3,8 +3,8 @@
 //! (examples/tour.toml) and checks what each one logs.
 
 use agora_guest::{
-    Agent, Config, HandleError, Message, auctions, barriers, config, election, events, ledger, locks, log, market,
-    messaging, rate_limits, telemetry,
+    Agent, Config, HandleError, Message, auctions, barriers, config, consensus, election, events, http, ledger, locks,
+    log, market, messaging, outbound, rate_limits, telemetry,
 };
 
 // README: config
@@ -33,6 +33,28 @@ fn count_something() -> Result<String, String> {
     telemetry::counter_add("orders", 1).map_err(|e| e.to_string())?;
     telemetry::histogram_record("order_value", 12.5).map_err(|e| e.to_string())?;
     Ok("counted".into())
+}
+// README: end
+
+// README: outbound
+fn ask_an_upstream() -> Result<String, String> {
+    // `[outbound.upstream] url = "http://127.0.0.1:9464/health"` and `outbound = ["upstream"]` on the
+    // agent (here the host's own admin endpoint). Any WASI HTTP client works; this is the SDK's.
+    let url = config::get("upstream").map_err(|e| e.to_string())?.ok_or("config `upstream` is not set")?;
+    let answer = http::get(&url)?;
+    if let Some(rejection) = answer.rejection() {
+        return Err(format!("the host answered for the target: {rejection:?}"));
+    }
+    let target = outbound::status("upstream").map_err(|e| e.to_string())?;
+    let circuit = match target.circuit {
+        outbound::Circuit::Closed => "closed",
+        outbound::Circuit::Open => "open",
+        outbound::Circuit::HalfOpen => "half-open",
+    };
+    Ok(format!(
+        "status {}, circuit {}, {} of {} connections in use",
+        answer.status, circuit, target.in_use, target.capacity
+    ))
 }
 // README: end
 
@@ -68,6 +90,21 @@ fn stand_for_leader() -> Result<String, String> {
     let now = election::join("schedulers").map_err(|e| format!("{e:?}"))?;
     let me = messaging::self_id();
     Ok(if now.leader == Some(me) { "leading".into() } else { "following".into() })
+}
+// README: end
+
+// README: consensus
+fn put_it_to_a_vote() -> Result<String, String> {
+    // Grant "coordination": the members of election group "release" (here two `replica` agents)
+    // each get a vote-requested notice and answer in `notify`; a proposer need not be a member.
+    let outcome =
+        consensus::propose("release", b"ship v2", consensus::Quorum::Majority, 1_000).map_err(|e| format!("{e:?}"))?;
+    let verdict = match outcome.verdict {
+        consensus::Verdict::Committed => "committed",
+        consensus::Verdict::Rejected => "rejected",
+        consensus::Verdict::TimedOut => "timed out",
+    };
+    Ok(format!("{verdict}, {} of {} accepted", outcome.accepted, outcome.voters))
 }
 // README: end
 
@@ -137,14 +174,16 @@ impl Agent for Tour {
     }
 
     fn handle(&mut self, _message: Message) -> Result<Option<Vec<u8>>, HandleError> {
-        let stops: [(&str, Stop); 10] = [
+        let stops: [(&str, Stop); 12] = [
             ("config", read_config),
             ("events", record_an_event),
             ("telemetry", count_something),
+            ("outbound", ask_an_upstream),
             ("rate limits", limit_a_caller),
             ("locks", update_under_a_lock),
             ("barriers", meet_the_others),
             ("election", stand_for_leader),
+            ("consensus", put_it_to_a_vote),
             ("ledger", put_money_aside),
             ("auctions", sell_something),
             ("market", put_out_a_task),
