@@ -136,6 +136,9 @@ fn a_panic_is_reported_with_its_message_and_backtrace() {
     let exit = run.exit("fragile");
     assert_eq!(exit["reason"], "panic", "{exit}");
     assert!(exit["output"].as_str().unwrap().contains("misbehave: asked to panic"), "{exit}");
+    // The crash line names the panic's message and place, not only the trap it ended in.
+    let detail = exit["detail"].as_str().unwrap();
+    assert!(detail.starts_with("misbehave: asked to panic (panicked at sample-agents/rust/misbehave/src/"), "{exit}");
     assert!(exit["backtrace"].as_str().unwrap().contains("misbehave"), "{exit}");
     let exit = run.exit("fatal");
     assert_eq!(exit["reason"], "handler_fatal", "{exit}");

@@ -191,7 +191,10 @@ impl Fault {
                 Trap::UnreachableCodeReached if panicked => FaultKind::Panic,
                 _ => FaultKind::Trap,
             };
-            (kind, trap.to_string())
+            match output.as_deref().and_then(rust_panic).filter(|_| kind == FaultKind::Panic) {
+                Some((at, message)) => (kind, format!("{message} (panicked at {at})")),
+                None => (kind, trap.to_string()),
+            }
         } else {
             (FaultKind::Trap, format!("{error:#}"))
         };
@@ -202,6 +205,17 @@ impl Fault {
             output,
         }
     }
+}
+
+/// The location and message of the last Rust panic in a guest's stderr, which the standard
+/// library writes as `thread '<name>' (<id>) panicked at <file>:<line>:<column>:` and then the
+/// message, up to its `note: run with RUST_BACKTRACE` line.
+fn rust_panic(output: &str) -> Option<(&str, String)> {
+    let (_, after) = output.rsplit_once(" panicked at ")?;
+    let (at, message) = after.split_once('\n').unwrap_or((after, ""));
+    let message: Vec<&str> = message.lines().take_while(|line| !line.starts_with("note: run with")).collect();
+    let message = message.join(" ");
+    Some((at.trim_end_matches(':'), if message.is_empty() { "a panic without a message".into() } else { message }))
 }
 
 /// The text of a caught panic.
@@ -1106,5 +1120,20 @@ fn refuse(agent: &str, message: Option<Message>, error: Error, why: &str) {
             let _ = reply.send(Err(error));
         }
         None => tracing::warn!(event = "message_refused", agent, reason = ?error, "a message was refused: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rust_panic;
+
+    #[test]
+    fn a_rust_panic_is_read_from_the_guests_stderr() {
+        let stderr = "working\n\nthread '<unnamed>' (1) panicked at src/lib.rs:225:17:\nswift crashed\nin task 6\n\
+                      note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace";
+        assert_eq!(rust_panic(stderr), Some(("src/lib.rs:225:17", "swift crashed in task 6".to_string())));
+        let bare = "thread 'main' panicked at src/main.rs:1:1:";
+        assert_eq!(rust_panic(bare), Some(("src/main.rs:1:1", "a panic without a message".to_string())));
+        assert_eq!(rust_panic("Traceback (most recent call last):"), None);
     }
 }

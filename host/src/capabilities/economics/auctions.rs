@@ -407,7 +407,7 @@ impl Auctions {
             State::Cancelled => ("cancelled".to_string(), AuctionNotice::Cancelled(auction.id)),
             State::Open => unreachable!("settled auctions are closed"),
         };
-        tracing::info!(event = "auction_closed", auction = auction.id, item = %auction.terms.item, outcome = %told);
+        tracing::debug!(event = "auction_closed", auction = auction.id, item = %auction.terms.item, outcome = %told);
         auction.outcome.send_replace(state);
         let bidders = std::mem::take(&mut auction.book().bidders);
         let topic: Arc<str> = TOPIC.into();

@@ -200,7 +200,9 @@ impl Market {
         self.tasks.pin().insert(id, task.clone());
         let told = Notice::Market(MarketNotice::CallForProposals(id));
         self.router.notify(task.invited.iter().copied(), &TOPIC.into(), &told);
-        tracing::info!(event = "task_announced", task = id, kind = %task.announcement.kind,
+        // The market's steps log at debug (`--verbose`): every party is told each step and
+        // says what it does, so at info they would say everything twice.
+        tracing::debug!(event = "task_announced", task = id, kind = %task.announcement.kind,
             announcer = %task.announcer.name, budget = task.announcement.budget, invited = task.invited.len());
         let market = self.clone();
         tokio::spawn(async move {
@@ -243,7 +245,7 @@ impl Market {
         let topic: Arc<str> = TOPIC.into();
         match award {
             (TaskState::Awarded { contractor: name, price }, Some(contractor), losers) => {
-                tracing::info!(event = "task_awarded", task = task.id, contractor = %name, price);
+                tracing::debug!(event = "task_awarded", task = task.id, contractor = %name, price);
                 task.outcome.send_replace(TaskState::Awarded { contractor: name, price });
                 self.router.notify([contractor], &topic, &Notice::Market(MarketNotice::Awarded(task.id)));
                 self.router.notify(losers, &topic, &Notice::Market(MarketNotice::Lost(task.id)));
@@ -328,7 +330,7 @@ impl Market {
             tracing::error!(event = "task_settlement_failed", task = task.id, %error);
         }
         match &told {
-            MarketNotice::Completed(done) => tracing::info!(
+            MarketNotice::Completed(done) => tracing::debug!(
                 event = "task_ended",
                 task = task.id,
                 outcome = "completed",
@@ -337,9 +339,9 @@ impl Market {
             ),
             MarketNotice::Failed(ended) | MarketNotice::TimedOut(ended) => {
                 let outcome = if matches!(told, MarketNotice::Failed(_)) { "failed" } else { "timed_out" };
-                tracing::info!(event = "task_ended", task = task.id, outcome, contractor = %ended.contractor)
+                tracing::debug!(event = "task_ended", task = task.id, outcome, contractor = %ended.contractor)
             }
-            _ => tracing::info!(event = "task_ended", task = task.id, outcome = "unawarded"),
+            _ => tracing::debug!(event = "task_ended", task = task.id, outcome = "unawarded"),
         }
         task.outcome.send_replace(state);
         let contractor = task.book().contractor;

@@ -18,6 +18,7 @@
 //! `event-query <field>=<value>...` (fields kind, agent, correlation, since, until, after, limit,
 //! newest (true: newest first);
 //! `since`/`until` may be `mark`: the time of the last `mark` step),
+//! `event-field <field> <field>=<value>...` (that string field of each match's JSON payload),
 //! `event-all <page-size> <field>=<value>...` (pages through every match), `mark`,
 //! `event-stream <kind> <n> <every>` (n appends, logging `acked <count>` every `every`),
 //! `event-subscribe <kind>`,
@@ -43,10 +44,11 @@
 //! `repeat <n> <step...>` (reports the last outcome), `count <n> <step...>` (outcomes counted by class), `await-outcome <timeout-ms> <step...> => <outcome>` (repeats the step until it has that outcome),
 //! `until <timeout-ms> <step...>` (repeats the
 //! step until it succeeds), `await-children <supervisor> <timeout-ms> <list>` (until `children`
-//! shows that list), `await-meta <agent> <key> <value> <timeout-ms>`, `sleep <ms>`, `log <text>`, `stop`. A message `stop` stops it too.
+//! shows that list), `await-meta <agent> <key> <value> <timeout-ms>`, `sleep <ms>`, `log <text>`, `say <text>`
+//! (logs the text, `{}` replaced by the previous step's outcome), `stop`. A message `stop` stops it too.
 //! `<to>` is a registered name, or `#<id>` for a raw agent id.
 //! With `vote = "accept" | "reject" | "ignore" | "crash"` the probe answers consensus vote requests
-//! so (crash: it panics on the request). With `report_messages = "true"` every message the probe
+//! so (crash: it panics on the request). With `narrate = "true"` only the `say` steps are logged. With `report_messages = "true"` every message the probe
 //! receives is logged too; with
 //! `run_in_init = "true"` the script runs inside `init` (for probes without the messaging grant).
 use std::time::Duration;
@@ -61,6 +63,7 @@ use agora_guest::{
 
 struct Probe {
     script: String,
+    narrate: bool,
     report_messages: bool,
     vote: Option<String>,
 }
@@ -478,6 +481,20 @@ fn run_step(words: &[&str]) -> String {
             let next = page.next.map_or_else(|| "none".to_string(), |n| n.to_string());
             format!("events {} [{}] next {next}", page.events.len(), listed.join(","))
         }),
+        "event-field" => outcome(events::query(&filter_of(&words[2..], 100)), |page| {
+            // `event-field <field> <filters>`: that string field of each match's JSON payload.
+            let needle = format!("\"{}\":\"", arg(1));
+            let found: Vec<String> = page
+                .events
+                .iter()
+                .filter_map(|event| {
+                    let payload = text(&event.payload);
+                    let (_, rest) = payload.split_once(&needle)?;
+                    Some(rest.split('"').next().unwrap_or_default().to_string())
+                })
+                .collect();
+            found.join(",")
+        }),
         "event-all" => {
             // Page through every match, `limit` at a time.
             let mut filter = filter_of(&words[2..], number(1) as u32);
@@ -698,10 +715,20 @@ fn run_step(words: &[&str]) -> String {
     }
 }
 
-fn run_script(script: &str) {
+/// Run each step, logging `probe: <step> => <outcome>`; a narrated script logs only its `say`
+/// lines, each with `{}` replaced by the outcome of the step before it.
+fn run_script(script: &str, narrate: bool) {
+    let mut last = String::new();
     for step in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some(line) = step.strip_prefix("say ") {
+            log::info(&line.replace("{}", &last));
+            continue;
+        }
         let words: Vec<&str> = step.split_whitespace().collect();
-        log::info(&format!("probe: {step} => {}", run_step(&words)));
+        last = run_step(&words);
+        if !narrate {
+            log::info(&format!("probe: {step} => {last}"));
+        }
     }
 }
 
@@ -709,22 +736,25 @@ impl Agent for Probe {
     fn init(config: Config) -> Result<Self, String> {
         let report_messages = config.get("report_messages") == Some("true");
         let script = config.get("script").unwrap_or_default().to_string();
+        let narrate = config.get("narrate") == Some("true");
         if config.get("run_in_init") == Some("true") {
-            run_script(&script);
-            return Ok(Probe { script: String::new(), report_messages, vote: config.get("vote").map(str::to_string) });
+            run_script(&script, narrate);
+            return Ok(Probe {
+                script: String::new(),
+                narrate,
+                report_messages,
+                vote: config.get("vote").map(str::to_string),
+            });
         }
         if !script.is_empty() {
             messaging::send(messaging::self_id(), b"run-script").map_err(|e| e.to_string())?;
         }
-        Ok(Probe { script, report_messages, vote: config.get("vote").map(str::to_string) })
+        Ok(Probe { script, narrate, report_messages, vote: config.get("vote").map(str::to_string) })
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
         if message.sender == Some(messaging::self_id()) && message.payload == b"run-script" {
-            for step in self.script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                let words: Vec<&str> = step.split_whitespace().collect();
-                log::info(&format!("probe: {step} => {}", run_step(&words)));
-            }
+            run_script(&self.script, self.narrate);
             return Ok(None);
         }
         if self.report_messages {
