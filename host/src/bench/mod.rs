@@ -29,6 +29,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bindings::Envelope;
@@ -60,6 +61,9 @@ pub struct BenchArgs {
     /// Round trips per pair.
     #[arg(long, default_value_t = 2_000)]
     rounds: u64,
+    /// Crashes (each followed by its restart) for the restart benchmark.
+    #[arg(long, default_value_t = 1_000)]
+    restarts: usize,
     /// Calls for the call benchmark.
     #[arg(long, default_value_t = 200_000)]
     calls: u64,
@@ -88,7 +92,7 @@ pub struct BenchArgs {
     /// Agents spawned, hibernated and woken for the hibernation benchmark's latency figures.
     #[arg(long, default_value_t = 2_000)]
     wakes: usize,
-    /// Run only these benchmarks (density, hibernation, spawn, messaging, call, rate-limit, metric, events,
+    /// Run only these benchmarks (density, hibernation, spawn, messaging, call, restart, rate-limit, metric, events,
     /// config, locks, coordination, ledger, auctions, metering, watched, upgrade, api, languages); all
     /// when empty.
     only: Vec<String>,
@@ -137,6 +141,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let ping_pong = runtime.add_module("ping-pong", &args.agents.join("ping_pong.wasm"))?;
     let probe = runtime.add_module("probe", &args.agents.join("probe.wasm"))?;
     let counter = runtime.add_module("counter", &args.agents.join("counter.wasm"))?;
+    let misbehave = runtime.add_module("misbehave", &args.agents.join("misbehave.wasm"))?;
     let runtime = Arc::new(runtime);
     if wants("density") {
         density(&runtime, &echo, args.density, args.density_memory, &report).await?;
@@ -153,6 +158,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("call") {
         call(&runtime, &ping_pong, args.calls, &report).await?;
+    }
+    if wants("restart") {
+        restart(&runtime, &misbehave, args.restarts, &report).await?;
     }
     if wants("watched") {
         operations::watched(&runtime, &ping_pong, args.pairs, args.rounds, &report).await?;
@@ -286,6 +294,18 @@ pub(crate) async fn run_pairs(
     rounds: u64,
     mode: &str,
 ) -> anyhow::Result<Duration> {
+    run_pairs_carrying(runtime, module, pairs, rounds, mode, 8).await
+}
+
+/// [`run_pairs`] with messages of `payload` bytes.
+async fn run_pairs_carrying(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    pairs: usize,
+    rounds: u64,
+    mode: &str,
+    payload: usize,
+) -> anyhow::Result<Duration> {
     let (exits, mut exited) = mpsc::unbounded_channel::<Exit>();
     let mut pings = Vec::with_capacity(pairs);
     let mut agents = Vec::with_capacity(pairs * 2);
@@ -298,6 +318,7 @@ pub(crate) async fn run_pairs(
             ("rounds", rounds.to_string()),
             ("mode", mode.into()),
             ("autostart", "false".into()),
+            ("payload", payload.to_string()),
         ];
         let mut ping = spec(format!("{mode}-ping-{i}"), "ping-pong", &config, ByteSize::mib(16));
         // A pinger makes all its round trips in one callback, and each `call` that waits across
@@ -320,14 +341,16 @@ pub(crate) async fn run_pairs(
 }
 
 /// Raw host-to-guest `handle` calls on one store: the floor under any message delivery.
-async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64) -> anyhow::Result<f64> {
+async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64, payload: usize) -> anyhow::Result<f64> {
     let raw_spec = Arc::new(spec("raw".into(), &module.name, &[], Limits::default().memory));
     let state = AgentState::new(runtime.clone(), u64::MAX, "raw".into(), raw_spec, None);
     let mut store = agent::new_store(module.pre.engine(), state);
     store.set_epoch_deadline(1);
     let instance = module.pre.instantiate_async(&mut store).await?;
     instance.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;
-    let envelope = Envelope { sender: Some(1), correlation: None, topic: None, payload: 7u64.to_le_bytes().to_vec() };
+    let mut bytes = vec![0; payload.max(8)];
+    bytes[..8].copy_from_slice(&7u64.to_le_bytes());
+    let envelope = Envelope { sender: Some(1), correlation: None, topic: None, payload: bytes };
     let started = Instant::now();
     for _ in 0..calls {
         store.set_epoch_deadline(1);
@@ -344,11 +367,87 @@ async fn messaging(
     rounds: u64,
     report: &Report,
 ) -> anyhow::Result<()> {
-    let baseline = raw_handle_rate(runtime, echo, 1_000_000).await?;
+    let baseline = raw_handle_rate(runtime, echo, 1_000_000, 8).await?;
     let elapsed = run_pairs(runtime, ping_pong, pairs, rounds, "send").await?;
     let messages = (pairs as u64 * rounds * 2) as f64;
     let note = format!("({pairs} pairs x {rounds} round trips; baseline: raw handle calls/s on one store)");
     report.figure("messaging", messages / elapsed.as_secs_f64(), "msgs/s", Some(baseline), &note);
+
+    // One pair: every message wakes the other agent's task, none finds it already running.
+    let rounds_1 = rounds * 50;
+    let elapsed = run_pairs(runtime, ping_pong, 1, rounds_1, "send").await?;
+    let note = format!("(1 pair x {rounds_1} round trips; baseline: raw handle calls/s on one store)");
+    report.figure("messaging_1_pair", (rounds_1 * 2) as f64 / elapsed.as_secs_f64(), "msgs/s", Some(baseline), &note);
+
+    // Payloads that must be copied: out of the sender's memory, through the mailbox, into the
+    // receiver's; the baseline copies them once, into the guest.
+    for (bench, payload, pairs, rounds) in
+        [("messaging_4k", 4 << 10, 100, 2_000), ("messaging_64k", 64 << 10, 100, 200)]
+    {
+        let baseline = raw_handle_rate(runtime, echo, 100_000, payload).await?;
+        let elapsed = run_pairs_carrying(runtime, ping_pong, pairs, rounds, "send", payload).await?;
+        let messages = (pairs as u64 * rounds * 2) as f64;
+        let note = format!(
+            "({pairs} pairs x {rounds} round trips of {} KiB; baseline: raw handle calls/s with that payload)",
+            payload >> 10
+        );
+        report.figure(bench, messages / elapsed.as_secs_f64(), "msgs/s", Some(baseline), &note);
+    }
+    Ok(())
+}
+
+/// Restart after a crash: a permanent child of a one-for-one supervisor panics, and the time
+/// until its successor (found by its name) has answered a call is measured, against a cold
+/// start of the same module and its first answer.
+async fn restart(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &Report) -> anyhow::Result<()> {
+    use crate::manifest::{AutoShutdown, ChildSpec, Strategy, SupervisorSpec};
+    const ANSWER: Duration = Duration::from_secs(10);
+    let crasher = Arc::new(AgentSpec {
+        restart: Restart::Permanent,
+        ..spec("restart-crasher".into(), &module.name, &[], Limits::default().memory)
+    });
+    let tree = SupervisorSpec {
+        name: "restart-bench".into(),
+        strategy: Strategy::OneForOne,
+        // Every crash is restarted: the intensity is not what is measured.
+        intensity: u32::MAX,
+        period: Duration::from_secs(1),
+        backoff: None,
+        restart: Restart::Permanent,
+        shutdown: Shutdown::Infinity,
+        children: vec![ChildSpec::Agent(crasher.clone())],
+        max_children: None,
+        auto_shutdown: AutoShutdown::Never,
+        significant: false,
+    };
+    let (exits, _keep) = mpsc::unbounded_channel();
+    let supervisor = crate::supervision::start_supervisor(runtime, &tree, exits.clone()).await.map_err(error)?;
+    let mut restarts = Vec::with_capacity(count);
+    let mut starts = Vec::with_capacity(count);
+    for i in 0..count {
+        let crashed = runtime.registry.lookup(&crasher.name).context("the crasher is registered")?;
+        let started = Instant::now();
+        runtime.router.try_deliver(crashed, Message::cast(None, b"panic".to_vec())).map_err(error)?;
+        let successor = loop {
+            match runtime.registry.lookup(&crasher.name) {
+                Some(id) if id != crashed => break id,
+                _ => tokio::task::yield_now().await,
+            }
+        };
+        runtime.router.call(None, successor, b"tick".to_vec(), ANSWER).await.map_err(error)?;
+        restarts.push(started.elapsed());
+
+        let cold = Arc::new(spec(format!("restart-baseline-{i}"), &module.name, &[], Limits::default().memory));
+        let started = Instant::now();
+        let agent = agent::start(runtime, &cold, module, exits.clone(), 0).await?;
+        runtime.router.call(None, agent.id, b"tick".to_vec(), ANSWER).await.map_err(error)?;
+        starts.push(started.elapsed());
+        stop_all(vec![agent]).await;
+    }
+    report_percentiles(report, "restart", &mut restarts, &mut starts, |ratio| {
+        format!("({ratio:.2}x a cold start and first answer; {count} panics of a permanent child)")
+    });
+    supervisor.stop(Shutdown::Infinity).await;
     Ok(())
 }
 

@@ -481,11 +481,13 @@ pub async fn start_under(
     })?;
     let id = runtime.next_id();
     let name: Arc<str> = spec.name.as_str().into();
-    runtime
-        .registry
-        .enter(id, &name, &spec.capabilities)
-        .map_err(|_| StartError::NameTaken { agent: spec.name.clone() })?;
-    let inbox = runtime.router.open(id, spec.limits.mailbox);
+    // The mailbox first: whoever finds the name can reach it (found a moment earlier, the id
+    // had no mailbox and a send failed with `not-found`).
+    let mut inbox = runtime.router.open(id, spec.limits.mailbox);
+    if runtime.registry.enter(id, &name, &spec.capabilities).is_err() {
+        runtime.router.close(id, &[], &mut inbox);
+        return Err(StartError::NameTaken { agent: spec.name.clone() });
+    }
     let mut state = AgentState::new(runtime.clone(), id, name.clone(), spec.clone(), None);
     state.restarts = restarts;
     let stop = state.stop.clone();

@@ -2,7 +2,8 @@
 //! after `rounds` round trips; `role = "pong"` answers. With `mode = "call"` the ping side uses
 //! request/reply (`call`) instead of two one-way sends through the mailboxes. With
 //! `autostart = "false"` the ping side waits for a `start` message (the benchmarks use this to
-//! start many pairs at once).
+//! start many pairs at once). With `payload = N` each message carries N bytes (at least the 8 of
+//! the round's number).
 use std::time::Duration;
 
 use agora_guest::{Agent, Config, Error, HandleError, Message, log, messaging};
@@ -18,10 +19,18 @@ struct PingPong {
     rounds: u64,
     done: u64,
     mode: Mode,
+    /// What the ping side sends: the round's number in the first 8 bytes, zeros after.
+    payload: Vec<u8>,
 }
 
 const STOP: &[u8] = b"stop";
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The payload of a round: its number in the first 8 bytes.
+fn stamp(payload: &mut [u8], round: u64) -> &[u8] {
+    payload[..8].copy_from_slice(&round.to_le_bytes());
+    payload
+}
 
 impl PingPong {
     fn finish(&mut self) -> Result<Option<Vec<u8>>, HandleError> {
@@ -33,9 +42,9 @@ impl PingPong {
 
     fn serve_calls(&mut self) -> Result<Option<Vec<u8>>, HandleError> {
         while self.done < self.rounds {
-            let reply = messaging::call(self.peer.as_str(), &self.done.to_le_bytes(), CALL_TIMEOUT)
+            let reply = messaging::call(self.peer.as_str(), stamp(&mut self.payload, self.done), CALL_TIMEOUT)
                 .map_err(|e| HandleError::fatal(format!("call {}: {e}", self.peer)))?;
-            if reply != self.done.to_le_bytes() {
+            if reply.len() != self.payload.len() || reply[..8] != self.done.to_le_bytes() {
                 return Err(HandleError::fatal("pong answered the wrong round"));
             }
             self.done += 1;
@@ -66,6 +75,7 @@ impl Agent for PingPong {
             rounds: config.parse("rounds")?.unwrap_or(1000),
             done: 0,
             mode,
+            payload: vec![0; config.parse::<usize>("payload")?.unwrap_or(8).max(8)],
         };
         if ping && config.get("autostart") != Some("false") {
             // Start in our own first message, so that init returns and the peer can be reached.
@@ -101,7 +111,7 @@ impl Agent for PingPong {
                 if self.done == self.rounds {
                     return self.finish();
                 }
-                match messaging::send(self.peer.as_str(), &self.done.to_le_bytes()) {
+                match messaging::send(self.peer.as_str(), stamp(&mut self.payload, self.done)) {
                     Ok(()) | Err(Error::NotFound) => Ok(None),
                     Err(e) => Err(HandleError::fatal(format!("send {}: {e}", self.peer))),
                 }
