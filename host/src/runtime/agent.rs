@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use wasmtime::{AsContextMut, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use super::Runtime;
@@ -372,7 +372,7 @@ impl StopSignal {
 
     /// Apply a supervisor's shutdown policy to the task this signal belongs to, and wait until
     /// the task has ended: ask for `terminate`, and kill once the timeout has passed.
-    pub async fn apply(&self, policy: Shutdown, mut task: Option<tokio::task::JoinHandle<()>>) {
+    pub async fn apply<F: Future + Unpin>(&self, policy: Shutdown, mut task: Option<F>) {
         match policy {
             Shutdown::BrutalKill => self.kill(),
             Shutdown::Infinity => self.shutdown(),
@@ -397,8 +397,9 @@ pub struct RunningAgent {
     pub id: AgentId,
     pub name: Arc<str>,
     stop: StopSignal,
-    /// None when the agent asked to stop during `init` and was finished before `start` returned.
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// Resolves once the agent is gone, whichever task it last ran on (a hibernated agent has
+    /// none); None when it asked to stop during `init` and was finished before `start` returned.
+    task: Option<oneshot::Receiver<()>>,
     /// It stopped during `init` (OTP's `ignore`): its supervisor keeps the child, not running,
     /// and gets no exit for it.
     pub ignored: bool,
@@ -506,6 +507,7 @@ pub async fn start_under(
     let meter = state.budget.meter.clone();
     let tick = runtime.settings.tick.duration();
     let store = new_store(module.pre.engine(), state);
+    let (ended, gone) = oneshot::channel();
     let mut instance = Instance {
         store,
         inbox,
@@ -516,6 +518,7 @@ pub async fn start_under(
         module: module.clone(),
         unpersisted: false,
         held_answer: None,
+        ended,
     };
     match instance.boot(module, &spec.config).await {
         Ok(booted) => {
@@ -532,8 +535,8 @@ pub async fn start_under(
             // gone before the next sibling starts.
             match exiting {
                 None => {
-                    let task = Some(tokio::spawn(instance.live(booted, exits)));
-                    Ok(RunningAgent { id, name, stop, task, ignored: false })
+                    tokio::spawn(instance.live(booted, exits, None));
+                    Ok(RunningAgent { id, name, stop, task: Some(gone), ignored: false })
                 }
                 Some(ExitReason::Normal) => {
                     let reason = instance.terminate(&booted, ExitReason::Normal).await;
@@ -616,7 +619,7 @@ pub(super) struct Instance {
     /// suspended call is dropped (safe: the store is never entered again, only its data read).
     pub(super) stop: StopSignal,
     /// Set when the kill comes from a linked agent's exit.
-    kill_cause: KillCause,
+    pub(super) kill_cause: KillCause,
     /// The store's CPU meter, outside the store so that a callback's polls can mark it.
     pub(super) meter: Arc<CpuMeter>,
     pub(super) tick: std::time::Duration,
@@ -627,6 +630,15 @@ pub(super) struct Instance {
     /// The reply of the message just handled, held until the state it made is on disk
     /// (`persist = "every-message"`).
     pub(super) held_answer: Option<(u64, Result<Vec<u8>, Error>)>,
+    /// Dropped with the instance, last (so after its store): the agent is gone.
+    pub(super) ended: oneshot::Sender<()>,
+}
+
+/// How the serve loop ended: the agent exited, or it hibernated (its instance gone, the state
+/// it took kept here unless a durable agent's is on disk) and its task can end.
+pub(super) enum Served {
+    Ended(ExitReason),
+    Asleep(Option<Vec<u8>>),
 }
 
 /// A booted instance: the `agent` world's exports, and the instance for the optional ones.
@@ -636,19 +648,25 @@ pub(super) struct Booted {
 }
 
 impl Instance {
-    /// The agent task: serve, clean up, report.
-    async fn live(mut self, mut booted: Booted, exits: mpsc::UnboundedSender<Exit>) {
+    /// The agent task: serve (`first`, the message that woke it, before any other), then clean
+    /// up and report; or, when it hibernates, end the task and leave the agent asleep.
+    pub(super) async fn live(mut self, mut booted: Booted, exits: mpsc::UnboundedSender<Exit>, first: Option<Message>) {
         // A panic in host code must not leave a registered agent without a task: catch it,
         // then clean up and report like any crash, so the supervisor can restart the agent.
-        let reason = match AssertUnwindSafe(self.serve(&mut booted)).catch_unwind().await {
-            Ok(reason) => reason,
+        let reason = match AssertUnwindSafe(self.serve(&mut booted, first)).catch_unwind().await {
+            Ok(Served::Ended(reason)) => reason,
+            Ok(Served::Asleep(snapshot)) => {
+                // `booted` named the instance that is gone; the wake makes a new one.
+                super::hibernation::Asleep::park(self, snapshot, exits);
+                return;
+            }
             Err(panic) => ExitReason::Crashed(Fault::new(FaultKind::HostPanic, panic_message(&*panic))),
         };
         self.finish(reason, Some(&exits));
     }
 
     /// Clean up, report the exit, tell the supervisor (unless it was ignored in `init`).
-    fn finish(&mut self, reason: ExitReason, exits: Option<&mpsc::UnboundedSender<Exit>>) {
+    pub(super) fn finish(&mut self, reason: ExitReason, exits: Option<&mpsc::UnboundedSender<Exit>>) {
         let undelivered = self.cleanup(&reason);
         let state = self.store.data();
         state.runtime.tally.record(&reason, undelivered);
@@ -768,18 +786,18 @@ impl Instance {
     }
 
     /// Handle messages until the agent stops, faults or is shut down.
-    async fn serve(&mut self, booted: &mut Booted) -> ExitReason {
+    async fn serve(&mut self, booted: &mut Booted, first: Option<Message>) -> Served {
         let stop = self.stop.clone();
         // Looked up once per task, so that the message path pays a local test for it.
         let injecting = crate::infra::faults::aimed_at("agent-task", &self.store.data().name);
         let candidate = self.can_hibernate();
         let mut used = false;
         // The message that woke the agent from hibernation, handled before any other.
-        let mut woken: Option<Message> = None;
+        let mut woken: Option<Message> = first;
         loop {
             match stop.level() {
-                KILL => return self.killed(),
-                SHUTDOWN => return Box::pin(self.terminate(booted, ExitReason::Shutdown)).await,
+                KILL => return Served::Ended(self.killed()),
+                SHUTDOWN => return Served::Ended(Box::pin(self.terminate(booted, ExitReason::Shutdown)).await),
                 _ => {}
             }
             if woken.is_none() && stop.control_pending() {
@@ -790,16 +808,16 @@ impl Instance {
                         Control::Hibernate { reply } => hibernate = Some(reply),
                         control => {
                             if let Some(reason) = Box::pin(self.control(booted, control)).await {
-                                return reason;
+                                return Served::Ended(reason);
                             }
                         }
                     }
                 }
                 if let Some(reply) = hibernate {
                     match Box::pin(self.hibernate_for_room(booted, reply)).await {
-                        Hibernation::Stayed | Hibernation::Woke(None) => {}
-                        Hibernation::Woke(Some(message)) => woken = Some(message),
-                        Hibernation::Ended(reason) => return reason,
+                        Hibernation::Stayed => {}
+                        Hibernation::Asleep(snapshot) => return Served::Asleep(snapshot),
+                        Hibernation::Ended(reason) => return Served::Ended(reason),
                     }
                 }
                 continue;
@@ -807,7 +825,7 @@ impl Instance {
             let message = match woken.take().map_or_else(|| self.inbox.try_recv(), Ok) {
                 Ok(message) => message,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return Box::pin(self.terminate(booted, ExitReason::Shutdown)).await;
+                    return Served::Ended(Box::pin(self.terminate(booted, ExitReason::Shutdown)).await);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Going idle: the mailbox depth is known to be zero, for free.
@@ -821,7 +839,7 @@ impl Instance {
                     if self.unpersisted
                         && let Err(fault) = Box::pin(self.persist(booted)).await
                     {
-                        return ExitReason::Crashed(fault);
+                        return Served::Ended(ExitReason::Crashed(fault));
                     }
                     let hibernate = self.hibernation_delay();
                     tokio::select! {
@@ -829,13 +847,13 @@ impl Instance {
                         _ = stop.attention() => continue,
                         message = self.inbox.recv() => match message {
                             Some(message) => message,
-                            None => return Box::pin(self.terminate(booted, ExitReason::Shutdown)).await,
+                            None => return Served::Ended(Box::pin(self.terminate(booted, ExitReason::Shutdown)).await),
                         },
                         _ = tokio::time::sleep(hibernate.unwrap_or_default()), if hibernate.is_some() => {
                             match Box::pin(self.hibernate(booted, None)).await {
-                                Hibernation::Stayed | Hibernation::Woke(None) => continue,
-                                Hibernation::Woke(Some(message)) => message,
-                                Hibernation::Ended(reason) => return reason,
+                                Hibernation::Stayed => continue,
+                                Hibernation::Asleep(snapshot) => return Served::Asleep(snapshot),
+                                Hibernation::Ended(reason) => return Served::Ended(reason),
                             }
                         }
                     }
@@ -870,26 +888,26 @@ impl Instance {
                     },
                 }
             };
-            let Some(handled) = handled else { return self.killed() };
+            let Some(handled) = handled else { return Served::Ended(self.killed()) };
             if let Err(fault) = handled {
                 // A kill that landed while wasm ran surfaces as a trap; report it as the kill.
-                return if stop.is_killed() {
+                return Served::Ended(if stop.is_killed() {
                     self.killed()
                 } else if self.store.data().exited_cleanly {
                     ExitReason::Normal
                 } else {
                     ExitReason::Crashed(fault)
-                };
+                });
             }
             used = true;
             // Only a durable agent has work here: the others skip the (boxed) call.
             if self.store.data().spec.durable.is_some()
                 && let Err(fault) = Box::pin(self.after_message(booted)).await
             {
-                return ExitReason::Crashed(fault);
+                return Served::Ended(ExitReason::Crashed(fault));
             }
             if let Some(reason) = self.store.data_mut().exit_requested.take() {
-                return Box::pin(self.terminate(booted, reason)).await;
+                return Served::Ended(Box::pin(self.terminate(booted, reason)).await);
             }
         }
     }

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::agent::{Booted, ExitReason, Instance};
 use super::modules::Module;
+use super::state::AgentState;
 use super::upgrade::{UpgradeFailed, Upgraded};
 
 pub enum Control {
@@ -47,28 +48,32 @@ impl Instance {
     }
 
     pub(super) fn describe(&self) -> Value {
-        let state = self.store.data();
-        let spec = &state.spec;
-        let capabilities = &state.capabilities;
-        let grants: Vec<&str> = crate::capabilities::Grant::all()
-            .filter(|grant| spec.grants.allows(*grant))
-            .map(|grant| grant.name())
-            .collect();
-        json!({
-            "limits": {
-                "memory": spec.limits.memory.bytes(),
-                "budget_ms": spec.limits.budget.as_millis() as u64,
-                "mailbox": spec.limits.mailbox,
-            },
-            "grants": grants,
-            "holdings": {
-                "topics": capabilities.messaging.topics.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-                "locks": capabilities.coordination.held.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>(),
-                "groups": capabilities.coordination.groups.clone(),
-                "config_subscriptions": capabilities.config.subscriptions.clone(),
-            },
-        })
+        describe_state(self.store.data())
     }
+}
+
+/// What an agent's state says of it, with or without an instance.
+pub(super) fn describe_state(state: &AgentState) -> Value {
+    let spec = &state.spec;
+    let capabilities = &state.capabilities;
+    let grants: Vec<&str> = crate::capabilities::Grant::all()
+        .filter(|grant| spec.grants.allows(*grant))
+        .map(|grant| grant.name())
+        .collect();
+    json!({
+        "limits": {
+            "memory": spec.limits.memory.bytes(),
+            "budget_ms": spec.limits.budget.as_millis() as u64,
+            "mailbox": spec.limits.mailbox,
+        },
+        "grants": grants,
+        "holdings": {
+            "topics": capabilities.messaging.topics.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            "locks": capabilities.coordination.held.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+            "groups": capabilities.coordination.groups.clone(),
+            "config_subscriptions": capabilities.config.subscriptions.clone(),
+        },
+    })
 }
 
 /// Ask an agent's task to describe itself; `None` when it is busy past `patience` (a long
