@@ -218,7 +218,6 @@ fn the_demo_manifest_runs_to_completion() {
     assert_eq!(run.events("agent_restarted", Some("crasher"))[0]["reason"], "memory_cap");
     assert_eq!(run.logs("ping"), vec!["ping-pong finished 10000 round trips"]);
     // The driver narrates: only its `say` lines, each with the outcome of the step before.
-    let told = run.logs("driver");
     let expected = [
         "1. I read the live config (greeting: value welcome to the Agora demo)",
         "2. I ask crasher to allocate past its 1 MiB memory cap, and my call ends with 'error stopped' ...",
@@ -233,10 +232,7 @@ fn the_demo_manifest_runs_to_completion() {
         "   The store has kept crasher's crash, reason memory_cap",
         "7. I stop the others and then myself. The ping-pong game ends on its own, and the run with it.",
     ];
-    assert_eq!(told.len(), expected.len(), "{told:#?}");
-    for (line, start) in told.iter().zip(expected) {
-        assert!(line.starts_with(start), "{line:?} is not {start:?}...");
-    }
+    run.assert_logs_start_with("driver", &expected);
 }
 
 #[test]

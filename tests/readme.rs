@@ -181,9 +181,6 @@ fn each_service_example_is_the_tours_and_the_tour_runs() {
         "auctions: #1 asked 10, unsold",
         "market: task #1: nobody proposed; balance 100",
     ];
-    assert_eq!(said.len(), expected.len(), "{said:#?}");
-    for (line, start) in said.iter().zip(expected) {
-        assert!(line.starts_with(start), "{line:?} is not {start:?}...");
-    }
+    run.assert_logs_start_with("tour", &expected);
     assert!(said[1].ends_with(", found 1 by its correlation"), "{}", said[1]);
 }

@@ -309,6 +309,15 @@ impl Run {
         self.events("agent_log", Some(agent)).iter().map(|e| e["message"].as_str().unwrap_or("").to_string()).collect()
     }
 
+    /// The agent's log lines are these, in order, each starting with its expected start.
+    pub fn assert_logs_start_with(&self, agent: &str, expected: &[&str]) {
+        let said = self.logs(agent);
+        assert_eq!(said.len(), expected.len(), "{agent} logged: {said:#?}");
+        for (line, start) in said.iter().zip(expected) {
+            assert!(line.starts_with(start), "{line:?} is not {start:?}...");
+        }
+    }
+
     /// The outcome the probe logged for a step (`probe: <step> => <outcome>`).
     pub fn outcome(&self, agent: &str, step: &str) -> String {
         let prefix = format!("probe: {step} => ");

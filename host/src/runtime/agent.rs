@@ -399,7 +399,7 @@ pub struct RunningAgent {
     stop: StopSignal,
     /// Resolves once the agent is gone, whichever task it last ran on (a hibernated agent has
     /// none); None when it asked to stop during `init` and was finished before `start` returned.
-    task: Option<oneshot::Receiver<()>>,
+    gone: Option<oneshot::Receiver<()>>,
     /// It stopped during `init` (OTP's `ignore`): its supervisor keeps the child, not running,
     /// and gets no exit for it.
     pub ignored: bool,
@@ -409,7 +409,7 @@ impl RunningAgent {
     /// Stop the agent as its supervisor does, and wait until it is gone (its exit has then
     /// been sent): `terminate("shutdown")` within the timeout, else killed.
     pub async fn stop(self, policy: Shutdown) {
-        self.stop.apply(policy, self.task).await
+        self.stop.apply(policy, self.gone).await
     }
 
     /// Ask for a graceful stop without waiting.
@@ -536,12 +536,12 @@ pub async fn start_under(
             match exiting {
                 None => {
                     tokio::spawn(instance.live(booted, exits, None));
-                    Ok(RunningAgent { id, name, stop, task: Some(gone), ignored: false })
+                    Ok(RunningAgent { id, name, stop, gone: Some(gone), ignored: false })
                 }
                 Some(ExitReason::Normal) => {
                     let reason = instance.terminate(&booted, ExitReason::Normal).await;
                     instance.finish(reason, None);
-                    Ok(RunningAgent { id, name, stop, task: None, ignored: true })
+                    Ok(RunningAgent { id, name, stop, gone: None, ignored: true })
                 }
                 Some(reason) => {
                     // OTP's `{stop, Reason}` from `init`: the start fails.
@@ -557,7 +557,7 @@ pub async fn start_under(
             let took = started.elapsed();
             runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts });
             instance.finish(ExitReason::Normal, None);
-            Ok(RunningAgent { id, name, stop, task: None, ignored: true })
+            Ok(RunningAgent { id, name, stop, gone: None, ignored: true })
         }
         Err(fault) => {
             instance.cleanup(&ExitReason::Crashed(fault.clone()));
