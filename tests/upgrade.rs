@@ -434,3 +434,18 @@ fn logs_show_the_recent_lines_and_follow_new_ones() {
     let bad = host.cli(&["logs", "-n", "999999"]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+#[test]
+fn a_hibernated_agent_is_woken_to_be_upgraded_and_keeps_its_state() {
+    let host = Host::start(&format!("{COUNTER}hibernate_after = \"100ms\"\n"));
+    assert_eq!(host.reply("counter", "add 5"), "5");
+    host.wait_for("agent_hibernated", |e| e["event"] == "agent_hibernated" && e["agent"] == "counter");
+    let before = host.version_of("counter");
+    // An upgrade needs an instance: the sleeper wakes for it, from its snapshot, then moves.
+    let loaded = host.cli(&["load", "counter", &host.v2(), "--version", "2", "--upgrade"]);
+    loaded.assert_success();
+    assert!(loaded.stdout.contains("1 upgraded, 0 failed"), "{}", loaded.stdout);
+    host.wait_for("agent_woken", |e| e["event"] == "agent_woken" && e["agent"] == "counter");
+    assert_ne!(host.version_of("counter"), before);
+    assert_eq!(host.reply("counter", "get"), "5", "the count survived the sleep and the upgrade");
+}
