@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Lines, Scenario, api, terminate, until_admin_listens, wait_for_event};
+use common::{Lines, Scenario, api, terminate, until_admin_listens, wait_for_event, wait_for_seen};
 use serde_json::Value;
 
 /// The agent's state as the listing shows it (asking the agent itself would wake it).
@@ -123,11 +123,12 @@ fn a_hibernated_agents_monitors_and_links_fire_when_it_later_crashes() {
     // The message wakes it (its state restored), and it panics handling it.
     let (status, _) = call(&address, &token, "victim", "inc");
     assert_ne!(status, 200);
-    wait_for_event(&mut lines, &mut seen, |e| {
+    // The watcher may log its notices before the host logs the exit: in any order.
+    wait_for_seen(&mut lines, &mut seen, |e| {
         e["event"] == "agent_exited" && e["agent"] == "victim" && e["reason"] == "panic"
     });
-    wait_for_event(&mut lines, &mut seen, |e| logged(e, "probe got [agora:down]"));
-    wait_for_event(&mut lines, &mut seen, |e| logged(e, "probe got [agora:exit]"));
+    wait_for_seen(&mut lines, &mut seen, |e| logged(e, "probe got [agora:down]"));
+    wait_for_seen(&mut lines, &mut seen, |e| logged(e, "probe got [agora:exit]"));
     let told: Vec<&str> =
         seen.iter().filter(|e| logged(e, "probe got")).filter_map(|e| e["message"].as_str()).collect();
     assert!(told.iter().all(|t| t.contains("panic")), "the notices carry the crash: {told:#?}");
@@ -176,9 +177,12 @@ fn a_full_pool_hibernates_the_least_recently_used_idle_agent_first() {
     assert_eq!(reply(&address, &token, "c2", "add 2"), "2");
     assert_eq!(reply(&address, &token, "c3", "add 3"), "3");
     // c1 wakes; c4 (idle since its start) is now the least recently used.
+    // (A reply can reach the caller a moment before its agent's turn ends: wait for it to idle.)
     assert_eq!(reply(&address, &token, "c1", "add 1"), "1");
+    until_state(&address, &token, "c1", "idle");
     assert_eq!(states(), ["idle", "idle", "idle", "hibernated"]);
     assert_eq!(reply(&address, &token, "c4", "add 4"), "4");
+    until_state(&address, &token, "c4", "idle");
     assert_eq!(states(), ["idle", "hibernated", "idle", "idle"]);
     // Every count survived its agent's eviction.
     for i in 1..=4 {

@@ -224,6 +224,14 @@ pub fn parse_events(stdout: &str) -> Vec<Value> {
     stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect(l)).collect()
 }
 
+/// As [`wait_for_event`], but an event already read counts: for events whose order among
+/// themselves is not fixed (a notice an agent logs can come before or after the exit it reports).
+pub fn wait_for_seen(lines: &mut Lines, seen: &mut Vec<Value>, pred: impl Fn(&Value) -> bool) {
+    if !seen.iter().any(&pred) {
+        wait_for_event(lines, seen, pred);
+    }
+}
+
 /// Read JSON events from a running child's stdout until one matches; collects all read so far.
 /// Panics if the process ends first or nothing matches within [`RUN_TIMEOUT`].
 pub fn wait_for_event(lines: &mut Lines, seen: &mut Vec<Value>, pred: impl Fn(&Value) -> bool) {

@@ -100,11 +100,12 @@ impl Instance {
         let store = new_store(module.pre.engine(), sleeper);
         self.meter = store.data().budget.meter.clone();
         drop(std::mem::replace(&mut self.store, store));
+        // Hibernated before the pool that asked hears of the room: whoever it then tells sees so.
+        let state = self.store.data();
+        state.stats.set_phase(Phase::Hibernated);
         if let Some(freed) = freed {
             let _ = freed.send(true);
         }
-        let state = self.store.data();
-        state.stats.set_phase(Phase::Hibernated);
         let bytes = snapshot.as_ref().map_or(0, Vec::len);
         tracing::info!(event = "agent_hibernated", agent = %state.name, id = state.id, state_bytes = bytes, durable,
             "agent {} hibernated ({bytes} bytes of state in memory)", state.name);
