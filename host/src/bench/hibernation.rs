@@ -11,7 +11,7 @@ use super::{Report, error, spec, stop_all};
 use crate::manifest::{ByteSize, Persist};
 use crate::messaging::{Body, Message};
 use crate::runtime::Runtime;
-use crate::runtime::agent::{self, RunningAgent};
+use crate::runtime::agent::{self, Exit, RunningAgent};
 use crate::runtime::control::Control;
 use crate::runtime::modules::Module;
 
@@ -34,15 +34,27 @@ pub(super) async fn hibernation(
     sizes: Sizes,
     report: &Report,
 ) -> anyhow::Result<()> {
-    wake_and_hibernate(runtime, counter, sizes.sample, report).await?;
-    registered(runtime, counter, sizes.registered, report).await?;
+    // One exits channel for all, as a supervisor's children share their supervisor's: a channel
+    // each would add its first block to every agent's cost.
+    let (exits, _keep) = mpsc::unbounded_channel();
+    let counters = Counters { runtime, module: counter, exits };
+    wake_and_hibernate(&counters, sizes.sample, report).await?;
+    registered(&counters, sizes.registered, report).await?;
     persist(runtime, counter, sizes.durable, sizes.calls, report).await
 }
 
-async fn start(runtime: &Arc<Runtime>, counter: &Module, name: String) -> anyhow::Result<RunningAgent> {
-    let (exits, _) = mpsc::unbounded_channel();
-    let spec = Arc::new(spec(name, "counter", &[], COUNTER_MEMORY));
-    Ok(agent::start(runtime, &spec, counter, exits, 0).await?)
+/// Counters started as a supervisor's children are: one exits channel for all.
+struct Counters<'a> {
+    runtime: &'a Arc<Runtime>,
+    module: &'a Module,
+    exits: mpsc::UnboundedSender<Exit>,
+}
+
+impl Counters<'_> {
+    async fn start(&self, name: String) -> anyhow::Result<RunningAgent> {
+        let spec = Arc::new(spec(name, "counter", &[], COUNTER_MEMORY));
+        Ok(agent::start(self.runtime, &spec, self.module, self.exits.clone(), 0).await?)
+    }
 }
 
 async fn call(runtime: &Runtime, id: u64, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -68,19 +80,15 @@ async fn hibernate_all(runtime: &Runtime, agents: &[RunningAgent]) -> anyhow::Re
     Ok(done)
 }
 
-async fn wake_and_hibernate(
-    runtime: &Arc<Runtime>,
-    counter: &Module,
-    count: usize,
-    report: &Report,
-) -> anyhow::Result<()> {
+async fn wake_and_hibernate(counters: &Counters<'_>, count: usize, report: &Report) -> anyhow::Result<()> {
+    let runtime = counters.runtime;
     // Spawns, one at a time: the baseline of a wake (both instantiate the same counter).
     let mut spawn_times = Vec::with_capacity(count);
     let mut agents = Vec::with_capacity(count);
     let started = Instant::now();
     for i in 0..count {
         let begun = Instant::now();
-        agents.push(start(runtime, counter, format!("wake-{i}")).await?);
+        agents.push(counters.start(format!("wake-{i}")).await?);
         spawn_times.push(begun.elapsed());
     }
     let spawn_rate = count as f64 / started.elapsed().as_secs_f64();
@@ -114,7 +122,8 @@ async fn wake_and_hibernate(
 /// pool, where each start hibernates the least recently used. The memory figure is the
 /// marginal cost of a hibernated agent, measured past the first round (whose slots stay
 /// resident once touched).
-async fn registered(runtime: &Arc<Runtime>, counter: &Module, count: usize, report: &Report) -> anyhow::Result<()> {
+async fn registered(counters: &Counters<'_>, count: usize, report: &Report) -> anyhow::Result<()> {
+    let runtime = counters.runtime;
     let pool = runtime.settings.max_agents as usize;
     let round = (pool / 2).max(1);
     let before = crate::infra::resident_bytes();
@@ -126,7 +135,7 @@ async fn registered(runtime: &Arc<Runtime>, counter: &Module, count: usize, repo
         // The first round fills the pool, so that every slot is warm before the measure starts.
         let size = if first == 0 { pool } else { round };
         for i in first..(first + size).min(count) {
-            agents.push(start(runtime, counter, format!("registered-{i}")).await?);
+            agents.push(counters.start(format!("registered-{i}")).await?);
         }
         let hibernated = hibernate_all(runtime, &agents[first..]).await?;
         anyhow::ensure!(hibernated == agents.len() - first, "only {hibernated} agents of a round hibernated");
@@ -151,7 +160,7 @@ async fn registered(runtime: &Arc<Runtime>, counter: &Module, count: usize, repo
     let live = pool.min(count);
     let begun = Instant::now();
     for i in 0..live + pool {
-        agents.push(start(runtime, counter, format!("admitted-{i}")).await?);
+        agents.push(counters.start(format!("admitted-{i}")).await?);
     }
     let evicting = (live + pool) as f64 / begun.elapsed().as_secs_f64();
     let note = format!(
