@@ -10,6 +10,7 @@
 //! gets `stopped`.
 
 pub mod host;
+pub mod mailbox;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use mailbox::{Empty, SendError};
 
 use crate::bindings::Error;
 use crate::infra::hashers::{IdHasher, NameHasher};
@@ -43,6 +46,12 @@ pub struct Message {
     pub body: Body,
     /// Present when the sender waits in `call`.
     pub reply: Option<oneshot::Sender<Reply>>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message").field("sender", &self.sender).field("topic", &self.topic).finish_non_exhaustive()
+    }
 }
 
 /// What a message carries: an agent's bytes, or a notice from the host (boxed, and in the
@@ -83,19 +92,18 @@ impl Message {
 
 /// An agent's end of its mailbox. It gives back the bytes of each message it takes out.
 pub struct Inbox {
-    receiver: mpsc::Receiver<Message>,
-    bytes: Arc<AtomicUsize>,
+    receiver: mailbox::Receiver,
 }
 
 impl Inbox {
     fn taken(&self, message: &Message) {
         let held = message.held_bytes();
         if held > 0 {
-            self.bytes.fetch_sub(held, Ordering::Relaxed);
+            self.receiver.bytes().fetch_sub(held, Ordering::Relaxed);
         }
     }
 
-    pub fn try_recv(&mut self) -> Result<Message, mpsc::error::TryRecvError> {
+    pub fn try_recv(&mut self) -> Result<Message, Empty> {
         let message = self.receiver.try_recv()?;
         self.taken(&message);
         Ok(message)
@@ -118,15 +126,19 @@ impl Inbox {
     pub fn close(&mut self) {
         self.receiver.close();
     }
+
+    /// Give back a drained mailbox's buffer (before the agent sleeps).
+    pub fn compact(&mut self) {
+        self.receiver.compact();
+    }
 }
 
-/// The router's end of a mailbox: its sender, and the payload bytes queued in it, bounded by
-/// `mailbox_bytes` as the channel bounds the messages (1,024 messages of 1 MiB each would
-/// otherwise park a GiB in one mailbox).
+/// The router's end of a mailbox: its sender, which also counts the payload bytes queued in it,
+/// bounded by `mailbox_bytes` as the queue bounds the messages (1,024 messages of 1 MiB each
+/// would otherwise park a GiB in one mailbox).
 #[derive(Clone)]
 struct Mailbox {
-    sender: mpsc::Sender<Message>,
-    bytes: Arc<AtomicUsize>,
+    sender: mailbox::Sender,
 }
 
 /// Every live mailbox and topic subscription of this host.
@@ -165,10 +177,9 @@ impl Router {
 
     /// Open the mailbox of a new agent.
     pub fn open(&self, id: AgentId, capacity: u32) -> Inbox {
-        let (sender, receiver) = mpsc::channel(capacity.max(1) as usize);
-        let bytes = Arc::new(AtomicUsize::new(0));
-        self.mailboxes.insert(id, Mailbox { sender, bytes: bytes.clone() });
-        Inbox { receiver, bytes }
+        let (sender, receiver) = mailbox::mailbox(capacity as usize);
+        self.mailboxes.insert(id, Mailbox { sender });
+        Inbox { receiver }
     }
 
     /// Close an agent's mailbox and drop its subscriptions. Returns how many queued messages
@@ -192,7 +203,7 @@ impl Router {
 
     /// A clone of an agent's mailbox sender, for a host notice that waits outside the router
     /// (notices hold no payload bytes).
-    pub fn sender(&self, id: AgentId) -> Option<mpsc::Sender<Message>> {
+    pub fn sender(&self, id: AgentId) -> Option<mailbox::Sender> {
         self.mailboxes.get(&id).map(|mailbox| mailbox.sender.clone())
     }
 
@@ -242,12 +253,13 @@ impl Router {
         self.check_refusing(to)?;
         let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?;
         let held = message.held_bytes();
-        self.reserve(&mailbox.bytes, held)?;
+        let bytes = mailbox.sender.bytes();
+        self.reserve(bytes, held)?;
         mailbox.sender.try_send(message).map_err(|e| {
-            mailbox.bytes.fetch_sub(held, Ordering::Relaxed);
+            bytes.fetch_sub(held, Ordering::Relaxed);
             match e {
-                mpsc::error::TrySendError::Full(_) => Error::MailboxFull,
-                mpsc::error::TrySendError::Closed(_) => Error::NotFound,
+                SendError::Full(_) => Error::MailboxFull,
+                SendError::Closed(_) => Error::NotFound,
             }
         })
     }
@@ -273,7 +285,8 @@ impl Router {
         let deadline = tokio::time::Instant::now() + timeout;
         // Bytes are given back as messages are taken; a full mailbox is looked at again each
         // millisecond (the wait is the rare path; the slot wait below is the channel's own).
-        while self.reserve(&mailbox.bytes, held).is_err() {
+        let bytes = mailbox.sender.bytes();
+        while self.reserve(bytes, held).is_err() {
             if tokio::time::Instant::now() >= deadline || mailbox.sender.is_closed() {
                 return Err(if mailbox.sender.is_closed() { Error::NotFound } else { Error::MailboxFull });
             }
@@ -281,10 +294,10 @@ impl Router {
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         mailbox.sender.send_timeout(message, left).await.map_err(|e| {
-            mailbox.bytes.fetch_sub(held, Ordering::Relaxed);
+            bytes.fetch_sub(held, Ordering::Relaxed);
             match e {
-                mpsc::error::SendTimeoutError::Timeout(_) => Error::MailboxFull,
-                mpsc::error::SendTimeoutError::Closed(_) => Error::NotFound,
+                SendError::Full(_) => Error::MailboxFull,
+                SendError::Closed(_) => Error::NotFound,
             }
         })
     }

@@ -824,10 +824,10 @@ impl Instance {
             }
             let message = match woken.take().map_or_else(|| self.inbox.try_recv(), Ok) {
                 Ok(message) => message,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
+                Err(crate::messaging::mailbox::Empty::Closed) => {
                     return Served::Ended(Box::pin(self.terminate(booted, ExitReason::Shutdown)).await);
                 }
-                Err(mpsc::error::TryRecvError::Empty) => {
+                Err(crate::messaging::mailbox::Empty::Now) => {
                     // Going idle: the mailbox depth is known to be zero, for free.
                     let stats = &self.store.data().stats;
                     stats.idle();

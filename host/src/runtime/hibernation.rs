@@ -159,7 +159,9 @@ pub(super) struct Asleep {
 impl Asleep {
     /// Leave the agent asleep: its task has let go of its instance and is about to end.
     pub(super) fn park(instance: Instance, snapshot: Option<Vec<u8>>, exits: mpsc::UnboundedSender<Exit>) {
-        let Instance { store, inbox, stop, kill_cause, tick, module, ended, .. } = instance;
+        let Instance { store, mut inbox, stop, kill_cause, tick, module, ended, .. } = instance;
+        // A burst's buffer is not kept for the sleep.
+        inbox.compact();
         let state = store.into_data();
         let asleep = Box::new(Asleep { state, inbox, stop, kill_cause, tick, module, snapshot, exits, ended });
         tokio::spawn(asleep.sleep());
