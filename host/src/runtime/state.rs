@@ -39,7 +39,9 @@ pub struct AgentState {
     pub capabilities: AgentCapabilities,
     /// Whether the capabilities have been told the agent left (once, at its exit or drop).
     left: bool,
-    wasi: WasiCtx,
+    /// Built at the instance's first WASI call: a store without an instance (a hibernated
+    /// agent's) holds none, and a WASI context costs half a kilobyte (its random generator).
+    wasi: Option<WasiCtx>,
     /// The store's resources (WASI streams, HTTP requests).
     pub table: ResourceTable,
 }
@@ -55,7 +57,6 @@ impl AgentState {
         acting_for: Option<&Arc<str>>,
     ) -> Self {
         let stderr = GuestOutput::new(name.clone(), "stderr");
-        let wasi = WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build();
         runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stats = Arc::new(AgentStats::default());
         let entering = Entering { id, name: &name, spec: &spec, stats: &stats, acting_for };
@@ -73,7 +74,7 @@ impl AgentState {
             exited_cleanly: false,
             capabilities,
             left: false,
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             spec,
             runtime,
@@ -86,7 +87,6 @@ impl AgentState {
     pub fn successor(&self) -> AgentState {
         let name = self.name.clone();
         let stderr = GuestOutput::new(name.clone(), "stderr");
-        let wasi = WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build();
         self.runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entering = Entering { id: self.id, name: &name, spec: &self.spec, stats: &self.stats, acting_for: None };
         let capabilities = self.runtime.services.enter(&entering);
@@ -106,7 +106,7 @@ impl AgentState {
             capabilities,
             // Owns nothing yet: dropping it unused ends nothing of the agent's.
             left: true,
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             spec: self.spec.clone(),
             runtime: self.runtime.clone(),
@@ -143,7 +143,12 @@ impl Drop for AgentState {
 
 impl WasiView for AgentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let AgentState { wasi, table, name, stderr, .. } = self;
+        // No files, no network, no environment; output captured under the agent's name.
+        let ctx = wasi.get_or_insert_with(|| {
+            WasiCtx::builder().stdout(GuestOutput::new(name.clone(), "stdout")).stderr(stderr.clone()).build()
+        });
+        WasiCtxView { ctx, table }
     }
 }
 
