@@ -5,7 +5,7 @@ AGENTS := echo ping-pong counter counter-v2 misbehave probe replica worker trade
 AGENT_FLAGS := --profile agent --target wasm32-wasip2 $(addprefix -p ,$(AGENTS))
 AGORA := target/release/agora
 
-.PHONY: setup build agents run test bench lint clean-cache
+.PHONY: setup build agents run test bench bench-beam lint clean-cache
 
 setup:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
@@ -146,6 +146,15 @@ test: setup agents guests browser lint
 
 bench: build agents guests
 	$(AGORA) bench
+
+# Spawn, messaging and call next to Erlang/OTP's in the same sitting (Debian's erlang-nox, OTP 25;
+# the baseline script lives in ../shared beside the checkout).
+BEAM_SCRIPT ?= ../shared/reference/beam/beam_baseline.escript
+bench-beam: build agents
+	@command -v escript >/dev/null || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q erlang-nox || \
+		{ $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q erlang-nox; }; }
+	$(AGORA) bench spawn messaging call --beam $(BEAM_SCRIPT)
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -18,6 +18,7 @@
 //! - `upgrade`, `api`: operating a host: an upgrade's pause against a restart, and the admin
 //!   API's agent listing with many agents (see [`operations`]).
 
+mod beam;
 mod economics;
 mod hibernation;
 mod languages;
@@ -92,6 +93,11 @@ pub struct BenchArgs {
     /// Agents spawned, hibernated and woken for the hibernation benchmark's latency figures.
     #[arg(long, default_value_t = 2_000)]
     wakes: usize,
+    /// Then run Erlang/OTP's baseline script (`../shared/reference/beam/beam_baseline.escript`,
+    /// with `escript` from Debian's `erlang-nox`) with the same pairs and round trips, and print
+    /// messaging, call and spawn next to BEAM's figures from this sitting.
+    #[arg(long, value_name = "SCRIPT")]
+    beam: Option<PathBuf>,
     /// Run only these benchmarks (density, hibernation, spawn, messaging, call, restart, rate-limit, metric, events,
     /// config, locks, coordination, ledger, auctions, metering, watched, upgrade, api, languages); all
     /// when empty.
@@ -100,10 +106,13 @@ pub struct BenchArgs {
 
 pub(crate) struct Report {
     json: bool,
+    /// Each figure printed so far, for those printed again next to another runtime's (`--beam`).
+    recorded: std::sync::Mutex<Vec<(String, f64)>>,
 }
 
 impl Report {
     pub(crate) fn figure(&self, bench: &str, value: f64, unit: &str, baseline: Option<f64>, note: &str) {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner()).push((bench.to_string(), value));
         if self.json {
             let mut line = serde_json::json!({ "bench": bench, "value": round(value), "unit": unit });
             if let Some(baseline) = baseline {
@@ -117,12 +126,20 @@ impl Report {
     }
 }
 
+impl Report {
+    /// A figure printed earlier in this run.
+    pub(crate) fn recorded(&self, bench: &str) -> Option<f64> {
+        let recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        recorded.iter().rev().find(|(name, _)| name == bench).map(|(_, value)| *value)
+    }
+}
+
 fn round(value: f64) -> f64 {
     if value >= 100.0 { value.round() } else { (value * 100.0).round() / 100.0 }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let report = Report { json: args.json };
+    let report = Report { json: args.json, recorded: Default::default() };
     let wants = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let defaults = HostSettings::default();
     let settings = HostSettings {
@@ -201,10 +218,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wants("languages") {
         languages::languages(&runtime, &probe, &args.agents, &args.guests, &report).await?;
     }
+    if let Some(script) = &args.beam {
+        // Agora's agents are stopped: BEAM has the machine to itself.
+        beam::beam(script, BEAM_SPAWNS, args.pairs, args.rounds, &report)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 const BENCH_BUDGET: Duration = Duration::from_secs(3600);
+/// Idle processes BEAM spawns for its spawn figure (the script's own default).
+const BEAM_SPAWNS: usize = 100_000;
 
 pub(crate) fn spec(name: String, module: &str, config: &[(&str, String)], memory: ByteSize) -> AgentSpec {
     AgentSpec {
