@@ -124,9 +124,7 @@ impl Report {
             println!("{bench:<24} {:>12} {unit}{baseline}   {note}", round(value));
         }
     }
-}
 
-impl Report {
     /// A figure printed earlier in this run.
     pub(crate) fn recorded(&self, bench: &str) -> Option<f64> {
         let recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());

@@ -3,9 +3,9 @@
 //! Written here rather than taken from tokio's `mpsc` for what an agent host needs of it: an
 //! empty mailbox holds no buffer (tokio's allocates a block of 32 slots, 2.3 KiB of messages,
 //! at creation, which a hibernated agent would keep for as long as it sleeps), a drained one can
-//! give its buffer back ([`Receiver::compact`]), and the receiver can take every queued message
-//! under one lock ([`Receiver::take_up_to`]). The queue sits behind a mutex held for a push or a
-//! pop only; the receiver's waker is kept beside it, and taken by the sender that wakes it.
+//! give its buffer back ([`Receiver::compact`]), and a sender wakes the receiver only when it
+//! waits (not while its agent is busy). The queue sits behind a mutex held for a push or a pop
+//! only; the receiver's waker is kept beside it, and taken by the sender that wakes it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -158,19 +158,6 @@ impl Receiver {
         }
     }
 
-    /// Move up to `max` queued messages into `into`, in order, under one lock; how many.
-    pub fn take_up_to(&mut self, max: usize, into: &mut Vec<Message>) -> usize {
-        let mut queue = self.0.lock();
-        let was_full = queue.messages.len() >= self.0.capacity;
-        let count = max.min(queue.messages.len());
-        into.extend(queue.messages.drain(..count));
-        drop(queue);
-        if was_full && count > 0 {
-            self.0.room.notify_waiters();
-        }
-        count
-    }
-
     pub fn len(&self) -> usize {
         self.0.lock().messages.len()
     }
@@ -241,9 +228,8 @@ mod tests {
         assert!(matches!(sender.try_send(numbered(4)), Err(SendError::Closed(_))));
         assert!(sender.is_closed());
         // What was queued before the close is still taken, in order.
-        let mut taken = Vec::new();
-        assert_eq!(receiver.take_up_to(10, &mut taken), 2);
-        assert_eq!(taken.into_iter().map(number).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(number(receiver.try_recv().unwrap()), 2);
+        assert_eq!(number(receiver.try_recv().unwrap()), 3);
         assert_eq!(receiver.try_recv().unwrap_err(), Empty::Closed);
     }
 

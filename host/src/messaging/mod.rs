@@ -133,17 +133,12 @@ impl Inbox {
     }
 }
 
-/// The router's end of a mailbox: its sender, which also counts the payload bytes queued in it,
-/// bounded by `mailbox_bytes` as the queue bounds the messages (1,024 messages of 1 MiB each
-/// would otherwise park a GiB in one mailbox).
-#[derive(Clone)]
-struct Mailbox {
-    sender: mailbox::Sender,
-}
-
 /// Every live mailbox and topic subscription of this host.
 pub struct Router {
-    mailboxes: DashMap<AgentId, Mailbox, IdHasher>,
+    /// Each agent's mailbox sender, which also counts the payload bytes queued, bounded by
+    /// `mailbox_bytes` as the queue bounds the messages (1,024 messages of 1 MiB each would
+    /// otherwise park a GiB in one mailbox).
+    mailboxes: DashMap<AgentId, mailbox::Sender, IdHasher>,
     /// Agents held behind a gate that refuses their messages (a wallet that cannot pay, under
     /// `[economics] unpaid = "refuse"`), with the error senders get; the count spares every
     /// delivery a lookup while there are none.
@@ -178,7 +173,7 @@ impl Router {
     /// Open the mailbox of a new agent.
     pub fn open(&self, id: AgentId, capacity: u32) -> Inbox {
         let (sender, receiver) = mailbox::mailbox(capacity as usize);
-        self.mailboxes.insert(id, Mailbox { sender });
+        self.mailboxes.insert(id, sender);
         Inbox { receiver }
     }
 
@@ -204,7 +199,7 @@ impl Router {
     /// A clone of an agent's mailbox sender, for a host notice that waits outside the router
     /// (notices hold no payload bytes).
     pub fn sender(&self, id: AgentId) -> Option<mailbox::Sender> {
-        self.mailboxes.get(&id).map(|mailbox| mailbox.sender.clone())
+        self.mailboxes.get(&id).map(|sender| sender.clone())
     }
 
     pub fn is_open(&self, id: AgentId) -> bool {
@@ -253,9 +248,9 @@ impl Router {
         self.check_refusing(to)?;
         let mailbox = self.mailboxes.get(&to).ok_or(Error::NotFound)?;
         let held = message.held_bytes();
-        let bytes = mailbox.sender.bytes();
+        let bytes = mailbox.bytes();
         self.reserve(bytes, held)?;
-        mailbox.sender.try_send(message).map_err(|e| {
+        mailbox.try_send(message).map_err(|e| {
             bytes.fetch_sub(held, Ordering::Relaxed);
             match e {
                 SendError::Full(_) => Error::MailboxFull,
@@ -285,15 +280,15 @@ impl Router {
         let deadline = tokio::time::Instant::now() + timeout;
         // Bytes are given back as messages are taken; a full mailbox is looked at again each
         // millisecond (the wait is the rare path; the slot wait below is the channel's own).
-        let bytes = mailbox.sender.bytes();
+        let bytes = mailbox.bytes();
         while self.reserve(bytes, held).is_err() {
-            if tokio::time::Instant::now() >= deadline || mailbox.sender.is_closed() {
-                return Err(if mailbox.sender.is_closed() { Error::NotFound } else { Error::MailboxFull });
+            if tokio::time::Instant::now() >= deadline || mailbox.is_closed() {
+                return Err(if mailbox.is_closed() { Error::NotFound } else { Error::MailboxFull });
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        mailbox.sender.send_timeout(message, left).await.map_err(|e| {
+        mailbox.send_timeout(message, left).await.map_err(|e| {
             bytes.fetch_sub(held, Ordering::Relaxed);
             match e {
                 SendError::Full(_) => Error::MailboxFull,
