@@ -31,7 +31,8 @@ fn polyglots() -> [(&'static str, &'static str, PathBuf); 4] {
 fn agents_in_four_languages_talk_fail_and_recover_alike() {
     let agents = polyglots();
     let example = common::workspace().join("examples/languages.toml");
-    let run = Scenario { dir: tempfile::tempdir().unwrap(), manifest: example }.run_until_exit_of("driver");
+    let run =
+        Scenario { dir: tempfile::tempdir().unwrap(), manifest: example, env: Vec::new() }.run_until_exit_of("driver");
     let driver = run.logs("driver");
     let outcomes = |step: &str| -> Vec<String> {
         let prefix = format!("probe: {step} => ");

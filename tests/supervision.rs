@@ -771,22 +771,7 @@ fn a_restart_that_cannot_start_is_reported_and_retried() {
 
 /// Run `text` with `AGORA_INJECT_FAULT` set, until the probe exits.
 fn run_with_fault(fault: &str, text: &str) -> Run {
-    let scenario = Scenario::agents("", text);
-    let mut command = common::agora();
-    command.env("AGORA_INJECT_FAULT", fault);
-    let mut child = command
-        .args(["run", "--log-format", "json", scenario.manifest.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = common::lines_of(&mut child);
-    let mut events = Vec::new();
-    common::wait_for_event(&mut lines, &mut events, |e| e["event"] == "agent_exited" && e["agent"] == "probe");
-    common::terminate(&child);
-    events.extend(lines.filter_map(|l| serde_json::from_str(&l).ok()));
-    let status = child.wait().unwrap();
-    Run { status, events, stdout: String::new(), stderr: String::new() }
+    Scenario::agents("", text).env("AGORA_INJECT_FAULT", fault).run_until_exit_of("probe")
 }
 
 #[test]

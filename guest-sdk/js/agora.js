@@ -36,27 +36,28 @@
 //     handle(message) { this.count += 1; return String(this.count); },
 //   });
 
-import * as messaging from 'agora:agent/messaging@0.3.0';
-import * as registry from 'agora:agent/registry@0.3.0';
-import * as logging from 'agora:agent/logging@0.3.0';
-import * as lifecycle from 'agora:agent/lifecycle@0.3.0';
-import * as supervision from 'agora:agent/supervision@0.3.0';
-import * as config from 'agora:agent/config@0.3.0';
-import * as events from 'agora:agent/events@0.3.0';
-import * as telemetry from 'agora:agent/telemetry@0.3.0';
-import * as rateLimits from 'agora:agent/rate-limits@0.3.0';
-import * as outbound from 'agora:agent/outbound@0.3.0';
-import * as locks from 'agora:agent/locks@0.3.0';
-import * as barriers from 'agora:agent/barriers@0.3.0';
-import * as election from 'agora:agent/election@0.3.0';
-import * as consensus from 'agora:agent/consensus@0.3.0';
-import * as ledger from 'agora:agent/ledger@0.3.0';
-import * as auctions from 'agora:agent/auctions@0.3.0';
-import * as market from 'agora:agent/market@0.3.0';
+import * as messaging from 'agora:agent/messaging@0.3.1';
+import * as registry from 'agora:agent/registry@0.3.1';
+import * as logging from 'agora:agent/logging@0.3.1';
+import * as lifecycle from 'agora:agent/lifecycle@0.3.1';
+import * as supervision from 'agora:agent/supervision@0.3.1';
+import * as config from 'agora:agent/config@0.3.1';
+import * as events from 'agora:agent/events@0.3.1';
+import * as telemetry from 'agora:agent/telemetry@0.3.1';
+import * as rateLimits from 'agora:agent/rate-limits@0.3.1';
+import * as outbound from 'agora:agent/outbound@0.3.1';
+import * as locks from 'agora:agent/locks@0.3.1';
+import * as barriers from 'agora:agent/barriers@0.3.1';
+import * as election from 'agora:agent/election@0.3.1';
+import * as consensus from 'agora:agent/consensus@0.3.1';
+import * as ledger from 'agora:agent/ledger@0.3.1';
+import * as auctions from 'agora:agent/auctions@0.3.1';
+import * as market from 'agora:agent/market@0.3.1';
+import * as pools from 'agora:agent/pools@0.3.1';
 
 export {
   messaging, registry, logging, lifecycle, supervision, config, events, telemetry, rateLimits, outbound,
-  locks, barriers, election, consensus, ledger, auctions, market,
+  locks, barriers, election, consensus, ledger, auctions, market, pools,
 };
 
 const encoder = new TextEncoder();

@@ -34,7 +34,7 @@
 //!
 //! Every import is denied unless the agent's manifest entry grants it (`grants = ["messaging",
 //! "registry", "logging", "supervision", "config", "events", "telemetry", "rate-limits", "coordination",
-//! "economics"]`); a
+//! "economics", "pools"]`); a
 //! denied call returns [`Error::Denied`]. Outbound HTTP goes through the standard
 //! `wasi:http/outgoing-handler` to the targets listed in the agent's `outbound`.
 //!
@@ -78,24 +78,25 @@ pub mod stateful_bindings {
         export_macro_name: "__export_stateful_agent_world",
         default_bindings_module: "agora_guest::stateful_bindings",
         with: {
-            "agora:agent/types@0.3.0": crate::bindings::agora::agent::types,
-            "agora:agent/messaging@0.3.0": crate::bindings::agora::agent::messaging,
-            "agora:agent/registry@0.3.0": crate::bindings::agora::agent::registry,
-            "agora:agent/logging@0.3.0": crate::bindings::agora::agent::logging,
-            "agora:agent/lifecycle@0.3.0": crate::bindings::agora::agent::lifecycle,
-            "agora:agent/supervision@0.3.0": crate::bindings::agora::agent::supervision,
-            "agora:agent/config@0.3.0": crate::bindings::agora::agent::config,
-            "agora:agent/events@0.3.0": crate::bindings::agora::agent::events,
-            "agora:agent/telemetry@0.3.0": crate::bindings::agora::agent::telemetry,
-            "agora:agent/rate-limits@0.3.0": crate::bindings::agora::agent::rate_limits,
-            "agora:agent/outbound@0.3.0": crate::bindings::agora::agent::outbound,
-            "agora:agent/locks@0.3.0": crate::bindings::agora::agent::locks,
-            "agora:agent/barriers@0.3.0": crate::bindings::agora::agent::barriers,
-            "agora:agent/election@0.3.0": crate::bindings::agora::agent::election,
-            "agora:agent/consensus@0.3.0": crate::bindings::agora::agent::consensus,
-            "agora:agent/ledger@0.3.0": crate::bindings::agora::agent::ledger,
-            "agora:agent/auctions@0.3.0": crate::bindings::agora::agent::auctions,
-            "agora:agent/market@0.3.0": crate::bindings::agora::agent::market,
+            "agora:agent/types@0.3.1": crate::bindings::agora::agent::types,
+            "agora:agent/messaging@0.3.1": crate::bindings::agora::agent::messaging,
+            "agora:agent/registry@0.3.1": crate::bindings::agora::agent::registry,
+            "agora:agent/logging@0.3.1": crate::bindings::agora::agent::logging,
+            "agora:agent/lifecycle@0.3.1": crate::bindings::agora::agent::lifecycle,
+            "agora:agent/supervision@0.3.1": crate::bindings::agora::agent::supervision,
+            "agora:agent/config@0.3.1": crate::bindings::agora::agent::config,
+            "agora:agent/events@0.3.1": crate::bindings::agora::agent::events,
+            "agora:agent/telemetry@0.3.1": crate::bindings::agora::agent::telemetry,
+            "agora:agent/rate-limits@0.3.1": crate::bindings::agora::agent::rate_limits,
+            "agora:agent/outbound@0.3.1": crate::bindings::agora::agent::outbound,
+            "agora:agent/locks@0.3.1": crate::bindings::agora::agent::locks,
+            "agora:agent/barriers@0.3.1": crate::bindings::agora::agent::barriers,
+            "agora:agent/election@0.3.1": crate::bindings::agora::agent::election,
+            "agora:agent/consensus@0.3.1": crate::bindings::agora::agent::consensus,
+            "agora:agent/ledger@0.3.1": crate::bindings::agora::agent::ledger,
+            "agora:agent/auctions@0.3.1": crate::bindings::agora::agent::auctions,
+            "agora:agent/market@0.3.1": crate::bindings::agora::agent::market,
+            "agora:agent/pools@0.3.1": crate::bindings::agora::agent::pools,
         },
     });
 }
@@ -390,6 +391,30 @@ pub mod market {
     /// A host notice about a task this agent announced, was invited to, or won
     /// ([`crate::Notice::Market`]).
     pub use crate::MarketNotice as Notice;
+}
+
+/// Worker pools (`[pools.<name>]` in the manifest), with poolboy's semantics: borrow a worker
+/// for this agent alone, give it back. Grant: "pools".
+pub mod pools {
+    pub use crate::bindings::agora::agent::pools::*;
+
+    /// poolboy's `transaction`: check a worker out (waiting up to `timeout`, or the pool's
+    /// `checkout_timeout` when none), run `work` with it, and check it in again, whatever
+    /// `work` returned. A worker that exits meanwhile has ended the checkout already; its
+    /// `not-checked-out` is not an error here.
+    pub fn transaction<T>(
+        pool: &str,
+        timeout: Option<std::time::Duration>,
+        work: impl FnOnce(crate::AgentId) -> T,
+    ) -> Result<T, PoolError> {
+        let timeout = timeout.map(|t| t.as_millis().min(u128::from(u32::MAX)) as u32);
+        let worker = checkout(pool, timeout)?;
+        let done = work(worker);
+        match checkin(pool, worker) {
+            Ok(()) | Err(PoolError::NotCheckedOut) => Ok(done),
+            Err(error) => Err(error),
+        }
+    }
 }
 
 /// Logging into the host's log. Grant: "logging".

@@ -30,6 +30,9 @@ wasmtime::component::bindgen!({
         "agora:agent/market.complete": async,
         "agora:agent/market.fail": async,
         "agora:agent/market.wait": async,
+        "agora:agent/pools.checkout": async,
+        "agora:agent/pools.checkin": async,
+        "agora:agent/pools.status": async,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
@@ -38,5 +41,5 @@ wasmtime::component::bindgen!({
 pub use agora::agent::types::{Address, Error, PublishReport};
 pub use agora::agent::{
     auctions, barriers, config, consensus, election, events, ledger, lifecycle, locks, logging, market, messaging,
-    outbound, rate_limits, registry, supervision, telemetry, types,
+    outbound, pools, rate_limits, registry, supervision, telemetry, types,
 };

@@ -52,6 +52,8 @@ pub fn agent(name: &str) -> PathBuf {
 pub struct Scenario {
     pub dir: tempfile::TempDir,
     pub manifest: PathBuf,
+    /// Environment variables for the host (`AGORA_INJECT_FAULT`, say).
+    pub env: Vec<(String, String)>,
 }
 
 /// The `[host]` and `[modules]` header every scenario shares; `host_extra` adds host keys.
@@ -74,7 +76,7 @@ impl Scenario {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("manifest.toml");
         std::fs::write(&path, manifest).unwrap();
-        Scenario { dir, manifest: path }
+        Scenario { dir, manifest: path, env: Vec::new() }
     }
 
     /// A manifest made of the shared header and the given agent tables.
@@ -88,8 +90,16 @@ impl Scenario {
         Scenario::agents(host_extra, &format!("{agents}\n[supervisor]\nauto_shutdown = \"all_significant\"\n"))
     }
 
+    /// Run the host with this environment variable set.
+    pub fn env(mut self, key: &str, value: &str) -> Scenario {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn run(&self) -> Run {
-        run_agora(&["run", "--log-format", "json", self.manifest.to_str().unwrap()])
+        let mut command = agora();
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        run_command(command, &["run", "--log-format", "json", self.manifest.to_str().unwrap()])
     }
 
     /// Run until `agent` has exited, then stop the host with SIGTERM: for manifests whose other
@@ -148,6 +158,7 @@ impl Scenario {
 
     pub fn spawn(&self) -> Child {
         agora()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["run", "--log-format", "json", self.manifest.to_str().unwrap()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -333,6 +344,12 @@ impl Run {
             .iter()
             .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
             .unwrap_or_else(|| panic!("{agent} logged no outcome for {step:?}; its log: {:#?}", self.logs(agent)))
+    }
+
+    /// Every outcome the probe logged for a step, in order (for a step it runs more than once).
+    pub fn outcomes(&self, agent: &str, step: &str) -> Vec<String> {
+        let prefix = format!("probe: {step} => ");
+        self.logs(agent).iter().filter_map(|line| line.strip_prefix(&prefix).map(str::to_string)).collect()
     }
 
     /// The exit event of an agent.

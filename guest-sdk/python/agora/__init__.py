@@ -62,6 +62,7 @@ from wit_world.imports import (  # noqa: F401  (re-exported for agents)
     market,
     messaging,
     outbound,
+    pools,
     rate_limits,
     registry,
     supervision,
@@ -72,7 +73,7 @@ from wit_world.imports import (  # noqa: F401  (re-exported for agents)
 __all__ = [
     "Agent", "Message", "HostError", "Reject", "export", "export_state", "host", "send", "call", "lookup", "log", "stop",
     "auctions", "barriers", "config", "consensus", "election", "events", "ledger", "lifecycle", "locks",
-    "logging", "market", "messaging", "outbound", "rate_limits", "registry", "supervision", "telemetry", "types",
+    "logging", "market", "messaging", "outbound", "pools", "rate_limits", "registry", "supervision", "telemetry", "types",
 ]
 
 Message = types.Envelope

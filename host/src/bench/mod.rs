@@ -99,7 +99,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SCRIPT")]
     beam: Option<PathBuf>,
     /// Run only these benchmarks (density, hibernation, spawn, messaging, call, restart, rate-limit, metric, events,
-    /// config, locks, coordination, ledger, auctions, metering, watched, upgrade, api, languages); all
+    /// config, locks, coordination, pools, ledger, auctions, metering, watched, upgrade, api, languages); all
     /// when empty.
     only: Vec<String>,
 }
@@ -197,6 +197,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("coordination") {
         services::coordination(&runtime, &probe, &report).await?;
+    }
+    if wants("pools") {
+        services::pool_checkout(&runtime, &probe, &echo, &report).await?;
     }
     if wants("ledger") {
         economics::transfers(&runtime, &report).await?;

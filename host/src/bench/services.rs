@@ -305,3 +305,35 @@ pub async fn coordination(runtime: &Arc<Runtime>, probe: &Module, report: &Repor
 fn probe_ping_pong(runtime: &Runtime) -> anyhow::Result<Module> {
     runtime.module("ping-pong").ok_or_else(|| anyhow::anyhow!("the ping-pong module is not loaded"))
 }
+
+/// A pooled worker borrowed for one call (poolboy's `transaction`), against the call alone.
+pub async fn pool_checkout(
+    runtime: &Arc<Runtime>,
+    probe: &Module,
+    echo: &Module,
+    report: &Report,
+) -> anyhow::Result<()> {
+    use crate::manifest::{PoolSpec, PoolStrategy, Restart, Shutdown};
+    const ROUNDS: u64 = 50_000;
+    let worker = Arc::new(spec("bench-pool".into(), &echo.name, &[], ByteSize::mib(2)));
+    let pool = Arc::new(PoolSpec {
+        name: "bench-pool".into(),
+        worker,
+        size: 1,
+        overflow: 0,
+        checkout_timeout: Duration::from_secs(5),
+        strategy: PoolStrategy::Lifo,
+        restart: Restart::Temporary,
+        shutdown: Shutdown::Infinity,
+    });
+    let (exits, _keep) = mpsc::unbounded_channel();
+    let running = crate::supervision::pools::start_pool(runtime, &pool, exits).await?;
+    let call = format!("repeat {ROUNDS} call bench-pool.1 x 5000");
+    let alone = probe_loop(runtime, probe, call, ROUNDS, Grants::all(), "bench-pool-caller").await;
+    let cycle = format!("pool-cycle bench-pool {ROUNDS} x");
+    let pooled = probe_loop(runtime, probe, cycle, ROUNDS, Grants::all(), "bench-pool-user").await;
+    running.stop(Shutdown::Infinity).await;
+    let note = "(guest checkout + call + checkin of an echo worker; baseline: the same call to it, not checked out)";
+    report.figure("pool_checkout", pooled?, "ns", Some(alone?), note);
+    Ok(())
+}

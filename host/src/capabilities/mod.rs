@@ -180,6 +180,7 @@ compose! {
     outbound: outbound::Outbound,
     coordination: coordination::Coordination,
     economics: economics::Economics,
+    pools: crate::supervision::pools::host::Pooling,
 }
 
 #[cfg(test)]

@@ -278,6 +278,7 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::infra::panics::install();
     // Benchmarks start thousands of agents; their lifecycle lines would drown the figures.
     let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info" };
     let detail = match (cli.quiet, cli.verbose) {

@@ -31,6 +31,7 @@ pub const WIT: &[(&str, &str)] = &[
     ("market.wit", include_str!("../../../wit/market.wit")),
     ("messaging.wit", include_str!("../../../wit/messaging.wit")),
     ("outbound.wit", include_str!("../../../wit/outbound.wit")),
+    ("pools.wit", include_str!("../../../wit/pools.wit")),
     ("rate-limits.wit", include_str!("../../../wit/rate-limits.wit")),
     ("registry.wit", include_str!("../../../wit/registry.wit")),
     ("state.wit", include_str!("../../../wit/state.wit")),

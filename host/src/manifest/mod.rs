@@ -18,7 +18,8 @@ use toml::Spanned;
 
 use crate::capabilities::{Grant, Grants, ServiceSections};
 pub use tree::{
-    AutoShutdown, Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec, check_name, render_value,
+    AutoShutdown, Backoff, ChildSpec, MAX_POOL_WORKERS, PoolSpec, PoolStrategy, RawPool, Restart, Shutdown, Strategy,
+    SupervisorSpec, check_name, render_value,
 };
 pub use units::{ByteSize, Span};
 
@@ -742,6 +743,48 @@ mod tests {
         let e = parse("[modules]\na = \"a.wasm\"\n[messaging]\nmailbox = 3\n").unwrap_err();
         assert!(e.message.contains("unknown field `mailbox`: this section takes no settings"), "{e}");
         assert_eq!(e.line, 3, "located at its section: {e}");
+    }
+
+    #[test]
+    fn pools_are_children_of_the_root_started_first_and_checked() {
+        let m = parse(
+            "[defaults]\nmemory = \"8MiB\"\n[modules]\na = \"a.wasm\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\n\
+             [pools.db]\nmodule = \"a\"\nsize = 3\noverflow = 2\ncheckout_timeout = \"1s\"\nstrategy = \"fifo\"\n\
+             memory = \"2MiB\"\ngrants = [\"messaging\"]\nconfig = { dsn = \"x\" }\n[pools.cache]\nmodule = \"a\"\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = m.root.children.iter().map(ChildSpec::name).collect();
+        assert_eq!(names, ["cache", "db", "x"], "pools first, in name order");
+        let ChildSpec::Pool(db) = &m.root.children[1] else { panic!("db is a pool") };
+        assert_eq!((db.size, db.overflow, db.strategy), (3, 2, PoolStrategy::Fifo));
+        assert_eq!(db.checkout_timeout, Duration::from_secs(1));
+        assert_eq!(db.worker.limits.memory, ByteSize::mib(2));
+        assert!(db.worker.grants.allows("messaging".parse().unwrap()));
+        assert_eq!(db.worker.config, vec![("dsn".into(), "x".into())]);
+        assert_eq!(db.worker.restart, Restart::Temporary, "the pool replaces its workers, no supervisor does");
+        let ChildSpec::Pool(cache) = &m.root.children[0] else { panic!("cache is a pool") };
+        // poolboy's defaults.
+        assert_eq!((cache.size, cache.overflow, cache.strategy), (5, 10, PoolStrategy::Lifo));
+        assert_eq!(cache.checkout_timeout, Duration::from_secs(5));
+        assert_eq!(cache.worker.limits.memory, ByteSize::mib(8), "[defaults] apply to workers");
+
+        let modules = "[modules]\na = \"a.wasm\"\n";
+        let e = parse(&format!("{modules}[pools.db]\nsize = 2\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (3, Some("pools.db.module")), "{e}");
+        let e = parse(&format!("{modules}[pools.db]\nmodule = \"a\"\nsizes = 2\n")).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("sizes"), "{e}");
+        let e = parse(&format!("{modules}[pools.db]\nmodule = \"a\"\nsize = 0\noverflow = 0\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (5, Some("pools.db.size")), "{e}");
+        let e = parse(&format!("{modules}[pools.db]\nmodule = \"b\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (4, Some("pools.db.module")), "{e}");
+        let e = parse(&format!("{modules}[pools.db]\nmodule = \"a\"\nmemory = \"12XB\"\n")).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        let e = parse(&format!("{modules}[pools.db]\nmodule = \"a\"\nstrategy = \"random\"\n")).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        let e = parse(&format!("{modules}[pools.x]\nmodule = \"a\"\n[[agent]]\nname = \"x\"\nmodule = \"a\"\n"))
+            .unwrap_err();
+        assert!(e.message.contains("duplicate name \"x\""), "{e}");
     }
 
     #[test]

@@ -107,13 +107,71 @@ pub enum ChildSpec {
     /// Shared with every incarnation's store: a start does not copy it.
     Agent(std::sync::Arc<AgentSpec>),
     Supervisor(SupervisorSpec),
+    /// A worker pool (`[pools.<name>]`): a child of the root, started before the others.
+    Pool(std::sync::Arc<PoolSpec>),
 }
+
+/// `[pools.<name>]`: poolboy's pool of `size` workers of one module, and up to `overflow` more
+/// while all are checked out.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub name: String,
+    /// What each worker runs as: its module, config, limits and grants; its name is the pool's,
+    /// and each worker is registered as `<pool>.<n>`.
+    pub worker: std::sync::Arc<AgentSpec>,
+    pub size: u32,
+    pub overflow: u32,
+    /// How long a checkout waits for a worker when it does not say.
+    pub checkout_timeout: Duration,
+    pub strategy: PoolStrategy,
+    /// How its supervisor treats the pool itself (permanent unless said).
+    pub restart: Restart,
+    /// How long the pool may take to stop its workers (each by its own `worker_shutdown`).
+    pub shutdown: Shutdown,
+}
+
+/// Which free worker a checkout gets: the one returned last (`lifo`, poolboy's default: a few
+/// warm workers do the work) or the one free longest (`fifo`: the work is spread evenly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolStrategy {
+    #[default]
+    Lifo,
+    Fifo,
+}
+
+/// A `[pools.<name>]` table as written: the pool's keys, and the keys an `[[agent]]` takes for
+/// what its workers run as.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    module: Option<Spanned<String>>,
+    size: Option<Spanned<u32>>,
+    overflow: Option<Spanned<u32>>,
+    checkout_timeout: Option<Spanned<Span>>,
+    strategy: Option<PoolStrategy>,
+    restart: Option<Spanned<Restart>>,
+    shutdown: Option<Shutdown>,
+    // Each worker's.
+    config: Option<Spanned<toml::Table>>,
+    capabilities: Option<Spanned<Vec<String>>>,
+    memory: Option<Spanned<ByteSize>>,
+    mailbox: Option<Spanned<u32>>,
+    budget: Option<Spanned<Span>>,
+    grants: Option<Vec<Spanned<String>>>,
+    outbound: Option<Vec<Spanned<String>>>,
+    worker_shutdown: Option<Shutdown>,
+}
+
+/// A pool holds at most this many workers with its overflow: each is a live agent.
+pub const MAX_POOL_WORKERS: u32 = 100_000;
 
 impl ChildSpec {
     pub fn name(&self) -> &str {
         match self {
             ChildSpec::Agent(agent) => &agent.name,
             ChildSpec::Supervisor(supervisor) => &supervisor.name,
+            ChildSpec::Pool(pool) => &pool.name,
         }
     }
 
@@ -121,6 +179,7 @@ impl ChildSpec {
         match self {
             ChildSpec::Agent(agent) => agent.restart,
             ChildSpec::Supervisor(supervisor) => supervisor.restart,
+            ChildSpec::Pool(pool) => pool.restart,
         }
     }
 
@@ -128,6 +187,16 @@ impl ChildSpec {
         match self {
             ChildSpec::Agent(agent) => agent.significant,
             ChildSpec::Supervisor(supervisor) => supervisor.significant,
+            ChildSpec::Pool(_) => false,
+        }
+    }
+
+    /// How its supervisor stops it.
+    pub fn shutdown(&self) -> Shutdown {
+        match self {
+            ChildSpec::Agent(agent) => agent.shutdown,
+            ChildSpec::Supervisor(supervisor) => supervisor.shutdown,
+            ChildSpec::Pool(pool) => pool.shutdown,
         }
     }
 }
@@ -144,6 +213,7 @@ impl SupervisorSpec {
             match child {
                 ChildSpec::Agent(agent) => agents.push(&**agent),
                 ChildSpec::Supervisor(supervisor) => agents.extend(supervisor.agents()),
+                ChildSpec::Pool(pool) => agents.push(&*pool.worker),
             }
         }
         agents
@@ -268,7 +338,76 @@ impl TreeBuilder<'_> {
         }
         let name = raw.name.take().map_or_else(|| "root".to_string(), Spanned::into_inner);
         self.names.insert(name.clone(), 0);
-        self.supervisor(name, raw, "supervisor", children_key)
+        // Pools first: they start before the agents that check workers out, and stop after them.
+        let pools = self.pools()?;
+        let mut root = self.supervisor(name, raw, "supervisor", children_key)?;
+        root.children.splice(0..0, pools);
+        Ok(root)
+    }
+
+    /// `[pools.<name>]`, as children of the root.
+    fn pools(&mut self) -> Result<Vec<ChildSpec>, ManifestError> {
+        let mut pools = Vec::new();
+        for (name, raw) in &self.services.pools {
+            let scope = format!("pools.{name}");
+            let at = raw.module.as_ref().map_or(0..0, |m| m.span());
+            if let Err(why) = check_name(name) {
+                return Err(self.error(at, &scope, why));
+            }
+            if let Some(first) = self.names.insert(name.clone(), at.start) {
+                let message =
+                    format!("duplicate name {name:?} (first declared on line {})", self.locate.line_of(first));
+                return Err(self.error(at, &scope, message));
+            }
+            let Some(module) = raw.module.clone() else {
+                return Err(self.locate.section_error(
+                    &scope,
+                    &format!("{scope}.module"),
+                    "a pool needs the `module` its workers run".into(),
+                ));
+            };
+            let size = raw.size.as_ref().map_or(5, |size| *size.get_ref());
+            let overflow = raw.overflow.as_ref().map_or(10, |overflow| *overflow.get_ref());
+            let most = u64::from(size) + u64::from(overflow);
+            if most == 0 || most > u64::from(MAX_POOL_WORKERS) {
+                let span = raw.size.as_ref().or(raw.overflow.as_ref()).map_or(at.clone(), |n| n.span());
+                let message = format!("size + overflow must be 1..={MAX_POOL_WORKERS} (each worker is a live agent)");
+                return Err(self.error(span, &format!("{scope}.size"), message));
+            }
+            let checkout_timeout =
+                raw.checkout_timeout.as_ref().map_or(Duration::from_secs(5), |t| t.get_ref().duration());
+            if checkout_timeout > Duration::from_millis(u64::from(u32::MAX)) {
+                let span = raw.checkout_timeout.as_ref().map_or(at.clone(), |t| t.span());
+                return Err(self.error(span, &format!("{scope}.checkout_timeout"), "must be at most 49 days"));
+            }
+            let restart = raw.restart.as_ref().map(|r| *r.get_ref()).unwrap_or_default();
+            let worker = RawChild {
+                config: raw.config.clone(),
+                capabilities: raw.capabilities.clone(),
+                memory: raw.memory.clone(),
+                mailbox: raw.mailbox.clone(),
+                budget: raw.budget.clone(),
+                grants: raw.grants.clone(),
+                outbound: raw.outbound.clone(),
+                shutdown: raw.worker_shutdown,
+                ..RawChild::default()
+            };
+            let mut worker = self.agent(name.clone(), module, worker, &scope)?;
+            // The pool replaces its workers itself, as poolboy does; no supervisor restarts one.
+            worker.restart = Restart::Temporary;
+            worker.significant = false;
+            pools.push(ChildSpec::Pool(std::sync::Arc::new(PoolSpec {
+                name: name.clone(),
+                worker: worker.into(),
+                size,
+                overflow,
+                checkout_timeout,
+                strategy: raw.strategy.unwrap_or_default(),
+                restart,
+                shutdown: raw.shutdown.unwrap_or(Shutdown::Infinity),
+            })));
+        }
+        Ok(pools)
     }
 
     fn error(&self, span: std::ops::Range<usize>, key: &str, message: impl Into<String>) -> ManifestError {

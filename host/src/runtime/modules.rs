@@ -21,9 +21,9 @@ use crate::bindings::{self, AgentIndices, AgentPre};
 
 /// The exports every agent component must have, as named in the `agent` world.
 const REQUIRED_EXPORTS: [&str; 4] = ["init", "handle", "notify", "terminate"];
-const WORLD: &str = "agora:agent/agent@0.3.0";
+const WORLD: &str = "agora:agent/agent@0.3.1";
 /// The optional export that carries an agent's state across upgrades (`wit/state.wit`).
-const STATE_INTERFACE: &str = "agora:agent/state@0.3.0";
+const STATE_INTERFACE: &str = "agora:agent/state@0.3.1";
 
 /// A module ready to instantiate.
 pub struct LoadedModule {
@@ -401,6 +401,17 @@ fn check_version(engine: &Engine, path: &Path, component: &Component) -> Result<
         else {
             continue;
         };
+        // A later 0.3.y imports interfaces this host lacks: say so, not a generic link error.
+        let patch = |version: &str| version.rsplit_once('.').and_then(|(_, patch)| patch.parse::<u32>().ok());
+        if minor(version) == minor(ours) && patch(version) > patch(ours) {
+            return Err(ModuleError::WrongWorld {
+                path: path.into(),
+                reason: format!(
+                    "it was built for agora:agent@{version} (it imports {name}), newer than this host's \
+                     agora:agent@{ours}: run it on a newer host, or rebuild it against this host's wit/"
+                ),
+            });
+        }
         if minor(version) != minor(ours) {
             return Err(ModuleError::WrongWorld {
                 path: path.into(),

@@ -25,6 +25,7 @@
 pub mod host;
 mod isolated;
 pub mod links;
+pub mod pools;
 mod restarts;
 
 use std::collections::HashSet;
@@ -143,6 +144,7 @@ pub type Operators = mpsc::UnboundedSender<Operate>;
 enum Child {
     Agent(RunningAgent),
     Supervisor(RunningSupervisor),
+    Pool(pools::RunningPool),
 }
 
 impl Child {
@@ -150,6 +152,7 @@ impl Child {
         match self {
             Child::Agent(agent) => agent.id,
             Child::Supervisor(supervisor) => supervisor.id,
+            Child::Pool(pool) => pool.id,
         }
     }
 
@@ -157,6 +160,7 @@ impl Child {
         match self {
             Child::Agent(agent) => agent.stop(policy).await,
             Child::Supervisor(supervisor) => supervisor.stop(policy).await,
+            Child::Pool(pool) => pool.stop(policy).await,
         }
     }
 }
@@ -506,7 +510,11 @@ impl Supervisor {
                     .filter(|slot| !slot.removed)
                     .map(|slot| ChildView {
                         name: slot.spec.name().to_string(),
-                        kind: if matches!(slot.spec, ChildSpec::Agent(_)) { "agent" } else { "supervisor" },
+                        kind: match slot.spec {
+                            ChildSpec::Agent(_) => "agent",
+                            ChildSpec::Supervisor(_) => "supervisor",
+                            ChildSpec::Pool(_) => "pool",
+                        },
                         id: slot.running.as_ref().map(Child::id),
                         state: match (&slot.running, slot.terminated, slot.finished) {
                             (Some(_), ..) => "running",
@@ -548,6 +556,7 @@ impl Supervisor {
                     let same = match (&self.slots[index].spec, &spec) {
                         (ChildSpec::Agent(old), ChildSpec::Agent(new)) => format!("{old:?}") == format!("{new:?}"),
                         (ChildSpec::Supervisor(_), ChildSpec::Supervisor(_)) => true,
+                        (ChildSpec::Pool(old), ChildSpec::Pool(new)) => format!("{old:?}") == format!("{new:?}"),
                         _ => false,
                     };
                     if same {
@@ -620,13 +629,14 @@ impl Supervisor {
                     .map(Child::Agent)
             }
             ChildSpec::Supervisor(spec) => start_supervisor(&self.runtime, spec, exits).await.map(Child::Supervisor),
+            ChildSpec::Pool(spec) => pools::start_pool(&self.runtime, spec, exits).await.map(Child::Pool),
         };
         let child = match started {
             Ok(child) => child,
             Err(error) => {
                 // A nested supervisor's own child has reported its failure already.
                 let spec = &self.slots[index].spec;
-                let own = matches!(spec, ChildSpec::Agent(_))
+                let own = !matches!(spec, ChildSpec::Supervisor(_))
                     || matches!(&error, StartError::NameTaken { agent } if agent == spec.name());
                 if own {
                     let fault = start_fault(&error);
@@ -786,10 +796,7 @@ impl Supervisor {
         for &index in indices.iter().rev() {
             let slot = &mut self.slots[index];
             if let Some(child) = slot.running.take() {
-                let policy = match &slot.spec {
-                    ChildSpec::Agent(agent) => agent.shutdown,
-                    ChildSpec::Supervisor(supervisor) => supervisor.shutdown,
-                };
+                let policy = slot.spec.shutdown();
                 self.stopping.insert(child.id());
                 child.stop(policy).await;
             }

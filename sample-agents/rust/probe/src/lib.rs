@@ -41,6 +41,10 @@
 //! `auction-wait <auction> <timeout-ms>`, `announce <capability> <budget> <bidding-ms>
 //! <deadline-ms> lowest|best`, `offer <task> <price> <eta-ms>` (a proposal), `complete <task> <output>`,
 //! `give-up <task> <reason>`, `task-wait <task> <timeout-ms>`, `reputation <agent>`,
+//! `checkout <pool> <timeout-ms>|default` (remembered, newest last; reports the worker's name),
+//! `checkin <pool> [<worker-name>]` (by default the newest checkout of the pool), `worker-call
+//! <pool> <text> <timeout-ms>` (a call to the newest checkout), `pool-status <pool>`,
+//! `pool-cycle <pool> <n> <text>` (n rounds of checkout, call and checkin),
 //! `repeat <n> <step...>` (reports the last outcome), `count <n> <step...>` (outcomes counted by class), `await-outcome <timeout-ms> <step...> => <outcome>` (repeats the step until it has that outcome),
 //! `until <timeout-ms> <step...>` (repeats the
 //! step until it succeeds), `await-children <supervisor> <timeout-ms> <list>` (until `children`
@@ -58,7 +62,7 @@ mod http;
 use agora_guest::rate_limits::LimitError;
 use agora_guest::{
     Address, Agent, Config, Error, HandleError, Message, Notice, VoteRequest, auctions, config, events, ledger, locks,
-    log, market, messaging, rate_limits, registry, supervision, telemetry,
+    log, market, messaging, pools, rate_limits, registry, supervision, telemetry,
 };
 
 struct Probe {
@@ -125,6 +129,30 @@ thread_local! {
     static HOLD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// The time of the last `mark` step, for `since=mark` and `until=mark`.
     static MARK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The workers this probe holds, by pool, newest last.
+    static LENT: std::cell::RefCell<std::collections::HashMap<String, Vec<u64>>> = Default::default();
+}
+
+fn pool_outcome<T>(result: Result<T, pools::PoolError>, ok: impl FnOnce(T) -> String) -> String {
+    match result {
+        Ok(value) => ok(value),
+        Err(error) => format!(
+            "error {}",
+            match error {
+                pools::PoolError::Denied => "denied".into(),
+                pools::PoolError::NotFound => "not-found".into(),
+                pools::PoolError::Full => "full".into(),
+                pools::PoolError::Timeout => "timeout".into(),
+                pools::PoolError::NotCheckedOut => "not-checked-out".into(),
+                pools::PoolError::Stopped => "stopped".into(),
+                pools::PoolError::Invalid(why) => format!("invalid({why})"),
+            }
+        ),
+    }
+}
+
+fn newest_checkout(pool: &str) -> Option<u64> {
+    LENT.with(|lent| lent.borrow().get(pool).and_then(|held| held.last().copied()))
 }
 
 fn now_ms() -> u64 {
@@ -640,6 +668,52 @@ fn run_step(words: &[&str]) -> String {
                 }
             }
             format!("done tokens-increasing {increasing}")
+        }
+        "checkout" => {
+            let timeout = if arg(2) == "default" { None } else { Some(number(2) as u32) };
+            pool_outcome(pools::checkout(arg(1), timeout), |worker| {
+                LENT.with(|lent| lent.borrow_mut().entry(arg(1).to_string()).or_default().push(worker));
+                format!("worker {}", registry::name_of(worker).unwrap_or_else(|_| format!("#{worker}")))
+            })
+        }
+        "checkin" => {
+            let worker = match arg(2) {
+                "" => newest_checkout(arg(1)),
+                name => registry::lookup(name).ok(),
+            };
+            let Some(worker) = worker else { return "error nothing to check in".into() };
+            LENT.with(|lent| lent.borrow_mut().entry(arg(1).to_string()).or_default().retain(|held| *held != worker));
+            pool_outcome(pools::checkin(arg(1), worker), |()| "ok".into())
+        }
+        "worker-call" => {
+            let Some(worker) = newest_checkout(arg(1)) else { return "error nothing checked out".into() };
+            let timeout = Duration::from_millis(number(3));
+            outcome(messaging::call(Address::Id(worker), arg(2).as_bytes(), timeout), |r| format!("reply {}", text(&r)))
+        }
+        "pool-status" => pool_outcome(pools::status(arg(1)), |s| {
+            let state = match s.state {
+                pools::PoolState::Ready => "ready",
+                pools::PoolState::Overflow => "overflow",
+                pools::PoolState::Full => "full",
+            };
+            format!(
+                "{state} available {} overflow {} out {} waiting {}",
+                s.available, s.overflow, s.checked_out, s.waiting
+            )
+        }),
+        "pool-cycle" => {
+            // `pool-cycle <pool> <n> <text>`: n rounds of checkout, call, checkin.
+            for i in 0..number(2) {
+                let called = pools::transaction(arg(1), None, |worker| {
+                    messaging::call(Address::Id(worker), arg(3).as_bytes(), Duration::from_secs(5))
+                });
+                match called {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return format!("error {} after {i}", error_code(&e)),
+                    Err(e) => return pool_outcome(Err::<(), _>(e), |()| String::new()) + &format!(" after {i}"),
+                }
+            }
+            "done".into()
         }
         "lock-cycle" => {
             // `lock-cycle <prefix> <locks> <n>`: n uncontended try-acquire + release pairs, over
