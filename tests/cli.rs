@@ -75,6 +75,28 @@ fn an_agent_of_the_old_world_is_refused_with_both_versions() {
     }
 }
 
+/// An agent built for an earlier 0.3.x world runs on this host, its `state` export found (wasmtime
+/// resolves names semver-compatibly): the fixture is this repository's counter built at 0.3.0
+/// (commit 57d21d6), run durable, so that the host must take its state through that export.
+#[test]
+fn an_agent_of_an_earlier_0_3_world_runs_and_keeps_its_state_interface() {
+    let old = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/counter-agora-agent-0.3.0.wasm");
+    let manifest = format!(
+        "{}old = {:?}\n[[agent]]\nname = \"c\"\nmodule = \"old\"\ndurable = true\n\
+         [[agent]]\nname = \"probe\"\nmodule = \"probe\"\nrestart = \"temporary\"\n\
+         grants = [\"messaging\", \"logging\", \"registry\"]\nconfig = {{ script = \"call c inc 5000; call c inc 5000; stop\" }}\n",
+        header(""),
+        old.display().to_string()
+    );
+    let scenario = Scenario::new(&manifest);
+    check(&scenario).assert_success();
+    let run = scenario.run_until_exit_of("probe");
+    assert_eq!(run.outcomes("probe", "call c inc 5000"), ["reply 1", "reply 2"]);
+    // Written at its graceful shutdown, through the 0.3.0 `snapshot`.
+    let again = scenario.run_until(|e| e["event"] == "agent_restored" && e["agent"] == "c");
+    assert!(again.events("agent_restored", Some("c")).len() == 1, "{:#?}", again.events);
+}
+
 #[test]
 fn bad_manifests_name_file_line_and_key() {
     let agents = "[[agent]]\nname = \"a\"\nmodule = \"echo\"\n";

@@ -334,6 +334,7 @@ pub async fn pool_checkout(
     let pooled = probe_loop(runtime, probe, cycle, ROUNDS, Grants::all(), "bench-pool-user").await;
     running.stop(Shutdown::Infinity).await;
     let note = "(guest checkout + call + checkin of an echo worker; baseline: the same call to it, not checked out)";
-    report.figure("pool_checkout", pooled?, "ns", Some(alone?), note);
+    let per_second = |ns: f64| 1e9 / ns;
+    report.figure("pool_checkout", per_second(pooled?), "cycles/s", Some(per_second(alone?)), note);
     Ok(())
 }
