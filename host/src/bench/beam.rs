@@ -44,6 +44,7 @@ pub(super) fn beam(script: &Path, spawns: usize, pairs: usize, rounds: u64, repo
         ("messaging", beam.messages_per_second, "msgs/s", "the same pairs and round trips"),
         ("call", beam.calls_per_second, "calls/s", "gen_server:call"),
         ("spawn_p50", beam.spawn_micros, "us", "BEAM's mean spawn"),
+        ("spawn_warm_p50", beam.spawn_micros, "us", "BEAM's mean spawn"),
     ];
     for (name, theirs, unit, what) in against {
         if let Some(ours) = report.recorded(name) {

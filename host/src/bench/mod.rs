@@ -166,7 +166,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         hibernation::hibernation(&runtime, &counter, sizes, &report).await?;
     }
     if wants("spawn") {
-        spawn(&runtime, &echo, args.spawns, &report).await?;
+        spawn(&runtime, &echo, args.spawns, false, &report).await?;
+        spawn(&runtime, &echo, args.spawns, true, &report).await?;
     }
     if wants("messaging") {
         messaging(&runtime, &ping_pong, &echo, args.pairs, args.rounds, &report).await?;
@@ -175,7 +176,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         call(&runtime, &ping_pong, args.calls, &report).await?;
     }
     if wants("restart") {
-        restart(&runtime, &misbehave, args.restarts, &report).await?;
+        restart(&runtime, &misbehave, args.restarts, false, &report).await?;
+        restart(&runtime, &misbehave, args.restarts, true, &report).await?;
     }
     if wants("watched") {
         operations::watched(&runtime, &ping_pong, args.pairs, args.rounds, &report).await?;
@@ -268,7 +270,30 @@ pub(crate) fn error(e: impl std::fmt::Debug) -> anyhow::Error {
     anyhow::anyhow!("{e:?}")
 }
 
-async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &Report) -> anyhow::Result<()> {
+/// Warm instances kept of a module for the `_warm` benchmarks.
+const BENCH_WARM: u32 = 32;
+
+/// Until the warmer has filled `module`'s shelf (and so sits idle), so that a timed start takes a
+/// warm instance and shares the machine with no refill.
+async fn until_warm(runtime: &Arc<Runtime>, module: &Module) {
+    crate::runtime::warm::WarmPools::fill_all(runtime);
+    while !runtime.warm.is_full(&module.name) {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Spawns, cold (`warm` false: named `spawn`) or from a warm pool (`spawn_warm`), each next to
+/// a raw `InstancePre` instantiate + init of the same component.
+async fn spawn(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    count: usize,
+    warm: bool,
+    report: &Report,
+) -> anyhow::Result<()> {
+    if warm {
+        runtime.warm.configure(&module.name, BENCH_WARM);
+    }
     let (exits, _keep) = mpsc::unbounded_channel();
     let mut raw_times = Vec::with_capacity(count);
     let mut agora_times = Vec::with_capacity(count);
@@ -287,16 +312,23 @@ async fn spawn(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &R
         raw_stores.push(store);
 
         let spec = Arc::new(spec(format!("spawn-{i}"), "echo", &[], Limits::default().memory));
+        if warm {
+            until_warm(runtime, module).await;
+        }
         let started = Instant::now();
         let agent = agent::start(runtime, &spec, module, exits.clone(), 0).await?;
         agora_times.push(started.elapsed());
         agents.push(agent);
     }
-    report_percentiles(report, "spawn", &mut agora_times, &mut raw_times, |ratio| {
-        format!("({ratio:.2}x raw, {count} starts)")
+    let (name, how) = if warm { ("spawn_warm", "from a warm pool") } else { ("spawn", "cold") };
+    report_percentiles(report, name, &mut agora_times, &mut raw_times, |ratio| {
+        format!("({ratio:.2}x raw, {count} starts, {how})")
     });
     drop(raw_stores);
     stop_all(agents).await;
+    if warm {
+        runtime.warm.configure(&module.name, 0);
+    }
     Ok(())
 }
 
@@ -423,8 +455,18 @@ async fn messaging(
 /// Restart after a crash: a permanent child of a one-for-one supervisor panics, and the time
 /// until its successor (found by its name) has answered a call is measured, against a cold
 /// start of the same module and its first answer.
-async fn restart(runtime: &Arc<Runtime>, module: &Module, count: usize, report: &Report) -> anyhow::Result<()> {
+/// `warm`: both the restarts and the baseline starts take warm instances (`restart_warm`).
+async fn restart(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    count: usize,
+    warm: bool,
+    report: &Report,
+) -> anyhow::Result<()> {
     use crate::manifest::{AutoShutdown, ChildSpec, Strategy, SupervisorSpec};
+    if warm {
+        runtime.warm.configure(&module.name, BENCH_WARM);
+    }
     const ANSWER: Duration = Duration::from_secs(10);
     let crasher = Arc::new(AgentSpec {
         restart: Restart::Permanent,
@@ -450,6 +492,9 @@ async fn restart(runtime: &Arc<Runtime>, module: &Module, count: usize, report: 
     let mut starts = Vec::with_capacity(count);
     for i in 0..count {
         let crashed = runtime.registry.lookup(&crasher.name).context("the crasher is registered")?;
+        if warm {
+            until_warm(runtime, module).await;
+        }
         let started = Instant::now();
         runtime.router.try_deliver(crashed, Message::cast(None, b"panic".to_vec())).map_err(error)?;
         let successor = loop {
@@ -462,16 +507,23 @@ async fn restart(runtime: &Arc<Runtime>, module: &Module, count: usize, report: 
         restarts.push(started.elapsed());
 
         let cold = Arc::new(spec(format!("restart-baseline-{i}"), &module.name, &[], Limits::default().memory));
+        if warm {
+            until_warm(runtime, module).await;
+        }
         let started = Instant::now();
         let agent = agent::start(runtime, &cold, module, exits.clone(), 0).await?;
         runtime.router.call(None, agent.id, b"tick".to_vec(), ANSWER).await.map_err(error)?;
         starts.push(started.elapsed());
         stop_all(vec![agent]).await;
     }
-    report_percentiles(report, "restart", &mut restarts, &mut starts, |ratio| {
-        format!("({ratio:.2}x a cold start and first answer; {count} panics of a permanent child)")
+    let (name, how) = if warm { ("restart_warm", "warm") } else { ("restart", "cold") };
+    report_percentiles(report, name, &mut restarts, &mut starts, |ratio| {
+        format!("({ratio:.2}x a {how} start and first answer; {count} panics of a permanent child)")
     });
     supervisor.stop(Shutdown::Infinity).await;
+    if warm {
+        runtime.warm.configure(&module.name, 0);
+    }
     Ok(())
 }
 

@@ -95,6 +95,8 @@ pub enum HostEvent<'a> {
         module: &'a str,
         took: Duration,
         restarts: u32,
+        /// Its instance was a warm one, instantiated ahead.
+        warm: bool,
     },
     AgentStartFailed {
         agent: &'a str,

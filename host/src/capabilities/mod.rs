@@ -39,7 +39,9 @@ macro_rules! compose {
             $(pub $field: <$capability as Capability>::Shared,)*
         }
 
-        /// The per-agent state of every capability, in the agent's store.
+        /// The per-agent state of every capability, in the agent's store (by default: none,
+        /// what a warm instance holds before an agent takes it).
+        #[derive(Default)]
         pub struct AgentCapabilities {
             $(pub $field: <$capability as Capability>::Agent,)*
         }

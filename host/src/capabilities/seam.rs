@@ -35,7 +35,8 @@ pub trait Capability: Sized + Send + Sync + 'static {
     /// What all agents of one host share, built once at start.
     type Shared: Send + Sync + 'static;
     /// What it keeps for one agent, from the agent's entry to its exit.
-    type Agent: Send + 'static;
+    /// `Default`: what a warm instance's store holds until an agent takes it (nothing).
+    type Agent: Default + Send + 'static;
 
     /// Make the section's file paths absolute, from the manifest's directory; before `validate`.
     fn resolve_paths(_section: &mut Self::Section, _base_dir: &std::path::Path) {}

@@ -459,7 +459,10 @@ async fn run(
             }
         }
     };
+    crate::runtime::warm::WarmPools::fill_now(&runtime).await;
     let outcome = supervision::run(runtime.clone(), &manifest.root, stop).await;
+    // Each warm store holds the runtime; nothing will take them now.
+    runtime.warm.clear();
     let reason = match &outcome {
         Ok(supervision::RunEnd::Interrupted) => "interrupted",
         Ok(supervision::RunEnd::Finished) => "finished",

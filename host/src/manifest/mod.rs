@@ -31,6 +31,8 @@ pub struct Manifest {
     pub modules: BTreeMap<String, PathBuf>,
     /// The `version` labels of `[modules]` entries that have one.
     pub module_versions: BTreeMap<String, String>,
+    /// The `warm` counts of `[modules]` entries that have one.
+    pub module_warm: BTreeMap<String, u32>,
     /// The root supervisor and, below it, every agent.
     pub root: SupervisorSpec,
     /// `[defaults]`, resolved: what agents spawned at runtime start from.
@@ -79,6 +81,9 @@ pub struct HostSettings {
     /// A fixed API token, read from this file (relative to the manifest; readable by its owner
     /// only), instead of a new one written to `<data_dir>/admin.token` at each start.
     pub admin_token_file: Option<PathBuf>,
+    /// Instances of every module kept instantiated ahead (a module's own `warm` overrides it):
+    /// a start takes one and calls `init`. Off (0) unless set.
+    pub warm: u32,
 }
 
 impl Default for HostSettings {
@@ -98,9 +103,13 @@ impl Default for HostSettings {
             admin_idle_timeout: Span(Duration::from_secs(30)),
             admin_max_connections: 64,
             admin_token_file: None,
+            warm: 0,
         }
     }
 }
+
+/// The most instances one module (or `[host] warm`) may keep warm.
+pub const MAX_WARM: u32 = 4096;
 
 /// The `[host]` values serde cannot check, each refused at its own line.
 fn check_host(locate: &Locator<'_>, host: &HostSettings) -> Result<(), ManifestError> {
@@ -131,6 +140,9 @@ fn check_host(locate: &Locator<'_>, host: &HostSettings) -> Result<(), ManifestE
     }
     if host.admin_max_connections == 0 {
         return error("admin_max_connections", "must be at least 1".into());
+    }
+    if host.warm > MAX_WARM {
+        return error("warm", format!("{} is above {MAX_WARM} (each warm instance holds a pool slot)", host.warm));
     }
     if let Some(file) = &host.admin_token_file
         && let Err(why) = crate::admin::v1::read_token_file(file)
@@ -307,6 +319,8 @@ pub struct ModuleEntry {
     pub build: Option<String>,
     /// A label for this build (`version = "1.2"`), shown with its content hash.
     pub version: Option<String>,
+    /// Instances kept instantiated ahead (`warm = 4`).
+    pub warm: Option<u32>,
     span: std::ops::Range<usize>,
 }
 
@@ -318,12 +332,14 @@ fn module_entries(
     for (name, value) in raw {
         let (span, key) = (value.span(), Some(format!("modules.{name}")));
         let wrong = |message: &str| locate.at(span.clone(), key.clone(), message.to_string());
-        let (path, build, version) = match value.get_ref() {
-            toml::Value::String(path) => (path.clone(), None, None),
+        let (path, build, version, warm) = match value.get_ref() {
+            toml::Value::String(path) => (path.clone(), None, None, None),
             toml::Value::Table(table) => {
-                if let Some(unknown) = table.keys().find(|k| !["path", "build", "version"].contains(&k.as_str())) {
+                if let Some(unknown) =
+                    table.keys().find(|k| !["path", "build", "version", "warm"].contains(&k.as_str()))
+                {
                     return Err(wrong(&format!(
-                        "unknown key `{unknown}`; a module table has `path`, `build` and `version`"
+                        "unknown key `{unknown}`; a module table has `path`, `build`, `version` and `warm`"
                     )));
                 }
                 let path = match table.get("path") {
@@ -342,11 +358,20 @@ fn module_entries(
                     }
                     Some(_) => return Err(wrong("`version` is a label, as a string (\"1.2\")")),
                 };
-                (path, build, version)
+                let warm = match table.get("warm") {
+                    None => None,
+                    Some(toml::Value::Integer(n)) if (0..=i64::from(MAX_WARM)).contains(n) => Some(*n as u32),
+                    Some(_) => {
+                        return Err(wrong(&format!(
+                            "`warm` is how many instances to keep ready, 0..={MAX_WARM} (each holds a pool slot)"
+                        )));
+                    }
+                };
+                (path, build, version, warm)
             }
             _ => return Err(wrong("a module is a path, or a table with `path` and `build`")),
         };
-        entries.push(ModuleEntry { name: name.clone(), path, build, version, span });
+        entries.push(ModuleEntry { name: name.clone(), path, build, version, warm, span });
     }
     Ok(entries)
 }
@@ -401,6 +426,7 @@ impl Manifest {
 
         let mut modules = BTreeMap::new();
         let mut module_versions = BTreeMap::new();
+        let mut module_warm = BTreeMap::new();
         for entry in module_entries(&locate, &raw.modules)? {
             let resolved = resolve(Path::new(&entry.path));
             if !resolved.is_file() {
@@ -414,6 +440,9 @@ impl Manifest {
             }
             if let Some(label) = entry.version {
                 module_versions.insert(entry.name.clone(), label);
+            }
+            if let Some(warm) = entry.warm {
+                module_warm.insert(entry.name.clone(), warm);
             }
             modules.insert(entry.name, resolved);
         }
@@ -447,7 +476,16 @@ impl Manifest {
             names: BTreeMap::new(),
         };
         let root = builder.root(raw.supervisor, raw.agents)?;
-        Ok(Manifest { path: path.to_path_buf(), host, modules, module_versions, root, defaults: limits, services })
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            host,
+            modules,
+            module_versions,
+            module_warm,
+            root,
+            defaults: limits,
+            services,
+        })
     }
 
     /// Every agent in the tree, in start order.

@@ -506,7 +506,17 @@ pub async fn start_under(
     runtime.links.enter(id, stop.clone(), kill_cause.clone());
     let meter = state.budget.meter.clone();
     let tick = runtime.settings.tick.duration();
-    let store = new_store(module.pre.engine(), state);
+    // A warm instance of this version, if one is ready: its store gets this agent's state,
+    // as a cold start would have made it, in place of the vacant one it was instantiated with.
+    let (store, warm_instance) = match super::warm::WarmPools::take(runtime, module) {
+        Some(warm) => {
+            let mut store = warm.store;
+            let vacant = std::mem::replace(store.data_mut(), state);
+            store.data_mut().memory.continue_from(&vacant.memory);
+            (store, Some(warm.booted))
+        }
+        None => (new_store(module.pre.engine(), state), None),
+    };
     let (ended, gone) = oneshot::channel();
     let mut instance = Instance {
         store,
@@ -520,7 +530,8 @@ pub async fn start_under(
         held_answer: None,
         ended,
     };
-    match instance.boot(module, &spec.config).await {
+    let warm = warm_instance.is_some();
+    match instance.boot(module, &spec.config, warm_instance).await {
         Ok(booted) => {
             let took = started.elapsed();
             let exiting = instance.store.data_mut().exit_requested.take();
@@ -530,7 +541,7 @@ pub async fn start_under(
                 instance.store.data().stats.idle();
                 instance.enter_live_set();
             }
-            runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts });
+            runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts, warm });
             // An agent that exits in `init` is finished here, so that its registry entries are
             // gone before the next sibling starts.
             match exiting {
@@ -555,7 +566,7 @@ pub async fn start_under(
         Err(_) if instance.store.data().exited_cleanly => {
             // WASI `exit(0)` in `init`: ignored, as `stop` is (the instance cannot run `terminate`).
             let took = started.elapsed();
-            runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts });
+            runtime.observe(&HostEvent::AgentStarted { agent: &name, id, module: &module.name, took, restarts, warm });
             instance.finish(ExitReason::Normal, None);
             Ok(RunningAgent { id, name, stop, gone: None, ignored: true })
         }
@@ -684,13 +695,22 @@ impl Instance {
         }
     }
 
-    async fn boot(&mut self, module: &Module, config: &[(String, String)]) -> Result<Booted, Fault> {
+    /// `warm`: the instance, when a warm one was taken; else one is instantiated here.
+    async fn boot(
+        &mut self,
+        module: &Module,
+        config: &[(String, String)],
+        warm: Option<Booted>,
+    ) -> Result<Booted, Fault> {
         // A durable agent with a state on disk comes back with it: `restore` instead of `init`.
         let persisted = match self.store.data().spec.durable {
             Some(_) => self.persisted()?,
             None => None,
         };
-        let booted = self.instantiate(module).await?;
+        let booted = match warm {
+            Some(booted) => booted,
+            None => self.instantiate(module).await?,
+        };
         if let Some(snapshot) = persisted {
             let bytes = snapshot.state.len();
             self.restore(&booted, module.state, config, &snapshot.state, &snapshot.version).await.map_err(
@@ -754,6 +774,15 @@ impl Instance {
                 return Err(Fault { kind: FaultKind::Instantiate, ..fault });
             }
             let (runtime, id) = (self.store.data().runtime.clone(), self.store.data().id);
+            // Warm instances give up their slots before any agent hibernates for one (and one
+            // being instantiated ahead right now is dropped for it: wait for that).
+            if runtime.warm.shed(module.class) {
+                continue;
+            }
+            if runtime.warm.instantiating(module.class) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                continue;
+            }
             if runtime.live_set.make_room(module.class, id).await {
                 continue;
             }

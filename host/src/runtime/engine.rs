@@ -48,6 +48,18 @@ pub fn payload_bytes(component: &[u8]) -> usize {
     component.len().saturating_sub(custom)
 }
 
+/// Whether instantiating the component runs any of its code: a start function in one of its
+/// core modules, or a component-level start. (Rust and C agents built by this workspace's
+/// toolchains have none: their constructors run at the first export call, `init`.)
+pub fn has_start_function(component: &[u8]) -> bool {
+    wasmparser::Parser::new(0).parse_all(component).any(|payload| {
+        matches!(
+            payload,
+            Ok(wasmparser::Payload::StartSection { .. } | wasmparser::Payload::ComponentStartSection { .. })
+        )
+    })
+}
+
 impl Class {
     /// The class of a component, by its code and data.
     pub fn of(component: &[u8]) -> Class {

@@ -39,6 +39,12 @@ impl MemoryCap {
     pub fn peak(&self) -> usize {
         self.peak
     }
+
+    /// Count what the store reached under an earlier cap (a warm instance's, before its
+    /// agent took it).
+    pub fn continue_from(&mut self, earlier: &MemoryCap) {
+        self.peak = self.peak.max(earlier.peak);
+    }
 }
 
 /// Tables are bounded by the instance pool; the store only forbids runaway growth.

@@ -22,6 +22,7 @@ pub mod reload;
 pub mod state;
 pub mod stats;
 pub mod upgrade;
+pub mod warm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -73,6 +74,8 @@ pub struct Runtime {
     pub live_set: live_set::LiveSet,
     /// Durable agents' snapshots, opened when the first durable agent starts.
     snapshots: std::sync::OnceLock<Result<persistence::Snapshots, String>>,
+    /// Instances kept instantiated ahead, by module (`warm`).
+    pub warm: warm::WarmPools,
     /// Every capability's shared state.
     pub services: Services,
     _tickers: [EpochTicker; 2],
@@ -122,6 +125,7 @@ impl Runtime {
             live_instances: AtomicUsize::new(0),
             live_set: Default::default(),
             snapshots: Default::default(),
+            warm: Default::default(),
             engines,
             settings,
             loader,
@@ -154,10 +158,45 @@ impl Runtime {
         let base = manifest.base_dir();
         runtime.base_dir = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
         runtime.manifest_path = Some(manifest.path.clone());
+        let mut warm_slots = [0u64; 2];
         for (name, path) in &manifest.modules {
             let label = manifest.module_versions.get(name).map(String::as_str);
             let module = Arc::new(runtime.loader.load(name, path, label)?);
+            let (own, warm) = match manifest.module_warm.get(name) {
+                Some(warm) => (true, *warm),
+                None => (false, manifest.host.warm),
+            };
+            if warm > 0 && module.runs_at_instantiation {
+                let why = format!(
+                    "module {name} runs guest code when it is instantiated (a start function), so it cannot be \
+                     kept warm: a warm instance must not have run any before its agent's init"
+                );
+                if own {
+                    anyhow::bail!("{}: `modules.{name}.warm`: {why}", manifest.path.display());
+                }
+                tracing::warn!(event = "warm_skipped", module = %name, "{why}; `host.warm` skips it");
+            } else if warm > 0 {
+                warm_slots[usize::from(module.class == engine::Class::Interpreter)] += u64::from(warm);
+                runtime.warm.configure(name, warm);
+            }
             runtime.catalog.insert_new(module);
+        }
+        // Warm instances hold pool slots: at most half of each pool, so agents always have room.
+        for (class, warm) in [engine::Class::Compact, engine::Class::Interpreter].into_iter().zip(warm_slots) {
+            let slots = u64::from(match class {
+                engine::Class::Compact => manifest.host.max_agents,
+                engine::Class::Interpreter => manifest.host.interpreter_agents,
+            });
+            if warm > slots / 2 {
+                anyhow::bail!(
+                    "{}: {warm} warm instances of {} components would hold more than half of the {slots} slots of \
+                     their pool ({}): lower `warm`, or raise {}",
+                    manifest.path.display(),
+                    class.as_str(),
+                    class.slots_key(),
+                    class.slots_key()
+                );
+            }
         }
         Ok(runtime)
     }

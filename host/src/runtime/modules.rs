@@ -42,6 +42,9 @@ pub struct LoadedModule {
     pub initial_memory: u64,
     /// Which engine compiled it, and in which pool its instances live.
     pub class: Class,
+    /// Its instantiation runs guest code (a core module's or the component's start function):
+    /// it cannot be kept warm, since a warm instance must not have run any before its `init`.
+    pub runs_at_instantiation: bool,
 }
 
 /// A module's version: its content hash, and the label the manifest or the operator gave it.
@@ -176,7 +179,7 @@ impl ModuleLoader {
     /// store the artifact.
     pub fn load(&self, name: &str, path: &Path, label: Option<&str>) -> Result<LoadedModule, ModuleError> {
         let started = Instant::now();
-        let Prepared { class, pre, state, initial_memory, cache, hash } = self.prepare(path)?;
+        let Prepared { class, pre, state, initial_memory, cache, hash, runs_at_instantiation } = self.prepare(path)?;
         let version = Version { hash, label: label.map(str::to_string) };
         tracing::info!(
             event = "module_loaded",
@@ -205,6 +208,7 @@ impl ModuleLoader {
             cache,
             initial_memory,
             class,
+            runs_at_instantiation,
         })
     }
 
@@ -234,7 +238,8 @@ impl ModuleLoader {
         if cache == CacheOutcome::Compiled {
             self.store(path, &component, &artifact)?;
         }
-        Ok(Prepared { class: class.class, pre, state, initial_memory, cache, hash })
+        let runs_at_instantiation = super::engine::has_start_function(&bytes);
+        Ok(Prepared { class: class.class, pre, state, initial_memory, cache, hash, runs_at_instantiation })
     }
 
     /// Every check a load makes of a compiled component: WIT version, exports, resources, and
@@ -298,6 +303,7 @@ struct Prepared {
     initial_memory: u64,
     cache: CacheOutcome,
     hash: String,
+    runs_at_instantiation: bool,
 }
 
 /// The `state` interface's functions, if the component exports the interface; an export of

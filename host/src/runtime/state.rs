@@ -81,6 +81,32 @@ impl AgentState {
         }
     }
 
+    /// The state of a warm instance's store before an agent takes it: no identity (id 0), the
+    /// `vacant` entry (nothing granted, the host's largest memory cap), no capability state,
+    /// nothing to end when dropped. [`super::warm`] replaces it with the agent's own.
+    pub fn vacant(runtime: Arc<Runtime>, spec: Arc<AgentSpec>) -> Self {
+        runtime.live_instances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name: Arc<str> = Arc::from("");
+        AgentState {
+            id: 0,
+            stderr: GuestOutput::new(name.clone(), "stderr"),
+            name,
+            restarts: 0,
+            stop: StopSignal::default(),
+            memory: MemoryCap::new(spec.limits.memory.bytes()),
+            budget: Budget::new(spec.limits.budget),
+            stats: Arc::default(),
+            exit_requested: None,
+            exited_cleanly: false,
+            capabilities: AgentCapabilities::default(),
+            left: true,
+            wasi: None,
+            table: ResourceTable::new(),
+            spec,
+            runtime,
+        }
+    }
+
     /// The state for the agent's next instance (an upgrade): the same identity, manifest
     /// entry, stop signal and counters, a fresh WASI context, memory cap and budget. It holds
     /// no capabilities of its own until [`AgentState::hand_over`] gives it the agent's.

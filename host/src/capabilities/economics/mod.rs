@@ -218,6 +218,7 @@ impl Capability for Economics {
 }
 
 /// Per-agent state: the meter of its store's fuel, when compute has a price.
+#[derive(Default)]
 pub struct AgentEconomics {
     pub meter: Option<billing::Meter>,
     /// Fuel burned up to the end of the last callback.

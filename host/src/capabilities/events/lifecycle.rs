@@ -21,8 +21,22 @@ fn journal(store: &EventStore, kind: &str, agent: Option<&str>, payload: serde_j
     });
 }
 
-pub fn agent_started(store: &EventStore, agent: &str, id: AgentId, module: &str, took: Duration, restarts: u32) {
-    journal(store, "agent_started", Some(agent), json!({ "id": id, "module": module, "restarts": restarts }));
+/// `warm`: its instance was taken warm (instantiated ahead) rather than instantiated now.
+pub fn agent_started(
+    store: &EventStore,
+    agent: &str,
+    id: AgentId,
+    module: &str,
+    took: Duration,
+    restarts: u32,
+    warm: bool,
+) {
+    journal(
+        store,
+        "agent_started",
+        Some(agent),
+        json!({ "id": id, "module": module, "restarts": restarts, "warm": warm }),
+    );
     tracing::info!(
         target: "agora::lifecycle",
         event = "agent_started",
@@ -30,6 +44,7 @@ pub fn agent_started(store: &EventStore, agent: &str, id: AgentId, module: &str,
         id,
         module,
         restarts,
+        warm,
         micros = took.as_micros() as u64,
         "agent {agent} started"
     );

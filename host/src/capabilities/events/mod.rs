@@ -126,8 +126,8 @@ impl Hooks for EventsService {
     fn observe(service: &EventsService, event: &HostEvent<'_>) {
         let store = &service.store;
         match *event {
-            HostEvent::AgentStarted { agent, id, module, took, restarts } => {
-                lifecycle::agent_started(store, agent, id, module, took, restarts)
+            HostEvent::AgentStarted { agent, id, module, took, restarts, warm } => {
+                lifecycle::agent_started(store, agent, id, module, took, restarts, warm)
             }
             HostEvent::AgentStartFailed { agent, fault } => lifecycle::agent_start_failed(store, agent, fault),
             HostEvent::AgentExited(report) => lifecycle::agent_exited(store, report),

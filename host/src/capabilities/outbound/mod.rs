@@ -502,6 +502,7 @@ impl http_body::Body for PooledBody {
 
 /// The per-agent side: which targets this agent may reach.
 /// The targets one agent may reach; `wasi:http` sends its requests through these hooks.
+#[derive(Default)]
 pub struct AgentOutbound {
     pub agent: Arc<str>,
     pub allowed: Vec<Arc<Target>>,
@@ -543,6 +544,13 @@ impl AgentOutbound {
 pub struct AgentHttp {
     http: WasiHttpCtx,
     pub targets: AgentOutbound,
+}
+
+impl Default for AgentHttp {
+    /// No targets.
+    fn default() -> Self {
+        AgentHttp { http: WasiHttpCtx::new(), targets: AgentOutbound::default() }
+    }
 }
 
 /// Outbound HTTP as a capability. It has no grant of its own: an agent reaches the targets its
