@@ -275,11 +275,18 @@ const BENCH_WARM: u32 = 32;
 
 /// Until the warmer has filled `module`'s shelf (and so sits idle), so that a timed start takes a
 /// warm instance and shares the machine with no refill.
-async fn until_warm(runtime: &Arc<Runtime>, module: &Module) {
+async fn until_warm(runtime: &Arc<Runtime>, module: &Module) -> anyhow::Result<()> {
+    let started = Instant::now();
     crate::runtime::warm::WarmPools::fill_all(runtime);
     while !runtime.warm.is_full(&module.name) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}'s warm instances did not fill within 10 s (is the pool full? --max-agents)",
+            module.name
+        );
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+    Ok(())
 }
 
 /// Spawns, cold (`warm` false: named `spawn`) or from a warm pool (`spawn_warm`), each next to
@@ -291,9 +298,13 @@ async fn spawn(
     warm: bool,
     report: &Report,
 ) -> anyhow::Result<()> {
-    if warm {
+    // Each start is kept running, next to its raw store: with the warm instances, all must fit.
+    let count = if warm {
         runtime.warm.configure(&module.name, BENCH_WARM);
-    }
+        count.min((runtime.settings.max_agents as usize).saturating_sub(2 * BENCH_WARM as usize) / 2)
+    } else {
+        count
+    };
     let (exits, _keep) = mpsc::unbounded_channel();
     let mut raw_times = Vec::with_capacity(count);
     let mut agora_times = Vec::with_capacity(count);
@@ -313,7 +324,7 @@ async fn spawn(
 
         let spec = Arc::new(spec(format!("spawn-{i}"), "echo", &[], Limits::default().memory));
         if warm {
-            until_warm(runtime, module).await;
+            until_warm(runtime, module).await?;
         }
         let started = Instant::now();
         let agent = agent::start(runtime, &spec, module, exits.clone(), 0).await?;
@@ -493,7 +504,7 @@ async fn restart(
     for i in 0..count {
         let crashed = runtime.registry.lookup(&crasher.name).context("the crasher is registered")?;
         if warm {
-            until_warm(runtime, module).await;
+            until_warm(runtime, module).await?;
         }
         let started = Instant::now();
         runtime.router.try_deliver(crashed, Message::cast(None, b"panic".to_vec())).map_err(error)?;
@@ -508,7 +519,7 @@ async fn restart(
 
         let cold = Arc::new(spec(format!("restart-baseline-{i}"), &module.name, &[], Limits::default().memory));
         if warm {
-            until_warm(runtime, module).await;
+            until_warm(runtime, module).await?;
         }
         let started = Instant::now();
         let agent = agent::start(runtime, &cold, module, exits.clone(), 0).await?;
