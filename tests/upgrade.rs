@@ -23,7 +23,11 @@ struct Host {
 
 impl Host {
     fn start(agents: &str) -> Host {
-        let scenario = Scenario::agents("admin = \"127.0.0.1:0\"", agents);
+        Host::start_manifest(&format!("{}\n{agents}", common::header("admin = \"127.0.0.1:0\"")))
+    }
+
+    fn start_manifest(manifest: &str) -> Host {
+        let scenario = Scenario::new(manifest);
         let (child, mut lines, mut seen, address) = until_admin_listens(scenario.spawn());
         wait_for_event(&mut lines, &mut seen, |e| e["event"] == "supervisor_started" && e["supervisor"] == "root");
         // Keep the pipe drained so that the host never blocks, and the events for `wait_for`.
@@ -448,4 +452,37 @@ fn a_hibernated_agent_is_woken_to_be_upgraded_and_keeps_its_state() {
     host.wait_for("agent_woken", |e| e["event"] == "agent_woken" && e["agent"] == "counter");
     assert_ne!(host.version_of("counter"), before);
     assert_eq!(host.reply("counter", "get"), "5", "the count survived the sleep and the upgrade");
+}
+
+/// Warm instances are of the module's current version: after a load, a restart does not take
+/// one of the old version's (it starts cold, on the new one), and the new version is kept warm.
+#[test]
+fn after_a_load_the_old_versions_warm_instances_are_dropped_and_the_new_one_is_kept_warm() {
+    let counter = format!("counter = {:?}\n", agent("counter").display().to_string());
+    let header = common::header("admin = \"127.0.0.1:0\"").replace(&counter, "");
+    let table = format!("[modules.counter]\npath = {:?}\nwarm = 2\n", agent("counter").display().to_string());
+    let host = Host::start_manifest(&format!("{header}\n{table}{COUNTER}"));
+    let warm = |host: &Host| {
+        let listed: Value = serde_json::from_str(&host.cli(&["modules", "--json"]).stdout).unwrap();
+        listed["modules"].as_array().unwrap().iter().find(|m| m["name"] == "counter").unwrap()["warm"].clone()
+    };
+    let started = host.wait_for("agent_started", |e| e["event"] == "agent_started" && e["agent"] == "counter");
+    assert_eq!(started["warm"], true, "filled before the tree started: {started}");
+    host.reply("counter", "inc");
+    let loaded = host.cli(&["load", "counter", &host.v2(), "--version", "2"]);
+    loaded.assert_success();
+    let (status, body) = api(&host.address, &host.token, "POST", "/v1/agents/counter/restart", "");
+    assert_eq!(status, 200, "{body}");
+    let restarted = host.wait_for("restart", |e| {
+        e["event"] == "agent_started" && e["agent"] == "counter" && e["restarts"].as_u64() > Some(0)
+    });
+    assert_eq!(restarted["warm"], false, "the warm instances were of version 1: {restarted}");
+    assert_eq!(host.version_of("counter"), "2");
+    assert_eq!(host.reply("counter", "version"), "2");
+    // Refilled with the new version behind the restart.
+    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
+    while warm(&host) != serde_json::json!({ "ready": 2, "target": 2 }) {
+        assert!(std::time::Instant::now() < deadline, "not refilled: {}", warm(&host));
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

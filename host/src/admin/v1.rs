@@ -785,7 +785,9 @@ fn modules(runtime: &Runtime) -> Response<Full<Bytes>> {
         .map(|(name, versions)| {
             let mut all = vec![version(&versions.current, true)];
             all.extend(versions.old.as_ref().map(|old| version(old, false)));
-            json!({ "name": name, "versions": all })
+            // Warm instances are always of the current version.
+            let warm = runtime.warm.status(&name).map(|(ready, target)| json!({ "ready": ready, "target": target }));
+            json!({ "name": name, "versions": all, "warm": warm })
         })
         .collect();
     json_response(StatusCode::OK, &json!({ "modules": modules }))

@@ -105,6 +105,11 @@ impl WarmPools {
         self.shelf(name).is_some_and(|shelf| lock(&shelf.ready).len() >= shelf.target)
     }
 
+    /// Module `name`'s warm instances now and its target, if it is kept warm.
+    pub fn status(&self, name: &str) -> Option<(usize, usize)> {
+        self.shelf(name).map(|shelf| (lock(&shelf.ready).len(), shelf.target))
+    }
+
     /// How many instances are warm now, by module name.
     pub fn counts(&self) -> HashMap<String, usize> {
         self.shelves.iter().map(|shelf| (shelf.key().clone(), lock(&shelf.ready).len())).collect()
