@@ -15,7 +15,6 @@
 //! instance before it hibernates an idle agent, and a refill that finds the pool full stops
 //! until the next take.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -108,11 +107,6 @@ impl WarmPools {
     /// Module `name`'s warm instances now and its target, if it is kept warm.
     pub fn status(&self, name: &str) -> Option<(usize, usize)> {
         self.shelf(name).map(|shelf| (lock(&shelf.ready).len(), shelf.target))
-    }
-
-    /// How many instances are warm now, by module name.
-    pub fn counts(&self) -> HashMap<String, usize> {
-        self.shelves.iter().map(|shelf| (shelf.key().clone(), lock(&shelf.ready).len())).collect()
     }
 
     /// Start filling every configured module's shelf.

@@ -23,48 +23,40 @@ pub struct Pooling;
 /// The running pools, by name.
 #[derive(Default)]
 pub struct PoolDirectory {
-    pools: DashMap<String, mpsc::UnboundedSender<Request>>,
-    /// Each pool's `checkout_timeout`, for a checkout that names none.
-    timeouts: DashMap<String, Duration>,
+    pools: DashMap<String, Listed>,
+}
+
+/// A running pool as the directory lists it.
+#[derive(Clone)]
+struct Listed {
+    requests: mpsc::UnboundedSender<Request>,
+    /// Its `checkout_timeout`, for a checkout that names none.
+    timeout: Duration,
 }
 
 impl PoolDirectory {
     pub(super) fn open(&self, name: &str, requests: mpsc::UnboundedSender<Request>, timeout: Duration) {
-        self.timeouts.insert(name.to_string(), timeout);
-        self.pools.insert(name.to_string(), requests);
+        self.pools.insert(name.to_string(), Listed { requests, timeout });
     }
 
     pub(super) fn close(&self, name: &str) {
         self.pools.remove(name);
-        self.timeouts.remove(name);
     }
 
-    fn pool(&self, name: &str) -> Result<mpsc::UnboundedSender<Request>, PoolError> {
+    fn pool(&self, name: &str) -> Result<Listed, PoolError> {
         self.pools.get(name).map(|p| p.clone()).ok_or(PoolError::NotFound)
     }
 
-    /// Ask pool `name` and wait for its answer; a pool that stops meanwhile answers `stopped`.
-    pub async fn ask<T>(
-        &self,
-        name: &str,
-        request: impl FnOnce(oneshot::Sender<T>) -> Request,
-    ) -> Result<T, PoolError> {
-        let pool = self.pool(name)?;
+    /// Ask `pool` and wait for its answer; a pool that stops meanwhile answers `stopped`.
+    async fn ask<T>(pool: &Listed, request: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, PoolError> {
         let (reply, answer) = oneshot::channel();
-        pool.send(request(reply)).map_err(|_| PoolError::Stopped)?;
+        pool.requests.send(request(reply)).map_err(|_| PoolError::Stopped)?;
         answer.await.map_err(|_| PoolError::Stopped)
     }
 
-    /// The status of pool `name` (for operators and the Rust API).
+    /// The status of pool `name`.
     pub async fn status(&self, name: &str) -> Result<PoolStatus, PoolError> {
-        self.ask(name, |reply| Request::Status { reply }).await
-    }
-
-    /// The pools running now, by name.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.pools.iter().map(|p| p.key().clone()).collect();
-        names.sort();
-        names
+        Self::ask(&self.pool(name)?, |reply| Request::Status { reply }).await
     }
 }
 
@@ -97,7 +89,7 @@ impl Capability for Pooling {
     fn leave(shared: &PoolDirectory, state: &mut Borrower, agent: &Leaving<'_>) {
         for name in std::mem::take(&mut state.pools) {
             if let Ok(pool) = shared.pool(&name) {
-                let _ = pool.send(Request::HolderExited { holder: agent.id });
+                let _ = pool.requests.send(Request::HolderExited { holder: agent.id });
             }
         }
     }
@@ -110,22 +102,20 @@ crate::capabilities::denied_is_denied!(PoolError => "pools");
 impl pools::Host for View<'_, Pooling> {
     async fn checkout(&mut self, pool: String, timeout_ms: Option<u32>) -> Result<AgentId, PoolError> {
         self.require()?;
-        let timeout = match timeout_ms {
-            Some(ms) => Duration::from_millis(u64::from(ms)),
-            None => self.shared.timeouts.get(&pool).map(|t| *t).ok_or(PoolError::NotFound)?,
-        };
+        let listed = self.shared.pool(&pool)?;
+        let timeout = timeout_ms.map_or(listed.timeout, |ms| Duration::from_millis(u64::from(ms)));
         // Named before the request goes: an exit from here on returns whatever it is lent.
         if !self.state.pools.contains(&pool) {
-            self.state.pools.push(pool.clone());
+            self.state.pools.push(pool);
         }
         let holder = self.id;
-        self.shared.ask(&pool, |reply| Request::Checkout { holder, timeout, reply }).await?
+        PoolDirectory::ask(&listed, |reply| Request::Checkout { holder, timeout, reply }).await?
     }
 
     async fn checkin(&mut self, pool: String, worker: AgentId) -> Result<(), PoolError> {
         self.require()?;
         let holder = self.id;
-        self.shared.ask(&pool, |reply| Request::Checkin { holder, worker, reply }).await?
+        PoolDirectory::ask(&self.shared.pool(&pool)?, |reply| Request::Checkin { holder, worker, reply }).await?
     }
 
     async fn status(&mut self, pool: String) -> Result<PoolStatus, PoolError> {
