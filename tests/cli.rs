@@ -1,6 +1,6 @@
 //! The command line: run, check, compile, bad input, the module cache and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use common::{Scenario, agent, header, run_agora};
 

@@ -1,7 +1,7 @@
 //! Coordination through the WIT contract: locks under real concurrency, holder crashes and
 //! lease expiry.
 
-mod common;
+use crate::common;
 
 use common::Scenario;
 

@@ -7,7 +7,7 @@
 //!
 //! `CRASH_ROUNDS` (default 20) kills; `CRASH_SEED` picks the kill points (printed, to replay).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

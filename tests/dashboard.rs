@@ -4,7 +4,7 @@
 //! a second, and stops an agent from its page. The screenshots it takes are the README's
 //! (`docs/dashboard-*.png`).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

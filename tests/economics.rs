@@ -1,7 +1,7 @@
 //! Economics through the manifest and the WIT contract: wallets, transfers and holds, compute
 //! billed in fuel with each unpaid policy, and the ledger across a host restart.
 
-mod common;
+use crate::common;
 
 use common::Scenario;
 

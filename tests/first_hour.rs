@@ -2,7 +2,7 @@
 //! to grant, `check` refusing what `run` would, human logs, and a host that behaves as a
 //! process should (one per data directory, SIGHUP survived, a doubled SIGTERM taken as one).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

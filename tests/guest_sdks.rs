@@ -3,7 +3,7 @@
 //! Rust SDK's parsers (in `guest-sdk/src/lib.rs`, run by `cargo test -p agora-guest`). The
 //! tests are in tests/sdk/; the toolchains are the ones `make guests` installs.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

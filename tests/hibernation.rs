@@ -6,7 +6,7 @@
 //! comes back after a graceful restart, and after a SIGKILL under load with every acknowledged
 //! reply's state.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

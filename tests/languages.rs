@@ -3,7 +3,7 @@
 //! the next one in a ring, reports the host's typed errors, reads the host's typed notices, uses
 //! the registry, config and telemetry, and crashes and blows its memory cap on request, to be restarted by its supervisor.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! Memory caps, CPU budgets and crashes: a misbehaving agent ends with a precise report while the
 //! others keep working.
 
-mod common;
+use crate::common;
 
 use common::Scenario;
 

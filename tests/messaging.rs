@@ -1,6 +1,6 @@
 //! Messaging through the real binary and real agents: send, call, publish, and every refusal.
 
-mod common;
+use crate::common;
 
 use common::Scenario;
 

@@ -3,7 +3,7 @@
 //! all without arguments (they find `agora.toml`), with only the language's toolchain on PATH.
 //! The Rust project is the README's 60-second session, run by tests/readme.rs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Operating a running host through the admin API and its CLI: `ps`, `call`, `send`, `kill`,
 //! the bearer token (refused without it, nothing changed), and the exit codes.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! Outbound HTTP through `wasi:http`, against a real server on loopback: the allow-list, rate
 //! limits, the circuit breaker and the connection pool.
 
-mod common;
+use crate::common;
 
 use common::{Scenario, Upstream};
 

@@ -2,7 +2,7 @@
 //! the manifest and the WIT contract: lend order, overflow, waiting, timeouts, workers that
 //! crash while checked out, holders that exit, and what is refused.
 
-mod common;
+use crate::common;
 
 use common::Scenario;
 

@@ -2,7 +2,7 @@
 //! agent against what `agora new` writes (which tests/new_project.rs builds and runs), and each
 //! manifest through `agora check`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! The registry through the WIT contract: unique names, lookup, metadata, capabilities, and
 //! entries that disappear with their agent.
 
-mod common;
+use crate::common;
 
 use common::Scenario;
 

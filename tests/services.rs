@@ -2,7 +2,7 @@
 //! the durable event store (queries, subscriptions, retention, a SIGKILL in mid-write),
 //! telemetry on the Prometheus endpoint, and agent-visible rate limiters.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::process::Child;

@@ -10,7 +10,7 @@
 //! slots stay put, and the host stops gracefully, every agent that can be within its shutdown
 //! timeout.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! Each scenario puts the supervisor under test (`sup`) beside a `probe` that drives it, then
 //! stops the host with SIGTERM once the probe is done, and reads the lifecycle events.
 
-mod common;
+use crate::common;
 
 use common::{Run, Scenario};
 use std::time::Duration;

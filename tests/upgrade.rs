@@ -3,7 +3,7 @@
 //! counter-v2 carry their state across (`wit/state.wit`); counter-v2 can be told by config to
 //! refuse the state or to trap in its first message, for the rollback paths.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

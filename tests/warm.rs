@@ -2,7 +2,7 @@
 //! instantiated ahead, each agent still gets a fresh one, warm instances give their pool slots
 //! to agents, and a module that runs code at instantiation is refused.
 
-mod common;
+use crate::common;
 
 use common::{Scenario, agent};
 

