@@ -43,7 +43,7 @@ fn a_component_of_the_wrong_world_names_the_missing_export() {
     ));
     let run = check(&scenario);
     run.assert_failure();
-    assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.3.1"), "{}", run.stderr);
+    assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.3.2"), "{}", run.stderr);
     assert!(run.stderr.contains("missing export `init`"), "{}", run.stderr);
     assert!(run.stderr.contains("wasi:cli/run"), "{}", run.stderr);
     // `agora compile` checks the world as a load does, and caches nothing it refused: the second
@@ -70,7 +70,7 @@ fn an_agent_of_the_old_world_is_refused_with_both_versions() {
     ));
     for run in [check(&scenario), scenario.run()] {
         run.assert_failure();
-        assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.3.1"), "{}", run.stderr);
+        assert!(run.stderr.contains("does not implement the world agora:agent/agent@0.3.2"), "{}", run.stderr);
         assert!(run.stderr.contains("built for agora:agent@0.2.1"), "{}", run.stderr);
     }
 }

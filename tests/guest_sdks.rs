@@ -43,7 +43,7 @@ fn the_python_sdk_maps_errors_addresses_and_callbacks() {
         .output()
         .unwrap();
     let report = passed("the Python SDK's tests", run);
-    assert!(report.contains("Ran 6 tests"), "{report}");
+    assert!(report.contains("Ran 7 tests"), "{report}");
 }
 
 #[test]
@@ -53,7 +53,7 @@ fn the_javascript_sdk_maps_errors_and_callbacks() {
         .output()
         .unwrap();
     let report = passed("the JavaScript SDK's tests", run);
-    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 5") && report.contains("# fail 0"), "{report}");
 }
 
 #[test]

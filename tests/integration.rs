@@ -5,6 +5,7 @@
 mod common;
 
 mod admin;
+mod batches;
 mod chaos;
 mod cli;
 mod coordination;

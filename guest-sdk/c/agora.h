@@ -1,5 +1,7 @@
 /* Agora agents in C: helpers over the bindings `wit-bindgen c` generates for the world
- * `agent` (agent.h). An agent defines the four exports:
+ * `agent` (agent.h), and the world's `handle-batch` export (several mailbox items in one entry,
+ * each handed to the agent's `exports_agent_handle` or `exports_agent_notify`), defined below
+ * in terms of them. Include this header in exactly one file. An agent defines the four exports:
  *
  *   bool exports_agent_init(agent_list_tuple2_string_string_t *config, agent_string_t *err);
  *   bool exports_agent_handle(agent_envelope_t *message, agent_option_list_u8_t *ret,
@@ -123,6 +125,32 @@ static inline bool agora_exit(const char *reason) {
   if (agora_agent_lifecycle_exit(&asked, &err)) return true;
   agora_agent_lifecycle_error_free(&err);
   return false;
+}
+
+/* The `handle-batch` export (wit/batch.wit): each item handled by the agent's own
+ * `exports_agent_handle` or `exports_agent_notify` (which own the item, as when the host calls
+ * them), its outcome reported through `batch.next`, which hands out the next item or none. The
+ * outcome's reply or error text, malloc'd by the callback, is freed once reported. */
+void exports_agent_handle_batch(agent_item_t *first) {
+  agora_agent_batch_item_t item = *first;
+  for (;;) {
+    agora_agent_batch_outcome_t done;
+    memset(&done, 0, sizeof done);
+    if (item.tag == AGORA_AGENT_BATCH_ITEM_MESSAGE) {
+      done.is_err = !exports_agent_handle(&item.val.message, &done.val.ok, &done.val.err);
+    } else {
+      done.is_err = !exports_agent_notify(&item.val.notice, &done.val.err);
+    }
+    agora_agent_batch_item_t next;
+    bool more = agora_agent_batch_next(&done, &next);
+    if (done.is_err) {
+      free(done.val.err.message.ptr);
+    } else if (done.val.ok.is_some) {
+      free(done.val.ok.val.ptr);
+    }
+    if (!more) return;
+    item = next;
+  }
 }
 
 #endif

@@ -1,10 +1,12 @@
 // Agora agents in JavaScript (built with componentize-js).
 //
 // An agent is an object with `init(config)`, `handle(message)` and optionally
-// `terminate(reason)`; `agent(...)` turns it into the three functions the world exports:
+// `terminate(reason)`; `agent(...)` turns it into the functions the world exports, which the
+// module exports by name (`handleBatch` hands the agent several mailbox items in one entry,
+// each to `handle` or `notify`; an agent built for agora:agent@0.3.2 must export it):
 //
 //   import { agent, call } from '../../../guest-sdk/js/agora.js';
-//   export const { init, handle, notify, terminate } = agent({
+//   export const { init, handle, handleBatch, notify, terminate } = agent({
 //     handle(message) { return message.payload; },
 //   });
 //
@@ -17,10 +19,9 @@
 //
 // Host notices arrive typed, in mailbox order, through `notify(notice)`: a variant `{ tag, val }`
 // with tag 'down', 'exit', 'config-changed', 'event', 'leader-changed', 'vote-requested',
-// 'auction' or 'market' and its record as `val` (ids are BigInts). `agent(...)` gives four
-// exports, `init`, `handle`, `notify` and `terminate`:
+// 'auction' or 'market' and its record as `val` (ids are BigInts):
 //
-//   export const { init, handle, notify, terminate } = agent({
+//   export const { init, handle, handleBatch, notify, terminate } = agent({
 //     notify(notice) { if (notice.tag === 'down') log(`agent ${notice.val.agent} exited`); },
 //   });
 //
@@ -29,35 +30,36 @@
 // fromVersion)` (instead of `init`: set the agent up from `state`, a Uint8Array), and exports
 // `state` too:
 //
-//   export const { init, handle, notify, terminate, state } = agent({
+//   export const { init, handle, handleBatch, notify, terminate, state } = agent({
 //     count: 0,
 //     snapshot() { return JSON.stringify({ count: this.count }); },
 //     restore(config, state, fromVersion) { this.count = JSON.parse(text(state)).count; },
 //     handle(message) { this.count += 1; return String(this.count); },
 //   });
 
-import * as messaging from 'agora:agent/messaging@0.3.1';
-import * as registry from 'agora:agent/registry@0.3.1';
-import * as logging from 'agora:agent/logging@0.3.1';
-import * as lifecycle from 'agora:agent/lifecycle@0.3.1';
-import * as supervision from 'agora:agent/supervision@0.3.1';
-import * as config from 'agora:agent/config@0.3.1';
-import * as events from 'agora:agent/events@0.3.1';
-import * as telemetry from 'agora:agent/telemetry@0.3.1';
-import * as rateLimits from 'agora:agent/rate-limits@0.3.1';
-import * as outbound from 'agora:agent/outbound@0.3.1';
-import * as locks from 'agora:agent/locks@0.3.1';
-import * as barriers from 'agora:agent/barriers@0.3.1';
-import * as election from 'agora:agent/election@0.3.1';
-import * as consensus from 'agora:agent/consensus@0.3.1';
-import * as ledger from 'agora:agent/ledger@0.3.1';
-import * as auctions from 'agora:agent/auctions@0.3.1';
-import * as market from 'agora:agent/market@0.3.1';
-import * as pools from 'agora:agent/pools@0.3.1';
+import * as messaging from 'agora:agent/messaging@0.3.2';
+import * as registry from 'agora:agent/registry@0.3.2';
+import * as logging from 'agora:agent/logging@0.3.2';
+import * as lifecycle from 'agora:agent/lifecycle@0.3.2';
+import * as supervision from 'agora:agent/supervision@0.3.2';
+import * as config from 'agora:agent/config@0.3.2';
+import * as events from 'agora:agent/events@0.3.2';
+import * as telemetry from 'agora:agent/telemetry@0.3.2';
+import * as rateLimits from 'agora:agent/rate-limits@0.3.2';
+import * as outbound from 'agora:agent/outbound@0.3.2';
+import * as locks from 'agora:agent/locks@0.3.2';
+import * as barriers from 'agora:agent/barriers@0.3.2';
+import * as election from 'agora:agent/election@0.3.2';
+import * as consensus from 'agora:agent/consensus@0.3.2';
+import * as ledger from 'agora:agent/ledger@0.3.2';
+import * as auctions from 'agora:agent/auctions@0.3.2';
+import * as market from 'agora:agent/market@0.3.2';
+import * as pools from 'agora:agent/pools@0.3.2';
+import * as batch from 'agora:agent/batch@0.3.2';
 
 export {
   messaging, registry, logging, lifecycle, supervision, config, events, telemetry, rateLimits, outbound,
-  locks, barriers, election, consensus, ledger, auctions, market, pools,
+  locks, barriers, election, consensus, ledger, auctions, market, pools, batch,
 };
 
 const encoder = new TextEncoder();
@@ -153,7 +155,7 @@ export function text(payload) {
 
 /** The world's exports, driving `impl`. */
 export function agent(impl) {
-  return {
+  const exports = {
     init(settings) {
       try {
         if (impl.init) impl.init(Object.fromEntries(settings));
@@ -182,6 +184,19 @@ export function agent(impl) {
     terminate(reason) {
       if (impl.terminate) impl.terminate(reason);
     },
+    // Several mailbox items in one entry (wit/batch.wit): each handled as `handle` or `notify`
+    // would handle it, its outcome reported before the host hands out the next.
+    handleBatch(first) {
+      for (let item = first; item !== undefined; ) {
+        let done;
+        try {
+          done = { tag: 'ok', val: item.tag === 'message' ? exports.handle(item.val) : exports.notify(item.val) };
+        } catch (error) {
+          done = { tag: 'err', val: error };
+        }
+        item = batch.next(done);
+      }
+    },
     // The `state` interface of the stateful-agent world (ignored by the agent world).
     state: {
       snapshot() {
@@ -202,4 +217,5 @@ export function agent(impl) {
       },
     },
   };
+  return exports;
 }

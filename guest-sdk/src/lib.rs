@@ -78,25 +78,26 @@ pub mod stateful_bindings {
         export_macro_name: "__export_stateful_agent_world",
         default_bindings_module: "agora_guest::stateful_bindings",
         with: {
-            "agora:agent/types@0.3.1": crate::bindings::agora::agent::types,
-            "agora:agent/messaging@0.3.1": crate::bindings::agora::agent::messaging,
-            "agora:agent/registry@0.3.1": crate::bindings::agora::agent::registry,
-            "agora:agent/logging@0.3.1": crate::bindings::agora::agent::logging,
-            "agora:agent/lifecycle@0.3.1": crate::bindings::agora::agent::lifecycle,
-            "agora:agent/supervision@0.3.1": crate::bindings::agora::agent::supervision,
-            "agora:agent/config@0.3.1": crate::bindings::agora::agent::config,
-            "agora:agent/events@0.3.1": crate::bindings::agora::agent::events,
-            "agora:agent/telemetry@0.3.1": crate::bindings::agora::agent::telemetry,
-            "agora:agent/rate-limits@0.3.1": crate::bindings::agora::agent::rate_limits,
-            "agora:agent/outbound@0.3.1": crate::bindings::agora::agent::outbound,
-            "agora:agent/locks@0.3.1": crate::bindings::agora::agent::locks,
-            "agora:agent/barriers@0.3.1": crate::bindings::agora::agent::barriers,
-            "agora:agent/election@0.3.1": crate::bindings::agora::agent::election,
-            "agora:agent/consensus@0.3.1": crate::bindings::agora::agent::consensus,
-            "agora:agent/ledger@0.3.1": crate::bindings::agora::agent::ledger,
-            "agora:agent/auctions@0.3.1": crate::bindings::agora::agent::auctions,
-            "agora:agent/market@0.3.1": crate::bindings::agora::agent::market,
-            "agora:agent/pools@0.3.1": crate::bindings::agora::agent::pools,
+            "agora:agent/types@0.3.2": crate::bindings::agora::agent::types,
+            "agora:agent/messaging@0.3.2": crate::bindings::agora::agent::messaging,
+            "agora:agent/registry@0.3.2": crate::bindings::agora::agent::registry,
+            "agora:agent/logging@0.3.2": crate::bindings::agora::agent::logging,
+            "agora:agent/lifecycle@0.3.2": crate::bindings::agora::agent::lifecycle,
+            "agora:agent/supervision@0.3.2": crate::bindings::agora::agent::supervision,
+            "agora:agent/config@0.3.2": crate::bindings::agora::agent::config,
+            "agora:agent/events@0.3.2": crate::bindings::agora::agent::events,
+            "agora:agent/telemetry@0.3.2": crate::bindings::agora::agent::telemetry,
+            "agora:agent/rate-limits@0.3.2": crate::bindings::agora::agent::rate_limits,
+            "agora:agent/outbound@0.3.2": crate::bindings::agora::agent::outbound,
+            "agora:agent/locks@0.3.2": crate::bindings::agora::agent::locks,
+            "agora:agent/barriers@0.3.2": crate::bindings::agora::agent::barriers,
+            "agora:agent/election@0.3.2": crate::bindings::agora::agent::election,
+            "agora:agent/consensus@0.3.2": crate::bindings::agora::agent::consensus,
+            "agora:agent/ledger@0.3.2": crate::bindings::agora::agent::ledger,
+            "agora:agent/auctions@0.3.2": crate::bindings::agora::agent::auctions,
+            "agora:agent/market@0.3.2": crate::bindings::agora::agent::market,
+            "agora:agent/pools@0.3.2": crate::bindings::agora::agent::pools,
+            "agora:agent/batch@0.3.2": crate::bindings::agora::agent::batch,
         },
     });
 }
@@ -456,6 +457,7 @@ pub fn exit(reason: &ExitReason) -> Result<(), Error> {
 #[doc(hidden)]
 pub mod __private {
     use super::*;
+    pub use crate::bindings::agora::agent::batch::Item;
 
     thread_local! {
         // A component instance is single-threaded; the state lives as long as the instance.
@@ -485,6 +487,23 @@ pub mod __private {
 
     pub fn notify<A: Agent>(notice: Notice) -> Result<(), HandleError> {
         with_agent::<A, _>(|agent| agent.notify(notice))
+    }
+
+    /// `handle-batch`: each item handled as `handle` or `notify` would handle it, its outcome
+    /// reported before the host hands out the next (so a reply leaves at once, and a trap
+    /// loses only the item in progress).
+    pub fn handle_batch<A: Agent>(first: Item) {
+        let mut item = first;
+        loop {
+            let outcome = match item {
+                Item::Message(message) => handle::<A>(message),
+                Item::Notice(notice) => notify::<A>(notice).map(|()| None),
+            };
+            match crate::bindings::agora::agent::batch::next(&outcome) {
+                Some(next) => item = next,
+                None => return,
+            }
+        }
     }
 
     pub fn terminate<A: Agent>(reason: String) {
@@ -558,6 +577,9 @@ macro_rules! __agent_guest {
             }
             fn terminate(reason: ::std::string::String) {
                 $crate::__private::terminate::<$agent>(reason)
+            }
+            fn handle_batch(first: $crate::__private::Item) {
+                $crate::__private::handle_batch::<$agent>(first)
             }
         }
     };

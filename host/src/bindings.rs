@@ -1,4 +1,6 @@
-//! Host-side bindings of the `agora:agent` world.
+//! Host-side bindings of the `agora:agent` world: of `agent-core`, the `agent` world without
+//! the optional `handle-batch` export (looked up by [`crate::runtime::batch`] where it exists),
+//! so that agents built before 0.3.2 load.
 //!
 //! Imports are synchronous except those that wait (`call`, `send-timeout`, the supervision
 //! calls that start or stop agents, a durable `events.append` or ledger movement, a rate-limit `wait`): a
@@ -6,7 +8,7 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "agent",
+    world: "agent-core",
     imports: {
         "agora:agent/messaging.call": async,
         "agora:agent/messaging.send-timeout": async,
@@ -38,8 +40,12 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
+/// The `agent` world's required exports, by the names the rest of the host uses.
+pub use AgentCore as Agent;
+pub use AgentCoreIndices as AgentIndices;
+pub use AgentCorePre as AgentPre;
 pub use agora::agent::types::{Address, Error, PublishReport};
 pub use agora::agent::{
-    auctions, barriers, config, consensus, election, events, ledger, lifecycle, locks, logging, market, messaging,
-    outbound, pools, rate_limits, registry, supervision, telemetry, types,
+    auctions, barriers, batch, config, consensus, election, events, ledger, lifecycle, locks, logging, market,
+    messaging, outbound, pools, rate_limits, registry, supervision, telemetry, types,
 };

@@ -61,3 +61,29 @@ test('state: the snapshot is bytes, restore rebuilds the agent instead of init, 
   const stateless = agent({ handle() {} });
   assert.throws(() => stateless.state.snapshot(), (e) => String(e).startsWith('snapshot: this agent keeps no state'));
 });
+
+test('handleBatch hands each item to handle or notify in order and reports each outcome before the next', () => {
+  const seen = [];
+  const world = agent({
+    handle(message) {
+      const said = text(message.payload);
+      seen.push(said);
+      if (said === 'no') throw new Reject('not that');
+      if (said === 'die') throw new Error('dead');
+      return said.toUpperCase();
+    },
+    notify(notice) { seen.push(notice.tag); },
+  });
+  const message = (said) => ({ tag: 'message', val: { payload: new TextEncoder().encode(said) } });
+  const queue = [message('no'), { tag: 'notice', val: { tag: 'down', val: {} } }, message('b'), message('die'), message('c')];
+  const reported = [];
+  globalThis.agoraBatchNext = (done) => {
+    reported.push(done.tag === 'ok' ? (done.val === undefined ? 'none' : text(done.val)) : `${done.tag}:${done.val.fatal}`);
+    // Like the host: nothing after a fatal error.
+    return done.tag === 'err' && done.val.fatal ? undefined : queue.shift();
+  };
+  world.handleBatch(message('a'));
+  assert.deepEqual(seen, ['a', 'no', 'down', 'b', 'die']);
+  assert.deepEqual(reported, ['A', 'err:false', 'none', 'B', 'err:true']);
+  assert.equal(queue.length, 1, 'what follows a fatal error is not taken');
+});

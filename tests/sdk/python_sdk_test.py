@@ -42,6 +42,53 @@ class Addresses(unittest.TestCase):
         self.assertEqual(agora._bytes(bytearray(b"ab")), b"ab")
 
 
+class Batches(unittest.TestCase):
+    def test_each_item_goes_to_its_callback_in_order_and_each_outcome_is_reported_before_the_next(self):
+        seen = []
+
+        class Worker(agora.Agent):
+            def handle(self, message):
+                said = message.payload.decode()
+                seen.append(said)
+                if said == "no":
+                    raise agora.Reject("not that")
+                if said == "die":
+                    raise RuntimeError("dead")
+                return said.upper()
+
+            def notify(self, notice):
+                seen.append("notice")
+
+        def message(said):
+            return agora.batch.Item_Message(types.Envelope(sender=None, correlation=None, topic=None, payload=said.encode()))
+
+        notice = agora.batch.Item_Notice(types.Notice_Down(types.Down(reference=1, agent=1, reason="normal")))
+        queue = [message("no"), notice, message("b"), message("die"), message("c")]
+        reported = []
+
+        def next_item(done):
+            if isinstance(done, Err):
+                reported.append(f"err:{done.value.fatal}")
+                # Like the host: nothing after a fatal error.
+                if done.value.fatal:
+                    return None
+            else:
+                reported.append("none" if done.value is None else done.value.decode())
+            return queue.pop(0) if queue else None
+
+        world = agora.export(Worker)()
+        world.init([])
+        original = agora.batch.next
+        agora.batch.next = next_item
+        try:
+            world.handle_batch(message("a"))
+        finally:
+            agora.batch.next = original
+        self.assertEqual(seen, ["a", "no", "notice", "b", "die"])
+        self.assertEqual(reported, ["A", "err:False", "none", "B", "err:True"])
+        self.assertEqual(len(queue), 1, "what follows a fatal error is not taken")
+
+
 class Exports(unittest.TestCase):
     def world(self, agent_class):
         world = agora.export(agent_class)()

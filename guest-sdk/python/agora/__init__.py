@@ -47,10 +47,11 @@ Host notices arrive typed, in mailbox order, through `notify(self, notice)`: `no
 from typing import Dict, Optional, Union
 
 import wit_world
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world.imports import (  # noqa: F401  (re-exported for agents)
     auctions,
     barriers,
+    batch,
     config,
     consensus,
     election,
@@ -258,5 +259,20 @@ def export(agent_class: type) -> type:
 
         def terminate(self, reason):
             state["agent"].terminate(reason)
+
+        def handle_batch(self, first):
+            """Several mailbox items in one entry (wit/batch.wit): each handled as `handle` or
+            `notify` would handle it, its outcome reported before the host hands out the next."""
+            item = first
+            while item is not None:
+                try:
+                    if isinstance(item, batch.Item_Message):
+                        done = Ok(self.handle(item.value))
+                    else:
+                        self.notify(item.value)
+                        done = Ok(None)
+                except Err as error:
+                    done = error
+                item = batch.next(done)
 
     return WitWorld

@@ -284,6 +284,8 @@ pub(super) struct Row<'a> {
     pub mailbox: u64,
     pub memory_peak: u64,
     pub messages_in: u64,
+    /// Of `messages_in`, those handled within a batch after its first item.
+    pub batched: u64,
     pub messages_out: u64,
     pub cpu_ticks: u64,
     pub fuel: u64,
@@ -307,6 +309,7 @@ pub(super) fn row(listed: &Listed) -> Row<'_> {
         mailbox: stats.mailbox_depth.get(),
         memory_peak: stats.memory_peak.get(),
         messages_in: stats.messages_in.get(),
+        batched: stats.batched.get(),
         messages_out: stats.messages_out.get(),
         cpu_ticks: stats.cpu_ticks.get(),
         fuel: stats.fuel.get(),

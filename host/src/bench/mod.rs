@@ -98,7 +98,7 @@ pub struct BenchArgs {
     /// messaging, call and spawn next to BEAM's figures from this sitting.
     #[arg(long, value_name = "SCRIPT")]
     beam: Option<PathBuf>,
-    /// Run only these benchmarks (density, hibernation, spawn, messaging, call, restart, rate-limit, metric, events,
+    /// Run only these benchmarks (density, hibernation, spawn, messaging, fan-in, batch, call, restart, rate-limit, metric, events,
     /// config, locks, coordination, pools, ledger, auctions, metering, watched, upgrade, api, languages); all
     /// when empty.
     only: Vec<String>,
@@ -171,6 +171,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("messaging") {
         messaging(&runtime, &ping_pong, &echo, args.pairs, args.rounds, &report).await?;
+    }
+    if wants("fan-in") {
+        fan_in(&runtime, &ping_pong, 1000, args.rounds / 10, &report).await?;
+    }
+    if wants("batch") {
+        batch_raw(&runtime, &echo, &report).await?;
     }
     if wants("call") {
         call(&runtime, &ping_pong, args.calls, &report).await?;
@@ -426,6 +432,40 @@ async fn raw_handle_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64, pa
     Ok(calls as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Raw batched delivery on one store: `calls` casts queued in a mailbox, then handed to the
+/// instance in `handle-batch` entries of up to `host.max_batch` (the floor under batched
+/// delivery, next to [`raw_handle_rate`]'s). Items per second.
+async fn raw_batch_rate(runtime: &Arc<Runtime>, module: &Module, calls: u64) -> anyhow::Result<f64> {
+    let raw_spec = Arc::new(spec("raw-batch".into(), &module.name, &[], Limits::default().memory));
+    let id = u64::MAX - 1;
+    let state = AgentState::new(runtime.clone(), id, "raw-batch".into(), raw_spec, None);
+    let mut store = agent::new_store(module.pre.engine(), state);
+    store.set_epoch_deadline(1);
+    let instance = module.pre.instance_pre().instantiate_async(&mut store).await?;
+    let index = module.batch.context("the module has no handle-batch export")?;
+    let handle_batch: crate::runtime::batch::HandleBatch = instance.get_typed_func(&mut store, index)?;
+    let agent = module.indices.load(&mut store, &instance)?;
+    agent.call_init(&mut store, &[]).await?.map_err(anyhow::Error::msg)?;
+    let mut inbox = runtime.router.open(id, 100_000);
+    let mut payload = vec![0; 8];
+    payload.copy_from_slice(&7u64.to_le_bytes());
+    let mut elapsed = Duration::ZERO;
+    let mut done = 0;
+    while done < calls {
+        let round = (calls - done).min(10_000);
+        for _ in 0..round {
+            runtime.router.try_deliver(id, Message::cast(Some(1), payload.clone())).map_err(error)?;
+        }
+        let started = Instant::now();
+        let (back, _) = crate::runtime::batch::drain(&mut store, &handle_batch, inbox).await?;
+        elapsed += started.elapsed();
+        inbox = back;
+        done += round;
+    }
+    runtime.router.close(id, &[], &mut inbox);
+    Ok(calls as f64 / elapsed.as_secs_f64())
+}
+
 async fn messaging(
     runtime: &Arc<Runtime>,
     ping_pong: &Module,
@@ -461,6 +501,90 @@ async fn messaging(
         report.figure(bench, messages / elapsed.as_secs_f64(), "msgs/s", Some(baseline), &note);
     }
     Ok(())
+}
+
+/// Fan-in: `pings` agents each make `rounds` round trips with one shared pong, whose mailbox
+/// holds one message from each ping at a time, so batched delivery hands them out several per
+/// guest entry. The baseline is the same run with each message delivered alone
+/// (`host.max_batch = 1`).
+async fn fan_in(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    pings: usize,
+    rounds: u64,
+    report: &Report,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let batched = runtime.max_batch.load(Ordering::Relaxed);
+    let mut rates = Vec::new();
+    for (mode, max_batch) in [("fanin-alone", 1), ("fanin", batched)] {
+        runtime.max_batch.store(max_batch, Ordering::Relaxed);
+        let run = fan_in_once(runtime, module, pings, rounds, mode).await;
+        runtime.max_batch.store(batched, Ordering::Relaxed);
+        let (elapsed, pong_batched) = run?;
+        rates.push(((pings as u64 * rounds * 2) as f64 / elapsed.as_secs_f64(), pong_batched));
+    }
+    let (alone, _) = rates[0];
+    let (batched_rate, pong_batched) = rates[1];
+    let share = pong_batched as f64 / (pings as u64 * rounds) as f64;
+    let note = format!(
+        "({pings} pings x {rounds} round trips with one pong; {:.0}% of the pong's messages came in a batch; \
+         baseline: the same with host.max_batch = 1)",
+        share * 100.0
+    );
+    report.figure("messaging_fan_in", batched_rate, "msgs/s", Some(alone), &note);
+    Ok(())
+}
+
+/// The floor under batched delivery: one store, no tasks, no senders.
+async fn batch_raw(runtime: &Arc<Runtime>, echo: &Module, report: &Report) -> anyhow::Result<()> {
+    let raw = raw_handle_rate(runtime, echo, 1_000_000, 8).await?;
+    let batch_raw = raw_batch_rate(runtime, echo, 1_000_000).await?;
+    let most = runtime.max_batch.load(std::sync::atomic::Ordering::Relaxed);
+    let note =
+        format!("(1,000,000 casts on one store in handle-batch entries of up to {most}; baseline: raw handle calls/s)");
+    report.figure("batch_raw", batch_raw, "msgs/s", Some(raw), &note);
+    Ok(())
+}
+
+/// One fan-in run: the time until every agent has finished, and how many of the pong's
+/// messages were handed out within a batch.
+async fn fan_in_once(
+    runtime: &Arc<Runtime>,
+    module: &Module,
+    pings: usize,
+    rounds: u64,
+    mode: &str,
+) -> anyhow::Result<(Duration, u64)> {
+    let (exits, mut exited) = mpsc::unbounded_channel::<Exit>();
+    let pong_config = [("role", "pong".into()), ("peers", pings.to_string())];
+    let mut pong = spec(format!("{mode}-pong"), "ping-pong", &pong_config, ByteSize::mib(16));
+    pong.limits.mailbox = pong.limits.mailbox.max(pings as u32 * 2);
+    let pong = agent::start(runtime, &Arc::new(pong), module, exits.clone(), 0).await?;
+    let pong_stats = runtime.directory.get(pong.id).map(|listed| listed.stats.clone());
+    let mut agents = vec![pong];
+    for i in 0..pings {
+        let config = [
+            ("role", "ping".into()),
+            ("peer", format!("{mode}-pong")),
+            ("rounds", rounds.to_string()),
+            ("autostart", "false".into()),
+        ];
+        let mut ping = spec(format!("{mode}-ping-{i}"), "ping-pong", &config, ByteSize::mib(16));
+        ping.limits.budget = BENCH_BUDGET;
+        agents.push(agent::start(runtime, &Arc::new(ping), module, exits.clone(), 0).await?);
+    }
+    let started = Instant::now();
+    for ping in &agents[1..] {
+        runtime.router.try_deliver(ping.id, Message::cast(None, b"start".to_vec())).map_err(error)?;
+    }
+    for _ in 0..=pings {
+        let exit = exited.recv().await.expect("agents report their exits");
+        anyhow::ensure!(matches!(exit.reason, ExitReason::Normal), "{} exited: {:?}", exit.name, exit.reason);
+    }
+    let elapsed = started.elapsed();
+    drop(agents);
+    Ok((elapsed, pong_stats.map_or(0, |stats| stats.batched.get())))
 }
 
 /// Restart after a crash: a permanent child of a one-for-one supervisor panics, and the time

@@ -155,6 +155,10 @@ pub struct ExitReport<'a> {
     pub restarts: u32,
     /// Messages accepted into its mailbox and never handled.
     pub undelivered: usize,
+    /// Messages (and notices) this incarnation handled, and of those how many within a batch
+    /// after its first item.
+    pub handled: u64,
+    pub batched: u64,
     pub peak_memory: usize,
     pub reason: &'a ExitReason,
 }

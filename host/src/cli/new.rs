@@ -20,6 +20,7 @@ pub enum Lang {
 pub const WIT: &[(&str, &str)] = &[
     ("auctions.wit", include_str!("../../../wit/auctions.wit")),
     ("barriers.wit", include_str!("../../../wit/barriers.wit")),
+    ("batch.wit", include_str!("../../../wit/batch.wit")),
     ("config.wit", include_str!("../../../wit/config.wit")),
     ("consensus.wit", include_str!("../../../wit/consensus.wit")),
     ("election.wit", include_str!("../../../wit/election.wit")),

@@ -84,6 +84,9 @@ pub struct HostSettings {
     /// Instances of every module kept instantiated ahead (a module's own `warm` overrides it):
     /// a start takes one and calls `init`. Off (0) unless set.
     pub warm: u32,
+    /// The most mailbox items an agent handles in one guest entry (`handle-batch`); 1 hands
+    /// each message to `handle` alone.
+    pub max_batch: u32,
 }
 
 impl Default for HostSettings {
@@ -104,9 +107,17 @@ impl Default for HostSettings {
             admin_max_connections: 64,
             admin_token_file: None,
             warm: 0,
+            max_batch: DEFAULT_MAX_BATCH,
         }
     }
 }
+
+/// Items per batch by default: enough to spread one entry's cost thin, few enough that an
+/// agent with a deep mailbox lets the other tasks on its worker thread run between batches
+/// (within one, a long item still yields at each tick).
+pub const DEFAULT_MAX_BATCH: u32 = 64;
+/// The most `host.max_batch` may be.
+pub const MAX_BATCH: u32 = 4096;
 
 /// The most instances one module (or `[host] warm`) may keep warm.
 pub const MAX_WARM: u32 = 4096;
@@ -140,6 +151,12 @@ fn check_host(locate: &Locator<'_>, host: &HostSettings) -> Result<(), ManifestE
     }
     if host.admin_max_connections == 0 {
         return error("admin_max_connections", "must be at least 1".into());
+    }
+    if !(1..=MAX_BATCH).contains(&host.max_batch) {
+        return error(
+            "max_batch",
+            format!("{} is outside 1..={MAX_BATCH} (1 delivers each message alone)", host.max_batch),
+        );
     }
     if host.warm > MAX_WARM {
         return error("warm", format!("{} is above {MAX_WARM} (each warm instance holds a pool slot)", host.warm));

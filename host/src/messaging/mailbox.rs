@@ -122,6 +122,12 @@ pub struct Receiver(Arc<Shared>);
 
 impl Receiver {
     pub fn try_recv(&mut self) -> Result<Message, Empty> {
+        self.try_recv_counted().map(|(message, _)| message)
+    }
+
+    /// As [`Receiver::try_recv`], with how many messages are left behind it (read under the
+    /// same lock: whether a batch is worth starting costs nothing more).
+    pub fn try_recv_counted(&mut self) -> Result<(Message, usize), Empty> {
         let queue = self.0.lock();
         self.pop(queue)
     }
@@ -129,6 +135,11 @@ impl Receiver {
     /// The next message; None once the mailbox is closed and empty. Cancel-safe: a message is
     /// taken only by the poll that returns it.
     pub async fn recv(&mut self) -> Option<Message> {
+        self.recv_counted().await.map(|(message, _)| message)
+    }
+
+    /// As [`Receiver::recv`], with how many messages are left behind it.
+    pub async fn recv_counted(&mut self) -> Option<(Message, usize)> {
         poll_fn(|context| {
             let mut queue = self.0.lock();
             if queue.messages.is_empty() && !queue.closed {
@@ -142,16 +153,18 @@ impl Receiver {
         .await
     }
 
-    /// The first message, the lock released before a waiting sender is told of the room.
-    fn pop(&self, mut queue: MutexGuard<'_, Queue>) -> Result<Message, Empty> {
+    /// The first message and how many are left, the lock released before a waiting sender is
+    /// told of the room.
+    fn pop(&self, mut queue: MutexGuard<'_, Queue>) -> Result<(Message, usize), Empty> {
         let was_full = queue.messages.len() >= self.0.capacity;
         match queue.messages.pop_front() {
             Some(message) => {
+                let left = queue.messages.len();
                 drop(queue);
                 if was_full {
                     self.0.room.notify_waiters();
                 }
-                Ok(message)
+                Ok((message, left))
             }
             None if queue.closed => Err(Empty::Closed),
             None => Err(Empty::Now),

@@ -104,15 +104,25 @@ impl Inbox {
     }
 
     pub fn try_recv(&mut self) -> Result<Message, Empty> {
-        let message = self.receiver.try_recv()?;
-        self.taken(&message);
-        Ok(message)
+        self.try_recv_counted().map(|(message, _)| message)
     }
 
     pub async fn recv(&mut self) -> Option<Message> {
-        let message = self.receiver.recv().await?;
+        self.recv_counted().await.map(|(message, _)| message)
+    }
+
+    /// As [`Inbox::try_recv`], with how many messages wait behind the one taken.
+    pub fn try_recv_counted(&mut self) -> Result<(Message, usize), Empty> {
+        let (message, left) = self.receiver.try_recv_counted()?;
         self.taken(&message);
-        Some(message)
+        Ok((message, left))
+    }
+
+    /// As [`Inbox::recv`], with how many messages wait behind the one taken.
+    pub async fn recv_counted(&mut self) -> Option<(Message, usize)> {
+        let (message, left) = self.receiver.recv_counted().await?;
+        self.taken(&message);
+        Some((message, left))
     }
 
     pub fn len(&self) -> usize {

@@ -321,6 +321,12 @@ impl StopSignal {
         self.inner.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Nothing asked of the agent's task: no stop, no kill, no control. A batch goes on only
+    /// while this holds.
+    pub(super) fn undisturbed(&self) -> bool {
+        self.level() == 0 && !self.control_pending()
+    }
+
     pub(super) fn take_controls(&self) -> Vec<super::control::Control> {
         self.inner.pending.store(false, std::sync::atomic::Ordering::SeqCst);
         std::mem::take(&mut self.inner.controls.lock().unwrap_or_else(|p| p.into_inner()).queue)
@@ -520,7 +526,7 @@ pub async fn start_under(
     let (ended, gone) = oneshot::channel();
     let mut instance = Instance {
         store,
-        inbox,
+        inbox: Some(inbox),
         stop: stop.clone(),
         kill_cause,
         meter,
@@ -577,8 +583,54 @@ pub async fn start_under(
     }
 }
 
-fn record_handle(state: &AgentState, took: std::time::Duration, inbox: &Inbox) {
-    state.stats.handled(took, || inbox.len(), state.memory.peak(), state.budget.ticks);
+/// `inbox`: `None` while it is lent to a batch.
+pub(super) fn record_handle(state: &AgentState, took: std::time::Duration, inbox: Option<&Inbox>) {
+    state.stats.handled(took, || inbox.map_or(0, Inbox::len), state.memory.peak(), state.budget.ticks);
+}
+
+/// A message as the guest gets it; a caller's reply channel is now the agent's to answer.
+pub(super) fn prepare(state: &mut AgentState, message: Message) -> Delivery {
+    let payload = match message.body {
+        Body::Bytes(payload) => payload,
+        Body::Notice(notice) => return Delivery::Notice(notice),
+    };
+    let correlation = message.reply.map(|reply| state.capabilities.messaging.expect_reply(reply));
+    Delivery::Envelope(Envelope {
+        sender: message.sender,
+        correlation,
+        topic: message.topic.map(|t| t.to_string()),
+        payload,
+    })
+}
+
+/// A reply owed to a caller: its correlation, and the reply or the error instead.
+pub(super) type Answer = (u64, Result<Vec<u8>, Error>);
+
+/// What a handled message's outcome owes its caller (`correlation`, when it has one): the
+/// reply (or, too large for any mailbox, the error instead), or the refusal. A fatal error
+/// ends the agent.
+pub(super) fn answer_of(
+    state: &AgentState,
+    correlation: Option<u64>,
+    outcome: Result<Option<Vec<u8>>, HandleError>,
+) -> Result<Option<Answer>, Fault> {
+    Ok(match outcome {
+        Ok(reply) => correlation
+            .zip(reply)
+            .map(|(correlation, reply)| (correlation, state.runtime.router.check_size(reply.len()).map(|()| reply))),
+        Err(HandleError { fatal: false, message }) => {
+            correlation.map(|correlation| (correlation, Err(Error::Failed(message))))
+        }
+        Err(HandleError { fatal: true, message }) => return Err(Fault::new(FaultKind::HandlerFatal, message)),
+    })
+}
+
+/// A handled notice's outcome: only a fatal error matters (it ends the agent).
+pub(super) fn notice_outcome(outcome: Result<Option<Vec<u8>>, HandleError>) -> Result<(), Fault> {
+    match outcome {
+        Ok(_) | Err(HandleError { fatal: false, .. }) => Ok(()),
+        Err(HandleError { fatal: true, message }) => Err(Fault::new(FaultKind::HandlerFatal, message)),
+    }
 }
 
 /// The trap raised in a store whose agent is being killed.
@@ -625,7 +677,9 @@ pub fn new_store(engine: &wasmtime::Engine, state: AgentState) -> Store<AgentSta
 
 pub(super) struct Instance {
     pub(super) store: Store<AgentState>,
-    pub(super) inbox: Inbox,
+    /// The agent's mailbox; lent to the store while a batch runs ([`Instance::inbox`] gets it
+    /// back after one that was cut short).
+    pub(super) inbox: Option<Inbox>,
     /// A kill ends even a callback in progress: the epoch callback traps running wasm, and a
     /// suspended call is dropped (safe: the store is never entered again, only its data read).
     pub(super) stop: StopSignal,
@@ -640,7 +694,7 @@ pub(super) struct Instance {
     pub(super) unpersisted: bool,
     /// The reply of the message just handled, held until the state it made is on disk
     /// (`persist = "every-message"`).
-    pub(super) held_answer: Option<(u64, Result<Vec<u8>, Error>)>,
+    pub(super) held_answer: Option<Answer>,
     /// Dropped with the instance, last (so after its store): the agent is gone.
     pub(super) ended: oneshot::Sender<()>,
 }
@@ -656,6 +710,26 @@ pub(super) enum Served {
 pub(super) struct Booted {
     pub(super) agent: Agent,
     pub(super) instance: wasmtime::component::Instance,
+    /// `handle-batch`, when the module exports it.
+    pub(super) batch: Option<super::batch::HandleBatch>,
+}
+
+impl Booted {
+    /// The exports of `instance`, just instantiated from `module` in `store`.
+    pub(super) fn load(
+        store: &mut Store<AgentState>,
+        module: &Module,
+        instance: wasmtime::component::Instance,
+    ) -> wasmtime::Result<Booted> {
+        let agent = module.indices.load(&mut *store, &instance)?;
+        let batch = match module.batch {
+            Some(index) => Some(instance.get_typed_func(&mut *store, index).map_err(|e| {
+                e.context("its `handle-batch` export does not have the agent world's type (func(first: item))")
+            })?),
+            None => None,
+        };
+        Ok(Booted { agent, instance, batch })
+    }
 }
 
 impl Instance {
@@ -686,6 +760,8 @@ impl Instance {
             id: state.id,
             restarts: state.restarts,
             undelivered,
+            handled: state.stats.messages_in.get(),
+            batched: state.stats.batched.get(),
             peak_memory: state.memory.peak(),
             reason: &reason,
         };
@@ -759,8 +835,7 @@ impl Instance {
             invoke::arm(&mut self.store).map_err(|gate| gate.fault)?;
             let instantiated = async {
                 let instance = module.pre.instance_pre().instantiate_async(&mut self.store).await?;
-                let agent = module.indices.load(&mut self.store, &instance)?;
-                Ok::<_, wasmtime::Error>(Booted { agent, instance })
+                Booted::load(&mut self.store, module, instance)
             };
             let error = match invoke::metered(&self.meter, self.tick, instantiated).await {
                 Ok(booted) => return Ok(booted),
@@ -814,12 +889,26 @@ impl Instance {
         state.runtime.live_set.leave(self.module.class, state.id);
     }
 
+    /// The agent's mailbox, taken back from the store if a batch that borrowed it was cut short
+    /// (a kill drops the call mid-batch; a panic in host code unwinds through it).
+    pub(super) fn inbox(&mut self) -> &mut Inbox {
+        if self.inbox.is_none() {
+            self.inbox = self.store.data_mut().batch.inbox.take();
+        }
+        self.inbox.as_mut().expect("an agent's mailbox is its instance's or its batch's")
+    }
+
     /// Handle messages until the agent stops, faults or is shut down.
     async fn serve(&mut self, booted: &mut Booted, first: Option<Message>) -> Served {
         let stop = self.stop.clone();
         // Looked up once per task, so that the message path pays a local test for it.
         let injecting = crate::infra::faults::aimed_at("agent-task", &self.store.data().name);
         let candidate = self.can_hibernate();
+        // A durable agent's state is written between two messages, which a batch has none of;
+        // an injected fault must fire at its own message.
+        let batching = self.store.data().spec.durable.is_none()
+            && !injecting
+            && self.store.data().runtime.max_batch.load(std::sync::atomic::Ordering::Relaxed) > 1;
         let mut used = false;
         // The message that woke the agent from hibernation, handled before any other.
         let mut woken: Option<Message> = first;
@@ -851,8 +940,10 @@ impl Instance {
                 }
                 continue;
             }
-            let message = match woken.take().map_or_else(|| self.inbox.try_recv(), Ok) {
-                Ok(message) => message,
+            // `left`: how many wait behind it; a batch is only worth its one extra host call
+            // (the `next` that finds nothing) when some do.
+            let (message, left) = match woken.take().map_or_else(|| self.inbox().try_recv_counted(), |m| Ok((m, 0))) {
+                Ok(taken) => taken,
                 Err(crate::messaging::mailbox::Empty::Closed) => {
                     return Served::Ended(Box::pin(self.terminate(booted, ExitReason::Shutdown)).await);
                 }
@@ -874,8 +965,8 @@ impl Instance {
                     tokio::select! {
                         biased;
                         _ = stop.attention() => continue,
-                        message = self.inbox.recv() => match message {
-                            Some(message) => message,
+                        message = self.inbox().recv_counted() => match message {
+                            Some(taken) => taken,
                             None => return Served::Ended(Box::pin(self.terminate(booted, ExitReason::Shutdown)).await),
                         },
                         _ = tokio::time::sleep(hibernate.unwrap_or_default()), if hibernate.is_some() => {
@@ -891,7 +982,6 @@ impl Instance {
             // Busy from the moment it takes a message: a full pool must not take an agent in a
             // long callback (or one waiting on a call to the very agent being woken) for idle.
             self.store.data().stats.set_phase(super::stats::Phase::Busy);
-            let agent = &booted.agent;
             // AGORA_INJECT_FAULT=agent-task:<name>: a panic in this task's host code.
             if injecting && crate::infra::faults::fires("agent-task", &self.store.data().name) {
                 panic!("injected fault in the agent task");
@@ -906,7 +996,7 @@ impl Instance {
             // Most callbacks finish in their first poll; only one that suspends (waiting in a
             // host call, yielding at a tick) also waits on the kill signal.
             let handled = {
-                let handling = self.handle(agent, message);
+                let handling = self.handle(booted, message, left, batching);
                 tokio::pin!(handling);
                 match futures_util::poll!(handling.as_mut()) {
                     std::task::Poll::Ready(handled) => Some(handled),
@@ -941,25 +1031,58 @@ impl Instance {
         }
     }
 
-    async fn handle(&mut self, agent: &Agent, message: Message) -> Result<(), Fault> {
+    /// One message: in a batch (`handle-batch`, when the agent exports it and may batch), or
+    /// alone (`handle` / `notify`).
+    /// `left`: how many wait behind it in the mailbox.
+    async fn handle(&mut self, booted: &Booted, message: Message, left: usize, batching: bool) -> Result<(), Fault> {
         let delivery = self.prepare(message);
-        self.deliver(agent, &delivery).await
+        match booted.batch.as_ref().filter(|_| batching && left > 0) {
+            Some(handle_batch) => self.deliver_batch(handle_batch, delivery, left).await,
+            None => self.deliver(&booted.agent, &delivery).await,
+        }
+    }
+
+    /// Hand `delivery` (armed by the caller) and what follows it in the mailbox to the guest in
+    /// one `handle-batch` call ([`super::batch`]): each item is settled as it is reported, so
+    /// only the item in progress is lost to a fault, and the rest stays in the mailbox.
+    async fn deliver_batch(
+        &mut self,
+        handle_batch: &super::batch::HandleBatch,
+        delivery: Delivery,
+        left: usize,
+    ) -> Result<(), Fault> {
+        let inbox = self.inbox.take().expect("the mailbox is the instance's between callbacks");
+        self.store.data_mut().batch.begin(&delivery, left, inbox);
+        let item = super::batch::item(delivery);
+        let outcome = invoke::metered(&self.meter, self.tick, handle_batch.call_async(&mut self.store, (item,))).await;
+        let batch = &mut self.store.data_mut().batch;
+        let (inbox, unreported) = batch.end();
+        self.inbox = inbox;
+        let during = unreported.unwrap_or("handle-batch");
+        // The last item's after-hooks ran when it was reported, unless it was not.
+        let outcome = if std::mem::take(&mut batch.armed) {
+            invoke::finish(&mut self.store, outcome, during)
+        } else {
+            invoke::classify(&mut self.store, outcome, during)
+        };
+        outcome?;
+        if let Some(fault) = self.store.data_mut().batch.fault.take() {
+            return Err(fault);
+        }
+        match unreported {
+            None => Ok(()),
+            Some(callback) => Err(Fault::new(
+                FaultKind::HandlerFatal,
+                format!(
+                    "handle-batch returned without reporting the outcome of its {callback} item through batch.next"
+                ),
+            )),
+        }
     }
 
     /// A message as the guest gets it; a caller's reply channel is now the agent's to answer.
     pub(super) fn prepare(&mut self, message: Message) -> Delivery {
-        let payload = match message.body {
-            Body::Bytes(payload) => payload,
-            Body::Notice(notice) => return Delivery::Notice(notice),
-        };
-        let state = self.store.data_mut();
-        let correlation = message.reply.map(|reply| state.capabilities.messaging.expect_reply(reply));
-        Delivery::Envelope(Envelope {
-            sender: message.sender,
-            correlation,
-            topic: message.topic.map(|t| t.to_string()),
-            payload,
-        })
+        prepare(self.store.data_mut(), message)
     }
 
     /// Hand one prepared message to the guest (armed by the caller) and answer its caller.
@@ -972,20 +1095,10 @@ impl Instance {
         // Armed (budget and hooks) by the caller, which may have had to wait for a gate.
         let started = quanta::Instant::now();
         let outcome = invoke::metered(&self.meter, self.tick, agent.call_handle(&mut self.store, envelope)).await;
-        let outcome = invoke::finish(&mut self.store, outcome, "handle");
+        let outcome = invoke::finish(&mut self.store, outcome, "handle")?;
         let state = self.store.data_mut();
-        record_handle(state, started.elapsed(), &self.inbox);
-        let answer = match outcome {
-            Ok(Ok(reply)) => correlation.zip(reply).map(|(correlation, reply)| {
-                (correlation, state.runtime.router.check_size(reply.len()).map(|()| reply))
-            }),
-            Ok(Err(HandleError { fatal: false, message })) => {
-                correlation.map(|correlation| (correlation, Err(Error::Failed(message))))
-            }
-            Ok(Err(HandleError { fatal: true, message })) => return Err(Fault::new(FaultKind::HandlerFatal, message)),
-            Err(fault) => return Err(fault),
-        };
-        if let Some((correlation, reply)) = answer {
+        record_handle(state, started.elapsed(), self.inbox.as_ref());
+        if let Some((correlation, reply)) = answer_of(state, correlation, outcome)? {
             if state.spec.durable == Some(Persist::EveryMessage) {
                 self.held_answer = Some((correlation, reply));
             } else {
@@ -1051,11 +1164,8 @@ impl Instance {
         let started = quanta::Instant::now();
         let outcome = invoke::metered(&self.meter, self.tick, agent.call_notify(&mut self.store, notice)).await;
         let outcome = invoke::finish(&mut self.store, outcome, "notify");
-        record_handle(self.store.data(), started.elapsed(), &self.inbox);
-        match outcome? {
-            Ok(()) | Err(HandleError { fatal: false, .. }) => Ok(()),
-            Err(HandleError { fatal: true, message }) => Err(Fault::new(FaultKind::HandlerFatal, message)),
-        }
+        record_handle(self.store.data(), started.elapsed(), self.inbox.as_ref());
+        notice_outcome(outcome?.map(|()| None))
     }
 
     pub(super) async fn terminate(&mut self, booted: &Booted, reason: ExitReason) -> ExitReason {
@@ -1089,6 +1199,7 @@ impl Instance {
     /// End coordination holdings, leave the registry, close the mailbox, notify monitors and
     /// links; returns how many messages were never handled.
     fn cleanup(&mut self, reason: &ExitReason) -> usize {
+        self.inbox();
         self.leave_live_set();
         self.stop.close_controls();
         AllHooks::exit(self.store.as_context_mut());
@@ -1096,7 +1207,8 @@ impl Instance {
         let state = self.store.data();
         let runtime = &state.runtime;
         runtime.registry.leave(state.id);
-        let undelivered = runtime.router.close(state.id, &state.capabilities.messaging.topics, &mut self.inbox);
+        let inbox = self.inbox.as_mut().expect("taken back above");
+        let undelivered = runtime.router.close(state.id, &state.capabilities.messaging.topics, inbox);
         runtime.links.exit(&runtime.router, state.id, reason);
         undelivered
     }
@@ -1138,7 +1250,7 @@ impl Instance {
                     break;
                 }
                 _ = &mut opened => {}
-                message = self.inbox.recv(), if gate.refuses => match message {
+                message = self.inbox().recv(), if gate.refuses => match message {
                     Some(message) => refuse(&name, Some(message), gate.error.clone(), &gate.fault.detail),
                     None => break,
                 },

@@ -52,7 +52,7 @@ impl Instance {
         booted: &mut Booted,
         reply: oneshot::Sender<bool>,
     ) -> Hibernation {
-        if !self.can_hibernate() || !self.inbox.is_empty() {
+        if !self.can_hibernate() || !self.inbox().is_empty() {
             let _ = reply.send(false);
             self.enter_live_set();
             return Hibernation::Stayed;
@@ -159,7 +159,8 @@ pub(super) struct Asleep {
 impl Asleep {
     /// Leave the agent asleep: its task has let go of its instance and is about to end.
     pub(super) fn park(instance: Instance, snapshot: Option<Vec<u8>>, exits: mpsc::UnboundedSender<Exit>) {
-        let Instance { store, mut inbox, stop, kill_cause, tick, module, ended, .. } = instance;
+        let Instance { mut store, inbox, stop, kill_cause, tick, module, ended, .. } = instance;
+        let mut inbox = inbox.or_else(|| store.data_mut().batch.inbox.take()).expect("an agent's mailbox");
         // A burst's buffer is not kept for the sleep.
         inbox.compact();
         let state = store.into_data();
@@ -223,6 +224,7 @@ impl Asleep {
         let Asleep { state, inbox, stop, kill_cause, tick, module, ended, .. } = *self;
         let meter = state.budget.meter.clone();
         let store = new_store(module.pre.engine(), state);
+        let inbox = Some(inbox);
         Instance { store, inbox, stop, kill_cause, meter, tick, module, unpersisted: false, held_answer: None, ended }
     }
 }

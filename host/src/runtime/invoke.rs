@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use wasmtime::{AsContextMut, Store};
+use wasmtime::{AsContextMut, Store, StoreContextMut};
 
 use super::agent::Fault;
 use super::limits::CpuMeter;
@@ -26,6 +26,24 @@ pub fn arm(store: &mut Store<AgentState>) -> Result<(), Box<Gate>> {
 #[inline]
 pub fn finish<T>(store: &mut Store<AgentState>, outcome: wasmtime::Result<T>, during: &str) -> Result<T, Fault> {
     AllHooks::after(store.as_context_mut());
+    classify(store, outcome, during)
+}
+
+/// The next item of a batch ([`super::batch`]) is a callback of its own: the full CPU budget
+/// from now, a deadline one tick away, the `before` hooks.
+#[inline]
+pub fn arm_next(mut store: StoreContextMut<'_, AgentState>) -> Result<(), Box<Gate>> {
+    let state = store.data_mut();
+    state.budget.ticks = 0;
+    state.budget.meter.reset();
+    state.budget.meter.poll_started();
+    store.set_epoch_deadline(1);
+    AllHooks::before(store)
+}
+
+/// A callback's failure classified as a fault (`during`: the callback, for its message).
+#[inline]
+pub fn classify<T>(store: &mut Store<AgentState>, outcome: wasmtime::Result<T>, during: &str) -> Result<T, Fault> {
     outcome.map_err(|error| {
         if error.downcast_ref::<wasmtime_wasi::I32Exit>().is_some_and(|exit| exit.0 == 0) {
             // WASI `exit(0)`: a normal exit, though the instance unwound like a trap.

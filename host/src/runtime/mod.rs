@@ -7,6 +7,7 @@
 //! `InstancePre`, so a start is "instantiate + init" with no compilation or linking.
 
 pub mod agent;
+pub mod batch;
 pub mod catalog;
 pub mod control;
 pub mod directory;
@@ -76,6 +77,9 @@ pub struct Runtime {
     snapshots: std::sync::OnceLock<Result<persistence::Snapshots, String>>,
     /// Instances kept instantiated ahead, by module (`warm`).
     pub warm: warm::WarmPools,
+    /// The most mailbox items per guest entry (`host.max_batch`; 1: each alone). An atomic, so
+    /// that the benchmarks can measure one host both ways.
+    pub max_batch: std::sync::atomic::AtomicU32,
     /// Every capability's shared state.
     pub services: Services,
     _tickers: [EpochTicker; 2],
@@ -126,6 +130,7 @@ impl Runtime {
             live_set: Default::default(),
             snapshots: Default::default(),
             warm: Default::default(),
+            max_batch: std::sync::atomic::AtomicU32::new(settings.max_batch),
             engines,
             settings,
             loader,

@@ -21,9 +21,11 @@ use crate::bindings::{self, AgentIndices, AgentPre};
 
 /// The exports every agent component must have, as named in the `agent` world.
 const REQUIRED_EXPORTS: [&str; 4] = ["init", "handle", "notify", "terminate"];
-const WORLD: &str = "agora:agent/agent@0.3.1";
+const WORLD: &str = "agora:agent/agent@0.3.2";
 /// The optional export that carries an agent's state across upgrades (`wit/state.wit`).
-const STATE_INTERFACE: &str = "agora:agent/state@0.3.1";
+const STATE_INTERFACE: &str = "agora:agent/state@0.3.2";
+/// The optional export that takes several mailbox items per entry (0.3.2; [`super::batch`]).
+const BATCH_EXPORT: &str = "handle-batch";
 
 /// A module ready to instantiate.
 pub struct LoadedModule {
@@ -36,6 +38,9 @@ pub struct LoadedModule {
     pub indices: AgentIndices,
     /// The `state` interface's exports, when the component has them.
     pub state: Option<StateExports>,
+    /// `handle-batch`, when the component exports it (agents built for 0.3.0–0.3.1 do not, and
+    /// get one callback per message).
+    pub batch: Option<wasmtime::component::ComponentExportIndex>,
     pub cache: CacheOutcome,
     /// The most any of its memories needs at instantiation, in bytes: an agent's memory cap
     /// must allow it (an interpreter-bundling component starts with ~13 MB).
@@ -140,6 +145,7 @@ impl ClassLoader {
         // served on its view.
         bindings::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .and_then(|()| bindings::lifecycle::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
+            .and_then(|()| super::batch::link(&mut linker))
             .and_then(|()| crate::capabilities::link(&mut linker))
             .map_err(|e| anyhow::anyhow!("linking the agora:agent interfaces: {e}"))?;
         let mut hasher = StableHasher(Sha256::new());
@@ -179,7 +185,8 @@ impl ModuleLoader {
     /// store the artifact.
     pub fn load(&self, name: &str, path: &Path, label: Option<&str>) -> Result<LoadedModule, ModuleError> {
         let started = Instant::now();
-        let Prepared { class, pre, state, initial_memory, cache, hash, runs_at_instantiation } = self.prepare(path)?;
+        let Prepared { class, pre, state, batch, initial_memory, cache, hash, runs_at_instantiation } =
+            self.prepare(path)?;
         let version = Version { hash, label: label.map(str::to_string) };
         tracing::info!(
             event = "module_loaded",
@@ -205,6 +212,7 @@ impl ModuleLoader {
             pre,
             indices,
             state,
+            batch,
             cache,
             initial_memory,
             class,
@@ -235,11 +243,12 @@ impl ModuleLoader {
         };
         let (pre, initial_memory) = self.check(class, path, &component)?;
         let state = state_exports(path, &component)?;
+        let batch = batch_export(path, &component)?;
         if cache == CacheOutcome::Compiled {
             self.store(path, &component, &artifact)?;
         }
         let runs_at_instantiation = super::engine::has_start_function(&bytes);
-        Ok(Prepared { class: class.class, pre, state, initial_memory, cache, hash, runs_at_instantiation })
+        Ok(Prepared { class: class.class, pre, state, batch, initial_memory, cache, hash, runs_at_instantiation })
     }
 
     /// Every check a load makes of a compiled component: WIT version, exports, resources, and
@@ -269,6 +278,7 @@ impl ModuleLoader {
         let component = self.compile(class, path, bytes)?;
         let (_, initial_memory) = self.check(class, path, &component)?;
         state_exports(path, &component)?;
+        batch_export(path, &component)?;
         Ok(initial_memory)
     }
 
@@ -300,6 +310,7 @@ struct Prepared {
     class: Class,
     pre: AgentPre<AgentState>,
     state: Option<StateExports>,
+    batch: Option<wasmtime::component::ComponentExportIndex>,
     initial_memory: u64,
     cache: CacheOutcome,
     hash: String,
@@ -318,6 +329,22 @@ fn state_exports(path: &Path, component: &Component) -> Result<Option<StateExpor
         })
     };
     Ok(Some(StateExports { snapshot: function("snapshot")?, restore: function("restore")? }))
+}
+
+/// `handle-batch`, if the component exports it: a function of one parameter and no result, as
+/// the `agent` world declares it (its exact type is checked at each instantiation).
+fn batch_export(
+    path: &Path,
+    component: &Component,
+) -> Result<Option<wasmtime::component::ComponentExportIndex>, ModuleError> {
+    let Some((item, index)) = component.get_export(None, BATCH_EXPORT) else { return Ok(None) };
+    let wrong =
+        |why: &str| ModuleError::WrongWorld { path: path.into(), reason: format!("its `{BATCH_EXPORT}` export {why}") };
+    match item {
+        ComponentItem::ComponentFunc(func) if func.params().len() == 1 && func.results().len() == 0 => Ok(Some(index)),
+        ComponentItem::ComponentFunc(_) => Err(wrong("is not `func(first: item)`, as the agent world declares it")),
+        _ => Err(wrong("is not a function")),
+    }
 }
 
 fn load_artifact(class: &ClassLoader, artifact: &Path) -> Option<Component> {

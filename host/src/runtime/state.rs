@@ -44,6 +44,8 @@ pub struct AgentState {
     wasi: Option<WasiCtx>,
     /// The store's resources (WASI streams, HTTP requests).
     pub table: ResourceTable,
+    /// The batch of mailbox items in progress, for the `batch.next` import.
+    pub batch: super::batch::Batch,
 }
 
 impl AgentState {
@@ -76,6 +78,7 @@ impl AgentState {
             left: false,
             wasi: None,
             table: ResourceTable::new(),
+            batch: Default::default(),
             spec,
             runtime,
         }
@@ -102,6 +105,7 @@ impl AgentState {
             left: true,
             wasi: None,
             table: ResourceTable::new(),
+            batch: Default::default(),
             spec,
             runtime,
         }
@@ -134,6 +138,7 @@ impl AgentState {
             left: true,
             wasi: None,
             table: ResourceTable::new(),
+            batch: Default::default(),
             spec: self.spec.clone(),
             runtime: self.runtime.clone(),
         }

@@ -52,6 +52,9 @@ impl Cell {
 /// One agent incarnation's counters.
 pub struct AgentStats {
     pub messages_in: Cell,
+    /// Of those, the ones handed out within a batch, after its first (handled without a guest
+    /// entry of their own).
+    pub batched: Cell,
     pub messages_out: Cell,
     pub mailbox_depth: Cell,
     pub memory_peak: Cell,
@@ -73,6 +76,7 @@ impl Default for AgentStats {
     fn default() -> Self {
         AgentStats {
             messages_in: Cell::default(),
+            batched: Cell::default(),
             messages_out: Cell::default(),
             mailbox_depth: Cell::default(),
             memory_peak: Cell::default(),
@@ -178,6 +182,12 @@ impl AgentStats {
         if cpu_ticks > 0 {
             self.cpu_ticks.add(cpu_ticks);
         }
+    }
+
+    /// An item handled within a batch after its first ([`super::batch`]).
+    #[inline]
+    pub fn batched_one(&self) {
+        self.batched.add(1);
     }
 
     /// The agent waits for its next message: its mailbox is empty.

@@ -193,12 +193,12 @@ impl Instance {
 
         // 4. The trial.
         let stop = self.stop.clone();
-        let first = match self.inbox.try_recv() {
+        let first = match self.inbox().try_recv() {
             Ok(message) => Some(message),
             Err(_) => tokio::select! {
                 biased;
                 _ = stop.shutdown_requested() => None,
-                message = self.inbox.recv() => message,
+                message = self.inbox().recv() => message,
                 _ = tokio::time::sleep(trial) => None,
             },
         };

@@ -298,6 +298,6 @@ async fn instantiate(runtime: &Arc<Runtime>, module: &Module) -> Result<Warm, St
     let mut store = agent::new_store(module.pre.engine(), AgentState::vacant(runtime.clone(), spec));
     super::invoke::arm(&mut store).map_err(|gate| gate.fault.to_string())?;
     let instance = module.pre.instance_pre().instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
-    let agent = module.indices.load(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
-    Ok(Warm { store, booted: Booted { agent, instance }, module: module.clone() })
+    let booted = Booted::load(&mut store, module, instance).map_err(|e| format!("{e:#}"))?;
+    Ok(Warm { store, booted, module: module.clone() })
 }

@@ -3,7 +3,7 @@ import { agent, log, text } from './agora.js';
 
 let greeting = 'hello';
 
-export const { init, handle, notify, terminate } = agent({
+export const { init, handle, handleBatch, notify, terminate } = agent({
   init(config) {
     greeting = config.greeting ?? greeting;
   },

@@ -4,7 +4,7 @@
 // replies `js`.
 import { agent, log, Reject, text } from '../../../guest-sdk/js/agora.js';
 
-export const { init, handle, notify, terminate, state } = agent({
+export const { init, handle, handleBatch, notify, terminate, state } = agent({
   value: 0,
   held: null,
   init(config) {

@@ -8,7 +8,7 @@ import {
 let calls = 0;
 let lastNotice = 'none';
 
-export const { init, handle, notify, terminate } = agent({
+export const { init, handle, handleBatch, notify, terminate } = agent({
   init(settings) {
     host(registry.addCapability, 'polyglot');
     log(`javascript agent up (${settings.motto ?? 'no motto'})`);

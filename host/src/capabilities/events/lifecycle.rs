@@ -51,9 +51,9 @@ pub fn agent_started(
 }
 
 pub fn agent_exited(store: &EventStore, report: &ExitReport) {
-    let ExitReport { agent, id, restarts, undelivered, peak_memory, reason } = *report;
+    let ExitReport { agent, id, restarts, undelivered, handled, batched, peak_memory, reason } = *report;
     let mut payload = json!({ "id": id, "reason": reason.code(), "restarts": restarts,
-        "undelivered": undelivered, "peak_memory": peak_memory });
+        "undelivered": undelivered, "handled": handled, "batched": batched, "peak_memory": peak_memory });
     if let ExitReason::Crashed(fault) = reason {
         payload["detail"] = json!(fault.detail);
     }
@@ -68,6 +68,8 @@ pub fn agent_exited(store: &EventStore, report: &ExitReport) {
             reason = reason.code(),
             restarts,
             undelivered,
+            handled,
+            batched,
             peak_memory,
             "agent {agent} exited: {}",
             reason.code()
@@ -78,7 +80,16 @@ pub fn agent_exited(store: &EventStore, report: &ExitReport) {
 pub fn agent_start_failed(store: &EventStore, agent: &str, fault: &Fault) {
     journal(store, "agent_start_failed", Some(agent), json!({ "reason": fault.kind.code(), "detail": fault.detail }));
     let reason = ExitReason::Crashed(fault.clone());
-    let report = ExitReport { agent, id: 0, restarts: 0, undelivered: 0, peak_memory: 0, reason: &reason };
+    let report = ExitReport {
+        agent,
+        id: 0,
+        restarts: 0,
+        undelivered: 0,
+        handled: 0,
+        batched: 0,
+        peak_memory: 0,
+        reason: &reason,
+    };
     crashed("agent_start_failed", &report, fault);
 }
 
@@ -112,7 +123,7 @@ pub fn agent_woken(store: &EventStore, agent: &str, id: AgentId, micros: u64) {
 }
 
 fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
-    let ExitReport { agent, id, restarts, undelivered, peak_memory, .. } = *report;
+    let ExitReport { agent, id, restarts, undelivered, handled, batched, peak_memory, .. } = *report;
     let what = if event == "agent_start_failed" { "failed to start" } else { "crashed" };
     tracing::error!(
         target: "agora::lifecycle",
@@ -125,6 +136,8 @@ fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
         backtrace = fault.backtrace.as_deref(),
         restarts,
         undelivered,
+        handled,
+        batched,
         peak_memory,
         "agent {agent} {what}: {fault}"
     );

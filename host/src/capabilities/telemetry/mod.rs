@@ -157,6 +157,10 @@ impl Telemetry {
 
 fn describe() {
     metrics::describe_counter!("agora_messages_in_total", "Messages an agent handled");
+    metrics::describe_counter!(
+        "agora_messages_batched_total",
+        "Of the messages an agent handled, those handed out within a batch after its first (no guest entry of their own)"
+    );
     metrics::describe_counter!("agora_messages_out_total", "Messages an agent sent, called or published");
     metrics::describe_gauge!(
         "agora_mailbox_depth",
@@ -179,6 +183,7 @@ fn describe() {
 #[derive(Default)]
 struct Exported {
     messages_in: u64,
+    batched: u64,
     messages_out: u64,
     cpu_ticks: u64,
     fuel: u64,
@@ -207,6 +212,11 @@ impl LiveAgent {
             (cells.messages_in.get(), cells.messages_out.get(), cells.cpu_ticks.get());
         metrics::counter!("agora_messages_in_total", &label)
             .increment(messages_in.saturating_sub(exported.messages_in));
+        let batched = cells.batched.get();
+        if batched > exported.batched {
+            metrics::counter!("agora_messages_batched_total", &label).increment(batched - exported.batched);
+            exported.batched = batched;
+        }
         metrics::counter!("agora_messages_out_total", &label)
             .increment(messages_out.saturating_sub(exported.messages_out));
         metrics::counter!("agora_cpu_budget_ticks_total", &label)

@@ -6,6 +6,9 @@
 //! `spew-lines` / `spew-line` print 10 MB to stdout (100,000 short lines, or one line),
 //! `big-reply:<n>` answers a call with n bytes, and `reply-import:<n>` answers it with n bytes
 //! through the `reply` import instead (answering with that import's error when it fails).
+//! `sleep:<ms>` sets its metadata `state` to `sleep-<ms>` and sleeps (waiting costs no CPU
+//! budget), `spin:<ms>` burns that much CPU; both answer `done`, so that a test can hold the
+//! agent in one message while its mailbox fills.
 //! Anything else is echoed, and `tick` is counted so that progress between faults is visible.
 use agora_guest::{Agent, Config, ExitReason, HandleError, Message, log, messaging};
 
@@ -64,6 +67,18 @@ fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
                     Ok(()) => Ok(Some(b"exiting".to_vec())),
                     Err(error) => Ok(Some(format!("error {error:?}").into_bytes())),
                 };
+            }
+            if let Some(ms) = how.strip_prefix("sleep:").and_then(|ms| ms.parse::<u64>().ok()) {
+                let _ = agora_guest::registry::set_metadata("state", Some(&format!("sleep-{ms}")));
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                return Ok(Some(b"done".to_vec()));
+            }
+            if let Some(ms) = how.strip_prefix("spin:").and_then(|ms| ms.parse::<u64>().ok()) {
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                while std::time::Instant::now() < until {
+                    std::hint::black_box(());
+                }
+                return Ok(Some(b"done".to_vec()));
             }
             if let Some(status) = how.strip_prefix("wasi-exit:") {
                 std::process::exit(status.parse().unwrap_or(1));

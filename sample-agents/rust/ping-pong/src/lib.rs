@@ -3,7 +3,8 @@
 //! request/reply (`call`) instead of two one-way sends through the mailboxes. With
 //! `autostart = "false"` the ping side waits for a `start` message (the benchmarks use this to
 //! start many pairs at once). With `payload = N` each message carries N bytes (at least the 8 of
-//! the round's number).
+//! the round's number). With `peers = N` the pong side serves N pings (a fan-in) and stops after
+//! the last one's `stop`.
 use std::time::Duration;
 
 use agora_guest::{Agent, Config, Error, HandleError, Message, log, messaging};
@@ -21,6 +22,8 @@ struct PingPong {
     mode: Mode,
     /// What the ping side sends: the round's number in the first 8 bytes, zeros after.
     payload: Vec<u8>,
+    /// Pong: the pings it serves, each of which sends `stop` when done.
+    peers: u64,
 }
 
 const STOP: &[u8] = b"stop";
@@ -76,6 +79,7 @@ impl Agent for PingPong {
             done: 0,
             mode,
             payload: vec![0; config.parse::<usize>("payload")?.unwrap_or(8).max(8)],
+            peers: config.parse("peers")?.unwrap_or(1),
         };
         if ping && config.get("autostart") != Some("false") {
             // Start in our own first message, so that init returns and the peer can be reached.
@@ -86,7 +90,10 @@ impl Agent for PingPong {
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
         if message.payload == STOP {
-            agora_guest::stop();
+            self.peers = self.peers.saturating_sub(1);
+            if self.ping || self.peers == 0 {
+                agora_guest::stop();
+            }
             return Ok(None);
         }
         if !self.ping {
