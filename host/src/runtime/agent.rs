@@ -969,7 +969,10 @@ impl Instance {
                             Some(taken) => taken,
                             None => return Served::Ended(Box::pin(self.terminate(booted, ExitReason::Shutdown)).await),
                         },
-                        _ = tokio::time::sleep(hibernate.unwrap_or_default()), if hibernate.is_some() => {
+                        // Made only when polled: select! builds a disabled branch's future all
+                        // the same, and a `Sleep` takes the runtime's handle (a shared count)
+                        // at every idle wait of every agent without `hibernate_after`.
+                        _ = async { tokio::time::sleep(hibernate.unwrap_or_default()).await }, if hibernate.is_some() => {
                             match Box::pin(self.hibernate(booted, None)).await {
                                 Hibernation::Stayed => continue,
                                 Hibernation::Asleep(snapshot) => return Served::Asleep(snapshot),
