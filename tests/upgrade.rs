@@ -369,6 +369,7 @@ fn reload_applies_a_changed_manifest_and_an_invalid_one_changes_nothing() {
     let changed = original
         .replace(&format!("{v1:?}"), &format!("{{ path = {:?}, version = \"2\" }}", host.v2()))
         .replace("name = \"echo\"\nmodule = \"echo\"", "name = \"echo2\"\nmodule = \"echo\"")
+        .replacen("[host]\n", "[host]\nmax_batch = 8\n", 1)
         + "\n[config.values]\ngreeting = \"hi\"\n";
     assert_ne!(changed, original);
     std::fs::write(&host.scenario.manifest, &changed).unwrap();
@@ -380,6 +381,7 @@ fn reload_applies_a_changed_manifest_and_an_invalid_one_changes_nothing() {
         "echo under root: stopped",
         "upgraded counter from sha256:",
         "config greeting = hi",
+        "host.max_batch = 8 (applied now)",
     ] {
         assert!(reloaded.stdout.contains(said), "{said:?} in {}", reloaded.stdout);
     }

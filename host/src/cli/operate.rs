@@ -559,6 +559,10 @@ pub async fn reload(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> an
             None => println!("config {} removed", change["path"].as_str().unwrap_or("?")),
         }
     }
+    for setting in report["host"].as_array().cloned().unwrap_or_default() {
+        said += 1;
+        println!("host.{} = {} (applied now)", setting["key"].as_str().unwrap_or("?"), setting["value"]);
+    }
     for part in report["deferred"].as_array().cloned().unwrap_or_default() {
         println!("{} changed: applies at the next start", part.as_str().unwrap_or("?"));
     }

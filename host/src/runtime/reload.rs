@@ -10,8 +10,9 @@
 //! 4. The agents of changed modules are upgraded, one at a time, with their state.
 //! 5. `[config]` values take the new manifest's, and their subscribers are told.
 //!
-//! `[host]` settings and the other service sections apply at the next start; the report says
-//! when they differ. Modules gone from the manifest stay loaded while agents may run them.
+//! `host.max_batch` applies at once (each batch reads it as it goes); the other `[host]`
+//! settings and the other service sections apply at the next start, and the report says when
+//! they differ. Modules gone from the manifest stay loaded while agents may run them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct Reloaded {
     pub children: Vec<Reconciled>,
     pub upgrades: Vec<Value>,
     pub config: Vec<Value>,
+    /// `[host]` settings applied at once: `{ "key", "value" }`.
+    pub host: Vec<Value>,
     /// Parts of the manifest that changed but apply only at the next start.
     pub deferred: Vec<String>,
 }
@@ -132,14 +135,21 @@ pub async fn reload(runtime: &Arc<Runtime>) -> Result<Reloaded, ReloadError> {
         Err(error) => vec![json!({ "failed": error.to_string() })],
     };
 
+    let mut host = Vec::new();
+    let max_batch = manifest.host.max_batch;
+    if runtime.max_batch.swap(max_batch, std::sync::atomic::Ordering::Relaxed) != max_batch {
+        host.push(json!({ "key": "max_batch", "value": max_batch }));
+    }
     let mut deferred = Vec::new();
-    if format!("{:?}", manifest.host) != format!("{:?}", runtime.settings) {
+    // Compared without the settings that applied at once.
+    let later = crate::manifest::HostSettings { max_batch: runtime.settings.max_batch, ..manifest.host.clone() };
+    if format!("{later:?}") != format!("{:?}", runtime.settings) {
         deferred.push("[host]".to_string());
     }
     if format!("{:?}", manifest.defaults) != format!("{:?}", runtime.defaults) {
         deferred.push("[defaults]".to_string());
     }
-    let report = Reloaded { modules, children, upgrades, config, deferred };
+    let report = Reloaded { modules, children, upgrades, config, host, deferred };
     tracing::info!(event = "reloaded", report = %serde_json::to_string(&report).unwrap_or_default(),
         "manifest reloaded: {} module change(s), {} child change(s), {} upgrade(s), {} config change(s)",
         report.modules.len(), report.children.len(), report.upgrades.len(), report.config.len());
