@@ -205,3 +205,35 @@ SOAK_SECS ?= 600
 .PHONY: soak
 soak: setup agents
 	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p agora-host --test integration -- --ignored --nocapture soak::
+
+# Instructions per message on the message path, repeatable where timings are not: one ping-pong
+# pair run under callgrind for CALLGRIND_ROUNDS and for twice as many round trips, the
+# difference divided by the extra messages (start-up and shutdown cancel out). Each is run once
+# first to fill the module cache (under valgrind the CPU's features differ, and so does the
+# compiled code). A small pool: valgrind cannot map the default one's address space.
+CALLGRIND_ROUNDS ?= 20000
+CALLGRIND_DIR := target/callgrind
+.PHONY: callgrind
+callgrind: build agents
+	@command -v valgrind >/dev/null || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind || \
+		{ $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind; }; }
+	@mkdir -p $(CALLGRIND_DIR)
+	@for rounds in $(CALLGRIND_ROUNDS) $$(( $(CALLGRIND_ROUNDS) * 2 )); do \
+		printf '%s\n' '[host]' 'data_dir = "data"' 'max_agents = 8' 'interpreter_agents = 1' \
+			'max_memory = "16MiB"' 'memory_reservation = "16MiB"' 'memory_guard = "0B"' '[modules]' \
+			"ping-pong = \"$(CURDIR)/target/wasm32-wasip2/agent/ping_pong.wasm\"" \
+			'[[agent]]' 'name = "pong"' 'module = "ping-pong"' 'restart = "transient"' 'significant = true' \
+			'grants = ["messaging"]' 'config = { role = "pong" }' \
+			'[[agent]]' 'name = "ping"' 'module = "ping-pong"' 'restart = "transient"' 'significant = true' \
+			'grants = ["messaging", "logging"]' "config = { role = \"ping\", peer = \"pong\", rounds = \"$$rounds\" }" \
+			'[supervisor]' 'auto_shutdown = "all_significant"' > $(CALLGRIND_DIR)/pair-$$rounds.toml; \
+		valgrind --tool=none -q $(AGORA) run -q $(CALLGRIND_DIR)/pair-$$rounds.toml >/dev/null || exit 1; \
+		valgrind --tool=callgrind --callgrind-out-file=$(CALLGRIND_DIR)/pair-$$rounds.out \
+			$(AGORA) run -q $(CALLGRIND_DIR)/pair-$$rounds.toml 2>&1 | grep 'refs:' | tr -d ',' | \
+			awk '{ print $$NF }' > $(CALLGRIND_DIR)/pair-$$rounds.refs || exit 1; \
+	done
+	@small=$$(cat $(CALLGRIND_DIR)/pair-$(CALLGRIND_ROUNDS).refs); \
+		large=$$(cat $(CALLGRIND_DIR)/pair-$$(( $(CALLGRIND_ROUNDS) * 2 )).refs); \
+		echo "instructions per message: $$(( (large - small) / ($(CALLGRIND_ROUNDS) * 2) )) \
+			(callgrind, one pair; profiles in $(CALLGRIND_DIR)/, callgrind_annotate reads them)"
