@@ -145,6 +145,29 @@ fn call_times_out_when_no_reply_comes() {
 }
 
 #[test]
+fn each_call_times_out_after_its_own_timeout_after_a_longer_one() {
+    // An agent's calls share one timer, moved at each call: a short timeout after a long one
+    // must still end the short call in time (`slow` would answer after a second).
+    let run = Scenario::finite(
+        "",
+        &format!(
+            "[defaults]\n{GRANT_ALL}\n\
+             [[agent]]\nname = \"slow\"\nmodule = \"misbehave\"\n\
+             [[agent]]\nname = \"probe\"\nmodule = \"probe\"\n\
+             config = {{ script = \"call slow tick 30000; call slow sleep:1000 200; call slow tick 5000; \
+             call slow ignore 300; send slow stop; stop\" }}\n"
+        ),
+    )
+    .run();
+    run.assert_success();
+    assert_eq!(run.outcome("probe", "call slow tick 30000"), "reply 1");
+    assert_eq!(run.outcome("probe", "call slow sleep:1000 200"), "error timeout");
+    // Answered once the sleep is over; then a timeout again after a longer call.
+    assert_eq!(run.outcome("probe", "call slow tick 5000"), "reply 2");
+    assert_eq!(run.outcome("probe", "call slow ignore 300"), "error timeout");
+}
+
+#[test]
 fn oversized_messages_are_refused_with_the_limit() {
     // Sends, calls, replies (returned or through the `reply` import) and publishes alike.
     let big = "x".repeat(1025);

@@ -81,7 +81,10 @@ impl messaging::Host for View<'_, Messaging> {
         if target == self.id {
             return Err(Error::Invalid("an agent cannot call itself: it handles one message at a time".into()));
         }
-        self.host.router.call(Some(self.id), target, payload, millis(timeout_ms)).await
+        self.host
+            .router
+            .call_timed(Some(self.id), target, payload, millis(timeout_ms), &mut self.state.call_timer)
+            .await
     }
 
     fn reply(&mut self, correlation: u64, payload: Vec<u8>) -> Result<(), Error> {

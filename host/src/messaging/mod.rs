@@ -253,6 +253,38 @@ impl Router {
         }
     }
 
+    /// As [`Router::call`], timed by the calling agent's own `timer`, kept from one call to
+    /// the next: a later deadline only moves the registered timer's expiry (an atomic store),
+    /// where a new timeout per call takes the runtime's handle, allocates, and inserts into and
+    /// removes from the timer wheel, waking the worker parked on it whenever the wheel was
+    /// empty. Its last deadline stays registered after the call; when it passes, the agent's
+    /// task is polled once for nothing.
+    pub async fn call_timed(
+        &self,
+        sender: Option<AgentId>,
+        to: AgentId,
+        payload: Vec<u8>,
+        timeout: Duration,
+        timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    ) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        let message = Message { sender, topic: None, body: Body::Bytes(payload), reply: Some(reply) };
+        self.try_deliver(to, message)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timer = match timer {
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        tokio::select! {
+            biased;
+            reply = answer => reply.unwrap_or(Err(Error::Stopped)),
+            () = timer.as_mut() => Err(Error::Timeout),
+        }
+    }
+
     /// Enqueue without waiting.
     pub fn try_deliver(&self, to: AgentId, message: Message) -> Result<(), Error> {
         self.check_refusing(to)?;
@@ -395,6 +427,8 @@ pub struct AgentMessaging {
     next_correlation: u64,
     /// Topics to leave when the agent exits.
     pub topics: Vec<Arc<str>>,
+    /// The timer of this agent's calls, made at its first ([`Router::call_timed`]).
+    pub call_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Above this many unanswered calls, forget those whose callers have stopped waiting.
