@@ -386,6 +386,20 @@ fn host_counters(runtime: &Runtime) -> String {
     for (phase, count) in runtime.directory.by_phase() {
         text.push_str(&format!("{name}{{state=\"{}\"}} {count}\n", phase.name()));
     }
+    let warm = runtime.warm.statuses();
+    if !warm.is_empty() {
+        let gauges: [(&str, &str, fn(&(String, usize, usize)) -> usize); 2] = [
+            ("agora_warm_instances", "Instances of a module instantiated ahead and waiting (warm)", |w| w.1),
+            ("agora_warm_target", "Instances a module keeps warm (modules.<name>.warm or host.warm)", |w| w.2),
+        ];
+        for (name, help, value) in gauges {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for module in &warm {
+                let label = crate::capabilities::telemetry::summary::escape(&module.0);
+                text.push_str(&format!("{name}{{module=\"{label}\"}} {}\n", value(module)));
+            }
+        }
+    }
     text
 }
 

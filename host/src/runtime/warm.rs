@@ -104,6 +104,14 @@ impl WarmPools {
         self.shelf(name).is_some_and(|shelf| lock(&shelf.ready).len() >= shelf.target)
     }
 
+    /// Every module kept warm, by name: its warm instances now and its target.
+    pub fn statuses(&self) -> Vec<(String, usize, usize)> {
+        let mut all: Vec<_> =
+            self.shelves.iter().map(|shelf| (shelf.key().clone(), lock(&shelf.ready).len(), shelf.target)).collect();
+        all.sort();
+        all
+    }
+
     /// Module `name`'s warm instances now and its target, if it is kept warm.
     pub fn status(&self, name: &str) -> Option<(usize, usize)> {
         self.shelf(name).map(|shelf| (lock(&shelf.ready).len(), shelf.target))

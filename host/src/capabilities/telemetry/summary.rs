@@ -170,7 +170,7 @@ pub fn render<'a, S: Samples + 'a>(
 }
 
 /// A label value as the text format wants it.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
