@@ -388,15 +388,16 @@ fn host_counters(runtime: &Runtime) -> String {
     }
     let warm = runtime.warm.statuses();
     if !warm.is_empty() {
-        let gauges: [(&str, &str, fn(&(String, usize, usize)) -> usize); 2] = [
-            ("agora_warm_instances", "Instances of a module instantiated ahead and waiting (warm)", |w| w.1),
-            ("agora_warm_target", "Instances a module keeps warm (modules.<name>.warm or host.warm)", |w| w.2),
-        ];
-        for (name, help, value) in gauges {
+        let ready: Vec<(&str, usize)> = warm.iter().map(|(module, ready, _)| (module.as_str(), *ready)).collect();
+        let target: Vec<(&str, usize)> = warm.iter().map(|(module, _, target)| (module.as_str(), *target)).collect();
+        for (name, help, values) in [
+            ("agora_warm_instances", "Instances of a module instantiated ahead and waiting (warm)", ready),
+            ("agora_warm_target", "Instances a module keeps warm (modules.<name>.warm or host.warm)", target),
+        ] {
             text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-            for module in &warm {
-                let label = crate::capabilities::telemetry::summary::escape(&module.0);
-                text.push_str(&format!("{name}{{module=\"{label}\"}} {}\n", value(module)));
+            for (module, value) in values {
+                let label = crate::capabilities::telemetry::summary::escape(module);
+                text.push_str(&format!("{name}{{module=\"{label}\"}} {value}\n"));
             }
         }
     }
