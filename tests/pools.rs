@@ -213,3 +213,30 @@ fn a_pool_that_fails_is_restarted_by_the_root_with_fresh_workers() {
     }
     assert_eq!(run.outcomes("user", "checkout p 0")[1], "worker p.1");
 }
+
+#[test]
+fn metrics_show_each_pools_workers_by_state() {
+    // One worker of two checked out and held while /metrics is read.
+    let manifest = format!(
+        "{}\n{}{}",
+        common::header("admin = \"127.0.0.1:0\""),
+        pool("held", 2, 1, ""),
+        probe("holder", GRANTS, "checkout held 0; sleep 60000; stop"),
+    );
+    let (mut child, mut lines, mut seen, address) = common::until_admin_listens(Scenario::new(&manifest).spawn());
+    common::wait_for_event(&mut lines, &mut seen, |e| {
+        e["event"] == "agent_log"
+            && e["message"].as_str().is_some_and(|m| m.starts_with("probe: checkout held 0 => worker "))
+    });
+    let metrics = common::metrics(&address);
+    common::terminate(&child);
+    child.wait().unwrap();
+    for line in [
+        "agora_pool_workers{pool=\"held\",state=\"available\"} 1",
+        "agora_pool_workers{pool=\"held\",state=\"checked_out\"} 1",
+        "agora_pool_overflow{pool=\"held\"} 0",
+        "agora_pool_waiting{pool=\"held\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line:?} in:\n{metrics}");
+    }
+}

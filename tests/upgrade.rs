@@ -488,20 +488,8 @@ fn after_a_load_the_old_versions_warm_instances_are_dropped_and_the_new_one_is_k
         std::thread::sleep(Duration::from_millis(20));
     }
     // The same, for Prometheus.
-    let metrics = metrics_text(&host.address);
+    let metrics = common::metrics(&host.address);
     for line in ["agora_warm_instances{module=\"counter\"} 2", "agora_warm_target{module=\"counter\"} 2"] {
         assert!(metrics.lines().any(|l| l == line), "{line:?} in:\n{metrics}");
     }
-}
-
-/// `GET /metrics` (no token needed), its body.
-fn metrics_text(address: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }

@@ -404,6 +404,38 @@ fn host_counters(runtime: &Runtime) -> String {
     text
 }
 
+/// Each worker pool's workers, as `agora_pool_workers{pool, state}` (available, checked_out),
+/// its overflow workers and its waiting checkouts.
+async fn pool_gauges(runtime: &Runtime) -> String {
+    let pools = runtime.services.pools.statuses(std::time::Duration::from_secs(1)).await;
+    if pools.is_empty() {
+        return String::new();
+    }
+    let label = crate::capabilities::telemetry::summary::escape;
+    let mut text = String::new();
+    let name = "agora_pool_workers";
+    text.push_str(&format!(
+        "# HELP {name} A worker pool's running workers, free or checked out\n# TYPE {name} gauge\n"
+    ));
+    for (pool, status) in &pools {
+        let pool = label(pool);
+        for (state, count) in [("available", status.available), ("checked_out", status.checked_out)] {
+            text.push_str(&format!("{name}{{pool=\"{pool}\",state=\"{state}\"}} {count}\n"));
+        }
+    }
+    for (name, help, value) in [
+        ("agora_pool_overflow", "Overflow workers of a pool running now (all checked out)", 0),
+        ("agora_pool_waiting", "Checkouts waiting for a worker of a pool", 1),
+    ] {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (pool, status) in &pools {
+            let count = if value == 0 { status.overflow } else { status.waiting };
+            text.push_str(&format!("{name}{{pool=\"{}\"}} {count}\n", label(pool)));
+        }
+    }
+    text
+}
+
 /// The routes, matched exactly: `/config` and `/config/<path>`, never `/configX`.
 enum Route {
     Health,
@@ -432,6 +464,7 @@ async fn serve(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<B
         (Method::GET, Route::Metrics) => {
             let mut exposition = runtime.services.telemetry.render();
             exposition.push_str(&host_counters(runtime));
+            exposition.push_str(&pool_gauges(runtime).await);
             let mut response = text(StatusCode::OK, exposition);
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,

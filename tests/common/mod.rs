@@ -493,6 +493,18 @@ async fn serve_connection<S>(
         .await;
 }
 
+/// `GET /metrics` on an admin endpoint (no token needed): the body.
+pub fn metrics(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
 /// One admin API request over loopback with a bearer token: the status and the JSON body.
 pub fn api(address: &str, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     use std::io::{Read, Write};

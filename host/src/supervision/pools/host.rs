@@ -58,6 +58,21 @@ impl PoolDirectory {
     pub async fn status(&self, name: &str) -> Result<PoolStatus, PoolError> {
         Self::ask(&self.pool(name)?, |reply| Request::Status { reply }).await
     }
+
+    /// Every running pool's status, by name; a pool that does not answer within `patience`
+    /// is left out (its task is busy or stopping), so that a reader never waits on one.
+    pub async fn statuses(&self, patience: Duration) -> Vec<(String, PoolStatus)> {
+        let pools: Vec<(String, Listed)> = self.pools.iter().map(|p| (p.key().clone(), p.value().clone())).collect();
+        let mut all = Vec::with_capacity(pools.len());
+        for (name, pool) in pools {
+            let asked = Self::ask(&pool, |reply| Request::Status { reply });
+            if let Ok(Ok(status)) = tokio::time::timeout(patience, asked).await {
+                all.push((name, status));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
 }
 
 /// The pools an agent has checked out from (each named once).
