@@ -906,9 +906,9 @@ impl Instance {
         let candidate = self.can_hibernate();
         // A durable agent's state is written between two messages, which a batch has none of;
         // an injected fault must fire at its own message.
-        let batching = self.store.data().spec.durable.is_none()
-            && !injecting
-            && self.store.data().runtime.max_batch.load(std::sync::atomic::Ordering::Relaxed) > 1;
+        // (`host.max_batch` is read per message, where a batch may start: a reload applies to
+        // running agents too.)
+        let batching = self.store.data().spec.durable.is_none() && !injecting;
         let mut used = false;
         // The message that woke the agent from hibernation, handled before any other.
         let mut woken: Option<Message> = first;
@@ -1039,7 +1039,9 @@ impl Instance {
     /// `left`: how many wait behind it in the mailbox.
     async fn handle(&mut self, booted: &Booted, message: Message, left: usize, batching: bool) -> Result<(), Fault> {
         let delivery = self.prepare(message);
-        match booted.batch.as_ref().filter(|_| batching && left > 0) {
+        let batching =
+            batching && left > 0 && self.store.data().runtime.max_batch.load(std::sync::atomic::Ordering::Relaxed) > 1;
+        match booted.batch.as_ref().filter(|_| batching) {
             Some(handle_batch) => self.deliver_batch(handle_batch, delivery, left).await,
             None => self.deliver(&booted.agent, &delivery).await,
         }

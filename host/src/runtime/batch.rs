@@ -119,15 +119,9 @@ fn next(mut store: StoreContextMut<'_, AgentState>, done: Outcome) -> Option<Ite
         AllHooks::after(store.as_context_mut());
     }
     let state = store.data_mut();
-    let inbox = state.batch.inbox.as_ref();
     // One clock read per item: this one's end is the next one's start.
     let now = quanta::Instant::now();
-    state.stats.handled(
-        now.saturating_duration_since(current.started),
-        || inbox.map_or(0, Inbox::len),
-        state.memory.peak(),
-        state.budget.ticks,
-    );
+    super::agent::record_handle(state, now.saturating_duration_since(current.started), state.batch.inbox.as_ref());
     if current.batched {
         state.stats.batched_one();
     }

@@ -15,11 +15,17 @@ use crate::capabilities::{AllHooks, Gate};
 /// Ready the store for one callback.
 #[inline]
 pub fn arm(store: &mut Store<AgentState>) -> Result<(), Box<Gate>> {
+    arm_context(store.as_context_mut())
+}
+
+/// [`arm`], on a store's context (a host function has no more).
+#[inline]
+fn arm_context(mut store: StoreContextMut<'_, AgentState>) -> Result<(), Box<Gate>> {
     let state = store.data_mut();
     state.budget.ticks = 0;
     state.budget.meter.reset();
     store.set_epoch_deadline(1);
-    AllHooks::before(store.as_context_mut())
+    AllHooks::before(store)
 }
 
 /// After a callback, whatever its outcome: the `after` hooks, then a failure classified.
@@ -32,13 +38,10 @@ pub fn finish<T>(store: &mut Store<AgentState>, outcome: wasmtime::Result<T>, du
 /// The next item of a batch ([`super::batch`]) is a callback of its own: the full CPU budget
 /// from now, a deadline one tick away, the `before` hooks.
 #[inline]
-pub fn arm_next(mut store: StoreContextMut<'_, AgentState>) -> Result<(), Box<Gate>> {
-    let state = store.data_mut();
-    state.budget.ticks = 0;
-    state.budget.meter.reset();
-    state.budget.meter.poll_started();
-    store.set_epoch_deadline(1);
-    AllHooks::before(store)
+pub fn arm_next(store: StoreContextMut<'_, AgentState>) -> Result<(), Box<Gate>> {
+    // Within one poll of the batch's call: the CPU meter's segment starts again here too.
+    store.data().budget.meter.poll_started();
+    arm_context(store)
 }
 
 /// A callback's failure classified as a fault (`during`: the callback, for its message).
