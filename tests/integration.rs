@@ -8,6 +8,7 @@ mod admin;
 mod batches;
 mod chaos;
 mod cli;
+mod cluster;
 mod coordination;
 mod crash;
 mod dashboard;

@@ -33,6 +33,7 @@ pub mod bench;
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;
+pub mod cluster;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod infra;

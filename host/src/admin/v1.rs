@@ -217,6 +217,14 @@ async fn serve_whole(runtime: &Arc<Runtime>, token: &str, request: Request<Incom
             None => not_found(name),
         },
         (Method::GET, ["economy"]) => economy(runtime),
+        (Method::GET, ["cluster"]) => match runtime.cluster.get() {
+            Some(cluster) => json_response(StatusCode::OK, &cluster.describe()),
+            None => failure(
+                StatusCode::NOT_FOUND,
+                "not-clustered",
+                "this host runs alone (`agora run --cluster nats://HOST:PORT --node NAME` joins a cluster)",
+            ),
+        },
         (Method::POST, ["agents", name, action @ ("call" | "send" | "kill")]) => {
             let name = name.to_string();
             let action = action.to_string();
@@ -376,6 +384,7 @@ pub(super) fn status_value(runtime: &Runtime) -> Value {
             { "class": "interpreter", "agents": interpreter, "slots": runtime.settings.interpreter_agents },
         ],
         "memory_bytes": crate::infra::resident_bytes(),
+        "cluster": runtime.cluster.get().map(|c| json!({ "name": c.settings.name, "node": c.node(), "incarnation": c.incarnation })),
     })
 }
 

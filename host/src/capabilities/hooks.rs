@@ -145,6 +145,11 @@ pub enum HostEvent<'a> {
         id: AgentId,
         micros: u64,
     },
+    /// The cluster changed: `node_up`, `node_down`, `leader_elected`, `child_assigned`.
+    Cluster {
+        kind: &'static str,
+        detail: &'a serde_json::Value,
+    },
 }
 
 /// What is known about an agent when it exits.

@@ -70,6 +70,16 @@ enum Command {
         /// How long each `--call` waits for its reply.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
         call_timeout: std::time::Duration,
+        /// Join the cluster whose NATS server is here (`nats://HOST:PORT`), over `[cluster] url`.
+        #[arg(long, value_name = "URL")]
+        cluster: Option<String>,
+        /// This host's node name in the cluster, over `[cluster] node`.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// Keep this host's data here instead of at `host.data_dir` (several hosts of one
+        /// manifest on one machine need one each).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Read or change the config of a running host, through its admin endpoint.
     Config {
@@ -131,6 +141,16 @@ enum Command {
     },
     /// Show the running host's supervision tree.
     Tree {
+        /// The manifest (default: `agora.toml` in this directory).
+        manifest: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: operate::Reach,
+    },
+    /// The running host's cluster: its nodes (up or down), the leader, and which node runs each
+    /// of the root's children.
+    Cluster {
         /// The manifest (default: `agora.toml` in this directory).
         manifest: Option<PathBuf>,
         #[arg(long)]
@@ -295,8 +315,10 @@ pub fn main() -> ExitCode {
     // spawns then start on the same worker's queue instead of waking a parked thread per spawn.
     let command = runtime.spawn(async move {
         match cli.command {
-            Command::Run { manifest, admin, call, call_timeout } => {
-                run(manifest_path(manifest)?, admin, Calls { calls: call, timeout: call_timeout }, cli.log_format).await
+            Command::Run { manifest, admin, call, call_timeout, cluster, node, data_dir } => {
+                let calls = Calls { calls: call, timeout: call_timeout };
+                let place = Placement { cluster, node, data_dir };
+                run(manifest_path(manifest)?, admin, calls, place, cli.log_format).await
             }
             Command::Config { action } => config(action).await,
             Command::New { name, lang, dir } => new::new(&name, lang, dir),
@@ -310,6 +332,7 @@ pub fn main() -> ExitCode {
             Command::Restart { words, reach } => operated(operate::stop(words, &reach, true).await),
             Command::Forget { words, reach } => operated(operate::forget(words, &reach).await),
             Command::Tree { manifest, json, reach } => operated(operate::tree(manifest, &reach, json).await),
+            Command::Cluster { manifest, json, reach } => operated(operate::cluster(manifest, &reach, json).await),
             Command::Events { manifest, filter, json, reach } => {
                 operated(operate::events(manifest, &reach, &filter, json).await)
             }
@@ -421,13 +444,26 @@ impl Calls {
     }
 }
 
+/// `agora run`'s flags that say where this host runs: its cluster, node and data.
+struct Placement {
+    cluster: Option<String>,
+    node: Option<String>,
+    data_dir: Option<PathBuf>,
+}
+
 async fn run(
     path: PathBuf,
     admin: Option<crate::admin::Address>,
     calls: Calls,
+    place: Placement,
     format: LogFormat,
 ) -> anyhow::Result<ExitCode> {
-    let manifest = Manifest::load(&path)?;
+    let mut manifest = Manifest::load(&path)?;
+    if let Some(dir) = place.data_dir {
+        manifest.host.data_dir = dir;
+    }
+    let cluster = crate::cluster::RawClusterSettings::resolve(manifest.cluster.as_ref(), place.cluster, place.node)
+        .map_err(|(key, message)| anyhow::anyhow!("{}: `cluster.{key}`: {message}", path.display()))?;
     // Before any store opens: a second host on the same data is refused, naming the first.
     let mut lock = HostLock::acquire(&manifest.host.data_dir, &path)?;
     let runtime = Arc::new(Runtime::for_manifest(&manifest)?);
@@ -460,7 +496,31 @@ async fn run(
         }
     };
     crate::runtime::warm::WarmPools::fill_now(&runtime).await;
-    let outcome = supervision::run(runtime.clone(), &manifest.root, stop).await;
+    let outcome = match cluster {
+        None => supervision::run(runtime.clone(), &manifest.root, stop).await,
+        Some(settings) => {
+            let cluster = runtime.join_cluster(settings, crate::cluster::placed_children(&manifest)).await?;
+            cluster.set_admin(admin.as_ref().map(ToString::to_string));
+            // The root starts with the children placed here now; the rest follow the placement.
+            let mut root = manifest.root.clone();
+            root.children = cluster.placed_here();
+            // Once the root has registered (as it starts), its children follow the placement.
+            let placed = {
+                let (runtime, cluster, name) = (runtime.clone(), cluster.clone(), root.name.clone());
+                async move {
+                    while !runtime.supervisors.contains_key(&name) {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    crate::cluster::keep_placed(runtime, cluster, name).await;
+                }
+            };
+            let placed = tokio::spawn(placed);
+            let outcome = supervision::run(runtime.clone(), &root, stop).await;
+            placed.abort();
+            cluster.leave().await;
+            outcome
+        }
+    };
     // Each warm store holds the runtime; nothing will take them now.
     runtime.warm.clear();
     let reason = match &outcome {

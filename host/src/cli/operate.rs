@@ -300,6 +300,45 @@ pub async fn tree(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyh
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn cluster(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (address, token) = reach(manifest, how)?;
+    let cluster = api(&address, &token, Method::GET, "/v1/cluster", Vec::new()).await?;
+    if as_json {
+        println!("{cluster}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = |v: &Value| v.as_str().map_or_else(|| "-".to_string(), str::to_string);
+    println!(
+        "cluster {} · this node {} (incarnation {}) · leader {}{}",
+        text(&cluster["cluster"]),
+        text(&cluster["node"]),
+        cluster["incarnation"],
+        text(&cluster["leader"]),
+        if cluster["isolated"] == true { " · ISOLATED: cannot reach the NATS server" } else { "" }
+    );
+    println!("{:<16} {:<6} {:>11} {:>10}  ADMIN", "NODE", "STATE", "INCARNATION", "SEEN");
+    for node in cluster["nodes"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<16} {:<6} {:>11} {:>8}ms  {}",
+            text(&node["name"]),
+            if node["up"] == true { "up" } else { "down" },
+            node["incarnation"],
+            node["last_seen_ms"],
+            text(&node["admin"])
+        );
+    }
+    println!("{:<24} NODE", "CHILD");
+    for placed in cluster["placement"].as_array().cloned().unwrap_or_default() {
+        let node = match (placed["node"].as_str(), placed["node_up"] == true) {
+            (Some(node), true) => node.to_string(),
+            (Some(node), false) => format!("{node} (down: waiting for a node)"),
+            (None, _) => "(unplaced: no node it may run on is up)".to_string(),
+        };
+        println!("{:<24} {node}", text(&placed["child"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn modules(manifest: Option<PathBuf>, how: &Reach, as_json: bool) -> anyhow::Result<ExitCode> {
     let (address, token) = reach(manifest, how)?;
     let listed = api(&address, &token, Method::GET, "/v1/modules", Vec::new()).await?;

@@ -40,6 +40,10 @@ pub struct Manifest {
     /// The host services' sections: `[config]`, `[events]`, `[telemetry]`, `[rate_limits.*]`,
     /// `[outbound.*]`.
     pub services: ServiceSections,
+    /// `[cluster]`, as written (`agora run --cluster/--node` may complete it).
+    pub cluster: Option<crate::cluster::RawClusterSettings>,
+    /// Where each of the root's children may run in a cluster (by name; pools run anywhere).
+    pub placement: BTreeMap<String, crate::cluster::placement::Placement>,
 }
 
 /// Process-wide settings: they size the engine and its instance pool.
@@ -302,7 +306,7 @@ impl fmt::Display for ManifestError {
 impl std::error::Error for ManifestError {}
 
 /// The core's keys; the capabilities' sections are parsed beside them ([`ServiceSections`]).
-const CORE_KEYS: &[&str] = &["host", "defaults", "modules", "supervisor", "agent"];
+const CORE_KEYS: &[&str] = &["host", "defaults", "modules", "supervisor", "agent", "cluster"];
 
 #[derive(Deserialize, Default)]
 struct RawManifest {
@@ -315,6 +319,7 @@ struct RawManifest {
     supervisor: Option<tree::RawChild>,
     #[serde(default, rename = "agent")]
     agents: Vec<tree::RawChild>,
+    cluster: Option<crate::cluster::RawClusterSettings>,
 }
 
 fn read(path: &Path) -> Result<String, ManifestError> {
@@ -491,8 +496,20 @@ impl Manifest {
             services: &services,
             defaults,
             names: BTreeMap::new(),
+            placement: BTreeMap::new(),
         };
         let root = builder.root(raw.supervisor, raw.agents)?;
+        let placement = std::mem::take(&mut builder.placement);
+        let mut cluster = raw.cluster;
+        if let Some(section) = &mut cluster {
+            section.credentials = section.credentials.as_deref().map(resolve);
+            // What --cluster and --node may still give is not asked of the file.
+            let url = section.url.clone().or(Some("nats://127.0.0.1:4222".into()));
+            let node = section.node.clone().or(Some("node".into()));
+            if let Err((key, message)) = crate::cluster::RawClusterSettings::resolve(Some(section), url, node) {
+                return Err(locate.section_error("cluster", &format!("cluster.{key}"), message));
+            }
+        }
         Ok(Manifest {
             path: path.to_path_buf(),
             host,
@@ -502,6 +519,8 @@ impl Manifest {
             root,
             defaults: limits,
             services,
+            cluster,
+            placement,
         })
     }
 

@@ -224,7 +224,7 @@ impl SupervisorSpec {
 /// unknown-key error with its line, and mixing the two kinds is caught with a clear message.
 /// The keys of a child table that agents and supervisors share, and each one's own: for error
 /// messages that list only what applies.
-pub(super) const CHILD_KEYS: &[&str] = &["name", "restart", "shutdown", "significant"];
+pub(super) const CHILD_KEYS: &[&str] = &["name", "restart", "shutdown", "significant", "node", "nodes", "placement"];
 pub(super) const AGENT_KEYS: &[&str] = &[
     "module",
     "config",
@@ -250,6 +250,10 @@ pub(super) struct RawChild {
     restart: Option<Spanned<Restart>>,
     shutdown: Option<Shutdown>,
     significant: Option<Spanned<bool>>,
+    // Where a root child runs in a cluster.
+    node: Option<Spanned<String>>,
+    nodes: Option<Spanned<Vec<String>>>,
+    placement: Option<Spanned<String>>,
     // Agents.
     module: Option<Spanned<String>>,
     config: Option<Spanned<toml::Table>>,
@@ -300,6 +304,8 @@ pub(super) struct RawDefaults {
     significant: Option<Spanned<bool>>,
 }
 
+use crate::cluster::placement::Placement;
+
 const AGENT_SHUTDOWN: Shutdown = Shutdown::Timeout(Duration::from_secs(5));
 
 /// Resolves raw child tables into specs, checking names, modules and values as it goes.
@@ -314,6 +320,8 @@ pub(super) struct TreeBuilder<'a> {
     pub defaults: &'a RawDefaults,
     /// Every name in the tree, with where it was first declared.
     pub names: BTreeMap<String, usize>,
+    /// Where each root child may run in a cluster.
+    pub placement: BTreeMap<String, Placement>,
 }
 
 impl TreeBuilder<'_> {
@@ -338,11 +346,52 @@ impl TreeBuilder<'_> {
         }
         let name = raw.name.take().map_or_else(|| "root".to_string(), Spanned::into_inner);
         self.names.insert(name.clone(), 0);
+        for (index, child) in raw.children.iter_mut().flatten().enumerate() {
+            let placement = self.placement(child, &format!("{children_key}[{index}]"))?;
+            if let Some(name) = &child.name {
+                self.placement.insert(name.get_ref().clone(), placement);
+            }
+        }
         // Pools first: they start before the agents that check workers out, and stop after them.
         let pools = self.pools()?;
         let mut root = self.supervisor(name, raw, "supervisor", children_key)?;
         root.children.splice(0..0, pools);
         Ok(root)
+    }
+
+    /// A root child's `node`, `nodes` or `placement` (at most one of them), taken out of it.
+    fn placement(&self, raw: &mut RawChild, scope: &str) -> Result<Placement, ManifestError> {
+        let (node, nodes, any) = (raw.node.take(), raw.nodes.take(), raw.placement.take());
+        let given = [node.as_ref().map(|n| n.span()), nodes.as_ref().map(|n| n.span()), any.as_ref().map(|n| n.span())];
+        let mut spans = given.into_iter().flatten();
+        if let (Some(_), Some(second)) = (spans.next(), spans.next()) {
+            return Err(self.error(second, &format!("{scope}.node"), "say one of `node`, `nodes` and `placement`"));
+        }
+        let check = |name: &str, span: std::ops::Range<usize>, key: &str| {
+            crate::cluster::settings::check_cluster_name("node name", name)
+                .map_err(|why| self.error(span, &format!("{scope}.{key}"), why))
+        };
+        if let Some(node) = node {
+            check(node.get_ref(), node.span(), "node")?;
+            return Ok(Placement::Node(node.into_inner()));
+        }
+        if let Some(nodes) = nodes {
+            if nodes.get_ref().is_empty() {
+                return Err(self.error(nodes.span(), &format!("{scope}.nodes"), "name at least one node"));
+            }
+            for name in nodes.get_ref() {
+                check(name, nodes.span(), "nodes")?;
+            }
+            return Ok(Placement::Nodes(nodes.into_inner()));
+        }
+        match any {
+            Some(any) if any.get_ref() != "any" => Err(self.error(
+                any.span(),
+                &format!("{scope}.placement"),
+                format!("{:?}: the only placement is \"any\" (or say `node` or `nodes`)", any.get_ref()),
+            )),
+            _ => Ok(Placement::Any),
+        }
     }
 
     /// `[pools.<name>]`, as children of the root.
@@ -524,6 +573,18 @@ impl TreeBuilder<'_> {
     }
 
     fn child(&mut self, mut raw: RawChild, scope: &str) -> Result<ChildSpec, ManifestError> {
+        let placed = [
+            ("node", raw.node.as_ref().map(|n| n.span())),
+            ("nodes", raw.nodes.as_ref().map(|n| n.span())),
+            ("placement", raw.placement.as_ref().map(|n| n.span())),
+        ];
+        if let Some((key, Some(span))) = placed.into_iter().find(|(_, span)| span.is_some()) {
+            return Err(self.error(
+                span,
+                &format!("{scope}.{key}"),
+                "only the root supervisor's children are placed on cluster nodes; a nested child runs beside its supervisor",
+            ));
+        }
         let Some(name) = raw.name.take() else {
             let span = raw.module.as_ref().map_or(0..0, |m| m.span());
             return Err(self.error(span, &format!("{scope}.name"), "every child needs a `name`"));

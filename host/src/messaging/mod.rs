@@ -30,7 +30,8 @@ pub const DEFAULT_MAILBOX_BYTES: usize = 64 << 20;
 /// Payloads this small are not counted against `mailbox_bytes`.
 const UNCOUNTED: usize = 256;
 
-/// Agent ids: the top 16 bits name the node (0 here), the rest are a per-node serial.
+/// Agent ids: bits 40-52 name the node's incarnation in a cluster (0 on a host alone; see
+/// [`crate::cluster::node_index`]), the low 40 bits are a per-incarnation serial.
 pub type AgentId = u64;
 
 /// The answer to a call: the reply payload, or why there is none.

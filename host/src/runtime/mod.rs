@@ -82,6 +82,8 @@ pub struct Runtime {
     pub max_batch: std::sync::atomic::AtomicU32,
     /// Every capability's shared state.
     pub services: Services,
+    /// This host's cluster membership, once it joined one (`agora run --cluster`).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     _tickers: [EpochTicker; 2],
 }
 
@@ -130,6 +132,7 @@ impl Runtime {
             live_set: Default::default(),
             snapshots: Default::default(),
             warm: Default::default(),
+            cluster: Default::default(),
             max_batch: std::sync::atomic::AtomicU32::new(settings.max_batch),
             engines,
             settings,
@@ -326,6 +329,26 @@ impl Runtime {
     }
 
     /// A fresh agent id; ids are never reused within a process.
+    /// Join the cluster of `settings`: from now on this host's ids carry its node index, and
+    /// its events journal what the cluster does.
+    pub async fn join_cluster(
+        self: &Arc<Self>,
+        settings: crate::cluster::ClusterSettings,
+        children: Vec<crate::cluster::PlacedChild>,
+    ) -> anyhow::Result<Arc<crate::cluster::Cluster>> {
+        let weak = Arc::downgrade(self);
+        let observer: crate::cluster::Observer = Box::new(move |event| {
+            if let Some(runtime) = weak.upgrade() {
+                runtime.observe(event);
+            }
+        });
+        let cluster = crate::cluster::Cluster::join(settings, children, observer).await?;
+        // Ids from here on carry the incarnation's index; none was taken before the join.
+        self.next_serial.store((cluster.index << crate::cluster::NODE_SHIFT) | 1, Ordering::Relaxed);
+        let _ = self.cluster.set(cluster.clone());
+        Ok(cluster)
+    }
+
     pub fn next_id(&self) -> AgentId {
         self.next_serial.fetch_add(1, Ordering::Relaxed)
     }

@@ -122,6 +122,11 @@ pub fn agent_woken(store: &EventStore, agent: &str, id: AgentId, micros: u64) {
     journal(store, "agent_woken", Some(agent), json!({ "id": id, "micros": micros }));
 }
 
+/// A cluster event (logged where it happens), journaled with the node it is about.
+pub fn cluster(store: &EventStore, kind: &str, detail: &serde_json::Value) {
+    journal(store, kind, None, detail.clone());
+}
+
 fn crashed(event: &str, report: &ExitReport, fault: &Fault) {
     let ExitReport { agent, id, restarts, undelivered, handled, batched, peak_memory, .. } = *report;
     let what = if event == "agent_start_failed" { "failed to start" } else { "crashed" };

@@ -148,6 +148,7 @@ impl Hooks for EventsService {
                 lifecycle::agent_hibernated(store, agent, id, state_bytes, durable)
             }
             HostEvent::AgentWoken { agent, id, micros } => lifecycle::agent_woken(store, agent, id, micros),
+            HostEvent::Cluster { kind, detail } => lifecycle::cluster(store, kind, detail),
         }
     }
 }

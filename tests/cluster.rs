@@ -1,0 +1,425 @@
+//! A cluster of real hosts over a real NATS server: every test starts its own `nats-server`
+//! (with JetStream, on a free loopback port, its store in a temporary directory) and three
+//! `agora run --cluster` processes of one manifest, and reads what each host says through its
+//! admin API and its JSON log.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{self, Lines, agora, api, lines_of, run_agora, terminate, wait_for_event};
+
+/// The NATS server the Makefile installs (`make nats`).
+fn nats_server() -> PathBuf {
+    let path = common::workspace().join(".toolchains/python/bin/nats-server");
+    assert!(path.is_file(), "{} is missing: `make nats` installs it", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A NATS server of the test's own, stopped when dropped.
+pub struct Nats {
+    child: Option<Child>,
+    pub port: u16,
+    store: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let store = tempfile::tempdir().unwrap();
+        let mut nats = Nats { child: None, port: free_port(), store };
+        nats.restart();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Start it (again, on the same port and store).
+    pub fn restart(&mut self) {
+        let child = Command::new(nats_server())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One host of the cluster: `agora run --cluster` on the shared manifest, with data of its own.
+pub struct Node {
+    pub name: String,
+    child: Child,
+    pub lines: Lines,
+    pub seen: Vec<Value>,
+    pub admin: String,
+    token: String,
+}
+
+impl Node {
+    pub fn start(manifest: &Path, nats: &Nats, name: &str, data: &Path) -> Node {
+        let mut child = agora()
+            .args(["run", "--log-format", "json", "--cluster", &nats.url(), "--node", name, "--admin", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data.join(name))
+            .arg(manifest)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = lines_of(&mut child);
+        let mut seen = Vec::new();
+        wait_for_event(&mut lines, &mut seen, |e| e["event"] == "admin_listening");
+        let admin = seen.last().unwrap()["address"].as_str().unwrap().to_string();
+        wait_for_event(&mut lines, &mut seen, |e| e["event"] == "cluster_joined");
+        let token = std::fs::read_to_string(data.join(name).join("admin.token")).unwrap();
+        Node { name: name.to_string(), child, lines, seen, admin, token }
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body) = api(&self.admin, &self.token, "GET", path, "");
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    pub fn cluster(&self) -> Value {
+        self.get("/v1/cluster")
+    }
+
+    /// The names of the agents running on this host.
+    pub fn agents(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.get("/v1/agents")["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for_event(&mut self.lines, &mut self.seen, &pred);
+        self.seen.last().unwrap().clone()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the process to end.
+    pub fn stop(&mut self) {
+        terminate(&self.child);
+        let deadline = Instant::now() + common::RUN_TIMEOUT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "node {} did not stop", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` until it holds (placement and membership settle within heartbeats), or panic
+/// with what it last saw.
+pub fn eventually<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> (bool, T)) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (done, seen) = check();
+        if done {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "{what}: never held; last saw {seen:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Which node runs each child, by the placement a node reports: `(child, node or "", node up)`.
+fn placement(node: &Node) -> Vec<(String, String, bool)> {
+    node.cluster()["placement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["child"].as_str().unwrap().to_string(),
+                p["node"].as_str().unwrap_or("").to_string(),
+                p["node_up"] == true,
+            )
+        })
+        .collect()
+}
+
+fn placed_on(node: &Node, child: &str) -> Option<String> {
+    placement(node).into_iter().find(|(c, _, up)| c == child && *up).map(|(_, n, _)| n)
+}
+
+fn up_nodes(node: &Node) -> Vec<String> {
+    let mut up: Vec<String> = node.cluster()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["up"] == true)
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    up.sort();
+    up
+}
+
+/// The cluster manifest: short heartbeats, so that failures show within a second or two.
+fn manifest(dir: &Path, cluster: &str, agents: &str) -> PathBuf {
+    let text = format!(
+        "[cluster]\nname = \"{cluster}\"\nheartbeat = \"200ms\"\nnode_timeout = \"1s\"\nsettle = \"3s\"\n\n\
+         [modules]\necho = {echo:?}\n\n[defaults]\ngrants = [\"messaging\", \"registry\"]\n\n{agents}",
+        echo = common::agent("echo").display().to_string(),
+    );
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const PLACED: &str = r#"
+[[agent]]
+name = "prefers-a"
+module = "echo"
+nodes = ["a", "b"]
+
+[[agent]]
+name = "only-a"
+module = "echo"
+node = "a"
+
+[[agent]]
+name = "temporary-on-a"
+module = "echo"
+restart = "temporary"
+nodes = ["a", "b"]
+
+[[agent]]
+name = "only-c"
+module = "echo"
+node = "c"
+
+[[agent]]
+name = "anywhere"
+module = "echo"
+"#;
+
+#[test]
+fn three_nodes_place_the_roots_children_and_move_a_killed_leaders_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let manifest = manifest(dir.path(), "placed", PLACED);
+    // a first, so that it leads; the others join within the leader's settle time.
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    a.wait_for(|e| e["event"] == "leading");
+    let b = Node::start(&manifest, &nats, "b", dir.path());
+    let c = Node::start(&manifest, &nats, "c", dir.path());
+    let all = ["anywhere", "only-a", "only-c", "prefers-a", "temporary-on-a"];
+    let nodes = [&a, &b, &c];
+    // Every node sees the same three members and the same placement, and runs what is its own.
+    for node in nodes {
+        eventually("three nodes up", || {
+            let up = up_nodes(node);
+            (up == ["a", "b", "c"], up)
+        });
+        let seen = eventually("every child placed", || {
+            let placed = placement(node);
+            (placed.iter().all(|(_, _, up)| *up) && placed.len() == all.len(), placed)
+        });
+        assert_eq!(node.cluster()["leader"], "a", "{seen:?}");
+    }
+    assert_eq!(placed_on(&b, "only-a").as_deref(), Some("a"));
+    assert_eq!(placed_on(&b, "prefers-a").as_deref(), Some("a"));
+    assert_eq!(placed_on(&b, "temporary-on-a").as_deref(), Some("a"));
+    assert_eq!(placed_on(&a, "only-c").as_deref(), Some("c"));
+    // `anywhere` went to the least loaded node at the time: b, which had none.
+    assert_eq!(placed_on(&a, "anywhere").as_deref(), Some("b"));
+    let mut total = 0;
+    for node in nodes {
+        let running = eventually("each child running where it is placed", || {
+            let mine: Vec<String> =
+                placement(node).into_iter().filter(|(_, n, _)| *n == node.name).map(|(c, _, _)| c).collect();
+            let running = node.agents();
+            let mut mine_sorted = mine.clone();
+            mine_sorted.sort();
+            (running == mine_sorted, (running, mine_sorted))
+        });
+        total += running.0.len();
+    }
+    assert_eq!(total, all.len(), "each child runs on exactly one node");
+    // Agent ids carry their node's index.
+    for node in nodes {
+        let index = node.cluster()["index"].as_u64().unwrap();
+        for agent in node.get("/v1/agents")["agents"].as_array().unwrap() {
+            assert_eq!(agent["id"].as_u64().unwrap() >> 40, index, "{agent}");
+        }
+    }
+    // The text view names every node and child.
+    let token = dir.path().join("b/admin.token").display().to_string();
+    let cli = run_agora(&["cluster", "--admin", &b.admin, "--token-file", &token]);
+    cli.assert_success();
+    for word in ["leader a", "only-c", "prefers-a"] {
+        assert!(cli.stdout.contains(word), "{word}: {}", cli.stdout);
+    }
+
+    // The leader dies: another node takes the lease, and a's work moves, but for its
+    // temporary child (never restarted, as a supervisor never restarts one) and the child
+    // that may run on a alone (it waits for a).
+    a.kill();
+    let (mut b, c) = (b, c);
+    b.wait_for(|e| e["event"] == "node_down" && e["node"] == "a");
+    let leader = eventually("a new leader", || {
+        let leader = b.cluster()["leader"].as_str().unwrap_or("").to_string();
+        (leader == "b" || leader == "c", leader)
+    });
+    assert_eq!(c.cluster()["leader"].as_str(), Some(leader.as_str()));
+    eventually("prefers-a moved to b", || {
+        let on = placed_on(&c, "prefers-a");
+        (on.as_deref() == Some("b"), on)
+    });
+    eventually("b runs prefers-a", || {
+        let running = b.agents();
+        (running.contains(&"prefers-a".to_string()), running)
+    });
+    let placed = placement(&c);
+    for waiting in ["only-a", "temporary-on-a"] {
+        let entry = placed.iter().find(|(child, ..)| child == waiting).unwrap();
+        assert_eq!((entry.1.as_str(), entry.2), ("a", false), "{waiting} stays with the dead a: {placed:?}");
+    }
+    assert!(!b.agents().iter().chain(c.agents().iter()).any(|n| n == "only-a" || n == "temporary-on-a"));
+
+    // a comes back, a new incarnation: what may run on a alone goes there; what moved stays; the
+    // temporary child of its previous run is not started again.
+    let a = Node::start(&manifest, &nats, "a", dir.path());
+    eventually("only-a back on the new a", || {
+        let running = a.agents();
+        (running == ["only-a"], running)
+    });
+    assert_eq!(placed_on(&c, "prefers-a").as_deref(), Some("b"), "no takeover");
+    let placed = placement(&c);
+    let temporary = placed.iter().find(|(child, ..)| child == "temporary-on-a").unwrap();
+    assert!(!temporary.2, "the temporary child of a's first run stays down: {placed:?}");
+}
+
+#[test]
+fn a_node_that_stops_leaves_at_once_and_its_name_is_refused_while_it_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let manifest = manifest(dir.path(), "leaving", PLACED);
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    let mut c = Node::start(&manifest, &nats, "c", dir.path());
+    eventually("c runs only-c", || {
+        let running = c.agents();
+        (running.contains(&"only-c".to_string()), running)
+    });
+    // A second host may not take a live node's name.
+    let second = common::run_command(
+        {
+            let mut command = agora();
+            command.args([
+                "run",
+                "--log-format",
+                "json",
+                "--cluster",
+                &nats.url(),
+                "--node",
+                "c",
+                "--admin",
+                "127.0.0.1:0",
+            ]);
+            command.arg("--data-dir").arg(dir.path().join("c2"));
+            command
+        },
+        &[manifest.to_str().unwrap()],
+    );
+    second.assert_failure();
+    assert!(second.stderr.contains("node name \"c\" is in use by a live host"), "{}", second.stderr);
+    // A graceful stop removes the heartbeat: a sees c leave, not lapse.
+    c.stop();
+    let down = a.wait_for(|e| e["event"] == "node_down" && e["node"] == "c");
+    assert_eq!(down["reason"], "left", "{down}");
+    let placed = placement(&a);
+    let only_c = placed.iter().find(|(child, ..)| child == "only-c").unwrap();
+    assert!(!only_c.2, "only-c waits for c: {placed:?}");
+    // Its events are in the event store too.
+    eventually("node_down in the event store", || {
+        let events = a.get("/v1/events?kind=node_down");
+        (events.to_string().contains("\\\"c\\\""), events)
+    });
+    a.stop();
+}
+
+#[test]
+fn cluster_settings_and_placement_are_checked_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = common::agent("echo").display().to_string();
+    let check = |text: &str| {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, format!("[modules]\necho = {echo:?}\n\n{text}")).unwrap();
+        run_agora(&["check", path.to_str().unwrap()])
+    };
+    let nested = check(
+        "[supervisor]\n[[supervisor.children]]\nname = \"inner\"\n[[supervisor.children.children]]\nname = \"e\"\nmodule = \"echo\"\nnode = \"a\"\n",
+    );
+    nested.assert_failure();
+    assert!(nested.stderr.contains("only the root supervisor's children are placed"), "{}", nested.stderr);
+    assert!(nested.stderr.contains("bad.toml:10"), "{}", nested.stderr);
+    let both = check("[[agent]]\nname = \"e\"\nmodule = \"echo\"\nnode = \"a\"\nnodes = [\"b\"]\n");
+    both.assert_failure();
+    assert!(both.stderr.contains("say one of `node`, `nodes` and `placement`"), "{}", both.stderr);
+    let placement = check("[[agent]]\nname = \"e\"\nmodule = \"echo\"\nplacement = \"everywhere\"\n");
+    placement.assert_failure();
+    assert!(placement.stderr.contains("`agent[0].placement`"), "{}", placement.stderr);
+    let timeout = check("[cluster]\nurl = \"nats://127.0.0.1:1\"\nheartbeat = \"1s\"\nnode_timeout = \"1s\"\n");
+    timeout.assert_failure();
+    assert!(timeout.stderr.contains("`cluster.node_timeout`"), "{}", timeout.stderr);
+    let url = check("[cluster]\nurl = \"http://127.0.0.1:1\"\n");
+    url.assert_failure();
+    assert!(url.stderr.contains("`cluster.url`"), "{}", url.stderr);
+    // Placement means nothing to a host alone: it runs every child.
+    let alone = check("[[agent]]\nname = \"e\"\nmodule = \"echo\"\nnode = \"a\"\n");
+    alone.assert_success();
+    // --node needs a cluster; an unreachable server is named.
+    let path = dir.path().join("bad.toml");
+    let lonely = run_agora(&["run", "--node", "a", path.to_str().unwrap()]);
+    lonely.assert_failure();
+    assert!(lonely.stderr.contains("--node needs a cluster to join"), "{}", lonely.stderr);
+    let port = free_port().to_string();
+    let url = format!("nats://127.0.0.1:{port}");
+    let unreachable = run_agora(&["run", "--cluster", &url, "--node", "a", path.to_str().unwrap()]);
+    unreachable.assert_failure();
+    assert!(unreachable.stderr.contains("cannot reach the cluster's NATS server"), "{}", unreachable.stderr);
+}
