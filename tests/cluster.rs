@@ -202,8 +202,10 @@ fn up_nodes(node: &Node) -> Vec<String> {
 fn manifest(dir: &Path, cluster: &str, agents: &str) -> PathBuf {
     let text = format!(
         "[cluster]\nname = \"{cluster}\"\nheartbeat = \"200ms\"\nnode_timeout = \"1s\"\nsettle = \"3s\"\n\n\
-         [modules]\necho = {echo:?}\n\n[defaults]\ngrants = [\"messaging\", \"registry\"]\n\n{agents}",
+         [modules]\necho = {echo:?}\nmisbehave = {misbehave:?}\n\n\
+         [defaults]\ngrants = [\"messaging\", \"registry\"]\n\n{agents}",
         echo = common::agent("echo").display().to_string(),
+        misbehave = common::agent("misbehave").display().to_string(),
     );
     let path = dir.join("cluster.toml");
     std::fs::write(&path, text).unwrap();
@@ -422,4 +424,112 @@ fn cluster_settings_and_placement_are_checked_where_they_are_written() {
     let unreachable = run_agora(&["run", "--cluster", &url, "--node", "a", path.to_str().unwrap()]);
     unreachable.assert_failure();
     assert!(unreachable.stderr.contains("cannot reach the cluster's NATS server"), "{}", unreachable.stderr);
+}
+
+impl Node {
+    /// Call a local agent through the admin API; its reply's text.
+    pub fn call(&self, agent: &str, text: &str) -> String {
+        let (status, body) = api(&self.admin, &self.token, "POST", &format!("/v1/agents/{agent}/call"), text);
+        assert_eq!(status, 200, "{agent} <- {text}: {body}");
+        body["reply"].as_str().unwrap().to_string()
+    }
+}
+
+const RELAYS: &str = r#"
+[[agent]]
+name = "relay-a"
+module = "misbehave"
+node = "a"
+
+[[agent]]
+name = "relay-b"
+module = "misbehave"
+node = "b"
+
+[[agent]]
+name = "target"
+module = "misbehave"
+node = "b"
+
+[[agent]]
+name = "echo-b"
+module = "echo"
+node = "b"
+
+[[agent]]
+name = "narrow"
+module = "misbehave"
+node = "b"
+mailbox = 1
+"#;
+
+#[test]
+fn messages_reach_agents_on_other_nodes_by_name_and_id_with_the_local_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let manifest = manifest(dir.path(), "relay", RELAYS);
+    let a = Node::start(&manifest, &nats, "a", dir.path());
+    let mut b = Node::start(&manifest, &nats, "b", dir.path());
+    eventually("b runs its four", || {
+        let running = b.agents();
+        (running.len() == 4, running)
+    });
+    eventually("relay-a runs on a", || {
+        let running = a.agents();
+        (running == ["relay-a"], running)
+    });
+    // A call by name to an agent of b, from an agent of a, and its reply.
+    assert_eq!(a.call("relay-a", "relay-call:echo-b:hello"), "ok:hello");
+    // Sends arrive in order and are handled; the count shows every one.
+    for _ in 0..3 {
+        assert_eq!(a.call("relay-a", "relay-send:target:tick"), "sent");
+    }
+    assert_eq!(a.call("relay-a", "relay-call:target:tick"), "ok:4");
+    // By id: the id that a lookup across the cluster gives.
+    let id = a.call("relay-a", "lookup:echo-b");
+    let id: u64 = id.strip_prefix("id:").unwrap_or_else(|| panic!("{id}")).parse().unwrap();
+    assert_eq!(id >> 40, b.cluster()["index"].as_u64().unwrap(), "the id carries b's index");
+    // Unknown names are not-found, as on one host.
+    assert_eq!(a.call("relay-a", "relay-call:nobody:x"), "error:Error::NotFound");
+    // A full mailbox on b is mailbox-full on a: `narrow` (one slot) sleeps on its first
+    // message; of the next two, the second finds the slot taken.
+    assert_eq!(a.call("relay-a", "relay-send:narrow:sleep:3000"), "sent");
+    let answers: Vec<String> = (0..3).map(|_| a.call("relay-a", "relay-send:narrow:tick")).collect();
+    assert!(answers.iter().any(|answer| answer == "error:Error::MailboxFull"), "{answers:?}");
+    assert_eq!(answers[0], "sent", "the slot was free for the first: {answers:?}");
+    // A payload over what the NATS server carries is too-large, with the limit.
+    let big = a.call("relay-a", "relay-big:echo-b:1048570");
+    assert!(big.starts_with("error:Error::TooLarge("), "{big}");
+    assert_eq!(a.call("relay-a", "relay-big:echo-b:1000"), "ok:1000 bytes");
+    // A name registered on two nodes at once is held by exactly one agent of the cluster.
+    let (first, second) = std::thread::scope(|scope| {
+        let (a_admin, a_token, b_admin, b_token) = (&a.admin, &a.token, &b.admin, &b.token);
+        let register = |admin: &String, token: &String, agent: &str| {
+            let (status, body) = api(admin, token, "POST", &format!("/v1/agents/{agent}/call"), "register:shared");
+            assert_eq!(status, 200, "{body}");
+            body["reply"].as_str().unwrap().to_string()
+        };
+        let on_a = scope.spawn(move || register(a_admin, a_token, "relay-a"));
+        let on_b = scope.spawn(move || register(b_admin, b_token, "relay-b"));
+        (on_a.join().unwrap(), on_b.join().unwrap())
+    });
+    let mut answers = [first.clone(), second.clone()];
+    answers.sort();
+    assert_eq!(answers, ["error:Error::AlreadyExists", "registered"], "{first} / {second}");
+    let holder = if first == "registered" { "relay-a" } else { "relay-b" };
+    let held = a.call("relay-a", "lookup:shared");
+    let expected =
+        if holder == "relay-a" { a.call("relay-a", "lookup:relay-a") } else { a.call("relay-a", "lookup:relay-b") };
+    assert_eq!(held, expected, "both nodes agree who holds it");
+    // b goes down: its agents are gone for a, at once, as exited ones are.
+    b.kill();
+    eventually("a sees b down", || {
+        let up = up_nodes(&a);
+        (up == ["a"], up)
+    });
+    assert_eq!(a.call("relay-a", "relay-call:echo-b:hello"), "error:Error::NotFound");
+    // A name b held is free again: a can take it.
+    if holder == "relay-b" {
+        assert_eq!(a.call("relay-a", "register:shared"), "registered");
+    }
 }

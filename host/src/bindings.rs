@@ -2,9 +2,12 @@
 //! the optional `handle-batch` export (looked up by [`crate::runtime::batch`] where it exists),
 //! so that agents built before 0.3.2 load.
 //!
-//! Imports are synchronous except those that wait (`call`, `send-timeout`, the supervision
+//! Imports are synchronous except those that wait (`call`, `send-timeout`, the registry's
+//! names, which may go to another node of a cluster; the supervision
 //! calls that start or stop agents, a durable `events.append` or ledger movement, a rate-limit `wait`): a
-//! synchronous host function costs less per call, and most calls never wait.
+//! synchronous host function costs less per call, and most calls never wait. `send` stays
+//! synchronous (an asynchronous one made 1,000 pairs' messaging ~20% slower); a send to
+//! another node waits in place ([`crate::cluster::remote::wait_in_place`]).
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -12,6 +15,9 @@ wasmtime::component::bindgen!({
     imports: {
         "agora:agent/messaging.call": async,
         "agora:agent/messaging.send-timeout": async,
+        "agora:agent/registry.register": async,
+        "agora:agent/registry.unregister": async,
+        "agora:agent/registry.lookup": async,
         "agora:agent/supervision.spawn": async,
         "agora:agent/supervision.stop-child": async,
         "agora:agent/supervision.list-children": async,

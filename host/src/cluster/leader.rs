@@ -53,6 +53,7 @@ impl Cluster {
             && since.elapsed() >= self.settings.settle
         {
             self.assign_children().await;
+            self.clear_dead_names().await;
         }
     }
 

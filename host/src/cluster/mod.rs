@@ -20,7 +20,9 @@
 
 pub mod leader;
 pub mod membership;
+pub mod names;
 pub mod placement;
+pub mod remote;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -82,8 +84,12 @@ pub struct Cluster {
     pub incarnation: u64,
     pub index: u64,
     pub started_ms: u64,
+    client: async_nats::Client,
     nodes: kv::Store,
     placement: kv::Store,
+    names: kv::Store,
+    /// The names bucket, as followed: each name's holder and its revision.
+    held_names: Mutex<std::collections::HashMap<String, (names::Holder, u64)>>,
     /// The root's children, in manifest order, with where each may run.
     children: Mutex<Vec<PlacedChild>>,
     /// Every node seen in the nodes bucket, up or down.
@@ -139,6 +145,7 @@ impl Cluster {
     pub async fn join(
         settings: ClusterSettings,
         children: Vec<PlacedChild>,
+        router: Arc<crate::messaging::Router>,
         observer: Observer,
     ) -> anyhow::Result<Arc<Cluster>> {
         let mut options = async_nats::ConnectOptions::new()
@@ -157,7 +164,7 @@ impl Cluster {
             .connect(settings.url.as_str())
             .await
             .with_context(|| format!("cannot reach the cluster's NATS server at {}", settings.url))?;
-        let mut js = jetstream::new(client);
+        let mut js = jetstream::new(client.clone());
         // A key-value call that the server does not answer within a heartbeat's time or two is
         // reported, rather than held for the default 5 s.
         js.set_timeout(settings.heartbeat.max(Duration::from_millis(500)) * 2);
@@ -193,6 +200,13 @@ impl Cluster {
             ..Default::default()
         })
         .await?;
+        let names = open(kv::Config {
+            bucket: bucket("names"),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
         let incarnation = next_incarnation(&ids).await?;
         // The same name may not run twice: a previous run killed a moment ago is waited out
         // (its heartbeat ages out of the bucket within node_timeout); a live one is refused.
@@ -217,8 +231,11 @@ impl Cluster {
             index: node_index(incarnation),
             incarnation,
             started_ms: now_ms(),
+            client,
             nodes,
             placement,
+            names,
+            held_names: Default::default(),
             children: Mutex::new(children),
             members: Default::default(),
             assignments: Default::default(),
@@ -235,6 +252,8 @@ impl Cluster {
         // The buckets as they are now, before any work is placed.
         cluster.follow(&cluster.placement, "placement", Cluster::apply_placement).await?;
         cluster.follow(&cluster.nodes, "nodes", Cluster::apply_node).await?;
+        cluster.follow(&cluster.names, "names", Cluster::apply_name).await?;
+        cluster.clone().serve_deliveries(router).await.context("serving this node's agents")?;
         tracing::info!(event = "cluster_joined", cluster = %cluster.settings.name, node = %cluster.settings.node,
             incarnation, index = cluster.index, "joined cluster {} as node {} (incarnation {incarnation})",
             cluster.settings.name, cluster.settings.node);

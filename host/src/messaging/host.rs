@@ -8,6 +8,7 @@ use super::{AgentId, AgentMessaging, Message};
 use crate::bindings::{Address, Error, PublishReport, messaging};
 use crate::capabilities::hooks::Hooks;
 use crate::capabilities::{Capability, Entering, Getter, Leaving, NoSection, Served, Startup, View};
+use crate::cluster::remote::Kind;
 use crate::runtime::state::AgentState;
 
 /// Messaging as a capability: the router is the core's, the reply slots and topics are each
@@ -39,20 +40,32 @@ impl Capability for Messaging {
 impl Hooks for Messaging {}
 
 impl View<'_, Messaging> {
-    fn resolve(&self, to: &Address) -> Result<AgentId, Error> {
+    /// The target's id: a name is looked up here, then (in a cluster) across the cluster.
+    async fn resolve(&self, to: &Address) -> Result<AgentId, Error> {
         match to {
             Address::Id(id) => Ok(*id),
-            Address::Name(name) => self.host.registry.lookup(name).ok_or(Error::NotFound),
+            Address::Name(name) => match self.host.registry.lookup(name) {
+                Some(id) => Ok(id),
+                None => match self.host.cluster.get() {
+                    Some(cluster) => cluster.lookup(name).await.ok_or(Error::NotFound),
+                    None => Err(Error::NotFound),
+                },
+            },
         }
     }
 
     /// The checks every outbound message passes: grant, size, known target.
-    fn outbound(&self, to: &Address, payload: &[u8]) -> Result<AgentId, Error> {
+    async fn outbound(&self, to: &Address, payload: &[u8]) -> Result<AgentId, Error> {
         self.require()?;
         self.host.router.check_size(payload.len())?;
-        let target = self.resolve(to)?;
+        let target = self.resolve(to).await?;
         self.stats.sent();
         Ok(target)
+    }
+
+    /// The cluster, when `target` is an agent of another node.
+    fn remote(&self, target: AgentId) -> Option<&std::sync::Arc<crate::cluster::Cluster>> {
+        self.host.cluster.get().filter(|cluster| cluster.is_remote(target))
     }
 }
 
@@ -65,21 +78,52 @@ impl messaging::Host for View<'_, Messaging> {
         self.id
     }
 
+    /// Synchronous, for the local path's sake: a target found here is delivered to at once;
+    /// one of another node (or a name this node does not hold) waits in place for the cluster.
     fn send(&mut self, to: Address, payload: Vec<u8>) -> Result<(), Error> {
-        let target = self.outbound(&to, &payload)?;
-        self.host.router.try_deliver(target, Message::cast(Some(self.id), payload))
+        self.require()?;
+        self.host.router.check_size(payload.len())?;
+        let local = match &to {
+            Address::Id(id) => Some(*id).filter(|id| self.remote(*id).is_none()),
+            Address::Name(name) => self.host.registry.lookup(name),
+        };
+        if let Some(target) = local {
+            self.stats.sent();
+            return self.host.router.try_deliver(target, Message::cast(Some(self.id), payload));
+        }
+        let Some(cluster) = self.host.cluster.get().cloned() else {
+            return Err(Error::NotFound);
+        };
+        let sender = self.id;
+        let target = crate::cluster::remote::wait_in_place(async {
+            match &to {
+                Address::Id(id) => Ok(*id),
+                Address::Name(name) => cluster.lookup(name).await.ok_or(Error::NotFound),
+            }
+        })??;
+        self.stats.sent();
+        let zero = std::time::Duration::ZERO;
+        crate::cluster::remote::wait_in_place(cluster.deliver(Kind::Send, Some(sender), target, &payload, zero))?
+            .map(drop)
     }
 
     async fn send_timeout(&mut self, to: Address, payload: Vec<u8>, timeout_ms: u32) -> Result<(), Error> {
-        let target = self.outbound(&to, &payload)?;
+        let target = self.outbound(&to, &payload).await?;
+        if let Some(cluster) = self.remote(target) {
+            let timeout = millis(timeout_ms);
+            return cluster.deliver(Kind::SendTimeout, Some(self.id), target, &payload, timeout).await.map(drop);
+        }
         let message = Message::cast(Some(self.id), payload);
         self.host.router.deliver_timeout(target, message, millis(timeout_ms)).await
     }
 
     async fn call(&mut self, to: Address, payload: Vec<u8>, timeout_ms: u32) -> Result<Vec<u8>, Error> {
-        let target = self.outbound(&to, &payload)?;
+        let target = self.outbound(&to, &payload).await?;
         if target == self.id {
             return Err(Error::Invalid("an agent cannot call itself: it handles one message at a time".into()));
+        }
+        if let Some(cluster) = self.remote(target) {
+            return cluster.deliver(Kind::Call, Some(self.id), target, &payload, millis(timeout_ms)).await;
         }
         self.host
             .router

@@ -30,19 +30,39 @@ impl Capability for Naming {
 impl Hooks for Naming {}
 
 impl registry::Host for View<'_, Naming> {
-    fn register(&mut self, name: String) -> Result<(), Error> {
+    /// In a cluster the name is claimed across it, after here: of two agents on two nodes
+    /// registering one name at once, exactly one gets it.
+    async fn register(&mut self, name: String) -> Result<(), Error> {
         self.require()?;
-        self.host.registry.register(self.id, &name)
+        let fresh = self.host.registry.lookup(&name).is_none();
+        self.host.registry.register(self.id, &name)?;
+        if let (Some(cluster), true) = (self.host.cluster.get(), fresh)
+            && let Err(error) = cluster.claim(&name, self.id).await
+        {
+            let _ = self.host.registry.unregister(self.id, &name);
+            return Err(error);
+        }
+        Ok(())
     }
 
-    fn unregister(&mut self, name: String) -> Result<(), Error> {
+    async fn unregister(&mut self, name: String) -> Result<(), Error> {
         self.require()?;
-        self.host.registry.unregister(self.id, &name)
+        self.host.registry.unregister(self.id, &name)?;
+        if let Some(cluster) = self.host.cluster.get() {
+            cluster.release(&name, self.id);
+        }
+        Ok(())
     }
 
-    fn lookup(&mut self, name: String) -> Result<AgentId, Error> {
+    async fn lookup(&mut self, name: String) -> Result<AgentId, Error> {
         self.require()?;
-        self.host.registry.lookup(&name).ok_or(Error::NotFound)
+        if let Some(id) = self.host.registry.lookup(&name) {
+            return Ok(id);
+        }
+        match self.host.cluster.get() {
+            Some(cluster) => cluster.lookup(&name).await.ok_or(Error::NotFound),
+            None => Err(Error::NotFound),
+        }
     }
 
     fn set_metadata(&mut self, key: String, value: Option<String>) -> Result<(), Error> {

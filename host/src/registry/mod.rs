@@ -71,6 +71,11 @@ impl Registry {
         }
     }
 
+    /// Every name `id` holds, its instance name first.
+    pub fn names_of(&self, id: AgentId) -> Vec<Arc<str>> {
+        self.agents.get(&id).map(|entry| entry.names.clone()).unwrap_or_default()
+    }
+
     pub fn lookup(&self, name: &str) -> Option<AgentId> {
         self.names.get(name).map(|id| *id)
     }

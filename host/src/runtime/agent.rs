@@ -495,6 +495,20 @@ pub async fn start_under(
         runtime.router.close(id, &[], &mut inbox);
         return Err(StartError::NameTaken { agent: spec.name.clone() });
     }
+    // In a cluster, the name is the whole cluster's.
+    if let Some(cluster) = runtime.cluster.get()
+        && let Err(error) = cluster.claim(&name, id).await
+    {
+        runtime.registry.leave(id);
+        runtime.router.close(id, &[], &mut inbox);
+        return Err(match error {
+            crate::bindings::Error::AlreadyExists => StartError::NameTaken { agent: spec.name.clone() },
+            other => StartError::Failed {
+                agent: spec.name.clone(),
+                fault: Fault::new(FaultKind::StartFailed, format!("claiming its name in the cluster: {other:?}")),
+            },
+        });
+    }
     let mut state = AgentState::new(runtime.clone(), id, name.clone(), spec.clone(), None);
     state.restarts = restarts;
     let stop = state.stop.clone();
@@ -1211,6 +1225,11 @@ impl Instance {
         self.store.data_mut().leave();
         let state = self.store.data();
         let runtime = &state.runtime;
+        if let Some(cluster) = runtime.cluster.get() {
+            for name in runtime.registry.names_of(state.id) {
+                cluster.release(&name, state.id);
+            }
+        }
         runtime.registry.leave(state.id);
         let inbox = self.inbox.as_mut().expect("taken back above");
         let undelivered = runtime.router.close(state.id, &state.capabilities.messaging.topics, inbox);

@@ -342,7 +342,7 @@ impl Runtime {
                 runtime.observe(event);
             }
         });
-        let cluster = crate::cluster::Cluster::join(settings, children, observer).await?;
+        let cluster = crate::cluster::Cluster::join(settings, children, self.router.clone(), observer).await?;
         // Ids from here on carry the incarnation's index; none was taken before the join.
         self.next_serial.store((cluster.index << crate::cluster::NODE_SHIFT) | 1, Ordering::Relaxed);
         let _ = self.cluster.set(cluster.clone());

@@ -88,6 +88,36 @@ fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
     }
 }
 
+/// Messages and names on the agent's behalf, for the tests of a cluster (where the target may
+/// be on another node): `relay-call:NAME:TEXT`, `relay-send:NAME:TEXT`, `relay-big:NAME:BYTES`
+/// (a call with that many bytes), `register:NAME`, `lookup:NAME`. The answer is `ok:REPLY`,
+/// `sent`, `registered`, `id:ID`, or `error:ERROR` (the error's debug form).
+fn relay(text: &str) -> Option<String> {
+    let timeout = std::time::Duration::from_secs(5);
+    let outcome = |result: Result<String, agora_guest::Error>| match result {
+        Ok(answer) => answer,
+        Err(error) => format!("error:{error:?}"),
+    };
+    if let Some((name, payload)) = text.strip_prefix("relay-call:").and_then(|rest| rest.split_once(':')) {
+        let reply = messaging::call(name, payload.as_bytes(), timeout);
+        return Some(outcome(reply.map(|r| format!("ok:{}", String::from_utf8_lossy(&r)))));
+    }
+    if let Some((name, payload)) = text.strip_prefix("relay-send:").and_then(|rest| rest.split_once(':')) {
+        return Some(outcome(messaging::send(name, payload.as_bytes()).map(|()| "sent".into())));
+    }
+    if let Some((name, size)) = text.strip_prefix("relay-big:").and_then(|rest| rest.split_once(':')) {
+        let payload = vec![b'x'; size.parse().unwrap_or(0)];
+        return Some(outcome(messaging::call(name, &payload, timeout).map(|r| format!("ok:{} bytes", r.len()))));
+    }
+    if let Some(name) = text.strip_prefix("register:") {
+        return Some(outcome(agora_guest::registry::register(name).map(|()| "registered".into())));
+    }
+    if let Some(name) = text.strip_prefix("lookup:") {
+        return Some(outcome(agora_guest::registry::lookup(name).map(|id| format!("id:{id}"))));
+    }
+    None
+}
+
 /// Unbounded recursion that keeps nothing in linear memory, so that it exhausts the wasm stack
 /// rather than Rust's shadow stack; the multiply after the call keeps it from becoming a loop.
 #[inline(never)]
@@ -124,6 +154,9 @@ impl Agent for Misbehave {
                 Ok(()) => Ok(None),
                 Err(error) => Ok(Some(format!("reply-import error {error:?}").into_bytes())),
             };
+        }
+        if let Some(answer) = relay(&text) {
+            return Ok(Some(answer.into_bytes()));
         }
         match text.as_str() {
             "ignore" => Ok(None),
