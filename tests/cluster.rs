@@ -200,8 +200,13 @@ fn up_nodes(node: &Node) -> Vec<String> {
 
 /// The cluster manifest: short heartbeats, so that failures show within a second or two.
 fn manifest(dir: &Path, cluster: &str, agents: &str) -> PathBuf {
+    manifest_timed(dir, cluster, "1s", agents)
+}
+
+/// As [`manifest`], with nodes down after `node_timeout` of silence.
+fn manifest_timed(dir: &Path, cluster: &str, node_timeout: &str, agents: &str) -> PathBuf {
     let text = format!(
-        "[cluster]\nname = \"{cluster}\"\nheartbeat = \"200ms\"\nnode_timeout = \"1s\"\nsettle = \"3s\"\n\n\
+        "[cluster]\nname = \"{cluster}\"\nheartbeat = \"200ms\"\nnode_timeout = \"{node_timeout}\"\nsettle = \"3s\"\n\n\
          [modules]\necho = {echo:?}\nmisbehave = {misbehave:?}\n\n\
          [defaults]\ngrants = [\"messaging\", \"registry\"]\n\n{agents}",
         echo = common::agent("echo").display().to_string(),
@@ -532,4 +537,70 @@ fn messages_reach_agents_on_other_nodes_by_name_and_id_with_the_local_errors() {
     if holder == "relay-b" {
         assert_eq!(a.call("relay-a", "register:shared"), "registered");
     }
+}
+
+impl Node {
+    /// As [`Node::call`], but any answer: the status and the reply or error code.
+    pub fn try_call(&self, agent: &str, text: &str) -> (u16, String) {
+        let (status, body) = api(&self.admin, &self.token, "POST", &format!("/v1/agents/{agent}/call"), text);
+        let answer = body["reply"].as_str().or(body["error"]["code"].as_str()).unwrap_or_default().to_string();
+        (status, answer)
+    }
+}
+
+#[test]
+fn while_the_nats_server_is_down_remote_messages_fail_at_once_and_work_again_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start();
+    // Nodes count each other down only after 30 s: the outage below is shorter.
+    let manifest = manifest_timed(dir.path(), "outage", "30s", RELAYS);
+    let a = Node::start(&manifest, &nats, "a", dir.path());
+    let b = Node::start(&manifest, &nats, "b", dir.path());
+    eventually("echo-b answers a", || {
+        let answer = a.try_call("relay-a", "relay-call:echo-b:hello");
+        (answer == (200, "ok:hello".to_string()), answer)
+    });
+    nats.stop();
+    // Not a call that hangs until its deadline: an error as soon as a knows it is cut off.
+    let failed = eventually("a remote call fails in transport", || {
+        let started = Instant::now();
+        let answer = a.try_call("relay-a", "relay-call:echo-b:hello");
+        (answer.1 == "error:Error::Timeout", (answer, started.elapsed()))
+    });
+    assert!(failed.1 < Duration::from_secs(5), "it failed at once, not after the call's 5 s: {failed:?}");
+    // Local messaging goes on meanwhile.
+    assert_eq!(b.call("relay-b", "relay-call:echo-b:local"), "ok:local");
+    nats.restart();
+    eventually("echo-b answers a again", || {
+        let answer = a.try_call("relay-a", "relay-call:echo-b:again");
+        (answer == (200, "ok:again".to_string()), answer)
+    });
+    assert_eq!(b.call("relay-b", "relay-call:relay-a:tick"), "ok:1");
+}
+
+#[test]
+fn a_node_cut_off_for_node_timeout_stops_its_work_and_takes_it_back_when_the_server_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start();
+    let manifest = manifest(dir.path(), "isolated", RELAYS);
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    eventually("a runs relay-a", || {
+        let running = a.agents();
+        (running == ["relay-a"], running)
+    });
+    nats.stop();
+    // The others would count it down and restart its work elsewhere: so it stops its own.
+    a.wait_for(|e| e["event"] == "cluster_isolated");
+    eventually("a stops relay-a", || {
+        let running = a.agents();
+        (running.is_empty(), running)
+    });
+    assert_eq!(a.cluster()["isolated"], true);
+    nats.restart();
+    a.wait_for(|e| e["event"] == "cluster_reconnected");
+    eventually("a takes relay-a back", || {
+        let running = a.agents();
+        (running == ["relay-a"], running)
+    });
+    assert_eq!(a.cluster()["isolated"], false);
 }

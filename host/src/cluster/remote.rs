@@ -173,6 +173,10 @@ impl Cluster {
         if !self.index_up(to) {
             return Err(Error::NotFound);
         }
+        // Cut off from the server, a request would wait out its timeout in the client's buffer.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(transport_error("this node is not connected to the cluster's NATS server"));
+        }
         let most = self.client.server_info().max_payload.saturating_sub(HEADER);
         if payload.len() > most {
             return Err(Error::TooLarge(most as u64));
