@@ -79,7 +79,7 @@ pub struct Node {
     pub lines: Lines,
     pub seen: Vec<Value>,
     pub admin: String,
-    token: String,
+    pub token: String,
 }
 
 impl Node {
@@ -603,4 +603,28 @@ fn a_node_cut_off_for_node_timeout_stops_its_work_and_takes_it_back_when_the_ser
         (running == ["relay-a"], running)
     });
     assert_eq!(a.cluster()["isolated"], false);
+}
+
+#[test]
+fn a_reload_on_a_cluster_places_the_new_children_and_starts_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let manifest = manifest(dir.path(), "reloaded", "[[agent]]\nname = \"first\"\nmodule = \"echo\"\nnode = \"b\"\n");
+    let a = Node::start(&manifest, &nats, "a", dir.path());
+    let b = Node::start(&manifest, &nats, "b", dir.path());
+    eventually("b runs first", || {
+        let running = b.agents();
+        (running == ["first"], running)
+    });
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{text}\n[[agent]]\nname = \"second\"\nmodule = \"echo\"\nnode = \"a\"\n"))
+        .unwrap();
+    for node in [&b, &a] {
+        let (status, report) = api(&node.admin, &node.token, "POST", "/v1/reload", "");
+        assert_eq!(status, 200, "{report}");
+    }
+    eventually("a runs second, b still first alone", || {
+        let running = (a.agents(), b.agents());
+        (running.0 == ["second"] && running.1 == ["first"], running)
+    });
 }

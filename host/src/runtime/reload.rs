@@ -96,7 +96,16 @@ pub async fn reload(runtime: &Arc<Runtime>) -> Result<Reloaded, ReloadError> {
     for supervisor in supervisors {
         let Some(operators) = runtime.supervisors.get(&supervisor.name).map(|o| o.clone()) else { continue };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if operators.send(Operate::Reconcile { children: supervisor.children.clone(), reply }).is_ok()
+        // In a cluster the root runs only the children placed on this node: the new ones are
+        // placed by the leader, and come here if they are assigned here.
+        let wanted = match runtime.cluster.get() {
+            Some(cluster) if supervisor.name == manifest.root.name => {
+                cluster.set_children(crate::cluster::placed_children(&manifest));
+                cluster.placed_here()
+            }
+            _ => supervisor.children.clone(),
+        };
+        if operators.send(Operate::Reconcile { children: wanted, reply }).is_ok()
             && let Ok(done) = answer.await
         {
             children.extend(done);
