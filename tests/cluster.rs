@@ -208,7 +208,7 @@ fn manifest_timed(dir: &Path, cluster: &str, node_timeout: &str, agents: &str) -
     let text = format!(
         "[cluster]\nname = \"{cluster}\"\nheartbeat = \"200ms\"\nnode_timeout = \"{node_timeout}\"\nsettle = \"3s\"\n\n\
          [modules]\necho = {echo:?}\nmisbehave = {misbehave:?}\n\n\
-         [defaults]\ngrants = [\"messaging\", \"registry\"]\n\n{agents}",
+         [defaults]\ngrants = [\"messaging\", \"registry\", \"supervision\"]\n\n{agents}",
         echo = common::agent("echo").display().to_string(),
         misbehave = common::agent("misbehave").display().to_string(),
     );
@@ -626,5 +626,81 @@ fn a_reload_on_a_cluster_places_the_new_children_and_starts_none_twice() {
     eventually("a runs second, b still first alone", || {
         let running = (a.agents(), b.agents());
         (running.0 == ["second"] && running.1 == ["first"], running)
+    });
+}
+
+const WATCHERS: &str = r#"
+[[agent]]
+name = "watcher"
+module = "misbehave"
+node = "a"
+
+[[agent]]
+name = "trapper"
+module = "misbehave"
+node = "a"
+
+[[agent]]
+name = "partner"
+module = "misbehave"
+node = "a"
+
+[[agent]]
+name = "target"
+module = "misbehave"
+node = "b"
+
+[[agent]]
+name = "echo-b"
+module = "echo"
+node = "b"
+"#;
+
+#[test]
+fn monitors_and_links_span_nodes_and_fire_noconnection_when_a_node_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let manifest = manifest(dir.path(), "watched", WATCHERS);
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    let mut b = Node::start(&manifest, &nats, "b", dir.path());
+    eventually("both nodes run theirs", || {
+        let running = (a.agents(), b.agents());
+        (running.0.len() == 3 && running.1.len() == 2, running)
+    });
+    let id_of = |name: &str| -> String {
+        let id = a.call("watcher", &format!("lookup:{name}"));
+        id.strip_prefix("id:").unwrap_or_else(|| panic!("{id}")).to_string()
+    };
+    let target = id_of("target");
+    let echo = id_of("echo-b");
+    // A monitor and a trapped link of an agent on b; b's agent is killed: both hear `killed`.
+    assert!(a.call("watcher", "monitor:target").starts_with("ref:"));
+    assert_eq!(a.call("trapper", "trap"), "trapping");
+    assert_eq!(a.call("trapper", "link:target"), "linked");
+    let (status, body) = api(&b.admin, &b.token, "POST", "/v1/agents/target/kill", "");
+    assert!(status < 300, "{body}");
+    eventually("the watcher hears target down", || {
+        let notices = a.call("watcher", "notices");
+        (notices == format!("down:{target}:killed"), notices)
+    });
+    eventually("the trapper hears target's exit", || {
+        let notices = a.call("trapper", "notices");
+        (notices == format!("exit:{target}:killed"), notices)
+    });
+    // Monitors and links of b's echo, then b dies: `noconnection` for each, and the
+    // partner, which does not trap exits, ends with it (and is restarted by its supervisor).
+    assert!(a.call("watcher", "monitor:echo-b").starts_with("ref:"));
+    assert_eq!(a.call("trapper", "link:echo-b"), "linked");
+    assert_eq!(a.call("partner", "link:echo-b"), "linked");
+    b.kill();
+    let exited = a.wait_for(|e| e["event"] == "agent_exited" && e["agent"] == "partner");
+    assert_eq!(exited["reason"], "noconnection", "{exited}");
+    eventually("the watcher hears echo-b down with noconnection", || {
+        let notices = a.call("watcher", "notices");
+        (notices.ends_with(&format!(";down:{echo}:noconnection")), notices)
+    });
+    eventually("the trapper hears echo-b's exit with noconnection", || {
+        let notices = a.call("trapper", "notices");
+        (notices.ends_with(&format!(";exit:{echo}:noconnection")), notices)
     });
 }

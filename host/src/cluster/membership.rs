@@ -101,6 +101,9 @@ impl Cluster {
     }
 
     fn went_down(&self, record: &NodeRecord, why: &str) {
+        if let Some(hook) = self.node_down_hook.get() {
+            hook(record.index);
+        }
         tracing::warn!(event = "node_down", node = %record.name, incarnation = record.incarnation, reason = why,
             "node {} is down ({why})", record.name);
         self.observe(

@@ -24,6 +24,7 @@ pub mod names;
 pub mod placement;
 pub mod remote;
 pub mod settings;
+pub mod signals;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,6 +110,8 @@ pub struct Cluster {
     admin: Mutex<Option<String>>,
     /// Where cluster events go (the event store).
     observer: std::sync::OnceLock<Observer>,
+    /// Told the node index of each incarnation that goes down (the link table's `noconnection`).
+    node_down_hook: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 /// A sink for cluster events.
@@ -246,6 +249,7 @@ impl Cluster {
             changed: Notify::new(),
             admin: Default::default(),
             observer: std::sync::OnceLock::from(observer),
+            node_down_hook: Default::default(),
             settings,
         });
         cluster.beat().await.context("announcing this node")?;

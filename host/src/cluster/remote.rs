@@ -154,7 +154,7 @@ impl Cluster {
     }
 
     /// Whether a node that carries `id`'s index is up now.
-    fn index_up(&self, id: AgentId) -> bool {
+    pub(super) fn index_up(&self, id: AgentId) -> bool {
         let index = index_of(id);
         self.members.lock().expect("members").values().any(|m| m.up && m.record.index == index)
     }

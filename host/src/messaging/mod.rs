@@ -159,7 +159,12 @@ pub struct Router {
     max_message: usize,
     /// The most payload bytes one mailbox holds.
     mailbox_bytes: usize,
+    /// In a cluster, where host notices for agents of other nodes go.
+    pub remote: std::sync::OnceLock<Forward>,
 }
+
+/// Carries a host notice to an agent of another node.
+pub type Forward = Box<dyn Fn(AgentId, Message) + Send + Sync>;
 
 impl Router {
     pub fn new(max_message: usize) -> Self {
@@ -174,6 +179,14 @@ impl Router {
             mailbox_bytes,
             refusing: Default::default(),
             refusing_count: Default::default(),
+            remote: Default::default(),
+        }
+    }
+
+    /// Hand a host notice for an agent not here to the cluster, if this host is in one.
+    pub fn forward(&self, to: AgentId, message: Message) {
+        if let Some(forward) = self.remote.get() {
+            forward(to, message);
         }
     }
 

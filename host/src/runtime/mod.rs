@@ -346,6 +346,7 @@ impl Runtime {
         // Ids from here on carry the incarnation's index; none was taken before the join.
         self.next_serial.store((cluster.index << crate::cluster::NODE_SHIFT) | 1, Ordering::Relaxed);
         let _ = self.cluster.set(cluster.clone());
+        cluster.serve_signals(self).await?;
         Ok(cluster)
     }
 

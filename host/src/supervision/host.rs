@@ -41,6 +41,11 @@ impl Hooks for Supervising {}
 crate::capabilities::denied_is_denied!(SpawnError => "supervision", JobError => "supervision");
 
 impl View<'_, Supervising> {
+    /// The cluster, when `target` is an agent of another node.
+    fn remote(&self, target: AgentId) -> Option<&std::sync::Arc<crate::cluster::Cluster>> {
+        self.host.cluster.get().filter(|cluster| cluster.is_remote(target))
+    }
+
     /// The manifest's defaults with the guest's overrides, checked against the host's bounds.
     fn limits(&self, requested: &supervision::Limits) -> Result<Limits, String> {
         let settings = &self.host.settings;
@@ -124,22 +129,38 @@ impl supervision::Host for View<'_, Supervising> {
 
     fn monitor(&mut self, target: AgentId) -> Result<u64, Error> {
         self.require()?;
+        if let Some(cluster) = self.remote(target) {
+            return Ok(cluster.monitor(self.host, self.id, target));
+        }
         Ok(self.host.links.monitor(&self.host.router, self.id, target))
     }
 
     fn demonitor(&mut self, reference: u64) -> Result<(), Error> {
         self.require()?;
-        self.host.links.demonitor(self.id, reference)
+        let target = self.host.links.demonitor(self.id, reference)?;
+        if let Some(cluster) = self.remote(target) {
+            cluster.demonitor(target, reference);
+        }
+        Ok(())
     }
 
+    /// Linking to an agent of another node does not fail there and then: as in Erlang, a
+    /// partner that is gone sends back an exit signal `noproc` (`noconnection` if its node is).
     fn link(&mut self, target: AgentId) -> Result<(), Error> {
         self.require()?;
+        if let Some(cluster) = self.remote(target) {
+            cluster.link(self.host, self.id, target);
+            return Ok(());
+        }
         self.host.links.link(&self.host.router, self.id, target)
     }
 
     fn unlink(&mut self, target: AgentId) -> Result<(), Error> {
         self.require()?;
         self.host.links.unlink(self.id, target);
+        if let Some(cluster) = self.remote(target) {
+            cluster.unlink(self.id, target);
+        }
         Ok(())
     }
 

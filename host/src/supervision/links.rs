@@ -32,7 +32,12 @@ pub type KillCause = Arc<Mutex<Option<ExitReason>>>;
 pub struct Links {
     agents: DashMap<AgentId, Entry, IdHasher>,
     next_ref: std::sync::atomic::AtomicU64,
+    /// In a cluster, how an exit reaches a linked agent of another node (`from`, `to`, why).
+    pub remote_exit: std::sync::OnceLock<RemoteExit>,
 }
+
+/// Sends an exit signal to an agent of another node.
+pub type RemoteExit = Box<dyn Fn(AgentId, AgentId, &ExitReason) + Send + Sync>;
 
 struct Entry {
     stop: StopSignal,
@@ -112,7 +117,8 @@ impl Links {
         reference
     }
 
-    pub fn demonitor(&self, watcher: AgentId, reference: u64) -> Result<(), Error> {
+    /// Returns the target it watched.
+    pub fn demonitor(&self, watcher: AgentId, reference: u64) -> Result<AgentId, Error> {
         let target = {
             let mut entry = self.agents.get_mut(&watcher).ok_or(Error::NotFound)?;
             let index = entry.watching.iter().position(|(r, _)| *r == reference).ok_or(Error::NotFound)?;
@@ -121,7 +127,7 @@ impl Links {
         if let Some(mut entry) = self.agents.get_mut(&target) {
             entry.watchers.retain(|(r, _)| *r != reference);
         }
-        Ok(())
+        Ok(target)
     }
 
     /// Link `a` (the caller) to `b`. A `b` that is gone already is OTP's `noproc`: a caller that
@@ -181,7 +187,14 @@ impl Links {
             }
         }
         for linked in entry.links {
-            let Some(mut other) = self.agents.get_mut(&linked) else { continue };
+            let Some(mut other) = self.agents.get_mut(&linked) else {
+                // Not here: an agent of another node, if any (a local one that is gone has
+                // already left the table).
+                if let Some(remote) = self.remote_exit.get() {
+                    remote(id, linked, reason);
+                }
+                continue;
+            };
             other.links.remove(&id);
             if other.trap_exits {
                 drop(other);
@@ -190,6 +203,104 @@ impl Links {
                 *other.cause.lock().unwrap_or_else(|p| p.into_inner()) = Some(passed_on(id, reason));
                 other.stop.kill();
             }
+        }
+    }
+}
+
+/// Monitors and links with agents of other nodes (a cluster). The other node holds its half:
+/// a watcher or a link partner whose id is not in this table is of another node, and what it
+/// must hear (a `down` notice, an exit signal) travels there ([`crate::cluster::signals`]).
+impl Links {
+    pub fn new_reference(&self) -> u64 {
+        self.next_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Local `watcher` monitors `target` of another node under `reference`.
+    pub fn watch_remote(&self, watcher: AgentId, reference: u64, target: AgentId) {
+        if let Some(mut entry) = self.agents.get_mut(&watcher) {
+            entry.watching.push((reference, target));
+        }
+    }
+
+    /// `watcher` of another node monitors local `target`; false when the target is gone.
+    pub fn add_remote_watcher(&self, target: AgentId, reference: u64, watcher: AgentId) -> bool {
+        match self.agents.get_mut(&target) {
+            Some(mut entry) => {
+                entry.watchers.push((reference, watcher));
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn drop_remote_watcher(&self, target: AgentId, reference: u64) {
+        if let Some(mut entry) = self.agents.get_mut(&target) {
+            entry.watchers.retain(|(r, _)| *r != reference);
+        }
+    }
+
+    /// A monitor of `watcher` ended (its `down` came from the other node).
+    pub fn watched_down(&self, watcher: AgentId, reference: u64) {
+        if let Some(mut entry) = self.agents.get_mut(&watcher) {
+            entry.watching.retain(|(r, _)| *r != reference);
+        }
+    }
+
+    /// Link local `a` to `b` of another node (this node's half); false when `a` is gone.
+    pub fn link_remote(&self, a: AgentId, b: AgentId) -> bool {
+        match self.agents.get_mut(&a) {
+            Some(mut entry) => {
+                entry.links.insert(b);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An exit signal from `from` (an agent of another node) to local `to`, as a local exit
+    /// reaches a linked agent: a notice if it traps exits, else its end unless `normal`.
+    pub fn exit_signal(&self, router: &Router, from: AgentId, to: AgentId, reason: &ExitReason) {
+        let Some(mut entry) = self.agents.get_mut(&to) else { return };
+        entry.links.remove(&from);
+        if entry.trap_exits {
+            drop(entry);
+            let notice = Notice::Exit(LinkedExit { agent: from, reason: reason.code().into() });
+            notify(router, to, from, EXIT_TOPIC, notice);
+        } else if !matches!(reason, ExitReason::Normal) {
+            *entry.cause.lock().unwrap_or_else(|p| p.into_inner()) = Some(passed_on(from, reason));
+            entry.stop.kill();
+        }
+    }
+
+    /// A node went down (`of_node` tells its agents' ids): monitors of its agents fire with
+    /// `noconnection`, links to them are exit signals `noconnection`, and its agents' monitors
+    /// of ours are forgotten, as Erlang does when a node connection goes down.
+    pub fn node_down(&self, router: &Router, of_node: impl Fn(AgentId) -> bool) {
+        let reason = ExitReason::Custom("noconnection".into());
+        let mut downs = Vec::new();
+        let mut signals = Vec::new();
+        for mut entry in self.agents.iter_mut() {
+            let id = *entry.key();
+            entry.watchers.retain(|(_, watcher)| !of_node(*watcher));
+            entry.watching.retain(|(reference, target)| {
+                let gone = of_node(*target);
+                if gone {
+                    downs.push((id, *reference, *target));
+                }
+                !gone
+            });
+            let lost: Vec<AgentId> = entry.links.iter().copied().filter(|b| of_node(*b)).collect();
+            for b in lost {
+                entry.links.remove(&b);
+                signals.push((b, id));
+            }
+        }
+        for (watcher, reference, target) in downs {
+            let down = Down { reference, agent: target, reason: "noconnection".into() };
+            notify(router, watcher, target, DOWN_TOPIC, Notice::Down(down));
+        }
+        for (from, to) in signals {
+            self.exit_signal(router, from, to, &reason);
         }
     }
 }
@@ -213,7 +324,9 @@ fn passed_on(id: AgentId, reason: &ExitReason) -> ExitReason {
 fn notify(router: &Router, to: AgentId, about: AgentId, topic: &'static str, notice: Notice) {
     let message = || Message::notice(Some(about), topic.into(), notice.clone());
     match router.try_deliver(to, message()) {
-        Ok(()) | Err(Error::NotFound) => {}
+        Ok(()) => {}
+        // Not here: an agent of another node hears it there (or a gone one never does).
+        Err(Error::NotFound) => router.forward(to, message()),
         Err(_) => {
             let mailbox = router.sender(to);
             let message = message();

@@ -10,10 +10,12 @@
 //! budget), `spin:<ms>` burns that much CPU; both answer `done`, so that a test can hold the
 //! agent in one message while its mailbox fills.
 //! Anything else is echoed, and `tick` is counted so that progress between faults is visible.
-use agora_guest::{Agent, Config, ExitReason, HandleError, Message, log, messaging};
+use agora_guest::{Agent, Config, ExitReason, HandleError, Message, Notice, log, messaging};
 
 struct Misbehave {
     ticks: u64,
+    /// The `down` and `exit` notices it got, as `down:AGENT:REASON` / `exit:AGENT:REASON`.
+    notices: Vec<String>,
 }
 
 fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
@@ -90,7 +92,7 @@ fn misbehave(how: &str) -> Result<Option<Vec<u8>>, HandleError> {
 
 /// Messages and names on the agent's behalf, for the tests of a cluster (where the target may
 /// be on another node): `relay-call:NAME:TEXT`, `relay-send:NAME:TEXT`, `relay-big:NAME:BYTES`
-/// (a call with that many bytes), `register:NAME`, `lookup:NAME`. The answer is `ok:REPLY`,
+/// (a call with that many bytes), `register:NAME`, `lookup:NAME`, `monitor:NAME`, `link:NAME`, `trap`. The answer is `ok:REPLY`,
 /// `sent`, `registered`, `id:ID`, or `error:ERROR` (the error's debug form).
 fn relay(text: &str) -> Option<String> {
     let timeout = std::time::Duration::from_secs(5);
@@ -111,6 +113,19 @@ fn relay(text: &str) -> Option<String> {
     }
     if let Some(name) = text.strip_prefix("register:") {
         return Some(outcome(agora_guest::registry::register(name).map(|()| "registered".into())));
+    }
+    // Monitors and links by name (`monitor:NAME` answers `ref:REF`), and `trap`.
+    use agora_guest::supervision;
+    if let Some(name) = text.strip_prefix("monitor:") {
+        let watched = agora_guest::registry::lookup(name).and_then(supervision::monitor);
+        return Some(outcome(watched.map(|reference| format!("ref:{reference}"))));
+    }
+    if let Some(name) = text.strip_prefix("link:") {
+        let linked = agora_guest::registry::lookup(name).and_then(supervision::link);
+        return Some(outcome(linked.map(|()| "linked".into())));
+    }
+    if text == "trap" {
+        return Some(outcome(supervision::trap_exits(true).map(|()| "trapping".into())));
     }
     if let Some(name) = text.strip_prefix("lookup:") {
         return Some(outcome(agora_guest::registry::lookup(name).map(|id| format!("id:{id}"))));
@@ -136,7 +151,7 @@ impl Agent for Misbehave {
             }
             misbehave(how).map_err(|e| e.message)?;
         }
-        Ok(Misbehave { ticks: 0 })
+        Ok(Misbehave { ticks: 0, notices: Vec::new() })
     }
 
     fn handle(&mut self, message: Message) -> Result<Option<Vec<u8>>, HandleError> {
@@ -158,10 +173,22 @@ impl Agent for Misbehave {
         if let Some(answer) = relay(&text) {
             return Ok(Some(answer.into_bytes()));
         }
+        if text == "notices" {
+            return Ok(Some(self.notices.join(";").into_bytes()));
+        }
         match text.as_str() {
             "ignore" => Ok(None),
             _ => Ok(misbehave(&text)?.or(Some(message.payload))),
         }
+    }
+
+    fn notify(&mut self, notice: Notice) -> Result<(), HandleError> {
+        match notice {
+            Notice::Down(down) => self.notices.push(format!("down:{}:{}", down.agent, down.reason)),
+            Notice::Exit(exit) => self.notices.push(format!("exit:{}:{}", exit.agent, exit.reason)),
+            _ => {}
+        }
+        Ok(())
     }
 }
 
