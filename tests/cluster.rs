@@ -704,3 +704,30 @@ fn monitors_and_links_span_nodes_and_fire_noconnection_when_a_node_goes() {
         (notices.ends_with(&format!(";exit:{echo}:noconnection")), notices)
     });
 }
+
+#[test]
+fn the_cluster_benchmark_prints_its_figures_next_to_raw_nats() {
+    let agents = common::agent("echo").parent().unwrap().display().to_string();
+    let server = nats_server().display().to_string();
+    let run = run_agora(&[
+        "bench",
+        "--json",
+        "cluster",
+        "--cluster-calls",
+        "50",
+        "--agents",
+        &agents,
+        "--nats-server",
+        &server,
+    ]);
+    run.assert_success();
+    for name in ["cluster_call_p50", "cluster_call_p99", "cluster_msgs"] {
+        let figure = run
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!("\"bench\":\"{name}\"")))
+            .unwrap_or_else(|| panic!("{name}: {}", run.stdout));
+        let figure: Value = serde_json::from_str(figure).unwrap();
+        assert!(figure["value"].as_f64().unwrap() > 0.0 && figure["baseline"].as_f64().unwrap() > 0.0, "{figure}");
+    }
+}

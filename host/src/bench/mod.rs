@@ -19,6 +19,7 @@
 //!   API's agent listing with many agents (see [`operations`]).
 
 mod beam;
+mod cluster;
 mod economics;
 mod hibernation;
 mod languages;
@@ -98,9 +99,15 @@ pub struct BenchArgs {
     /// messaging, call and spawn next to BEAM's figures from this sitting.
     #[arg(long, value_name = "SCRIPT")]
     beam: Option<PathBuf>,
+    /// The NATS server the cluster benchmark starts (2.11 or later; `make nats` installs this one).
+    #[arg(long, default_value = ".toolchains/python/bin/nats-server")]
+    nats_server: PathBuf,
+    /// Calls (one at a time) for the cluster benchmark; four times as many sends.
+    #[arg(long, default_value_t = 5_000)]
+    cluster_calls: usize,
     /// Run only these benchmarks (density, hibernation, spawn, messaging, fan-in, batch, call, restart, rate-limit, metric, events,
-    /// config, locks, coordination, pools, ledger, auctions, metering, watched, upgrade, api, languages); all
-    /// when empty.
+    /// config, locks, coordination, pools, ledger, auctions, metering, watched, upgrade, api, languages,
+    /// cluster); all when empty (cluster only when its NATS server is there).
     only: Vec<String>,
 }
 
@@ -226,6 +233,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("languages") {
         languages::languages(&runtime, &probe, &args.agents, &args.guests, &report).await?;
+    }
+    if wants("cluster") {
+        if args.nats_server.is_file() {
+            let echo = args.agents.join("echo.wasm");
+            cluster::cluster(&args.nats_server, &echo, args.cluster_calls, &report).await?;
+        } else if !args.only.is_empty() {
+            anyhow::bail!("{} is missing: `make nats` installs it (or --nats-server PATH)", args.nats_server.display());
+        } else {
+            eprintln!("cluster: skipped, {} is missing (`make nats`)", args.nats_server.display());
+        }
     }
     if let Some(script) = &args.beam {
         // Agora's agents are stopped: BEAM has the machine to itself.
