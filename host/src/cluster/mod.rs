@@ -86,6 +86,8 @@ pub struct Cluster {
     pub index: u64,
     pub started_ms: u64,
     client: async_nats::Client,
+    /// Whether the client is connected to the server now.
+    connected: tokio::sync::watch::Receiver<bool>,
     nodes: kv::Store,
     placement: kv::Store,
     names: kv::Store,
@@ -151,7 +153,24 @@ impl Cluster {
         router: Arc<crate::messaging::Router>,
         observer: Observer,
     ) -> anyhow::Result<Arc<Cluster>> {
+        // The connection's state, as the client reports it: a request in flight when it drops
+        // fails then, rather than at its timeout.
+        let (connected_tx, connected) = tokio::sync::watch::channel(true);
         let mut options = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let connected_tx = connected_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            connected_tx.send_replace(true);
+                        }
+                        async_nats::Event::Disconnected => {
+                            connected_tx.send_replace(false);
+                        }
+                        _ => {}
+                    }
+                }
+            })
             .name(format!("agora-{}-{}", settings.name, settings.node))
             .connection_timeout(Duration::from_secs(5))
             // Reconnects are the client's, forever; a node cut off for `node_timeout` is down
@@ -235,6 +254,7 @@ impl Cluster {
             incarnation,
             started_ms: now_ms(),
             client,
+            connected,
             nodes,
             placement,
             names,

@@ -174,7 +174,8 @@ impl Cluster {
             return Err(Error::NotFound);
         }
         // Cut off from the server, a request would wait out its timeout in the client's buffer.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        let mut connected = self.connected.clone();
+        if !*connected.borrow() || self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(transport_error("this node is not connected to the cluster's NATS server"));
         }
         let most = self.client.server_info().max_payload.saturating_sub(HEADER);
@@ -188,7 +189,13 @@ impl Cluster {
             Kind::SendTimeout | Kind::Call => timeout + self.settings.node_timeout,
         };
         let request = async_nats::Request::new().payload(body).timeout(Some(wait));
-        match self.client.send_request(self.deliver_subject(index_of(to)), request).await {
+        let answer = tokio::select! {
+            answer = self.client.send_request(self.deliver_subject(index_of(to)), request) => answer,
+            _ = connected.wait_for(|up| !*up) => {
+                return Err(transport_error("the connection to the cluster's NATS server dropped while waiting"));
+            }
+        };
+        match answer {
             Ok(message) => decode_reply(&message.payload),
             Err(error) => match error.kind() {
                 // No host serves that index now: its node is gone.
