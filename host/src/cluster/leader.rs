@@ -60,26 +60,36 @@ impl Cluster {
     /// Write the assignments that the rules call for now.
     async fn assign_children(&self) {
         let live = self.live_nodes();
-        let current: BTreeMap<String, (super::placement::Assignment, u64)> =
-            self.assignments.lock().expect("assignments").clone();
-        let children = self.children.lock().expect("children").clone();
-        let wanted: Vec<Wanted> = children
-            .iter()
-            .map(|c| Wanted { child: c.spec.name(), placement: &c.placement, restart: c.restart })
-            .collect();
-        let plain: BTreeMap<String, super::placement::Assignment> =
-            current.iter().map(|(child, (a, _))| (child.clone(), a.clone())).collect();
-        for (child, assignment) in assign(&wanted, &plain, &live) {
+        // Decided under the locks (the rules are pure), written after: each change with the
+        // revision it was decided on, 0 for a child never assigned.
+        let changes: Vec<(String, super::placement::Assignment, u64)> = {
+            let current = self.assignments.lock().expect("assignments");
+            let children = self.children.lock().expect("children");
+            let wanted: Vec<Wanted> = children
+                .iter()
+                .map(|c| Wanted { child: c.spec.name(), placement: &c.placement, restart: c.restart })
+                .collect();
+            let plain: BTreeMap<String, super::placement::Assignment> =
+                current.iter().map(|(child, (a, _))| (child.clone(), a.clone())).collect();
+            assign(&wanted, &plain, &live)
+                .into_iter()
+                .map(|(child, assignment)| {
+                    let revision = current.get(&child).map_or(0, |(_, revision)| *revision);
+                    (child, assignment, revision)
+                })
+                .collect()
+        };
+        for (child, assignment, revision) in changes {
             let Ok(value) = serde_json::to_vec(&assignment) else { continue };
             let key = child_key(&child);
-            let written = match current.get(&child) {
-                Some((_, revision)) => self
+            let written = match revision {
+                0 => self.placement.create(&key, Bytes::from(value)).await.map(|_| ()).map_err(|e| e.to_string()),
+                revision => self
                     .placement
-                    .update(&key, Bytes::from(value), *revision)
+                    .update(&key, Bytes::from(value), revision)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
-                None => self.placement.create(&key, Bytes::from(value)).await.map(|_| ()).map_err(|e| e.to_string()),
             };
             match written {
                 Ok(()) => {

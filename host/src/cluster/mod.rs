@@ -127,20 +127,26 @@ fn now_ms() -> u64 {
 /// or end a key, nor two follow each other, so such names are written in hex).
 fn child_key(name: &str) -> String {
     let plain = !name.starts_with('.') && !name.ends_with('.') && !name.contains("..");
-    if plain {
-        format!("c.{name}")
-    } else {
-        format!("x.{}", name.bytes().map(|b| format!("{b:02x}")).collect::<String>())
-    }
+    if plain { format!("c.{name}") } else { format!("x.{}", hex(name)) }
 }
 
 fn key_child(key: &str) -> Option<String> {
     if let Some(name) = key.strip_prefix("c.") {
         return Some(name.to_string());
     }
-    let hex = key.strip_prefix("x.")?;
-    let bytes: Option<Vec<u8>> =
-        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect();
+    unhex(key.strip_prefix("x.")?)
+}
+
+/// A text as hex digits, for bucket keys (whose alphabet is restricted).
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(digits: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..digits.len())
+        .step_by(2)
+        .map(|i| digits.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -190,45 +196,28 @@ impl Cluster {
         // A key-value call that the server does not answer within a heartbeat's time or two is
         // reported, rather than held for the default 5 s.
         js.set_timeout(settings.heartbeat.max(Duration::from_millis(500)) * 2);
-        let bucket = |suffix: &str| format!("agora_{}_{suffix}", settings.name);
-        let open = |config: kv::Config| {
+        // Each bucket keeps one value per key, on disk; the nodes' ages out after node_timeout.
+        let open = |suffix: &str, max_age: Duration| {
             let js = js.clone();
+            let name = format!("agora_{}_{suffix}", settings.name);
             async move {
-                let name = config.bucket.clone();
+                let config = kv::Config {
+                    bucket: name.clone(),
+                    history: 1,
+                    max_age,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                };
                 js.create_key_value(config).await.with_context(|| {
                     format!("cannot open bucket {name} (the server needs JetStream: nats-server -js, 2.11 or later)")
                 })
             }
         };
-        let ids = open(kv::Config {
-            bucket: bucket("ids"),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?;
-        let nodes = open(kv::Config {
-            bucket: bucket("nodes"),
-            history: 1,
-            max_age: settings.node_timeout,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?;
-        let placement = open(kv::Config {
-            bucket: bucket("placement"),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?;
-        let names = open(kv::Config {
-            bucket: bucket("names"),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?;
+        let forever = Duration::ZERO;
+        let ids = open("ids", forever).await?;
+        let nodes = open("nodes", settings.node_timeout).await?;
+        let placement = open("placement", forever).await?;
+        let names = open("names", forever).await?;
         let incarnation = next_incarnation(&ids).await?;
         // The same name may not run twice: a previous run killed a moment ago is waited out
         // (its heartbeat ages out of the bucket within node_timeout); a live one is refused.

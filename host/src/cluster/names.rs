@@ -30,19 +30,11 @@ pub struct Holder {
 /// A bucket key for an agent name: names are any 1-255 bytes, keys a restricted alphabet, so
 /// every name is written in hex (which also keeps `.` and `>` from meaning anything).
 fn name_key(name: &str) -> String {
-    let mut key = String::with_capacity(2 + name.len() * 2);
-    key.push_str("n.");
-    for byte in name.bytes() {
-        key.push_str(&format!("{byte:02x}"));
-    }
-    key
+    format!("n.{}", super::hex(name))
 }
 
 fn key_name(key: &str) -> Option<String> {
-    let hex = key.strip_prefix("n.")?;
-    let bytes: Option<Vec<u8>> =
-        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect();
-    String::from_utf8(bytes?).ok()
+    super::unhex(key.strip_prefix("n.")?)
 }
 
 /// Why a claim could not be decided.

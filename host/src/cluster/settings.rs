@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::manifest::units::Span;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClusterSettings {
     pub url: Option<String>,
@@ -63,15 +63,7 @@ impl RawClusterSettings {
         url: Option<String>,
         node: Option<String>,
     ) -> Result<Option<ClusterSettings>, (&'static str, String)> {
-        let empty = RawClusterSettings {
-            url: None,
-            name: None,
-            node: None,
-            credentials: None,
-            heartbeat: None,
-            node_timeout: None,
-            settle: None,
-        };
+        let empty = RawClusterSettings::default();
         let raw = raw.unwrap_or(&empty);
         let Some(url) = url.or_else(|| raw.url.clone()) else {
             if node.is_some() {
