@@ -207,10 +207,11 @@ fn manifest(dir: &Path, cluster: &str, agents: &str) -> PathBuf {
 fn manifest_timed(dir: &Path, cluster: &str, node_timeout: &str, agents: &str) -> PathBuf {
     let text = format!(
         "[cluster]\nname = \"{cluster}\"\nheartbeat = \"200ms\"\nnode_timeout = \"{node_timeout}\"\nsettle = \"3s\"\n\n\
-         [modules]\necho = {echo:?}\nmisbehave = {misbehave:?}\n\n\
+         [modules]\necho = {echo:?}\nmisbehave = {misbehave:?}\nprobe = {probe:?}\n\n\
          [defaults]\ngrants = [\"messaging\", \"registry\", \"supervision\"]\n\n{agents}",
         echo = common::agent("echo").display().to_string(),
         misbehave = common::agent("misbehave").display().to_string(),
+        probe = common::agent("probe").display().to_string(),
     );
     let path = dir.join("cluster.toml");
     std::fs::write(&path, text).unwrap();
@@ -744,4 +745,102 @@ fn the_cluster_benchmark_prints_its_figures_next_to_raw_nats() {
         let figure: Value = serde_json::from_str(figure).unwrap();
         assert!(figure["value"].as_f64().unwrap() > 0.0 && figure["baseline"].as_f64().unwrap() > 0.0, "{figure}");
     }
+}
+
+/// A probe agent placed on `node`, running `script` (see the probe's steps).
+fn probe_on(node: &str, name: &str, grants: &str, script: &str) -> String {
+    format!(
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nnode = \"{node}\"\nrestart = \"temporary\"\n\
+         grants = [{grants}]\nconfig = {{ script = \"{script}\" }}\n"
+    )
+}
+
+const LOCKING: &str = "\"messaging\", \"logging\", \"registry\", \"coordination\"";
+
+/// What a probe logged for a step, from a node's log (waiting for it).
+fn outcome_on(node: &mut Node, agent: &str, step: &str) -> String {
+    let prefix = format!("probe: {step} => ");
+    let matches = |e: &Value| e["agent"] == agent && e["message"].as_str().is_some_and(|m| m.starts_with(&prefix));
+    let line = match node.seen.iter().find(|e| matches(e)) {
+        Some(line) => line.clone(),
+        None => node.wait_for(matches),
+    };
+    line["message"].as_str().unwrap()[prefix.len()..].to_string()
+}
+
+fn token_of(outcome: &str) -> u64 {
+    outcome.strip_prefix("token ").and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("not a grant: {outcome}"))
+}
+
+#[test]
+fn locks_are_cluster_wide_their_leases_end_across_nodes_and_a_killed_nodes_locks_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let agents = [
+        // c takes `res` for a minute and is killed while holding it.
+        probe_on("c", "holder", LOCKING, "lock res exclusive 60000 5000; register res-held; sleep 600000"),
+        // a finds it busy from another node, in both modes, then waits for it.
+        probe_on(
+            "a",
+            "waiter",
+            LOCKING,
+            "await res-held 30000; lock-try res exclusive 60000; lock-try res shared 60000; \
+             register waiting; lock res exclusive 60000 30000; sleep 600000",
+        ),
+        // b holds `short` on a lease of 1 s that it never renews; a takes it when the lease ends.
+        probe_on(
+            "b",
+            "leaser",
+            LOCKING,
+            "lock short exclusive 1500 5000; register short-held; await took-short 30000; lock-renew short 1000; \
+             lock-release short; sleep 600000",
+        ),
+        probe_on(
+            "a",
+            "taker",
+            LOCKING,
+            "await short-held 30000; lock-try short exclusive 60000; lock short exclusive 60000 20000; \
+             register took-short; sleep 600000",
+        ),
+        // Shared grants from two nodes at once.
+        probe_on("a", "reader-a", LOCKING, "lock-try books shared 60000; register read-a; sleep 600000"),
+        probe_on(
+            "b",
+            "reader-b",
+            LOCKING,
+            "await read-a 30000; lock-try books shared 60000; lock-try books exclusive 60000; sleep 600000",
+        ),
+    ]
+    .concat();
+    let manifest = manifest(dir.path(), "locking", &agents);
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    a.wait_for(|e| e["event"] == "leading");
+    let mut b = Node::start(&manifest, &nats, "b", dir.path());
+    let mut c = Node::start(&manifest, &nats, "c", dir.path());
+
+    let held = token_of(&outcome_on(&mut c, "holder", "lock res exclusive 60000 5000"));
+    assert_eq!(outcome_on(&mut a, "waiter", "lock-try res exclusive 60000"), "error LockError::Busy");
+    assert_eq!(outcome_on(&mut a, "waiter", "lock-try res shared 60000"), "error LockError::Busy");
+
+    // A lease ends on time across nodes: the taker on a waits it out; the leaser on b, alive,
+    // has lost it (its renew is refused) and the taker's token is the larger.
+    let leased = token_of(&outcome_on(&mut b, "leaser", "lock short exclusive 1500 5000"));
+    assert_eq!(outcome_on(&mut a, "taker", "lock-try short exclusive 60000"), "error LockError::Busy");
+    let taken = token_of(&outcome_on(&mut a, "taker", "lock short exclusive 60000 20000"));
+    assert!(taken > leased, "fencing tokens increase across nodes: {leased} then {taken}");
+    assert_eq!(outcome_on(&mut b, "leaser", "lock-renew short 1000"), "error LockError::NotHeld");
+    assert_eq!(outcome_on(&mut b, "leaser", "lock-release short"), "error LockError::NotHeld");
+
+    // Two readers on two nodes share `books`; a writer is refused meanwhile.
+    let first = token_of(&outcome_on(&mut a, "reader-a", "lock-try books shared 60000"));
+    let second = token_of(&outcome_on(&mut b, "reader-b", "lock-try books shared 60000"));
+    assert!(second > first);
+    assert_eq!(outcome_on(&mut b, "reader-b", "lock-try books exclusive 60000"), "error LockError::Busy");
+
+    // c dies holding `res` for a minute: its grant ends with it, well before its lease would.
+    outcome_on(&mut a, "waiter", "register waiting");
+    c.kill();
+    let inherited = token_of(&outcome_on(&mut a, "waiter", "lock res exclusive 60000 30000"));
+    assert!(inherited > held, "{held} then {inherited}");
+    assert!(a.seen.iter().any(|e| e["event"] == "node_down" && e["node"] == "c"), "a saw c go down first");
 }

@@ -111,6 +111,8 @@ impl Cluster {
             serde_json::json!({ "node": record.name, "incarnation": record.incarnation, "reason": why }),
         );
         self.changed.notify_one();
+        // Its lock grants ended with it.
+        self.lock_changed.notify_waiters();
     }
 
     /// The nodes up now (this one included unless it is isolated).

@@ -13,12 +13,15 @@
 //!   vanishes from it ([`membership`], [`leader`]).
 //! - `_placement`: which node incarnation runs each of the root supervisor's children
 //!   ([`placement`]), written by the leader, watched by every node.
+//! - `_names`: the cluster-wide registry ([`names`]).
+//! - `_locks`: cluster-wide locks, each key with a per-key TTL as long as its leases ([`locks`]).
 //!
 //! A node that cannot reach the server for `node_timeout` is down for the others, who restart
 //! its work: it stops its placed children itself at that moment (it is isolated), so that no
 //! child runs twice, and takes back what the leader assigns it once it is reachable again.
 
 pub mod leader;
+pub mod locks;
 pub mod membership;
 pub mod names;
 pub mod placement;
@@ -86,11 +89,17 @@ pub struct Cluster {
     pub index: u64,
     pub started_ms: u64,
     client: async_nats::Client,
+    js: jetstream::Context,
     /// Whether the client is connected to the server now.
     connected: tokio::sync::watch::Receiver<bool>,
     nodes: kv::Store,
     placement: kv::Store,
     names: kv::Store,
+    locks: kv::Store,
+    /// The locks bucket, as followed.
+    lock_table: Mutex<locks::LockTable>,
+    /// A lock's key changed or a node went down: waiting acquires look again.
+    lock_changed: Notify,
     /// The names bucket, as followed: each name's holder and its revision.
     held_names: Mutex<std::collections::HashMap<String, (names::Holder, u64)>>,
     /// The root's children, in manifest order, with where each may run.
@@ -197,7 +206,9 @@ impl Cluster {
         // reported, rather than held for the default 5 s.
         js.set_timeout(settings.heartbeat.max(Duration::from_millis(500)) * 2);
         // Each bucket keeps one value per key, on disk; the nodes' ages out after node_timeout.
-        let open = |suffix: &str, max_age: Duration| {
+        // Per-key TTLs (`ttls`) need the server's message TTLs (2.11 or later); an expired key
+        // leaves a marker for a minute, so that followers see it go.
+        let open = |suffix: &str, max_age: Duration, ttls: bool| {
             let js = js.clone();
             let name = format!("agora_{}_{suffix}", settings.name);
             async move {
@@ -206,6 +217,7 @@ impl Cluster {
                     history: 1,
                     max_age,
                     storage: jetstream::stream::StorageType::File,
+                    limit_markers: ttls.then_some(Duration::from_secs(60)),
                     ..Default::default()
                 };
                 js.create_key_value(config).await.with_context(|| {
@@ -214,10 +226,11 @@ impl Cluster {
             }
         };
         let forever = Duration::ZERO;
-        let ids = open("ids", forever).await?;
-        let nodes = open("nodes", settings.node_timeout).await?;
-        let placement = open("placement", forever).await?;
-        let names = open("names", forever).await?;
+        let ids = open("ids", forever, false).await?;
+        let nodes = open("nodes", settings.node_timeout, false).await?;
+        let placement = open("placement", forever, false).await?;
+        let names = open("names", forever, false).await?;
+        let locks = open("locks", forever, true).await?;
         let incarnation = next_incarnation(&ids).await?;
         // The same name may not run twice: a previous run killed a moment ago is waited out
         // (its heartbeat ages out of the bucket within node_timeout); a live one is refused.
@@ -243,10 +256,14 @@ impl Cluster {
             incarnation,
             started_ms: now_ms(),
             client,
+            js,
             connected,
             nodes,
             placement,
             names,
+            locks,
+            lock_table: Default::default(),
+            lock_changed: Notify::new(),
             held_names: Default::default(),
             children: Mutex::new(children),
             members: Default::default(),
@@ -266,6 +283,7 @@ impl Cluster {
         cluster.follow(&cluster.placement, "placement", Cluster::apply_placement).await?;
         cluster.follow(&cluster.nodes, "nodes", Cluster::apply_node).await?;
         cluster.follow(&cluster.names, "names", Cluster::apply_name).await?;
+        cluster.follow(&cluster.locks, "locks", Cluster::apply_lock).await?;
         cluster.clone().serve_deliveries(router).await.context("serving this node's agents")?;
         tracing::info!(event = "cluster_joined", cluster = %cluster.settings.name, node = %cluster.settings.node,
             incarnation, index = cluster.index, "joined cluster {} as node {} (incarnation {incarnation})",
@@ -543,6 +561,43 @@ pub async fn keep_placed(runtime: Arc<crate::runtime::Runtime>, cluster: Arc<Clu
             applied = Some(names);
         }
         cluster.changed.notified().await;
+    }
+}
+
+/// Why a conditional write did not happen.
+#[derive(Debug)]
+enum PutError {
+    /// Another write to the key came first.
+    Conflict,
+    Failed(String),
+}
+
+/// Write `value` at `key` only if the key's last revision is `revision` (0: it has none), with
+/// a per-key TTL (whole seconds, rounded up; the bucket must allow them). The key-value client
+/// takes a TTL only on a create, so this publishes to the bucket's stream itself.
+async fn put_expecting(
+    js: &jetstream::Context,
+    store: &kv::Store,
+    key: &str,
+    value: Bytes,
+    revision: u64,
+    ttl: Option<Duration>,
+) -> Result<u64, PutError> {
+    use async_nats::header::{self, HeaderValue};
+    let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(revision));
+    if let Some(ttl) = ttl {
+        let seconds = ttl.as_millis().div_ceil(1000).max(1) as u64;
+        headers.insert(header::NATS_MESSAGE_TTL, HeaderValue::from(seconds));
+    }
+    let ack = js.publish_with_headers(subject, headers, value).await.map_err(|e| PutError::Failed(e.to_string()))?;
+    match ack.await {
+        Ok(ack) => Ok(ack.sequence),
+        Err(error) if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+            Err(PutError::Conflict)
+        }
+        Err(error) => Err(PutError::Failed(error.to_string())),
     }
 }
 

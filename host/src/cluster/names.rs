@@ -50,7 +50,7 @@ impl Cluster {
     /// Whether the holder's node incarnation may be alive: up as we see it, or newer than what
     /// we have seen of it (its heartbeat has not reached us yet). One we never saw that is
     /// older than this node was down when this node joined.
-    fn is_live(&self, node: &str, incarnation: u64) -> bool {
+    pub(super) fn is_live(&self, node: &str, incarnation: u64) -> bool {
         match self.members.lock().expect("members").get(node) {
             Some(member) if member.record.incarnation == incarnation => member.up,
             Some(member) => member.record.incarnation < incarnation,

@@ -136,11 +136,17 @@ pub fn transport_error(why: impl std::fmt::Display) -> Error {
 /// stays a synchronous call, which costs less. Needs the multi-threaded runtime that `agora run`
 /// uses; on another, the send fails as a transport failure would.
 pub fn wait_in_place<F: std::future::Future>(future: F) -> Result<F::Output, Error> {
+    in_place(future).ok_or_else(|| transport_error("a send to another node needs the multi-threaded runtime"))
+}
+
+/// Run `future` to its end on this worker thread, inside a synchronous host call (see
+/// [`wait_in_place`]); `None` on a runtime that is not multi-threaded.
+pub fn in_place<F: std::future::Future>(future: F) -> Option<F::Output> {
     let handle = tokio::runtime::Handle::current();
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err(transport_error("a send to another node needs the multi-threaded runtime"));
+        return None;
     }
-    Ok(tokio::task::block_in_place(|| handle.block_on(future)))
+    Some(tokio::task::block_in_place(|| handle.block_on(future)))
 }
 
 impl Cluster {

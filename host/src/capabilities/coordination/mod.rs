@@ -16,6 +16,7 @@ use crate::bindings::barriers::{self as wit_barriers, BarrierError as WitBarrier
 use crate::bindings::consensus::{self as wit_consensus, ConsensusError as WitConsensusError};
 use crate::bindings::election::{self as wit_election, ElectionError as WitElectionError};
 use crate::bindings::locks::{self as wit, LockError as WitError, Mode as WitMode};
+use crate::cluster::locks::ClusterLockError;
 use crate::runtime::state::AgentState;
 use locks::{LockError, Mode};
 
@@ -58,7 +59,11 @@ impl Capability for Coordination {
 
     /// End its locks, its group memberships (a successor leads at once) and its owed votes.
     fn leave(shared: &Coordination, state: &mut AgentCoordination, agent: &Leaving<'_>) {
-        shared.locks.release_all(agent.id, &std::mem::take(&mut state.held));
+        let held = std::mem::take(&mut state.held);
+        match agent.host.cluster.get() {
+            Some(cluster) => cluster.lock_release_all(agent.id, held),
+            None => shared.locks.release_all(agent.id, &held),
+        }
         let groups = std::mem::take(&mut state.groups);
         for group in &groups {
             shared.elections.leave(group, agent.id);
@@ -100,6 +105,22 @@ fn error(error: LockError) -> WitError {
     }
 }
 
+/// A cluster-wide lock's failure. WIT 0.3 has no `unreachable` case: a server that does not
+/// answer is `invalid`, its text starting with "unreachable:".
+fn cluster_error(error: ClusterLockError) -> WitError {
+    match error {
+        ClusterLockError::Lock(lock) => self::error(lock),
+        ClusterLockError::Unreachable(why) => WitError::Invalid(why),
+    }
+}
+
+/// Run a cluster lock operation inside a synchronous host call.
+fn in_place<T>(operation: impl std::future::Future<Output = Result<T, ClusterLockError>>) -> Result<T, WitError> {
+    crate::cluster::remote::in_place(operation)
+        .unwrap_or_else(|| Err(ClusterLockError::Unreachable("unreachable: needs the multi-threaded runtime".into())))
+        .map_err(cluster_error)
+}
+
 impl View<'_, Coordination> {
     fn lock_request(&self, name: &str, ttl_ms: u32) -> Result<Duration, WitError> {
         self.require()?;
@@ -117,7 +138,10 @@ impl View<'_, Coordination> {
         // Forget grants that ended without this agent's release (expired leases), lazily.
         if self.state.held.len() >= 64 {
             let (locks, id) = (&self.shared.locks, self.id);
-            self.state.held.retain(|(name, token)| locks.renew_check(name, id, *token));
+            match self.host.cluster.get() {
+                Some(cluster) => self.state.held.retain(|(name, token)| cluster.lock_may_hold(name, id, *token)),
+                None => self.state.held.retain(|(name, token)| locks.renew_check(name, id, *token)),
+            }
         }
         self.state.held.push((name, token));
         token
@@ -128,25 +152,41 @@ impl wit::Host for View<'_, Coordination> {
     async fn acquire(&mut self, name: String, mode_: WitMode, ttl_ms: u32, timeout_ms: u32) -> Result<u64, WitError> {
         let ttl = self.lock_request(&name, ttl_ms)?;
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
-        let token = self.shared.locks.acquire(&name, self.id, mode(mode_), ttl, timeout).await.map_err(error)?;
+        let token = match self.host.cluster.get() {
+            // Dropped in the middle (its agent killed), a write may still have granted it: such
+            // a grant ends with its lease.
+            Some(cluster) => {
+                cluster.lock_acquire(&name, self.id, mode(mode_), ttl, timeout).await.map_err(cluster_error)?
+            }
+            None => self.shared.locks.acquire(&name, self.id, mode(mode_), ttl, timeout).await.map_err(error)?,
+        };
         Ok(self.granted(name, token))
     }
 
     fn try_acquire(&mut self, name: String, mode_: WitMode, ttl_ms: u32) -> Result<u64, WitError> {
         let ttl = self.lock_request(&name, ttl_ms)?;
-        let token = self.shared.locks.try_acquire(&name, self.id, mode(mode_), ttl).map_err(error)?;
+        let token = match self.host.cluster.get() {
+            Some(cluster) => in_place(cluster.lock_try(&name, self.id, mode(mode_), ttl))?,
+            None => self.shared.locks.try_acquire(&name, self.id, mode(mode_), ttl).map_err(error)?,
+        };
         Ok(self.granted(name, token))
     }
 
     fn renew(&mut self, name: String, token: u64, ttl_ms: u32) -> Result<(), WitError> {
         let ttl = self.lock_request(&name, ttl_ms)?;
-        self.shared.locks.renew(&name, self.id, token, ttl).map_err(error)
+        match self.host.cluster.get() {
+            Some(cluster) => in_place(cluster.lock_renew(&name, self.id, token, ttl)),
+            None => self.shared.locks.renew(&name, self.id, token, ttl).map_err(error),
+        }
     }
 
     fn release(&mut self, name: String, token: u64) -> Result<(), WitError> {
         self.require()?;
         self.state.held.retain(|(n, t)| !(*t == token && *n == name));
-        self.shared.locks.release(&name, self.id, token).map_err(error)
+        match self.host.cluster.get() {
+            Some(cluster) => in_place(cluster.lock_release(&name, self.id, token)),
+            None => self.shared.locks.release(&name, self.id, token).map_err(error),
+        }
     }
 }
 
