@@ -844,3 +844,93 @@ fn locks_are_cluster_wide_their_leases_end_across_nodes_and_a_killed_nodes_locks
     assert!(inherited > held, "{held} then {inherited}");
     assert!(a.seen.iter().any(|e| e["event"] == "node_down" && e["node"] == "c"), "a saw c go down first");
 }
+
+const PAYING: &str = "\"messaging\", \"logging\", \"registry\", \"economics\"";
+
+/// A node's view of the economy: each wallet's (balance, held), and the money's totals.
+fn economy(node: &Node) -> (Vec<(String, u64, u64)>, Value) {
+    let economy = node.get("/v1/economy");
+    let wallets = economy["wallets"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .map(|w| {
+                    (
+                        w["name"].as_str().unwrap().to_string(),
+                        w["balance"].as_u64().unwrap(),
+                        w["held"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (wallets, economy["money"].clone())
+}
+
+#[test]
+fn money_moves_between_nodes_and_is_conserved_when_a_node_is_killed_mid_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let payer = |node: &str, name: &str, script: &str| {
+        format!(
+            "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\n{node}\nwallet = 1000\n\
+             grants = [{PAYING}]\nconfig = {{ script = \"{script}\" }}\n"
+        )
+    };
+    let agents = [
+        payer(
+            "node = \"a\"",
+            "p-a",
+            "await p-b 30000; await p-c 30000; count 100 pay p-b 1; count 100 pay p-c 2; hold 50; capture p-b 30; \
+             register a-done; sleep 600000",
+        ),
+        payer(
+            "node = \"b\"",
+            "p-b",
+            "await p-a 30000; await p-c 30000; count 100 pay p-c 1; count 100 pay p-a 3; hold 40; release-hold; \
+             register b-done; sleep 600000",
+        ),
+        // c's payer moves to b when c dies, its wallet with it (not opened twice).
+        payer(
+            "nodes = [\"c\", \"b\"]",
+            "p-c",
+            "await p-a 30000; await p-b 30000; count 50 pay p-a 1; count 300 pay p-b 1; count 50 pay p-a 1; \
+             register c-done; sleep 600000",
+        ),
+    ]
+    .concat();
+    let manifest = manifest(dir.path(), "paying", &agents);
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    a.wait_for(|e| e["event"] == "leading");
+    let mut b = Node::start(&manifest, &nats, "b", dir.path());
+    let mut c = Node::start(&manifest, &nats, "c", dir.path());
+
+    // c is killed while its payer is paying.
+    assert_eq!(outcome_on(&mut c, "p-c", "count 50 pay p-a 1"), "counted [paid:50]");
+    c.kill();
+    assert_eq!(outcome_on(&mut a, "p-a", "count 100 pay p-b 1"), "counted [paid:100]");
+    assert_eq!(outcome_on(&mut a, "p-a", "count 100 pay p-c 2"), "counted [paid:100]");
+    assert_eq!(outcome_on(&mut a, "p-a", "capture p-b 30"), "ok");
+    assert_eq!(outcome_on(&mut b, "p-b", "count 100 pay p-a 3"), "counted [paid:100]");
+    assert_eq!(outcome_on(&mut b, "p-b", "release-hold"), "ok");
+    // The payer restarted on b runs its script again, from the wallet it had.
+    eventually("p-c runs on b", || {
+        let running = b.agents();
+        (running.contains(&"p-c".to_string()), running)
+    });
+    b.wait_for(|e| e["agent"] == "p-c" && e["message"] == "probe: register c-done => ok");
+
+    // Both survivors agree on every wallet, and on the money: 3,000 minted (p-c's budget was
+    // given once), all of it in the wallets.
+    let (on_a, money) = eventually("a and b agree on the wallets", || {
+        let (a_view, b_view) = (economy(&a), economy(&b));
+        (a_view == b_view && a_view.1["conserved"] == true, a_view)
+    });
+    assert_eq!(money["minted"], "3000", "{money}");
+    assert_eq!(money["held"], "3000", "{money}");
+    let total: u64 = on_a.iter().map(|(_, balance, held)| balance + held).sum();
+    assert_eq!(total, 3000, "{on_a:?}");
+    let names: Vec<&str> = on_a.iter().map(|(name, ..)| name.as_str()).collect();
+    assert_eq!(names, ["p-a", "p-b", "p-c"]);
+    assert!(on_a.iter().all(|(_, _, held)| *held == 0), "every hold settled: {on_a:?}");
+}

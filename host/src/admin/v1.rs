@@ -730,8 +730,18 @@ fn economy(runtime: &Runtime) -> Response<Full<Bytes>> {
         .collect();
     json_response(
         StatusCode::OK,
-        &json!({ "enabled": true, "currency": economics.settings.currency, "wallets": wallets, "auctions": auctions, "tasks": tasks }),
+        &json!({
+            "enabled": true, "currency": economics.settings.currency, "wallets": wallets, "auctions": auctions,
+            "tasks": tasks, "money": money(economics),
+        }),
     )
+}
+
+/// What was minted and what the wallets hold: equal, unless a movement is under way.
+fn money(economics: &crate::capabilities::economics::Economics) -> Value {
+    let (held, minted) = economics.ledger.totals();
+    // As strings: the sums may pass 2^53, which a JSON number cannot carry exactly.
+    json!({ "minted": minted.to_string(), "held": held.to_string(), "conserved": held == minted })
 }
 
 /// A refusal built before the route is done (boxed: a response is large, and most requests

@@ -21,6 +21,7 @@
 //! child runs twice, and takes back what the leader assigns it once it is reachable again.
 
 pub mod leader;
+pub mod ledger;
 pub mod locks;
 pub mod membership;
 pub mod names;

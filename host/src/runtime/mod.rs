@@ -328,9 +328,8 @@ impl Runtime {
         self.router.try_deliver(target, crate::messaging::Message::cast(None, payload))
     }
 
-    /// A fresh agent id; ids are never reused within a process.
-    /// Join the cluster of `settings`: from now on this host's ids carry its node index, and
-    /// its events journal what the cluster does.
+    /// Join the cluster of `settings`: from now on this host's ids carry its node index, its
+    /// events journal what the cluster does, and its wallets are the cluster's.
     pub async fn join_cluster(
         self: &Arc<Self>,
         settings: crate::cluster::ClusterSettings,
@@ -347,9 +346,15 @@ impl Runtime {
         self.next_serial.store((cluster.index << crate::cluster::NODE_SHIFT) | 1, Ordering::Relaxed);
         let _ = self.cluster.set(cluster.clone());
         cluster.serve_signals(self).await?;
+        let journal = crate::cluster::ledger::SharedJournal::open(&cluster).await?;
+        anyhow::Context::context(
+            self.services.economics.ledger.share(journal).await,
+            "following the cluster's ledger",
+        )?;
         Ok(cluster)
     }
 
+    /// A fresh agent id; ids are never reused within a process.
     pub fn next_id(&self) -> AgentId {
         self.next_serial.fetch_add(1, Ordering::Relaxed)
     }

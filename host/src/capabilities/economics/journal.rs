@@ -36,7 +36,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(value: u8) -> Option<Kind> {
+    pub(crate) fn from_u8(value: u8) -> Option<Kind> {
         [Kind::Mint, Kind::Transfer, Kind::Hold, Kind::Release, Kind::Capture].into_iter().find(|k| *k as u8 == value)
     }
 }

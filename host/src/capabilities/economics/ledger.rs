@@ -14,10 +14,12 @@
 //! for more than it has, but journaled per agent when it goes idle or every 100 ms: a host that
 //! crashes forgets at most that much of the charges (the wallets keep the money).
 
+mod shared;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use tokio::sync::Notify;
 
@@ -117,6 +119,10 @@ pub struct Ledger {
     minted: AtomicU64,
     /// Set when the journal failed: memory may be ahead of the file, so nothing more moves.
     failed: AtomicBool,
+    /// In a cluster: the cluster's journal, which every movement goes through instead.
+    shared: OnceLock<Arc<crate::cluster::ledger::SharedJournal>>,
+    /// Itself, for the cluster's movements that finish in the background.
+    me: OnceLock<Weak<Ledger>>,
 }
 
 fn new_accounts() -> Accounts {
@@ -189,7 +195,14 @@ impl Ledger {
                 releases
             },
         )?;
-        Ok(Ledger { accounts, journal, minted: AtomicU64::new(minted), failed: AtomicBool::new(false) })
+        Ok(Ledger {
+            accounts,
+            journal,
+            minted: AtomicU64::new(minted),
+            failed: AtomicBool::new(false),
+            shared: OnceLock::new(),
+            me: OnceLock::new(),
+        })
     }
 
     fn check_open(&self) -> Result<(), LedgerError> {
@@ -214,6 +227,9 @@ impl Ledger {
     /// Make sure a wallet exists; a new one receives `initial` (minted, journaled). Returns
     /// whether it was new. An existing wallet keeps its balance: a budget is given once.
     pub async fn open_wallet(&self, name: &str, initial: u64) -> Result<bool, LedgerError> {
+        if let Some(shared) = self.shared.get() {
+            return self.shared_open_wallet(shared, name, initial).await;
+        }
         self.check_open()?;
         let acked = {
             let table = self.accounts.pin();
@@ -247,6 +263,9 @@ impl Ledger {
         if from == to {
             return Err(LedgerError::Invalid("a wallet cannot pay itself".into()));
         }
+        if let Some(shared) = self.shared.get() {
+            return self.shared_transfer(shared, from, to, amount, memo).await;
+        }
         let acked = {
             let table = self.accounts.pin();
             let payer = table.get(from).ok_or_else(|| LedgerError::NoWallet(from.into()))?;
@@ -276,6 +295,10 @@ impl Ledger {
             return Err(LedgerError::Invalid("the amount must be at least 1".into()));
         }
         let owner: Arc<str> = owner.into();
+        if let Some(shared) = self.shared.get() {
+            let number = self.shared_hold(shared, &owner, amount, memo).await?;
+            return Ok(HoldId { owner, number });
+        }
         let (number, acked) = {
             let table = self.accounts.pin();
             let account = table.get(&*owner).ok_or_else(|| LedgerError::NoWallet(owner.to_string()))?;
@@ -300,6 +323,9 @@ impl Ledger {
 
     /// Give all of a hold back to its owner.
     pub async fn release(&self, hold: &HoldId, memo: &str) -> Result<u64, LedgerError> {
+        if let Some(shared) = self.shared.get() {
+            return self.shared_settle_hold(shared, &hold.owner, hold.number, &hold.owner, None, memo).await;
+        }
         self.check_open()?;
         let acked = {
             let table = self.accounts.pin();
@@ -324,6 +350,9 @@ impl Ledger {
     pub async fn capture(&self, hold: &HoldId, to: &str, amount: u64, memo: &str) -> Result<u64, LedgerError> {
         if *hold.owner == *to {
             return self.release(hold, memo).await;
+        }
+        if let Some(shared) = self.shared.get() {
+            return self.shared_settle_hold(shared, &hold.owner, hold.number, to, Some(amount), memo).await;
         }
         self.check_open()?;
         let acked = {
@@ -391,6 +420,12 @@ impl Ledger {
             wallet.balance += undone;
             amount - undone
         };
+        if let Some(shared) = self.shared.get() {
+            if rest > 0 {
+                self.shared_pay_back(shared, name, rest);
+            }
+            return;
+        }
         let Some(house) = table.get(COMPUTE_ACCOUNT).filter(|_| rest > 0) else { return };
         let (mut wallet, mut paying) = lock_pair(account, name, house, COMPUTE_ACCOUNT);
         let amount = rest.min(paying.balance);
@@ -412,7 +447,14 @@ impl Ledger {
     /// Journal a wallet's compute charges so far (paid to [`COMPUTE_ACCOUNT`]).
     pub fn settle_compute(&self, name: &str) {
         let table = self.accounts.pin();
-        let Some(account) = table.get(name).filter(|_| name != COMPUTE_ACCOUNT) else { return };
+        let Some(account) = table.get(name).filter(|_| *name != *self.compute_account()) else { return };
+        if let Some(shared) = self.shared.get() {
+            let due = std::mem::take(&mut account.lock().compute_due);
+            if due > 0 {
+                self.shared_settle_compute(shared, name, due);
+            }
+            return;
+        }
         let house = table.get_or_insert_with(COMPUTE_ACCOUNT.into(), Account::new);
         let (mut wallet, mut paid) = lock_pair(account, name, house, COMPUTE_ACCOUNT);
         let due = std::mem::take(&mut wallet.compute_due);
@@ -444,6 +486,8 @@ impl Ledger {
             let wallet = account.lock();
             held += wallet.balance as u128 + wallet.held() as u128 + wallet.compute_due as u128;
         }
+        // Compute charges on their way to the cluster's journal.
+        held += self.shared.get().map_or(0, |shared| shared.in_flight());
         let issued = self.minted.load(Ordering::Relaxed) as u128;
         (held, issued)
     }
