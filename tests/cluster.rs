@@ -934,3 +934,75 @@ fn money_moves_between_nodes_and_is_conserved_when_a_node_is_killed_mid_way() {
     assert_eq!(names, ["p-a", "p-b", "p-c"]);
     assert!(on_a.iter().all(|(_, _, held)| *held == 0), "every hold settled: {on_a:?}");
 }
+
+/// A member of group `g` on `node` that votes `vote` and logs the notices it gets.
+fn member_on(node: &str, name: &str, vote: &str, script: &str) -> String {
+    format!(
+        "[[agent]]\nname = \"{name}\"\nmodule = \"probe\"\nnode = \"{node}\"\nrestart = \"temporary\"\n\
+         grants = [{LOCKING}]\nconfig = {{ script = \"{script}\", vote = \"{vote}\", report_messages = \"true\" }}\n"
+    )
+}
+
+/// `term <t> leader <id> me <id>` as (term, leader, me).
+fn leadership_of(outcome: &str) -> (u64, String, String) {
+    let words: Vec<&str> = outcome.split(' ').collect();
+    assert_eq!((words.len(), words[0], words[2], words[4]), (6, "term", "leader", "me"), "{outcome}");
+    (words[1].parse().unwrap(), words[3].to_string(), words[5].to_string())
+}
+
+#[test]
+fn election_groups_and_consensus_rounds_span_nodes_and_a_killed_leaders_successor_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let agents = [
+        // Their scripts end, so that they take the vote requests (a probe handles one message at a time).
+        member_on("a", "m-a", "accept", "join g; register joined-a"),
+        member_on("b", "m-b", "accept", "await joined-a 30000; join g; register joined-b"),
+        member_on("c", "m-c", "reject", "await joined-b 30000; join g; register joined-c"),
+        // Not a member: proposes to the three, then to the two left once a is gone.
+        probe_on(
+            "c",
+            "proposer",
+            LOCKING,
+            "await joined-c 30000; leader g; propose g majority 20000 one; propose g all 20000 two; \
+             register proposed; await-outcome 30000 leader g => term 2*; propose g 1 20000 three; sleep 600000",
+        ),
+    ]
+    .concat();
+    let manifest = manifest(dir.path(), "electing", &agents);
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    a.wait_for(|e| e["event"] == "leading");
+    let mut b = Node::start(&manifest, &nats, "b", dir.path());
+    let mut c = Node::start(&manifest, &nats, "c", dir.path());
+
+    // One group across three nodes, led by its first member, a's.
+    let (term, leader, m_a) = leadership_of(&outcome_on(&mut a, "m-a", "join g"));
+    assert_eq!((term, &leader), (1, &m_a));
+    let (term, leader, m_b) = leadership_of(&outcome_on(&mut b, "m-b", "join g"));
+    assert_eq!((term, &leader), (1, &m_a), "b joins a's group, not one of its own");
+    let (term, leader, _) = leadership_of(&outcome_on(&mut c, "proposer", "leader g"));
+    assert_eq!((term, &leader), (1, &m_a));
+    // Votes come from members on all three nodes.
+    assert_eq!(
+        outcome_on(&mut c, "proposer", "propose g majority 20000 one"),
+        "Verdict::Committed voters 3 accepted 2 rejected 1 missing 0"
+    );
+    // Decided the moment c's member rejects: a's and b's accepts may come after.
+    let all = outcome_on(&mut c, "proposer", "propose g all 20000 two");
+    assert!(all.starts_with("Verdict::Rejected voters 3 ") && all.contains(" rejected 1 "), "{all}");
+
+    // The leader's node dies: b's member leads under term 2, and the members left hear it.
+    outcome_on(&mut c, "proposer", "register proposed");
+    a.kill();
+    let told = format!("probe got [agora:leader/g] term=2 leader={m_b}");
+    b.wait_for(|e| e["agent"] == "m-b" && e["message"] == told.as_str());
+    c.wait_for(|e| e["agent"] == "m-c" && e["message"] == told.as_str());
+    let (term, leader, _) = leadership_of(&outcome_on(&mut c, "proposer", "await-outcome 30000 leader g => term 2*"));
+    assert_eq!((term, leader), (2, m_b));
+    // Committed with b's accept, whether c's reject came before it or not.
+    let three = outcome_on(&mut c, "proposer", "propose g 1 20000 three");
+    assert!(
+        three.starts_with("Verdict::Committed voters 2 accepted 1 "),
+        "the dead node's member is not asked: {three}"
+    );
+}

@@ -54,6 +54,7 @@ impl Cluster {
         {
             self.assign_children().await;
             self.clear_dead_names().await;
+            self.clear_dead_members().await;
         }
     }
 

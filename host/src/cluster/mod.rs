@@ -14,12 +14,14 @@
 //! - `_placement`: which node incarnation runs each of the root supervisor's children
 //!   ([`placement`]), written by the leader, watched by every node.
 //! - `_names`: the cluster-wide registry ([`names`]).
+//! - `_groups`: cluster-wide election groups ([`groups`]).
 //! - `_locks`: cluster-wide locks, each key with a per-key TTL as long as its leases ([`locks`]).
 //!
 //! A node that cannot reach the server for `node_timeout` is down for the others, who restart
 //! its work: it stops its placed children itself at that moment (it is isolated), so that no
 //! child runs twice, and takes back what the leader assigns it once it is reachable again.
 
+pub mod groups;
 pub mod leader;
 pub mod ledger;
 pub mod locks;
@@ -29,6 +31,7 @@ pub mod placement;
 pub mod remote;
 pub mod settings;
 pub mod signals;
+pub mod votes;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +100,11 @@ pub struct Cluster {
     placement: kv::Store,
     names: kv::Store,
     locks: kv::Store,
+    groups: kv::Store,
+    /// The groups bucket, as followed.
+    group_table: Mutex<groups::GroupTable>,
+    /// This host's mailboxes (members of election groups are told of new terms).
+    router: Arc<crate::messaging::Router>,
     /// The locks bucket, as followed.
     lock_table: Mutex<locks::LockTable>,
     /// A lock's key changed or a node went down: waiting acquires look again.
@@ -232,6 +240,7 @@ impl Cluster {
         let placement = open("placement", forever, false).await?;
         let names = open("names", forever, false).await?;
         let locks = open("locks", forever, true).await?;
+        let groups = open("groups", forever, false).await?;
         let incarnation = next_incarnation(&ids).await?;
         // The same name may not run twice: a previous run killed a moment ago is waited out
         // (its heartbeat ages out of the bucket within node_timeout); a live one is refused.
@@ -263,6 +272,9 @@ impl Cluster {
             placement,
             names,
             locks,
+            groups,
+            group_table: Default::default(),
+            router: router.clone(),
             lock_table: Default::default(),
             lock_changed: Notify::new(),
             held_names: Default::default(),
@@ -285,6 +297,7 @@ impl Cluster {
         cluster.follow(&cluster.nodes, "nodes", Cluster::apply_node).await?;
         cluster.follow(&cluster.names, "names", Cluster::apply_name).await?;
         cluster.follow(&cluster.locks, "locks", Cluster::apply_lock).await?;
+        cluster.follow(&cluster.groups, "groups", Cluster::apply_group).await?;
         cluster.clone().serve_deliveries(router).await.context("serving this node's agents")?;
         tracing::info!(event = "cluster_joined", cluster = %cluster.settings.name, node = %cluster.settings.node,
             incarnation, index = cluster.index, "joined cluster {} as node {} (incarnation {incarnation})",

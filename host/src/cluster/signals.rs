@@ -19,7 +19,7 @@ use crate::runtime::agent::{ExitReason, Fault, FaultKind};
 use crate::supervision::links::{DOWN_TOPIC, EXIT_TOPIC};
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Signal {
+pub(super) enum Signal {
     /// `watcher` (of the sender's node) monitors `target` (of the receiver's).
     Monitor {
         watcher: AgentId,
@@ -59,6 +59,20 @@ enum Signal {
         about: AgentId,
         reason: String,
     },
+    /// `to` is asked to vote in `round` of the sender's node ([`super::votes`]).
+    VoteRequest {
+        to: AgentId,
+        group: String,
+        round: u64,
+        proposer: AgentId,
+        value: Vec<u8>,
+    },
+    /// `voter` cannot vote in `round` (of the receiver's node): it exited, or the request found
+    /// no room.
+    VoterLost {
+        round: u64,
+        voter: AgentId,
+    },
 }
 
 impl Cluster {
@@ -67,7 +81,7 @@ impl Cluster {
     }
 
     /// Send `signal` to the node of `to`, in the background.
-    fn signal(&self, to: AgentId, signal: Signal) {
+    pub(super) fn signal(&self, to: AgentId, signal: Signal) {
         let subject = self.signal_subject(index_of(to));
         let Ok(body) = serde_json::to_vec(&signal) else { return };
         let client = self.client.clone();
@@ -149,6 +163,7 @@ impl Cluster {
         let _ = self.node_down_hook.set(Box::new(move |index| {
             if let Some(runtime) = weak.upgrade() {
                 runtime.links.node_down(&runtime.router, |id| index_of(id) == index);
+                runtime.services.coordination.consensus.lose_voters(|id| index_of(id) == index);
             }
         }));
         let mut signals = self.client.subscribe(self.signal_subject(self.index)).await?;
@@ -206,5 +221,24 @@ fn apply(runtime: &Runtime, signal: Signal) {
             let exit = LinkedExit { agent: about, reason };
             let _ = router.try_deliver(to, Message::notice(Some(about), EXIT_TOPIC.into(), Notice::Exit(exit)));
         }
+        Signal::VoteRequest { to, group, round, proposer, value } => {
+            let topic: Arc<str> =
+                format!("{}{group}", crate::capabilities::coordination::consensus::TOPIC_PREFIX).into();
+            let request = crate::bindings::types::VoteRequest { group, round, proposer, value };
+            let message = Message::notice(Some(proposer), topic, Notice::VoteRequested(request));
+            let consensus = &runtime.services.coordination.consensus;
+            match router.try_deliver(to, message) {
+                Ok(()) => consensus.asked_remotely(to, round),
+                Err(_) => {
+                    if let Some(cluster) = runtime.cluster.get() {
+                        cluster.signal(
+                            round >> super::NODE_SHIFT << super::NODE_SHIFT,
+                            Signal::VoterLost { round, voter: to },
+                        );
+                    }
+                }
+            }
+        }
+        Signal::VoterLost { round, voter } => runtime.services.coordination.consensus.lose_voter(round, voter),
     }
 }

@@ -346,6 +346,7 @@ impl Runtime {
         self.next_serial.store((cluster.index << crate::cluster::NODE_SHIFT) | 1, Ordering::Relaxed);
         let _ = self.cluster.set(cluster.clone());
         cluster.serve_signals(self).await?;
+        cluster.serve_votes(self).await?;
         let journal = crate::cluster::ledger::SharedJournal::open(&cluster).await?;
         anyhow::Context::context(
             self.services.economics.ledger.share(journal).await,

@@ -75,15 +75,50 @@ impl Round {
     }
 }
 
+/// In a cluster: the rounds and voters of other nodes (see `crate::cluster::votes`).
+pub trait RemoteRounds: Send + Sync {
+    /// Ask `member`, an agent of another node; false if it cannot be asked.
+    fn ask(&self, member: AgentId, request: &crate::bindings::types::VoteRequest) -> bool;
+    /// Whether `round` is another node's.
+    fn is_remote(&self, round: u64) -> bool;
+    /// Vote in another node's round.
+    fn vote(&self, round: u64, voter: AgentId, accept: bool) -> Result<(), ConsensusError>;
+    /// `voter`, asked in another node's round, exited before voting.
+    fn lost(&self, round: u64, voter: AgentId);
+}
+
 pub struct Consensus {
     rounds: DashMap<u64, Round, IdHasher>,
     next_round: AtomicU64,
     router: Arc<Router>,
+    remote: std::sync::OnceLock<Arc<dyn RemoteRounds>>,
+    /// Agents of this host asked in other nodes' rounds, and those rounds (to report them
+    /// missing if they exit before voting).
+    asked_here: DashMap<AgentId, Vec<u64>, IdHasher>,
 }
 
 impl Consensus {
     pub fn new(router: Arc<Router>) -> Consensus {
-        Consensus { rounds: DashMap::default(), next_round: AtomicU64::new(1), router }
+        Consensus {
+            rounds: DashMap::default(),
+            next_round: AtomicU64::new(1),
+            router,
+            remote: Default::default(),
+            asked_here: Default::default(),
+        }
+    }
+
+    /// Join a cluster: rounds are numbered from `first` (they carry the node's index, so a
+    /// vote finds its way back), and members and rounds of other nodes are reached through
+    /// `remote`.
+    pub fn share(&self, first: u64, remote: Arc<dyn RemoteRounds>) {
+        self.next_round.store(first, Ordering::Relaxed);
+        let _ = self.remote.set(remote);
+    }
+
+    /// A request of another node's round reached local `member`.
+    pub fn asked_remotely(&self, member: AgentId, round: u64) {
+        self.asked_here.entry(member).or_default().push(round);
     }
 
     /// Ask `members` to vote on `value`; wait (suspending only the caller) for the outcome.
@@ -118,9 +153,12 @@ impl Consensus {
         for member in members {
             let notice = crate::messaging::Notice::VoteRequested(request.clone());
             let message = Message::notice(Some(proposer), topic.clone(), notice);
-            if self.router.try_deliver(member, message).is_err() {
+            match self.router.try_deliver(member, message) {
+                Ok(()) => {}
+                Err(crate::bindings::Error::NotFound)
+                    if self.remote.get().is_some_and(|remote| remote.ask(member, &request)) => {}
                 // Gone, or no room for the request: this member cannot vote.
-                self.lose_voter(round, member);
+                Err(_) => self.lose_voter(round, member),
             }
         }
         let decided = tokio::time::timeout(timeout, outcome).await;
@@ -134,6 +172,15 @@ impl Consensus {
     }
 
     pub fn vote(&self, round: u64, voter: AgentId, accept: bool) -> Result<(), ConsensusError> {
+        if let Some(remote) = self.remote.get()
+            && remote.is_remote(round)
+        {
+            if let Some(mut asked) = self.asked_here.get_mut(&voter) {
+                asked.retain(|r| *r != round);
+            }
+            self.asked_here.remove_if(&voter, |_, asked| asked.is_empty());
+            return remote.vote(round, voter, accept);
+        }
         let mut state = self.rounds.get_mut(&round).ok_or(ConsensusError::NotFound)?;
         if state.decided.is_none() {
             return Err(ConsensusError::NotFound);
@@ -149,7 +196,7 @@ impl Consensus {
         Ok(())
     }
 
-    fn lose_voter(&self, round: u64, voter: AgentId) {
+    pub fn lose_voter(&self, round: u64, voter: AgentId) {
         if let Some(mut state) = self.rounds.get_mut(&round)
             && let Some(at) = state.pending.iter().position(|p| *p == voter)
         {
@@ -163,6 +210,23 @@ impl Consensus {
     pub fn forget(&self, voter: AgentId) {
         let open: Vec<u64> = self.rounds.iter().filter(|r| r.pending.contains(&voter)).map(|r| *r.key()).collect();
         for round in open {
+            self.lose_voter(round, voter);
+        }
+        if let (Some(remote), Some((_, asked))) = (self.remote.get(), self.asked_here.remove(&voter)) {
+            for round in asked {
+                remote.lost(round, voter);
+            }
+        }
+    }
+
+    /// Voters owed by agents that `gone` says are gone (a node that went down) are missing.
+    pub fn lose_voters(&self, gone: impl Fn(AgentId) -> bool) {
+        let owed: Vec<(u64, AgentId)> = self
+            .rounds
+            .iter()
+            .flat_map(|r| r.pending.iter().filter(|v| gone(**v)).map(|v| (*r.key(), *v)).collect::<Vec<_>>())
+            .collect();
+        for (round, voter) in owed {
             self.lose_voter(round, voter);
         }
     }

@@ -65,11 +65,16 @@ impl Capability for Coordination {
             None => shared.locks.release_all(agent.id, &held),
         }
         let groups = std::mem::take(&mut state.groups);
-        for group in &groups {
-            shared.elections.leave(group, agent.id);
-        }
         if !groups.is_empty() {
             shared.consensus.forget(agent.id);
+        }
+        match agent.host.cluster.get() {
+            Some(cluster) => cluster.group_leave_all(agent.id, groups),
+            None => {
+                for group in &groups {
+                    shared.elections.leave(group, agent.id);
+                }
+            }
         }
     }
 }
@@ -218,7 +223,10 @@ fn leadership(leadership: election::Leadership) -> wit_election::Leadership {
 impl wit_election::Host for View<'_, Coordination> {
     fn join(&mut self, group: String) -> Result<wit_election::Leadership, WitElectionError> {
         self.election_request(&group)?;
-        let now = self.shared.elections.join(&group, self.id);
+        let now = match self.host.cluster.get() {
+            Some(cluster) => in_place_group(cluster.group_join(&group, self.id))?,
+            None => self.shared.elections.join(&group, self.id),
+        };
         if !self.state.groups.contains(&group) {
             self.state.groups.push(group);
         }
@@ -228,13 +236,28 @@ impl wit_election::Host for View<'_, Coordination> {
     fn leave(&mut self, group: String) -> Result<(), WitElectionError> {
         self.election_request(&group)?;
         self.state.groups.retain(|g| *g != group);
-        if self.shared.elections.leave(&group, self.id) { Ok(()) } else { Err(WitElectionError::NotMember) }
+        let was_member = match self.host.cluster.get() {
+            Some(cluster) => in_place_group(cluster.group_leave(&group, self.id))?,
+            None => self.shared.elections.leave(&group, self.id),
+        };
+        if was_member { Ok(()) } else { Err(WitElectionError::NotMember) }
     }
 
     fn leader(&mut self, group: String) -> Result<wit_election::Leadership, WitElectionError> {
         self.election_request(&group)?;
-        Ok(leadership(self.shared.elections.leadership(&group)))
+        match self.host.cluster.get() {
+            Some(cluster) => Ok(leadership(in_place_group(cluster.group_leadership(&group))?)),
+            None => Ok(leadership(self.shared.elections.leadership(&group))),
+        }
     }
+}
+
+/// Run a cluster-wide group operation inside a synchronous host call; a server that does not
+/// answer is `invalid` with a text starting "unreachable:" (WIT 0.3 has no case for it).
+fn in_place_group<T>(operation: impl std::future::Future<Output = Result<T, String>>) -> Result<T, WitElectionError> {
+    crate::cluster::remote::in_place(operation)
+        .unwrap_or_else(|| Err("unreachable: needs the multi-threaded runtime".into()))
+        .map_err(WitElectionError::Invalid)
 }
 
 impl View<'_, Coordination> {
@@ -262,7 +285,10 @@ impl wit_consensus::Host for View<'_, Coordination> {
             wit_consensus::Quorum::All => consensus::Quorum::All,
             wit_consensus::Quorum::AtLeast(n) => consensus::Quorum::AtLeast(n),
         };
-        let members = self.shared.elections.members(&group);
+        let members = match self.host.cluster.get() {
+            Some(cluster) => cluster.group_members(&group).into_iter().map(|m| m.agent).collect(),
+            None => self.shared.elections.members(&group),
+        };
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
         let outcome = self.shared.consensus.propose(&group, self.id, members, &value, quorum, timeout).await;
         let outcome = outcome.map_err(|error| match error {
