@@ -1006,3 +1006,55 @@ fn election_groups_and_consensus_rounds_span_nodes_and_a_killed_leaders_successo
         "the dead node's member is not asked: {three}"
     );
 }
+
+#[test]
+fn barriers_gather_parties_of_every_node_and_a_killed_nodes_party_breaks_the_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let agents = [
+        probe_on("a", "x-a", LOCKING, "barrier meet 3 30000; barrier meet 3 30000; barrier again 3 30000"),
+        probe_on("b", "x-b", LOCKING, "barrier meet 3 30000; barrier meet 3 30000; barrier other 2 1000"),
+        probe_on("c", "x-c", LOCKING, "barrier meet 3 30000; barrier meet 3 30000; barrier again 3 60000"),
+        // Sees the two parties of `again` wait, from a third node.
+        probe_on(
+            "b",
+            "watcher",
+            LOCKING,
+            "await-outcome 30000 barrier-waiting again => waiting [x-a,x-c]; barrier again 2 1000",
+        ),
+    ]
+    .concat();
+    let manifest = manifest(dir.path(), "meeting", &agents);
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    a.wait_for(|e| e["event"] == "leading");
+    let mut b = Node::start(&manifest, &nats, "b", dir.path());
+    let mut c = Node::start(&manifest, &nats, "c", dir.path());
+
+    // Two rounds, each released for all three parties together, with one number each.
+    let rounds_of = |node: &mut Node, agent: &str| {
+        let prefix = "probe: barrier meet 3 30000 => ";
+        let mut rounds = Vec::new();
+        while rounds.len() < 2 {
+            let line =
+                node.wait_for(|e| e["agent"] == agent && e["message"].as_str().is_some_and(|m| m.starts_with(prefix)));
+            rounds.push(line["message"].as_str().unwrap()[prefix.len()..].to_string());
+        }
+        rounds
+    };
+    let on_a = rounds_of(&mut a, "x-a");
+    assert_eq!(on_a, ["round 1", "round 2"]);
+    assert_eq!(rounds_of(&mut b, "x-b"), on_a);
+    assert_eq!(rounds_of(&mut c, "x-c"), on_a);
+    // A party alone at its barrier times out.
+    assert_eq!(outcome_on(&mut b, "x-b", "barrier other 2 1000"), "error BarrierError::Timeout");
+
+    // c dies while its party waits at `again`: a's party hears that x-c was lost.
+    assert_eq!(
+        outcome_on(&mut b, "watcher", "await-outcome 30000 barrier-waiting again => waiting [x-a,x-c]"),
+        "waiting [x-a,x-c]"
+    );
+    // Arriving for another number of parties while others wait is refused, from any node.
+    assert_eq!(outcome_on(&mut b, "watcher", "barrier again 2 1000"), "error BarrierError::Mismatch(3)");
+    c.kill();
+    assert_eq!(outcome_on(&mut a, "x-a", "barrier again 3 30000"), "error BarrierError::PartyLost(\"x-c\")");
+}

@@ -55,6 +55,7 @@ impl Cluster {
             self.assign_children().await;
             self.clear_dead_names().await;
             self.clear_dead_members().await;
+            self.break_dead_barriers().await;
         }
     }
 

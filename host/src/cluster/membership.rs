@@ -113,6 +113,7 @@ impl Cluster {
         self.changed.notify_one();
         // Its lock grants ended with it.
         self.lock_changed.notify_waiters();
+        self.barrier_changed.notify_waiters();
     }
 
     /// The nodes up now (this one included unless it is isolated).

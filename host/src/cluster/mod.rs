@@ -14,13 +14,15 @@
 //! - `_placement`: which node incarnation runs each of the root supervisor's children
 //!   ([`placement`]), written by the leader, watched by every node.
 //! - `_names`: the cluster-wide registry ([`names`]).
-//! - `_groups`: cluster-wide election groups ([`groups`]).
+//! - `_groups`: cluster-wide election groups ([`groups`]); `_barriers`: barriers ([`barriers`]).
+//! - The stream `agora_<cluster>_ledger`: every movement of money ([`ledger`]).
 //! - `_locks`: cluster-wide locks, each key with a per-key TTL as long as its leases ([`locks`]).
 //!
 //! A node that cannot reach the server for `node_timeout` is down for the others, who restart
 //! its work: it stops its placed children itself at that moment (it is isolated), so that no
 //! child runs twice, and takes back what the leader assigns it once it is reachable again.
 
+pub mod barriers;
 pub mod groups;
 pub mod leader;
 pub mod ledger;
@@ -101,6 +103,11 @@ pub struct Cluster {
     names: kv::Store,
     locks: kv::Store,
     groups: kv::Store,
+    barriers: kv::Store,
+    /// The barriers bucket, as followed.
+    barrier_table: Mutex<barriers::BarrierTable>,
+    /// A barrier changed or a node went down: waiting parties look again.
+    barrier_changed: Notify,
     /// The groups bucket, as followed.
     group_table: Mutex<groups::GroupTable>,
     /// This host's mailboxes (members of election groups are told of new terms).
@@ -241,6 +248,7 @@ impl Cluster {
         let names = open("names", forever, false).await?;
         let locks = open("locks", forever, true).await?;
         let groups = open("groups", forever, false).await?;
+        let barriers = open("barriers", forever, false).await?;
         let incarnation = next_incarnation(&ids).await?;
         // The same name may not run twice: a previous run killed a moment ago is waited out
         // (its heartbeat ages out of the bucket within node_timeout); a live one is refused.
@@ -274,6 +282,9 @@ impl Cluster {
             locks,
             groups,
             group_table: Default::default(),
+            barriers,
+            barrier_table: Default::default(),
+            barrier_changed: Notify::new(),
             router: router.clone(),
             lock_table: Default::default(),
             lock_changed: Notify::new(),
@@ -298,6 +309,7 @@ impl Cluster {
         cluster.follow(&cluster.names, "names", Cluster::apply_name).await?;
         cluster.follow(&cluster.locks, "locks", Cluster::apply_lock).await?;
         cluster.follow(&cluster.groups, "groups", Cluster::apply_group).await?;
+        cluster.follow(&cluster.barriers, "barriers", Cluster::apply_barrier).await?;
         cluster.clone().serve_deliveries(router).await.context("serving this node's agents")?;
         tracing::info!(event = "cluster_joined", cluster = %cluster.settings.name, node = %cluster.settings.node,
             incarnation, index = cluster.index, "joined cluster {} as node {} (incarnation {incarnation})",

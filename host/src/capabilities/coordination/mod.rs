@@ -202,7 +202,10 @@ impl wit_barriers::Host for View<'_, Coordination> {
             return Err(WitBarrierError::Invalid("names are 1-256 bytes, and a barrier has at least 1 party".into()));
         }
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_TTL);
-        let arrived = self.shared.barriers.arrive(&name, self.id, self.name.clone(), parties, timeout).await;
+        let arrived = match self.host.cluster.get() {
+            Some(cluster) => cluster.barrier_arrive(&name, self.id, self.name, parties, timeout).await,
+            None => self.shared.barriers.arrive(&name, self.id, self.name.clone(), parties, timeout).await,
+        };
         arrived.map_err(|error| match error {
             barriers::BarrierError::Timeout => WitBarrierError::Timeout,
             barriers::BarrierError::PartyLost(party) => WitBarrierError::PartyLost(party),
@@ -212,7 +215,10 @@ impl wit_barriers::Host for View<'_, Coordination> {
 
     fn waiting(&mut self, name: String) -> Result<Vec<String>, WitBarrierError> {
         self.require()?;
-        Ok(self.shared.barriers.waiting(&name).iter().map(|party| party.to_string()).collect())
+        match self.host.cluster.get() {
+            Some(cluster) => Ok(cluster.barrier_waiting(&name)),
+            None => Ok(self.shared.barriers.waiting(&name).iter().map(|party| party.to_string()).collect()),
+        }
     }
 }
 

@@ -734,7 +734,6 @@ fn run_step(words: &[&str]) -> String {
             Err(e) => format!("error {e:?}"),
         },
         // Sorted, so that a script can wait for a set of parties whatever their arrival order.
-        // Sorted, so that a script can wait for a set of parties whatever their arrival order.
         "barrier-waiting" => match agora_guest::barriers::waiting(arg(1)) {
             Ok(mut parties) => {
                 parties.sort();
