@@ -1058,3 +1058,59 @@ fn barriers_gather_parties_of_every_node_and_a_killed_nodes_party_breaks_the_rou
     c.kill();
     assert_eq!(outcome_on(&mut a, "x-a", "barrier again 3 30000"), "error BarrierError::PartyLost(\"x-c\")");
 }
+
+/// A request to a node's admin endpoint whose answer is text (the config routes).
+fn text_request(node: &Node, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&node.admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        node.admin,
+        node.token,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+#[test]
+fn a_config_change_on_one_node_reaches_every_node_and_a_node_that_joins_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let agents = format!(
+        "{}[config]\nupdatable = [\"pricing\"]\n[config.values]\npricing = {{ rate = 3 }}\nfixed = 1\n",
+        member_on("b", "reader", "ignore", "config-subscribe pricing"),
+    )
+    .replace("\"coordination\"", "\"coordination\", \"config\"");
+    let manifest = manifest(dir.path(), "configured", &agents);
+    let a = Node::start(&manifest, &nats, "a", dir.path());
+    let mut b = Node::start(&manifest, &nats, "b", dir.path());
+    outcome_on(&mut b, "reader", "config-subscribe pricing");
+
+    let (status, body) = text_request(&a, "PUT", "/config/pricing.rate", "5");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("across the cluster"), "{body}");
+    b.wait_for(|e| e["agent"] == "reader" && e["message"] == "probe got [agora:config] pricing.rate=5");
+    assert_eq!(text_request(&b, "GET", "/config/pricing.rate", ""), (200, "5".to_string()));
+    // Refused where it is made, as on a host alone: nothing is shared.
+    assert_eq!(text_request(&a, "PUT", "/config/fixed", "2").0, 403);
+    // A node that joins now starts from the cluster's config, not its manifest's.
+    let c = Node::start(&manifest, &nats, "c", dir.path());
+    // (Its admin endpoint answers a moment before it has followed the cluster's config.)
+    eventually("c starts from the cluster's config", || {
+        let got = text_request(&c, "GET", "/config/pricing.rate", "");
+        (got == (200, "5".to_string()), got)
+    });
+    assert_eq!(text_request(&c, "GET", "/config/fixed", ""), (200, "1".to_string()));
+    // A removal travels too.
+    assert_eq!(text_request(&c, "DELETE", "/config/pricing.rate", "").0, 200);
+    b.wait_for(|e| e["agent"] == "reader" && e["message"] == "probe got [agora:config] pricing.rate=");
+    eventually("a sees the removal", || {
+        let got = text_request(&a, "GET", "/config/pricing.rate", "");
+        (got.0 == 404, got)
+    });
+}

@@ -503,8 +503,22 @@ async fn serve(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<B
             } else {
                 None
             };
-            match crate::capabilities::config::update(runtime, &path, value) {
-                Ok(notified) => text(StatusCode::OK, format!("updated {path}; {notified} subscribers notified\n")),
+            match crate::capabilities::config::update(runtime, &path, value.clone()) {
+                Ok(notified) => match runtime.cluster.get() {
+                    Some(cluster) => match cluster.share_config(&path, value).await {
+                        Ok(()) => text(
+                            StatusCode::OK,
+                            format!("updated {path} across the cluster; {notified} subscribers here notified\n"),
+                        ),
+                        Err(error) => text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "updated {path} on this node only: the cluster's config bucket did not take it ({error})\n"
+                            ),
+                        ),
+                    },
+                    None => text(StatusCode::OK, format!("updated {path}; {notified} subscribers notified\n")),
+                },
                 Err(error @ UpdateError::NotUpdatable(..)) => text(StatusCode::FORBIDDEN, format!("{error}\n")),
                 Err(error @ UpdateError::IsTable(_)) => text(StatusCode::CONFLICT, format!("{error}\n")),
                 Err(error @ UpdateError::InvalidPath(_)) => text(StatusCode::BAD_REQUEST, format!("{error}\n")),

@@ -15,6 +15,7 @@
 //!   ([`placement`]), written by the leader, watched by every node.
 //! - `_names`: the cluster-wide registry ([`names`]).
 //! - `_groups`: cluster-wide election groups ([`groups`]); `_barriers`: barriers ([`barriers`]).
+//! - `_config`: changes of the live config ([`config`]).
 //! - The stream `agora_<cluster>_ledger`: every movement of money ([`ledger`]).
 //! - `_locks`: cluster-wide locks, each key with a per-key TTL as long as its leases ([`locks`]).
 //!
@@ -23,6 +24,7 @@
 //! child runs twice, and takes back what the leader assigns it once it is reachable again.
 
 pub mod barriers;
+pub mod config;
 pub mod groups;
 pub mod leader;
 pub mod ledger;
@@ -104,6 +106,9 @@ pub struct Cluster {
     locks: kv::Store,
     groups: kv::Store,
     barriers: kv::Store,
+    config: kv::Store,
+    /// How this host takes the cluster's config changes.
+    config_hook: std::sync::OnceLock<config::ConfigHook>,
     /// The barriers bucket, as followed.
     barrier_table: Mutex<barriers::BarrierTable>,
     /// A barrier changed or a node went down: waiting parties look again.
@@ -249,6 +254,7 @@ impl Cluster {
         let locks = open("locks", forever, true).await?;
         let groups = open("groups", forever, false).await?;
         let barriers = open("barriers", forever, false).await?;
+        let config = open("config", forever, false).await?;
         let incarnation = next_incarnation(&ids).await?;
         // The same name may not run twice: a previous run killed a moment ago is waited out
         // (its heartbeat ages out of the bucket within node_timeout); a live one is refused.
@@ -283,6 +289,8 @@ impl Cluster {
             groups,
             group_table: Default::default(),
             barriers,
+            config,
+            config_hook: Default::default(),
             barrier_table: Default::default(),
             barrier_changed: Notify::new(),
             router: router.clone(),

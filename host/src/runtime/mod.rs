@@ -347,12 +347,33 @@ impl Runtime {
         let _ = self.cluster.set(cluster.clone());
         cluster.serve_signals(self).await?;
         cluster.serve_votes(self).await?;
+        let weak = Arc::downgrade(self);
+        cluster
+            .follow_config(Box::new(move |path, value| {
+                if let Some(runtime) = weak.upgrade() {
+                    runtime.take_config_change(path, value);
+                }
+            }))
+            .await?;
         let journal = crate::cluster::ledger::SharedJournal::open(&cluster).await?;
         anyhow::Context::context(
             self.services.economics.ledger.share(journal).await,
             "following the cluster's ledger",
         )?;
         Ok(cluster)
+    }
+
+    /// A change of the cluster's config (another node's, or this one's coming back): applied
+    /// unless the value is already the one here.
+    fn take_config_change(&self, path: &str, value: Option<String>) {
+        let config = &self.services.config;
+        if config.get(path).ok() == Some(value.clone()) {
+            return;
+        }
+        if let Err(error) = config.update(path, value) {
+            tracing::warn!(event = "cluster_config_refused", path, %error,
+                "a config change made on another node does not apply here: {error}");
+        }
     }
 
     /// A fresh agent id; ids are never reused within a process.
