@@ -124,6 +124,14 @@ impl Node {
         names
     }
 
+    /// The first line so far, or from now on, that `pred` holds for.
+    pub fn saw(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        match self.seen.iter().find(|e| pred(e)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(pred),
+        }
+    }
+
     pub fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         wait_for_event(&mut self.lines, &mut self.seen, &pred);
         self.seen.last().unwrap().clone()
@@ -760,11 +768,7 @@ const LOCKING: &str = "\"messaging\", \"logging\", \"registry\", \"coordination\
 /// What a probe logged for a step, from a node's log (waiting for it).
 fn outcome_on(node: &mut Node, agent: &str, step: &str) -> String {
     let prefix = format!("probe: {step} => ");
-    let matches = |e: &Value| e["agent"] == agent && e["message"].as_str().is_some_and(|m| m.starts_with(&prefix));
-    let line = match node.seen.iter().find(|e| matches(e)) {
-        Some(line) => line.clone(),
-        None => node.wait_for(matches),
-    };
+    let line = node.saw(|e| e["agent"] == agent && e["message"].as_str().is_some_and(|m| m.starts_with(&prefix)));
     line["message"].as_str().unwrap()[prefix.len()..].to_string()
 }
 
@@ -1113,4 +1117,46 @@ fn a_config_change_on_one_node_reaches_every_node_and_a_node_that_joins_later() 
         let got = text_request(&a, "GET", "/config/pricing.rate", "");
         (got.0 == 404, got)
     });
+}
+
+#[test]
+fn a_publish_reaches_the_topics_subscribers_on_every_node_and_reports_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start();
+    let agents = [
+        member_on("a", "sub-a", "ignore", "subscribe prices; register sub-a-ready"),
+        member_on("b", "sub-b", "ignore", "subscribe prices; register sub-b-ready"),
+        member_on("c", "sub-c", "ignore", "subscribe prices; register sub-c-ready"),
+        // Publishes once every subscriber has announced itself (a subscription reaches the
+        // other nodes in the background, as a `pg` join does).
+        probe_on(
+            "a",
+            "publisher",
+            LOCKING,
+            "await sub-a-ready 30000; await sub-b-ready 30000; await sub-c-ready 30000; \
+             await-outcome 30000 publish prices tick => delivered 3 full 0; await-gone sub-b 30000; \
+             await-outcome 30000 publish prices tock => delivered 2 full 0",
+        ),
+    ]
+    .concat();
+    let manifest = manifest(dir.path(), "publishing", &agents);
+    let mut a = Node::start(&manifest, &nats, "a", dir.path());
+    a.wait_for(|e| e["event"] == "leading");
+    let mut b = Node::start(&manifest, &nats, "b", dir.path());
+    let mut c = Node::start(&manifest, &nats, "c", dir.path());
+    assert_eq!(
+        outcome_on(&mut a, "publisher", "await-outcome 30000 publish prices tick => delivered 3 full 0"),
+        "delivered 3 full 0"
+    );
+    for (node, subscriber) in [(&mut a, "sub-a"), (&mut b, "sub-b"), (&mut c, "sub-c")] {
+        node.saw(|e| e["agent"] == subscriber && e["message"] == "probe got [prices] tick");
+    }
+    // b's subscriber goes: the next publish reaches the two left, and reports two.
+    let (status, body) = api(&b.admin, &b.token, "POST", "/v1/agents/sub-b/kill", "");
+    assert!(status < 300, "{body}");
+    assert_eq!(
+        outcome_on(&mut a, "publisher", "await-outcome 30000 publish prices tock => delivered 2 full 0"),
+        "delivered 2 full 0"
+    );
+    c.saw(|e| e["agent"] == "sub-c" && e["message"] == "probe got [prices] tock");
 }

@@ -56,6 +56,7 @@ impl Cluster {
             self.clear_dead_names().await;
             self.clear_dead_members().await;
             self.break_dead_barriers().await;
+            self.clear_dead_topics().await;
         }
     }
 

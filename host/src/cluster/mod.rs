@@ -15,7 +15,8 @@
 //!   ([`placement`]), written by the leader, watched by every node.
 //! - `_names`: the cluster-wide registry ([`names`]).
 //! - `_groups`: cluster-wide election groups ([`groups`]); `_barriers`: barriers ([`barriers`]).
-//! - `_config`: changes of the live config ([`config`]).
+//! - `_config`: changes of the live config ([`config`]); `_topics`: which nodes have
+//!   subscribers of which topics ([`topics`]).
 //! - The stream `agora_<cluster>_ledger`: every movement of money ([`ledger`]).
 //! - `_locks`: cluster-wide locks, each key with a per-key TTL as long as its leases ([`locks`]).
 //!
@@ -35,6 +36,7 @@ pub mod placement;
 pub mod remote;
 pub mod settings;
 pub mod signals;
+pub mod topics;
 pub mod votes;
 
 use std::collections::BTreeMap;
@@ -107,6 +109,9 @@ pub struct Cluster {
     groups: kv::Store,
     barriers: kv::Store,
     config: kv::Store,
+    topics: kv::Store,
+    /// The topics bucket, as followed: the node indices with subscribers of each topic.
+    topic_table: Mutex<topics::TopicTable>,
     /// How this host takes the cluster's config changes.
     config_hook: std::sync::OnceLock<config::ConfigHook>,
     /// The barriers bucket, as followed.
@@ -255,6 +260,7 @@ impl Cluster {
         let groups = open("groups", forever, false).await?;
         let barriers = open("barriers", forever, false).await?;
         let config = open("config", forever, false).await?;
+        let topics = open("topics", forever, false).await?;
         let incarnation = next_incarnation(&ids).await?;
         // The same name may not run twice: a previous run killed a moment ago is waited out
         // (its heartbeat ages out of the bucket within node_timeout); a live one is refused.
@@ -291,6 +297,8 @@ impl Cluster {
             barriers,
             config,
             config_hook: Default::default(),
+            topics,
+            topic_table: Default::default(),
             barrier_table: Default::default(),
             barrier_changed: Notify::new(),
             router: router.clone(),
@@ -318,6 +326,7 @@ impl Cluster {
         cluster.follow(&cluster.locks, "locks", Cluster::apply_lock).await?;
         cluster.follow(&cluster.groups, "groups", Cluster::apply_group).await?;
         cluster.follow(&cluster.barriers, "barriers", Cluster::apply_barrier).await?;
+        cluster.follow(&cluster.topics, "topics", Cluster::apply_topic).await?;
         cluster.clone().serve_deliveries(router).await.context("serving this node's agents")?;
         tracing::info!(event = "cluster_joined", cluster = %cluster.settings.name, node = %cluster.settings.node,
             incarnation, index = cluster.index, "joined cluster {} as node {} (incarnation {incarnation})",

@@ -140,7 +140,17 @@ impl messaging::Host for View<'_, Messaging> {
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<PublishReport, Error> {
         self.require()?;
         self.host.router.check_size(payload.len())?;
-        let (delivered, mailbox_full) = self.host.router.publish(self.id, &topic, &payload);
+        let (mut delivered, mut mailbox_full) = self.host.router.publish(self.id, &topic, &payload);
+        if let Some(cluster) = self.host.cluster.get()
+            && cluster.has_remote_subscribers(&topic)
+        {
+            // Other nodes' subscribers too: waited for in place, as a send to another node is.
+            let remote = crate::cluster::remote::in_place(cluster.publish_remote(self.id, &topic, &payload));
+            if let Some(remote) = remote {
+                delivered += remote.delivered;
+                mailbox_full.extend(remote.mailbox_full);
+            }
+        }
         self.stats.sent();
         Ok(PublishReport { delivered, mailbox_full })
     }

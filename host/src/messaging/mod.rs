@@ -161,6 +161,8 @@ pub struct Router {
     mailbox_bytes: usize,
     /// In a cluster, where host notices for agents of other nodes go.
     pub remote: std::sync::OnceLock<Forward>,
+    /// In a cluster, told of each topic that gained its first subscriber here or lost its last.
+    pub topic_changed: std::sync::OnceLock<Box<dyn Fn(&Arc<str>) + Send + Sync>>,
 }
 
 /// Carries a host notice to an agent of another node.
@@ -180,6 +182,7 @@ impl Router {
             refusing: Default::default(),
             refusing_count: Default::default(),
             remote: Default::default(),
+            topic_changed: Default::default(),
         }
     }
 
@@ -355,11 +358,17 @@ impl Router {
 
     /// Returns false when the agent already was subscribed.
     pub fn subscribe(&self, id: AgentId, topic: &Arc<str>) -> bool {
-        let mut subscribers = self.topics.entry(topic.clone()).or_default();
-        if subscribers.contains(&id) {
-            return false;
+        let first = {
+            let mut subscribers = self.topics.entry(topic.clone()).or_default();
+            if subscribers.contains(&id) {
+                return false;
+            }
+            subscribers.push(id);
+            subscribers.len() == 1
+        };
+        if first && let Some(changed) = self.topic_changed.get() {
+            changed(topic);
         }
-        subscribers.push(id);
         true
     }
 
@@ -372,7 +381,11 @@ impl Router {
             }
             None => false,
         };
-        self.topics.remove_if(topic, |_, subscribers| subscribers.is_empty());
+        if let Some((topic, _)) = self.topics.remove_if(topic, |_, subscribers| subscribers.is_empty())
+            && let Some(changed) = self.topic_changed.get()
+        {
+            changed(&topic);
+        }
         removed
     }
 

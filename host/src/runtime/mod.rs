@@ -347,6 +347,7 @@ impl Runtime {
         let _ = self.cluster.set(cluster.clone());
         cluster.serve_signals(self).await?;
         cluster.serve_votes(self).await?;
+        cluster.serve_topics(&self.router).await?;
         let weak = Arc::downgrade(self);
         cluster
             .follow_config(Box::new(move |path, value| {
