@@ -162,11 +162,14 @@ pub struct Router {
     /// In a cluster, where host notices for agents of other nodes go.
     pub remote: std::sync::OnceLock<Forward>,
     /// In a cluster, told of each topic that gained its first subscriber here or lost its last.
-    pub topic_changed: std::sync::OnceLock<Box<dyn Fn(&Arc<str>) + Send + Sync>>,
+    pub topic_changed: std::sync::OnceLock<TopicChanged>,
 }
 
 /// Carries a host notice to an agent of another node.
 pub type Forward = Box<dyn Fn(AgentId, Message) + Send + Sync>;
+
+/// Told of a topic whose local subscribers went from none to some, or back.
+pub type TopicChanged = Box<dyn Fn(&Arc<str>) + Send + Sync>;
 
 impl Router {
     pub fn new(max_message: usize) -> Self {
