@@ -744,7 +744,7 @@ fn the_cluster_benchmark_prints_its_figures_next_to_raw_nats() {
         &server,
     ]);
     run.assert_success();
-    for name in ["cluster_call_p50", "cluster_call_p99", "cluster_msgs"] {
+    for name in ["cluster_call_p50", "cluster_call_p99", "cluster_msgs", "cluster_failover"] {
         let figure = run
             .stdout
             .lines()

@@ -9,8 +9,11 @@
 //! - `cluster_msgs`: sends from `a` to the echo on `b`, 64 in flight, each acknowledged once it
 //!   is in the mailbox; the baseline is raw requests at the same concurrency.
 //!
-//! `cluster_failover` (a node's death until its work answers on a survivor) needs processes to
-//! kill and is not measured here yet.
+//! - `cluster_failover`: two `agora run` processes of this binary (nodes `a` and `b`) share a
+//!   child that may run on either; the node running it is killed (SIGKILL), and the time until
+//!   a call to the child by name is answered on the survivor is taken from this process's own
+//!   node, which runs nothing. Three kills, the median; the baseline is `node_timeout` (the
+//!   silence after which a node counts as down: the floor of any failover).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -181,6 +184,128 @@ pub async fn cluster(nats_server: &Path, echo: &Path, calls: usize, report: &Rep
             cluster.leave().await;
         }
     }
+    failover(&server, echo, report).await?;
+    for runtime in [&a, &b] {
+        if let Some(cluster) = runtime.cluster.get() {
+            cluster.leave().await;
+        }
+    }
     drop(server);
+    Ok(())
+}
+
+/// A host process of the failover cluster, killed when dropped.
+struct Host(std::process::Child);
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How long, after the node running a child dies, until the child answers on the survivor.
+async fn failover(server: &Server, echo: &Path, report: &Report) -> anyhow::Result<()> {
+    const NODE_TIMEOUT: Duration = Duration::from_secs(1);
+    // The manifest lives elsewhere: the module by its absolute path.
+    let echo = std::fs::canonicalize(echo)?;
+    let dir = server.dir.join("failover");
+    std::fs::create_dir_all(&dir)?;
+    let manifest = dir.join("failover.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[cluster]\nname = \"failover\"\nheartbeat = \"200ms\"\nnode_timeout = \"{}ms\"\nsettle = \"0s\"\n\n\
+             [modules]\necho = {:?}\n\n[[agent]]\nname = \"mover\"\nmodule = \"echo\"\nnodes = [\"a\", \"b\"]\n",
+            NODE_TIMEOUT.as_millis(),
+            echo.display().to_string()
+        ),
+    )?;
+    let binary = std::env::current_exe()?;
+    let start = |node: &str| -> anyhow::Result<Host> {
+        let child = std::process::Command::new(&binary)
+            .args(["run", "--log-format", "json", "--cluster", &server.url(), "--node", node, "--data-dir"])
+            .arg(dir.join(node))
+            .arg(&manifest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Host(child))
+    };
+    // This process watches through a node of its own, which runs nothing.
+    let cluster = ClusterSettings {
+        url: server.url(),
+        name: "failover".into(),
+        node: "observer".into(),
+        credentials: None,
+        heartbeat: Duration::from_millis(200),
+        node_timeout: NODE_TIMEOUT,
+        settle: Duration::ZERO,
+    };
+    let settings = HostSettings { data_dir: dir.join("observer"), max_agents: 8, ..HostSettings::default() };
+    let watcher = Arc::new(Runtime::new(settings)?);
+    // It knows the root's children, as every node of one manifest does: leading, it places them.
+    let children = crate::cluster::placed_children(&crate::manifest::Manifest::load(&manifest)?);
+    watcher.join_cluster(cluster, children).await?;
+    let view = watcher.cluster.get().expect("joined").clone();
+    // Where the child answers now: the node index of its id, once a call to it by name works.
+    let answering = || {
+        let view = view.clone();
+        async move {
+            let id = view.lookup("mover").await?;
+            view.deliver(Kind::Call, None, id, b"ping", Duration::from_millis(500)).await.ok()?;
+            Some(crate::cluster::index_of(id))
+        }
+    };
+    let mut hosts = [Some(start("a")?), Some(start("b")?)];
+    let mut times = Vec::new();
+    for round in 0..3 {
+        // Until the child answers and both nodes are up.
+        let started = Instant::now();
+        let index = loop {
+            let up = view.live_nodes().iter().filter(|n| n.name == "a" || n.name == "b").count();
+            if up == 2
+                && let Some(index) = answering().await
+            {
+                break index;
+            }
+            for (host, node) in hosts.iter_mut().zip(["a", "b"]) {
+                if let Some(Host(child)) = host
+                    && let Some(status) = child.try_wait()?
+                {
+                    anyhow::bail!(
+                        "failover host {node} exited ({status}); `agora run {}` says why",
+                        manifest.display()
+                    );
+                }
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "round {round}: the cluster never settled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let running = view.members_index(index).ok_or_else(|| anyhow::anyhow!("no node has index {index}"))?;
+        let at = if running == "a" { 0 } else { 1 };
+        let killed = Instant::now();
+        drop(hosts[at].take());
+        loop {
+            if answering().await.is_some_and(|now| now != index) {
+                break;
+            }
+            anyhow::ensure!(killed.elapsed() < Duration::from_secs(30), "round {round}: the child never moved");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        times.push(killed.elapsed());
+        // The killed node comes back (a new incarnation) for the next round.
+        hosts[at] = Some(start(running.as_str())?);
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    report.figure(
+        "cluster_failover",
+        median.as_secs_f64() * 1000.0,
+        "ms",
+        Some(NODE_TIMEOUT.as_secs_f64() * 1000.0),
+        "(a node killed until its child answers on the survivor, median of 3; baseline: node_timeout)",
+    );
+    view.leave().await;
     Ok(())
 }

@@ -116,6 +116,12 @@ impl Cluster {
         self.barrier_changed.notify_waiters();
     }
 
+    /// The name of the node up now whose agent ids carry `index`.
+    pub fn members_index(&self, index: u64) -> Option<String> {
+        let members = self.members.lock().expect("members");
+        members.values().find(|m| m.up && m.record.index == index).map(|m| m.record.name.clone())
+    }
+
     /// The nodes up now (this one included unless it is isolated).
     pub fn live_nodes(&self) -> Vec<super::placement::LiveNode> {
         let members = self.members.lock().expect("members");
