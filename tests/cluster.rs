@@ -441,7 +441,7 @@ fn cluster_settings_and_placement_are_checked_where_they_are_written() {
 }
 
 impl Node {
-    /// Call a local agent through the admin API; its reply's text.
+    /// Call an agent (of this node or another) through the admin API; its reply's text.
     pub fn call(&self, agent: &str, text: &str) -> String {
         let (status, body) = api(&self.admin, &self.token, "POST", &format!("/v1/agents/{agent}/call"), text);
         assert_eq!(status, 200, "{agent} <- {text}: {body}");
@@ -494,11 +494,16 @@ fn messages_reach_agents_on_other_nodes_by_name_and_id_with_the_local_errors() {
     });
     // A call by name to an agent of b, from an agent of a, and its reply.
     assert_eq!(a.call("relay-a", "relay-call:echo-b:hello"), "ok:hello");
+    // The admin endpoint of a reaches an agent of b by name too, for calls and sends.
+    assert_eq!(a.call("echo-b", "hello"), "hello");
+    let (status, body) = api(&a.admin, &a.token, "POST", "/v1/agents/target/send", "tick");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(a.try_call("nobody", "x").0, 404);
     // Sends arrive in order and are handled; the count shows every one.
     for _ in 0..3 {
         assert_eq!(a.call("relay-a", "relay-send:target:tick"), "sent");
     }
-    assert_eq!(a.call("relay-a", "relay-call:target:tick"), "ok:4");
+    assert_eq!(a.call("relay-a", "relay-call:target:tick"), "ok:5");
     // By id: the id that a lookup across the cluster gives.
     let id = a.call("relay-a", "lookup:echo-b");
     let id: u64 = id.strip_prefix("id:").unwrap_or_else(|| panic!("{id}")).parse().unwrap();

@@ -236,7 +236,7 @@ async fn serve_whole(runtime: &Arc<Runtime>, token: &str, request: Request<Incom
             };
             match action.as_str() {
                 "call" => call(runtime, &name, payload, &query).await,
-                "send" => send(runtime, &name, payload),
+                "send" => send(runtime, &name, payload).await,
                 _ => kill(runtime, &name),
             }
         }
@@ -585,8 +585,8 @@ async fn call(runtime: &Runtime, name: &str, payload: Vec<u8>, query: &str) -> R
     }
 }
 
-fn send(runtime: &Runtime, name: &str, payload: Vec<u8>) -> Response<Full<Bytes>> {
-    match runtime.send(name, payload) {
+async fn send(runtime: &Runtime, name: &str, payload: Vec<u8>) -> Response<Full<Bytes>> {
+    match runtime.send(name, payload).await {
         Ok(()) => json_response(StatusCode::ACCEPTED, &json!({ "sent": true })),
         Err(error) => refused(name, error),
     }

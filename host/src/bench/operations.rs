@@ -27,7 +27,7 @@ pub async fn upgrade(
     let (exits, _keep) = mpsc::unbounded_channel();
     let counter = Arc::new(spec("upgraded".into(), "counter", &[], Limits::default().memory));
     let running = agent::start(runtime, &counter, &first, exits.clone(), 0).await?;
-    runtime.send("upgraded", b"add 5".to_vec()).map_err(super::error)?;
+    runtime.send("upgraded", b"add 5".to_vec()).await.map_err(super::error)?;
     let mut pauses = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let to = if round % 2 == 0 { second.clone() } else { first.clone() };

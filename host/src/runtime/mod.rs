@@ -316,16 +316,34 @@ impl Runtime {
     /// Call the agent registered as `name` from outside any agent (its message has no sender)
     /// and wait up to `timeout` for the reply: `agora run --call`, and the Rust API.
     pub async fn call(&self, name: &str, payload: Vec<u8>, timeout: std::time::Duration) -> crate::messaging::Reply {
-        let target = self.registry.lookup(name).ok_or(crate::bindings::Error::NotFound)?;
         self.router.check_size(payload.len())?;
-        self.router.call(None, target, payload, timeout).await
+        match self.registry.lookup(name) {
+            Some(target) => self.router.call(None, target, payload, timeout).await,
+            None => {
+                let (cluster, target) = self.elsewhere(name).await?;
+                cluster.deliver(crate::cluster::remote::Kind::Call, None, target, &payload, timeout).await
+            }
+        }
     }
 
     /// Enqueue a message for the agent registered as `name`, from outside any agent.
-    pub fn send(&self, name: &str, payload: Vec<u8>) -> Result<(), crate::bindings::Error> {
-        let target = self.registry.lookup(name).ok_or(crate::bindings::Error::NotFound)?;
+    pub async fn send(&self, name: &str, payload: Vec<u8>) -> Result<(), crate::bindings::Error> {
         self.router.check_size(payload.len())?;
-        self.router.try_deliver(target, crate::messaging::Message::cast(None, payload))
+        match self.registry.lookup(name) {
+            Some(target) => self.router.try_deliver(target, crate::messaging::Message::cast(None, payload)),
+            None => {
+                let (cluster, target) = self.elsewhere(name).await?;
+                let send = crate::cluster::remote::Kind::Send;
+                cluster.deliver(send, None, target, &payload, std::time::Duration::ZERO).await.map(|_| ())
+            }
+        }
+    }
+
+    /// The agent registered as `name` on another node of this host's cluster.
+    async fn elsewhere(&self, name: &str) -> Result<(&Arc<crate::cluster::Cluster>, AgentId), crate::bindings::Error> {
+        let cluster = self.cluster.get().ok_or(crate::bindings::Error::NotFound)?;
+        let target = cluster.lookup(name).await.ok_or(crate::bindings::Error::NotFound)?;
+        Ok((cluster, target))
     }
 
     /// Join the cluster of `settings`: from now on this host's ids carry its node index, its
